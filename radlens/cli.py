@@ -1,0 +1,88 @@
+"""radlens command line: a thin layer, one sub-command per stage.
+
+Sub-commands are discovered from :mod:`radlens.commands`; each parses its arguments and calls one
+library function of the same name. The library logs, it never prints; this layer sets up logging.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+from radlens import __version__
+
+
+class UserError(Exception):
+    """An error whose message is meant for the user (no traceback shown)."""
+
+
+def _command_modules():
+    import radlens.commands as pkg
+
+    mods = []
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"radlens.commands.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            mods.append(mod)
+    return mods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radlens",
+        description="What did fine-tuning change inside my encoder? Radiomic lens, CAM drift, "
+        "pooling probe and localization scores for medical-imaging encoders.",
+        epilog="Start with `radlens demo`: a phantom cohort with planted ground truth, encoders "
+        "trained on the spot, every analysis, an HTML report. `radlens COMMAND --help` for details.",
+    )
+    parser.add_argument("--version", action="version", version=f"radlens {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        p = sub.add_parser(
+            mod.NAME,
+            help=mod.HELP,
+            description=getattr(mod, "DESCRIPTION", mod.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose < 2:
+        for noisy in ("radiomics", "distributed", "matplotlib", "PIL", "urllib3", "fsspec"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("radlens: interrupted; finished work is kept on disk and a re-run resumes", file=sys.stderr)
+        return 130
+    except Exception as exc:  # user-facing errors from the library carry full context
+        from radlens.errors import RadlensError
+
+        if isinstance(exc, (RadlensError, UserError)):
+            print(f"radlens {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

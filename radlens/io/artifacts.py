@@ -1,0 +1,309 @@
+"""Artifact store: atomic writes, content hashes, provenance sidecars, tables and embeddings.
+
+Every artifact radlens writes carries ``case_id`` keys and provenance (command, config, versions,
+input hashes) so any figure can be traced back and any stage re-run alone:
+
+* parquet tables: provenance JSON in the schema metadata under ``b"radlens"``;
+* npz archives: provenance JSON in a 0-d string array named ``__meta__``;
+* anything else: a ``<file>.meta.json`` sidecar.
+
+All writes go to a temporary file in the same folder and are renamed into place, so a killed run
+never leaves a half-written artifact.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from radlens.errors import InputError
+
+log = logging.getLogger(__name__)
+
+META_KEY = b"radlens"
+NPZ_META = "__meta__"
+
+
+# --------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+# --------------------------------------------------------------------------- hashes
+def file_hash(path: str | os.PathLike, algo: str = "sha256", chunk: int = 1 << 20) -> str:
+    """Content hash of a file (or of every file in a folder, in sorted relative-path order)."""
+    path = Path(path)
+    h = hashlib.new(algo)
+    if path.is_dir():
+        for p in sorted(q for q in path.rglob("*") if q.is_file()):
+            h.update(str(p.relative_to(path)).encode())
+            h.update(file_hash(p, algo).encode())
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bytes_hash(data: bytes, algo: str = "sha256") -> str:
+    return hashlib.new(algo, data).hexdigest()
+
+
+def obj_hash(obj: Any) -> str:
+    """Stable hash of a JSON-able object (dict keys sorted)."""
+    return bytes_hash(json.dumps(obj, sort_keys=True, default=_json_default).encode())
+
+
+# --------------------------------------------------------------------------- provenance
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries whose numbers matter for reproducibility."""
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("radlens", "numpy", "scipy", "pandas", "scikit-learn", "torch", "monai",
+                 "transformers", "pyradiomics-bhklab", "SimpleITK"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance(command: str, config: Mapping[str, Any] | None = None,
+               inputs: Mapping[str, str | os.PathLike] | None = None, **extra: Any) -> dict[str, Any]:
+    """Provenance record: command, config, library versions, and content hashes of the inputs."""
+    rec: dict[str, Any] = {"command": command, "config": dict(config or {}), "versions": versions()}
+    if inputs:
+        rec["inputs"] = {k: {"path": str(v), "sha256": file_hash(v)} for k, v in inputs.items()
+                         if v is not None and Path(v).exists()}
+    rec.update(extra)
+    return rec
+
+
+# --------------------------------------------------------------------------- tables
+def write_table(df, path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write a DataFrame atomically. ``.parquet`` carries ``meta`` in its schema metadata;
+    ``.csv`` gets a ``.meta.json`` sidecar."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        md = dict(table.schema.metadata or {})
+        if meta is not None:
+            md[META_KEY] = json.dumps(meta, default=_json_default).encode()
+        table = table.replace_schema_metadata(md)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+    elif path.suffix == ".csv":
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+        if meta is not None:
+            write_json(path.with_suffix(path.suffix + ".meta.json"), meta)
+    else:
+        raise InputError(f"table path {str(path)!r}: suffix {path.suffix!r} not supported; use .parquet or .csv")
+    return path
+
+
+def read_table(path: str | os.PathLike):
+    """Read a ``.parquet`` or ``.csv`` table written by radlens (or anyone)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"table {str(path)!r} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix in (".csv", ".tsv"):
+        return pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+    raise InputError(f"table {str(path)!r}: suffix {path.suffix!r} not supported; use .parquet or .csv")
+
+
+def read_table_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Provenance stored with a table (empty dict when there is none)."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        md = pq.read_schema(path).metadata or {}
+        return json.loads(md[META_KEY]) if META_KEY in md else {}
+    side = path.with_suffix(path.suffix + ".meta.json")
+    return read_json(side) if side.exists() else {}
+
+
+# --------------------------------------------------------------------------- npz
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None,
+              compress: bool = False) -> Path:
+    """Write arrays (+ provenance JSON under ``__meta__``) to ``.npz`` atomically; never pickles."""
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, v in payload.items():
+        if v.dtype == object:
+            raise InputError(f"npz array {k!r} has dtype object; radlens never writes pickled arrays")
+    if meta is not None:
+        payload[NPZ_META] = np.array(json.dumps(meta, default=_json_default))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            (np.savez_compressed if compress else np.savez)(f, **payload)
+    return Path(path)
+
+
+def read_npz(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read an npz written by :func:`write_npz` (``allow_pickle=False``); returns (arrays, meta)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"npz file {str(path)!r} does not exist")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != NPZ_META}
+        meta = json.loads(str(z[NPZ_META])) if NPZ_META in z.files else {}
+    return arrays, meta
+
+
+# --------------------------------------------------------------------------- embeddings
+POOLINGS = ("cls", "global", "mean", "roi")
+
+
+@dataclass
+class Embeddings:
+    """Embeddings of a cohort under one encoder.
+
+    Attributes
+    ----------
+    case_id : ndarray of str, shape (n,)
+    pools : dict pooling name -> ndarray float32, shape (n, d)
+        Keys among ``cls`` (ViT class token), ``global`` (CNN global average), ``mean`` (mean of
+        patch tokens), ``roi`` (mean of ROI tokens), or ``external`` for a table from elsewhere.
+    meta : dict
+        Encoder spec, checkpoint hash, provenance.
+    """
+
+    case_id: np.ndarray
+    pools: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, pooling: str) -> np.ndarray:
+        if pooling not in self.pools:
+            raise InputError(f"pooling {pooling!r} not in these embeddings; available: {sorted(self.pools)}")
+        return self.pools[pooling]
+
+    def default_pooling(self) -> str:
+        for p in ("roi", "cls", "global", "mean", "external"):
+            if p in self.pools:
+                return p
+        return next(iter(self.pools))
+
+
+def write_embeddings(path: str | os.PathLike, emb: Embeddings) -> Path:
+    arrays = {"case_id": np.asarray(emb.case_id).astype(str)}
+    for k, v in emb.pools.items():
+        arrays[k] = np.asarray(v, dtype=np.float32)
+    return write_npz(path, arrays, emb.meta)
+
+
+def read_embeddings(path: str | os.PathLike) -> Embeddings:
+    """Read embeddings from ``radlens embed`` (.npz) or from elsewhere (.parquet/.csv with
+    ``case_id`` plus numeric columns, read as pooling ``external``)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        arrays, meta = read_npz(path)
+        if "case_id" not in arrays:
+            raise InputError(f"embeddings {str(path)!r} have no 'case_id' array; written by radlens embed?")
+        cid = arrays.pop("case_id").astype(str)
+        pools = {k: v.astype(np.float32, copy=False) for k, v in arrays.items() if v.ndim == 2}
+        for k, v in pools.items():
+            if v.shape[0] != cid.shape[0]:
+                raise InputError(f"embeddings {str(path)!r}: pooling {k!r} has {v.shape[0]} rows but "
+                                 f"{cid.shape[0]} case_ids")
+        if not pools:
+            raise InputError(f"embeddings {str(path)!r} hold no 2-D arrays (expected cls/global/mean/roi)")
+        return Embeddings(cid, pools, meta)
+    df = read_table(path)
+    if "case_id" not in df.columns:
+        raise InputError(f"embeddings table {str(path)!r} has no 'case_id' column; columns: {list(df.columns)[:10]}")
+    num = df.drop(columns=["case_id"]).select_dtypes("number")
+    if num.shape[1] == 0:
+        raise InputError(f"embeddings table {str(path)!r} has no numeric columns besides case_id")
+    return Embeddings(df["case_id"].astype(str).to_numpy(), {"external": num.to_numpy(np.float32)},
+                      {"source": str(path), "columns": list(num.columns)})
+
+
+def align_case_ids(left: np.ndarray, right: np.ndarray, left_name: str, right_name: str,
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices that put ``left`` and ``right`` in the same case order (inner join is *not*
+    silent: any id missing on either side raises, listing them)."""
+    left = np.asarray(left).astype(str)
+    right = np.asarray(right).astype(str)
+    for arr, name in ((left, left_name), (right, right_name)):
+        u, c = np.unique(arr, return_counts=True)
+        if (c > 1).any():
+            raise InputError(f"{name}: duplicate case_id(s) {u[c > 1][:10].tolist()}")
+    only_l = np.setdiff1d(left, right)
+    only_r = np.setdiff1d(right, left)
+    if only_l.size or only_r.size:
+        raise InputError(
+            f"case_id mismatch between {left_name} and {right_name}: "
+            f"{only_l.size} only in {left_name} {only_l[:10].tolist()}, "
+            f"{only_r.size} only in {right_name} {only_r[:10].tolist()}; "
+            "compute both for the same manifest, or subset them to the same cases")
+    ri = {c: i for i, c in enumerate(right)}
+    return np.arange(left.size), np.array([ri[c] for c in left], dtype=int)
+
+
+def write_failures(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
+    """Failures table (``case_id``, ``stage``, ``error``) as CSV, always written (empty = none)."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows, columns=["case_id", "stage", "error"])
+    return write_table(df, path)

@@ -1,0 +1,15 @@
+"""Statistics shared by every radlens analysis (one home per concept).
+
+* :mod:`radlens.stats.multitest`  Benjamini–Hochberg q-values
+* :mod:`radlens.stats.bootstrap`  percentile / BCa-free bootstrap CIs, grouped resampling
+* :mod:`radlens.stats.agreement`  Spearman/Kendall rank agreement, Kendall's W, linear CKA
+* :mod:`radlens.stats.paired`     paired differences with bootstrap CI and Wilcoxon test
+* :mod:`radlens.stats.delong`     fast DeLong AUC variance and paired test (probe issue)
+"""
+from radlens.stats.multitest import bh_qvalues
+from radlens.stats.bootstrap import bootstrap_ci, bootstrap_indices
+from radlens.stats.agreement import kendall_w, linear_cka, rank_agreement
+from radlens.stats.paired import paired_summary
+
+__all__ = ["bh_qvalues", "bootstrap_ci", "bootstrap_indices", "kendall_w", "linear_cka",
+           "rank_agreement", "paired_summary"]
