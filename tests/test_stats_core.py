@@ -45,3 +45,20 @@ def test_paired_summary_detects_shift():
     out = paired_summary(a, a + 0.5 + 0.1 * rng.normal(size=60), n_boot=300)
     assert out["mean_diff"] == pytest.approx(0.5, abs=0.05)
     assert out["p_wilcoxon"] < 1e-6 and out["ci_low"] > 0.4
+
+
+def test_paired_summary_ties_use_normal_approximation_by_hand():
+    # differences with ties: ranks of |d| = [1,1,2,2,3,3,4,-1] -> tied groups of sizes 3,2,2,1
+    a = np.zeros(8)
+    d = np.array([1, 1, 2, 2, 3, 3, 4, -1], float)
+    out = paired_summary(a, d, n_boot=50)
+    from scipy.stats import norm, rankdata
+
+    r = rankdata(np.abs(d))
+    w_plus = r[d > 0].sum()
+    n = 8
+    var = n * (n + 1) * (2 * n + 1) / 24 - sum(t ** 3 - t for t in (3, 2, 2, 1)) / 48
+    # scipy reports min(W+, W-) two-sided
+    w = min(w_plus, n * (n + 1) / 2 - w_plus)
+    p = 2 * norm.cdf((w - n * (n + 1) / 4) / np.sqrt(var))
+    assert out["p_wilcoxon"] == pytest.approx(p, rel=1e-9)

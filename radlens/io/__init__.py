@@ -1,1 +1,2 @@
-"""radlens.io"""
+"""radlens.io: manifests (:mod:`.manifest`), image + ROI loading (:mod:`.images`) and the artifact
+store (:mod:`.artifacts`). Import the submodules directly; this package imports nothing heavy."""

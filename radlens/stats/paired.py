@@ -24,7 +24,12 @@ def paired_summary(a, b, n_boot: int = 1000, seed: int = 0, groups=None) -> dict
     est, lo, hi, _ = bootstrap_ci(np.mean, d, n_boot=n_boot, seed=seed, groups=g)
     out.update(mean_diff=est, ci_low=lo, ci_high=hi)
     if d.size >= 2 and np.any(d != 0):
-        out["p_wilcoxon"] = float(st.wilcoxon(d, zero_method="wilcox").pvalue)
+        nz = d[d != 0]
+        # exact null distribution only when it is exact (small n, no ties, no zeros); scipy's
+        # fallback for ties is a slow permutation test, the normal approximation is standard there
+        exact = nz.size <= 50 and nz.size == d.size and np.unique(np.abs(nz)).size == nz.size
+        out["p_wilcoxon"] = float(st.wilcoxon(d, zero_method="wilcox",
+                                              method="exact" if exact else "approx").pvalue)
     elif d.size >= 2:
         out["p_wilcoxon"] = 1.0
     return out

@@ -1,0 +1,196 @@
+"""Benchmark of ``radlens embed``.
+
+1. Throughput: ``embed`` (manifest → npz, all three poolings, loading + preprocessing + forward +
+   pooling + chunked writes) against a bare ``model(x)`` loop over the *same* preprocessed batches
+   (already in memory, no loading, no pooling). Target: ratio >= 0.9.
+2. Peak memory: ``embed`` over 1k vs 10k phantom images (each run in a fresh subprocess).
+   Target: peak RSS ratio <= 1.2 (chunks stream to disk, so memory does not grow with the cohort).
+
+Usage::
+
+    python benchmarks/embed_bench.py                   # both parts, CPU
+    python benchmarks/embed_bench.py --device cuda     # throughput on a GPU
+    python benchmarks/embed_bench.py --part memory --n-files 500
+
+Prints one table; ``--json PATH`` also writes the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def vit_spec(folder: Path, size: int, hidden: int, layers: int) -> dict:
+    """A DINOv2-style ViT (random weights, saved locally) at ``size`` px, 14... 16-px patches."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    cfg = Dinov2Config(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
+                       intermediate_size=4 * hidden, patch_size=16, image_size=size, num_channels=3)
+    Dinov2Model(cfg).eval().save_pretrained(folder)
+    return {"kind": "hf", "path": str(folder), "preprocess": {"spatial_size": [size, size], "intensity": "zscore"}}
+
+
+def cnn_spec(width: int, size: int) -> dict:
+    args = {"block": "basic", "layers": [1, 1, 1, 1], "block_inplanes": [width, 2 * width, 4 * width, 8 * width],
+            "spatial_dims": 2, "n_input_channels": 1, "conv1_t_size": 3, "conv1_t_stride": 1,
+            "no_max_pool": True, "feed_forward": False}
+    return {"kind": "monai", "name": "ResNet", "args": args, "layer": "layer4",
+            "preprocess": {"spatial_size": [size, size], "intensity": "zscore"}}
+
+
+def make_manifest(work: Path, n_files: int, n_rows: int, image_size: int) -> Path:
+    """A phantom cohort of ``n_files`` images; the manifest repeats them to ``n_rows`` rows."""
+    import pandas as pd
+
+    from radlens.synth import make_cohort
+
+    src = work / f"cohort_{n_files}_{image_size}"
+    mp = src / "manifest.csv"
+    if not mp.exists():
+        make_cohort(src, n_cases=n_files, image_size=image_size, seed=0, show_progress=False)
+    df = pd.read_csv(mp, dtype=str)
+    reps = int(np.ceil(n_rows / len(df)))
+    big = pd.concat([df] * reps, ignore_index=True).iloc[:n_rows].copy()
+    big["case_id"] = [f"r{i:06d}" for i in range(len(big))]
+    big["patient_id"] = big["case_id"]
+    out = src / f"manifest_{n_rows}.csv"
+    big.to_csv(out, index=False)
+    return out
+
+
+# --------------------------------------------------------------------------- throughput
+def throughput(args, work: Path) -> dict:
+    import torch
+
+    from radlens.encoders import embed, load_encoder
+    from radlens.io.images import load_case
+    from radlens.io.manifest import read_manifest
+
+    torch.set_num_threads(args.threads)
+    mp = make_manifest(work, args.n_files, args.n_throughput, args.image_size)
+    spec = vit_spec(work / "vit", args.model_size, args.hidden, args.layers)
+    enc = load_encoder(spec, device=args.device)
+    m = read_manifest(mp)
+    # the same preprocessed batches for the bare loop (prepared once, outside the timing)
+    xs = [enc.preprocess(load_case(r))[0] for r in m.rows()]
+    batches = [torch.stack(xs[i:i + args.batch_size]) for i in range(0, len(xs), args.batch_size)]
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def bare():
+        with torch.inference_mode():
+            for b in batches:
+                enc.module(pixel_values=b.to(args.device))
+        sync()
+
+    def ours():
+        embed(m, enc, work / "tp.npz", batch_size=args.batch_size, autocast=False, resume=False,
+              workers=args.workers, show_progress=False)
+        sync()
+
+    bare()  # warm-up (allocator, kernels)
+    t_bare, t_ours = [], []
+    for _ in range(args.repeats):  # interleaved, best of N: robust to a shared machine
+        t0 = time.perf_counter(); bare(); t_bare.append(time.perf_counter() - t0)  # noqa: E702
+        t0 = time.perf_counter(); ours(); t_ours.append(time.perf_counter() - t0)  # noqa: E702
+    n = len(xs)
+    res = {"model": f"DINOv2-style ViT h{args.hidden} x{args.layers} @ {args.model_size}px (grid {enc.grid})",
+           "device": args.device, "n_images": n, "batch_size": args.batch_size,
+           "bare_img_per_s": n / min(t_bare), "embed_img_per_s": n / min(t_ours)}
+    res["ratio"] = res["embed_img_per_s"] / res["bare_img_per_s"]
+    return res
+
+
+# --------------------------------------------------------------------------- memory
+CHILD = r"""
+import json, resource, sys, time, tracemalloc
+import torch
+torch.set_num_threads(int(sys.argv[4]))
+from radlens.encoders import embed, load_encoder
+spec = json.loads(sys.argv[3])
+enc = load_encoder(spec)
+tracemalloc.start()
+t0 = time.perf_counter()
+embed(sys.argv[1], enc, sys.argv[2], batch_size=64, chunk_size=1024, resume=False, show_progress=False)
+dt = time.perf_counter() - t0
+_, traced = tracemalloc.get_traced_memory()
+print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "traced_peak_mb": traced / 2**20, "seconds": dt}))
+"""
+
+
+def memory(args, work: Path) -> dict:
+    spec = cnn_spec(args.cnn_width, args.image_size)
+    out = {}
+    for n in (1000, 10000):
+        mp = make_manifest(work, args.n_files, n, args.image_size)
+        env = dict(os.environ, RADLENS_PROGRESS="0")
+        r = subprocess.run([sys.executable, "-c", CHILD, str(mp), str(work / f"mem_{n}.npz"), json.dumps(spec),
+                            str(args.threads)], capture_output=True, text=True, env=env, check=True)
+        out[n] = json.loads(r.stdout.strip().splitlines()[-1])
+    return {"model": f"MONAI ResNet width {args.cnn_width} (D={8 * args.cnn_width}) @ {args.image_size}px",
+            "1k": out[1000], "10k": out[10000],
+            "rss_ratio": out[10000]["peak_rss_mb"] / out[1000]["peak_rss_mb"],
+            "traced_ratio": out[10000]["traced_peak_mb"] / out[1000]["traced_peak_mb"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=("all", "throughput", "memory"), default="all")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--work", default=None, help="working folder (default: a temporary one)")
+    p.add_argument("--n-files", type=int, default=1000, help="phantom images written (manifests repeat them)")
+    p.add_argument("--image-size", type=int, default=32, help="phantom image side, px")
+    p.add_argument("--n-throughput", type=int, default=128, help="images in the throughput run")
+    p.add_argument("--model-size", type=int, default=128, help="ViT input side, px")
+    p.add_argument("--hidden", type=int, default=384)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--cnn-width", type=int, default=32)
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    os.environ.setdefault("RADLENS_PROGRESS", "0")
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    ctx = tempfile.TemporaryDirectory() if args.work is None else None
+    work = Path(ctx.name if ctx else args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    res = {}
+    if args.part in ("all", "throughput"):
+        t = throughput(args, work)
+        res["throughput"] = t
+        print(f"throughput  {t['model']}, {t['device']}, {t['n_images']} images, batch {t['batch_size']}")
+        print(f"  bare model(x) loop : {t['bare_img_per_s']:8.1f} img/s")
+        print(f"  radlens embed      : {t['embed_img_per_s']:8.1f} img/s   (cls+mean+roi, from disk)")
+        print(f"  ratio              : {t['ratio']:.3f}   (target >= 0.9)")
+    if args.part in ("all", "memory"):
+        m = memory(args, work)
+        res["memory"] = m
+        print(f"memory      {m['model']}, {args.n_files} phantom files")
+        for k in ("1k", "10k"):
+            r = m[k]
+            print(f"  {k:>3} images : peak RSS {r['peak_rss_mb']:7.1f} MiB, traced Python heap "
+                  f"{r['traced_peak_mb']:6.2f} MiB, {r['seconds']:6.1f} s")
+        print(f"  ratio 10k/1k: RSS {m['rss_ratio']:.3f} (target <= 1.2), heap {m['traced_ratio']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    if ctx:
+        ctx.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

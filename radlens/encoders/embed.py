@@ -1,0 +1,448 @@
+"""Embedding extraction: every pooling from one forward pass, in memory or streamed over a cohort.
+
+* :func:`embed_arrays` — in-memory images + ROIs/boxes (what the pooling probe calls with its
+  perturbed images and jittered boxes); returns ``{pooling: (n, D)}``.
+* :func:`embed` — a manifest → ``embeddings.npz`` (:func:`radlens.io.artifacts.read_embeddings`).
+  Cases are loaded and preprocessed by a few threads ahead of the model, in manifest order;
+  results go to per-chunk files under ``<out>.parts/`` that a re-run reuses (resume), and are
+  merged at the end through memory-mapped arrays, so memory does not grow with the cohort.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from radlens.encoders.encoder import Encoder, load_encoder, resolve_device
+from radlens.encoders.pooling import pool_tokens, to_numpy
+from radlens.encoders.spec import ROI_MODES
+from radlens.encoders.tokens import box_to_mask
+from radlens.errors import CaseError, ConfigError, InputError, RadlensError
+
+log = logging.getLogger(__name__)
+
+PARTS_SUFFIX = ".parts"
+
+
+def _autocast_ctx(device: str, enabled: bool):
+    import torch
+
+    if not enabled:
+        return contextlib.nullcontext()
+    dev = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(device_type=dev, dtype=torch.float16 if dev == "cuda" else torch.bfloat16)
+
+
+def forward_pool(encoder: Encoder, x, names: Sequence[str], weights=None, autocast: bool = False) -> dict[str, np.ndarray]:
+    """One forward pass of a batch and all requested poolings.
+
+    Parameters
+    ----------
+    encoder : Encoder
+    x : Tensor, shape (B, C, *spatial_size)
+    names : pooling names (:meth:`Encoder.pool_names`)
+    weights : ndarray or Tensor, shape (B, N), optional
+        ROI token weights (rows sum to 1); required for ``roi``.
+    autocast : bool
+        float16 (CUDA) / bfloat16 (CPU) autocast for the forward pass; pooling is float32.
+
+    Returns
+    -------
+    dict name -> ndarray float32 (B, D)
+    """
+    import torch
+
+    with torch.inference_mode():
+        with _autocast_ctx(encoder.device, autocast):
+            tok = encoder.forward_features(x.to(encoder.device, non_blocking=True))
+        w = None if weights is None else torch.as_tensor(weights, device=encoder.device)
+        return to_numpy(pool_tokens(tok, names, w))
+
+
+def _as_encoder(encoder: Any, device: str | None, roi: dict | None = None) -> Encoder:
+    if isinstance(encoder, Encoder):
+        if device is not None and resolve_device(device) != encoder.device:
+            raise InputError(f"device={device!r} but the encoder was loaded on {encoder.device!r}; load it with "
+                             f"load_encoder(spec, device={device!r}) or leave device unset")
+        if roi:
+            raise InputError("roi options can only be overridden when embed() loads the encoder from a spec")
+        return encoder
+    return load_encoder(encoder, device=device or "cpu", roi=roi)
+
+
+def _weights(encoder: Encoder, roi_cov: np.ndarray, case_id: str, rule=None, min_overlap=None):
+    """(weights (N,), n_tokens, fallback) for one image."""
+    idx, fallback = encoder.roi_tokens(roi_cov, case_id, rule=rule, min_overlap=min_overlap)
+    w = np.zeros(int(np.prod(encoder.grid)), dtype=np.float64)
+    w[idx] = 1.0 / idx.size
+    return w, int(idx.size), bool(fallback)
+
+
+def _warn_fallbacks(encoder: Encoder, ids: Sequence[str], fallback: np.ndarray, rule=None, min_overlap=None) -> None:
+    fb = [c for c, f in zip(ids, fallback) if f]
+    if fb:
+        r = encoder.spec["roi"]
+        log.warning("%d of %d ROIs cover no token of grid %s under rule=%r (min_overlap=%.2f); the nearest token "
+                    "was pooled for them: %s%s", len(fb), len(ids), encoder.grid, rule or r["rule"],
+                    r["min_overlap"] if min_overlap is None else min_overlap, fb[:10],
+                    " ..." if len(fb) > 10 else "")
+
+
+# --------------------------------------------------------------------------- in memory
+def embed_arrays(encoder: Encoder, images: Sequence[np.ndarray], rois: Sequence[np.ndarray] | None = None, *,
+                 boxes: Sequence[Sequence[float]] | None = None, pooling: Sequence[str] | str = ("cls", "mean", "roi"),
+                 batch_size: int = 16, autocast: bool = False, roi_mode: str | None = None,
+                 rule: str | None = None, min_overlap: float | None = None,
+                 case_ids: Sequence[str] | None = None, return_info: bool = False):
+    """Embed in-memory images; all poolings from one forward pass per batch.
+
+    Parameters
+    ----------
+    encoder : Encoder
+    images : sequence of ndarray, each (H, W) or (D, H, W), stored-image pixels (sizes may differ)
+    rois : sequence of ndarray bool/float, same shapes as ``images``, optional
+    boxes : sequence of (x, y, w, h) / (x, y, z, w, h, d), optional
+        Alternative to ``rois``; fractional boxes cover pixels partially (box jitter is exact).
+    pooling : poolings wanted; ``cls`` gives ``global`` on models without a class token
+    batch_size : int
+    autocast : bool
+    roi_mode : {"full", "crop"}, optional
+        Overrides the encoder spec's ``roi.mode``.
+    rule, min_overlap : optional overrides of the spec's ROI → token rule
+    case_ids : names used in errors and warnings (default ``"#<index>"``)
+    return_info : bool
+        Also return ``{"roi_n_tokens": (n,) int, "roi_fallback": (n,) bool}`` (tokens pooled per
+        ROI; whether the nearest token stood in for an ROI that covers none).
+
+    Returns
+    -------
+    dict pooling -> ndarray float32 (n, D), rows in input order (and the info dict when
+    ``return_info``)
+
+    Raises
+    ------
+    InputError
+        Naming the image index / case: empty ROI, wrong dimensionality, shape mismatch.
+    """
+    names = encoder.pool_names(pooling)
+    n = len(images)
+    if rois is not None and boxes is not None:
+        raise InputError("give rois or boxes, not both")
+    if roi_mode is not None and roi_mode not in ROI_MODES:
+        raise ConfigError(f"roi_mode={roi_mode!r} not allowed; use one of {list(ROI_MODES)}")
+    roi_src = rois if rois is not None else boxes
+    if roi_src is not None and len(roi_src) != n:
+        raise InputError(f"{len(roi_src)} ROIs/boxes for {n} images; give one per image")
+    need_roi = "roi" in names or (roi_mode or encoder.spec["roi"]["mode"]) == "crop"
+    if need_roi and roi_src is None:
+        raise InputError(f"pooling {names} / roi_mode needs rois= or boxes= for every image")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    ids = [f"#{i}" for i in range(n)] if case_ids is None else [str(c) for c in case_ids]
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    n_tok = np.zeros(n, dtype=np.int64)
+    fallback = np.zeros(n, dtype=bool)
+    for start in range(0, n, batch_size):
+        xs, ws = [], []
+        for i in range(start, min(n, start + batch_size)):
+            img = np.asarray(images[i])
+            roi = None
+            box = boxes[i] if boxes is not None else None
+            if rois is not None:
+                roi = rois[i]
+                if np.ndim(roi) == 1 and np.size(roi) == 2 * len(encoder.spatial_size):
+                    box, roi = roi, None  # a box passed as rois
+            if box is not None:
+                roi = box_to_mask(box, img.shape if img.ndim == len(encoder.spatial_size)
+                                  else img.shape[-len(encoder.spatial_size):])
+            p = encoder.prepare(img, roi if need_roi else None, case_id=ids[i], roi_mode=roi_mode)
+            xs.append(p.x)
+            if "roi" in names:
+                w, n_tok[i], fallback[i] = _weights(encoder, p.roi_cov, ids[i], rule, min_overlap)
+                ws.append(w)
+        import torch
+
+        out = forward_pool(encoder, torch.stack(xs), names, np.stack(ws) if ws else None, autocast)
+        for k in names:
+            chunks[k].append(out[k])
+    pools = ({k: np.concatenate(v) for k, v in chunks.items()} if n
+             else {k: np.zeros((0, encoder.dim), np.float32) for k in names})
+    _warn_fallbacks(encoder, ids, fallback, rule, min_overlap)
+    if return_info:
+        return pools, {"roi_n_tokens": n_tok, "roi_fallback": fallback}
+    return pools
+
+
+# --------------------------------------------------------------------------- cohort
+def _ordered_prefetch(fn: Callable, items: Iterable, workers: int, window: int) -> Iterator:
+    """``map(fn, items)`` in order, ``window`` tasks ahead on ``workers`` threads."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="radlens-embed") as ex:
+        pending: collections.deque = collections.deque()
+        it = iter(items)
+        for item in it:
+            pending.append(ex.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _prepare_row(encoder: Encoder, row: dict, need_roi: bool, want_weights: bool, roi_mode: str | None):
+    from radlens.io.images import load_case
+
+    cid = str(row["case_id"])
+    try:
+        case = load_case(row)
+    except CaseError as exc:
+        return cid, None, None, ("load", exc.message)
+    try:
+        p = encoder.prepare(case.array, case.roi if need_roi else None, case_id=cid, roi_mode=roi_mode)
+        w = _weights(encoder, p.roi_cov, cid) if want_weights else None
+    except RadlensError as exc:
+        return cid, None, None, ("preprocess", str(exc))
+    return cid, p.x, w, None
+
+
+def _run_chunk(encoder: Encoder, rows: list[dict], names: list[str], batch_size: int, autocast: bool,
+               roi_mode: str | None, workers: int, bar) -> tuple[list[str], dict[str, np.ndarray], list[dict]]:
+    import torch
+
+    need_roi = "roi" in names or (roi_mode or encoder.spec["roi"]["mode"]) == "crop"
+    want_w = "roi" in names
+    ids: list[str] = []
+    pools: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    failures: list[dict] = []
+    batch: list[tuple] = []
+    info: dict[str, list] = {"roi_n_tokens": [], "roi_fallback": []}
+
+    def flush():
+        if not batch:
+            return
+        x = torch.stack([b[1] for b in batch])
+        if encoder.device.startswith("cuda"):
+            x = x.pin_memory()
+        w = np.stack([b[2][0] for b in batch]) if want_w else None
+        out = forward_pool(encoder, x, names, w, autocast)
+        for k in names:
+            pools[k].append(out[k])
+        ids.extend(b[0] for b in batch)
+        if want_w:
+            info["roi_n_tokens"].extend(b[2][1] for b in batch)
+            info["roi_fallback"].extend(b[2][2] for b in batch)
+        bar.update(len(batch))
+        batch.clear()
+
+    fn = lambda r: _prepare_row(encoder, r, need_roi, want_w, roi_mode)  # noqa: E731
+    for cid, x, w, err in _ordered_prefetch(fn, rows, workers, window=max(2 * batch_size, 4)):
+        if err is not None:
+            log.warning("case %r (%s): %s", cid, err[0], err[1])
+            failures.append({"case_id": cid, "stage": err[0], "error": err[1]})
+            bar.update(1)
+            continue
+        batch.append((cid, x, w))
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    d = encoder.dim
+    arrays = {k: (np.concatenate(v) if v else np.zeros((0, d), np.float32)) for k, v in pools.items()}
+    if want_w:
+        arrays["roi_n_tokens"] = np.asarray(info["roi_n_tokens"], dtype=np.int64)
+        arrays["roi_fallback"] = np.asarray(info["roi_fallback"], dtype=bool)
+        _warn_fallbacks(encoder, ids, arrays["roi_fallback"])
+    return ids, arrays, failures
+
+
+def _chunk_path(parts: Path, i: int) -> Path:
+    return parts / f"chunk_{i:06d}.npz"
+
+
+def _load_chunk(path: Path, fingerprint: str):
+    from radlens.io.artifacts import read_npz
+
+    try:
+        arrays, meta = read_npz(path)
+    except Exception as exc:  # noqa: BLE001 - a broken part is recomputed
+        log.warning("ignoring unreadable chunk %s (%s)", path.name, exc)
+        return None
+    if meta.get("fingerprint") != fingerprint:
+        return None
+    return arrays
+
+
+def _write_chunk(path: Path, fingerprint: str, ids, arrays, failures) -> None:
+    from radlens.io.artifacts import write_npz
+
+    payload = {"case_id": np.asarray(ids, dtype=str).reshape(-1)}
+    payload.update({f"pool_{k}": v for k, v in arrays.items()})
+    payload["fail_case_id"] = np.asarray([f["case_id"] for f in failures], dtype=str).reshape(-1)
+    payload["fail_stage"] = np.asarray([f["stage"] for f in failures], dtype=str).reshape(-1)
+    payload["fail_error"] = np.asarray([f["error"] for f in failures], dtype=str).reshape(-1)
+    write_npz(path, payload, {"fingerprint": fingerprint})
+
+
+def _merge_chunks(out: Path, chunk_files: list[Path], columns: dict[str, tuple], meta: dict) -> tuple[int, list[dict]]:
+    """Stream chunk files into one npz through memory-mapped ``.npy`` members (constant memory).
+
+    ``columns`` maps an array name to ``(dtype, trailing shape)``; chunk files hold them as
+    ``pool_<name>``.
+    """
+    import json
+    import zipfile
+
+    from radlens.io.artifacts import NPZ_META, atomic_path
+
+    counts, failures, max_len = [], [], 1
+    for f in chunk_files:
+        with np.load(f, allow_pickle=False) as z:
+            cid = z["case_id"]
+            counts.append(cid.shape[0])
+            if cid.size:
+                max_len = max(max_len, int(cid.dtype.itemsize // 4))
+            for c, s, e in zip(z["fail_case_id"], z["fail_stage"], z["fail_error"]):
+                failures.append({"case_id": str(c), "stage": str(s), "error": str(e)})
+    n = int(sum(counts))
+    if n == 0:
+        return 0, failures
+    tmpdir = chunk_files[0].parent
+    members = {"case_id": (f"<U{max_len}", ())}
+    members.update(columns)
+    paths = {k: tmpdir / f"merge_{k}.npy" for k in members}
+    row = 0
+    mms = {k: np.lib.format.open_memmap(paths[k], mode="w+", dtype=dt, shape=(n, *shp))
+           for k, (dt, shp) in members.items()}
+    for f, c in zip(chunk_files, counts):
+        with np.load(f, allow_pickle=False) as z:
+            for k in members:
+                mms[k][row:row + c] = z["case_id" if k == "case_id" else f"pool_{k}"]
+        row += c
+    for m in mms.values():
+        m.flush()
+    del mms
+    meta_path = tmpdir / "merge_meta.npy"
+    np.save(meta_path, np.array(json.dumps(meta, default=str)))
+    with atomic_path(out) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for k, p in paths.items():
+                zf.write(p, f"{k}.npy")
+            zf.write(meta_path, f"{NPZ_META}.npy")
+    for p in list(paths.values()) + [meta_path]:
+        p.unlink(missing_ok=True)
+    return n, failures
+
+
+def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str] | str = ("cls", "mean", "roi"),
+          batch_size: int = 16, device: str | None = None, autocast: bool = False, roi_mode: str | None = None,
+          roi_rule: str | None = None, min_overlap: float | None = None, chunk_size: int = 1024,
+          resume: bool = True, workers: int = 2, keep_parts: bool = False,
+          show_progress: bool | None = None) -> Path:
+    """Embed every case of a manifest; write ``out`` (npz) and ``<out stem>.failures.csv``.
+
+    Parameters
+    ----------
+    manifest : path or :class:`radlens.io.manifest.Manifest`
+    encoder : Encoder, or a spec (YAML path, folder, inline string, dict) loaded on ``device``
+    out : path of the ``.npz`` to write
+    pooling : poolings (``cls``/``global``, ``mean``, ``roi``), all from one forward pass
+    batch_size : images per forward pass
+    device : ``cpu``, ``cuda``, ``cuda:N`` (default cpu, or the loaded encoder's)
+    autocast : float16 (CUDA) / bfloat16 (CPU) autocast
+    roi_mode, roi_rule, min_overlap : overrides of the spec's ``roi`` section
+    chunk_size : cases per chunk file; memory holds one chunk's embeddings
+    resume : reuse finished chunk files of an interrupted run with the same settings
+    workers : threads loading and preprocessing cases ahead of the model (0 = none)
+    keep_parts : keep ``<out>.parts/`` after merging
+    show_progress : progress bar (default: when stderr is a terminal)
+
+    Returns
+    -------
+    Path to ``out``. Its meta holds ``encoder`` (the spec), ``checkpoint_sha256``, ``poolings``,
+    ``grid``, ``dim``, ``roi`` and ``provenance``.
+
+    Raises
+    ------
+    InputError
+        When every case fails (the failures are listed), or a parameter is not allowed.
+    """
+    from radlens.io.artifacts import obj_hash, provenance, write_failures
+    from radlens.io.manifest import Manifest, read_manifest
+    from radlens.progress import progress
+
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise InputError(f"out={str(out)!r}: embeddings are written as .npz; give a path ending in .npz")
+    for name, val in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if not isinstance(val, int) or val < 1:
+            raise ConfigError(f"{name}={val!r} must be a positive integer")
+    if roi_mode is not None and roi_mode not in ROI_MODES:
+        raise ConfigError(f"roi_mode={roi_mode!r} not allowed; use one of {list(ROI_MODES)}")
+    overrides = {"rule": roi_rule, "min_overlap": min_overlap, "mode": roi_mode}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    enc = _as_encoder(encoder, device, overrides if not isinstance(encoder, Encoder) else None)
+    if isinstance(encoder, Encoder) and (roi_rule is not None or min_overlap is not None):
+        raise InputError("roi_rule/min_overlap overrides need a spec, not a loaded Encoder; set them in the spec")
+    names = enc.pool_names(pooling)
+    # per-case problems go to the failures table when each case loads; no up-front read of every image
+    m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, check_images=False)
+    rows = list(m.rows())
+    if not rows:
+        raise InputError(f"manifest {str(m.path)!r} has no rows")
+    mode = roi_mode or enc.spec["roi"]["mode"]
+    run_cfg = {"spec": enc.spec, "checkpoint": enc.checkpoint_hash, "poolings": names, "roi_mode": mode,
+               "batch_size": batch_size, "autocast": bool(autocast), "device_type": enc.device.split(":")[0]}
+    run_fp = obj_hash(run_cfg)
+    parts = out.with_name(out.name + PARTS_SUFFIX)
+    if not resume and parts.exists():
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    starts = list(range(0, len(rows), chunk_size))
+    chunk_files = []
+    bar = progress(total=len(rows), desc=f"embed {enc.name}", disable=None if show_progress is None else not show_progress)
+    reused = 0
+    try:
+        for ci, s in enumerate(starts):
+            crow = rows[s:s + chunk_size]
+            fp = obj_hash([run_fp, [(str(r["case_id"]), str(r["image"]), str(r.get("mask")),
+                                     [r.get(k) for k in ("label", "bbox_x", "bbox_y", "bbox_w", "bbox_h")])
+                                    for r in crow]])
+            path = _chunk_path(parts, ci)
+            if resume and path.exists() and _load_chunk(path, fp) is not None:
+                reused += 1
+                bar.update(len(crow))
+            else:
+                ids, arrays, fails = _run_chunk(enc, crow, names, batch_size, autocast, roi_mode, workers, bar)
+                _write_chunk(path, fp, ids, arrays, fails)
+            chunk_files.append(path)
+    finally:
+        bar.close()
+    if reused:
+        log.info("resumed: reused %d of %d finished chunks from %s", reused, len(starts), parts)
+    meta = {
+        "encoder": enc.spec, "checkpoint_sha256": enc.checkpoint_hash, "poolings": names,
+        "grid": list(enc.grid), "dim": enc.dim, "has_cls": enc.has_cls, "roi": dict(enc.spec["roi"], mode=mode),
+        "provenance": provenance("embed", run_cfg, inputs={"manifest": m.path} if m.path else None,
+                                 n_cases=len(rows)),
+    }
+    columns = {k: (np.float32, (enc.dim,)) for k in names}
+    if "roi" in names:
+        columns.update(roi_n_tokens=(np.int64, ()), roi_fallback=(np.bool_, ()))
+    n_ok, failures = _merge_chunks(out, chunk_files, columns, meta)
+    fail_path = out.with_name(out.stem + ".failures.csv")
+    write_failures(fail_path, failures)
+    if n_ok == 0:
+        out.unlink(missing_ok=True)
+        listed = "; ".join(f"{f['case_id']} ({f['stage']}): {f['error']}" for f in failures[:5])
+        raise InputError(f"embed: every one of the {len(rows)} cases failed, e.g. {listed}; see {fail_path}")
+    if not keep_parts:
+        shutil.rmtree(parts, ignore_errors=True)
+    log.info("embed: wrote %s (%d cases, poolings %s, dim %d); %d failed -> %s",
+             out, n_ok, names, enc.dim, len(failures), fail_path)
+    return out

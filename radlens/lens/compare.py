@@ -1,0 +1,172 @@
+"""Cross-task comparison of shift tables and planted-truth checks (class enrichment of the top-k)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from radlens.errors import InputError
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("feature", "feature_class", "shift", "z", "q", "rank")
+
+
+def read_shift_tables(paths) -> "tuple[object, dict]":
+    """Read ``refit-post`` tables into one long DataFrame (column ``task``) plus summaries by task.
+
+    Raises InputError for missing columns, duplicate task names or tables over different features.
+    """
+    import pandas as pd
+
+    from radlens.io.artifacts import read_table, read_table_meta
+
+    frames, summaries = [], {}
+    feats = None
+    for p in paths:
+        df = read_table(p)
+        missing = [c for c in REQUIRED if c not in df.columns]
+        if missing:
+            raise InputError(f"shift table {str(p)!r} lacks columns {missing}; produce it with radlens refit-post")
+        meta = read_table_meta(p)
+        summ = meta.get("summary", {})
+        task = df["task"].iloc[0] if "task" in df.columns else None
+        task = str(task or summ.get("task") or Path(p).stem.replace("shifts_", ""))
+        if task in summaries:
+            raise InputError(f"task {task!r} appears twice ({str(p)!r}); give each shift table a distinct --task")
+        df = df.assign(task=task)
+        f = set(df["feature"])
+        if feats is not None and f != feats:
+            raise InputError(f"shift table {str(p)!r} covers other features than the first table "
+                             f"({len(f ^ feats)} differ); compare tables from the same lens")
+        feats = f
+        frames.append(df)
+        summaries[task] = summ
+    if not frames:
+        raise InputError("compare: no shift tables given")
+    return pd.concat(frames, ignore_index=True), summaries
+
+
+def rank_correlations(long, value: str = "shift"):
+    """Task × task Spearman correlation of ``value`` over features (DataFrame), and Kendall's W."""
+    import pandas as pd
+
+    from radlens.stats import kendall_w, rank_agreement
+
+    wide = long.pivot(index="feature", columns="task", values=value)
+    tasks = list(wide.columns)
+    M = np.eye(len(tasks))
+    for a in range(len(tasks)):
+        for b in range(a + 1, len(tasks)):
+            M[a, b] = M[b, a] = rank_agreement(wide[tasks[a]], wide[tasks[b]])["spearman"]
+    w = kendall_w(wide.to_numpy().T) if len(tasks) >= 2 else np.nan
+    return pd.DataFrame(M, index=tasks, columns=tasks), float(w)
+
+
+def class_totals(long):
+    """Per task and feature class: number of features, sum of squared shifts, share of the task's
+    total squared shift, mean squared shift per feature, number with q < 0.05."""
+    d = long.assign(shift_sq=long["shift"] ** 2, sig=long["q"] < 0.05)
+    g = d.groupby(["task", "feature_class"], sort=True).agg(n_features=("feature", "size"),
+                                                              shift_sq_total=("shift_sq", "sum"),
+                                                              n_significant=("sig", "sum")).reset_index()
+    tot = g.groupby("task")["shift_sq_total"].transform("sum")
+    g["shift_share"] = g["shift_sq_total"] / tot
+    g["shift_sq_mean"] = g["shift_sq_total"] / g["n_features"]
+    return g
+
+
+def class_enrichment(table, feature_class, k: int = 10, by: str = "shift", n_perm: int = 10000,
+                     seed: int = 0, class_column: str = "feature_class") -> dict:
+    """Is the top-k of a shift table enriched for a feature class (planted-truth check)?
+
+    Parameters
+    ----------
+    table : DataFrame   one shift table (one task): columns ``feature``, ``class_column``, ``by``.
+    feature_class : str or sequence of str   the class(es) counted as hits (e.g. ``"glcm"`` or
+        ``["glcm", "glrlm", "glszm"]`` for texture).
+    k : int   size of the top set (largest ``by``).
+    by : str  column to rank by (larger = stronger).
+    n_perm : int   random k-subsets for the permutation p-value.
+
+    Returns
+    -------
+    dict: ``k``, ``hits``, ``fraction`` (hits/k), ``expected`` (class fraction among all features),
+    ``p_perm`` ((1 + #{random ≥ hits}) / (n_perm + 1)), ``p_hypergeom`` (exact one-sided),
+    ``top_features`` (list).
+    """
+    from scipy import stats as st
+
+    classes = {feature_class} if isinstance(feature_class, str) else set(feature_class)
+    for c in (class_column, by, "feature"):
+        if c not in table.columns:
+            raise InputError(f"class_enrichment: table has no column {c!r}")
+    n = len(table)
+    if not 1 <= k <= n:
+        raise InputError(f"class_enrichment: k={k} must be in [1, number of features={n}]")
+    unknown = classes - set(table[class_column])
+    if unknown == classes:
+        raise InputError(f"class_enrichment: feature_class {sorted(classes)} not in the table; "
+                         f"classes present: {sorted(set(table[class_column]))}")
+    hit = table[class_column].isin(classes).to_numpy()
+    order = np.argsort(-table[by].to_numpy(float), kind="stable")
+    top = order[:k]
+    hits = int(hit[top].sum())
+    rng = np.random.default_rng(seed)
+    rand = np.argsort(rng.random((n_perm, n)), axis=1)[:, :k]
+    null = hit[rand].sum(1)
+    K = int(hit.sum())
+    return {"k": int(k), "hits": hits, "fraction": hits / k, "expected": K / n,
+            "p_perm": float((1 + (null >= hits).sum()) / (n_perm + 1)),
+            "p_hypergeom": float(st.hypergeom.sf(hits - 1, n, K, k)),
+            "top_features": table["feature"].to_numpy()[top].tolist()}
+
+
+def precision_at_k(table, truth, k: int | None = None, by: str = "shift") -> float:
+    """Fraction of the top-k features (by ``by``) that are in ``truth`` (default k = len(truth))."""
+    truth = set(truth)
+    k = len(truth) if k is None else int(k)
+    top = table.sort_values(by, ascending=False, kind="stable")["feature"].head(k)
+    return float(np.mean([f in truth for f in top]))
+
+
+def compare(tables, out, *, value: str = "z", top_k: int = 15) -> dict:
+    """Compare shift tables across tasks and write figures (PNG+SVG) and CSV tables to ``out``.
+
+    Returns
+    -------
+    dict name -> list of written paths.
+    """
+    from radlens.io.artifacts import write_json, write_table
+    from radlens.viz import lens as vz
+
+    long, summaries = read_shift_tables(tables)
+    if value not in long.columns:
+        raise InputError(f"compare: value={value!r} is not a column of the shift tables")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list] = {}
+    wide = long.pivot(index="feature", columns="task", values=value)
+    wide.insert(0, "feature_class", long.drop_duplicates("feature").set_index("feature")["feature_class"])
+    written["matrix"] = [write_table(wide.reset_index(), out / f"shift_matrix_{value}.csv")]
+    corr, w = rank_correlations(long, "shift")
+    written["rank_correlation"] = [write_table(corr.reset_index(names="task"), out / "rank_correlation.csv")]
+    ct = class_totals(long)
+    written["class_totals"] = [write_table(ct, out / "class_totals.csv")]
+    top = (long.sort_values(["task", "rank"]).groupby("task").head(top_k)
+           [["task", "rank", "feature", "feature_class", "shift", "shift_ci_low", "shift_ci_high", "z", "q"]])
+    written["top_k"] = [write_table(top, out / "top_k.csv")]
+    gsum = [{"task": t, **{k: s.get(k) for k in ("r2_pre_heldout", "r2_post_heldout", "cka_pre_post", "n_significant",
+                                                   "total_shift", "global_p")}} for t, s in summaries.items()]
+    import pandas as pd
+
+    written["global"] = [write_table(pd.DataFrame(gsum), out / "global_summary.csv")]
+    written["heatmap"] = vz.shift_heatmap(long, out / "heatmap", value=value)
+    written["top_bars"] = vz.top_k_bars(long, out / "top_k_bars", k=top_k)
+    written["rank_corr_fig"] = vz.rank_correlation_matrix(corr, out / "rank_correlation", kendall_w=w)
+    written["class_fig"] = vz.class_totals_bars(ct, out / "class_totals")
+    write_json(out / "compare.json", {"tasks": list(summaries), "kendall_w_tasks": w, "value": value,
+                                     "files": {k: [str(p) for p in v] for k, v in written.items()}})
+    log.info("compare: %d tasks, %d features -> %s", len(summaries), long["feature"].nunique(), out)
+    return written

@@ -1,0 +1,142 @@
+"""Library functions behind ``radlens fit-pre`` and ``radlens refit-post`` (artifacts in, artifacts out)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from radlens.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def read_groups(case_ids, manifest=None, groups=None) -> np.ndarray:
+    """Patient label per case (aligned with ``case_ids``) from a manifest (``case_id`` +
+    ``patient_id``) or a groups table (``case_id, patient_id``); default: each case its own group.
+
+    Raises
+    ------
+    InputError
+        Both sources given, a missing column, or cases without a patient (listed).
+    """
+    from radlens.io.artifacts import read_table
+
+    case_ids = np.asarray(case_ids).astype(str)
+    if manifest is not None and groups is not None:
+        raise InputError("give --manifest or --groups, not both")
+    src = manifest if manifest is not None else groups
+    if src is None:
+        return case_ids.copy()
+    df = read_table(src)
+    if "case_id" not in df.columns:
+        raise InputError(f"{str(src)!r} has no 'case_id' column; columns: {list(df.columns)[:10]}")
+    if "patient_id" not in df.columns:
+        if groups is not None:
+            raise InputError(f"groups table {str(src)!r} needs columns case_id, patient_id; "
+                             f"found {list(df.columns)[:10]}")
+        log.info("manifest %s has no patient_id: each case is its own group", src)
+        return case_ids.copy()
+    lut = dict(zip(df["case_id"].astype(str), df["patient_id"].astype(str)))
+    missing = [c for c in case_ids if c not in lut]
+    if missing:
+        raise InputError(f"{len(missing)} case(s) have no patient_id in {str(src)!r}, e.g. {missing[:10]}; "
+                         "add them or pass the manifest the radiomics were computed from")
+    return np.array([lut[c] for c in case_ids])
+
+
+def _load_embeddings(path, pooling):
+    from radlens.io.artifacts import read_embeddings
+
+    emb = read_embeddings(path)
+    pool = pooling or emb.default_pooling()
+    return emb.case_id, emb.get(pool).astype(float), pool, emb.meta
+
+
+def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=None, groups=None,
+            **lens_params) -> Path:
+    """Fit a :class:`RadiomicLens` on the pre embeddings and write it to folder ``out``.
+
+    Parameters
+    ----------
+    radiomics : path   radiomics table (``case_id`` + feature columns), parquet or CSV.
+    embeddings : path  pre embeddings (.npz from ``radlens embed``, or a parquet/CSV table).
+    out : path         lens folder (``lens.json``, ``lens.npz``, ``fit_report.csv``,
+                       ``radiomics_cleaning.csv``).
+    pooling : str, optional   pooling mode to read (default: the embeddings' default).
+    manifest, groups : path, optional   source of ``patient_id`` for grouped splits.
+    **lens_params : RadiomicLens parameters.
+
+    Returns
+    -------
+    Path of the lens folder.
+    """
+    import pandas as pd
+
+    from radlens.io.artifacts import align_case_ids, provenance, read_table, write_table
+    from radlens.lens.estimator import RadiomicLens
+    from radlens.lens.io import save_lens
+
+    rad = read_table(radiomics)
+    if "case_id" not in rad.columns:
+        raise InputError(f"radiomics table {str(radiomics)!r} has no 'case_id' column")
+    cid, Z, pool, emeta = _load_embeddings(embeddings, pooling)
+    ri, ei = align_case_ids(rad["case_id"].astype(str).to_numpy(), cid, f"radiomics {radiomics}",
+                            f"embeddings {embeddings}")
+    rad = rad.iloc[ri].reset_index(drop=True)
+    Z = Z[ei]
+    case_ids = rad["case_id"].astype(str).to_numpy()
+    g = read_groups(case_ids, manifest, groups)
+    lens = RadiomicLens(**lens_params).fit(rad, Z, groups=g, case_ids=case_ids)
+    lens.extra_ = {"pooling": pool, "encoder": emeta.get("encoder"), "checkpoint_sha256": emeta.get("checkpoint_sha256"),
+                   "n_patients": int(np.unique(g).size)}
+    out = Path(out)
+    prov = provenance("fit-pre", {"pooling": pool, **{k: v for k, v in lens.get_params().items()}},
+                      {"radiomics": radiomics, "embeddings": embeddings, "manifest": manifest, "groups": groups})
+    save_lens(lens, out, prov)
+    write_table(pd.DataFrame(lens.fit_report_), out / "fit_report.csv")
+    report = lens.radiomics_frame_.report_
+    write_table(report if isinstance(report, pd.DataFrame) else pd.DataFrame(report), out / "radiomics_cleaning.csv")
+    log.info("lens written to %s (%d cases, %d features, %d seeds)", out, len(case_ids), lens.n_features_in_,
+             lens.W1_.shape[0])
+    return out
+
+
+def refit_post(lens, embeddings, out, *, task: str | None = None, pooling: str | None = None, n_null: int = 200,
+               n_boot: int = 200, seed: int = 0) -> Path:
+    """Re-estimate the lens head on post embeddings and write the per-feature shift table.
+
+    Parameters
+    ----------
+    lens : path   lens folder from :func:`fit_pre`.
+    embeddings : path   post (fine-tuned) embeddings of the same cases.
+    out : path   ``shifts_<task>.parquet``; global summaries go in its metadata (key ``radlens``,
+        field ``summary``) and in ``<out>.json`` next to it.
+    task : str, optional   task name (default: the file stem after ``shifts_``).
+    n_null, n_boot, seed : see :func:`radlens.lens.shift.shift_table`.
+
+    Returns
+    -------
+    Path of the table.
+    """
+    from radlens.io.artifacts import align_case_ids, provenance, write_json, write_table
+    from radlens.lens.io import load_lens
+
+    out = Path(out)
+    lens_obj = load_lens(lens)
+    pool = pooling or lens_obj.extra_.get("pooling")
+    cid, Z, pool, emeta = _load_embeddings(embeddings, pool)
+    if lens_obj.case_ids_ is None:
+        raise InputError(f"lens {str(lens)!r} stores no case ids; refit it with `radlens fit-pre`")
+    _, ei = align_case_ids(lens_obj.case_ids_, cid, f"lens {lens}", f"embeddings {embeddings}")
+    if task is None:
+        task = out.stem[len("shifts_"):] if out.stem.startswith("shifts_") else out.stem
+    table, summary = lens_obj.shift_scores(Z[ei], n_null=n_null, n_boot=n_boot, seed=seed, task=task)
+    summary.update(pooling=pool, post_checkpoint_sha256=emeta.get("checkpoint_sha256"),
+                   pre_checkpoint_sha256=lens_obj.extra_.get("checkpoint_sha256"))
+    prov = provenance("refit-post", {"task": task, "pooling": pool, "n_null": n_null, "n_boot": n_boot, "seed": seed},
+                      {"lens": lens, "embeddings": embeddings}, summary=summary)
+    write_table(table, out, meta=prov)
+    write_json(out.with_suffix(".json"), summary)
+    log.info("%s: %d features, %s with q<0.05 -> %s", task, len(table), summary.get("n_significant"), out)
+    return out

@@ -1,0 +1,214 @@
+"""Per-feature shift table: scores, null (z, p, q), bootstrap CIs, seed stability, global summaries."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from radlens.lens.null import (bootstrap_weights, cluster_permutations, empirical_tail, gamma_tail,
+                               replicate_scores)
+from radlens.lens.scores import dsigma_moment, mean_norm_shift, sensitivity_sq, shares, shift_sq
+
+log = logging.getLogger(__name__)
+
+
+def feature_meta(names) -> tuple[list[str], list[str]]:
+    """(feature_class, image_type) per pyradiomics feature name, via
+    ``radlens.radiomics.features`` when available, else parsed from ``<image type>_<class>_<name>``."""
+    try:
+        from radlens.radiomics.features import feature_class, image_type
+    except ImportError:
+        feature_class = image_type = None
+    cls, img = [], []
+    for n in names:
+        parts = str(n).split("_")
+        if feature_class is not None:
+            try:
+                cls.append(str(feature_class(n)))
+                img.append(str(image_type(n)))
+                continue
+            except Exception:  # not a pyradiomics name: fall through to the parser
+                pass
+        cls.append(parts[1] if len(parts) >= 3 else "other")
+        img.append(parts[0] if len(parts) >= 3 else "other")
+    return cls, img
+
+
+def bias_corrected_ci(T, boot, alpha_level: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of the shift from bootstrap replicates of its square, after removing the
+    bootstrap's own upward bias (a resampled squared norm carries a second noise floor):
+    ``[q_lo(T*) − b, q_hi(T*) − b]`` with ``b = mean(T*) − T``, clipped at 0, then square-rooted.
+
+    Parameters
+    ----------
+    T : ndarray, shape (p,)  observed squared shifts.
+    boot : ndarray, shape (B, p)  bootstrap replicates of ``T``.
+
+    Returns
+    -------
+    low, high : ndarray, shape (p,)
+    """
+    bias = boot.mean(0) - T
+    lo, hi = np.quantile(boot, [alpha_level / 2, 1 - alpha_level / 2], axis=0)
+    return np.sqrt(np.clip(lo - bias, 0, None)), np.sqrt(np.clip(hi - bias, 0, None))
+
+
+def _group_totals(labels, T_obs, T_null, kind):
+    """Sum of squared shift over the features of each group, its share, and a gamma-tail p-value
+    from the same null replicates."""
+    labels = np.asarray(labels)
+    rows = []
+    tot = T_obs.sum()
+    for g in sorted(set(labels.tolist())):
+        sel = labels == g
+        obs = np.array([T_obs[sel].sum()])
+        null = T_null[:, sel].sum(1)[:, None]
+        z = (obs[0] - null.mean()) / null.std(ddof=1) if null.std(ddof=1) > 0 else np.nan
+        rows.append({"group_kind": kind, "group": g, "n_features": int(sel.sum()),
+                     "shift_sq_total": float(obs[0]), "shift_share": float(obs[0] / tot) if tot > 0 else np.nan,
+                     "shift_sq_mean": float(obs[0] / sel.sum()), "null_sq_total_mean": float(null.mean()),
+                     "z": float(z), "p": float(gamma_tail(obs, null)[0])})
+    return rows
+
+
+def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int = 0, task: str | None = None,
+                alpha_level: float = 0.05, batch: int = 25, literal_mean_norm: bool = True):
+    """Score how the post embeddings' dependence on each radiomic feature differs from pre.
+
+    Parameters
+    ----------
+    lens : fitted RadiomicLens
+    Z_post : ndarray, shape (n, d)
+        Post embeddings of the lens's training cases, same row order.
+    n_null : int, default 200
+        Null replicates (cluster permutations of the per-case change); 0 disables z/p/q.
+    n_boot : int, default 200
+        Cluster-bootstrap replicates for the CI of the shift; 0 disables CIs.
+    seed : int
+        Seed of the permutations and resamples (shared by every lens seed).
+    task : str, optional
+        Name stored in the table and summary.
+    alpha_level : float
+        Level of the percentile CI (``1 - alpha_level`` coverage) and of the reported count of
+        features with ``q < alpha_level``.
+    literal_mean_norm : bool
+        Also compute ``shift_mean_norm``, the mean over cases of the norm (O(n p m²)).
+
+    Returns
+    -------
+    table : DataFrame, one row per feature (see docs/lens.md for every column), sorted by rank.
+    summary : dict of global summaries (JSON-able).
+    """
+    import pandas as pd
+    from scipy import stats as st
+
+    from radlens.stats import bh_qvalues, kendall_w, linear_cka, rank_agreement
+
+    Y_post = lens.transform_embeddings(Z_post)
+    if not np.isfinite(Y_post).all():
+        raise ValueError("post embeddings contain non-finite values")
+    head_post = lens.refit_head(Y_post, frame=False)
+    head_pre = lens.head_pre_
+    E = Y_post - lens.Z_pre_
+    S, n = lens.W1_.shape[0], lens.X_.shape[0]
+    perms = cluster_permutations(lens.groups_, n_null, seed) if n_null > 0 else None
+    boot_w = bootstrap_weights(n, n_boot, seed + 1, lens.groups_) if n_boot > 0 else None
+    sh, s_pre, s_post, mn = [], [], [], []
+    null_sh, null_sp, boot_sh = [], [], []
+    from radlens.progress import progress
+
+    for s in progress(range(S), desc="refit-post seeds", unit="seed"):
+        W1 = lens.W1_[s]
+        H, dsig = lens.hidden_activations(s)
+        C = dsigma_moment(dsig)
+        D = head_post.coef[s] - head_pre.coef[s]
+        sh.append(shift_sq(W1, D, C))
+        s_pre.append(sensitivity_sq(W1, head_pre.coef[s], C))
+        s_post.append(sensitivity_sq(W1, head_post.coef[s], C))
+        if literal_mean_norm:
+            mn.append(mean_norm_shift(W1, D, dsig))
+        if perms is not None or boot_w is not None:
+            rep = replicate_scores(W1, H, dsig, float(lens.alpha_[s]), head_pre.coef[s], E, perms, boot_w, batch)
+            if perms is not None:
+                null_sh.append(rep["null_shift_sq"])
+                null_sp.append(rep["null_sens_post_sq"])
+            if boot_w is not None:
+                boot_sh.append(rep["boot_shift_sq"])
+    sh, s_pre, s_post = np.stack(sh), np.stack(s_pre), np.stack(s_post)   # (S, p)
+    T = sh.mean(0)
+    shift = np.sqrt(T)
+    share_pre_s, share_post_s = shares(s_pre), shares(s_post)
+    share_change = (share_post_s - share_pre_s).mean(0)
+    names = list(lens.feature_names_in_)
+    fcls, fimg = feature_meta(names)
+    df = pd.DataFrame({"feature": names, "feature_class": fcls, "image_type": fimg, "shift": shift})
+    df["shift_seed_sd"] = np.sqrt(sh).std(0, ddof=1) if S > 1 else np.nan
+    if literal_mean_norm:
+        df["shift_mean_norm"] = np.stack(mn).mean(0)
+    df["shift_ci_low"] = np.nan
+    df["shift_ci_high"] = np.nan
+    if boot_w is not None:
+        df["shift_ci_low"], df["shift_ci_high"] = bias_corrected_ci(T, np.mean(boot_sh, axis=0), alpha_level)
+    df["sensitivity_pre"] = np.sqrt(s_pre.mean(0))
+    df["sensitivity_post"] = np.sqrt(s_post.mean(0))
+    df["share_pre"] = share_pre_s.mean(0)
+    df["share_post"] = share_post_s.mean(0)
+    df["share_change"] = share_change
+    for c in ("null_mean", "null_sd", "shift_excess", "z", "p", "p_perm", "q",
+              "share_change_z", "share_change_p", "share_change_q"):
+        df[c] = np.nan
+    group_rows = []
+    summary_null = {}
+    if perms is not None:
+        Tn = np.mean(null_sh, axis=0)                                  # (B, p)
+        rn = np.sqrt(Tn)
+        df["null_mean"] = rn.mean(0)
+        df["null_sd"] = rn.std(0, ddof=1)
+        df["shift_excess"] = np.sqrt(np.clip(T - Tn.mean(0), 0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df["z"] = (shift - rn.mean(0)) / rn.std(0, ddof=1)
+        df["p"] = gamma_tail(T, Tn)
+        df["p_perm"] = empirical_tail(T, Tn)
+        df["q"] = bh_qvalues(df["p"].to_numpy())
+        null_share = (shares(np.stack(null_sp)) - share_pre_s[:, None, :]).mean(0)   # (B, p)
+        sd = null_share.std(0, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zc = (share_change - null_share.mean(0)) / sd
+        df["share_change_z"] = zc
+        df["share_change_p"] = 2 * st.norm.sf(np.abs(zc))
+        df["share_change_q"] = bh_qvalues(df["share_change_p"].to_numpy())
+        group_rows = _group_totals(fcls, T, Tn, "feature_class") + _group_totals(fimg, T, Tn, "image_type")
+        tot_obs = np.array([T.sum()])
+        summary_null = {"total_shift": float(np.sqrt(T.sum())), "total_shift_null_mean": float(np.sqrt(Tn.sum(1)).mean()),
+                        "global_p": float(gamma_tail(tot_obs, Tn.sum(1)[:, None])[0]),
+                        "n_significant": int((df["q"] < alpha_level).sum())}
+    df["rank"] = st.rankdata(-shift, method="min").astype(int)
+    df["rank_z"] = st.rankdata(-np.nan_to_num(df["z"].to_numpy(), nan=-np.inf), method="min").astype(int)
+    if task is not None:
+        df.insert(0, "task", task)
+    df = df.sort_values(["rank", "feature"]).reset_index(drop=True)
+    # stability of the ranking over the lens seeds
+    stab = {"n_seeds": int(S)}
+    if S >= 2:
+        rs = np.sqrt(sh)
+        pair = [rank_agreement(rs[a], rs[b])["spearman"] for a in range(S) for b in range(a + 1, S)]
+        stab.update(kendall_w=kendall_w(rs), mean_spearman=float(np.nanmean(pair)),
+                    min_spearman=float(np.nanmin(pair)))
+    post_norm = np.sqrt(np.mean([np.sum(c ** 2) for c in head_post.coef]))
+    pre_norm = np.sqrt(np.mean([np.sum(c ** 2) for c in head_pre.coef]))
+    summary = {
+        "task": task, "n_cases": int(n), "n_features": int(len(names)), "frame_dim": int(Y_post.shape[1]),
+        "n_null": int(n_null), "n_boot": int(n_boot), "seed": int(seed), "alpha": lens.alpha_.tolist(),
+        "r2_pre_heldout": float(np.mean(head_pre.r2_heldout)), "r2_post_heldout": float(np.mean(head_post.r2_heldout)),
+        "r2_pre_heldout_by_seed": head_pre.r2_heldout.tolist(), "r2_post_heldout_by_seed": head_post.r2_heldout.tolist(),
+        "r2_pre_cv": float(np.mean(head_pre.r2_cv)), "r2_post_cv": float(np.mean(head_post.r2_cv)),
+        "cka_pre_post": linear_cka(lens.Z_pre_, Y_post),
+        "change_norm_ratio": float(np.linalg.norm(E) / np.linalg.norm(lens.Z_pre_ - lens.Z_pre_.mean(0))),
+        "head_norm_ratio": float(post_norm / pre_norm) if pre_norm > 0 else float("nan"),
+        "seed_stability": stab, **summary_null,
+        "group_totals": group_rows,
+    }
+    log.info("shift %s: R² pre %.3f post %.3f, CKA %.3f, %s features with q<%.2f", task or "",
+             summary["r2_pre_heldout"], summary["r2_post_heldout"], summary["cka_pre_post"],
+             summary_null.get("n_significant", "n/a"), alpha_level)
+    return df, summary

@@ -1,0 +1,389 @@
+"""``radlens run``: every stage of a study from one YAML, into one run folder.
+
+Stages (each calls one library function, never the CLI)::
+
+    radiomics                      radiomics/radiomics.parquet
+    embed/<arch>/pre|<task>        embeddings/<arch>/<ckpt>.npz
+    fit-pre/<arch>                 lens/<arch>/lens/
+    refit-post/<arch>/<task>       lens/<arch>/shifts_<task>.parquet
+    compare/<arch>                 lens/<arch>/compare/
+    enrichment/<arch>              lens/<arch>/enrichment.csv   (planted-truth / expected-class check)
+    predictions                    predictions.parquet          (task scores of every classifier)
+    cam-drift                      cam/drift.parquet, cam/maps*.npz, cam/figures/
+    localize/<arch>/<task>         localization/<arch>_<task>.parquet
+    tradeoff                       localization/tradeoff.csv
+    pooling-probe/<arch>           probe/<arch>/probe.parquet
+    report                         report.html
+
+A stage is skipped when its *key* — a hash of its kind, its configuration and the content hashes
+of its inputs (manifest + images, checkpoints, upstream artifacts) — equals the key recorded by
+its last successful run and its outputs still exist. A failing stage is recorded
+(``stages/<name>.json``, ``logs/<name>.log``) and every stage that does not depend on it still
+runs; dependants are marked ``skipped``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from radlens.config import StudyConfig, check_paths, load_study, study_to_dict
+from radlens.errors import ConfigError, RadlensError
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("ok", "cached", "failed", "skipped", "disabled")
+
+
+@dataclass
+class Stage:
+    """One unit of work: ``fn()`` writes ``outputs``; ``inputs`` (paths) and ``config`` form its key."""
+
+    name: str
+    kind: str
+    fn: Callable[[], Any]
+    outputs: list[Path]
+    inputs: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    needs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StageResult:
+    name: str
+    kind: str
+    status: str
+    seconds: float = 0.0
+    key: str = ""
+    outputs: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`run`: the run folder, one :class:`StageResult` per stage, the report path."""
+
+    run_dir: Path
+    stages: list[StageResult]
+    report: Path | None = None
+
+    @property
+    def failed(self) -> list[StageResult]:
+        return [s for s in self.stages if s.status == "failed"]
+
+
+# --------------------------------------------------------------------------- hashing
+class HashCache:
+    """Content hashes of files/folders, memoised by (path, size, mtime) in a JSON file."""
+
+    def __init__(self, path: Path):
+        from radlens.io.artifacts import read_json
+
+        self.path = path
+        try:
+            self.data = read_json(path) if path.exists() else {}
+        except ValueError:
+            self.data = {}
+
+    def __call__(self, p: str | os.PathLike) -> str:
+        from radlens.io.artifacts import file_hash
+
+        p = Path(p)
+        if not p.exists():
+            return "missing"
+        if p.is_dir():
+            return file_hash(p)
+        st = p.stat()
+        k = str(p.resolve())
+        stamp = [st.st_size, st.st_mtime_ns]
+        hit = self.data.get(k)
+        if hit and hit[0] == stamp:
+            return hit[1]
+        h = file_hash(p)
+        self.data[k] = [stamp, h]
+        return h
+
+    def save(self) -> None:
+        from radlens.io.artifacts import write_json
+
+        write_json(self.path, self.data)
+
+
+def manifest_files(manifest) -> list[Path]:
+    """The manifest file and every image / mask it references."""
+    files = [Path(manifest.path)]
+    for col in ("image", "mask"):
+        if col in manifest.df.columns:
+            files += [Path(p) for p in manifest.df[col].dropna().astype(str)]
+    return files
+
+
+def spec_files(spec_path: str | os.PathLike) -> list[Path]:
+    """An encoder or classifier spec YAML and every checkpoint file/folder it references."""
+    import yaml
+
+    spec_path = Path(spec_path)
+    if spec_path.is_dir():
+        return [spec_path]
+    raw = yaml.safe_load(spec_path.read_text()) or {}
+    base = spec_path.parent
+    out = [spec_path]
+
+    def enc_files(enc, base):
+        if isinstance(enc, str):
+            return spec_files(base / enc)
+        res = []
+        for key in ("checkpoint", "path"):
+            if isinstance(enc, dict) and enc.get(key):
+                res.append(base / str(enc[key]))
+        return res
+
+    if "encoder" in raw:
+        out += enc_files(raw["encoder"], base)
+        head = raw.get("head") or {}
+        if head.get("checkpoint"):
+            out.append(base / str(head["checkpoint"]))
+    else:
+        out += enc_files(raw, base)
+    return out
+
+
+def is_classifier_spec(path: str | os.PathLike) -> bool:
+    import yaml
+
+    p = Path(path)
+    if p.is_dir():
+        return False
+    raw = yaml.safe_load(p.read_text()) or {}
+    return isinstance(raw, dict) and "encoder" in raw and "head" in raw
+
+
+def encoder_spec_of(path: str | os.PathLike) -> Any:
+    """The encoder spec of an encoder YAML / folder (returned as is) or of a classifier YAML
+    (its ``encoder`` entry, with relative paths made absolute against the classifier's folder)."""
+    import yaml
+
+    p = Path(path)
+    if not is_classifier_spec(p):
+        return str(p)
+    enc = (yaml.safe_load(p.read_text()) or {})["encoder"]
+    if isinstance(enc, str):
+        q = Path(enc)
+        return str(q if q.is_absolute() else p.parent / q)
+    enc = dict(enc)
+    for key in ("checkpoint", "path"):
+        if enc.get(key) and not Path(str(enc[key])).is_absolute():
+            enc[key] = str((p.parent / str(enc[key])).resolve())
+    return enc
+
+
+# --------------------------------------------------------------------------- stage graph
+def build_stages(cfg: StudyConfig, run_dir: Path, manifest) -> list[Stage]:
+    """The stage graph of a study (in execution order)."""
+    from radlens.study import stages as ss
+
+    return ss.build(cfg, run_dir, manifest)
+
+
+def _stage_key(stage: Stage, hashes: HashCache) -> str:
+    from radlens.io.artifacts import obj_hash
+
+    inp: dict[str, Any] = {}
+    for k, v in stage.inputs.items():
+        if isinstance(v, (list, tuple)):
+            inp[k] = obj_hash([hashes(p) for p in v])
+        elif v is None:
+            inp[k] = None
+        else:
+            inp[k] = hashes(v)
+    return obj_hash({"kind": stage.kind, "config": stage.config, "inputs": inp})
+
+
+def _outputs_exist(paths: list[Path]) -> bool:
+    return all(Path(p).exists() for p in paths)
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, RadlensError):
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def execute(stages: list[Stage], run_dir: Path, *, force: bool = False) -> list[StageResult]:
+    """Run (or skip) every stage in order; record each outcome under ``run_dir/stages``."""
+    from radlens.io.artifacts import atomic_write_text, read_json, write_json
+    from radlens.progress import progress
+
+    hashes = HashCache(run_dir / ".cache" / "hashes.json")
+    results: dict[str, StageResult] = {}
+    for stage in progress(stages, total=len(stages), desc="stages", unit="stage"):
+        rec_path = run_dir / "stages" / f"{stage.name.replace('/', '__')}.json"
+        bad = [n for n in stage.needs if results.get(n) is None or results[n].status not in ("ok", "cached")]
+        if bad:
+            why = "; ".join(f"{n} {results[n].status if n in results else 'missing'}" for n in bad)
+            results[stage.name] = r = StageResult(stage.name, stage.kind, "skipped", error=f"not run: upstream {why}")
+            write_json(rec_path, vars(r))
+            log.warning("stage %s skipped: upstream %s", stage.name, why)
+            continue
+        key = _stage_key(stage, hashes)
+        prev = read_json(rec_path) if rec_path.exists() else None
+        outs = [str(p) for p in stage.outputs]
+        if (not force and prev and prev.get("key") == key and prev.get("status") in ("ok", "cached")
+                and _outputs_exist(stage.outputs)):
+            results[stage.name] = r = StageResult(stage.name, stage.kind, "cached", prev.get("seconds", 0.0), key, outs)
+            log.info("stage %s: inputs unchanged, skipped (cached)", stage.name)
+            write_json(rec_path, vars(r))
+            continue
+        t0 = time.perf_counter()
+        log.info("stage %s: running", stage.name)
+        try:
+            stage.fn()
+            missing = [o for o in outs if not Path(o).exists()]
+            if missing:
+                raise RuntimeError(f"stage finished but did not write {missing}")
+            r = StageResult(stage.name, stage.kind, "ok", round(time.perf_counter() - t0, 2), key, outs)
+        except Exception as exc:  # one stage's failure must not stop the others
+            r = StageResult(stage.name, stage.kind, "failed", round(time.perf_counter() - t0, 2), "", outs,
+                            _error_text(exc))
+            atomic_write_text(run_dir / "logs" / f"{stage.name.replace('/', '__')}.log", traceback.format_exc())
+            log.error("stage %s failed: %s (traceback in logs/)", stage.name, r.error)
+        results[stage.name] = r
+        write_json(rec_path, vars(r))
+        hashes.save()
+    hashes.save()
+    return list(results.values())
+
+
+# --------------------------------------------------------------------------- entry point
+def run(study: str | os.PathLike | StudyConfig, out: str | os.PathLike | None = None, *, force: bool = False,
+        report: bool | None = None, only: list[str] | None = None) -> RunResult:
+    """Run a whole study (``radlens run STUDY.yaml``).
+
+    Parameters
+    ----------
+    study : path of a study YAML, or a :class:`radlens.config.StudyConfig`
+    out : run folder (default: the config's ``out``, relative to the YAML's folder)
+    force : re-run every stage even when its inputs did not change
+    report : write ``report.html`` (default: the config's ``report``)
+    only : run only stages whose name starts with one of these prefixes (plus what they need)
+
+    Returns
+    -------
+    RunResult
+        Stage outcomes; ``run.json`` in the run folder holds the same, with versions and input hashes.
+
+    Raises
+    ------
+    ConfigError
+        The study config is invalid or names files that do not exist (all of them are listed).
+    """
+    from radlens.io.artifacts import versions, write_json
+    from radlens.io.manifest import read_manifest
+
+    cfg = study if isinstance(study, StudyConfig) else load_study(study)
+    problems = check_paths(cfg)
+    if problems:
+        raise ConfigError("study config names missing files:\n  " + "\n  ".join(problems))
+    run_dir = Path(out) if out is not None else cfg.resolve(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_config_copy(cfg, run_dir)
+    manifest = read_manifest(cfg.resolve(cfg.manifest))
+    stages = build_stages(cfg, run_dir, manifest)
+    if only:
+        stages = _select(stages, only)
+    want_report = cfg.report if report is None else report
+    t0 = time.perf_counter()
+    with _torch_threads(cfg.threads):
+        results = execute(stages, run_dir, force=force)
+    hashes = HashCache(run_dir / ".cache" / "hashes.json")
+    inputs = {"manifest": {"path": str(manifest.path), "sha256": hashes(manifest.path)}}
+    for arch, enc in cfg.encoders.items():
+        inputs[f"{arch}/pre"] = {"path": str(cfg.resolve(enc.pre)), "sha256": _files_hash(spec_files(cfg.resolve(enc.pre)), hashes)}
+        for task, tc in enc.tasks.items():
+            for role in ("finetuned", "transfer"):
+                p = getattr(tc, role)
+                if p is not None:
+                    inputs[f"{arch}/{task}/{role}"] = {"path": str(cfg.resolve(p)),
+                                                       "sha256": _files_hash(spec_files(cfg.resolve(p)), hashes)}
+    summary = {"study": cfg.name, "config": study_to_dict(cfg), "versions": versions(), "inputs": inputs,
+               "seconds": round(time.perf_counter() - t0, 2), "stages": [vars(r) for r in results]}
+    write_json(run_dir / "run.json", summary)
+    res = RunResult(run_dir, results)
+    if want_report:
+        from radlens.report import report as make_report
+
+        try:
+            res.report = make_report(run_dir)
+        except Exception as exc:  # the run's artefacts stay valid without a report
+            log.error("report failed: %s", _error_text(exc))
+            from radlens.io.artifacts import atomic_write_text
+
+            atomic_write_text(run_dir / "logs" / "report.log", traceback.format_exc())
+    n_fail = len(res.failed)
+    log.info("run %s: %d stages (%d failed) in %.1f s -> %s", cfg.name, len(results), n_fail,
+             summary["seconds"], run_dir)
+    return res
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run with ``n`` torch intra-op threads (None: leave torch's setting alone)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _files_hash(paths: list[Path], hashes: HashCache) -> str:
+    from radlens.io.artifacts import obj_hash
+
+    return obj_hash([hashes(p) for p in paths])
+
+
+def _select(stages: list[Stage], prefixes: list[str]) -> list[Stage]:
+    by_name = {s.name: s for s in stages}
+    keep: set[str] = set()
+
+    def add(n):
+        if n in keep or n not in by_name:
+            return
+        keep.add(n)
+        for d in by_name[n].needs:
+            add(d)
+
+    for s in stages:
+        if any(s.name.startswith(p) for p in prefixes):
+            add(s.name)
+    if not keep:
+        raise ConfigError(f"only={prefixes!r} matches no stage; stages: {[s.name for s in stages]}")
+    return [s for s in stages if s.name in keep]
+
+
+def _write_config_copy(cfg: StudyConfig, run_dir: Path) -> None:
+    import yaml
+
+    from radlens.io.artifacts import atomic_write_text
+
+    d = study_to_dict(cfg)
+    d["manifest"] = str(cfg.resolve(cfg.manifest))
+    for enc in d["encoders"].values():
+        enc["pre"] = str(cfg.resolve(enc["pre"]))
+        for tc in enc["tasks"].values():
+            for role in ("finetuned", "transfer"):
+                if tc.get(role):
+                    tc[role] = str(cfg.resolve(tc[role]))
+    if d["radiomics"].get("params"):
+        d["radiomics"]["params"] = str(cfg.resolve(d["radiomics"]["params"]))
+    atomic_write_text(run_dir / "study.yaml", yaml.safe_dump(d, sort_keys=False))

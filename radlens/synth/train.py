@@ -1,0 +1,531 @@
+"""Demo encoder training: pretext pre-training, transfer learning and fine-tuning on a cohort.
+
+For each architecture (a small MONAI ResNet and a tiny HF DINOv2 ViT, :mod:`radlens.synth.models`):
+
+1. **pre** — self-supervised pretext pre-training on every image of the cohort (SimCLR-style
+   contrastive learning: two augmented views of each image — flips, 90-degree rotations, shifts,
+   brightness/contrast jitter and noise — are pulled together against the rest of the batch with
+   the NT-Xent loss). It never sees a task label or a planted attribute.
+2. per downstream task (``task_texture``, ``task_intensity``, ``task_shape``):
+
+   * **tl** — transfer learning: the pre backbone frozen, an L2 logistic-regression linear head fitted
+     on its pooled features (global average for the CNN, CLS token for the ViT);
+   * **ft** — full fine-tuning, initialised from pre backbone + tl head (linear-probe-then-fine-tune),
+     Adam on every parameter with flip/rotation augmentation.
+
+Checkpoints are written as ``.safetensors`` (CNN) or ``save_pretrained`` folders (ViT), with encoder
+and classifier spec YAMLs in the formats of ``docs/contracts.md``. Everything is seeded, runs with
+deterministic algorithms on a fixed number of threads, and restores torch's global state afterwards.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from radlens.errors import InputError
+from radlens.synth.models import ARCHS
+
+log = logging.getLogger(__name__)
+
+TASKS = ("task_texture", "task_intensity", "task_shape")
+#: planted attributes whose linear decodability from the pooled features is tracked pre -> ft
+ATTRIBUTES = ("texture_corr_len", "texture_amp", "lesion_intensity", "lesion_radius", "elongation")
+
+
+@dataclass
+class TrainConfig:
+    """Demo training settings (all epochs are passes over the training images).
+
+    Parameters
+    ----------
+    archs : tuple of {"cnn", "vit"}
+    tasks : tuple of str
+        Binary label columns of the manifest, one transfer-learning and one fine-tuned checkpoint each.
+    pretext_epochs, finetune_epochs : int
+    batch_size : int
+    lr_pretext, lr_finetune : float
+        Adam learning rates (fine-tuning: backbone; the head gets 3x).
+    temperature : float
+        NT-Xent temperature.
+    cnn_width : int
+        CNN stem width (stages: width x 1, 2, 4, 8).
+    vit_hidden, vit_layers, vit_heads, vit_patch : int
+        Tiny DINOv2 size.
+    val_fraction : float
+        Fraction of patients held out (when the manifest has no ``split`` column) to report AUCs.
+    seed : int
+    threads : int
+        torch intra-op threads used while training (fixed, so numbers do not depend on the machine load).
+    """
+
+    archs: tuple = ("cnn", "vit")
+    tasks: tuple = TASKS
+    pretext_epochs: int = 6
+    finetune_epochs: int = 6
+    batch_size: int = 32
+    lr_pretext: float = 2e-3
+    lr_finetune: float = 5e-4
+    temperature: float = 0.2
+    cnn_width: int = 8
+    vit_hidden: int = 64
+    vit_layers: int = 4
+    vit_heads: int = 4
+    vit_patch: int = 8
+    val_fraction: float = 0.3
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self):
+        bad = [a for a in self.archs if a not in ARCHS]
+        if bad or not self.archs:
+            raise InputError(f"TrainConfig.archs={list(self.archs)!r}: allowed values are {sorted(ARCHS)}")
+        for name in ("pretext_epochs", "finetune_epochs", "batch_size", "cnn_width", "vit_hidden",
+                     "vit_layers", "vit_heads", "vit_patch", "threads"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < (0 if name.endswith("epochs") else 1):
+                raise InputError(f"TrainConfig.{name}={v!r}: must be a positive integer")
+        if not 0.0 < self.val_fraction < 0.9:
+            raise InputError(f"TrainConfig.val_fraction={self.val_fraction!r}: must be in (0, 0.9)")
+
+
+@dataclass
+class CohortArrays:
+    """Images of a cohort held in memory for training.
+
+    Attributes
+    ----------
+    case_id : ndarray of str, shape (n,)
+    images : ndarray float32, shape (n, H, W)
+    table : pandas.DataFrame
+        The manifest rows (task labels, planted attributes, ``patient_id``, ``split``), in case order.
+    train_idx, val_idx : ndarray of int
+        Patient-grouped split.
+    """
+
+    case_id: np.ndarray
+    images: np.ndarray
+    table: Any
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    """Where the demo checkpoints and specs are, and how well they learned.
+
+    ``specs[arch]["pre"]`` is the pre encoder spec YAML; ``specs[arch][task]`` holds ``tl`` and
+    ``ft`` classifier spec YAMLs and the ``ft_encoder`` spec YAML. ``metrics`` is the JSON summary
+    written to ``training.json`` (validation AUCs, backbone change, attribute decodability, timings).
+    """
+
+    out_dir: Path
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- torch state hygiene
+@contextlib.contextmanager
+def torch_determinism(seed: int, threads: int) -> Iterator[None]:
+    """Seed torch, use deterministic algorithms on ``threads`` threads; restore everything after."""
+    import torch
+
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(old_det)
+            torch.set_num_threads(old_threads)
+
+
+# --------------------------------------------------------------------------- data
+def load_cohort_arrays(manifest_path: str | Path, val_fraction: float = 0.3, seed: int = 0) -> CohortArrays:
+    """Read every case of a manifest into memory (all images must share one 2-D shape).
+
+    The validation split is the manifest's ``split`` column (``val``/``valid``/``validation``/``test``
+    rows) when present, otherwise a seeded patient-grouped split of ``val_fraction`` of the patients.
+    """
+    from radlens.io.images import load_case
+    from radlens.io.manifest import read_manifest
+
+    m = read_manifest(manifest_path)
+    df = m.df.reset_index(drop=True)
+    images = []
+    for _, row in df.iterrows():
+        case = load_case(row)
+        images.append(np.asarray(case.array, dtype=np.float32))
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        raise InputError(f"manifest {str(manifest_path)!r}: demo training needs 2-D images of one shape; "
+                         f"found shapes {sorted(shapes)[:5]}")
+    return CohortArrays(df["case_id"].astype(str).to_numpy(), np.stack(images), df,
+                        *split_indices(df, val_fraction, seed))
+
+
+def split_indices(df, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Patient-grouped train/validation indices (see :func:`load_cohort_arrays`)."""
+    if "split" in df.columns and df["split"].notna().any():
+        s = df["split"].astype(str).str.lower()
+        val = s.isin(["val", "valid", "validation", "test"]).to_numpy()
+        if 0 < val.sum() < len(df):
+            return np.flatnonzero(~val), np.flatnonzero(val)
+    pid = df["patient_id"].astype(str).to_numpy() if "patient_id" in df.columns else df["case_id"].astype(str).to_numpy()
+    patients = np.unique(pid)
+    rng = np.random.default_rng(seed)
+    n_val = max(1, int(round(val_fraction * patients.size)))
+    val_p = set(rng.permutation(patients)[:n_val].tolist())
+    val = np.array([p in val_p for p in pid])
+    return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def _augment(x, gen, strong: bool):
+    """Random flips / 90-degree rotations (+ shift, intensity jitter and noise when ``strong``).
+
+    x : Tensor (B, 1, H, W); gen : torch.Generator. Square images assumed for rotations.
+    """
+    import torch
+
+    b = x.shape[0]
+    flip_h = torch.rand(b, generator=gen) < 0.5
+    flip_w = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip_h[:, None, None, None], x.flip(2), x)
+    x = torch.where(flip_w[:, None, None, None], x.flip(3), x)
+    if x.shape[2] == x.shape[3]:
+        k = torch.randint(0, 4, (b,), generator=gen)
+        x = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
+    if strong:
+        h, w = x.shape[2:]
+        pad = max(1, h // 16)
+        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        x = torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+        scale = 0.75 + 0.5 * torch.rand(b, 1, 1, 1, generator=gen)
+        shift = 0.4 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
+        x = x * scale + shift + 0.1 * torch.randn(x.shape, generator=gen)
+    return x
+
+
+def _nt_xent(z1, z2, temperature: float):
+    """SimCLR NT-Xent loss of two views, z1, z2: (B, D)."""
+    import torch
+    import torch.nn.functional as F
+
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / temperature
+    n = z1.shape[0]
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return F.cross_entropy(sim, target)
+
+
+def _batches(n: int, batch_size: int, gen, shuffle: bool = True) -> list:
+    import torch
+
+    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    out = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    if len(out) > 1 and len(out[-1]) < 4:  # a 1-3 image tail batch destabilises BatchNorm/contrastive
+        out[-2] = torch.cat([out[-2], out.pop()])
+    return out
+
+
+def _features(model, x, batch_size: int = 128) -> np.ndarray:
+    """Pooled features (n, D) in eval mode."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model.features(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
+
+
+def _logits(model, x, batch_size: int = 128) -> np.ndarray:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score)) if np.unique(y).size == 2 else float("nan")
+
+
+# --------------------------------------------------------------------------- training stages
+def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> None:
+    """Contrastive pretext pre-training of ``model.backbone`` (+ a 2-layer projection head)."""
+    import torch
+
+    d = model.head.in_features
+    proj = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Linear(d, 32))
+    params = list(model.backbone.parameters()) + list(proj.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr_pretext, weight_decay=1e-4)
+    for epoch in range(cfg.pretext_epochs):
+        model.train()
+        losses = []
+        for idx in _batches(len(x), cfg.batch_size, gen):
+            xb = x[idx]
+            z1 = proj(model.features(_augment(xb, gen, strong=True)))
+            z2 = proj(model.features(_augment(xb, gen, strong=True)))
+            loss = _nt_xent(z1, z2, cfg.temperature)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        log_rows.append({"arch": model.arch, "stage": "pretext", "task": "", "epoch": epoch + 1,
+                         "loss": float(np.mean(losses))})
+
+
+def fit_linear_head(model, x, y: np.ndarray, train_idx: np.ndarray, seed: int) -> None:
+    """Transfer learning: L2 logistic regression on frozen pooled features, copied into ``model.head``."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    feats = _features(model, x[train_idx])
+    mu, sd = feats.mean(0), feats.std(0) + 1e-6
+    clf = LogisticRegression(C=1.0, max_iter=5000, random_state=seed).fit((feats - mu) / sd, y[train_idx])
+    w = clf.coef_[0] / sd  # undo the standardisation so the head reads raw pooled features
+    b = clf.intercept_[0] - float(np.dot(clf.coef_[0], mu / sd))
+    with torch.no_grad():  # two-class softmax head equivalent to the logistic model
+        model.head.weight.copy_(torch.tensor(np.stack([-w / 2, w / 2]), dtype=torch.float32))
+        model.head.bias.copy_(torch.tensor([-b / 2, b / 2], dtype=torch.float32))
+
+
+def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, gen, task: str,
+             log_rows: list) -> None:
+    """Full fine-tuning of backbone + head with cross-entropy and flip/rotation augmentation."""
+    import torch
+    import torch.nn.functional as F
+
+    opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": cfg.lr_finetune},
+                             {"params": model.head.parameters(), "lr": 3 * cfg.lr_finetune}], weight_decay=1e-4)
+    xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
+    for epoch in range(cfg.finetune_epochs):
+        model.train()
+        losses = []
+        for idx in _batches(len(xt), cfg.batch_size, gen):
+            loss = F.cross_entropy(model(_augment(xt[idx], gen, strong=False)), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        log_rows.append({"arch": model.arch, "stage": "finetune", "task": task, "epoch": epoch + 1,
+                         "loss": float(np.mean(losses))})
+
+
+def backbone_change(pre, post) -> dict[str, float]:
+    """Relative L2 change ``||w_post - w_pre|| / ||w_pre||`` of the backbone, overall and per top-level block."""
+    sp, sq = pre.state_dict(), post.state_dict()
+    groups: dict[str, list[float]] = {}
+    tot_num = tot_den = 0.0
+    for k, v in sp.items():
+        if not v.is_floating_point() or "running_" in k:
+            continue
+        num = float(((sq[k] - v) ** 2).sum())
+        den = float((v ** 2).sum())
+        parts = k.split(".")
+        g = ".".join(parts[:3]) if parts[0] == "encoder" else parts[0]
+        acc = groups.setdefault(g, [0.0, 0.0])
+        acc[0] += num
+        acc[1] += den
+        tot_num += num
+        tot_den += den
+    out = {"total": float(np.sqrt(tot_num / max(tot_den, 1e-12)))}
+    out.update({g: float(np.sqrt(a / max(b, 1e-12))) for g, (a, b) in groups.items()})
+    return out
+
+
+def attribute_decodability(feats: np.ndarray, table, train_idx, val_idx) -> dict[str, float]:
+    """Validation R^2 of a ridge regression from pooled features to each planted attribute (lesion cases)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    out = {}
+    has = table["has_lesion"].to_numpy().astype(bool) if "has_lesion" in table.columns else np.ones(len(table), bool)
+    for a in ATTRIBUTES:
+        if a not in table.columns:
+            continue
+        t = table[a].to_numpy(dtype=float)
+        tr = [i for i in train_idx if has[i] and np.isfinite(t[i])]
+        va = [i for i in val_idx if has[i] and np.isfinite(t[i])]
+        if len(tr) < 10 or len(va) < 5 or np.std(t[va]) == 0:
+            continue
+        reg = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 11))).fit(feats[tr], t[tr])
+        out[a] = float(reg.score(feats[va], t[va]))
+    return out
+
+
+# --------------------------------------------------------------------------- writing checkpoints
+def _write_yaml(path: Path, obj: dict) -> Path:
+    import yaml
+
+    from radlens.io.artifacts import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+    return path
+
+
+def _save_state(module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from radlens.io.artifacts import atomic_path
+
+    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
+
+
+def _encoder_spec(arch: str, name: str, cfg: TrainConfig, image_shape, norm: tuple[float, float], vit_cfg) -> dict:
+    """Encoder spec dict (paths relative to the folder the YAMLs are written in)."""
+    from radlens.synth.models import cnn_args
+
+    pre = {"spatial_size": [int(s) for s in image_shape], "intensity": {"mean": [norm[0]], "std": [norm[1]]},
+           "channels": 1}
+    roi = {"rule": "overlap", "min_overlap": 0.5, "mode": "full", "crop_margin": 0.25}
+    if arch == "cnn":
+        return {"kind": "monai", "name": "ResNet", "args": cnn_args(cfg.cnn_width),
+                "checkpoint": f"{name}.safetensors", "layer": "layer4", "preprocess": pre, "roi": roi}
+    return {"kind": "hf", "path": f"{name}/", "preprocess": pre, "roi": roi}
+
+
+def _write_checkpoint(model, arch: str, name: str, arch_dir: Path, spec: dict) -> None:
+    if arch == "cnn":
+        _save_state(model.backbone, arch_dir / f"{name}.safetensors")
+    else:
+        model.backbone.save_pretrained(str(arch_dir / name), safe_serialization=True)
+    _write_yaml(arch_dir / f"encoder_{name}.yaml", spec)
+
+
+def _write_classifier(model, arch: str, kind: str, task: str, arch_dir: Path, enc_spec: dict, vit_cfg) -> Path:
+    from safetensors.torch import save_file
+
+    from radlens.synth.models import vit_target_layer
+
+    head_path = arch_dir / f"head_{kind}_{task}.safetensors"
+    save_file({"weight": model.head.weight.detach().contiguous().clone(),
+               "bias": model.head.bias.detach().contiguous().clone()}, str(head_path))
+    spec = {"encoder": copy.deepcopy(enc_spec),
+            "head": {"checkpoint": head_path.name, "pooling": ARCHS[arch]["pooling"]},
+            "target_layer": "layer4" if arch == "cnn" else vit_target_layer(vit_cfg),
+            "classes": ["negative", "positive"]}
+    return _write_yaml(arch_dir / f"classifier_{kind}_{task}.yaml", spec)
+
+
+def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfig | None = None) -> TrainResult:
+    """Pre-train, transfer-learn and fine-tune the demo encoders; write checkpoints, specs and metrics.
+
+    Parameters
+    ----------
+    data : CohortArrays
+        From :func:`load_cohort_arrays` (images shape (n, H, W), square for the ViT).
+    out_dir : path
+        Receives ``<arch>/`` folders with checkpoints and ``encoder_*.yaml`` / ``classifier_*.yaml``
+        specs, ``training.json`` (metrics) and ``training_log.csv`` (loss per epoch).
+    cfg : TrainConfig
+
+    Returns
+    -------
+    TrainResult
+    """
+    import pandas as pd
+    import torch
+
+    from radlens.io.artifacts import write_json, write_table
+    from radlens.synth.models import build_cnn, build_vit, cnn_args, make_classifier, vit_config
+
+    cfg = cfg or TrainConfig()
+    out_dir = Path(out_dir)
+    missing = [t for t in cfg.tasks if t not in data.table.columns]
+    if missing:
+        raise InputError(f"tasks {missing}: not columns of the manifest; available: {list(data.table.columns)}")
+    n, h, w = data.images.shape
+    norm = (float(data.images[data.train_idx].mean()), float(data.images[data.train_idx].std() + 1e-6))
+    x_all = torch.from_numpy(((data.images - norm[0]) / norm[1]).astype(np.float32))[:, None]
+    result = TrainResult(out_dir)
+    metrics: dict[str, Any] = {"config": asdict(cfg), "n_cases": int(n), "n_train": int(data.train_idx.size),
+                               "n_val": int(data.val_idx.size), "image_shape": [int(h), int(w)],
+                               "intensity_norm": list(norm), "archs": {}}
+    log_rows: list[dict] = []
+    for ai, arch in enumerate(cfg.archs):
+        t0 = time.perf_counter()
+        arch_dir = out_dir / arch
+        arch_dir.mkdir(parents=True, exist_ok=True)
+        vit_cfg = vit_config(image_size=h, patch_size=cfg.vit_patch, hidden_size=cfg.vit_hidden,
+                             num_layers=cfg.vit_layers, num_heads=cfg.vit_heads) if arch == "vit" else None
+        am: dict[str, Any] = {"tasks": {}}
+        with torch_determinism(cfg.seed + 1000 * ai, cfg.threads):
+            gen = torch.Generator().manual_seed(cfg.seed + 1000 * ai)
+            backbone = build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else build_vit(vit_cfg)
+            pre_model = make_classifier(backbone, arch)
+            pretrain(pre_model, x_all, cfg, gen, log_rows)
+            pre_model.eval()
+            pre_spec = _encoder_spec(arch, "pre", cfg, (h, w), norm, vit_cfg)
+            _write_checkpoint(pre_model, arch, "pre", arch_dir, pre_spec)
+            pre_feats = _features(pre_model, x_all)
+            am["decodability"] = {"pre": attribute_decodability(pre_feats, data.table, data.train_idx, data.val_idx)}
+            am["pretext_seconds"] = round(time.perf_counter() - t0, 2)
+            specs: dict[str, Any] = {"pre": str(arch_dir / "encoder_pre.yaml")}
+            for task in cfg.tasks:
+                yf = data.table[task].to_numpy(dtype=float)
+                labelled = np.isfinite(yf)  # lesion-free phantoms carry no task label
+                y = np.where(labelled, yf, 0).astype(int)
+                tr = data.train_idx[labelled[data.train_idx]]
+                va = data.val_idx[labelled[data.val_idx]]
+                tl = copy.deepcopy(pre_model)
+                fit_linear_head(tl, x_all, y, tr, cfg.seed)
+                tl_path = _write_classifier(tl, arch, "tl", task, arch_dir, pre_spec, vit_cfg)
+                ft = copy.deepcopy(tl)
+                finetune(ft, x_all, y, tr, cfg, gen, task, log_rows)
+                ft.eval()
+                ft_name = f"ft_{task}"
+                ft_spec = _encoder_spec(arch, ft_name, cfg, (h, w), norm, vit_cfg)
+                _write_checkpoint(ft, arch, ft_name, arch_dir, ft_spec)
+                ft_path = _write_classifier(ft, arch, "ft", task, arch_dir, ft_spec, vit_cfg)
+                auc = {k: _auc(y[va], np.diff(_logits(m, x_all[va]), axis=1)[:, 0])
+                       for k, m in (("tl", tl), ("ft", ft))}
+                ft_feats = _features(ft, x_all)
+                am["decodability"][ft_name] = attribute_decodability(ft_feats, data.table, data.train_idx,
+                                                                     data.val_idx)
+                am["tasks"][task] = {"val_auc": auc, "backbone_change": backbone_change(pre_model.backbone, ft.backbone)}
+                specs[task] = {"tl": str(tl_path), "ft": str(ft_path), "ft_encoder": str(arch_dir / f"encoder_{ft_name}.yaml")}
+                log.info("%s %s: val AUC tl=%.3f ft=%.3f, backbone change %.3f", arch, task, auc["tl"], auc["ft"],
+                         am["tasks"][task]["backbone_change"]["total"])
+        am["seconds"] = round(time.perf_counter() - t0, 2)
+        metrics["archs"][arch] = am
+        result.specs[arch] = specs
+    write_json(out_dir / "training.json", metrics)
+    write_table(pd.DataFrame(log_rows, columns=["arch", "stage", "task", "epoch", "loss"]), out_dir / "training_log.csv")
+    result.metrics = metrics
+    return result
+
+
+def train_demo(manifest_path: str | Path, out_dir: str | Path, cfg: TrainConfig | None = None) -> TrainResult:
+    """Load a phantom-cohort manifest and run :func:`train_demo_encoders` on it."""
+    cfg = cfg or TrainConfig()
+    data = load_cohort_arrays(manifest_path, cfg.val_fraction, cfg.seed)
+    return train_demo_encoders(data, out_dir, cfg)
+
+
+def summarise(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (arch, task): validation AUCs and backbone change (for reports)."""
+    rows = []
+    for arch, am in metrics.get("archs", {}).items():
+        for task, tm in am.get("tasks", {}).items():
+            rows.append({"arch": arch, "task": task, "val_auc_tl": tm["val_auc"]["tl"],
+                         "val_auc_ft": tm["val_auc"]["ft"], "backbone_change": tm["backbone_change"]["total"]})
+    return rows
+
+

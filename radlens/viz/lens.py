@@ -1,0 +1,189 @@
+"""Figures of the radiomic lens (read shift tables, never recompute): feature × task heatmap,
+top-k bars with CIs, task × task rank correlations, feature-class totals."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from radlens.viz.style import save_figure, use_agg
+
+_CLASS_ORDER = ("shape", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
+_VALUE_LABEL = {
+    "z": "shift z (null SDs above the permutation-null mean)",
+    "shift": "shift (RMS Jacobian change, embedding-frame units per feature SD)",
+    "shift_excess": "shift above the noise floor (frame units per feature SD)",
+    "share_change": "change of share of total squared sensitivity",
+}
+
+
+def class_palette(classes) -> dict:
+    """Stable colour per feature class (pyradiomics classes first, then others alphabetically)."""
+    import matplotlib
+
+    known = [c for c in _CLASS_ORDER if c in set(classes)]
+    other = sorted(set(classes) - set(known))
+    cmap = matplotlib.colormaps["tab10"]
+    return {c: cmap(i % 10) for i, c in enumerate(known + other)}
+
+
+def short_name(feature: str) -> str:
+    """``original_glcm_Contrast`` → ``glcm_Contrast``; other image types keep their prefix."""
+    return feature[len("original_"):] if feature.startswith("original_") else feature
+
+
+def _order_features(wide, classes):
+    """Features grouped by class (classes by descending mean |value|), hierarchically clustered
+    (average linkage, correlation-free Euclidean on the task profile) within each class."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    blocks = []
+    cls_order = sorted(set(classes.values), key=lambda c: -np.nanmean(np.abs(wide.loc[classes.index[classes == c]].to_numpy())))
+    for c in cls_order:
+        feats = list(classes.index[classes == c])
+        sub = np.nan_to_num(wide.loc[feats].to_numpy(float))
+        if len(feats) > 2 and sub.shape[1] >= 2:
+            order = leaves_list(linkage(sub, method="average"))
+            feats = [feats[i] for i in order]
+        else:
+            feats = [feats[i] for i in np.argsort(-sub.mean(1), kind="stable")]
+        blocks.append((c, feats))
+    return blocks
+
+
+def shift_heatmap(long, out_stem, value: str = "z", sig_level: float = 0.05) -> list[Path]:
+    """Heatmap radiomic feature (rows, grouped by class) × task (columns); dots mark q < sig_level."""
+    plt = use_agg()
+    from matplotlib.colors import TwoSlopeNorm
+
+    wide = long.pivot(index="feature", columns="task", values=value)
+    qs = long.pivot(index="feature", columns="task", values="q").reindex(columns=wide.columns)
+    classes = long.drop_duplicates("feature").set_index("feature")["feature_class"].reindex(wide.index)
+    blocks = _order_features(wide, classes)
+    feats = [f for _, fs in blocks for f in fs]
+    M = wide.loc[feats].to_numpy(float)
+    n, t = M.shape
+    fig_h = max(3.0, 0.125 * n + 1.6)
+    fig_w = 3.2 + 0.55 * t
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h))
+    finite = M[np.isfinite(M)]
+    diverging = value in ("z", "share_change")
+    if diverging:
+        vmax = float(np.quantile(np.abs(finite), 0.98)) if finite.size else 1.0
+        vmax = vmax if vmax > 0 else 1.0
+        im = ax.imshow(M, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -vmax, vmax), interpolation="none")
+    else:
+        im = ax.imshow(M, aspect="auto", cmap="viridis", interpolation="none",
+                       vmin=0, vmax=float(np.quantile(finite, 0.98)) if finite.size else 1.0)
+    Q = qs.loc[feats].to_numpy(float)
+    yy, xx = np.nonzero(Q < sig_level)
+    ax.scatter(xx, yy, s=10, c="black", marker="o", edgecolors="white", linewidths=0.5)
+    ax.set_xticks(range(t))
+    ax.set_xticklabels(list(wide.columns), rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([short_name(f) for f in feats], fontsize=6 if n > 40 else 7)
+    ax.set_xlabel("downstream task (fine-tuned encoder)")
+    pal = class_palette(classes.values)
+    start = 0
+    for c, fs in blocks:
+        end = start + len(fs)
+        if start > 0:
+            ax.axhline(start - 0.5, color="white", lw=1.5)
+        ax.annotate(c, xy=(1.01, (start + end - 1) / 2), xycoords=("axes fraction", "data"), va="center",
+                    ha="left", fontsize=7, color=pal[c], fontweight="bold", annotation_clip=False)
+        for f_i in range(start, end):
+            ax.get_yticklabels()[f_i].set_color(pal[c])
+        start = end
+    cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.16, shrink=min(1.0, 12 / max(fig_h, 1)))
+    cb.set_label(_VALUE_LABEL.get(value, value) + f"\n(dots: q < {sig_level:g})", fontsize=7)
+    ax.set_title(f"Radiomic shift per feature and task ({value})\nfeatures grouped by class, clustered within; "
+                 f"dots: q < {sig_level:g}", fontsize=9)
+    return save_figure(fig, out_stem)
+
+
+def top_k_bars(long, out_stem, k: int = 15, sig_level: float = 0.05) -> list[Path]:
+    """Per task: the k largest shifts with bootstrap CIs, coloured by class; * marks q < sig_level;
+    the grey tick is the permutation-null mean (noise floor) when available."""
+    plt = use_agg()
+    from matplotlib.patches import Patch
+
+    tasks = list(dict.fromkeys(long["task"]))
+    ncol = min(3, len(tasks))
+    nrow = int(np.ceil(len(tasks) / ncol))
+    pal = class_palette(long["feature_class"].unique())
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 0.22 * k * nrow + 1.4), squeeze=False)
+    xmax = float(np.nanmax(long[["shift", "shift_ci_high"]].to_numpy(float))) * 1.15
+    for ax, task in zip(axes.ravel(), tasks):
+        d = long[long["task"] == task].sort_values("shift", ascending=False).head(k)[::-1]
+        y = np.arange(len(d))
+        err = np.vstack([d["shift"] - d["shift_ci_low"], d["shift_ci_high"] - d["shift"]]).clip(0)
+        ax.barh(y, d["shift"], color=[pal[c] for c in d["feature_class"]], height=0.7)
+        if np.isfinite(err).all():
+            ax.errorbar(d["shift"], y, xerr=err, fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+        if "null_mean" in d and d["null_mean"].notna().all():
+            ax.scatter(d["null_mean"], y, marker="|", s=60, color="0.45", zorder=3)
+        ax.set_yticks(y)
+        ax.set_yticklabels([short_name(f) + (" *" if q < sig_level else "") for f, q in zip(d["feature"], d["q"])],
+                           fontsize=7)
+        ax.set_xlim(0, xmax)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("shift (frame units per feature SD)")
+    for ax in axes.ravel()[len(tasks):]:
+        ax.axis("off")
+    handles = [Patch(color=v, label=c) for c, v in pal.items()]
+    handles.append(Patch(color="0.45", label="| null mean (noise floor)"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"Top-{k} radiomic shifts per task (bars: 95% bootstrap CI; * q < {sig_level:g})", fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    return save_figure(fig, out_stem)
+
+
+def rank_correlation_matrix(corr, out_stem, kendall_w: float | None = None) -> list[Path]:
+    """Task × task Spearman correlation of per-feature shifts (annotated)."""
+    plt = use_agg()
+    t = corr.shape[0]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.75 * t, 0.9 + 0.7 * t))
+    im = ax.imshow(corr.to_numpy(float), cmap="RdBu_r", vmin=-1, vmax=1)
+    for i in range(t):
+        for j in range(t):
+            v = corr.iat[i, j]
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(v) > 0.6 else "black")
+    ax.set_xticks(range(t))
+    ax.set_xticklabels(corr.columns, rotation=35, ha="right")
+    ax.set_yticks(range(t))
+    ax.set_yticklabels(corr.index)
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cb.set_label("Spearman ρ of per-feature shifts")
+    title = "Rank agreement of shifts between tasks"
+    if kendall_w is not None and np.isfinite(kendall_w):
+        title += f"\n(Kendall's W over tasks = {kendall_w:.2f})"
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, out_stem)
+
+
+def class_totals_bars(ct, out_stem) -> list[Path]:
+    """Share of each task's total squared shift per feature class; black ticks: the share expected
+    if every feature shifted equally (class size / number of features)."""
+    plt = use_agg()
+    tasks = list(dict.fromkeys(ct["task"]))
+    classes = [c for c in _CLASS_ORDER if c in set(ct["feature_class"])]
+    classes += sorted(set(ct["feature_class"]) - set(classes))
+    wide = ct.pivot(index="feature_class", columns="task", values="shift_share").reindex(index=classes, columns=tasks)
+    nf = ct.drop_duplicates("feature_class").set_index("feature_class")["n_features"].reindex(classes)
+    expected = nf / nf.sum()
+    fig, ax = plt.subplots(figsize=(1.5 + 0.55 * len(classes) * max(1, len(tasks)) ** 0.5, 3.2))
+    width = 0.8 / len(tasks)
+    x = np.arange(len(classes))
+    cmap = plt.get_cmap("Set2")
+    for i, task in enumerate(tasks):
+        ax.bar(x - 0.4 + width * (i + 0.5), wide[task].to_numpy(float), width, label=task, color=cmap(i % 8))
+    ax.scatter(x, expected.to_numpy(float), marker="_", s=400, color="black", zorder=3, label="equal-shift expectation")
+    ax.set_xticks(x)
+    ax.set_xticklabels(classes, rotation=30, ha="right")
+    ax.set_ylabel("share of total squared shift")
+    ax.set_xlabel("radiomic feature class")
+    ax.set_title("Where the shift went, per feature class", fontsize=9)
+    ax.legend(fontsize=7, frameon=False, ncol=2)
+    return save_figure(fig, out_stem)

@@ -1,0 +1,81 @@
+"""radlens.parallel: one interface over in-process, process-pool and Dask execution."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from radlens.errors import ConfigError
+from radlens.parallel import WorkerError, iter_cases, run_cases
+
+
+def square(x):
+    return x * x
+
+
+def pid_and_square(x):
+    return os.getpid(), x * x
+
+
+def fails_on_three(x):
+    if x == 3:
+        raise ValueError(f"item {x} is bad")
+    return x + 100
+
+
+_INIT = {}
+
+
+def _init(v):
+    _INIT["v"] = v
+
+
+def read_init(_):
+    return _INIT.get("v")
+
+
+def test_serial_and_process_pool_same_results_in_input_order():
+    items = list(range(13))
+    expected = [i * i for i in items]
+    assert run_cases(square, items, jobs=1) == expected
+    res = run_cases(pid_and_square, items, jobs=2)
+    assert [r[1] for r in res] == expected
+    assert len({r[0] for r in res}) == 2 and os.getpid() not in {r[0] for r in res}  # really two workers
+    got = dict(iter_cases(square, items, jobs=2))  # completion order, every index once
+    assert got == dict(enumerate(expected))
+
+
+def test_errors_come_back_as_worker_errors_others_complete():
+    for jobs in (1, 2):
+        res = run_cases(fails_on_three, range(6), jobs=jobs)
+        assert [r for i, r in enumerate(res) if i != 3] == [100, 101, 102, 104, 105]
+        err = res[3]
+        assert isinstance(err, WorkerError) and err.type == "ValueError" and err.message == "item 3 is bad"
+        assert "Traceback" in err.traceback and str(err) == "ValueError: item 3 is bad"
+
+
+def test_initializer_runs_in_each_worker():
+    assert run_cases(read_init, range(4), jobs=2, initializer=_init, initargs=(7,)) == [7] * 4
+    assert run_cases(read_init, range(2), jobs=1, initializer=_init, initargs=(8,)) == [8] * 2
+
+
+def test_dask_client_and_errors():
+    from distributed import Client
+
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as client:
+        assert run_cases(square, range(7), executor="dask", scheduler=client) == [i * i for i in range(7)]
+        res = run_cases(fails_on_three, range(5), executor="dask", scheduler=client)
+        assert isinstance(res[3], WorkerError) and res[4] == 104
+
+
+def test_bad_arguments(monkeypatch):
+    import radlens.parallel as par
+
+    monkeypatch.setattr(par, "DASK_CONNECT_TIMEOUT", "0.5s")
+    with pytest.raises(ConfigError, match=r"executor='threads' is not allowed; use one of \['process', 'dask'\]"):
+        run_cases(square, [1], executor="threads")
+    with pytest.raises(ConfigError, match="jobs='many' is not an integer"):
+        run_cases(square, [1], jobs="many")
+    with pytest.raises(ConfigError, match="cannot connect to a Dask scheduler"):
+        run_cases(square, [1], executor="dask", scheduler="tcp://127.0.0.1:9")
+    assert run_cases(square, [], jobs=2) == []
