@@ -25,7 +25,6 @@ import numpy as np
 CONFIGS = {
     "default": None,
     "hard_shape": {"elongation": ((1.0, 1.25), (2.5, 4.0))},
-    "easy_shape": {"elongation": ((1.0, 1.1), (4.0, 6.0))},
     "large": {"radius": (4.0, 12.0)},
 }
 TASKS = ("task_texture", "task_intensity", "task_shape")

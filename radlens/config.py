@@ -194,7 +194,7 @@ def _check_value(where: str, key: str, value: Any, tp, meta: Mapping[str, Any]) 
         value = dict(value) if ok else value
     if not ok:
         raise ConfigError(f"{where}: key {key!r} has value {value!r} ({type(value).__name__}); "
-                          f"expected a {_type_name(tp)}")
+                          f"expected a value of type {_type_name(tp)}")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{where}: key {key!r} has value {value!r}; allowed values: {list(choices)}")

@@ -119,15 +119,29 @@ def iter_cases(fn: Callable[[Any], Any], items: Sequence[Any] | Iterable[Any], *
         for i, item in enumerate(items):
             yield i, _call(fn, item)
         return
+    n_workers = min(jobs, len(items))
+    import gc
+
+    gc.freeze()  # forked workers: the collector then never touches (and copies) the parent's objects
+    try:
+        yield from _iter_pool(fn, items, n_workers, initializer, initargs)
+    finally:
+        gc.unfreeze()
+
+
+def _iter_pool(fn, items, n_workers, initializer, initargs):
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    n_workers = min(jobs, len(items))
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=_mp_context(), initializer=initializer,
                              initargs=initargs) as pool:
         futures = {pool.submit(_call, fn, item): i for i, item in enumerate(items)}
         try:
             for fut in as_completed(futures):
-                yield futures[fut], fut.result()
+                try:
+                    res = fut.result()
+                except Exception as exc:  # a worker died (e.g. a crash in a C library): the pool is broken
+                    res = WorkerError(type(exc).__name__, f"worker process failed: {exc}", "")
+                yield futures[fut], res
         except BaseException:
             for fut in futures:
                 fut.cancel()
@@ -156,7 +170,11 @@ def _iter_dask(fn, items, jobs, scheduler):
         futures = client.map(_call, [fn] * len(items), items, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         for fut in as_completed(futures):
-            yield index[fut.key], fut.result()
+            try:
+                res = fut.result()
+            except Exception as exc:  # e.g. KilledWorker
+                res = WorkerError(type(exc).__name__, f"dask worker failed: {exc}", "")
+            yield index[fut.key], res
     finally:
         if own_client is not None:
             own_client.close()

@@ -83,3 +83,14 @@ def test_concentration_tests():
 def test_bad_stat():
     with pytest.raises(InputError, match="stat='max'"):
         architecture_rankings(summarize(_table(), ["centroid_disp"], n_boot=10), stat="max")
+
+
+def test_bootstrap_reversal_rate_robust_vs_noise():
+    df = _table()
+    s = summarize(df, ["centroid_disp"], n_boot=20)
+    rev = ranking_reversals(architecture_rankings(s), df, n_boot=200).iloc[0]
+    assert rev["boot_reversal_rate"] == pytest.approx(1.0)  # medians far apart: every resample reverses
+    # methods with identical per-case values: no resample can reverse
+    same = pd.concat([df[df.method == "layercam"], df[df.method == "layercam"].assign(method="gradcam")])
+    rev = ranking_reversals(architecture_rankings(summarize(same, ["centroid_disp"], n_boot=20)), same, n_boot=200)
+    assert rev["boot_reversal_rate"].iloc[0] == pytest.approx(0.0)

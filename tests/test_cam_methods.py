@@ -197,3 +197,13 @@ def test_token_layer_without_layout_and_foreign_layer_raise():
         LayerCAM(model, model.b1, token_layout=TokenLayout((4, 4), 1))(x, [0] * x.shape[0])
     with pytest.raises(InputError, match="unknown CAM method"):
         make_method("scorecam", model, model.b1)
+
+
+def test_use_input_explains_tokens_entering_the_layer():
+    """The input of block b2 is the output of block b1: both routes give identical maps."""
+    model, _, x, layout = _models()["vit"]
+    t = [0, 1, 2, 0, 1, 2]
+    out_b1 = LayerCAM(model, model.b1, token_layout=layout)(x, t)
+    in_b2 = LayerCAM(model, model.b2, token_layout=layout, use_input=True)(x, t)
+    np.testing.assert_allclose(in_b2.raw, out_b1.raw, atol=1e-10)
+    assert len(model.b2._forward_pre_hooks) == 0

@@ -98,7 +98,7 @@ def test_cli_tables_and_counts(study, cli_run):
     assert len(sanity) == 2 * 2 * 2 and set(sanity["model"]) == {"a", "b"}
     rev = pd.read_parquet(f"{stem}.reversals.parquet")
     assert {"kendall_tau", "reversal", "flipped_pairs"} <= set(rev.columns)
-    for name in ("summary", "paired", "concentration", "rankings"):
+    for name in ("summary", "paired", "paired_architectures", "concentration", "rankings"):
         assert len(pd.read_parquet(f"{stem}.{name}.parquet"))
     figs = sorted(p.name for p in (study["root"] / "figs").glob("*.png"))
     assert figs == ["cam_drift_distributions.png", "cam_drift_rankings.png", "cam_overlays_maps_cnn_task_shape.png",
@@ -187,3 +187,38 @@ def test_bad_inputs(study, tmp_path):
         load_classifier(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_classifier(tmp_path / "missing.yaml")
+
+
+def test_3d_volumes_end_to_end(tmp_path):
+    from safetensors.torch import save_file
+
+    from radlens.cam.run import cam_drift
+    from radlens.io.artifacts import read_npz
+    from radlens.synth import make_cohort
+    from radlens.synth.models import build_cnn, cnn_args
+
+    manifest = make_cohort(tmp_path / "c3", n_cases=6, image_size=16, seed=0, dim=3)
+    args = dict(cnn_args(4), spatial_dims=3)
+    torch.manual_seed(0)
+    net = build_cnn(args)
+    specs = []
+    for k, name in enumerate(["tl", "ft"]):
+        if k:
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.add_(0.3 * p.std().nan_to_num(0) * torch.randn_like(p))
+        save_file({a: v.contiguous().clone() for a, v in net.state_dict().items()}, str(tmp_path / f"enc_{name}.safetensors"))
+        save_file({"weight": torch.randn(2, 32), "bias": torch.tensor([0.0, 30.0])}, str(tmp_path / f"head_{name}.safetensors"))
+        enc = {"kind": "monai", "name": "ResNet", "args": args, "checkpoint": f"enc_{name}.safetensors", "layer": "layer4",
+               "preprocess": {"spatial_size": [16, 16, 16], "intensity": "zscore", "channels": 1}}
+        spec = {"encoder": enc, "head": {"checkpoint": f"head_{name}.safetensors", "pooling": "global"},
+                "target_layer": "layer4", "classes": ["negative", "positive"]}
+        (tmp_path / f"clf_{name}.yaml").write_text(yaml.safe_dump(spec))
+        specs.append(tmp_path / f"clf_{name}.yaml")
+    res = cam_drift(manifest, specs[0], specs[1], label_col="has_lesion", methods=["layercam", "ig"], ig_steps=4,
+                    sanity=False, n_boot=20, save_maps=tmp_path / "m.npz", figures=tmp_path / "figs")
+    n_pos = int((pd.read_csv(manifest)["has_lesion"] == 1).sum())
+    assert len(res.drift) == 2 * n_pos and res.drift["centroid_disp"].between(0, 1).all()
+    arrays, meta = read_npz(tmp_path / "m.npz")
+    assert arrays["layercam__a"].shape == arrays["ig__b"].shape == (n_pos, 16, 16, 16)
+    assert (tmp_path / "figs" / "cam_overlays_m.png").exists()

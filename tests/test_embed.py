@@ -89,6 +89,17 @@ def test_embed_exact_values_and_order(cohort, spec, tmp_path):
         np.testing.assert_array_equal(v, e.pools[k])
 
 
+def test_process_loader_gives_identical_output(cohort, spec, tmp_path):
+    _, mp = cohort
+    a = read_embeddings(embed(mp, spec, tmp_path / "t.npz", batch_size=4, workers=2, loader="thread"))
+    b = read_embeddings(embed(mp, spec, tmp_path / "p.npz", batch_size=4, workers=2, loader="process"))
+    c = read_embeddings(embed(mp, spec, tmp_path / "s.npz", batch_size=4, workers=0))
+    assert a.case_id.tolist() == b.case_id.tolist() == c.case_id.tolist()
+    for k in a.pools:
+        np.testing.assert_array_equal(a.pools[k], b.pools[k])
+        np.testing.assert_array_equal(a.pools[k], c.pools[k])
+
+
 def test_failed_case_goes_to_failures_table(cohort, spec, tmp_path):
     import shutil
 

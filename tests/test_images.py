@@ -240,3 +240,23 @@ def test_load_case_accepts_manifest_rows(tmp_path):
     c1 = load_case(next(man.rows()))
     c2 = load_case(man.df.iloc[0])
     assert c1.roi.sum() == c2.roi.sum() == 12 and c1.bbox == c2.bbox == (1.0, 2.0, 3.0, 4.0)
+
+
+def test_missing_label_means_1_or_the_single_nonzero_value(tmp_path):
+    img = _write((IMG2D % 256).astype(np.uint8), tmp_path / "a.png")
+    m = np.zeros((24, 30), np.uint8)
+    m[2:7, 10:13] = 255
+    mp = _write(m, tmp_path / "m.png")
+    for lab in (None, float("nan")):
+        c = load_case({"case_id": "m", "image": img, "mask": mp, "label": lab})
+        np.testing.assert_array_equal(c.roi, m == 255)
+    m2 = m.copy()
+    m2[20:22, 0:2] = 1
+    mp2 = _write(m2, tmp_path / "m2.png")
+    c = load_case({"case_id": "m", "image": img, "mask": mp2})  # 1 present: it is the ROI
+    assert c.roi.sum() == 4
+    m3 = m.copy()
+    m3[20:22, 0:2] = 7
+    mp3 = _write(m3, tmp_path / "m3.png")
+    with pytest.raises(CaseError, match=r"label 1 does not occur .*\[0, 7, 255\]"):
+        load_case({"case_id": "m", "image": img, "mask": mp3})  # ambiguous: two non-zero values

@@ -28,8 +28,10 @@ FAST = dict(hidden=12, n_seeds=2, max_epochs=60, patience=10, batch_size=64)
 
 @pytest.fixture(scope="module")
 def small():
+    import torch
     from threadpoolctl import threadpool_limits
 
+    torch.set_num_threads(1)
     df = planted_radiomics(120, 12, seed=3)
     X = df.drop(columns="case_id").to_numpy()
     Z = planted_embeddings(X, 10, seed=3)
@@ -226,3 +228,32 @@ def test_post_with_wrong_shape_is_explained(small):
         lens.shift_scores(Z[:, :5])
     with pytest.raises(InputError, match="fitted on 120 cases"):
         lens.refit_head(Z[:50])
+    with pytest.raises(InputError, match=r"n_null=3 not allowed.*>= 10"):
+        lens.shift_scores(Z, n_null=3)
+    Zbad = Z.copy()
+    Zbad[4, 0] = np.nan
+    with pytest.raises(InputError, match=r"non-finite values for 1 case\(s\), e.g. \['c00004'\]"):
+        lens.shift_scores(Zbad)
+
+
+def test_specific_null_moments_match_residual_permutations():
+    """Analytic Freedman–Lane moments vs. explicit residual permutations of the reduced-lens fit."""
+    from radlens.lens.specific import specific_moments
+
+    rng = np.random.default_rng(0)
+    n, p, m, d, alpha = 120, 4, 6, 30, 0.01
+    X, W1, b1 = rng.normal(size=(n, p)), rng.normal(size=(m, p)) / 2, rng.normal(size=m) * 0.3
+    E = np.tanh(X[:, [0]] @ rng.normal(size=(1, 3))) @ rng.normal(size=(3, d)) + 0.5 * rng.normal(size=(n, d))
+    H = np.tanh(X @ W1.T + b1)
+    C = dsigma_moment(1 - H ** 2)
+    S = batched_ridge_smoothers(H, alpha)[0]
+    mean, var = specific_moments(W1, b1, X, E, S, C, alpha, "tanh", chunk=3)
+    Ec = E - E.mean(0)
+    for r in range(p):
+        Hr = np.tanh(X @ W1.T + b1 - np.outer(X[:, r], W1[:, r]))
+        Hc = Hr - Hr.mean(0)
+        Ehat = Hc @ np.linalg.solve(Hc.T @ Hc + alpha * n * np.eye(m), Hc.T @ Ec)   # reduced ridge fit
+        R = Ec - Ehat
+        T = np.array([shift_sq(W1, S @ (Ehat + R[rng.permutation(n)]), C)[r] for _ in range(1500)])
+        assert mean[r] == pytest.approx(T.mean(), rel=0.04)
+        assert 0.8 * T.var() <= var[r] <= 1.35 * T.var()        # Gaussian approximation of the 4th moments

@@ -178,3 +178,21 @@ def test_from_frame_and_absolute_paths(folder):
     m = manifest_from_frame(df, root="/nonexistent")
     assert m.df["case_id"].tolist() == ["7"] and m.df["image"].tolist() == [str(folder / "a.png")]
     assert m.path is None
+
+
+def test_validate_images_subset_and_parallel(folder):
+    from radlens.io.manifest import validate_images
+
+    rows = [{"case_id": f"c{i}", "image": "a.png", "mask": "m255.png"} for i in range(6)]
+    rows[4] = {"case_id": "c4", "image": "a.png", "bbox_x": 30, "bbox_y": 1, "bbox_w": 20, "bbox_h": 3}
+    m = read_manifest(_write(folder, rows), check_images=False)
+    assert m.df["label"].tolist() == [1] * 6 and not m.label_given.any()
+    ok = validate_images(m, rows=[0, 1, 2])
+    assert ok.df["label"].tolist()[:3] == [255, 255, 255] and ok.df["label"].tolist()[3] == 1
+    for jobs in (1, 2):
+        with pytest.raises(ManifestError) as ei:
+            validate_images(m, jobs=jobs)
+        probs = _problems(ei.value)
+        assert len(probs) == 1 and probs[0].startswith("row 5 (case_id 'c4'): box (x=30")
+    full = validate_images(m.subset(["c0", "c1", "c2", "c3", "c5"]), jobs=2)
+    assert full.df["label"].tolist() == [255] * 5

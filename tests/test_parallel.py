@@ -79,3 +79,15 @@ def test_bad_arguments(monkeypatch):
     with pytest.raises(ConfigError, match="cannot connect to a Dask scheduler"):
         run_cases(square, [1], executor="dask", scheduler="tcp://127.0.0.1:9")
     assert run_cases(square, [], jobs=2) == []
+
+
+def dies_on_two(x):
+    if x == 2:
+        os._exit(3)  # a hard crash, as a segfault in a C extension would be
+    return x
+
+
+def test_a_crashing_worker_becomes_worker_errors_not_a_crash():
+    res = run_cases(dies_on_two, range(4), jobs=2)
+    assert any(isinstance(r, WorkerError) and "worker process failed" in r.message for r in res)
+    assert all(r == i or isinstance(r, WorkerError) for i, r in enumerate(res))

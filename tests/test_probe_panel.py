@@ -137,6 +137,8 @@ def test_bad_inputs_and_configs_name_the_problem():
         apply_perturbation(img, "sharpen", (8, 8), 4, 1.0)
     with pytest.raises(InputError, match="strength"):
         apply_perturbation(img, "blur", (8, 8), 4, -1.0)
+    with pytest.raises(InputError, match="outside the image"):
+        apply_perturbation(img, "nodule", (8, 20), 4, 1.0)
     with pytest.raises(InputError, match="3 coordinates"):
         footprint_weights((16, 16), (8, 8, 8), 4)
     with pytest.raises(ConfigError, match="footprints"):

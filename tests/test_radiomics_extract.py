@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from radlens.errors import ConfigError, InputError, ManifestError
 from radlens.radiomics import extract as ex
+from radlens.radiomics import pyrad
 from radlens.radiomics.extract import DEFAULT_PARAMS, radiomics, side_paths
 
 # a light params file: every class still runs, so every code path is exercised
@@ -66,6 +67,20 @@ def test_identical_to_plain_pyradiomics_default_params(cohort, tmp_path):
     assert res.diagnostics_path == diag_path and diag_path.exists() and fail_path.exists()
     assert pd.read_csv(fail_path).empty and list(pd.read_csv(fail_path).columns) == ["case_id", "stage", "error"]
     assert not any(c.startswith("diagnostics_") for c in names)
+
+
+def test_pyradiomics_state_restored_after_extraction(cohort, tmp_path):
+    """radlens' speed-ups and log silencing inside pyradiomics are undone when it returns."""
+    from radiomics import imageoperations
+    from radiomics.base import RadiomicsFeaturesBase
+
+    lg = logging.getLogger("radiomics")
+    before = (RadiomicsFeaturesBase.__dict__["getFeatureNames"], imageoperations.cropToTumorMask, lg.level,
+              lg.propagate, [h.level for h in lg.handlers if not isinstance(h, pyrad._WarningCollector)])
+    radiomics(cohort, LIGHT, out=tmp_path / "r.parquet", show_progress=False)
+    after = (RadiomicsFeaturesBase.__dict__["getFeatureNames"], imageoperations.cropToTumorMask, lg.level,
+             lg.propagate, [h.level for h in lg.handlers if not isinstance(h, pyrad._WarningCollector)])
+    assert after == before
 
 
 def test_fast_diagnostics_equal_pyradiomics_own(cohort, tmp_path):
@@ -166,9 +181,8 @@ def test_bad_cases_land_in_failures_others_complete(tmp_path):
     ]).to_csv(tmp_path / "m.csv", index=False)
     # up-front check: the absent label is a manifest problem, reported before any extraction
     with pytest.raises(ManifestError, match=r"row 3 \(case_id 'nolabel'\): label 1 is absent"):
-        radiomics(tmp_path / "m.csv", LIGHT, out=tmp_path / "r.parquet", show_progress=False)
-    res = radiomics(tmp_path / "m.csv", LIGHT, out=tmp_path / "r.parquet", check_images=False,
-                    show_progress=False)
+        radiomics(tmp_path / "m.csv", LIGHT, out=tmp_path / "r.parquet", check_images=True, show_progress=False)
+    res = radiomics(tmp_path / "m.csv", LIGHT, out=tmp_path / "r.parquet", show_progress=False)
     assert res.features["case_id"].tolist() == ["ok1", "ok2"]
     assert not res.features.drop(columns="case_id").isna().all(axis=1).any()  # never an all-NaN row
     fails = pd.read_csv(res.failures_path)
@@ -182,6 +196,20 @@ def test_bad_cases_land_in_failures_others_complete(tmp_path):
     retry = radiomics(tmp_path / "m.csv", LIGHT, out=tmp_path / "r.parquet", check_images=False,
                       retry_failed=True, show_progress=False)
     assert retry.n_computed == 2 and len(retry.failures) == 2
+
+
+def test_empty_label_inferred_from_0_255_masks(tmp_path):
+    rng = np.random.default_rng(2)
+    img = (rng.random((30, 30)) * 200).astype(np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(img), str(tmp_path / "a.png"))
+    m = np.zeros((30, 30), np.uint8)
+    m[5:15, 8:20] = 255
+    sitk.WriteImage(sitk.GetImageFromArray(m), str(tmp_path / "m.png"))
+    pd.DataFrame([{"case_id": "a", "image": "a.png", "mask": "m.png"}]).to_csv(tmp_path / "m.csv", index=False)
+    for check in (False, True):
+        res = radiomics(tmp_path / "m.csv", LIGHT, out=tmp_path / f"r{check}.parquet", check_images=check,
+                        show_progress=False)
+        assert res.failures.empty and res.features["original_shape2D_PixelSurface"].tolist() == [120.0]
 
 
 def test_boxes_and_3d_volumes(tmp_path):
@@ -232,3 +260,17 @@ def test_bad_arguments(cohort, tmp_path):
         radiomics(cohort, LIGHT, out=tmp_path / "r.parquet", diagnostics="all")
     with pytest.raises(InputError, match="use a .parquet or .csv"):
         radiomics(cohort, LIGHT, out=tmp_path / "r.xlsx")
+
+
+def test_shipped_params_files_are_valid_pyradiomics_params():
+    from pathlib import Path
+
+    from radlens.radiomics.extract import load_params
+
+    repo = Path(__file__).resolve().parents[1]
+    files = sorted((repo / "configs").glob("radiomics_*.yaml")) + sorted(DEFAULT_PARAMS.parent.glob("radiomics_*.yaml"))
+    assert len(files) >= 5
+    for f in files:
+        spec = load_params(f).spec
+        assert spec["imageType"] == {"Original": {}} and spec["featureClass"], f.name
+    assert load_params(None).spec["setting"]["binCount"] == 32

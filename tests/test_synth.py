@@ -51,6 +51,7 @@ def test_manifest_contract(cohort):
     assert (df.groupby("patient_id").size() == 2).all()
     assert (df.groupby("patient_id")["split"].nunique() == 1).all()
     assert set(df["split"]) == {"train", "test"}
+    assert df.loc[df.split == "test", "patient_id"].nunique() == 6      # 30% of 20 patients
     # the three task labels are not copies of each other
     assert not (les.task_texture == les.task_intensity).all()
     assert not (les.task_shape == les.task_intensity).all()
@@ -172,7 +173,7 @@ def test_volumes(tmp_path):
         zz, rr, cc = np.nonzero(m)
         assert abs(zz.mean() + 0.5 - r.center_z) < 1.0 and abs(cc.mean() + 0.5 - r.center_x) < 1.0
         if r.has_lesion:
-            assert abs(a[m].mean() - r.lesion_intensity) < 0.08
+            assert abs(a[m].mean() - r.lesion_intensity) < 0.1  # small 3D ROIs: partial-volume edges
 
 
 def test_read_by_manifest_layer(tmp_path):
@@ -221,3 +222,27 @@ def test_cli(tmp_path, capsys):
     assert len(df) == 6 and "bbox_w" in df.columns
     assert main(["synth", "--out", str(tmp_path / "d"), "--n-cases", "4", "--dim", "3", "--roi", "bbox"]) == 2
     assert "boxes and PNG are 2D only" in capsys.readouterr().err
+
+
+def test_render_cohort_matches_written_files(tmp_path):
+    from radlens.synth import render_cohort
+
+    df = pd.read_csv(make_cohort(tmp_path, n_cases=6, image_size=48, seed=5))
+    imgs, rois, tab = render_cohort(6, 48, seed=5)
+    assert imgs.shape == (6, 48, 48) and rois.dtype == bool
+    for i, r in enumerate(df.itertuples()):
+        np.testing.assert_array_equal(imgs[i], _read(tmp_path, r.image))
+        np.testing.assert_array_equal(rois[i], _read(tmp_path, r.mask).astype(bool))
+    np.testing.assert_allclose(tab.center_x, df.center_x, atol=1e-3)
+
+
+def test_cli_preview_figure(tmp_path):
+    from PIL import Image
+
+    from radlens.cli import main
+
+    assert main(["synth", "--out", str(tmp_path), "--n-cases", "8", "--preview"]) == 0
+    png = tmp_path / "phantom_examples.png"
+    assert png.exists() and (tmp_path / "phantom_examples.svg").exists()
+    w, h = Image.open(png).size
+    assert w > 600 and h > 300   # a 2 x 4 grid of panels

@@ -58,7 +58,7 @@ def summarize(df, metrics: Sequence[str] | None = None, by: Sequence[str] = GROU
     """
     import pandas as pd
 
-    from radlens.stats.bootstrap import bootstrap_ci
+    from radlens.stats.bootstrap_location import bootstrap_mean_median, resample_counts
 
     metrics = list(metrics) if metrics is not None else metric_columns(df)
     _check_cols(df, metrics, "summarize")
@@ -66,6 +66,7 @@ def summarize(df, metrics: Sequence[str] | None = None, by: Sequence[str] = GROU
     rows = []
     for key, g in (df.groupby(by, sort=True, dropna=False) if by else [((), df)]):
         key = key if isinstance(key, tuple) else (key,)
+        cache: dict = {}  # resamples shared by the metrics observed on the same rows
         for m in metrics:
             v = g[m].to_numpy(float)
             ok = np.isfinite(v)
@@ -78,9 +79,10 @@ def summarize(df, metrics: Sequence[str] | None = None, by: Sequence[str] = GROU
             q25, med, q75 = np.quantile(x, [0.25, 0.5, 0.75])
             row.update(mean=float(x.mean()), median=float(med), q25=float(q25), q75=float(q75), iqr=float(q75 - q25))
             if x.size >= 2:
-                _, lo, hi, _ = bootstrap_ci(np.mean, x, n_boot=n_boot, alpha=alpha, seed=seed, groups=grp)
-                _, mlo, mhi, _ = bootstrap_ci(np.median, x, n_boot=n_boot, alpha=alpha, seed=seed, groups=grp)
-                row.update(mean_ci_low=lo, mean_ci_high=hi, median_ci_low=mlo, median_ci_high=mhi)
+                ck = ok.tobytes()
+                if ck not in cache:
+                    cache[ck] = resample_counts(x.size, n_boot, seed, grp)
+                row.update(bootstrap_mean_median(x, n_boot=n_boot, alpha=alpha, seed=seed, counts=cache[ck]))
             rows.append(row)
     cols = list(by) + ["metric", "n", "n_nan", "mean", "mean_ci_low", "mean_ci_high", "median", "median_ci_low",
                        "median_ci_high", "q25", "q75", "iqr"]
@@ -171,7 +173,8 @@ def architecture_rankings(summary, metrics: Sequence[str] | None = None, *, stat
     summary : DataFrame
         Output of :func:`summarize` (columns ``architecture, task, method, metric, <stat>``).
     metrics : list of str, optional
-        Metrics to rank (default: those of :data:`DEFAULT_RANK_METRICS` present).
+        Metrics to rank (default: :data:`DEFAULT_RANK_METRICS`, with the first ``iou_top*`` and
+        ``topmass*_delta`` present when ``--top-k`` differs from 10).
     stat : {"median", "mean"}
 
     Returns
@@ -189,7 +192,11 @@ def architecture_rankings(summary, metrics: Sequence[str] | None = None, *, stat
     _check_cols(summary, ["architecture", "method", "metric", stat], "architecture_rankings")
     s = summary if "task" in summary.columns else summary.assign(task="task")
     if metrics is None:
-        metrics = [m for m in DEFAULT_RANK_METRICS if m in set(s["metric"])]
+        present = list(dict.fromkeys(s["metric"]))
+        metrics = [m for m in DEFAULT_RANK_METRICS if m in present]
+        for prefix, suffix in (("iou_top", ""), ("topmass", "_delta")):  # other --top-k values
+            if not any(m.startswith(prefix) and m.endswith(suffix) for m in metrics):
+                metrics += [m for m in present if m.startswith(prefix) and m.endswith(suffix)][:1]
     rows = []
     for (task, method, metric), g in s[s["metric"].isin(list(metrics))].groupby(["task", "method", "metric"]):
         g = g[np.isfinite(g[stat].to_numpy(float))]
@@ -205,18 +212,46 @@ def architecture_rankings(summary, metrics: Sequence[str] | None = None, *, stat
     return pd.DataFrame(rows, columns=["task", "method", "metric", "architecture", "value", "drift_score", "rank"])
 
 
-def ranking_reversals(rankings):
+def _boot_drift_scores(drift, metric: str, n_boot: int, seed: int) -> dict:
+    """Bootstrap replicates of each (task, architecture, method)'s median drift score for ``metric``:
+    cases resampled (whole patients when ``patient_id`` is present), the same resamples for every
+    method of one architecture x task (its cases are the same for all methods)."""
+    from radlens.stats.bootstrap_location import resample_counts, weighted_median_rows
+
+    d = drift_direction(metric)
+    out = {}
+    for (task, arch), g in drift.groupby(["task", "architecture"]):
+        cases = np.array(sorted(g["case_id"].astype(str).unique()))
+        pid = None
+        if "patient_id" in g.columns:
+            pmap = g.drop_duplicates("case_id").set_index("case_id")["patient_id"].astype(str)
+            pid = pmap.reindex(cases).to_numpy()
+        counts = resample_counts(cases.size, n_boot, seed, pid)
+        for meth, gm in g.groupby("method"):
+            v = gm.drop_duplicates("case_id").set_index("case_id")[metric].reindex(cases).to_numpy(float)
+            ok = np.isfinite(v)
+            order = np.argsort(v[ok], kind="stable")
+            med = weighted_median_rows(v[ok][order], counts[:, ok][:, order])
+            out[(task, arch, meth)] = np.abs(med) if metric.endswith("_delta") else d * med
+    return out
+
+
+def ranking_reversals(rankings, drift=None, *, n_boot: int = 1000, seed: int = 0):
     """Do the architecture rankings agree between methods? (the ranking-reversal analysis)
 
     For every task x metric and every pair of methods, over the architectures ranked under both:
     Kendall tau-b between their drift scores, the architecture pairs whose order flips, whether
-    the most-drifting architecture changes; plus Kendall's W over all methods of that task x metric.
+    the most-drifting architecture(s) (ties joined by ``|``) change; plus Kendall's W over all
+    methods of that task x metric. With the per-case ``drift`` table, a bootstrap over cases
+    (``n_boot`` resamples, patients whole) gives ``boot_reversal_rate``: the fraction of resamples
+    in which at least one architecture pair flips order between the two methods (near 1: a robust
+    reversal; near 0: robust agreement).
 
     Returns
     -------
     DataFrame: ``task, metric, method_1, method_2, n_arch, kendall_tau, n_pairs, n_flipped,
-    flipped_pairs, top_1, top_2, top_changed, reversal, kendall_w``. ``reversal`` is True when at
-    least one architecture pair flips order.
+    flipped_pairs, top_1, top_2, top_changed, reversal, kendall_w, boot_reversal_rate``.
+    ``reversal`` is True when at least one architecture pair flips order.
     """
     import pandas as pd
     from scipy.stats import kendalltau
@@ -229,19 +264,33 @@ def ranking_reversals(rankings):
         methods = sorted(wide.columns.tolist(), key=str)
         full = wide.dropna()
         w = kendall_w(full[methods].to_numpy().T) if len(methods) >= 2 and len(full) >= 2 else np.nan
+        boot = None
+        if drift is not None and metric in drift.columns and wide.shape[0] >= 2:
+            boot = _boot_drift_scores(drift[drift["task"] == task], metric, n_boot, seed)
         for m1, m2 in itertools.combinations(methods, 2):
             sub = wide[[m1, m2]].dropna()
             archs = sub.index.tolist()
             x, y = sub[m1].to_numpy(), sub[m2].to_numpy()
             tau = float(kendalltau(x, y).statistic) if len(archs) >= 2 else np.nan
-            flipped = [f"{archs[i]}|{archs[j]}" for i, j in itertools.combinations(range(len(archs)), 2)
-                       if np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) < 0]
+            pairs = list(itertools.combinations(range(len(archs)), 2))
+            flipped = [f"{archs[i]}|{archs[j]}" for i, j in pairs if np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) < 0]
             top1 = "|".join(a for a, v in zip(archs, x) if v == x.max()) if archs else None
             top2 = "|".join(a for a, v in zip(archs, y) if v == y.max()) if archs else None
+            rate = np.nan
+            if boot is not None and pairs:
+                bx = np.stack([boot[(task, a, m1)] for a in archs], axis=1)  # (n_boot, n_arch)
+                by = np.stack([boot[(task, a, m2)] for a in archs], axis=1)
+                flip = np.zeros(bx.shape[0], dtype=bool)
+                for i, j in pairs:
+                    flip |= np.sign(bx[:, i] - bx[:, j]) * np.sign(by[:, i] - by[:, j]) < 0
+                valid = np.isfinite(bx).all(1) & np.isfinite(by).all(1)
+                rate = float(flip[valid].mean()) if valid.any() else np.nan
             rows.append(dict(task=task, metric=metric, method_1=m1, method_2=m2, n_arch=len(archs),
-                             kendall_tau=tau, n_pairs=len(archs) * (len(archs) - 1) // 2, n_flipped=len(flipped),
+                             kendall_tau=tau, n_pairs=len(pairs), n_flipped=len(flipped),
                              flipped_pairs=";".join(flipped), top_1=top1, top_2=top2,
-                             top_changed=bool(top1 != top2), reversal=bool(flipped), kendall_w=w))
+                             top_changed=bool(archs) and not (set(top1.split("|")) & set(top2.split("|"))),
+                             reversal=bool(flipped), kendall_w=w,
+                             boot_reversal_rate=rate))
     cols = ["task", "metric", "method_1", "method_2", "n_arch", "kendall_tau", "n_pairs", "n_flipped",
-            "flipped_pairs", "top_1", "top_2", "top_changed", "reversal", "kendall_w"]
+            "flipped_pairs", "top_1", "top_2", "top_changed", "reversal", "kendall_w", "boot_reversal_rate"]
     return pd.DataFrame(rows, columns=cols)

@@ -18,8 +18,8 @@ a layer's activations and gradients into a map; everything else lives here, once
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -52,7 +52,6 @@ class CAMResult:
     maps: np.ndarray
     targets: np.ndarray
     logits: np.ndarray
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def _concat(results: list[CAMResult]) -> CAMResult:
@@ -179,6 +178,9 @@ class BaseAttribution:
             raise InputError(f"{self.name}: x must have shape (B, C, H, W) or (B, C, D, H, W), got {tuple(x.shape)}")
         t = self.check_targets(targets, x.shape[0])
         bs = self.batch_size or x.shape[0]
+        param = next(iter(self.model.parameters()), None)
+        if param is not None and x.device != param.device:
+            x = x.to(param.device)  # the input follows the model (CPU or GPU)
         out = []
         training = [m for m in self.model.modules() if m.training]  # restored exactly afterwards
         try:

@@ -173,6 +173,7 @@ def load_classifier(spec_or_path, device: str = "cpu") -> Classifier:
     spec_or_path : dict, str or PathLike
         Classifier spec (YAML file, inline YAML or dict).
     device : str
+        ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (passed to the encoder loader).
 
     Returns
     -------
@@ -206,7 +207,8 @@ def load_classifier(spec_or_path, device: str = "cpu") -> Classifier:
     with torch.no_grad():
         head.weight.copy_(w)
         head.bias.copy_(b)
-    module = _classifier_module(encoder, head, pooling).to(device).eval()
+    dev = getattr(encoder, "device", device)  # resolved by the encoder loader ("auto" -> cuda/cpu)
+    module = _classifier_module(encoder, head, pooling).to(dev).eval()
     target = _find_layer(encoder.module, str(spec["target_layer"]), source)
     classes = [str(c) for c in spec.get("classes") or range(w.shape[0])]
     if len(classes) != w.shape[0]:
@@ -241,7 +243,7 @@ def _probe_target(module, target, encoder, size, source, force_input: bool):
 
     c = int((encoder.spec.get("preprocess") or {}).get("channels") or 1)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn((2, c, *size), generator=gen)
+    x = torch.randn((2, c, *size), generator=gen).to(getattr(encoder, "device", "cpu"))
 
     def grads_at(use_input):
         seen = []

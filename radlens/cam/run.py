@@ -44,6 +44,7 @@ class CamDriftResult:
     drift : one row per architecture x task x method x case (metrics as columns)
     summary : per architecture x task x method x metric (mean, median, IQR, bootstrap CIs)
     paired : paired tests between methods on the same cases
+    paired_architectures : paired tests between architectures on their common cases (per task x method)
     concentration : paired A-vs-B tests of each concentration measure
     rankings, reversals : architecture rankings per metric and method; their agreement
     counts : per pair, the true-positive filter counts
@@ -55,6 +56,7 @@ class CamDriftResult:
     drift: Any
     summary: Any
     paired: Any
+    paired_architectures: Any
     concentration: Any
     rankings: Any
     reversals: Any
@@ -90,13 +92,20 @@ def _prepare(clf, rows, cases, failures, stage_tag):
 
     from radlens.io.images import load_case
 
+    import json
+
+    spec = clf.encoder.spec
+    pkey = json.dumps([spec.get("preprocess"), spec.get("roi")], sort_keys=True, default=str)
     ids, xs, shapes = [], [], []
     for row in rows:
         cid = str(row["case_id"])
         try:
             if cid not in cases:
                 cases[cid] = load_case(row)
-            x, _ = clf.preprocess(cases[cid])
+            key = ("x", pkey, cid)  # encoders with the same preprocessing share the prepared input
+            if key not in cases:
+                cases[key] = clf.preprocess(cases[cid])[0]
+            x = cases[key]
         except Exception as exc:  # noqa: BLE001 - recorded in the failures table, the rest proceed
             failures.append({"case_id": cid, "stage": f"cam-drift:{stage_tag}", "error": f"{type(exc).__name__}: {exc}"})
             log.warning("case %s skipped (%s): %s", cid, stage_tag, exc)
@@ -113,9 +122,11 @@ def _logits(module, x, batch_size):
     import torch
 
     out = []
+    param = next(iter(module.parameters()), None)
     with torch.no_grad():
         for s in range(0, x.shape[0], batch_size):
-            out.append(module(x[s:s + batch_size]).float())
+            xb = x[s:s + batch_size]
+            out.append(module(xb if param is None else xb.to(param.device)).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -125,10 +136,10 @@ def _maps(clf, method, x, targets, batch_size, ig_steps):
     return cam(x, targets)
 
 
-def _load_pair_models(pair):
+def _load_pair_models(pair, device):
     from radlens.cam.model import load_classifier
 
-    a, b = load_classifier(pair.model_a), load_classifier(pair.model_b)
+    a, b = load_classifier(pair.model_a, device=device), load_classifier(pair.model_b, device=device)
     if a.spatial_size != b.spatial_size:
         raise ConfigError(f"{pair.architecture}/{pair.task}: model A input {a.spatial_size} and model B input "
                           f"{b.spatial_size} differ; CAM drift compares maps on one grid")
@@ -147,12 +158,12 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
     if pair.label_col not in df.columns:
         raise InputError(f"label column {pair.label_col!r} is not in the manifest; task columns: "
                          f"{[c for c in df.columns if c not in ('case_id', 'image', 'mask')][:20]}")
-    clf_a, clf_b = _load_pair_models(pair)
+    clf_a, clf_b = _load_pair_models(pair, cfg["device"])
     rows = df.to_dict("records")
     ids, x_a, shapes = _prepare(clf_a, rows, cases, failures, f"{tag}:a")
     if x_a is None:
         raise InputError(f"{tag}: no case could be loaded and preprocessed; see the failures table")
-    same_pre = clf_a.encoder.spec.get("preprocess") == clf_b.encoder.spec.get("preprocess")
+    same_pre = all(clf_a.encoder.spec.get(k) == clf_b.encoder.spec.get(k) for k in ("preprocess", "roi"))
     if same_pre:
         x_b = x_a
     else:
@@ -183,7 +194,7 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
     xa, xb = x_a[kid], x_b[kid]
     kept_ids = [ids[i] for i in kid]
     pid = sub["patient_id"].to_numpy()[kid] if "patient_id" in sub.columns else np.array(kept_ids)
-    drift_rows, sanity_rows, maps_out = [], [], {}
+    drift_rows, sanity_rows, maps_out, rnd_cache = [], [], {}, {}
     for method in progress(cfg["methods"], desc=f"CAMs {tag}", unit="method"):
         ra = _maps(clf_a, method, xa, targets, bs, cfg["ig_steps"])
         rb = _maps(clf_b, method, xb, targets, bs, cfg["ig_steps"])
@@ -198,7 +209,7 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
         drift_rows.append(d)
         maps_out[f"{method}__a"], maps_out[f"{method}__b"] = ra.maps, rb.maps
         if cfg["sanity"]:
-            sanity_rows += _sanity(pair, method, {"a": (clf_a, xa, ra), "b": (clf_b, xb, rb)}, targets, cfg)
+            sanity_rows += _sanity(pair, method, {"a": (clf_a, xa, ra), "b": (clf_b, xb, rb)}, targets, cfg, rnd_cache)
     series_rows = _series(pair, clf_a, clf_b, xa, targets, kept_ids, cfg) if pair.series else []
     maps_out["case_id"] = np.asarray(kept_ids, dtype=str)
     maps_out["input_image"] = xa[:, 0].numpy().astype(np.float32)
@@ -216,12 +227,14 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
     return pd.concat(drift_rows, ignore_index=True), counts, sanity_rows, series_rows, (maps_out, maps_meta)
 
 
-def _sanity(pair, method, runs, targets, cfg):
+def _sanity(pair, method, runs, targets, cfg, rnd_cache):
     """Model-randomisation check: maps of a re-initialised copy vs the trained model's maps."""
     out = []
     n = min(cfg["sanity_cases"], targets.size)
     for which, (clf, x, res) in runs.items():
-        rnd = clf.randomized(seed=cfg["seed"])
+        if which not in rnd_cache:  # one re-initialised copy per checkpoint, reused by every method
+            rnd_cache[which] = clf.randomized(seed=cfg["seed"])
+        rnd = rnd_cache[which]
         rr = _maps(rnd, method, x[:n], targets[:n], cfg["batch_size"], cfg["ig_steps"])
         d = drift_metrics(res.upsampled[:n], rr.upsampled, top_k=(10.0,))
         rho = d["spearman"].to_numpy(float)
@@ -253,7 +266,7 @@ def _series(pair, clf_a, clf_b, x, targets, kept_ids, cfg):
     first: dict = {}
     prev: dict = {}
     for step, spec in enumerate(specs):
-        clf = clf_a if step == 0 else (clf_b if spec is pair.model_b else load_classifier(spec))
+        clf = clf_a if step == 0 else (clf_b if spec is pair.model_b else load_classifier(spec, device=cfg["device"]))
         logits = _logits(clf.module, x, cfg["batch_size"])
         still = float(np.mean(logits.argmax(1) == targets))
         for method in cfg["methods"]:
@@ -278,7 +291,8 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
                     samples: str = "tp", top_k: Sequence[float] = (10.0,), thresholds: Sequence[float] = (),
                     batch_size: int = 16, sanity: bool = True, sanity_cases: int = 16,
                     sanity_max_spearman: float = 0.5, ig_steps: int = 32, n_boot: int = 1000, seed: int = 0,
-                    out=None, save_maps=None, figures=None, max_cases: int | None = None) -> CamDriftResult:
+                    out=None, save_maps=None, figures=None, max_cases: int | None = None,
+                    device: str = "cpu") -> CamDriftResult:
     """CAM drift for several architectures and tasks over one cohort.
 
     Parameters
@@ -301,6 +315,8 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
         Folder for the overlay grid, metric distributions (and series) figures.
     max_cases : int, optional
         Use only the first ``max_cases`` manifest rows (quick looks).
+    device : str
+        ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (models and batches go there; maps come back as numpy).
 
     Returns
     -------
@@ -327,7 +343,8 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
     df = m.df if max_cases is None else m.df.iloc[:max_cases]
     cfg = dict(methods=methods, samples=samples, top_k=tuple(float(k) for k in top_k),
                thresholds=tuple(float(t) for t in thresholds), batch_size=batch_size, sanity=sanity,
-               sanity_cases=sanity_cases, sanity_max_spearman=sanity_max_spearman, ig_steps=ig_steps, seed=seed)
+               sanity_cases=sanity_cases, sanity_max_spearman=sanity_max_spearman, ig_steps=ig_steps, seed=seed,
+               device=device)
     import torch
 
     torch.manual_seed(seed)
@@ -348,10 +365,15 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
     summary = summarize(drift_df, metrics, n_boot=n_boot, seed=seed) if len(drift_df) else pd.DataFrame()
     paired = (paired_tests(drift_df, metrics=[c for c in metrics if not c.endswith(("_a", "_b"))], n_boot=n_boot,
                            seed=seed) if len(drift_df) and len(methods) > 1 else pd.DataFrame())
+    paired_arch = (paired_tests(drift_df, metrics=[c for c in metrics if not c.endswith(("_a", "_b"))],
+                                compare="architecture", by=("task", "method"), n_boot=n_boot, seed=seed)
+                   if len(drift_df) and drift_df["architecture"].nunique() > 1 else pd.DataFrame())
     conc = concentration_tests(drift_df, n_boot=n_boot, seed=seed) if len(drift_df) else pd.DataFrame()
     rankings = architecture_rankings(summary) if len(summary) else pd.DataFrame()
-    reversals = ranking_reversals(rankings) if len(rankings) else pd.DataFrame()
-    res = CamDriftResult(drift=drift_df, summary=summary, paired=paired, concentration=conc, rankings=rankings,
+    reversals = (ranking_reversals(rankings, drift_df, n_boot=n_boot, seed=seed) if len(rankings)
+                 else pd.DataFrame())
+    res = CamDriftResult(drift=drift_df, summary=summary, paired=paired, paired_architectures=paired_arch,
+                         concentration=conc, rankings=rankings,
                          reversals=reversals, counts=pd.DataFrame(counts), sanity=pd.DataFrame(sanity_rows),
                          series=pd.concat(series_rows, ignore_index=True) if series_rows else pd.DataFrame(),
                          failures=pd.DataFrame(failures, columns=["case_id", "stage", "error"]))
@@ -372,7 +394,8 @@ def _write_outputs(res, maps, cfg, manifest, out, save_maps, figures):
             raise InputError(f"out={str(out)!r}: use a .parquet or .csv file name")
         write_table(res.drift, out, meta)
         res.outputs["drift"] = str(out)
-        for name in ("summary", "paired", "concentration", "rankings", "reversals", "counts", "sanity", "series"):
+        for name in ("summary", "paired", "paired_architectures", "concentration", "rankings", "reversals", "counts",
+                     "sanity", "series"):
             t = getattr(res, name)
             if len(t):
                 p = out.with_name(f"{out.stem}.{name}{out.suffix}")
@@ -382,6 +405,8 @@ def _write_outputs(res, maps, cfg, manifest, out, save_maps, figures):
         write_table(res.failures, p)
         res.outputs["failures"] = str(p)
     map_paths = []
+    if save_maps is None and figures is not None:  # the overlay figure reads the maps from disk
+        save_maps = Path(figures) / "cam_maps.npz"
     if save_maps is not None:
         save_maps = Path(save_maps)
         for pair, (arrays, mmeta) in maps:

@@ -17,8 +17,8 @@ Model YAML = classifier spec: encoder spec + head (safetensors weight/bias, pool
 + classes (docs/contracts.md). Several architectures at once: give several --model-a and as many
 --model-b (same order), optionally named with --arch.
 
-Writes OUT (per case), OUT-stem.{summary,paired,concentration,rankings,reversals,counts,sanity,
-series}.parquet, OUT-stem.failures.csv, and with --save-maps an npz of the maps (localize reads it).
+Writes OUT (per case), OUT-stem.{summary,paired,paired_architectures,concentration,rankings,
+reversals,counts,sanity,series}.parquet, OUT-stem.failures.csv, and with --save-maps an npz of the maps (localize reads it).
 
 Example:
   radlens cam-drift --manifest cohort/manifest.csv --model-a cnn/classifier_tl.yaml \\
@@ -62,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-cases", type=int, default=None, help="only the first N manifest rows")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--out", required=True, help="per-case drift table (.parquet or .csv)")
     p.add_argument("--save-maps", default=None, metavar="NPZ", help="save the maps (npz, read by radlens localize)")
     p.add_argument("--figures", default=None, metavar="DIR", help="write overlay and distribution figures here")
@@ -82,7 +83,7 @@ def run(args) -> int:
                     methods=[m for m in args.methods.split(",") if m.strip()], samples=args.samples,
                     top_k=args.top_k, thresholds=args.thresholds, batch_size=args.batch_size,
                     ig_steps=args.ig_steps, sanity=not args.no_sanity, sanity_cases=args.sanity_cases,
-                    n_boot=args.n_boot, seed=args.seed, max_cases=args.max_cases, out=args.out,
+                    n_boot=args.n_boot, seed=args.seed, max_cases=args.max_cases, device=args.device, out=args.out,
                     save_maps=args.save_maps, figures=args.figures)
     log = logging.getLogger("radlens.cam-drift")
     for c in res.counts.to_dict("records"):

@@ -38,7 +38,10 @@ def add_arguments(p) -> None:
     p.add_argument("--min-overlap", type=float, default=None,
                    help="overlap rule: fraction of a token's cell the ROI must cover (default 0.5)")
     p.add_argument("--chunk-size", type=int, default=1024, help="cases per chunk file (default 1024)")
-    p.add_argument("--workers", type=int, default=2, help="loader threads ahead of the model (default 2)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="loader threads/processes preparing cases ahead of the model (default 2; 0 = none)")
+    p.add_argument("--loader", choices=("auto", "thread", "process"), default="auto",
+                   help="auto (default): worker processes on CUDA, threads on the CPU")
     p.add_argument("--no-resume", action="store_true", help="recompute everything, ignoring finished chunks")
 
 
@@ -48,5 +51,5 @@ def run(args) -> int:
     embed(args.manifest, args.encoder, args.out, pooling=args.pooling, batch_size=args.batch_size,
           device=args.device, autocast=args.autocast, roi_mode=args.roi_mode, roi_rule=args.roi_rule,
           min_overlap=args.min_overlap, chunk_size=args.chunk_size, resume=not args.no_resume,
-          workers=args.workers)
+          workers=args.workers, loader=args.loader)
     return 0

@@ -41,8 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true", help="recompute cases whose cached result is a failure")
     p.add_argument("--resample-mask", action="store_true",
                    help="resample masks not on their image's grid (nearest neighbour) instead of failing them")
-    p.add_argument("--no-check-images", action="store_true",
-                   help="skip the up-front content check of images/masks (problems then land in the failures table)")
+    p.add_argument("--check-images", action="store_true",
+                   help="open every image and mask first and report all content problems at once (default: "
+                        "such cases land in the failures table while the others are extracted)")
     p.add_argument("--diagnostics", choices=["fast", "pyradiomics"], default="fast",
                    help="fast: radlens computes the diagnostics (default); pyradiomics: its own additionalInfo (slower)")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
@@ -56,10 +57,10 @@ def run(args: argparse.Namespace) -> int:
     res = radiomics(args.manifest, params=args.params, out=args.out, jobs=args.jobs, executor=args.executor,
                     scheduler=args.scheduler, cache_dir=args.cache_dir, use_cache=not args.no_cache,
                     retry_failed=args.retry_failed, resample_mask=args.resample_mask,
-                    check_images=not args.no_check_images, diagnostics=args.diagnostics,
+                    check_images=args.check_images, diagnostics=args.diagnostics,
                     show_progress=args.progress)
-    n_ok, n_fail = len(res.features), len(res.failures)
-    print(f"radiomics: {n_ok} cases x {res.features.shape[1] - 1} features -> {res.out} "
+    n_ok, n_fail = res.n_cases - res.n_failed, res.n_failed
+    print(f"radiomics: {n_ok} cases x {res.n_features} features -> {res.out} "
           f"({res.n_computed} extracted, {res.n_cached} from cache)")
     print(f"  diagnostics -> {res.diagnostics_path}")
     print(f"  failures: {n_fail} -> {res.failures_path}")

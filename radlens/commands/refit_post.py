@@ -10,7 +10,9 @@ Re-estimate the lens head on the embeddings of a fine-tuned encoder with the sam
 estimator (and penalty) as the pre head, propagate the head change through the frozen first layer
 and score every radiomic feature: shift (RMS over cases of the Jacobian-column change), sensitivity
 before/after, change of its share of total sensitivity (scale-free), a null from cluster
-permutations of the per-case embedding change (z, p, BH q), bootstrap CI of the shift, ranking
+permutations of the per-case embedding change (z, p, BH q: did the sensitivity change beyond
+noise?), a feature-specific Freedman-Lane null that discounts leakage from changes driven by other
+features (z_specific, p_specific, q_specific), bootstrap CI of the shift, ranking
 stability over the lens seeds. Embeddings must cover exactly the lens's cases (joined on case_id).
 
 Writes OUT (one row per feature: feature, feature_class, image_type, shift, shift_ci_low,
@@ -30,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling", default=None, help="pooling mode (default: the one the lens was fitted on)")
     p.add_argument("--n-null", type=int, default=200, help="null replicates (default 200; 0: no z/p/q)")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates for CIs (default 200; 0: none)")
+    p.add_argument("--no-specific", action="store_true",
+                   help="skip the feature-specific (Freedman-Lane) test (z_specific, p_specific, q_specific)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="shift table (.parquet or .csv)")
 
@@ -38,5 +42,5 @@ def run(args: argparse.Namespace) -> int:
     from radlens.lens.pipeline import refit_post
 
     refit_post(args.lens, args.embeddings, args.out, task=args.task, pooling=args.pooling, n_null=args.n_null,
-               n_boot=args.n_boot, seed=args.seed)
+               n_boot=args.n_boot, seed=args.seed, specific=not args.no_specific)
     return 0

@@ -9,21 +9,20 @@
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import contextlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from radlens.encoders.encoder import Encoder, load_encoder, resolve_device
+from radlens.encoders.loader import CasePreparer, prepared_cases, resolve_loader
 from radlens.encoders.pooling import pool_tokens, to_numpy
 from radlens.encoders.spec import ROI_MODES
 from radlens.encoders.tokens import box_to_mask
-from radlens.errors import CaseError, ConfigError, InputError, RadlensError
+from radlens.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -180,43 +179,11 @@ def embed_arrays(encoder: Encoder, images: Sequence[np.ndarray], rois: Sequence[
 
 
 # --------------------------------------------------------------------------- cohort
-def _ordered_prefetch(fn: Callable, items: Iterable, workers: int, window: int) -> Iterator:
-    """``map(fn, items)`` in order, ``window`` tasks ahead on ``workers`` threads."""
-    if workers <= 0:
-        yield from map(fn, items)
-        return
-    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="radlens-embed") as ex:
-        pending: collections.deque = collections.deque()
-        it = iter(items)
-        for item in it:
-            pending.append(ex.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def _prepare_row(encoder: Encoder, row: dict, need_roi: bool, want_weights: bool, roi_mode: str | None):
-    from radlens.io.images import load_case
-
-    cid = str(row["case_id"])
-    try:
-        case = load_case(row)
-    except CaseError as exc:
-        return cid, None, None, ("load", exc.message)
-    try:
-        p = encoder.prepare(case.array, case.roi if need_roi else None, case_id=cid, roi_mode=roi_mode)
-        w = _weights(encoder, p.roi_cov, cid) if want_weights else None
-    except RadlensError as exc:
-        return cid, None, None, ("preprocess", str(exc))
-    return cid, p.x, w, None
-
-
-def _run_chunk(encoder: Encoder, rows: list[dict], names: list[str], batch_size: int, autocast: bool,
-               roi_mode: str | None, workers: int, bar) -> tuple[list[str], dict[str, np.ndarray], list[dict]]:
+def _run_chunk(encoder: Encoder, items: Iterator, n_items: int, names: list[str], batch_size: int,
+               autocast: bool, bar) -> tuple[list[str], dict[str, np.ndarray], list[dict]]:
+    """Consume ``n_items`` prepared cases; forward them in batches of ``batch_size``."""
     import torch
 
-    need_roi = "roi" in names or (roi_mode or encoder.spec["roi"]["mode"]) == "crop"
     want_w = "roi" in names
     ids: list[str] = []
     pools: dict[str, list[np.ndarray]] = {k: [] for k in names}
@@ -241,8 +208,8 @@ def _run_chunk(encoder: Encoder, rows: list[dict], names: list[str], batch_size:
         bar.update(len(batch))
         batch.clear()
 
-    fn = lambda r: _prepare_row(encoder, r, need_roi, want_w, roi_mode)  # noqa: E731
-    for cid, x, w, err in _ordered_prefetch(fn, rows, workers, window=max(2 * batch_size, 4)):
+    for _ in range(n_items):
+        cid, x, w, err = next(items)
         if err is not None:
             log.warning("case %r (%s): %s", cid, err[0], err[1])
             failures.append({"case_id": cid, "stage": err[0], "error": err[1]})
@@ -342,7 +309,7 @@ def _merge_chunks(out: Path, chunk_files: list[Path], columns: dict[str, tuple],
 def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str] | str = ("cls", "mean", "roi"),
           batch_size: int = 16, device: str | None = None, autocast: bool = False, roi_mode: str | None = None,
           roi_rule: str | None = None, min_overlap: float | None = None, chunk_size: int = 1024,
-          resume: bool = True, workers: int = 2, keep_parts: bool = False,
+          resume: bool = True, workers: int = 2, loader: str = "auto", keep_parts: bool = False,
           show_progress: bool | None = None) -> Path:
     """Embed every case of a manifest; write ``out`` (npz) and ``<out stem>.failures.csv``.
 
@@ -358,7 +325,10 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     roi_mode, roi_rule, min_overlap : overrides of the spec's ``roi`` section
     chunk_size : cases per chunk file; memory holds one chunk's embeddings
     resume : reuse finished chunk files of an interrupted run with the same settings
-    workers : threads loading and preprocessing cases ahead of the model (0 = none)
+    workers : threads / processes loading and preprocessing cases ahead of the model (0 = none)
+    loader : {"auto", "thread", "process"}
+        ``auto``: worker processes on CUDA (Python preprocessing must not starve the GPU),
+        threads on the CPU (the model uses the same cores).
     keep_parts : keep ``<out>.parts/`` after merging
     show_progress : progress bar (default: when stderr is a terminal)
 
@@ -392,8 +362,8 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     names = enc.pool_names(pooling)
     # per-case problems go to the failures table when each case loads; no up-front read of every image
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, check_images=False)
-    rows = list(m.rows())
-    if not rows:
+    n_rows = len(m.df)
+    if n_rows == 0:
         raise InputError(f"manifest {str(m.path)!r} has no rows")
     mode = roi_mode or enc.spec["roi"]["mode"]
     run_cfg = {"spec": enc.spec, "checkpoint": enc.checkpoint_hash, "poolings": names, "roi_mode": mode,
@@ -403,24 +373,29 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     if not resume and parts.exists():
         shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
-    starts = list(range(0, len(rows), chunk_size))
-    chunk_files = []
-    bar = progress(total=len(rows), desc=f"embed {enc.name}", disable=None if show_progress is None else not show_progress)
-    reused = 0
+    starts = list(range(0, n_rows, chunk_size))
+    cols = list(m.df.columns)
+    need_roi = "roi" in names or mode == "crop"
+    prepare = CasePreparer(enc.preprocessor, enc.grid, enc.spec["roi"], need_roi, "roi" in names, roi_mode)
+    kind = resolve_loader(loader, enc.device, workers)
+    chunk_files, reused = [], 0
+    bar = progress(total=n_rows, desc=f"embed {enc.name}", disable=None if show_progress is None else not show_progress)
     try:
-        for ci, s in enumerate(starts):
-            crow = rows[s:s + chunk_size]
+        for ci, s0 in enumerate(starts):
+            # one chunk of rows at a time: memory does not grow with the cohort
+            crow = [dict(zip(cols, v)) for v in m.df.iloc[s0:s0 + chunk_size].itertuples(index=False, name=None)]
             fp = obj_hash([run_fp, [(str(r["case_id"]), str(r["image"]), str(r.get("mask")),
                                      [r.get(k) for k in ("label", "bbox_x", "bbox_y", "bbox_w", "bbox_h")])
                                     for r in crow]])
             path = _chunk_path(parts, ci)
+            chunk_files.append(path)
             if resume and path.exists() and _load_chunk(path, fp) is not None:
                 reused += 1
                 bar.update(len(crow))
-            else:
-                ids, arrays, fails = _run_chunk(enc, crow, names, batch_size, autocast, roi_mode, workers, bar)
-                _write_chunk(path, fp, ids, arrays, fails)
-            chunk_files.append(path)
+                continue
+            items = iter(prepared_cases(prepare, crow, workers, kind, window=max(2 * batch_size, 4)))
+            ids, arrays, fails = _run_chunk(enc, items, len(crow), names, batch_size, autocast, bar)
+            _write_chunk(path, fp, ids, arrays, fails)
     finally:
         bar.close()
     if reused:
@@ -429,7 +404,7 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
         "encoder": enc.spec, "checkpoint_sha256": enc.checkpoint_hash, "poolings": names,
         "grid": list(enc.grid), "dim": enc.dim, "has_cls": enc.has_cls, "roi": dict(enc.spec["roi"], mode=mode),
         "provenance": provenance("embed", run_cfg, inputs={"manifest": m.path} if m.path else None,
-                                 n_cases=len(rows)),
+                                 n_cases=n_rows),
     }
     columns = {k: (np.float32, (enc.dim,)) for k in names}
     if "roi" in names:
@@ -440,7 +415,7 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     if n_ok == 0:
         out.unlink(missing_ok=True)
         listed = "; ".join(f"{f['case_id']} ({f['stage']}): {f['error']}" for f in failures[:5])
-        raise InputError(f"embed: every one of the {len(rows)} cases failed, e.g. {listed}; see {fail_path}")
+        raise InputError(f"embed: every one of the {n_rows} cases failed, e.g. {listed}; see {fail_path}")
     if not keep_parts:
         shutil.rmtree(parts, ignore_errors=True)
     log.info("embed: wrote %s (%d cases, poolings %s, dim %d); %d failed -> %s",

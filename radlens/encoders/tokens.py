@@ -78,6 +78,9 @@ def center_sample_matrix(n_cells: int, n_pixels: int) -> np.ndarray:
 def apply_separable(arr: np.ndarray, mats: Sequence[np.ndarray]) -> np.ndarray:
     """Apply one matrix per axis: ``out = arr ×_0 mats[0] ×_1 mats[1] ...``.
 
+    The matrices are banded (each cell overlaps a few pixels), so they are applied as sparse
+    matrices: exact, single-threaded, and free of BLAS thread contention in loader threads.
+
     Parameters
     ----------
     arr : ndarray, shape (n_0, ..., n_{d-1})
@@ -85,11 +88,16 @@ def apply_separable(arr: np.ndarray, mats: Sequence[np.ndarray]) -> np.ndarray:
 
     Returns
     -------
-    ndarray, shape (m_0, ..., m_{d-1})
+    ndarray float64, shape (m_0, ..., m_{d-1})
     """
+    from scipy import sparse
+
     out = np.asarray(arr, dtype=np.float64)
     for axis, m in enumerate(mats):
-        out = np.moveaxis(np.tensordot(m, out, axes=([1], [axis])), 0, axis)
+        moved = np.moveaxis(out, axis, 0)
+        rest = moved.shape[1:]
+        res = sparse.csr_matrix(m) @ moved.reshape(moved.shape[0], -1)
+        out = np.moveaxis(np.asarray(res).reshape((m.shape[0], *rest)), 0, axis)
     return out
 
 

@@ -380,7 +380,8 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
     ----------
     row : mapping (dict or pandas Series)
         A row of :attr:`radlens.io.manifest.Manifest.df`: ``case_id``, ``image`` and either
-        ``mask`` (+ ``label``, default 1) or ``bbox_x, bbox_y, bbox_w, bbox_h``.
+        ``mask`` (+ ``label``) or ``bbox_x, bbox_y, bbox_w, bbox_h``. A missing/None/NaN
+        ``label`` means 1, or the mask's only non-zero value when 1 does not occur (0/255 masks).
     resample_mask : bool, default False
         When the mask's grid differs from the image's (size, spacing, origin or direction),
         resample the mask onto the image grid by nearest neighbour instead of failing.
@@ -414,7 +415,8 @@ def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool) -> Cas
     image = load_image(image_path)
     mask_path = _get(row, "mask")
     if mask_path is not None and str(mask_path).strip():
-        label = int(_get(row, "label", 1))
+        given = _get(row, "label", None)
+        label = 1 if given is None else int(given)
         mask_raw = _squeeze(_read_raw(Path(mask_path), "mask"))
         if mask_raw.GetNumberOfComponentsPerPixel() > 1:
             mask_raw = sitk.VectorIndexSelectionCast(mask_raw, 0)
@@ -427,6 +429,11 @@ def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool) -> Cas
             mask_raw = _resample_nearest(mask_raw, image)
         m = sitk.GetArrayViewFromImage(mask_raw)
         roi = (m == label)
+        if not roi.any() and given is None:  # no label given: a single-valued mask's value (0/255 PNG)
+            vals = np.unique(m)
+            if vals[vals != 0].size == 1:
+                label = int(vals[vals != 0][0])
+                roi = (m == label)
         if not roi.any():
             vals = np.unique(m)
             raise CaseError(case_id, "load", f"label {label} does not occur in mask {str(mask_path)!r}"

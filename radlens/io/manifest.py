@@ -256,6 +256,7 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
     has_mask = np.array([m is not None for m in mask_abs], bool)
     bp = np.column_stack([box_present[c] for c in BOX_COLUMNS])
     bx = np.column_stack([box[c] for c in BOX_COLUMNS])
+    any_boxes, full_boxes, nan_boxes = bp.any(axis=1).tolist(), bp.all(axis=1).tolist(), np.isnan(bx).any(axis=1)
     for i in range(n):
         rid = None
         ip = image_abs[i]
@@ -265,7 +266,7 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
         elif not os.path.exists(ip):
             rid = _row(i, case_id[i])
             problems.append(rid + f"image file {image[i]!r} not found (looked for {ip!r})")
-        any_box, full_box = bool(bp[i].any()), bool(bp[i].all())
+        any_box, full_box = any_boxes[i], full_boxes[i]
         if has_mask[i] and not any_box and os.path.exists(mask_abs[i]):
             continue  # the common, valid mask row
         rid = rid or _row(i, case_id[i])
@@ -278,7 +279,7 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
             problems.append(rid + f"box incomplete: {miss} empty")
         if has_mask[i] and not os.path.exists(mask_abs[i]):
             problems.append(rid + f"mask file {mask[i]!r} not found (looked for {mask_abs[i]!r})")
-        if not has_mask[i] and full_box and not np.isnan(bx[i]).any():
+        if not has_mask[i] and full_box and not nan_boxes[i]:
             x, y, w, h = bx[i]
             if w <= 0 or h <= 0:
                 problems.append(rid + f"box has non-positive size (w={w:g}, h={h:g})")

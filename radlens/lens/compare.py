@@ -66,11 +66,14 @@ def rank_correlations(long, value: str = "shift"):
 
 def class_totals(long):
     """Per task and feature class: number of features, sum of squared shifts, share of the task's
-    total squared shift, mean squared shift per feature, number with q < 0.05."""
-    d = long.assign(shift_sq=long["shift"] ** 2, sig=long["q"] < 0.05)
+    total squared shift, mean squared shift per feature, number with q < 0.05 (global null) and with
+    q_specific < 0.05 (feature-specific null)."""
+    d = long.assign(shift_sq=long["shift"] ** 2, sig=long["q"] < 0.05,
+                    sig_specific=(long["q_specific"] < 0.05) if "q_specific" in long.columns else np.nan)
     g = d.groupby(["task", "feature_class"], sort=True).agg(n_features=("feature", "size"),
                                                               shift_sq_total=("shift_sq", "sum"),
-                                                              n_significant=("sig", "sum")).reset_index()
+                                                              n_significant=("sig", "sum"),
+                                                              n_significant_specific=("sig_specific", "sum")).reset_index()
     tot = g.groupby("task")["shift_sq_total"].transform("sum")
     g["shift_share"] = g["shift_sq_total"] / tot
     g["shift_sq_mean"] = g["shift_sq_total"] / g["n_features"]
@@ -155,10 +158,12 @@ def compare(tables, out, *, value: str = "z", top_k: int = 15) -> dict:
     ct = class_totals(long)
     written["class_totals"] = [write_table(ct, out / "class_totals.csv")]
     top = (long.sort_values(["task", "rank"]).groupby("task").head(top_k)
-           [["task", "rank", "feature", "feature_class", "shift", "shift_ci_low", "shift_ci_high", "z", "q"]])
+           [[c for c in ("task", "rank", "feature", "feature_class", "shift", "shift_ci_low", "shift_ci_high", "z", "q",
+                         "z_specific", "q_specific") if c in long.columns]])
     written["top_k"] = [write_table(top, out / "top_k.csv")]
     gsum = [{"task": t, **{k: s.get(k) for k in ("r2_pre_heldout", "r2_post_heldout", "cka_pre_post", "n_significant",
-                                                   "total_shift", "global_p")}} for t, s in summaries.items()]
+                                                   "n_significant_specific", "total_shift", "global_p")}}
+            for t, s in summaries.items()]
     import pandas as pd
 
     written["global"] = [write_table(pd.DataFrame(gsum), out / "global_summary.csv")]

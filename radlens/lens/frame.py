@@ -71,9 +71,16 @@ class RadiomicsFrame:
         self.features_ = list(cols)
         self.median_ = np.nanmedian(X, axis=0)
         X = np.where(np.isfinite(X), X, self.median_)
-        self.mean_ = X.mean(0)
-        sd = X.std(0)
-        self.scale_ = np.where(sd > 0, sd, 1.0)
+        try:
+            from radlens.radiomics.features import FeatureStandardizer
+        except ImportError:
+            FeatureStandardizer = None
+        if FeatureStandardizer is not None:
+            st = FeatureStandardizer().fit(X)
+            self.mean_, self.scale_ = np.asarray(st.mean_, float), np.asarray(st.scale_, float)
+        else:
+            sd = X.std(0)
+            self.mean_, self.scale_ = X.mean(0), np.where(sd > 0, sd, 1.0)
         self.report_ = report
         n_missing = int((~np.isfinite(self._numeric(df, cols))).sum())
         if n_missing:

@@ -66,6 +66,22 @@ def train_first_layer(X, T, train_idx, val_idx, *, hidden: int, act: str, weight
     """
     import torch
 
+    # tiny per-step work: intra-op threads only add synchronisation (badly so on a busy machine)
+    prev_threads = torch.get_num_threads()
+    small = batch_size * (X.shape[1] * hidden + hidden * T.shape[1]) < 5_000_000
+    if small:
+        torch.set_num_threads(1)
+    try:
+        return _train(X, T, train_idx, val_idx, hidden=hidden, act=act, weight_decay=weight_decay, lr=lr,
+                      max_epochs=max_epochs, patience=patience, batch_size=batch_size, seed=seed)
+    finally:
+        if small:
+            torch.set_num_threads(prev_threads)
+
+
+def _train(X, T, train_idx, val_idx, *, hidden, act, weight_decay, lr, max_epochs, patience, batch_size, seed):
+    import torch
+
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     Xt = torch.as_tensor(X, dtype=torch.float64)

@@ -62,7 +62,8 @@ def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=
     radiomics : path   radiomics table (``case_id`` + feature columns), parquet or CSV.
     embeddings : path  pre embeddings (.npz from ``radlens embed``, or a parquet/CSV table).
     out : path         lens folder (``lens.json``, ``lens.npz``, ``fit_report.csv``,
-                       ``radiomics_cleaning.csv``).
+                       ``radiomics_cleaning.csv``, ``failures.csv`` — cases left out, e.g. with
+                       non-finite embeddings).
     pooling : str, optional   pooling mode to read (default: the embeddings' default).
     manifest, groups : path, optional   source of ``patient_id`` for grouped splits.
     **lens_params : RadiomicLens parameters.
@@ -86,15 +87,24 @@ def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=
     rad = rad.iloc[ri].reset_index(drop=True)
     Z = Z[ei]
     case_ids = rad["case_id"].astype(str).to_numpy()
+    # cases whose embedding is not finite cannot enter the lens: failures table, the rest proceed
+    bad = ~np.isfinite(Z).all(1)
+    failures = [{"case_id": c, "stage": "fit-pre", "error": "non-finite embedding values"} for c in case_ids[bad]]
+    if bad.any():
+        log.warning("fit-pre: %d case(s) with non-finite embeddings left out (see failures.csv)", int(bad.sum()))
+        rad, Z, case_ids = rad[~bad].reset_index(drop=True), Z[~bad], case_ids[~bad]
     g = read_groups(case_ids, manifest, groups)
     lens = RadiomicLens(**lens_params).fit(rad, Z, groups=g, case_ids=case_ids)
     lens.extra_ = {"pooling": pool, "encoder": emeta.get("encoder"), "checkpoint_sha256": emeta.get("checkpoint_sha256"),
-                   "n_patients": int(np.unique(g).size)}
+                   "n_patients": int(np.unique(g).size), "excluded_case_ids": [f["case_id"] for f in failures]}
     out = Path(out)
     prov = provenance("fit-pre", {"pooling": pool, **{k: v for k, v in lens.get_params().items()}},
                       {"radiomics": radiomics, "embeddings": embeddings, "manifest": manifest, "groups": groups})
     save_lens(lens, out, prov)
     write_table(pd.DataFrame(lens.fit_report_), out / "fit_report.csv")
+    from radlens.io.artifacts import write_failures
+
+    write_failures(out / "failures.csv", failures)
     report = lens.radiomics_frame_.report_
     write_table(report if isinstance(report, pd.DataFrame) else pd.DataFrame(report), out / "radiomics_cleaning.csv")
     log.info("lens written to %s (%d cases, %d features, %d seeds)", out, len(case_ids), lens.n_features_in_,
@@ -103,7 +113,7 @@ def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=
 
 
 def refit_post(lens, embeddings, out, *, task: str | None = None, pooling: str | None = None, n_null: int = 200,
-               n_boot: int = 200, seed: int = 0) -> Path:
+               n_boot: int = 200, seed: int = 0, specific: bool = True) -> Path:
     """Re-estimate the lens head on post embeddings and write the per-feature shift table.
 
     Parameters
@@ -113,7 +123,7 @@ def refit_post(lens, embeddings, out, *, task: str | None = None, pooling: str |
     out : path   ``shifts_<task>.parquet``; global summaries go in its metadata (key ``radlens``,
         field ``summary``) and in ``<out>.json`` next to it.
     task : str, optional   task name (default: the file stem after ``shifts_``).
-    n_null, n_boot, seed : see :func:`radlens.lens.shift.shift_table`.
+    n_null, n_boot, seed, specific : see :func:`radlens.lens.shift.shift_table`.
 
     Returns
     -------
@@ -128,13 +138,19 @@ def refit_post(lens, embeddings, out, *, task: str | None = None, pooling: str |
     cid, Z, pool, emeta = _load_embeddings(embeddings, pool)
     if lens_obj.case_ids_ is None:
         raise InputError(f"lens {str(lens)!r} stores no case ids; refit it with `radlens fit-pre`")
+    excluded = set(lens_obj.extra_.get("excluded_case_ids", []))
+    if excluded:   # cases fit-pre left out (failures.csv) are ignored here too
+        keep = ~np.isin(cid, list(excluded))
+        cid, Z = cid[keep], Z[keep]
     _, ei = align_case_ids(lens_obj.case_ids_, cid, f"lens {lens}", f"embeddings {embeddings}")
     if task is None:
         task = out.stem[len("shifts_"):] if out.stem.startswith("shifts_") else out.stem
-    table, summary = lens_obj.shift_scores(Z[ei], n_null=n_null, n_boot=n_boot, seed=seed, task=task)
+    table, summary = lens_obj.shift_scores(Z[ei], n_null=n_null, n_boot=n_boot, seed=seed, task=task,
+                                           specific=specific)
     summary.update(pooling=pool, post_checkpoint_sha256=emeta.get("checkpoint_sha256"),
                    pre_checkpoint_sha256=lens_obj.extra_.get("checkpoint_sha256"))
-    prov = provenance("refit-post", {"task": task, "pooling": pool, "n_null": n_null, "n_boot": n_boot, "seed": seed},
+    prov = provenance("refit-post", {"task": task, "pooling": pool, "n_null": n_null, "n_boot": n_boot, "seed": seed,
+                                     "specific": specific},
                       {"lens": lens, "embeddings": embeddings}, summary=summary)
     write_table(table, out, meta=prov)
     write_json(out.with_suffix(".json"), summary)

@@ -72,7 +72,7 @@ def _group_totals(labels, T_obs, T_null, kind):
 
 
 def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int = 0, task: str | None = None,
-                alpha_level: float = 0.05, batch: int = 25, literal_mean_norm: bool = True):
+                alpha_level: float = 0.05, batch: int = 25, literal_mean_norm: bool = True, specific: bool = True):
     """Score how the post embeddings' dependence on each radiomic feature differs from pre.
 
     Parameters
@@ -93,6 +93,10 @@ def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int
         features with ``q < alpha_level``.
     literal_mean_norm : bool
         Also compute ``shift_mean_norm``, the mean over cases of the norm (O(n p m²)).
+    specific : bool
+        Also test each feature against its own Freedman–Lane null (``z_specific``, ``p_specific``,
+        ``q_specific``; :mod:`radlens.lens.specific`), which discounts leakage from changes driven
+        by other features. O(p n m q) with q = min(n, d).
 
     Returns
     -------
@@ -104,9 +108,19 @@ def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int
 
     from radlens.stats import bh_qvalues, kendall_w, linear_cka, rank_agreement
 
+    from radlens.errors import InputError
+
+    for name, v in (("n_null", n_null), ("n_boot", n_boot)):
+        if not (isinstance(v, (int, np.integer)) and (v == 0 or v >= 10)):
+            raise InputError(f"{name}={v!r} not allowed: use 0 (skip) or an integer >= 10 (200 recommended)")
+    if not 0 < alpha_level < 1:
+        raise InputError(f"alpha_level={alpha_level!r} must be in (0, 1)")
     Y_post = lens.transform_embeddings(Z_post)
     if not np.isfinite(Y_post).all():
-        raise ValueError("post embeddings contain non-finite values")
+        bad = np.flatnonzero(~np.isfinite(Y_post).all(1))
+        ids = lens.case_ids_[bad[:10]].tolist() if lens.case_ids_ is not None else bad[:10].tolist()
+        raise InputError(f"post embeddings have non-finite values for {bad.size} case(s), e.g. {ids}; re-run "
+                         "embed for them (the lens needs every case it was fitted on)")
     head_post = lens.refit_head(Y_post, frame=False)
     head_pre = lens.head_pre_
     E = Y_post - lens.Z_pre_
@@ -115,6 +129,7 @@ def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int
     boot_w = bootstrap_weights(n, n_boot, seed + 1, lens.groups_) if n_boot > 0 else None
     sh, s_pre, s_post, mn = [], [], [], []
     null_sh, null_sp, boot_sh = [], [], []
+    sp_mean, sp_sd = [], []
     from radlens.progress import progress
 
     for s in progress(range(S), desc="refit-post seeds", unit="seed"):
@@ -127,6 +142,14 @@ def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int
         s_post.append(sensitivity_sq(W1, head_post.coef[s], C))
         if literal_mean_norm:
             mn.append(mean_norm_shift(W1, D, dsig))
+        if specific:
+            from radlens.lens.specific import specific_moments
+            from radlens.stats.ridge import ridge_smoother
+
+            mu, var = specific_moments(W1, lens.b1_[s], lens.X_, E, ridge_smoother(H, float(lens.alpha_[s])), C,
+                                       float(lens.alpha_[s]), lens.activation)
+            sp_mean.append(mu)
+            sp_sd.append(np.sqrt(var))
         if perms is not None or boot_w is not None:
             rep = replicate_scores(W1, H, dsig, float(lens.alpha_[s]), head_pre.coef[s], E, perms, boot_w, batch)
             if perms is not None:
@@ -182,6 +205,16 @@ def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int
         summary_null = {"total_shift": float(np.sqrt(T.sum())), "total_shift_null_mean": float(np.sqrt(Tn.sum(1)).mean()),
                         "global_p": float(gamma_tail(tot_obs, Tn.sum(1)[:, None])[0]),
                         "n_significant": int((df["q"] < alpha_level).sum())}
+    if specific:
+        from radlens.lens.specific import gamma_sf_moments
+
+        # seeds share E and the permutation: the SD of their mean is at most the mean SD (conservative)
+        mu, sd = np.mean(sp_mean, axis=0), np.mean(sp_sd, axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df["z_specific"] = (T - mu) / sd
+        df["p_specific"] = gamma_sf_moments(T, mu, sd ** 2)
+        df["q_specific"] = bh_qvalues(df["p_specific"].to_numpy())
+        summary_null["n_significant_specific"] = int((df["q_specific"] < alpha_level).sum())
     df["rank"] = st.rankdata(-shift, method="min").astype(int)
     df["rank_z"] = st.rankdata(-np.nan_to_num(df["z"].to_numpy(), nan=-np.inf), method="min").astype(int)
     if task is not None:

@@ -9,8 +9,9 @@ level, finding …); :mod:`radlens.probe.summary` turns them into the result tab
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -144,32 +145,52 @@ def _jitter_cells(spec, cfg) -> set:
 
 
 # --------------------------------------------------------------------------- lesions
+class Take(Sequence):
+    """Lazy view ``seq[idx[0]], seq[idx[1]], …`` (images are only read when indexed)."""
+
+    def __init__(self, seq, idx):
+        self.seq = seq
+        self.idx = np.asarray(idx, dtype=int)
+
+    def __len__(self) -> int:
+        return self.idx.size
+
+    def __getitem__(self, i):
+        return self.seq[int(self.idx[i])]
+
+
 @dataclass
 class LesionCohort:
     """Images of the size-stratified lesion probe.
 
     Attributes
     ----------
-    images : list of ndarray (H, W)
+    images : sequence of ndarray (H, W); may be lazy (read from disk when indexed)
     image_id : ndarray str, shape (m,)
     patient_id : ndarray str, shape (m,)
     labels : dict finding -> ndarray float (m,)  (1 positive, 0 negative, NaN unknown)
     boxes : dict finding -> ndarray (m, 4)  lesion box of positives (largest of the image), NaN else
     any_box : ndarray (m, 4)   some valid box per image (only for calling the embedder)
+    shapes : list of image shapes (default: read from ``images``)
     """
 
-    images: list
+    images: Sequence
     image_id: np.ndarray
     patient_id: np.ndarray
     labels: dict[str, np.ndarray]
     boxes: dict[str, np.ndarray]
     any_box: np.ndarray
+    shapes: list | None = None
+
+    def __post_init__(self):
+        if self.shapes is None:
+            self.shapes = [tuple(np.shape(im)) for im in self.images]
 
 
 def run_lesions(cohort: LesionCohort, embedders: Mapping[str, Embedder], cfg,
                 poolings: Sequence[str]) -> list[ScoreSet]:
     """Image-level and box-level size-stratified lesion probes for every finding and checkpoint."""
-    if any(im.ndim != 2 for im in cohort.images):
+    if any(len(shp) != 2 for shp in cohort.shapes):
         log.warning("lesion probe: skipped, it needs 2-D images (boxes are 2-D)")
         return []
     img_pools = [p for p in poolings if p in cfg.image_poolings]
@@ -183,7 +204,7 @@ def run_lesions(cohort: LesionCohort, embedders: Mapping[str, Embedder], cfg,
         if np.unique(y).size < 2:
             log.warning("lesion probe %r: needs positive and negative images; skipped", finding)
             continue
-        shapes = [cohort.images[i].shape for i in idx]
+        shapes = [cohort.shapes[i] for i in idx]
         area = np.array([b[2] * b[3] / (s[-1] * s[-2]) if yy == 1 else np.nan
                          for b, s, yy in zip(cohort.boxes[finding][idx], shapes, y)])
         if np.any((y == 1) & ~np.isfinite(area)):
@@ -202,15 +223,15 @@ def run_lesions(cohort: LesionCohort, embedders: Mapping[str, Embedder], cfg,
             _fit(ss, ck, {p: v[idx] for p, v in whole[ck].items()}, img_pools, folds, cfg)
         out.append(ss)
         if cfg.box_level and "roi" in poolings:
-            out.extend(_box_level(cohort, embedders, cfg, finding, idx, y, area, thr, stratum))
+            out.extend(_box_level(cohort, embedders, cfg, finding, idx, y, area, thr, stratum, whole))
     return out
 
 
-def _box_level(cohort, embedders, cfg, finding, idx, y, area, thr, stratum) -> list[ScoreSet]:
+def _box_level(cohort, embedders, cfg, finding, idx, y, area, thr, stratum, whole) -> list[ScoreSet]:
     pos = idx[y == 1]
     neg = idx[y == 0]
     pos_boxes = cohort.boxes[finding][pos]
-    shapes = [im.shape for im in cohort.images]
+    shapes = cohort.shapes
     nidx, cboxes = matched_control_boxes(pos_boxes, [shapes[i] for i in pos],
                                          [shapes[i] for i in neg], seed=cfg.seed)
     ctrl = neg[nidx]
@@ -226,16 +247,17 @@ def _box_level(cohort, embedders, cfg, finding, idx, y, area, thr, stratum) -> l
     except InputError as exc:
         log.warning("box-level lesion probe %r: %s; skipped", finding, exc)
         return []
-    pos_imgs = [cohort.images[i] for i in pos]
-    ctrl_imgs = [cohort.images[j] for j in ctrl]
+    pos_imgs = Take(cohort.images, pos)
+    ctrl_imgs = Take(cohort.images, ctrl)
     base = {"finding": finding, "size_threshold": thr}
     ss = ScoreSet("lesion_box", dict(base), yb, groups, sid, stratum=strat, paired=False,
                   match_negatives=True)
     sets = [ss]
     levels = cfg.jitter_levels if cfg.jitter_lesion else (0.0,)
     jsets = {}
+    same_box = np.allclose(cohort.any_box[pos], pos_boxes)  # the lesion box was embedded already
     for ck, embed in embedders.items():
-        ep = embed(pos_imgs, pos_boxes)
+        ep = {"roi": whole[ck]["roi"][pos]} if same_box and "roi" in whole[ck] else embed(pos_imgs, pos_boxes)
         ec = embed(ctrl_imgs, cboxes)
         _fit(ss, ck, {"roi": np.vstack([ep["roi"], ec["roi"]])}, ["roi"], folds, cfg)
         for li, level in enumerate(levels):

@@ -141,6 +141,9 @@ def apply_perturbation(image, kind: str, center: Sequence[float], diameter: floa
         raise InputError(f"perturbation needs a 2-D or 3-D image, got shape {img.shape}")
     if not np.isfinite(strength) or strength < 0:
         raise InputError(f"perturbation strength={strength!r} must be a finite number >= 0")
+    if len(center) != img.ndim or any(not 0 <= c <= s - 1 for c, s in zip(center, img.shape)):
+        raise InputError(f"perturbation center {tuple(float(c) for c in center)} is outside the image "
+                         f"of shape {img.shape} (numpy order, pixels); give a centre inside it")
     rng = rng if rng is not None else np.random.default_rng(0)
     rec: dict[str, Any] = {"perturbation": kind, "center": [float(c) for c in center],
                            "diameter_px": float(diameter), "strength": float(strength)}

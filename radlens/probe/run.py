@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -104,7 +105,8 @@ def _resolve_poolings(embedder: Embedder, image: np.ndarray, cfg: ProbeConfig) -
     box = _probe_roi(image)
     emb = embedder([image], box)
     got = list(emb)
-    if "global" in emb and "mean" in emb and np.allclose(emb["global"], emb["mean"], rtol=1e-5, atol=1e-6):
+    if (cfg.poolings == "auto" and "global" in emb and "mean" in emb
+            and np.allclose(emb["global"], emb["mean"], rtol=1e-5, atol=1e-6)):
         # a CNN's global average pool *is* the patch mean: probing it twice adds nothing
         log.info("pooling probe: 'global' equals 'mean' for this encoder (global average pool); "
                  "probing 'global' only")
@@ -213,7 +215,32 @@ def _panel_rows(df, cfg: ProbeConfig):
     return d.to_dict("records")
 
 
+class _LazyCases(Sequence):
+    """Image arrays of manifest rows: kept in memory up to a byte budget (filled while the ROIs
+    are scanned), re-read from disk when indexed beyond it (lesion cohorts can be large)."""
+
+    def __init__(self, rows: list, cache: dict[int, np.ndarray]):
+        self.rows = rows
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        if i in self.cache:
+            return self.cache[i]
+        from radlens.io.images import load_case
+
+        return load_case(self.rows[i]).array
+
+
+_LESION_CACHE_BYTES = 2 << 30
+
+
 def _lesion_cohort(df, cfg: ProbeConfig, failures: list) -> LesionCohort | None:
+    from radlens.io.images import load_case
+    from radlens.progress import progress
+
     if not cfg.findings:
         return None
     missing = [f for f in cfg.findings if f not in df.columns]
@@ -225,19 +252,30 @@ def _lesion_cohort(df, cfg: ProbeConfig, failures: list) -> LesionCohort | None:
         vals = set(d[f].dropna().unique().tolist())
         if not vals <= {0, 1, 0.0, 1.0, True, False}:
             raise ConfigError(f"lesion finding column {f!r} must be binary 0/1; found {sorted(map(str, vals))[:6]}")
-    loaded, arrays = _load_images(d.to_dict("records"), failures, "lesion-load")
     by_image: dict[str, int] = {}
-    images, iid, pid = [], [], []
+    rows, iid, pid, shapes, any_box = [], [], [], [], []
+    cache: dict[int, np.ndarray] = {}
+    cached_bytes = 0
     labels = {f: [] for f in cfg.findings}
     boxes = {f: [] for f in cfg.findings}
-    any_box = []
-    for (row, case), arr in zip(loaded, arrays):
+    records = d.to_dict("records")
+    for row in progress(records, total=len(records), desc="lesion ROIs"):
+        try:
+            case = load_case(row)  # ROI box, image shape and (within the budget) pixels
+            shape = tuple(case.array.shape)
+        except CaseError as exc:
+            failures.append({"case_id": exc.case_id, "stage": "lesion-load", "error": exc.message})
+            continue
         key = row["image"]
         if key not in by_image:
-            by_image[key] = len(images)
-            images.append(arr)
+            by_image[key] = len(rows)
+            if cached_bytes + case.array.nbytes <= _LESION_CACHE_BYTES:
+                cache[len(rows)] = case.array
+                cached_bytes += case.array.nbytes
+            rows.append(row)
             iid.append(str(row["case_id"]))
             pid.append(str(row.get("patient_id", row["case_id"])))
+            shapes.append(shape)
             any_box.append(case.bbox)
             for f in cfg.findings:
                 labels[f].append(np.nan)
@@ -255,11 +293,15 @@ def _lesion_cohort(df, cfg: ProbeConfig, failures: list) -> LesionCohort | None:
                 old = boxes[f][k]
                 if np.isnan(old[0]) or b[2] * b[3] > old[2] * old[3]:
                     boxes[f][k] = b
-    if not images:
+    if not rows:
         return None
-    return LesionCohort(images, np.asarray(iid), np.asarray(pid),
+    if len(cache) < len(rows):
+        log.info("lesion probe: %d of %d images kept in memory, the rest re-read when embedded",
+                 len(cache), len(rows))
+    return LesionCohort(_LazyCases(rows, cache), np.asarray(iid), np.asarray(pid),
                         {f: np.asarray(v, float) for f, v in labels.items()},
-                        {f: np.asarray(v, float) for f, v in boxes.items()}, np.asarray(any_box, float))
+                        {f: np.asarray(v, float) for f, v in boxes.items()},
+                        np.asarray(any_box, float), shapes=shapes)
 
 
 def pooling_probe(manifest, encoder, *, encoder_post=None, panel=None, out="probe.parquet",

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -44,9 +46,9 @@ class CaseCache:
 
         if path in self._memo:
             return self._memo[path]
-        p = Path(path)
-        if p.is_file():
-            st = p.stat()
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode):
+            p = path
             hit = self._index.get(path)
             if hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
                 h = hit[2]
@@ -54,8 +56,8 @@ class CaseCache:
                 h = file_hash(p)
                 self._index[path] = [st.st_size, st.st_mtime_ns, h]
                 self._dirty = True
-        else:
-            h = file_hash(p)
+        else:  # a DICOM series folder
+            h = file_hash(path)
         self._memo[path] = h
         return h
 

@@ -35,336 +35,34 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from radlens.errors import ConfigError, InputError
+from radlens.radiomics.pyrad import (  # noqa: F401  (re-exported: the public API lives here)
+    DEFAULT_PARAMS,
+    Params,
+    _extract_batch,
+    _extractors,
+    _worker_init,
+    extract_case,
+    fast_diagnostics,
+    load_params,
+    validate_params,
+)
 
 log = logging.getLogger(__name__)
+
+__all__ = ["radiomics", "RadiomicsResult", "side_paths", "load_params", "validate_params", "Params",
+           "extract_case", "fast_diagnostics", "DEFAULT_PARAMS", "DIAGNOSTICS", "EXTRACT_VERSION"]
 
 #: Bump when a change here changes the numbers or records radlens caches for a case.
 EXTRACT_VERSION = 1
 DIAGNOSTICS = ("fast", "pyradiomics")
-DEFAULT_PARAMS = Path(__file__).resolve().parents[1] / "configs" / "radiomics_default.yaml"
-_CROP_SAFE_IMAGE_TYPES = {"Original"}
-
-
-# --------------------------------------------------------------------------- parameters
-@dataclass(frozen=True)
-class Params:
-    """pyradiomics parameters as pyradiomics reads them.
-
-    Attributes
-    ----------
-    source : str or dict
-        The params file path (given to pyradiomics as is) or a parameter dict.
-    hash : str
-        SHA-256 of the file's bytes (or of the dict): the cache-key part.
-    spec : dict or None
-        What pyradiomics made of it (``setting``, ``imageType``, ``featureClass``); None until
-        validated (:func:`load_params` with ``validate=True``).
-    """
-
-    source: Any
-    hash: str
-    spec: dict | None = None
-
-
-def _crop_safe(settings: Mapping, image_types: Mapping) -> bool:
-    """True when cropping the image to the ROI box first cannot change any feature: only the
-    Original image (filters look outside the ROI), no normalisation (uses the whole image), no
-    resampling (the grid would be computed from the crop)."""
-    return (set(image_types) <= _CROP_SAFE_IMAGE_TYPES and not settings.get("normalize", False)
-            and settings.get("resampledPixelSpacing") is None)
-
-
-class _QuietPyradiomics:
-    """Context: pyradiomics logs go to radlens' tables, not to stderr (restored on exit)."""
-
-    def __enter__(self):
-        import radiomics
-
-        self.lg = logging.getLogger("radiomics")
-        self.kw = logging.getLogger("pykwalify")
-        self.saved = (self.lg.level, self.lg.propagate, [h.level for h in self.lg.handlers], self.kw.level)
-        for h in self.lg.handlers:
-            if h is not _COLLECTOR:
-                h.setLevel(logging.CRITICAL + 1)
-        self.lg.setLevel(logging.WARNING)  # no INFO/DEBUG records are even created
-        self.lg.propagate = False
-        self.kw.setLevel(logging.WARNING)
-        del radiomics
-        return self
-
-    def __exit__(self, *exc):
-        level, prop, hlevels, kwlevel = self.saved
-        self.lg.setLevel(level)
-        self.lg.propagate = prop
-        for h, hl in zip(list(self.lg.handlers), hlevels):
-            h.setLevel(hl)
-        self.kw.setLevel(kwlevel)
-        return False
-
-
-def _new_extractor(source, **overrides):
-    from radiomics.featureextractor import RadiomicsFeatureExtractor
-
-    if isinstance(source, dict):
-        import copy
-
-        return RadiomicsFeatureExtractor(copy.deepcopy(source), **overrides)
-    return RadiomicsFeatureExtractor(str(source), **overrides)
-
-
-def load_params(params: str | os.PathLike | Mapping | None = None, *, validate: bool = True) -> Params:
-    """Locate (and validate) pyradiomics parameters.
-
-    Parameters
-    ----------
-    params : path, dict or None
-        A pyradiomics YAML/JSON params file, a params dict (``setting`` / ``imageType`` /
-        ``featureClass``), or None for radlens' default (``radlens/configs/radiomics_default.yaml``).
-    validate : bool, default True
-        Build a ``RadiomicsFeatureExtractor`` from them (pyradiomics' own schema validation) and
-        record what it made of them in ``spec``.
-
-    Raises
-    ------
-    ConfigError
-        Missing file, or pyradiomics rejects the parameters (its validation message is included).
-    """
-    from radlens.io.artifacts import bytes_hash, obj_hash
-
-    if params is None:
-        params = DEFAULT_PARAMS
-    if isinstance(params, Params):
-        return validate_params(params) if validate and params.spec is None else params
-    if not isinstance(params, Mapping):
-        p = Path(params).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"params file {str(params)!r} does not exist; give a pyradiomics params YAML "
-                              f"(e.g. {DEFAULT_PARAMS})")
-        prm = Params(str(p.resolve()), bytes_hash(p.read_bytes()))
-    else:
-        prm = Params(dict(params), obj_hash(dict(params)))
-    return validate_params(prm) if validate else prm
-
-
-def validate_params(prm: Params) -> Params:
-    """``prm`` with ``spec`` filled by pyradiomics (raises :class:`ConfigError` if it rejects them)."""
-    with _QuietPyradiomics():
-        try:
-            ex = _new_extractor(prm.source)
-        except Exception as exc:
-            where = f"params file {prm.source!r}" if isinstance(prm.source, str) else "params dict"
-            raise ConfigError(f"{where} is not valid pyradiomics parameters: {str(exc).strip()[:800]}; see "
-                              "https://pyradiomics.readthedocs.io/en/latest/customization.html") from exc
-    _BASE[prm.hash] = ex
-    spec = {"setting": _jsonable(ex.settings), "imageType": _jsonable(ex.enabledImagetypes),
-            "featureClass": _jsonable(ex.enabledFeatures)}
-    if ex.settings.get("label", 1) != 1:
-        log.warning("params set label=%s; radlens takes each ROI's label from the manifest's 'label' column "
-                    "and ignores the params' label", ex.settings["label"])
-    if ex.settings.get("voxelBased") or ex.settings.get("label_channel") is not None:
-        raise ConfigError("params: voxel-based extraction and label_channel are not supported by radlens radiomics")
-    return Params(prm.source, prm.hash, spec)
-
-
-def _jsonable(obj):
-    import json
-
-    return json.loads(json.dumps(obj, default=str))
-
-
-# --------------------------------------------------------------------------- worker side
-_WORKER: dict[Any, Any] = {}
-_BASE: dict[str, Any] = {}  # params hash -> validated RadiomicsFeatureExtractor
-#: pyradiomics warnings that say nothing about the case (emitted for every case)
-_BENIGN_WARNINGS = ("GLCM is symmetrical, therefore Sum Average = 2 * Joint Average",)
-
-
-def _worker_init(sitk_threads: int | None) -> None:
-    """Per-process set-up of a worker: SimpleITK threads (pyradiomics is quieted by the parent's
-    context, inherited by forked workers; dask workers quiet it in :func:`_extractors`)."""
-    if sitk_threads:
-        import SimpleITK as sitk
-
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(sitk_threads))
-
-
-def _extractors(params: Params, diagnostics: str):
-    """(2D extractor, 3D extractor, crop_safe), built once per process and parameter set (and
-    built in the parent before workers are forked, so they inherit them ready to use)."""
-    import copy
-
-    key = (params.hash, diagnostics)
-    if key not in _WORKER:
-        base = _BASE.get(params.hash)
-        if base is None:
-            with _QuietPyradiomics():
-                base = _BASE[params.hash] = _new_extractor(params.source)
-        ex2, ex3 = copy.deepcopy(base), copy.deepcopy(base)
-        if diagnostics != "pyradiomics":
-            ex2.settings["additionalInfo"] = ex3.settings["additionalInfo"] = False
-        ex2.enabledFeatures.pop("shape", None)        # 3D shape is undefined on a 2D image
-        if not ex3.settings.get("force2D", False):
-            ex3.enabledFeatures.pop("shape2D", None)  # pyradiomics needs force2D for shape2D on 3D
-        _WORKER[key] = (ex2, ex3, _crop_safe(ex2.settings, ex2.enabledImagetypes))
-    return _WORKER[key]
-
-
-class _WarningCollector(logging.Handler):
-    """Collects pyradiomics warnings of the case being extracted (thread-local)."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        import threading
-
-        self.local = threading.local()
-
-    def emit(self, record):
-        buf = getattr(self.local, "buf", None)
-        if buf is not None:
-            msg = record.getMessage()
-            if not msg.startswith(_BENIGN_WARNINGS):
-                buf.append(msg)
-
-
-_COLLECTOR = _WarningCollector()
-
-
-def _crop_to_roi(case):
-    """Image and mask cropped to the ROI's bounding box (same physical positions and spacing)."""
-    import SimpleITK as sitk
-
-    roi = case.roi
-    idx = np.nonzero(roi)
-    lo = [int(a.min()) for a in idx]
-    hi = [int(a.max()) + 1 for a in idx]
-    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-    image = sitk.GetImageFromArray(np.ascontiguousarray(sitk.GetArrayViewFromImage(case.image)[sl]))
-    image.SetSpacing(case.image.GetSpacing())
-    image.SetDirection(case.image.GetDirection())
-    image.SetOrigin(case.image.TransformIndexToPhysicalPoint(lo[::-1]))
-    mask = sitk.GetImageFromArray(roi[sl].astype(np.uint8))
-    mask.CopyInformation(image)
-    return image, mask
-
-
-def fast_diagnostics(case) -> dict[str, Any]:
-    """pyradiomics-style diagnostics of the original image and ROI, computed with numpy.
-
-    Same names and meaning as pyradiomics' ``additionalInfo`` entries (``diagnostics_Image-original_*``,
-    ``diagnostics_Mask-original_*``); ``VolumeNum`` counts fully connected components.
-    """
-    from scipy import ndimage
-
-    arr = case.array
-    roi = case.roi
-    nd = arr.ndim
-    idx = np.nonzero(roi)
-    lo = [int(a.min()) for a in idx]
-    hi = [int(a.max()) + 1 for a in idx]
-    sub = roi[tuple(slice(a, b) for a, b in zip(lo, hi))]
-    _, n_comp = ndimage.label(sub, structure=np.ones((3,) * nd, bool))
-    vals = arr[roi].astype(np.float64)
-    com = tuple(float(np.mean(a)) for a in idx)[::-1]
-    return {
-        "diagnostics_Image-original_Dimensionality": f"{nd}D",
-        "diagnostics_Image-original_Spacing": str(tuple(case.image.GetSpacing())),
-        "diagnostics_Image-original_Size": str(tuple(case.image.GetSize())),
-        "diagnostics_Image-original_Mean": float(np.mean(arr, dtype=np.float64)),
-        "diagnostics_Image-original_Minimum": float(arr.min()),
-        "diagnostics_Image-original_Maximum": float(arr.max()),
-        "diagnostics_Mask-original_BoundingBox": str(tuple(lo[::-1]) + tuple(h - l for l, h in zip(lo, hi))[::-1]),
-        "diagnostics_Mask-original_VoxelNum": int(roi.sum()),
-        "diagnostics_Mask-original_VolumeNum": int(n_comp),
-        "diagnostics_Mask-original_CenterOfMassIndex": str(com),
-        "diagnostics_Mask-original_Mean": float(vals.mean()),
-        "diagnostics_Mask-original_Minimum": float(vals.min()),
-        "diagnostics_Mask-original_Maximum": float(vals.max()),
-    }
-
-
-def _diag_value(v):
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, (float, np.floating)):
-        return float(v)
-    if isinstance(v, np.ndarray) and v.ndim == 0:
-        return _diag_value(v.item())
-    return str(v)
-
-
-def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "fast",
-                 resample_mask: bool = False) -> dict[str, Any]:
-    """Extract one case; never raises for a case problem.
-
-    Returns
-    -------
-    dict
-        ``case_id``, ``features`` (dict name -> float, or None on failure), ``diagnostics`` (dict),
-        ``stage`` and ``error`` (None on success), ``warnings`` (list of pyradiomics warnings).
-    """
-    from radlens.errors import CaseError
-    from radlens.io.images import load_case
-
-    case_id = str(row.get("case_id"))
-    rec: dict[str, Any] = {"case_id": case_id, "features": None, "diagnostics": {}, "stage": None,
-                           "error": None, "warnings": []}
-    try:
-        case = load_case(row, resample_mask=resample_mask)
-    except CaseError as exc:
-        rec.update(stage="load", error=exc.message)
-        return rec
-    ex2, ex3, crop_safe = _extractors(params, diagnostics)
-    ex = ex2 if case.ndim == 2 else ex3
-    lg = logging.getLogger("radiomics")
-    if _COLLECTOR not in lg.handlers:
-        lg.addHandler(_COLLECTOR)
-    _COLLECTOR.local.buf = rec["warnings"]
-    try:
-        if diagnostics == "fast":
-            rec["diagnostics"] = fast_diagnostics(case)
-            image, mask = _crop_to_roi(case) if crop_safe else (case.image, case.mask)
-        else:
-            image, mask = case.image, case.mask
-        result = ex.execute(image, mask, label=1)
-    except Exception as exc:  # pyradiomics signals bad ROIs with ValueError/AssertionError/RuntimeError
-        msg = str(exc).strip().splitlines()
-        rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
-        return rec
-    finally:
-        _COLLECTOR.local.buf = None
-    feats: dict[str, float] = {}
-    for k, v in result.items():
-        if k.startswith("diagnostics_"):
-            rec["diagnostics"][k] = _diag_value(v)
-        else:
-            feats[k] = float(v)
-    if not feats:
-        rec.update(stage="extract", error="pyradiomics computed no features: enable feature classes / image types "
-                   "in the params file (for 2D images, 'shape' is 3D-only: use 'shape2D')")
-    elif all(np.isnan(v) for v in feats.values()):
-        rec.update(stage="extract", error=f"all {len(feats)} features are NaN (degenerate ROI or intensities)")
-    else:
-        rec["features"] = feats
-    return rec
-
-
-def _extract_batch(task: tuple) -> list[dict[str, Any]]:
-    rows, params, diagnostics, resample_mask = task
-    with _QuietPyradiomics():
-        return [extract_case(r, params, diagnostics=diagnostics, resample_mask=resample_mask) for r in rows]
-
 
 # --------------------------------------------------------------------------- orchestration
-@dataclass
 class RadiomicsResult:
     """What :func:`radiomics` wrote.
 
@@ -377,18 +75,43 @@ class RadiomicsResult:
     failures : pandas.DataFrame
         ``case_id, stage, error``.
     out, diagnostics_path, failures_path : pathlib.Path
+    n_cases, n_features, n_failed : int
+        Manifest rows, feature columns, failed cases.
     n_computed, n_cached : int
         Cases extracted in this run / taken from the cache.
+
+    The tables are read from disk on first access when the run found them up to date.
     """
 
-    features: Any
-    diagnostics: Any
-    failures: Any
-    out: Path
-    diagnostics_path: Path
-    failures_path: Path
-    n_computed: int
-    n_cached: int
+    def __init__(self, out, diagnostics_path, failures_path, *, n_cases, n_features, n_failed, n_computed=0,
+                 n_cached=0, features=None, diagnostics=None, failures=None):
+        self.out, self.diagnostics_path, self.failures_path = Path(out), Path(diagnostics_path), Path(failures_path)
+        self.n_cases, self.n_features, self.n_failed = int(n_cases), int(n_features), int(n_failed)
+        self.n_computed, self.n_cached = int(n_computed), int(n_cached)
+        self._tables = {"features": features, "diagnostics": diagnostics, "failures": failures}
+
+    def _table(self, name: str, path: Path):
+        if self._tables[name] is None:
+            from radlens.io.artifacts import read_table
+
+            self._tables[name] = read_table(path)
+        return self._tables[name]
+
+    @property
+    def features(self):
+        return self._table("features", self.out)
+
+    @property
+    def diagnostics(self):
+        return self._table("diagnostics", self.diagnostics_path)
+
+    @property
+    def failures(self):
+        return self._table("failures", self.failures_path)
+
+    def __repr__(self) -> str:
+        return (f"RadiomicsResult({str(self.out)!r}: {self.n_cases} cases, {self.n_features} features, "
+                f"{self.n_failed} failed; {self.n_computed} extracted, {self.n_cached} from cache)")
 
 
 def side_paths(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -401,7 +124,7 @@ def side_paths(out: str | os.PathLike) -> tuple[Path, Path]:
 def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet", *, jobs: int = 1,
               executor: str = "process", scheduler: Any = None, cache_dir: str | os.PathLike | None = None,
               use_cache: bool = True, retry_failed: bool = False, resample_mask: bool = False,
-              check_images: bool = True, diagnostics: str = "fast", batch_size: int | None = None,
+              check_images: bool = False, diagnostics: str = "fast", batch_size: int | None = None,
               show_progress: bool | None = None) -> RadiomicsResult:
     """Extract pyradiomics features for every ROI of a manifest.
 
@@ -428,10 +151,12 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
         Recompute cases whose cached result is a failure.
     resample_mask : bool, default False
         Resample masks that are not on their image's grid (nearest neighbour) instead of failing.
-    check_images : bool, default True
-        Before extracting, check the content of every case still to extract (see
-        :func:`radlens.io.manifest.read_manifest`) and report all problems at once. False: such
-        cases land in the failures table (stage ``load``) instead.
+    check_images : bool, default False
+        The manifest's structure (columns, ids, files, ROI given once) is always checked up front.
+        True also opens every image and mask still to extract and reports all content problems
+        (box outside the image, label absent, unreadable file) at once before extracting. False:
+        each such case lands in the failures table (stage ``load``) while the others are extracted
+        (and cached, so a re-run after fixing the manifest extracts only the fixed cases).
     diagnostics : {"fast", "pyradiomics"}
         ``fast``: radlens computes the diagnostics (pyradiomics' ``additionalInfo`` off, ROI crop);
         ``pyradiomics``: pyradiomics' own diagnostics as the params request them (slower).
@@ -452,7 +177,7 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
         Bad params file, executor, jobs, batch_size or diagnostics value.
     """
     import radiomics as _pyradiomics_pkg
-    from radlens.io.artifacts import obj_hash, read_table, read_table_meta
+    from radlens.io.artifacts import obj_hash, read_table_meta
     from radlens.io.manifest import Manifest, read_manifest, validate_images
     from radlens.parallel import check_executor
     from radlens.radiomics.cache import CaseCache, case_key
@@ -484,13 +209,13 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
     # ---- nothing changed since the last run: the tables on disk are the answer
     if use_cache and not retry_failed and out.exists() and diag_path.exists() and fail_path.exists():
         try:
-            up_to_date = read_table_meta(out).get("run_key") == run_key
+            meta = read_table_meta(out)
         except Exception:  # unreadable / foreign file: rewrite it
-            up_to_date = False
-        if up_to_date:
+            meta = {}
+        if meta.get("run_key") == run_key:
             log.info("radiomics: %s is up to date (%d cases, nothing to extract)", out, n)
-            return RadiomicsResult(read_table(out), read_table(diag_path), read_table(fail_path), out, diag_path,
-                                   fail_path, 0, n)
+            return RadiomicsResult(out, diag_path, fail_path, n_cases=n, n_features=meta.get("n_features", 0),
+                                   n_failed=meta.get("n_failed", 0), n_computed=0, n_cached=n)
 
     records: list[dict | None] = [cache.get(k) for k in keys]
     if retry_failed:
@@ -510,6 +235,9 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
             man = validate_images(man, todo, jobs=local_jobs if len(todo) >= 4 * local_jobs else 1)
             rows = list(man.rows())
         _extractors(prm, diagnostics)  # forked workers inherit them
+        for i in todo:  # label left empty: load_case infers it from the mask (as read_manifest does)
+            if not label_given[i] and rows[i].get("mask"):
+                rows[i] = {**rows[i], "label": None}
         _run(rows, todo, records, keys, cache, prm, jobs=jobs, executor=executor, scheduler=scheduler,
              diagnostics=diagnostics, resample_mask=resample_mask, batch_size=batch_size,
              show_progress=show_progress, n_cached=n_cached)
@@ -519,8 +247,7 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
         "pyradiomics": version, "radlens_extract": EXTRACT_VERSION}, manifest_path=man.path)
     res.n_computed, res.n_cached = len(todo), n_cached
     log.info("radiomics: %d cases x %d features -> %s in %.1f s (%d extracted, %d cached, %d failed)",
-             len(res.features), res.features.shape[1] - 1, out, time.perf_counter() - t0, len(todo), n_cached,
-             len(res.failures))
+             n - res.n_failed, res.n_features, out, time.perf_counter() - t0, len(todo), n_cached, res.n_failed)
     return res
 
 
@@ -600,4 +327,5 @@ def _write_tables(rows, records, out, diag_path, fail_path, meta_extra, manifest
     write_table(features, out, meta)
     if fails:
         log.warning("radiomics: %d of %d cases failed; see %s", len(fails), len(rows), fail_path)
-    return RadiomicsResult(features, diag, failures, out, diag_path, fail_path, 0, 0)
+    return RadiomicsResult(out, diag_path, fail_path, n_cases=len(rows), n_features=len(columns),
+                           n_failed=len(fails), features=features, diagnostics=diag, failures=failures)

@@ -62,6 +62,7 @@ class StageResult:
     key: str = ""
     outputs: list[str] = field(default_factory=list)
     error: str | None = None
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -240,13 +241,15 @@ def execute(stages: list[Stage], run_dir: Path, *, force: bool = False) -> list[
             write_json(rec_path, vars(r))
             continue
         t0 = time.perf_counter()
+        c0 = time.process_time()
         log.info("stage %s: running", stage.name)
         try:
             stage.fn()
             missing = [o for o in outs if not Path(o).exists()]
             if missing:
                 raise RuntimeError(f"stage finished but did not write {missing}")
-            r = StageResult(stage.name, stage.kind, "ok", round(time.perf_counter() - t0, 2), key, outs)
+            r = StageResult(stage.name, stage.kind, "ok", round(time.perf_counter() - t0, 2), key, outs,
+                            cpu_seconds=round(time.process_time() - c0, 2))
         except Exception as exc:  # one stage's failure must not stop the others
             r = StageResult(stage.name, stage.kind, "failed", round(time.perf_counter() - t0, 2), "", outs,
                             _error_text(exc))

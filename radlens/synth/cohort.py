@@ -39,7 +39,7 @@ RADIUS_RANGE = (2.0, 12.0)          # equivalent radius sqrt(a*b), px; drawn log
 INTENSITY_RANGES = ((0.36, 0.48), (0.56, 0.70))    # task_intensity 0 / 1
 CORR_LEN_RANGES = ((0.5, 0.8), (2.0, 3.2))         # task_texture 0 / 1 (Gaussian sigma, px)
 TEXTURE_AMP_RANGE = (0.06, 0.12)    # std of the lesion texture field (nuisance, independent)
-ELONGATION_RANGES = ((1.0, 1.15), (3.0, 5.0))       # task_shape 0 / 1 (major / minor axis)
+ELONGATION_RANGES = ((1.0, 1.1), (4.0, 6.0))         # task_shape 0 / 1 (major / minor axis)
 NOISE_RANGE = (0.012, 0.022)        # image noise std
 
 ATTRIBUTE_COLUMNS = (

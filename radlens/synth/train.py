@@ -49,7 +49,8 @@ class TrainConfig:
     tasks : tuple of str
         Binary label columns of the manifest, one transfer-learning and one fine-tuned checkpoint each.
     pretext_epochs, finetune_epochs : int
-    batch_size : int
+    batch_size, finetune_batch_size : int
+        Images per step of the pretext task (contrastive negatives) and of fine-tuning.
     lr_pretext, lr_finetune : float
         Adam learning rates (fine-tuning: backbone; the head gets 3x).
     temperature : float
@@ -67,11 +68,12 @@ class TrainConfig:
 
     archs: tuple = ("cnn", "vit")
     tasks: tuple = TASKS
-    pretext_epochs: int = 6
-    finetune_epochs: int = 6
+    pretext_epochs: int = 4
+    finetune_epochs: int = 8
     batch_size: int = 32
+    finetune_batch_size: int = 16
     lr_pretext: float = 2e-3
-    lr_finetune: float = 5e-4
+    lr_finetune: float = 2e-3
     temperature: float = 0.2
     cnn_width: int = 8
     vit_hidden: int = 64
@@ -86,7 +88,7 @@ class TrainConfig:
         bad = [a for a in self.archs if a not in ARCHS]
         if bad or not self.archs:
             raise InputError(f"TrainConfig.archs={list(self.archs)!r}: allowed values are {sorted(ARCHS)}")
-        for name in ("pretext_epochs", "finetune_epochs", "batch_size", "cnn_width", "vit_hidden",
+        for name in ("pretext_epochs", "finetune_epochs", "batch_size", "finetune_batch_size", "cnn_width", "vit_hidden",
                      "vit_layers", "vit_heads", "vit_patch", "threads"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (0 if name.endswith("epochs") else 1):
@@ -293,14 +295,15 @@ def fit_linear_head(model, x, y: np.ndarray, train_idx: np.ndarray, seed: int) -
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    feats = _features(model, x[train_idx])
-    mu, sd = feats.mean(0), feats.std(0) + 1e-6
+    feats = _features(model, x[train_idx]).astype(np.float64)
+    mu, sd = feats.mean(0), feats.std(0)
+    sd = np.maximum(sd, 1e-3 * max(float(np.median(sd)), 1e-12))  # near-constant (dead) features stay tame
     clf = LogisticRegression(C=1.0, max_iter=5000, random_state=seed).fit((feats - mu) / sd, y[train_idx])
     w = clf.coef_[0] / sd  # undo the standardisation so the head reads raw pooled features
     b = clf.intercept_[0] - float(np.dot(clf.coef_[0], mu / sd))
-    with torch.no_grad():  # two-class softmax head equivalent to the logistic model
-        model.head.weight.copy_(torch.tensor(np.stack([-w / 2, w / 2]), dtype=torch.float32))
-        model.head.bias.copy_(torch.tensor([-b / 2, b / 2], dtype=torch.float32))
+    with torch.no_grad():  # two-class softmax head equivalent to the logistic model (class-0 logit = 0)
+        model.head.weight.copy_(torch.tensor(np.stack([np.zeros_like(w), w]), dtype=torch.float32))
+        model.head.bias.copy_(torch.tensor([0.0, b], dtype=torch.float32))
 
 
 def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, gen, task: str,
@@ -315,7 +318,7 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     for epoch in range(cfg.finetune_epochs):
         model.train()
         losses = []
-        for idx in _batches(len(xt), cfg.batch_size, gen):
+        for idx in _batches(len(xt), cfg.finetune_batch_size, gen):
             loss = F.cross_entropy(model(_augment(xt[idx], gen, strong=False)), yt[idx])
             opt.zero_grad()
             loss.backward()

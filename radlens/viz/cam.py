@@ -3,7 +3,6 @@ distributions per architecture x method, drift along a checkpoint series, archit
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
@@ -13,8 +12,8 @@ log = logging.getLogger(__name__)
 
 LABELS = {
     "centroid_disp": "centroid displacement\n(fraction of image diagonal)",
-    "pearson": "Pearson r (map A vs B)",
-    "spearman": "Spearman ρ (map A vs B)",
+    "pearson": "Pearson r\n(map A vs B)",
+    "spearman": "Spearman ρ\n(map A vs B)",
     "entropy_delta": "Δ normalised entropy (B − A)",
     "gini_delta": "Δ Gini (B − A)",
 }
@@ -110,7 +109,9 @@ def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=Non
         ax.set_yticks([])
     fig.colorbar(im, ax=axes, shrink=0.5, fraction=0.03, pad=0.02, label="map / map max")
     fig.suptitle(f"CAM maps, checkpoint A vs B — {meta.get('architecture', '')} {meta.get('task', '')}".strip()
-                 + ("\n(cases ordered by centroid displacement)" if d is not None and len(d) else ""), fontsize=10, y=0.995)
+                 + ("\n(cases ordered by centroid displacement)" if d is not None and len(d) else "")
+                 + ("\n3-D: axial slice through the peak of the first method's map A" if arrays["input_image"].ndim == 4
+                    else ""), fontsize=10, y=0.995)
     return save_figure(fig, out_stem)
 
 
@@ -202,11 +203,13 @@ def plot_checkpoint_series(series, out_stem, metrics=("centroid_disp", "spearman
                 if ref == "first":
                     ax.fill_between(q.index, q[0.25], q[0.75], color=colors(gi), alpha=0.15)
         ax.set_xlabel("checkpoint step (0 = A)")
-        ax.set_ylabel(metric_label(m))
+        ax.set_ylabel(metric_label(m).replace("map A vs B", "step vs reference"))
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0, -1].legend(fontsize=6, loc="best")
-    fig.suptitle("CAM drift along the checkpoint series (median, IQR band)", fontsize=10)
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.suptitle("CAM drift along the checkpoint series\n(median; band: IQR vs first)", fontsize=10)
+    fig.tight_layout(rect=(0, 0.12 + 0.03 * (len(labels) // 2), 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False,
+               title="solid: vs first checkpoint (A) · dashed: vs previous step", title_fontsize=7)
     return save_figure(fig, out_stem)
 
 

@@ -51,13 +51,20 @@ def _order_features(wide, classes):
     return blocks
 
 
+def sig_column(long) -> str:
+    """``q_specific`` (feature-specific null) when the tables have it, else ``q`` (global null)."""
+    return "q_specific" if "q_specific" in long.columns and long["q_specific"].notna().any() else "q"
+
+
 def shift_heatmap(long, out_stem, value: str = "z", sig_level: float = 0.05) -> list[Path]:
-    """Heatmap radiomic feature (rows, grouped by class) × task (columns); dots mark q < sig_level."""
+    """Heatmap radiomic feature (rows, grouped by class) × task (columns); dots mark
+    q_specific (else q) < sig_level."""
     plt = use_agg()
     from matplotlib.colors import TwoSlopeNorm
 
     wide = long.pivot(index="feature", columns="task", values=value)
-    qs = long.pivot(index="feature", columns="task", values="q").reindex(columns=wide.columns)
+    qcol = sig_column(long)
+    qs = long.pivot(index="feature", columns="task", values=qcol).reindex(columns=wide.columns)
     classes = long.drop_duplicates("feature").set_index("feature")["feature_class"].reindex(wide.index)
     blocks = _order_features(wide, classes)
     feats = [f for _, fs in blocks for f in fs]
@@ -95,19 +102,21 @@ def shift_heatmap(long, out_stem, value: str = "z", sig_level: float = 0.05) -> 
             ax.get_yticklabels()[f_i].set_color(pal[c])
         start = end
     cb = fig.colorbar(im, ax=ax, fraction=0.05, pad=0.16, shrink=min(1.0, 12 / max(fig_h, 1)))
-    cb.set_label(_VALUE_LABEL.get(value, value) + f"\n(dots: q < {sig_level:g})", fontsize=7)
+    cb.set_label(_VALUE_LABEL.get(value, value), fontsize=7)
     ax.set_title(f"Radiomic shift per feature and task ({value})\nfeatures grouped by class, clustered within; "
-                 f"dots: q < {sig_level:g}", fontsize=9)
+                 f"dots: {qcol} < {sig_level:g}", fontsize=9)
     return save_figure(fig, out_stem)
 
 
 def top_k_bars(long, out_stem, k: int = 15, sig_level: float = 0.05) -> list[Path]:
-    """Per task: the k largest shifts with bootstrap CIs, coloured by class; * marks q < sig_level;
+    """Per task: the k largest shifts with bootstrap CIs, coloured by class; * marks q_specific
+    (else q) < sig_level;
     the grey tick is the permutation-null mean (noise floor) when available."""
     plt = use_agg()
     from matplotlib.patches import Patch
 
     tasks = list(dict.fromkeys(long["task"]))
+    qcol = sig_column(long)
     ncol = min(3, len(tasks))
     nrow = int(np.ceil(len(tasks) / ncol))
     pal = class_palette(long["feature_class"].unique())
@@ -123,18 +132,21 @@ def top_k_bars(long, out_stem, k: int = 15, sig_level: float = 0.05) -> list[Pat
         if "null_mean" in d and d["null_mean"].notna().all():
             ax.scatter(d["null_mean"], y, marker="|", s=60, color="0.45", zorder=3)
         ax.set_yticks(y)
-        ax.set_yticklabels([short_name(f) + (" *" if q < sig_level else "") for f, q in zip(d["feature"], d["q"])],
+        ax.set_yticklabels([short_name(f) + (" *" if q < sig_level else "") for f, q in zip(d["feature"], d[qcol])],
                            fontsize=7)
         ax.set_xlim(0, xmax)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("shift (frame units per feature SD)")
     for ax in axes.ravel()[len(tasks):]:
         ax.axis("off")
+    from matplotlib.lines import Line2D
+
     handles = [Patch(color=v, label=c) for c, v in pal.items()]
-    handles.append(Patch(color="0.45", label="| null mean (noise floor)"))
+    handles.append(Line2D([], [], color="0.45", marker="|", linestyle="none", markersize=10,
+                          label="null mean (noise floor)"))
     fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(f"Top-{k} radiomic shifts per task (bars: 95% bootstrap CI; * q < {sig_level:g})", fontsize=10)
+    fig.suptitle(f"Top-{k} radiomic shifts per task (bars: 95% bootstrap CI; * {qcol} < {sig_level:g})", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return save_figure(fig, out_stem)
 

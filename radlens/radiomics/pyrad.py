@@ -1,0 +1,401 @@
+"""Everything radlens does *inside* pyradiomics' world: parameters, extractors, one case.
+
+* :func:`load_params` / :func:`validate_params`: a params file or dict, validated by pyradiomics
+  itself (``RadiomicsFeatureExtractor(params)``), hashed for the cache;
+* :func:`extract_case`: load one manifest row and run ``extractor.execute`` on it, never raising
+  for a case problem (the failure is returned as a record);
+* :func:`fast_diagnostics`: pyradiomics-style diagnostics computed with numpy.
+
+Speed-ups that leave every feature value unchanged (the tests require bit-identical values to
+``RadiomicsFeatureExtractor(params).execute(image_path, mask_path)``) are applied only inside
+:class:`_QuietPyradiomics`, which also keeps pyradiomics' logging off stderr, and are undone on exit.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from radlens.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARAMS = Path(__file__).resolve().parents[1] / "configs" / "radiomics_default.yaml"
+_CROP_SAFE_IMAGE_TYPES = {"Original"}
+
+
+# --------------------------------------------------------------------------- parameters
+@dataclass(frozen=True)
+class Params:
+    """pyradiomics parameters as pyradiomics reads them.
+
+    Attributes
+    ----------
+    source : str or dict
+        The params file path (given to pyradiomics as is) or a parameter dict.
+    hash : str
+        SHA-256 of the file's bytes (or of the dict): the cache-key part.
+    spec : dict or None
+        What pyradiomics made of it (``setting``, ``imageType``, ``featureClass``); None until
+        validated (:func:`load_params` with ``validate=True``).
+    """
+
+    source: Any
+    hash: str
+    spec: dict | None = None
+
+
+def _crop_safe(settings: Mapping, image_types: Mapping) -> bool:
+    """True when cropping the image to the ROI box first cannot change any feature: only the
+    Original image (filters look outside the ROI), no normalisation (uses the whole image), no
+    resampling (the grid would be computed from the crop)."""
+    return (set(image_types) <= _CROP_SAFE_IMAGE_TYPES and not settings.get("normalize", False)
+            and settings.get("resampledPixelSpacing") is None)
+
+
+class _QuietPyradiomics:
+    """Context: pyradiomics logs go to radlens' tables, not to stderr, and the speed-ups below are
+    active. Re-entrant and thread-safe (Dask threads): the first entry applies, the last exit
+    restores what was there before."""
+
+    _lock = __import__("threading").Lock()
+    _depth = 0
+    _saved: tuple = ()
+
+    def __enter__(self):
+        with _QuietPyradiomics._lock:
+            if _QuietPyradiomics._depth == 0:
+                _QuietPyradiomics._saved = self._apply()
+            _QuietPyradiomics._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        with _QuietPyradiomics._lock:
+            _QuietPyradiomics._depth -= 1
+            if _QuietPyradiomics._depth == 0:
+                self._restore(_QuietPyradiomics._saved)
+        return False
+
+    @staticmethod
+    def _apply() -> tuple:
+        from radiomics import imageoperations  # (pyradiomics adds its stderr handler at import)
+        from radiomics.base import RadiomicsFeaturesBase
+
+        lg, kw = logging.getLogger("radiomics"), logging.getLogger("pykwalify")
+        saved = (lg.level, lg.propagate, [(h, h.level) for h in lg.handlers], kw.level,
+                 RadiomicsFeaturesBase.__dict__["getFeatureNames"], imageoperations.cropToTumorMask)
+        for h in lg.handlers:
+            if h is not _COLLECTOR:
+                h.setLevel(logging.CRITICAL + 1)
+        lg.setLevel(logging.WARNING)  # no INFO/DEBUG records are even created
+        lg.propagate = False
+        kw.setLevel(logging.WARNING)
+        # pyradiomics re-derives every feature class's feature list with inspect.getmembers each
+        # time a class is instantiated (7x per case, ~10 % of a small ROI's time); the list
+        # depends only on the class, so radlens memoises it while it extracts.
+        RadiomicsFeaturesBase.getFeatureNames = _memo_feature_names(saved[4])
+        # It also crops image and mask to the ROI's box with SimpleITK (4 filter runs per case); on
+        # an image radlens already cropped to that box that crop is the identity, so it is skipped.
+        imageoperations.cropToTumorMask = _skip_identity_crop(saved[5])
+        return saved
+
+    @staticmethod
+    def _restore(saved: tuple) -> None:
+        from radiomics import imageoperations
+        from radiomics.base import RadiomicsFeaturesBase
+
+        level, prop, handlers, kwlevel, names, crop = saved
+        lg = logging.getLogger("radiomics")
+        lg.setLevel(level)
+        lg.propagate = prop
+        for h, hl in handlers:
+            h.setLevel(hl)
+        logging.getLogger("pykwalify").setLevel(kwlevel)
+        RadiomicsFeaturesBase.getFeatureNames = names
+        imageoperations.cropToTumorMask = crop
+
+
+_FEATURE_NAMES: dict[type, dict] = {}
+
+
+def _memo_feature_names(orig: classmethod) -> classmethod:
+    cache = _FEATURE_NAMES
+
+    def getFeatureNames(cls):
+        names = cache.get(cls)
+        if names is None:
+            names = cache[cls] = orig.__func__(cls)
+        return dict(names)
+
+    return classmethod(getFeatureNames)
+
+
+def _skip_identity_crop(orig):
+    def cropToTumorMask(imageNode, maskNode, boundingBox, **kwargs):
+        pad = kwargs.get("padDistance", 0)
+        size = np.array(maskNode.GetSize())
+        lo = np.maximum(np.asarray(boundingBox[0::2]) - pad, 0)
+        hi = np.maximum(size - np.asarray(boundingBox[1::2]) - pad - 1, 0)
+        if not lo.any() and not hi.any() and imageNode.GetSize() == maskNode.GetSize():
+            return imageNode, maskNode  # what CropImageFilter with zero crop sizes returns (as a copy)
+        return orig(imageNode, maskNode, boundingBox, **kwargs)
+
+    return cropToTumorMask
+
+
+def _new_extractor(source, **overrides):
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    if isinstance(source, dict):
+        import copy
+
+        return RadiomicsFeatureExtractor(copy.deepcopy(source), **overrides)
+    return RadiomicsFeatureExtractor(str(source), **overrides)
+
+
+def load_params(params: str | os.PathLike | Mapping | None = None, *, validate: bool = True) -> Params:
+    """Locate (and validate) pyradiomics parameters.
+
+    Parameters
+    ----------
+    params : path, dict or None
+        A pyradiomics YAML/JSON params file, a params dict (``setting`` / ``imageType`` /
+        ``featureClass``), or None for radlens' default (``radlens/configs/radiomics_default.yaml``).
+    validate : bool, default True
+        Build a ``RadiomicsFeatureExtractor`` from them (pyradiomics' own schema validation) and
+        record what it made of them in ``spec``.
+
+    Raises
+    ------
+    ConfigError
+        Missing file, or pyradiomics rejects the parameters (its validation message is included).
+    """
+    from radlens.io.artifacts import bytes_hash, obj_hash
+
+    if params is None:
+        params = DEFAULT_PARAMS
+    if isinstance(params, Params):
+        return validate_params(params) if validate and params.spec is None else params
+    if not isinstance(params, Mapping):
+        p = Path(params).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"params file {str(params)!r} does not exist; give a pyradiomics params YAML "
+                              f"(e.g. {DEFAULT_PARAMS})")
+        prm = Params(str(p.resolve()), bytes_hash(p.read_bytes()))
+    else:
+        prm = Params(dict(params), obj_hash(dict(params)))
+    return validate_params(prm) if validate else prm
+
+
+def validate_params(prm: Params) -> Params:
+    """``prm`` with ``spec`` filled by pyradiomics (raises :class:`ConfigError` if it rejects them)."""
+    with _QuietPyradiomics():
+        try:
+            ex = _new_extractor(prm.source)
+        except Exception as exc:
+            where = f"params file {prm.source!r}" if isinstance(prm.source, str) else "params dict"
+            raise ConfigError(f"{where} is not valid pyradiomics parameters: {str(exc).strip()[:800]}; see "
+                              "https://pyradiomics.readthedocs.io/en/latest/customization.html") from exc
+    _BASE[prm.hash] = ex
+    spec = {"setting": _jsonable(ex.settings), "imageType": _jsonable(ex.enabledImagetypes),
+            "featureClass": _jsonable(ex.enabledFeatures)}
+    if ex.settings.get("label", 1) != 1:
+        log.warning("params set label=%s; radlens takes each ROI's label from the manifest's 'label' column "
+                    "and ignores the params' label", ex.settings["label"])
+    if ex.settings.get("voxelBased") or ex.settings.get("label_channel") is not None:
+        raise ConfigError("params: voxel-based extraction and label_channel are not supported by radlens radiomics")
+    return Params(prm.source, prm.hash, spec)
+
+
+def _jsonable(obj):
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
+
+
+# --------------------------------------------------------------------------- worker side
+_WORKER: dict[Any, Any] = {}
+_BASE: dict[str, Any] = {}  # params hash -> validated RadiomicsFeatureExtractor
+#: pyradiomics warnings that say nothing about the case (emitted for every case)
+_BENIGN_WARNINGS = ("GLCM is symmetrical, therefore Sum Average = 2 * Joint Average",)
+
+
+def _worker_init(sitk_threads: int | None) -> None:
+    """Per-process set-up of a worker: SimpleITK threads (pyradiomics is quieted by the parent's
+    context, inherited by forked workers; dask workers quiet it in :func:`_extractors`)."""
+    if sitk_threads:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(sitk_threads))
+
+
+def _extractors(params: Params, diagnostics: str):
+    """(2D extractor, 3D extractor, crop_safe), built once per process and parameter set (and
+    built in the parent before workers are forked, so they inherit them ready to use)."""
+    import copy
+
+    key = (params.hash, diagnostics)
+    if key not in _WORKER:
+        base = _BASE.get(params.hash)
+        if base is None:
+            with _QuietPyradiomics():
+                base = _BASE[params.hash] = _new_extractor(params.source)
+        ex2, ex3 = copy.deepcopy(base), copy.deepcopy(base)
+        if diagnostics != "pyradiomics":
+            ex2.settings["additionalInfo"] = ex3.settings["additionalInfo"] = False
+        ex2.enabledFeatures.pop("shape", None)        # 3D shape is undefined on a 2D image
+        if not ex3.settings.get("force2D", False):
+            ex3.enabledFeatures.pop("shape2D", None)  # pyradiomics needs force2D for shape2D on 3D
+        _WORKER[key] = (ex2, ex3, _crop_safe(ex2.settings, ex2.enabledImagetypes))
+    return _WORKER[key]
+
+
+class _WarningCollector(logging.Handler):
+    """Collects pyradiomics warnings of the case being extracted (thread-local)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        import threading
+
+        self.local = threading.local()
+
+    def emit(self, record):
+        buf = getattr(self.local, "buf", None)
+        if buf is not None:
+            msg = record.getMessage()
+            if not msg.startswith(_BENIGN_WARNINGS):
+                buf.append(msg)
+
+
+_COLLECTOR = _WarningCollector()
+
+
+def _crop_to_roi(case):
+    """Image and mask cropped to the ROI's bounding box (same physical positions and spacing)."""
+    import SimpleITK as sitk
+
+    roi = case.roi
+    idx = np.nonzero(roi)
+    lo = [int(a.min()) for a in idx]
+    hi = [int(a.max()) + 1 for a in idx]
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    image = sitk.GetImageFromArray(np.ascontiguousarray(sitk.GetArrayViewFromImage(case.image)[sl]))
+    image.SetSpacing(case.image.GetSpacing())
+    image.SetDirection(case.image.GetDirection())
+    image.SetOrigin(case.image.TransformIndexToPhysicalPoint(lo[::-1]))
+    mask = sitk.GetImageFromArray(roi[sl].astype(np.uint8))
+    mask.CopyInformation(image)
+    return image, mask
+
+
+def fast_diagnostics(case) -> dict[str, Any]:
+    """pyradiomics-style diagnostics of the original image and ROI, computed with numpy.
+
+    Same names and meaning as pyradiomics' ``additionalInfo`` entries (``diagnostics_Image-original_*``,
+    ``diagnostics_Mask-original_*``); ``VolumeNum`` counts fully connected components.
+    """
+    from scipy import ndimage
+
+    arr = case.array
+    roi = case.roi
+    nd = arr.ndim
+    idx = np.nonzero(roi)
+    lo = [int(a.min()) for a in idx]
+    hi = [int(a.max()) + 1 for a in idx]
+    sub = roi[tuple(slice(a, b) for a, b in zip(lo, hi))]
+    _, n_comp = ndimage.label(sub, structure=np.ones((3,) * nd, bool))
+    vals = arr[roi].astype(np.float64)
+    com = tuple(float(np.mean(a)) for a in idx)[::-1]
+    return {
+        "diagnostics_Image-original_Dimensionality": f"{nd}D",
+        "diagnostics_Image-original_Spacing": str(tuple(case.image.GetSpacing())),
+        "diagnostics_Image-original_Size": str(tuple(case.image.GetSize())),
+        "diagnostics_Image-original_Mean": float(np.mean(arr, dtype=np.float64)),
+        "diagnostics_Image-original_Minimum": float(arr.min()),
+        "diagnostics_Image-original_Maximum": float(arr.max()),
+        "diagnostics_Mask-original_BoundingBox": str(tuple(lo[::-1]) + tuple(h - l for l, h in zip(lo, hi))[::-1]),
+        "diagnostics_Mask-original_VoxelNum": int(roi.sum()),
+        "diagnostics_Mask-original_VolumeNum": int(n_comp),
+        "diagnostics_Mask-original_CenterOfMassIndex": str(com),
+        "diagnostics_Mask-original_Mean": float(vals.mean()),
+        "diagnostics_Mask-original_Minimum": float(vals.min()),
+        "diagnostics_Mask-original_Maximum": float(vals.max()),
+    }
+
+
+def _diag_value(v):
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v)
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        return _diag_value(v.item())
+    return str(v)
+
+
+def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "fast",
+                 resample_mask: bool = False) -> dict[str, Any]:
+    """Extract one case; never raises for a case problem.
+
+    Returns
+    -------
+    dict
+        ``case_id``, ``features`` (dict name -> float, or None on failure), ``diagnostics`` (dict),
+        ``stage`` and ``error`` (None on success), ``warnings`` (list of pyradiomics warnings).
+    """
+    from radlens.errors import CaseError
+    from radlens.io.images import load_case
+
+    case_id = str(row.get("case_id"))
+    rec: dict[str, Any] = {"case_id": case_id, "features": None, "diagnostics": {}, "stage": None,
+                           "error": None, "warnings": []}
+    try:
+        case = load_case(row, resample_mask=resample_mask)
+    except CaseError as exc:
+        rec.update(stage="load", error=exc.message)
+        return rec
+    ex2, ex3, crop_safe = _extractors(params, diagnostics)
+    ex = ex2 if case.ndim == 2 else ex3
+    lg = logging.getLogger("radiomics")
+    if _COLLECTOR not in lg.handlers:
+        lg.addHandler(_COLLECTOR)
+    _COLLECTOR.local.buf = rec["warnings"]
+    try:
+        if diagnostics == "fast":
+            rec["diagnostics"] = fast_diagnostics(case)
+            image, mask = _crop_to_roi(case) if crop_safe else (case.image, case.mask)
+        else:
+            image, mask = case.image, case.mask
+        result = ex.execute(image, mask, label=1)
+    except Exception as exc:  # pyradiomics signals bad ROIs with ValueError/AssertionError/RuntimeError
+        msg = str(exc).strip().splitlines()
+        rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
+        return rec
+    finally:
+        _COLLECTOR.local.buf = None
+    feats: dict[str, float] = {}
+    for k, v in result.items():
+        if k.startswith("diagnostics_"):
+            rec["diagnostics"][k] = _diag_value(v)
+        else:
+            feats[k] = float(v)
+    if not feats:
+        rec.update(stage="extract", error="pyradiomics computed no features: enable feature classes / image types "
+                   "in the params file (for 2D images, 'shape' is 3D-only: use 'shape2D')")
+    elif all(np.isnan(v) for v in feats.values()):
+        rec.update(stage="extract", error=f"all {len(feats)} features are NaN (degenerate ROI or intensities)")
+    else:
+        rec["features"] = feats
+    return rec
+
+
+def _extract_batch(task: tuple) -> list[dict[str, Any]]:
+    rows, params, diagnostics, resample_mask = task
+    with _QuietPyradiomics():
+        return [extract_case(r, params, diagnostics=diagnostics, resample_mask=resample_mask) for r in rows]

@@ -1,0 +1,230 @@
+"""Sections of the HTML report, each built from the artefacts of a run folder.
+
+Every builder returns HTML; a builder that raises becomes a "failed" note in its section so one
+broken artefact never costs the whole report.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from radlens.report import html as H
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """What every section reads: the run folder, ``run.json`` and the stage records."""
+
+    run_dir: Path
+    run: dict
+    stages: dict[str, dict]
+    fig_dir: Path
+    _manifest: Any = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "Context":
+        from radlens.io.artifacts import read_json
+
+        stages = {}
+        for p in sorted((run_dir / "stages").glob("*.json")):
+            rec = read_json(p)
+            stages[rec.get("name", p.stem)] = rec
+        # keep stage order of run.json when present
+        run = read_json(run_dir / "run.json")
+        order = [s["name"] for s in run.get("stages", [])]
+        stages = {k: stages[k] for k in order if k in stages} | {k: v for k, v in stages.items() if k not in order}
+        fig_dir = run_dir / "figures"
+        fig_dir.mkdir(exist_ok=True)
+        return cls(run_dir, run, stages, fig_dir)
+
+    @property
+    def config(self) -> dict:
+        return self.run.get("config", {})
+
+    @property
+    def archs(self) -> list[str]:
+        return list(self.config.get("encoders", {}))
+
+    def tasks(self, arch: str) -> list[str]:
+        return list(self.config.get("encoders", {}).get(arch, {}).get("tasks", {}))
+
+    def manifest_df(self):
+        if self._manifest is None:
+            from radlens.io.artifacts import read_table
+
+            self._manifest = read_table(self.run["inputs"]["manifest"]["path"])
+        return self._manifest
+
+    def why_not(self, prefix: str, section_key: str | None = None) -> str:
+        """Reason a stage (or family of stages) produced nothing."""
+        recs = [r for n, r in self.stages.items() if n == prefix or n.startswith(prefix + "/")]
+        if section_key and not self.config.get(section_key, {}).get("enabled", True):
+            return f"disabled in the study config ({section_key}.enabled: false)"
+        if not recs:
+            return f"no {prefix} stage in this run (check the study config)"
+        bad = [r for r in recs if r.get("status") in ("failed", "skipped")]
+        if bad:
+            return "; ".join(f"{r['name']} {r['status']}: {r.get('error') or ''}".strip() for r in bad)
+        return "its artefacts are missing from the run folder"
+
+
+def _safe(fn, ctx: Context) -> str:
+    try:
+        return fn(ctx)
+    except Exception as exc:  # a broken artefact must not cost the whole report
+        log.warning("report section %s failed: %s", fn.__name__, exc)
+        log.debug("%s", traceback.format_exc())
+        return H.failed(f"could not build this section ({type(exc).__name__}: {exc})")
+
+
+def build_sections(ctx: Context) -> list[tuple[str, str, str]]:
+    """(id, title, html) of every section, in page order."""
+    from radlens.report import extra
+
+    return [
+        ("overview", "Overview", _safe(overview, ctx)),
+        ("cohort", "Cohort", _safe(cohort, ctx)),
+        ("training", "Encoders", _safe(extra.training, ctx)),
+        ("lens", "Radiomic lens: what did fine-tuning make the encoder sensitive to?", _safe(lens, ctx)),
+        ("planted", "Planted-truth / expected-class checks", _safe(extra.planted, ctx)),
+        ("cam", "CAM drift: transfer learning vs fine-tuning", _safe(extra.cam, ctx)),
+        ("probe", "Pooling probe: does small-lesion signal survive pooling?", _safe(extra.probe, ctx)),
+        ("localization", "Localization scores and the accuracy–interpretability trade-off", _safe(extra.localization, ctx)),
+        ("provenance", "Config, versions and input hashes", _safe(provenance, ctx)),
+    ]
+
+
+# --------------------------------------------------------------------------- overview
+def overview(ctx: Context) -> str:
+    import pandas as pd
+
+    rows = [{"stage": r["name"], "status": r.get("status", "?"), "seconds": r.get("seconds", 0.0),
+             "error": (r.get("error") or "")[:240]} for r in ctx.stages.values()]
+    df = pd.DataFrame(rows)
+    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    intro = ("<p>radlens asks <b>what fine-tuning changed inside an encoder</b>: the radiomic lens maps "
+             "radiomic descriptors of each ROI to the pre-fine-tuning embedding and measures which "
+             "descriptors the fine-tuned embeddings became more sensitive to; CAM drift compares where "
+             "the transfer-learning and fine-tuned classifiers look; the pooling probe tests whether "
+             "small-lesion signal survives CLS/global pooling; localization scores compare the maps "
+             "with the ROIs.</p>")
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    return intro + f"<p>Stages: {H.esc(summary)} · total {H.fmt(ctx.run.get('seconds', 0), 1)} s.</p>" + H.table(
+        df, max_rows=80)
+
+
+# --------------------------------------------------------------------------- cohort
+def cohort(ctx: Context) -> str:
+    import numpy as np
+    import pandas as pd
+
+    df = ctx.manifest_df()
+    n = len(df)
+    items = {"cases (ROIs)": n, "manifest": ctx.run["inputs"]["manifest"]["path"]}
+    if "patient_id" in df.columns:
+        items["patients"] = df["patient_id"].nunique()
+    if "split" in df.columns:
+        items["split"] = ", ".join(f"{k}: {v}" for k, v in df["split"].astype(str).value_counts().items())
+    if "has_lesion" in df.columns:
+        items["lesion-free (control ROI)"] = int((pd.to_numeric(df["has_lesion"], errors="coerce") == 0).sum())
+    body = H.kv_table(items)
+    rows = []
+    for arch in ctx.archs:
+        for t, tc in ctx.config["encoders"][arch]["tasks"].items():
+            col = tc.get("label") or t
+            if col in df.columns and col not in [r["task"] for r in rows]:
+                y = pd.to_numeric(df[col], errors="coerce")
+                rows.append({"task": col, "positive": int((y == 1).sum()), "negative": int((y == 0).sum()),
+                             "unlabelled": int(y.isna().sum())})
+    if rows:
+        body += "<h3>Task labels</h3>" + H.table(pd.DataFrame(rows))
+    attrs = [c for c in ("lesion_radius", "lesion_area_frac", "lesion_intensity", "texture_corr_len", "texture_amp",
+                         "elongation") if c in df.columns]
+    if attrs:
+        d = df[attrs].apply(pd.to_numeric, errors="coerce")
+        desc = pd.DataFrame({"attribute": attrs, "median": d.median().to_numpy(), "min": d.min().to_numpy(),
+                             "max": d.max().to_numpy(), "n": d.notna().sum().to_numpy()})
+        body += ("<h3>Planted lesion attributes</h3><p class='muted'>Each task is tied to one attribute "
+                 "(texture: correlation length; intensity: mean lesion intensity; shape: elongation); the "
+                 "others are drawn independently.</p>" + H.table(desc))
+    try:
+        fig = _cohort_figure(ctx)
+    except Exception as exc:  # the tables above are still worth showing
+        body += H.failed(f"example-case figure: {type(exc).__name__}: {exc}")
+    else:
+        if fig:
+            body += H.figs(H.image(fig, "Example cases with the ROI outline"))
+    del np
+    return body
+
+
+def _cohort_figure(ctx: Context) -> Path | None:
+    out = ctx.fig_dir / "cohort_examples"
+    if out.with_suffix(".png").exists():
+        return out.with_suffix(".png")
+    mpath = Path(ctx.run["inputs"]["manifest"]["path"])
+    try:
+        from radlens.viz.synth import plot_phantom_examples
+
+        if mpath.suffix == ".csv" and "lesion_radius" in ctx.manifest_df().columns:
+            plot_phantom_examples(mpath, out)
+            return out.with_suffix(".png")
+    except Exception as exc:  # fall back to a plain grid
+        log.info("phantom example figure unavailable (%s); drawing a plain grid", exc)
+    from radlens.report.figures import case_grid
+
+    return case_grid(ctx.run["inputs"]["manifest"]["path"], out)
+
+
+# --------------------------------------------------------------------------- lens
+def lens(ctx: Context) -> str:
+    from radlens.io.artifacts import read_table
+
+    if not ctx.config.get("lens", {}).get("enabled", True):
+        return H.not_run(ctx.why_not("compare", "lens"))
+    body = ("<p>For each architecture a <b>radiomic lens</b> (two-layer MLP: radiomic features → pre "
+            "embedding) is fitted on the pre checkpoint; its first layer is frozen and only the linear head is "
+            "re-estimated on each fine-tuned checkpoint's embeddings. <b>shift</b> is how much more (or less) "
+            "of each radiomic feature the fine-tuned embedding carries, with a permutation null (z, q) and a "
+            "bootstrap CI.</p>")
+    for arch in ctx.archs:
+        d = ctx.run_dir / "lens" / arch / "compare"
+        body += f"<h3>{H.esc(arch)}</h3>"
+        if not (d / "compare.json").exists():
+            body += H.not_run(ctx.why_not(f"compare/{arch}") if f"compare/{arch}" in ctx.stages
+                              else ctx.why_not(f"fit-pre/{arch}"))
+            continue
+        if (d / "global_summary.csv").exists():
+            body += "<h4>Global summary per task</h4>" + H.table(read_table(d / "global_summary.csv"))
+        body += H.figs(H.image(d / "heatmap.png", f"{arch}: shift (z) of every radiomic feature across tasks"),
+                       H.image(d / "class_totals.png", f"{arch}: shift totals per feature class"))
+        body += H.figs(H.image(d / "top_k_bars.png", f"{arch}: top features per task with bootstrap CIs"),
+                       H.image(d / "rank_correlation.png", f"{arch}: rank agreement of the shifts between tasks"))
+        if (d / "top_k.csv").exists():
+            top = read_table(d / "top_k.csv")
+            k = int(ctx.config.get("lens", {}).get("top_k", 10))
+            body += f"<h4>Top {k} features per task (shift with 95% CI)</h4>" + H.table(
+                top.groupby("task").head(k), max_rows=10 * k)
+    return body
+
+
+# --------------------------------------------------------------------------- provenance
+def provenance(ctx: Context) -> str:
+    import pandas as pd
+
+    cfg_path = ctx.run_dir / "study.yaml"
+    body = "<h3>Study config (as run, paths resolved)</h3>"
+    body += f"<pre>{H.esc(cfg_path.read_text() if cfg_path.exists() else json.dumps(ctx.config, indent=2))}</pre>"
+    body += "<h3>Versions</h3>" + H.kv_table(ctx.run.get("versions", {}))
+    inp = ctx.run.get("inputs", {})
+    rows = [{"input": k, "path": v.get("path", ""), "sha256": v.get("sha256", "")[:16] + "…"} for k, v in inp.items()]
+    body += ("<h3>Input hashes</h3><p class='muted'>sha256 of the file (manifest) or of the spec YAML and "
+             "every checkpoint it references; stage keys in <code>stages/</code> also hash every image.</p>"
+             + H.table(pd.DataFrame(rows), max_rows=100))
+    return body

@@ -1,0 +1,96 @@
+"""The HTML report: self-contained, degrades to "not run: <reason>" sections, embeds figures."""
+import base64
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radlens.errors import InputError
+from radlens.io.artifacts import write_json, write_table
+from radlens.report import report
+from radlens.report import html as H
+
+
+def _run_folder(tmp_path, stages):
+    run = tmp_path / "run"
+    (run / "stages").mkdir(parents=True)
+    man = tmp_path / "manifest.csv"
+    pd.DataFrame({"case_id": ["a", "b", "c"], "image": ["a.nii.gz"] * 3, "patient_id": ["p1", "p1", "p2"],
+                  "split": ["train", "train", "test"], "task_x": [0, 1, np.nan]}).to_csv(man, index=False)
+    cfg = {"encoders": {"cnn": {"pre": str(tmp_path / "pre.yaml"),
+                                "tasks": {"task_x": {"finetuned": str(tmp_path / "ft.yaml"), "label": "task_x"}}}},
+           "lens": {"enabled": True, "expected_classes": {"task_x": ["glcm"]}},
+           "cam_drift": {"enabled": False}, "pooling_probe": {"enabled": True}, "localization": {"enabled": True}}
+    for s in stages:
+        write_json(run / "stages" / f"{s['name'].replace('/', '__')}.json", s)
+    write_json(run / "run.json", {"study": "unit <study>", "config": cfg, "versions": {"radlens": "0.1.0"},
+                                  "inputs": {"manifest": {"path": str(man), "sha256": "ab" * 32}},
+                                  "seconds": 1.5, "stages": stages})
+    return run
+
+
+def test_report_degrades_gracefully(tmp_path):
+    stages = [{"name": "radiomics", "kind": "radiomics", "status": "failed", "seconds": 0.1,
+               "error": "ConfigError: radiomics params <bad>"},
+              {"name": "fit-pre/cnn", "kind": "fit-pre", "status": "skipped", "seconds": 0,
+               "error": "not run: upstream radiomics failed"},
+              {"name": "pooling-probe/cnn", "kind": "pooling-probe", "status": "failed", "seconds": 0,
+               "error": "ImportError: no module named radlens.probe"}]
+    run = _run_folder(tmp_path, stages)
+    out = report(run)
+    assert out == run / "report.html"
+    page = out.read_text()
+    # every section is there
+    for sid in ("overview", "cohort", "training", "lens", "planted", "cam", "probe", "localization", "provenance"):
+        assert f'id="{sid}"' in page
+    # reasons are specific
+    assert "not run:</b> fit-pre/cnn skipped: not run: upstream radiomics failed" in page
+    assert "disabled in the study config" in page  # cam_drift.enabled: false
+    assert "ImportError: no module named radlens.probe" in page
+    # HTML-escaped user text, and nothing fetched from elsewhere
+    assert "unit &lt;study&gt;" in page and "<study>" not in page
+    assert "&lt;bad&gt;" in page
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)
+    # cohort summary numbers: 3 cases, 2 patients, 1 positive / 1 negative / 1 unlabelled
+    assert re.search(r"<th>patients</th><td class=\"t\">2</td>", page)
+    assert "<td class=\"t\">task_x</td><td>1</td><td>1</td><td>1</td>" in page
+
+
+def test_report_embeds_figures_as_base64(tmp_path):
+    stages = [{"name": "compare/cnn", "kind": "compare", "status": "ok", "seconds": 1.0, "error": None}]
+    run = _run_folder(tmp_path, stages)
+    d = run / "lens" / "cnn" / "compare"
+    d.mkdir(parents=True)
+    write_json(d / "compare.json", {"tasks": ["task_x"]})
+    from radlens.viz.style import save_figure, use_agg
+
+    plt = use_agg()
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    png = save_figure(fig, d / "heatmap")[0]
+    write_table(pd.DataFrame({"task": ["task_x"], "rank": [1], "feature": ["original_glcm_Contrast"],
+                              "feature_class": ["glcm"], "shift": [0.5], "shift_ci_low": [0.1],
+                              "shift_ci_high": [0.9], "z": [3.0], "q": [0.01]}), d / "top_k.csv")
+    page = report(run, out=tmp_path / "r.html").read_text()
+    b64 = base64.b64encode(png.read_bytes()).decode()
+    assert f"data:image/png;base64,{b64}" in page
+    assert "original_glcm_Contrast" in page
+    # the missing companion figure is reported, not fatal
+    assert "figure class_totals.png missing" in page
+
+
+def test_report_of_non_run_folder_errors(tmp_path):
+    with pytest.raises(InputError, match="not a radlens run folder"):
+        report(tmp_path)
+
+
+def test_html_helpers():
+    assert H.fmt(0.00001234) == "1.23e-05"
+    assert H.fmt(float("nan")) == "–"
+    assert H.fmt(np.int64(7)) == "7"
+    assert H.fmt(0.5) == "0.500"
+    t = H.table(pd.DataFrame({"a": ["x<y"], "b": [1.23456]}))
+    assert "x&lt;y" in t and "<td>1.235</td>" in t
+    long = H.table(pd.DataFrame({"a": range(50)}), max_rows=10)
+    assert "40 more rows" in long

@@ -1,0 +1,155 @@
+"""The stage engine of `radlens run`: skipping by input hashes, failure isolation, dependants, force."""
+import json
+from pathlib import Path
+
+import pytest
+
+from radlens.errors import ConfigError
+from radlens.study import HashCache, Stage, _select, execute, spec_files, encoder_spec_of, is_classifier_spec
+
+
+def _stages(tmp_path: Path, calls: list, cfg_value=1, fail_b=False):
+    src = tmp_path / "input.txt"
+    a_out, b_out, c_out, d_out = (tmp_path / f"{n}.txt" for n in "abcd")
+
+    def a():
+        calls.append("a")
+        a_out.write_text(src.read_text().upper())
+
+    def b():
+        calls.append("b")
+        if fail_b:
+            raise ValueError("boom in b")
+        b_out.write_text(a_out.read_text() + "!")
+
+    def c():
+        calls.append("c")
+        c_out.write_text(b_out.read_text() * 2)
+
+    def d():
+        calls.append("d")
+        d_out.write_text("independent")
+
+    return [Stage("a", "kind-a", a, [a_out], {"src": src}, {"v": cfg_value}),
+            Stage("b", "kind-b", b, [b_out], {"a": a_out}, {}, ["a"]),
+            Stage("c/x", "kind-c", c, [c_out], {"b": b_out}, {}, ["b"]),
+            Stage("d", "kind-d", d, [d_out], {"src": [src]}, {})]
+
+
+def _status(results):
+    return {r.name: r.status for r in results}
+
+
+def test_runs_then_skips_unchanged_then_reruns_changed(tmp_path):
+    run = tmp_path / "run"
+    (tmp_path / "input.txt").write_text("hello")
+    calls = []
+    res = execute(_stages(tmp_path, calls), run)
+    assert _status(res) == {"a": "ok", "b": "ok", "c/x": "ok", "d": "ok"}
+    assert (tmp_path / "c.txt").read_text() == "HELLO!HELLO!"
+    assert calls == ["a", "b", "c", "d"]
+    rec = json.loads((run / "stages" / "c__x.json").read_text())
+    assert rec["status"] == "ok" and len(rec["key"]) == 64
+
+    calls.clear()
+    res = execute(_stages(tmp_path, calls), run)
+    assert set(_status(res).values()) == {"cached"} and calls == []
+
+    # changing the input's content (not only its mtime) re-runs its consumers
+    (tmp_path / "input.txt").write_text("world")
+    calls.clear()
+    res = execute(_stages(tmp_path, calls), run)
+    assert calls == ["a", "b", "c", "d"]
+    assert (tmp_path / "c.txt").read_text() == "WORLD!WORLD!"
+
+    # rewriting identical content: everything cached (content hash, not mtime)
+    (tmp_path / "input.txt").write_text("world")
+    calls.clear()
+    execute(_stages(tmp_path, calls), run)
+    assert calls == []
+
+
+def test_config_change_and_deleted_output_rerun(tmp_path):
+    run = tmp_path / "run"
+    (tmp_path / "input.txt").write_text("x")
+    execute(_stages(tmp_path, []), run)
+    calls = []
+    execute(_stages(tmp_path, calls, cfg_value=2), run)
+    # a's config changed -> a re-runs; its output has the same content, so b, c are still cached
+    assert calls == ["a"]
+    (tmp_path / "b.txt").unlink()
+    calls.clear()
+    execute(_stages(tmp_path, calls, cfg_value=2), run)
+    assert calls == ["b"]
+
+
+def test_failure_is_recorded_and_others_run(tmp_path):
+    run = tmp_path / "run"
+    (tmp_path / "input.txt").write_text("x")
+    calls = []
+    res = execute(_stages(tmp_path, calls, fail_b=True), run)
+    st = _status(res)
+    assert st == {"a": "ok", "b": "failed", "c/x": "skipped", "d": "ok"}
+    by = {r.name: r for r in res}
+    assert "ValueError: boom in b" in by["b"].error
+    assert "upstream b failed" in by["c/x"].error
+    assert "boom in b" in (run / "logs" / "b.log").read_text()
+    assert calls == ["a", "b", "d"]
+    # after the fix, the failed stage and its dependant run; the others stay cached
+    calls.clear()
+    res = execute(_stages(tmp_path, calls), run)
+    assert calls == ["b", "c"]
+    assert _status(res)["a"] == "cached"
+
+
+def test_force_reruns_everything(tmp_path):
+    run = tmp_path / "run"
+    (tmp_path / "input.txt").write_text("x")
+    execute(_stages(tmp_path, []), run)
+    calls = []
+    execute(_stages(tmp_path, calls), run, force=True)
+    assert calls == ["a", "b", "c", "d"]
+
+
+def test_stage_that_writes_nothing_fails(tmp_path):
+    res = execute([Stage("lazy", "k", lambda: None, [tmp_path / "never.txt"])], tmp_path / "run")
+    assert res[0].status == "failed" and "did not write" in res[0].error
+
+
+def test_select_keeps_dependencies(tmp_path):
+    st = _stages(tmp_path, [])
+    assert [s.name for s in _select(st, ["c"])] == ["a", "b", "c/x"]
+    assert [s.name for s in _select(st, ["d"])] == ["d"]
+    with pytest.raises(ConfigError, match="matches no stage"):
+        _select(st, ["zzz"])
+
+
+def test_hash_cache_memoises_and_detects_change(tmp_path):
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"abc")
+    hc = HashCache(tmp_path / "h.json")
+    import hashlib
+
+    assert hc(f) == hashlib.sha256(b"abc").hexdigest()
+    hc.save()
+    hc2 = HashCache(tmp_path / "h.json")
+    assert str(f.resolve()) in hc2.data
+    f.write_bytes(b"abcd")
+    assert hc2(f) == hashlib.sha256(b"abcd").hexdigest()
+    assert hc2(tmp_path / "missing") == "missing"
+
+
+def test_spec_files_and_classifier_detection(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "enc.yaml").write_text("kind: monai\nname: ResNet\ncheckpoint: w.safetensors\n")
+    (tmp_path / "m" / "clf.yaml").write_text(
+        "encoder: {kind: hf, path: vit/}\nhead: {checkpoint: head.safetensors, pooling: cls}\ntarget_layer: x\n")
+    (tmp_path / "m" / "clf2.yaml").write_text("encoder: enc.yaml\nhead: {checkpoint: h2.safetensors}\n")
+    assert spec_files(tmp_path / "m" / "enc.yaml") == [tmp_path / "m" / "enc.yaml", tmp_path / "m" / "w.safetensors"]
+    assert spec_files(tmp_path / "m" / "clf.yaml")[1:] == [tmp_path / "m" / "vit", tmp_path / "m" / "head.safetensors"]
+    assert tmp_path / "m" / "w.safetensors" in spec_files(tmp_path / "m" / "clf2.yaml")
+    assert is_classifier_spec(tmp_path / "m" / "clf.yaml") and not is_classifier_spec(tmp_path / "m" / "enc.yaml")
+    enc = encoder_spec_of(tmp_path / "m" / "clf.yaml")
+    assert enc["kind"] == "hf" and Path(enc["path"]) == (tmp_path / "m" / "vit").resolve()
+    assert encoder_spec_of(tmp_path / "m" / "clf2.yaml") == str(tmp_path / "m" / "enc.yaml")
+    assert encoder_spec_of(tmp_path / "m" / "enc.yaml") == str(tmp_path / "m" / "enc.yaml")

@@ -1,0 +1,150 @@
+"""Demo encoder training: contract-conformant specs/checkpoints, determinism, learning, bad input."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from radlens.errors import InputError
+from radlens.synth.train import CohortArrays, TrainConfig, split_indices, train_demo_encoders
+
+TINY = dict(pretext_epochs=1, finetune_epochs=1, batch_size=16, finetune_batch_size=8, cnn_width=4,
+            vit_hidden=16, vit_layers=1, vit_heads=2, vit_patch=8)
+
+
+def _blob_data(n=48, size=32, seed=0):
+    """Noise images; task_bright: a bright disc (1) vs a faint one (0) at a random place."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    imgs, y = [], []
+    for i in range(n):
+        lab = i % 2
+        cy, cx = rng.integers(8, size - 8, 2)
+        disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 16
+        img = rng.normal(0.3, 0.05, (size, size)) + disc * (0.6 if lab else 0.1)
+        imgs.append(img.astype(np.float32))
+        y.append(lab)
+    table = pd.DataFrame({"case_id": [f"c{i:03d}" for i in range(n)], "patient_id": [f"p{i // 2}" for i in range(n)],
+                          "task_bright": y, "task_other": rng.integers(0, 2, n).astype(float)})
+    table.loc[0, "task_other"] = np.nan  # unlabelled rows are left out of that task
+    tr, va = split_indices(table, 0.3, seed)
+    return CohortArrays(table["case_id"].to_numpy(), np.stack(imgs), table, tr, va)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("models")
+    data = _blob_data()
+    res = train_demo_encoders(data, out, TrainConfig(tasks=("task_bright", "task_other"), **TINY))
+    return data, out, res
+
+
+def test_specs_follow_the_contracts(trained):
+    data, out, res = trained
+    assert set(res.specs) == {"cnn", "vit"}
+    enc = yaml.safe_load((out / "cnn" / "encoder_pre.yaml").read_text())
+    assert enc["kind"] == "monai" and enc["name"] == "ResNet" and enc["layer"] == "layer4"
+    assert enc["checkpoint"] == "pre.safetensors" and (out / "cnn" / "pre.safetensors").exists()
+    assert enc["preprocess"]["spatial_size"] == [32, 32] and enc["preprocess"]["channels"] == 1
+    m, s = enc["preprocess"]["intensity"]["mean"][0], enc["preprocess"]["intensity"]["std"][0]
+    assert m == pytest.approx(data.images[data.train_idx].mean(), rel=1e-5)
+    assert s == pytest.approx(data.images[data.train_idx].std(), rel=1e-4)
+    venc = yaml.safe_load((out / "vit" / "encoder_pre.yaml").read_text())
+    assert venc["kind"] == "hf" and (out / "vit" / "pre" / "config.json").exists()
+    for arch, pooling, target in (("cnn", "global", "layer4"), ("vit", "cls", "encoder.layer.0")):
+        for kind in ("tl", "ft"):
+            clf = yaml.safe_load((out / arch / f"classifier_{kind}_task_bright.yaml").read_text())
+            assert set(clf) == {"encoder", "head", "target_layer", "classes"}
+            assert clf["head"]["pooling"] == pooling and clf["target_layer"] == target
+            from safetensors.torch import load_file
+
+            head = load_file(str(out / arch / clf["head"]["checkpoint"]))
+            assert head["weight"].shape[0] == 2 and head["bias"].shape == (2,)
+        tl = yaml.safe_load((out / arch / "classifier_tl_task_bright.yaml").read_text())
+        ft = yaml.safe_load((out / arch / "classifier_ft_task_bright.yaml").read_text())
+        # transfer learning keeps the pre backbone; fine-tuning points at its own weights
+        assert tl["encoder"] == (enc if arch == "cnn" else venc)
+        assert ft["encoder"] != tl["encoder"]
+
+
+def test_backbones_frozen_vs_changed(trained):
+    from safetensors.torch import load_file
+
+    _, out, res = trained
+    pre = load_file(str(out / "cnn" / "pre.safetensors"))
+    ft = load_file(str(out / "cnn" / "ft_task_bright.safetensors"))
+    assert pre.keys() == ft.keys()
+    assert any(not torch.equal(pre[k], ft[k]) for k in pre if pre[k].is_floating_point())
+    ch = res.metrics["archs"]["cnn"]["tasks"]["task_bright"]["backbone_change"]
+    num = sum(float(((ft[k] - pre[k]) ** 2).sum()) for k in pre if pre[k].is_floating_point() and "running_" not in k)
+    den = sum(float((pre[k] ** 2).sum()) for k in pre if pre[k].is_floating_point() and "running_" not in k)
+    assert ch["total"] == pytest.approx(np.sqrt(num / den), rel=1e-5)
+
+
+def test_loaded_classifier_reproduces_training_logits(trained):
+    """The classifier spec, loaded the way CAM drift loads it, computes head(pool(backbone(x)))."""
+    from safetensors.torch import load_file
+
+    from radlens.cam.model import load_classifier
+    from radlens.synth.models import build_cnn, cnn_args
+
+    data, out, _ = trained
+    clf = load_classifier(out / "cnn" / "classifier_ft_task_bright.yaml")
+    enc = yaml.safe_load((out / "cnn" / "encoder_pre.yaml").read_text())
+    m, s = enc["preprocess"]["intensity"]["mean"][0], enc["preprocess"]["intensity"]["std"][0]
+    x = torch.from_numpy((data.images[:4] - m) / s)[:, None].float()
+    net = build_cnn(cnn_args(4))
+    net.load_state_dict(load_file(str(out / "cnn" / "ft_task_bright.safetensors")))
+    net.eval()
+    head = load_file(str(out / "cnn" / "head_ft_task_bright.safetensors"))
+    with torch.no_grad():
+        feats = net.layer4(net.layer3(net.layer2(net.layer1(net.act(net.bn1(net.conv1(x))))))).mean((2, 3))
+        ref = feats @ head["weight"].T + head["bias"]
+        got = clf.module(x)
+    assert torch.allclose(got, ref, atol=1e-4)
+
+
+def test_same_seed_same_checkpoints(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    data, out, res = trained
+    res2 = train_demo_encoders(data, tmp_path, TrainConfig(tasks=("task_bright", "task_other"), archs=("cnn",), **TINY))
+    a = load_file(str(out / "cnn" / "ft_task_other.safetensors"))
+    b = load_file(str(tmp_path / "cnn" / "ft_task_other.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert res2.metrics["archs"]["cnn"]["tasks"]["task_other"]["val_auc"] == \
+        res.metrics["archs"]["cnn"]["tasks"]["task_other"]["val_auc"]
+
+
+def test_training_restores_torch_state(trained, tmp_path):
+    data, _, _ = trained
+    torch.set_num_threads(1)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_demo_encoders(data, tmp_path, TrainConfig(tasks=("task_bright",), archs=("vit",), **TINY))
+    assert torch.equal(torch.rand(3), expected)  # global RNG untouched
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.get_num_threads() == 1
+
+
+def test_fine_tuning_learns_a_planted_task(tmp_path):
+    torch.set_num_threads(1)
+    data = _blob_data(n=64)
+    cfg = TrainConfig(tasks=("task_bright",), archs=("cnn",), **{**TINY, "finetune_epochs": 4})
+    res = train_demo_encoders(data, tmp_path, cfg)
+    auc = res.metrics["archs"]["cnn"]["tasks"]["task_bright"]["val_auc"]
+    assert auc["ft"] >= 0.9, auc
+
+
+def test_bad_inputs_name_the_parameter(tmp_path):
+    with pytest.raises(InputError, match=r"archs=\['resnet'\].*\['cnn', 'vit'\]"):
+        TrainConfig(archs=("resnet",))
+    with pytest.raises(InputError, match="finetune_epochs=-1"):
+        TrainConfig(finetune_epochs=-1)
+    with pytest.raises(InputError, match="val_fraction=1.5"):
+        TrainConfig(val_fraction=1.5)
+    data = _blob_data(n=16)
+    with pytest.raises(InputError, match=r"tasks \['task_missing'\]: not columns"):
+        train_demo_encoders(data, tmp_path, TrainConfig(tasks=("task_missing",), **TINY))
