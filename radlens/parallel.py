@@ -154,9 +154,14 @@ def _iter_dask(fn, items, jobs, scheduler):
     except ImportError as exc:  # pragma: no cover - dask[distributed] is a dependency
         raise ConfigError("executor='dask' needs dask[distributed]: pip install 'dask[distributed]'") from exc
     own_cluster = own_client = None
-    if scheduler is None:
+    quiet = [logging.getLogger(n) for n in ("distributed", "distributed.scheduler", "distributed.core",
+                                             "distributed.nanny", "distributed.worker")]
+    levels = [lg.level for lg in quiet]
+    if scheduler is None:  # our own short-lived cluster: its start/stop chatter is noise
+        for lg in quiet:
+            lg.setLevel(max(lg.getEffectiveLevel(), logging.ERROR))
         own_cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+                                   dashboard_address=None, silence_logs=logging.ERROR)
         client = own_client = Client(own_cluster)
     elif isinstance(scheduler, Client):
         client = scheduler
@@ -180,6 +185,8 @@ def _iter_dask(fn, items, jobs, scheduler):
             own_client.close()
         if own_cluster is not None:
             own_cluster.close()
+        for lg, lv in zip(quiet, levels):
+            lg.setLevel(lv)
 
 
 def run_cases(fn: Callable[[Any], Any], items: Sequence[Any] | Iterable[Any], *, jobs: int = 1,

@@ -274,3 +274,16 @@ def test_shipped_params_files_are_valid_pyradiomics_params():
         spec = load_params(f).spec
         assert spec["imageType"] == {"Original": {}} and spec["featureClass"], f.name
     assert load_params(None).spec["setting"]["binCount"] == 32
+
+
+def test_params_travel_to_workers_without_the_file(tmp_path):
+    """A remote (Dask) worker may not see the params file: its bytes travel and are re-read."""
+    from radlens.radiomics.pyrad import Params, load_params
+
+    f = tmp_path / "p.yaml"
+    f.write_text("setting:\n  binCount: 7\nfeatureClass:\n  firstorder:\n")
+    prm = load_params(f, validate=False)
+    elsewhere = Params(str(tmp_path / "gone" / "p.yaml"), prm.hash, None, prm.text)
+    copy = elsewhere.local_source()
+    assert copy != elsewhere.source and open(copy, "rb").read() == f.read_bytes()
+    assert load_params(copy).spec == load_params(f).spec

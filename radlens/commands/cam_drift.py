@@ -58,7 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--ig-steps", type=int, default=32, help="integration steps for ig")
     p.add_argument("--no-sanity", action="store_true", help="skip the model-randomisation sanity check")
-    p.add_argument("--sanity-cases", type=int, default=16)
+    p.add_argument("--sanity-cases", type=int, default=16, help="cases used by the randomisation check")
+    p.add_argument("--sanity-max-spearman", type=float, default=0.5,
+                   help="the check passes when trained vs randomised maps have median Spearman below this")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-cases", type=int, default=None, help="only the first N manifest rows")
@@ -83,6 +85,7 @@ def run(args) -> int:
                     methods=[m for m in args.methods.split(",") if m.strip()], samples=args.samples,
                     top_k=args.top_k, thresholds=args.thresholds, batch_size=args.batch_size,
                     ig_steps=args.ig_steps, sanity=not args.no_sanity, sanity_cases=args.sanity_cases,
+                    sanity_max_spearman=args.sanity_max_spearman,
                     n_boot=args.n_boot, seed=args.seed, max_cases=args.max_cases, device=args.device, out=args.out,
                     save_maps=args.save_maps, figures=args.figures)
     log = logging.getLogger("radlens.cam-drift")

@@ -146,8 +146,12 @@ def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int
             from radlens.lens.specific import specific_moments
             from radlens.stats.ridge import ridge_smoother
 
+            if s == 0:
+                from radlens.lens.specific import change_basis
+
+                basis = change_basis(E)
             mu, var = specific_moments(W1, lens.b1_[s], lens.X_, E, ridge_smoother(H, float(lens.alpha_[s])), C,
-                                       float(lens.alpha_[s]), lens.activation)
+                                       float(lens.alpha_[s]), lens.activation, basis=basis)
             sp_mean.append(mu)
             sp_sd.append(np.sqrt(var))
         if perms is not None or boot_w is not None:

@@ -29,14 +29,33 @@ from radlens.lens.mlp import activation
 from radlens.lens.null import low_rank_factor
 
 
-def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def change_basis(E) -> tuple[np.ndarray, np.ndarray]:
+    """Eigen-coordinates of the centred change: ``Ec = F V^T`` with orthonormal ``V`` and
+    ``F^T F = diag(lam)`` (numerically zero directions dropped).
+
+    Returns
+    -------
+    F : ndarray, shape (n, q);  lam : ndarray, shape (q,)
+    """
+    Ec = np.asarray(E, float) - np.asarray(E, float).mean(0)
+    n, d = Ec.shape
+    if d > n:
+        Ec, _ = low_rank_factor(Ec)
+    lam, V = np.linalg.eigh(Ec.T @ Ec)
+    keep = lam > max(float(lam.max()), 0.0) * 1e-12
+    return Ec @ V[:, keep], lam[keep]
+
+
+def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 16,
+                     basis=None) -> tuple[np.ndarray, np.ndarray]:
     """Null mean and variance of the squared shift of every feature under its own H0_r.
 
     Parameters
     ----------
     W1 : (m, p);  b1 : (m,);  X : (n, p) standardised radiomics;  E : (n, d) per-case change;
     S : (m, n) ridge smoother of the full hidden layer;  C : (m, m) ``mean σ'σ'^T``;
-    alpha : ridge penalty;  act : activation name;  chunk : features per vectorised batch.
+    alpha : ridge penalty;  act : activation name;  chunk : features per vectorised batch;
+    basis : ``change_basis(E)`` when already computed (it is shared by every lens seed).
 
     Returns
     -------
@@ -44,16 +63,8 @@ def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 16
     """
     n, p = X.shape
     m = W1.shape[0]
-    # eigen-coordinates of the change: Ec = F V^T with F^T F = diag(lam); then Omega = E^T E is diagonal
-    Ec = E - E.mean(0)
-    lam, V = np.linalg.eigh(Ec.T @ Ec) if Ec.shape[1] <= n else (None, None)
-    if lam is None:
-        F0, _ = low_rank_factor(Ec)
-        lam, V = np.linalg.eigh(F0.T @ F0)
-        Ec = F0
-    keep = lam > max(float(lam.max()), 0.0) * 1e-12
-    lam, V = lam[keep], V[:, keep]
-    F = Ec @ V                                        # (n, q), orthogonal columns, ‖F[:, k]‖² = lam[k]
+    F, lam = change_basis(E) if basis is None else basis
+    F32 = np.ascontiguousarray(F, dtype=np.float32)
     SS = S @ S.T
     U = X @ W1.T + b1
     I = np.eye(m)
@@ -66,24 +77,28 @@ def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 16
         Hc = Hr - Hr.mean(1, keepdims=True)
         G = np.einsum("cnj,cnk->cjk", Hc, Hc, optimize=True)        # (c, m, m)
         Ainv = np.linalg.inv(G + alpha * n * I)
-        P = (Hc.transpose(0, 2, 1).reshape(c * m, n) @ F).reshape(c, m, -1)   # Hc^T F  (c, m, q)
-        K = Ainv @ P                                                 # reduced heads
-        A = np.einsum("jn,cnk->cjk", S, Hc, optimize=True) @ K      # S Ê_r  (c, m, q)
+        # P = Hc^T F (c, m, q) is the only O(n q) product; everything else needs only P P^T and P Λ P^T
+        P = (Hc.transpose(0, 2, 1).reshape(c * m, n).astype(np.float32) @ F32).reshape(c, m, -1).astype(float)
+        Q1 = P @ P.transpose(0, 2, 1)                                # (c, m, m)
+        QL = (P * lam[None, None, :]) @ P.transpose(0, 2, 1)
+        NA = np.einsum("jn,cnk->cjk", S, Hc, optimize=True) @ Ainv   # A = NA P
         Mw = C[None] * (Wc[:, :, None] * Wc[:, None, :])             # (c, m, m)
         MS = Mw @ SS
         trMS = np.einsum("cjj->c", MS)
-        r2 = lam.sum() - 2 * (K * P).sum((1, 2)) + (K * (G @ K)).sum((1, 2))   # ‖R_r‖²
-        mean[rs] = (A * (Mw @ A)).sum((1, 2)) + r2 / (n - 1) * trMS
-        B = np.concatenate([P, K], axis=1)                           # (c, 2m, q)
+        # ‖R_r‖² = Σλ − 2 tr(K P^T) + tr(K^T G K), K = Ainv P
+        r2 = lam.sum() - 2 * np.einsum("cjk,ckj->c", Ainv, Q1) + np.einsum("cjk,ckj->c", G @ Ainv, Q1 @ Ainv)
+        AAt = NA @ Q1 @ NA.transpose(0, 2, 1)                        # A A^T
+        mean[rs] = np.einsum("cjk,ckj->c", Mw, AAt) + r2 / (n - 1) * trMS
+        # B = [P; K] = L P with L = [I; Ainv]; R^T R = Omega + B^T Mid B, Mid = [[0, -I], [-I, G]]
+        L = np.concatenate([np.broadcast_to(I, (c, m, m)), Ainv], axis=1)   # (c, 2m, m)
         Mid = np.zeros((c, 2 * m, 2 * m))
         Mid[:, :m, m:] = -I
         Mid[:, m:, :m] = -I
         Mid[:, m:, m:] = G
-        BL = B * lam[None, None, :]
-        BB = B @ B.transpose(0, 2, 1)
-        BOB = BL @ B.transpose(0, 2, 1)
-        AB = A @ B.transpose(0, 2, 1)                                # (c, m, 2m)
-        ARRA = (A * lam[None, None, :]) @ A.transpose(0, 2, 1) + AB @ Mid @ AB.transpose(0, 2, 1)
+        BB = L @ Q1 @ L.transpose(0, 2, 1)
+        BOB = L @ QL @ L.transpose(0, 2, 1)
+        AB = NA @ Q1 @ L.transpose(0, 2, 1)                          # A B^T  (c, m, 2m)
+        ARRA = NA @ QL @ NA.transpose(0, 2, 1) + AB @ Mid @ AB.transpose(0, 2, 1)   # A R^T R A^T
         t1 = 4 * np.einsum("cjj->c", SS[None] @ Mw @ ARRA @ Mw) / (n - 1)
         MB = Mid @ BB
         trS2 = ((lam ** 2).sum() + 2 * np.einsum("cjj->c", Mid @ BOB) + np.einsum("cjk,ckj->c", MB, MB)) / (n - 1) ** 2

@@ -47,6 +47,21 @@ class Params:
     source: Any
     hash: str
     spec: dict | None = None
+    text: bytes | None = None  # the file's bytes, for workers on machines that lack the file
+
+    def local_source(self):
+        """``source`` usable on this machine: a Dask worker elsewhere gets a copy of the file's
+        bytes in a temporary file of the same suffix (pyradiomics then reads it exactly the same)."""
+        if not isinstance(self.source, str) or os.path.isfile(self.source) or self.text is None:
+            return self.source
+        import tempfile
+
+        path = Path(tempfile.gettempdir()) / f"radlens-params-{self.hash[:16]}{Path(self.source).suffix}"
+        if not path.exists():
+            tmp = path.with_name(path.name + f".{os.getpid()}")
+            tmp.write_bytes(self.text)
+            os.replace(tmp, path)
+        return str(path)
 
 
 def _crop_safe(settings: Mapping, image_types: Mapping) -> bool:
@@ -185,7 +200,8 @@ def load_params(params: str | os.PathLike | Mapping | None = None, *, validate: 
         if not p.is_file():
             raise ConfigError(f"params file {str(params)!r} does not exist; give a pyradiomics params YAML "
                               f"(e.g. {DEFAULT_PARAMS})")
-        prm = Params(str(p.resolve()), bytes_hash(p.read_bytes()))
+        text = p.read_bytes()
+        prm = Params(str(p.resolve()), bytes_hash(text), text=text)
     else:
         prm = Params(dict(params), obj_hash(dict(params)))
     return validate_params(prm) if validate else prm
@@ -208,7 +224,7 @@ def validate_params(prm: Params) -> Params:
                     "and ignores the params' label", ex.settings["label"])
     if ex.settings.get("voxelBased") or ex.settings.get("label_channel") is not None:
         raise ConfigError("params: voxel-based extraction and label_channel are not supported by radlens radiomics")
-    return Params(prm.source, prm.hash, spec)
+    return Params(prm.source, prm.hash, spec, prm.text)
 
 
 def _jsonable(obj):
@@ -243,7 +259,7 @@ def _extractors(params: Params, diagnostics: str):
         base = _BASE.get(params.hash)
         if base is None:
             with _QuietPyradiomics():
-                base = _BASE[params.hash] = _new_extractor(params.source)
+                base = _BASE[params.hash] = _new_extractor(params.local_source())
         ex2, ex3 = copy.deepcopy(base), copy.deepcopy(base)
         if diagnostics != "pyradiomics":
             ex2.settings["additionalInfo"] = ex3.settings["additionalInfo"] = False

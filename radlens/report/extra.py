@@ -134,11 +134,15 @@ def _pooling_check(ctx) -> str:
     if not rows:
         return body + H.not_run("the probe tables hold no ROI-vs-global panel comparison")
     df = pd.DataFrame(rows)
-    better = [r for r in rows if r["ROI − global AUC, mean over perturbations"] > 0]
-    cls = "v-yes" if len(better) == len(rows) else ("v-no" if not better else "v-mixed")
-    body += (f'<div class="verdict {cls}">ROI pooling beats global/CLS pooling on the smallest perturbations '
-             f"for <b>{len(better)} of {len(rows)}</b> encoder checkpoints (mean AUC difference &gt; 0); see "
-             "the per-perturbation tests below and the pooling-probe section.</div>")
+    n_pos = sum(r["ROI − global AUC, mean over perturbations"] > 0 for r in rows)
+    sig_b = sum(int(r["perturbations with ROI better (q<0.05)"].split("/")[0]) for r in rows)
+    sig_w = sum(int(r["perturbations with ROI worse (q<0.05)"].split("/")[0]) for r in rows)
+    n_tests = sum(int(r["perturbations with ROI better (q<0.05)"].split("/")[1]) for r in rows)
+    cls = "v-yes" if sig_b and not sig_w else ("v-no" if sig_w and not sig_b else "v-mixed")
+    body += (f'<div class="verdict {cls}">On the smallest perturbations, ROI pooling is <b>significantly better</b> '
+             f"than global/CLS pooling in <b>{sig_b} of {n_tests}</b> tests and significantly worse in "
+             f"<b>{sig_w}</b> (DeLong, BH q &lt; 0.05); its mean AUC advantage is positive for {n_pos} of "
+             f"{len(rows)} encoder checkpoints.</div>")
     return body + H.table(df)
 
 

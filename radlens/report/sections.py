@@ -104,8 +104,9 @@ def build_sections(ctx: Context) -> list[tuple[str, str, str]]:
 def overview(ctx: Context) -> str:
     import pandas as pd
 
-    rows = [{"stage": r["name"], "status": r.get("status", "?"), "seconds": r.get("seconds", 0.0),
-             "error": (r.get("error") or "")[:240]} for r in ctx.stages.values()]
+    rows = [{"stage": r["name"], "status": r.get("status", "?"), "wall s": r.get("seconds", 0.0),
+             "CPU s": r.get("cpu_seconds", float("nan")), "error": (r.get("error") or "")[:240]}
+            for r in ctx.stages.values()]
     df = pd.DataFrame(rows)
     counts = df["status"].value_counts().to_dict() if len(df) else {}
     intro = ("<p>radlens asks <b>what fine-tuning changed inside an encoder</b>: the radiomic lens maps "
@@ -203,9 +204,10 @@ def lens(ctx: Context) -> str:
         if (d / "global_summary.csv").exists():
             body += "<h4>Global summary per task</h4>" + H.table(read_table(d / "global_summary.csv"))
         body += H.figs(H.image(d / "heatmap.png", f"{arch}: shift (z) of every radiomic feature across tasks"),
-                       H.image(d / "class_totals.png", f"{arch}: shift totals per feature class"))
-        body += H.figs(H.image(d / "top_k_bars.png", f"{arch}: top features per task with bootstrap CIs"),
-                       H.image(d / "rank_correlation.png", f"{arch}: rank agreement of the shifts between tasks"))
+                       H.image(d / "class_totals.png", f"{arch}: shift totals per feature class") +
+                       H.image(d / "rank_correlation.png", f"{arch}: rank agreement of the shifts between tasks",
+                               width=420))
+        body += H.image(d / "top_k_bars.png", f"{arch}: top features per task with bootstrap CIs")
         if (d / "top_k.csv").exists():
             top = read_table(d / "top_k.csv")
             k = int(ctx.config.get("lens", {}).get("top_k", 10))

@@ -10,6 +10,7 @@ from radlens.stats.multitest import bh_qvalues
 from radlens.stats.bootstrap import bootstrap_ci, bootstrap_indices
 from radlens.stats.agreement import kendall_w, linear_cka, rank_agreement
 from radlens.stats.paired import paired_summary
+from radlens.stats.delong import delong_auc_test, delong_covariance, delong_test
 
 __all__ = ["bh_qvalues", "bootstrap_ci", "bootstrap_indices", "kendall_w", "linear_cka",
-           "rank_agreement", "paired_summary"]
+           "rank_agreement", "paired_summary", "delong_auc_test", "delong_covariance", "delong_test"]

@@ -154,7 +154,7 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             kw.update(cfg.cam_drift.options)
             cam_drift_study(manifest, pairs, out=cam_out, save_maps=maps_out, figures=run_dir / "cam" / "figures", **kw)
 
-        stages.append(Stage("cam-drift", "cam-drift", do_cam, [cam_out] + map_files,
+        stages.append(Stage("cam-drift", "cam-drift", do_cam, [cam_out],
                             {"manifest": mfiles, "models": [f for v in pair_files.values() for f in v]},
                             {"methods": list(cfg.cam_drift.methods), "max_cases": cfg.cam_drift.max_cases,
                              "n_boot": cfg.cam_drift.n_boot, "options": cfg.cam_drift.options, "seed": seed}))
@@ -168,8 +168,13 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                 out = run_dir / "localization" / f"{p['architecture']}_{p['task']}.parquet"
                 loc_tables[key] = out
 
-                def do_loc(mf=mf, out=out):
+                def do_loc(mf=mf, out=out, key=key):
+                    from radlens.errors import InputError
                     from radlens.localization import localize
+
+                    if not Path(mf).exists():
+                        raise InputError(f"no CAM maps for {key}: no case was classified correctly by both "
+                                         "checkpoints (see cam/drift.counts.parquet), so there is nothing to score")
 
                     kw = dict(map_key=f"{method}__a", map_key_b=f"{method}__b", names=("transfer", "finetuned"),
                               positive_col=cfg.localization.positive_col, n_boot=cfg.localization.n_boot, seed=seed)
@@ -189,7 +194,7 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             stages.append(Stage("tradeoff", "tradeoff", do_trade, [trade_out],
                                 {"localization": list(loc_tables.values()), "predictions": pred_out},
                                 {"score": cfg.localization.score, "n_boot": cfg.localization.n_boot, "seed": seed},
-                                [f"localize/{k}" for k in loc_tables] + ["predictions"]))
+                                ["cam-drift", "predictions"]))  # pairs whose localize failed are left out
 
     # ---------------------------------------------------------------- pooling probe
     if cfg.pooling_probe.enabled:
@@ -324,6 +329,9 @@ def tradeoff(loc_tables: dict[str, Path], pred_path: Path, out: Path, *, score: 
     pred = held if len(held) else pred
     parts = []
     for key, path in loc_tables.items():
+        if not Path(path).exists():
+            log.warning("tradeoff: no localization table for %s; left out", key)
+            continue
         t = read_table(path)
         col = "map_set" if "map_set" in t.columns else None
         if col is None:
