@@ -236,7 +236,7 @@ def main(argv=None) -> int:
                   f"{r['traced_peak_mb']:6.2f} MiB, {r['seconds']:6.1f} s")
         print(f"  ratio 10k/1k: RSS {m['rss_ratio']:.3f} (target <= 1.2), heap {m['traced_ratio']:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        Path(args.json).write_text(json.dumps(res, indent=2), encoding="utf-8")
     if ctx:
         ctx.cleanup()
     return 0

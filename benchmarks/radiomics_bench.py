@@ -169,7 +169,7 @@ def main(argv=None) -> dict:
     print(f"  cached re-run (up to date)      {H:8.3f} s   {P / H:6.0f}x   (target >= 100x; vs median plain loop)")
     print(f"  cached re-run, new output file  {A:8.3f} s   {P / A:6.0f}x")
     if a.json:
-        Path(a.json).write_text(json.dumps(r, indent=2) + "\n")
+        Path(a.json).write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
     return r
 
 

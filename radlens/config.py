@@ -291,7 +291,7 @@ def load_study(path: str | Path) -> StudyConfig:
         raise ConfigError(f"study config {str(path)!r} does not exist; write one like configs/study.yaml "
                           "or run `radlens demo` to get a complete example")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"study config {str(path)!r} is not valid YAML: {exc}") from None
     return study_from_dict(raw or {}, path.parent, source=str(path))

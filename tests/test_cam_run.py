@@ -48,7 +48,7 @@ def _write_models(root: Path, arch: str, shift: float = 0.3):
         spec = {"encoder": enc, "head": {"checkpoint": f"head_{name}.safetensors",
                                          "pooling": "global" if arch == "cnn" else "cls"},
                 "target_layer": target, "classes": ["negative", "positive"]}
-        (root / f"clf_{name}.yaml").write_text(yaml.safe_dump(spec))
+        (root / f"clf_{name}.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
         out.append(root / f"clf_{name}.yaml")
     return out
 
@@ -174,15 +174,15 @@ def test_bad_inputs(study, tmp_path):
         cam_drift(study["manifest"], a, b, label_col="task_shape", methods=["scorecam"])
     with pytest.raises(InputError, match="--model-b has 1"):
         cam_drift(study["manifest"], [a, a], [b], label_col="task_shape")
-    spec = yaml.safe_load(Path(a).read_text())
+    spec = yaml.safe_load(Path(a).read_text(encoding="utf-8"))
     spec["target_layer"] = "layer44"
     bad = Path(a).parent / "bad_layer.yaml"
-    bad.write_text(yaml.safe_dump(spec))
+    bad.write_text(yaml.safe_dump(spec), encoding="utf-8")
     with pytest.raises(ConfigError, match="did you mean"):
         load_classifier(bad)
     spec["target_layer"] = "layer4"
     spec["head"]["pooling"] = "max"
-    bad.write_text(yaml.safe_dump(spec))
+    bad.write_text(yaml.safe_dump(spec), encoding="utf-8")
     with pytest.raises(ConfigError, match="head.pooling='max'"):
         load_classifier(bad)
     with pytest.raises(ConfigError, match="does not exist"):
@@ -213,7 +213,7 @@ def test_3d_volumes_end_to_end(tmp_path):
                "preprocess": {"spatial_size": [16, 16, 16], "intensity": "zscore", "channels": 1}}
         spec = {"encoder": enc, "head": {"checkpoint": f"head_{name}.safetensors", "pooling": "global"},
                 "target_layer": "layer4", "classes": ["negative", "positive"]}
-        (tmp_path / f"clf_{name}.yaml").write_text(yaml.safe_dump(spec))
+        (tmp_path / f"clf_{name}.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
         specs.append(tmp_path / f"clf_{name}.yaml")
     res = cam_drift(manifest, specs[0], specs[1], label_col="has_lesion", methods=["layercam", "ig"], ig_steps=4,
                     sanity=False, n_boot=20, save_maps=tmp_path / "m.npz", figures=tmp_path / "figs")

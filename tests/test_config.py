@@ -85,18 +85,18 @@ def test_load_study_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_study(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("manifest: [unclosed\n")
+    bad.write_text("manifest: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_study(bad)
     lst = tmp_path / "list.yaml"
-    lst.write_text("- a\n- b\n")
+    lst.write_text("- a\n- b\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="must be a YAML mapping"):
         load_study(lst)
 
 
 def test_check_paths_lists_every_missing_file(tmp_path):
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "pre.yaml").write_text("kind: hf\n")
+    (tmp_path / "m" / "pre.yaml").write_text("kind: hf\n", encoding="utf-8")
     cfg = study_from_dict(_minimal(), base_dir=tmp_path)
     problems = check_paths(cfg)
     keys = sorted(p.split(":")[0] for p in problems)

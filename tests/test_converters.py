@@ -28,7 +28,7 @@ DET10 = [
 
 def test_chestxdet10_rows(tmp_path):
     js = tmp_path / "train.json"
-    js.write_text(json.dumps(DET10))
+    js.write_text(json.dumps(DET10), encoding="utf-8")
     _touch(tmp_path / "imgs", "36199.png", "36200.png", "36201.png")
     out = tmp_path / "man" / "m.csv"
     convert("chestxdet10", [js, tmp_path / "imgs"], out)
@@ -51,7 +51,7 @@ def test_chestxdet10_negatives_full(tmp_path):
     from PIL import Image
 
     js = tmp_path / "t.json"
-    js.write_text(json.dumps(DET10))
+    js.write_text(json.dumps(DET10), encoding="utf-8")
     (tmp_path / "i").mkdir()
     for n in ("36199.png", "36200.png", "36201.png"):
         Image.fromarray(np.zeros((30, 50), np.uint8)).save(tmp_path / "i" / n)
@@ -73,7 +73,7 @@ def test_chestxdet10_negatives_full(tmp_path):
 ])
 def test_chestxdet10_malformed(tmp_path, data, words):
     js = tmp_path / "t.json"
-    js.write_text(json.dumps(data))
+    js.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(InputError) as ei:
         chestxdet10(js, tmp_path, check_images=False)
     for w in words:
@@ -87,11 +87,11 @@ def test_chestxdet10_lists_all_problems_and_missing_images(tmp_path):
     with pytest.raises(InputError, match=r"2 problem\(s\)") as ei:
         chestxdet10(js, tmp_path)
     assert "entry 0 ('a.png')" in str(ei.value) and "entry 1 ('b.png')" in str(ei.value)
-    js.write_text(json.dumps(DET10))
+    js.write_text(json.dumps(DET10), encoding="utf-8")
     with pytest.raises(InputError, match="36199.png' does not exist") as ei:
         chestxdet10(js, tmp_path / "nowhere")
     assert "--no-check-images" in str(ei.value)
-    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(InputError, match="not valid JSON"):
         chestxdet10(tmp_path / "bad.json", tmp_path)
 
@@ -105,7 +105,7 @@ NIH = """Image Index,Finding Label,Bbox [x,y,w,h],,,
 
 
 def test_nih_rows(tmp_path):
-    (tmp_path / "bb.csv").write_text(NIH)
+    (tmp_path / "bb.csv").write_text(NIH, encoding="utf-8")
     _touch(tmp_path / "images", "00013118_008.png", "00014716_007.png")
     out = tmp_path / "nih.parquet"
     convert("nih-bbox", [tmp_path / "bb.csv", tmp_path / "images"], out)
@@ -129,7 +129,7 @@ def test_nih_rows(tmp_path):
     ("Image Index,Finding Label,Bbox [x,y,w,h]\n", ["no boxes"]),
 ])
 def test_nih_malformed(tmp_path, text, words):
-    (tmp_path / "bb.csv").write_text(text)
+    (tmp_path / "bb.csv").write_text(text, encoding="utf-8")
     with pytest.raises(InputError) as ei:
         nih_bbox(tmp_path / "bb.csv", tmp_path, check_images=False)
     for w in words:

@@ -24,7 +24,7 @@ def demo_dir(tmp_path_factory):
 
 
 def _stages(out: Path) -> dict:
-    return {s["name"]: s for s in json.loads((out / "run.json").read_text())["stages"]}
+    return {s["name"]: s for s in json.loads((out / "run.json").read_text(encoding="utf-8"))["stages"]}
 
 
 def test_demo_writes_everything(demo_dir):
@@ -36,7 +36,7 @@ def test_demo_writes_everything(demo_dir):
         for task in ("task_texture", "task_intensity", "task_shape"):
             for kind in ("tl", "ft"):
                 assert (out / "models" / arch / f"classifier_{kind}_{task}.yaml").exists()
-    train = json.loads((out / "models" / "training.json").read_text())
+    train = json.loads((out / "models" / "training.json").read_text(encoding="utf-8"))
     assert set(train["archs"]) == {"cnn", "vit"}
     # the study config the demo wrote is a valid, complete example
     from radlens.config import check_paths, load_study
@@ -65,7 +65,7 @@ def test_demo_writes_everything(demo_dir):
 
 def test_report_sections_and_self_contained(demo_dir):
     out, _ = demo_dir
-    page = (out / "report.html").read_text()
+    page = (out / "report.html").read_text(encoding="utf-8")
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in page, sid
     # a stage may fail only for a stated, data-driven reason (e.g. a task the tiny encoders did not

@@ -41,7 +41,7 @@ def cohort(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("cohort")
     mp = make_cohort(d / "c", n_cases=10, image_size=32, seed=0)
-    (d / "radlens_blocks_model.py").write_text(textwrap.dedent(BLOCKS))
+    (d / "radlens_blocks_model.py").write_text(textwrap.dedent(BLOCKS), encoding="utf-8")
     return d, mp
 
 

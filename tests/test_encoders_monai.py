@@ -133,7 +133,7 @@ def make(patch=4):
 
 @pytest.fixture()
 def known_module(tmp_path, monkeypatch):
-    (tmp_path / "radlens_known_model.py").write_text(textwrap.dedent(KNOWN))
+    (tmp_path / "radlens_known_model.py").write_text(textwrap.dedent(KNOWN), encoding="utf-8")
     monkeypatch.syspath_prepend(str(tmp_path))
     import importlib
 

@@ -223,7 +223,7 @@ def test_load_case_errors_name_the_case(tmp_path):
             load_case(row)
         assert ei.value.case_id == row["case_id"] and ei.value.stage == "load"
         assert needle in ei.value.message, ei.value.message
-    (tmp_path / "junk.nrrd").write_text("garbage")
+    (tmp_path / "junk.nrrd").write_text("garbage", encoding="utf-8")
     with pytest.raises(InputError, match="cannot be read"):
         load_image(tmp_path / "junk.nrrd")
 

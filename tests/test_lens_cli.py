@@ -46,7 +46,7 @@ def test_fit_refit_compare(study):
     d = study
     assert main(["fit-pre", "--radiomics", str(d / "radiomics.parquet"), "--embeddings", str(d / "pre.npz"),
                  "--groups", str(d / "groups.csv"), "--out", str(d / "lens"), *FIT]) == 0
-    lens_meta = json.loads((d / "lens" / "lens.json").read_text())
+    lens_meta = json.loads((d / "lens" / "lens.json").read_text(encoding="utf-8"))
     assert lens_meta["extra"]["n_patients"] == 50 and lens_meta["extra"]["pooling"] == "roi"
     assert len(read_table(d / "lens" / "fit_report.csv")) == 2
     for task in ("texture", "shape"):
@@ -61,7 +61,7 @@ def test_fit_refit_compare(study):
     assert set(tab["feature_class"]) <= {"firstorder", "glcm", "glrlm"} and set(tab["image_type"]) == {"original"}
     summ = read_table_meta(d / "shifts_texture.parquet")["summary"]
     assert summ["task"] == "texture" and summ["n_cases"] == 100
-    assert json.loads((d / "shifts_texture.json").read_text())["cka_pre_post"] == pytest.approx(summ["cka_pre_post"])
+    assert json.loads((d / "shifts_texture.json").read_text(encoding="utf-8"))["cka_pre_post"] == pytest.approx(summ["cka_pre_post"])
     # a planted texture feature (5 or 6, class glcm) leads the table (precision is tested elsewhere)
     assert tab.loc[tab["rank"] == 1, "feature"].item() in {"original_glcm_F005", "original_glcm_F006"}
 

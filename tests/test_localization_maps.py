@@ -58,7 +58,7 @@ def test_npz_per_case_npy_and_pt(tmp_path):
     ms = load_maps(tmp_path / "per.npz")
     assert sorted(ms.maps) == ["c1", "c2"] and ms.maps["c2"].shape == (3, 4)
     np.save(tmp_path / "s.npy", np.stack([a, b]))
-    (tmp_path / "s.case_id.txt").write_text("c1\nc2\n")
+    (tmp_path / "s.case_id.txt").write_text("c1\nc2\n", encoding="utf-8")
     ms = load_maps(tmp_path / "s.npy")
     np.testing.assert_array_equal(ms.maps["c1"], a)
     torch.save({"c1": torch.tensor(a), "c2": torch.tensor(b)}, tmp_path / "d.pt")

@@ -164,10 +164,10 @@ def test_unreadable_image_is_a_problem(folder):
 def test_bad_files(folder):
     with pytest.raises(InputError, match="does not exist"):
         read_manifest(folder / "nope.csv")
-    (folder / "m.json").write_text("{}")
+    (folder / "m.json").write_text("{}", encoding="utf-8")
     with pytest.raises(InputError, match="suffix '.json' not supported"):
         read_manifest(folder / "m.json")
-    (folder / "empty.csv").write_text("case_id,image,mask\n")
+    (folder / "empty.csv").write_text("case_id,image,mask\n", encoding="utf-8")
     with pytest.raises(ManifestError, match="no rows"):
         read_manifest(folder / "empty.csv")
 

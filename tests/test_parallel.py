@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -14,6 +15,7 @@ def square(x):
 
 
 def pid_and_square(x):
+    time.sleep(0.2)  # long enough that both workers get items even on a loaded 2-core machine
     return os.getpid(), x * x
 
 

@@ -72,7 +72,7 @@ def test_cli_bad_inputs_name_the_problem(setup, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "has_tumour" in err and "not manifest columns" in err
     bad = root / "bad_panel.yaml"
-    bad.write_text("panel:\n  footprints: [2.0]\n")
+    bad.write_text("panel:\n  footprints: [2.0]\n", encoding="utf-8")
     rc = main(["pooling-probe", "--manifest", str(mp), "--encoder", str(root / "pre.yaml"),
                "--panel", str(bad), "--out", str(root / "x.parquet")])
     err = capsys.readouterr().err

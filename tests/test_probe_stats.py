@@ -158,7 +158,7 @@ def test_config_defaults_merge_and_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_probe_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("panel: [1, 2\n")
+    bad.write_text("panel: [1, 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_probe_config(bad)
     with pytest.raises(ConfigError, match="jitter.footprints"):

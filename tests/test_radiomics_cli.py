@@ -33,7 +33,7 @@ def cohort(tmp_path_factory):
     from radlens.synth import make_cohort
 
     root = tmp_path_factory.mktemp("cli")
-    (root / "params.yaml").write_text(PARAMS)
+    (root / "params.yaml").write_text(PARAMS, encoding="utf-8")
     return make_cohort(root / "coh", n_cases=24, image_size=64, seed=5), root / "params.yaml"
 
 

@@ -251,7 +251,7 @@ def test_boxes_and_3d_volumes(tmp_path):
 def test_bad_arguments(cohort, tmp_path):
     with pytest.raises(ConfigError, match="params file 'nope.yaml' does not exist"):
         radiomics(cohort, "nope.yaml", out=tmp_path / "r.parquet")
-    (tmp_path / "bad.yaml").write_text("setting:\n  binWidht: 25\n")
+    (tmp_path / "bad.yaml").write_text("setting:\n  binWidht: 25\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid pyradiomics parameters"):
         radiomics(cohort, tmp_path / "bad.yaml", out=tmp_path / "r.parquet")
     with pytest.raises(ConfigError, match=r"executor='spark' is not allowed; use one of \['process', 'dask'\]"):
@@ -281,7 +281,7 @@ def test_params_travel_to_workers_without_the_file(tmp_path):
     from radlens.radiomics.pyrad import Params, load_params
 
     f = tmp_path / "p.yaml"
-    f.write_text("setting:\n  binCount: 7\nfeatureClass:\n  firstorder:\n")
+    f.write_text("setting:\n  binCount: 7\nfeatureClass:\n  firstorder:\n", encoding="utf-8")
     prm = load_params(f, validate=False)
     elsewhere = Params(str(tmp_path / "gone" / "p.yaml"), prm.hash, None, prm.text)
     copy = elsewhere.local_source()

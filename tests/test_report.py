@@ -40,7 +40,7 @@ def test_report_degrades_gracefully(tmp_path):
     run = _run_folder(tmp_path, stages)
     out = report(run)
     assert out == run / "report.html"
-    page = out.read_text()
+    page = out.read_text(encoding="utf-8")
     # every section is there
     for sid in ("overview", "cohort", "training", "lens", "planted", "cam", "probe", "localization", "provenance"):
         assert f'id="{sid}"' in page
@@ -72,7 +72,7 @@ def test_report_embeds_figures_as_base64(tmp_path):
     write_table(pd.DataFrame({"task": ["task_x"], "rank": [1], "feature": ["original_glcm_Contrast"],
                               "feature_class": ["glcm"], "shift": [0.5], "shift_ci_low": [0.1],
                               "shift_ci_high": [0.9], "z": [3.0], "q": [0.01]}), d / "top_k.csv")
-    page = report(run, out=tmp_path / "r.html").read_text()
+    page = report(run, out=tmp_path / "r.html").read_text(encoding="utf-8")
     b64 = base64.b64encode(png.read_bytes()).decode()
     assert f"data:image/png;base64,{b64}" in page
     assert "original_glcm_Contrast" in page

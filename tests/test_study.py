@@ -14,21 +14,21 @@ def _stages(tmp_path: Path, calls: list, cfg_value=1, fail_b=False):
 
     def a():
         calls.append("a")
-        a_out.write_text(src.read_text().upper())
+        a_out.write_text(src.read_text(encoding="utf-8").upper())
 
     def b():
         calls.append("b")
         if fail_b:
             raise ValueError("boom in b")
-        b_out.write_text(a_out.read_text() + "!")
+        b_out.write_text(a_out.read_text(encoding="utf-8") + "!")
 
     def c():
         calls.append("c")
-        c_out.write_text(b_out.read_text() * 2)
+        c_out.write_text(b_out.read_text(encoding="utf-8") * 2)
 
     def d():
         calls.append("d")
-        d_out.write_text("independent")
+        d_out.write_text("independent", encoding="utf-8")
 
     return [Stage("a", "kind-a", a, [a_out], {"src": src}, {"v": cfg_value}),
             Stage("b", "kind-b", b, [b_out], {"a": a_out}, {}, ["a"]),
@@ -42,13 +42,13 @@ def _status(results):
 
 def test_runs_then_skips_unchanged_then_reruns_changed(tmp_path):
     run = tmp_path / "run"
-    (tmp_path / "input.txt").write_text("hello")
+    (tmp_path / "input.txt").write_text("hello", encoding="utf-8")
     calls = []
     res = execute(_stages(tmp_path, calls), run)
     assert _status(res) == {"a": "ok", "b": "ok", "c/x": "ok", "d": "ok"}
-    assert (tmp_path / "c.txt").read_text() == "HELLO!HELLO!"
+    assert (tmp_path / "c.txt").read_text(encoding="utf-8") == "HELLO!HELLO!"
     assert calls == ["a", "b", "c", "d"]
-    rec = json.loads((run / "stages" / "c__x.json").read_text())
+    rec = json.loads((run / "stages" / "c__x.json").read_text(encoding="utf-8"))
     assert rec["status"] == "ok" and len(rec["key"]) == 64
 
     calls.clear()
@@ -56,14 +56,14 @@ def test_runs_then_skips_unchanged_then_reruns_changed(tmp_path):
     assert set(_status(res).values()) == {"cached"} and calls == []
 
     # changing the input's content (not only its mtime) re-runs its consumers
-    (tmp_path / "input.txt").write_text("world")
+    (tmp_path / "input.txt").write_text("world", encoding="utf-8")
     calls.clear()
     res = execute(_stages(tmp_path, calls), run)
     assert calls == ["a", "b", "c", "d"]
-    assert (tmp_path / "c.txt").read_text() == "WORLD!WORLD!"
+    assert (tmp_path / "c.txt").read_text(encoding="utf-8") == "WORLD!WORLD!"
 
     # rewriting identical content: everything cached (content hash, not mtime)
-    (tmp_path / "input.txt").write_text("world")
+    (tmp_path / "input.txt").write_text("world", encoding="utf-8")
     calls.clear()
     execute(_stages(tmp_path, calls), run)
     assert calls == []
@@ -71,7 +71,7 @@ def test_runs_then_skips_unchanged_then_reruns_changed(tmp_path):
 
 def test_config_change_and_deleted_output_rerun(tmp_path):
     run = tmp_path / "run"
-    (tmp_path / "input.txt").write_text("x")
+    (tmp_path / "input.txt").write_text("x", encoding="utf-8")
     execute(_stages(tmp_path, []), run)
     calls = []
     execute(_stages(tmp_path, calls, cfg_value=2), run)
@@ -85,7 +85,7 @@ def test_config_change_and_deleted_output_rerun(tmp_path):
 
 def test_failure_is_recorded_and_others_run(tmp_path):
     run = tmp_path / "run"
-    (tmp_path / "input.txt").write_text("x")
+    (tmp_path / "input.txt").write_text("x", encoding="utf-8")
     calls = []
     res = execute(_stages(tmp_path, calls, fail_b=True), run)
     st = _status(res)
@@ -93,7 +93,7 @@ def test_failure_is_recorded_and_others_run(tmp_path):
     by = {r.name: r for r in res}
     assert "ValueError: boom in b" in by["b"].error
     assert "upstream b failed" in by["c/x"].error
-    assert "boom in b" in (run / "logs" / "b.log").read_text()
+    assert "boom in b" in (run / "logs" / "b.log").read_text(encoding="utf-8")
     assert calls == ["a", "b", "d"]
     # after the fix, the failed stage and its dependant run; the others stay cached
     calls.clear()
@@ -104,7 +104,7 @@ def test_failure_is_recorded_and_others_run(tmp_path):
 
 def test_force_reruns_everything(tmp_path):
     run = tmp_path / "run"
-    (tmp_path / "input.txt").write_text("x")
+    (tmp_path / "input.txt").write_text("x", encoding="utf-8")
     execute(_stages(tmp_path, []), run)
     calls = []
     execute(_stages(tmp_path, calls), run, force=True)
@@ -141,10 +141,10 @@ def test_hash_cache_memoises_and_detects_change(tmp_path):
 
 def test_spec_files_and_classifier_detection(tmp_path):
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "enc.yaml").write_text("kind: monai\nname: ResNet\ncheckpoint: w.safetensors\n")
+    (tmp_path / "m" / "enc.yaml").write_text("kind: monai\nname: ResNet\ncheckpoint: w.safetensors\n", encoding="utf-8")
     (tmp_path / "m" / "clf.yaml").write_text(
         "encoder: {kind: hf, path: vit/}\nhead: {checkpoint: head.safetensors, pooling: cls}\ntarget_layer: x\n")
-    (tmp_path / "m" / "clf2.yaml").write_text("encoder: enc.yaml\nhead: {checkpoint: h2.safetensors}\n")
+    (tmp_path / "m" / "clf2.yaml").write_text("encoder: enc.yaml\nhead: {checkpoint: h2.safetensors}\n", encoding="utf-8")
     assert spec_files(tmp_path / "m" / "enc.yaml") == [tmp_path / "m" / "enc.yaml", tmp_path / "m" / "w.safetensors"]
     assert spec_files(tmp_path / "m" / "clf.yaml")[1:] == [tmp_path / "m" / "vit", tmp_path / "m" / "head.safetensors"]
     assert tmp_path / "m" / "w.safetensors" in spec_files(tmp_path / "m" / "clf2.yaml")

@@ -43,26 +43,26 @@ def trained(tmp_path_factory):
 def test_specs_follow_the_contracts(trained):
     data, out, res = trained
     assert set(res.specs) == {"cnn", "vit"}
-    enc = yaml.safe_load((out / "cnn" / "encoder_pre.yaml").read_text())
+    enc = yaml.safe_load((out / "cnn" / "encoder_pre.yaml").read_text(encoding="utf-8"))
     assert enc["kind"] == "monai" and enc["name"] == "ResNet" and enc["layer"] == "layer4"
     assert enc["checkpoint"] == "pre.safetensors" and (out / "cnn" / "pre.safetensors").exists()
     assert enc["preprocess"]["spatial_size"] == [32, 32] and enc["preprocess"]["channels"] == 1
     m, s = enc["preprocess"]["intensity"]["mean"][0], enc["preprocess"]["intensity"]["std"][0]
     assert m == pytest.approx(data.images[data.train_idx].mean(), rel=1e-5)
     assert s == pytest.approx(data.images[data.train_idx].std(), rel=1e-4)
-    venc = yaml.safe_load((out / "vit" / "encoder_pre.yaml").read_text())
+    venc = yaml.safe_load((out / "vit" / "encoder_pre.yaml").read_text(encoding="utf-8"))
     assert venc["kind"] == "hf" and (out / "vit" / "pre" / "config.json").exists()
     for arch, pooling, target in (("cnn", "global", "layer4"), ("vit", "cls", "encoder.layer.0")):
         for kind in ("tl", "ft"):
-            clf = yaml.safe_load((out / arch / f"classifier_{kind}_task_bright.yaml").read_text())
+            clf = yaml.safe_load((out / arch / f"classifier_{kind}_task_bright.yaml").read_text(encoding="utf-8"))
             assert set(clf) == {"encoder", "head", "target_layer", "classes"}
             assert clf["head"]["pooling"] == pooling and clf["target_layer"] == target
             from safetensors.torch import load_file
 
             head = load_file(str(out / arch / clf["head"]["checkpoint"]))
             assert head["weight"].shape[0] == 2 and head["bias"].shape == (2,)
-        tl = yaml.safe_load((out / arch / "classifier_tl_task_bright.yaml").read_text())
-        ft = yaml.safe_load((out / arch / "classifier_ft_task_bright.yaml").read_text())
+        tl = yaml.safe_load((out / arch / "classifier_tl_task_bright.yaml").read_text(encoding="utf-8"))
+        ft = yaml.safe_load((out / arch / "classifier_ft_task_bright.yaml").read_text(encoding="utf-8"))
         # transfer learning keeps the pre backbone; fine-tuning points at its own weights
         assert tl["encoder"] == (enc if arch == "cnn" else venc)
         assert ft["encoder"] != tl["encoder"]
@@ -91,7 +91,7 @@ def test_loaded_classifier_reproduces_training_logits(trained):
 
     data, out, _ = trained
     clf = load_classifier(out / "cnn" / "classifier_ft_task_bright.yaml")
-    enc = yaml.safe_load((out / "cnn" / "encoder_pre.yaml").read_text())
+    enc = yaml.safe_load((out / "cnn" / "encoder_pre.yaml").read_text(encoding="utf-8"))
     m, s = enc["preprocess"]["intensity"]["mean"][0], enc["preprocess"]["intensity"]["std"][0]
     x = torch.from_numpy((data.images[:4] - m) / s)[:, None].float()
     net = build_cnn(cnn_args(4))

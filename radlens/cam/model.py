@@ -117,7 +117,7 @@ def read_classifier_spec(spec_or_path) -> tuple[dict, Path, str]:
     p = Path(os.path.expanduser(text))
     if p.is_file():
         try:
-            spec = yaml.safe_load(p.read_text())
+            spec = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"classifier spec {str(p)!r} is not valid YAML: {exc}") from exc
         base, source = p.resolve().parent, str(p)

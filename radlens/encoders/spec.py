@@ -82,7 +82,7 @@ def read_spec(spec_or_path: Any) -> tuple[dict, Path]:
         if p.is_dir():
             # a bare save_pretrained folder is a complete hf spec
             return {"kind": "hf", "path": str(p.resolve())}, p.resolve().parent
-        return _read_text_spec(p.read_text(), repr(str(p))), p.resolve().parent
+        return _read_text_spec(p.read_text(encoding="utf-8"), repr(str(p))), p.resolve().parent
     raise ConfigError(f"encoder spec: expected a dict, a YAML path or an inline YAML string, got "
                       f"{type(spec_or_path).__name__}")
 

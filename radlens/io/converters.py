@@ -114,7 +114,7 @@ def chestxdet10(json_path, image_dir, *, manifest_dir=None, negatives: str = "sk
         raise InputError(f"negatives={negatives!r} is not allowed; use 'skip' or 'full'")
     src = f"ChestX-Det10 JSON {str(json_path)!r}"
     try:
-        data = json.loads(Path(json_path).read_text())
+        data = json.loads(Path(json_path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{src} does not exist; pass the train.json/test.json of ChestX-Det10") from None
     except json.JSONDecodeError as exc:

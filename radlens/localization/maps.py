@@ -99,7 +99,7 @@ def _read_case_ids(spec, path: Path) -> list[str]:
             if "case_id" not in df.columns:
                 raise InputError(f"case-id table {str(p)!r} has no 'case_id' column; columns: {list(df.columns)}")
             return df["case_id"].astype(str).tolist()
-        return [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+        return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
     return [str(c) for c in spec]
 
 

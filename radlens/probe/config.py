@@ -87,7 +87,7 @@ def load_probe_config(panel: str | Path | Mapping | None = None) -> ProbeConfig:
     """Read the packaged default and merge ``panel`` (a YAML path or a mapping) over it."""
     import yaml
 
-    base = yaml.safe_load(default_config_path().read_text())
+    base = yaml.safe_load(default_config_path().read_text(encoding="utf-8"))
     where = "panel config"
     if panel is None:
         user: Mapping = {}
@@ -99,7 +99,7 @@ def load_probe_config(panel: str | Path | Mapping | None = None) -> ProbeConfig:
             raise ConfigError(f"panel config {str(p)!r} does not exist; pass a YAML file like "
                               "configs/panel.yaml or leave --panel out for the packaged default")
         try:
-            user = yaml.safe_load(p.read_text()) or {}
+            user = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"panel config {str(p)!r} is not valid YAML: {exc}") from exc
         where = f"panel config {str(p)!r}"

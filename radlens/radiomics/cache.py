@@ -35,7 +35,7 @@ class CaseCache:
             idx = root / "file_hashes.json"
             if idx.exists():
                 try:
-                    self._index = json.loads(idx.read_text())
+                    self._index = json.loads(idx.read_text(encoding="utf-8"))
                 except (OSError, ValueError):
                     log.warning("cache index %s unreadable; files will be re-hashed", idx)
 
@@ -77,7 +77,7 @@ class CaseCache:
             return None
         p = self._path(key)
         try:
-            return json.loads(p.read_text())
+            return json.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
@@ -96,7 +96,7 @@ class CaseCache:
         if self.root is None:
             return None
         try:
-            return json.loads((self.root / "params" / f"{params_hash}.json").read_text())
+            return json.loads((self.root / "params" / f"{params_hash}.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
 

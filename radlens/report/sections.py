@@ -222,7 +222,7 @@ def provenance(ctx: Context) -> str:
 
     cfg_path = ctx.run_dir / "study.yaml"
     body = "<h3>Study config (as run, paths resolved)</h3>"
-    body += f"<pre>{H.esc(cfg_path.read_text() if cfg_path.exists() else json.dumps(ctx.config, indent=2))}</pre>"
+    body += f"<pre>{H.esc(cfg_path.read_text(encoding='utf-8') if cfg_path.exists() else json.dumps(ctx.config, indent=2))}</pre>"
     body += "<h3>Versions</h3>" + H.kv_table(ctx.run.get("versions", {}))
     inp = ctx.run.get("inputs", {})
     rows = [{"input": k, "path": v.get("path", ""), "sha256": v.get("sha256", "")[:16] + "…"} for k, v in inp.items()]

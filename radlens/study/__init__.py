@@ -131,7 +131,7 @@ def spec_files(spec_path: str | os.PathLike) -> list[Path]:
     spec_path = Path(spec_path)
     if spec_path.is_dir():
         return [spec_path]
-    raw = yaml.safe_load(spec_path.read_text()) or {}
+    raw = yaml.safe_load(spec_path.read_text(encoding="utf-8")) or {}
     base = spec_path.parent
     out = [spec_path]
 
@@ -160,7 +160,7 @@ def is_classifier_spec(path: str | os.PathLike) -> bool:
     p = Path(path)
     if p.is_dir():
         return False
-    raw = yaml.safe_load(p.read_text()) or {}
+    raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     return isinstance(raw, dict) and "encoder" in raw and "head" in raw
 
 
@@ -172,7 +172,7 @@ def encoder_spec_of(path: str | os.PathLike) -> Any:
     p = Path(path)
     if not is_classifier_spec(p):
         return str(p)
-    enc = (yaml.safe_load(p.read_text()) or {})["encoder"]
+    enc = (yaml.safe_load(p.read_text(encoding="utf-8")) or {})["encoder"]
     if isinstance(enc, str):
         q = Path(enc)
         return str(q if q.is_absolute() else p.parent / q)
