@@ -113,10 +113,16 @@ class TaskCheckpoints:
 
 @dataclass
 class EncoderConfig:
-    """One architecture: ``pre`` encoder spec YAML and ``tasks: {name: TaskCheckpoints}``."""
+    """One architecture: ``pre`` encoder spec YAML and ``tasks: {name: TaskCheckpoints}``.
+
+    ``layer`` (optional) embeds every checkpoint of this architecture at that layer for the lens and
+    the pooling probe (e.g. a CNN stage whose tokens stay local to the ROI), while classifier specs
+    keep their own layer for their head, predictions and CAMs.
+    """
 
     pre: str = _opt(None)
     tasks: dict = _opt({})
+    layer: str | None = _opt(None)
 
 
 @dataclass

@@ -28,3 +28,9 @@ class CaseError(RadlensError):
         self.stage = stage
         self.message = message
         super().__init__(f"case {case_id!r} ({stage}): {message}")
+
+
+class NothingToDo(RadlensError):
+    """A stage has no input to work on for a stated, data-driven reason (e.g. no case was classified
+    correctly by both checkpoints, so there is no CAM to score). A study records the stage as
+    ``skipped`` with this reason instead of ``failed``."""

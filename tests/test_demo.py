@@ -47,7 +47,8 @@ def test_demo_writes_everything(demo_dir):
     st = _stages(out)
     # a pair whose two quick classifiers share no correctly classified case has no maps to localize
     failed = {k: v["error"] for k, v in st.items() if v["status"] != "ok"
-              and not (k.startswith("localize/") and "no CAM maps" in (v["error"] or ""))}
+              and not (k.startswith("localize/") and v["status"] == "skipped"
+                       and (v["error"] or "").startswith("nothing to do: no CAM maps"))}
     assert not failed, failed
     for name in ("radiomics", "embed/cnn/pre", "embed/vit/task_shape", "fit-pre/cnn", "refit-post/vit/task_texture",
                  "compare/cnn", "enrichment/vit", "predictions", "cam-drift", "tradeoff", "pooling-probe/cnn",
@@ -68,10 +69,9 @@ def test_report_sections_and_self_contained(demo_dir):
     page = (out / "report.html").read_text(encoding="utf-8")
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in page, sid
-    # a stage may fail only for a stated, data-driven reason (e.g. a task the tiny encoders did not
-    # learn leaves no correctly classified case to localize); nothing may fail with a traceback
-    for m in re.finditer(r"failed:</b>(.{0,300})", page, flags=re.S):
-        assert "classified correctly" in m.group(1), m.group(1)
+    # no stage may fail; a stage may be skipped only for a stated, data-driven reason (e.g. a task the
+    # tiny encoders did not learn leaves no correctly classified case to localize)
+    assert "failed:</b>" not in page
     n_img = len(re.findall(r'src="data:image/png;base64,', page))
     assert n_img >= 10, n_img
     assert not re.search(r"(src|href)=\"(https?:)?//", page)

@@ -78,6 +78,15 @@ def test_report_embeds_figures_as_base64(tmp_path):
     assert "original_glcm_Contrast" in page
     # the missing companion figure is reported, not fatal
     assert "figure class_totals.png missing" in page
+    assert "read with care" not in page  # no global summary, no caution
+    # a lens that explains little of the pre embedding is flagged with its number
+    write_table(pd.DataFrame({"task": ["task_x", "task_y"], "r2_pre_heldout": [0.031, 0.031],
+                              "r2_post_heldout": [0.05, 0.2]}), d / "global_summary.csv")
+    page = report(run, out=tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "read with care:</b> the lens explains only 3% of the cnn pre embedding" in page
+    write_table(pd.DataFrame({"task": ["task_x"], "r2_pre_heldout": [0.55], "r2_post_heldout": [0.5]}),
+                d / "global_summary.csv")
+    assert "read with care" not in report(run, out=tmp_path / "r.html").read_text(encoding="utf-8")
 
 
 def test_report_of_non_run_folder_errors(tmp_path):

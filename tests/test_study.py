@@ -153,3 +153,46 @@ def test_spec_files_and_classifier_detection(tmp_path):
     assert enc["kind"] == "hf" and Path(enc["path"]) == (tmp_path / "m" / "vit").resolve()
     assert encoder_spec_of(tmp_path / "m" / "clf2.yaml") == str(tmp_path / "m" / "enc.yaml")
     assert encoder_spec_of(tmp_path / "m" / "enc.yaml") == str(tmp_path / "m" / "enc.yaml")
+    # a per-architecture embedding layer replaces the spec's layer, paths made absolute
+    m = (tmp_path / "m").resolve()
+    assert encoder_spec_of(tmp_path / "m" / "enc.yaml", "layer2") == {
+        "kind": "monai", "name": "ResNet", "checkpoint": str(m / "w.safetensors"), "layer": "layer2"}
+    assert encoder_spec_of(tmp_path / "m" / "clf2.yaml", "layer3")["layer"] == "layer3"
+    assert encoder_spec_of(tmp_path / "m" / "clf.yaml", "encoder.layer.1") == {
+        "kind": "hf", "path": str(m / "vit"), "layer": "encoder.layer.1"}
+
+
+def test_study_embeds_at_the_architecture_layer(tmp_path, monkeypatch):
+    """encoders.<arch>.layer reaches every embed stage of that architecture (and its hash)."""
+    import yaml
+
+    from radlens.config import load_study
+    from radlens.study import build_stages
+
+    (tmp_path / "enc.yaml").write_text("kind: monai\nname: ResNet\ncheckpoint: w.safetensors\nlayer: layer4\n",
+                                       encoding="utf-8")
+    (tmp_path / "ft.yaml").write_text("kind: monai\nname: ResNet\ncheckpoint: f.safetensors\nlayer: layer4\n",
+                                      encoding="utf-8")
+    (tmp_path / "m.csv").write_text("case_id,image,bbox_x,bbox_y,bbox_w,bbox_h\n", encoding="utf-8")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "manifest": "m.csv", "encoders": {"cnn": {"pre": "enc.yaml", "layer": "layer2",
+                                                  "tasks": {"t": {"finetuned": "ft.yaml"}}}},
+        "cam_drift": {"enabled": False}, "pooling_probe": {"enabled": False}}), encoding="utf-8")
+    cfg = load_study(tmp_path / "s.yaml")
+    assert cfg.encoders["cnn"].layer == "layer2"
+    calls = []
+    import radlens.encoders
+
+    import pandas as pd
+
+    class M:
+        path = str(tmp_path / "m.csv")
+        df = pd.DataFrame({"case_id": [], "image": []})
+
+    monkeypatch.setattr(radlens.encoders, "embed", lambda manifest, spec, out, **kw: calls.append(spec))
+    stages = [s for s in build_stages(cfg, tmp_path / "run", M()) if s.kind == "embed"]
+    assert {s.config["layer"] for s in stages} == {"layer2"}
+    for s in stages:
+        s.fn()
+    assert [c["layer"] for c in calls] == ["layer2", "layer2"]
+    assert {Path(c["checkpoint"]).name for c in calls} == {"w.safetensors", "f.safetensors"}

@@ -258,7 +258,10 @@ def _probe_target(module, target, encoder, size, source, force_input: bool):
                 logits = module(x.clone().requires_grad_(True))
                 if not seen:
                     raise ConfigError(f"classifier spec {source}: target layer did not run in a forward pass")
-                (g,) = torch.autograd.grad(logits.sum(), seen[-1], allow_unused=True)
+                # a random projection of every class logit: logits.sum() has zero gradient for
+                # antisymmetric heads (two classes with w1 = -w0) although each logit depends on the layer
+                proj = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1)).to(logits)
+                (g,) = torch.autograd.grad((logits * proj).sum(), seen[-1], allow_unused=True)
         finally:
             h.remove()
         return seen[-1].detach(), g

@@ -170,7 +170,7 @@ def cam(ctx) -> str:
     for name, title, cols in (
             ("counts", "Cases kept per pair (true-positive filter)", None),
             ("summary", "Drift summary (median with bootstrap CI)", ["architecture", "task", "method", "metric", "n",
-                                                                    "median", "median_low", "median_high", "mean"]),
+                                                                    "median", "median_ci_low", "median_ci_high", "mean"]),
             ("concentration", "Concentration change A → B (paired tests)", None),
             ("reversals", "Ranking reversals between methods", None),
             ("sanity", "Model-randomisation sanity check", None)):
@@ -198,9 +198,16 @@ def probe(ctx) -> str:
         if not (d / "probe.parquet").exists():
             body += H.not_run(ctx.why_not(f"pooling-probe/{arch}"))
             continue
-        imgs = [H.image(p, f"{arch}: {p.stem.replace('probe_', '').replace('_', ' ')}")
-                for p in sorted(d.glob("probe_*.png"))]
-        body += H.figs(*imgs) if imgs else ""
+        caps = {"panel": "perturbation panel: probe AUC per pooling vs footprint",
+                "pre_post": "pre vs post fine-tuning, per panel cell",
+                "jitter": "ROI-pooling AUC under box jitter (how exact must the box be?)",
+                "size_gap": "real lesions: probe AUC by lesion size and the small-lesion gap"}
+        known = [d / f"probe_{k}.png" for k in caps]
+        others = sorted(p for p in d.glob("probe_*.png") if p not in known)
+        # the panel and pre/post side by side; the wide two-panel jitter figure (and others) full width
+        body += H.figs(*[H.image(p, f"{arch}: {caps[p.stem[6:]]}") for p in known[:2] if p.exists()])
+        for p in [q for q in known[2:] if q.exists()] + others:
+            body += H.figs(H.image(p, f"{arch}: {caps.get(p.stem[6:], p.stem[6:].replace('_', ' '))}", width=1000))
         t = read_table(d / "probe.parquet")
         sub = t[(t["analysis"].isin(["panel_pooling", "lesion_image_pooling", "lesion_box"]))]
         body += "<h4>Pooling comparisons</h4>" + H.table(
@@ -239,10 +246,21 @@ def localization(ctx) -> str:
                                                                  "task_low", "task_high", "task_n"])
     else:
         body += H.not_run(ctx.why_not("tradeoff"))
+    key = ["pointing_game", "auc", "mass_inside", "iou_otsu", "centroid_dist_norm_otsu"]
     parts = []
     for p in tables:
-        s = read_table(p)
-        parts.append(s.assign(pair=p.name.split(".")[0]))
-    summ = pd.concat(parts, ignore_index=True)
-    body += "<h4>Localization summaries</h4>" + H.table(summ, max_rows=40)
+        pp = p.with_name(p.name.replace(".summary.parquet", ".paired.parquet"))
+        if pp.exists():
+            t = read_table(pp)
+            t = t[t["score"].isin(key) & (t["class"].astype(str) == "(all)")] if "class" in t.columns else t
+            parts.append(t.assign(pair=p.name.split(".")[0]))
+    if parts:
+        summ = pd.concat(parts, ignore_index=True)
+        body += ("<h4>Transfer → fine-tuned, key scores (paired over the same cases)</h4>"
+                 "<p class='muted'>mean_diff = fine-tuned − transfer with bootstrap 95% CI; Wilcoxon signed-rank, "
+                 "BH q over the scores of a pair. Every score (and per-class rows) is in "
+                 "<code>localization/*.summary.parquet</code> and <code>*.paired.parquet</code>; definitions in "
+                 "docs/localization.md.</p>"
+                 + H.table(summ, columns=["pair", "score", "higher_is_better", "n", "mean_a", "mean_b", "mean_diff",
+                                          "ci_low", "ci_high", "q_bh"], max_rows=60))
     return body

@@ -116,7 +116,7 @@ def tradeoff_figure(table, out_stem) -> Path | None:
     if table is None or not len(table) or table["task_metric"].isna().all():
         return None
     plt = use_agg()
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
     archs = list(dict.fromkeys(table["architecture"]))
     markers = ["o", "s", "^", "D", "v", "P"]
     tasks = list(dict.fromkeys(table["task"]))
@@ -139,6 +139,7 @@ def tradeoff_figure(table, out_stem) -> Path | None:
     ax.set_xlabel("task AUC (held-out cases; open = transfer, filled = fine-tuned)")
     ax.set_ylabel(f"localization: {score} (mean, 95% CI)")
     ax.set_title("Accuracy vs interpretability")
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="arch · task",
+              title_fontsize=7)  # outside the axes: never hides a point
     fig.tight_layout()
     return save_figure(fig, out_stem)[0]

@@ -25,6 +25,7 @@ img{max-width:100%;height:auto;border:1px solid #e3e8ee;border-radius:4px;margin
 figcaption{font-size:12px;color:#55606c}
 .notrun{background:#fff6e5;border-left:4px solid #f0a500;padding:6px 10px;margin:6px 0}
 .fail{background:#fdecea;border-left:4px solid #d93025;padding:6px 10px;margin:6px 0}
+.caution{background:#eef4fb;border-left:4px solid #4a7fc1;padding:6px 10px;margin:6px 0}
 .ok{color:#137333;font-weight:600} .bad{color:#b3261e;font-weight:600} .muted{color:#6b7785}
 .verdict{padding:8px 12px;border-radius:6px;margin:6px 0} .v-yes{background:#e6f4ea} .v-no{background:#fdecea}
 .v-mixed{background:#fff6e5}
@@ -100,6 +101,11 @@ def figs(*items: str) -> str:
 
 def not_run(reason: str) -> str:
     return f'<div class="notrun"><b>not run:</b> {esc(reason)}</div>'
+
+
+def caution(text: str) -> str:
+    """A highlighted reading note (a result that holds but needs care)."""
+    return f'<div class="caution"><b>read with care:</b> {esc(text)}</div>'
 
 
 def failed(reason: str) -> str:

@@ -184,6 +184,10 @@ def _cohort_figure(ctx: Context) -> Path | None:
 
 
 # --------------------------------------------------------------------------- lens
+#: below this held-out R² of the pre lens the report flags the lens section
+LOW_LENS_R2 = 0.1
+
+
 def lens(ctx: Context) -> str:
     from radlens.io.artifacts import read_table
 
@@ -202,7 +206,15 @@ def lens(ctx: Context) -> str:
                               else ctx.why_not(f"fit-pre/{arch}"))
             continue
         if (d / "global_summary.csv").exists():
-            body += "<h4>Global summary per task</h4>" + H.table(read_table(d / "global_summary.csv"))
+            gs = read_table(d / "global_summary.csv")
+            body += "<h4>Global summary per task</h4>" + H.table(gs)
+            r2 = gs["r2_pre_heldout"].dropna() if "r2_pre_heldout" in gs.columns else []
+            if len(r2) and float(r2.max()) < LOW_LENS_R2:
+                body += H.caution(
+                    f"the lens explains only {100 * float(r2.max()):.0f}% of the {arch} pre embedding on held-out "
+                    f"cases (r2_pre_heldout < {LOW_LENS_R2}); the shifts describe that small radiomic part of the "
+                    "embedding only. An earlier, more local layer (encoders.<arch>.layer in the study config) or "
+                    "ROI pooling usually raises it.")
         body += H.figs(H.image(d / "heatmap.png", f"{arch}: shift (z) of every radiomic feature across tasks"),
                        H.image(d / "class_totals.png", f"{arch}: shift totals per feature class") +
                        H.image(d / "rank_correlation.png", f"{arch}: rank agreement of the shifts between tasks",

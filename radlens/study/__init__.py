@@ -164,22 +164,34 @@ def is_classifier_spec(path: str | os.PathLike) -> bool:
     return isinstance(raw, dict) and "encoder" in raw and "head" in raw
 
 
-def encoder_spec_of(path: str | os.PathLike) -> Any:
+def encoder_spec_of(path: str | os.PathLike, layer: str | None = None) -> Any:
     """The encoder spec of an encoder YAML / folder (returned as is) or of a classifier YAML
-    (its ``encoder`` entry, with relative paths made absolute against the classifier's folder)."""
+    (its ``encoder`` entry, with relative paths made absolute against the classifier's folder).
+
+    ``layer``: return a spec dict whose ``layer`` is replaced by this one (the study's per-architecture
+    embedding layer); an HF folder becomes ``{kind: hf, path: folder, layer: ...}``.
+    """
     import yaml
 
     p = Path(path)
     if not is_classifier_spec(p):
-        return str(p)
-    enc = (yaml.safe_load(p.read_text(encoding="utf-8")) or {})["encoder"]
-    if isinstance(enc, str):
-        q = Path(enc)
-        return str(q if q.is_absolute() else p.parent / q)
+        if layer is None:
+            return str(p)
+        if p.is_dir():
+            return {"kind": "hf", "path": str(p.resolve()), "layer": layer}
+        enc, base = yaml.safe_load(p.read_text(encoding="utf-8")) or {}, p.parent
+    else:
+        enc, base = (yaml.safe_load(p.read_text(encoding="utf-8")) or {})["encoder"], p.parent
+        if isinstance(enc, str):
+            q = Path(enc)
+            q = q if q.is_absolute() else p.parent / q
+            return str(q) if layer is None else encoder_spec_of(q, layer)
     enc = dict(enc)
     for key in ("checkpoint", "path"):
         if enc.get(key) and not Path(str(enc[key])).is_absolute():
-            enc[key] = str((p.parent / str(enc[key])).resolve())
+            enc[key] = str((base / str(enc[key])).resolve())
+    if layer is not None:
+        enc["layer"] = layer
     return enc
 
 
@@ -217,6 +229,7 @@ def _error_text(exc: BaseException) -> str:
 
 def execute(stages: list[Stage], run_dir: Path, *, force: bool = False) -> list[StageResult]:
     """Run (or skip) every stage in order; record each outcome under ``run_dir/stages``."""
+    from radlens.errors import NothingToDo
     from radlens.io.artifacts import atomic_write_text, read_json, write_json
     from radlens.progress import progress
 
@@ -250,6 +263,10 @@ def execute(stages: list[Stage], run_dir: Path, *, force: bool = False) -> list[
                 raise RuntimeError(f"stage finished but did not write {missing}")
             r = StageResult(stage.name, stage.kind, "ok", round(time.perf_counter() - t0, 2), key, outs,
                             cpu_seconds=round(time.process_time() - c0, 2))
+        except NothingToDo as exc:  # a stated, data-driven reason: nothing to compute, not an error
+            r = StageResult(stage.name, stage.kind, "skipped", round(time.perf_counter() - t0, 2), "", outs,
+                            f"nothing to do: {exc}")
+            log.warning("stage %s skipped: %s", stage.name, exc)
         except Exception as exc:  # one stage's failure must not stop the others
             r = StageResult(stage.name, stage.kind, "failed", round(time.perf_counter() - t0, 2), "", outs,
                             _error_text(exc))

@@ -55,15 +55,15 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                 out = run_dir / "embeddings" / arch / f"{ck}.npz"
                 emb[(arch, ck)] = out
 
-                def do_embed(spec_path=spec_path, out=out):
+                def do_embed(spec_path=spec_path, out=out, layer=enc.layer):
                     from radlens.encoders import embed
 
-                    embed(manifest, encoder_spec_of(spec_path), out, pooling=("cls", "mean", "roi"),
+                    embed(manifest, encoder_spec_of(spec_path, layer), out, pooling=("cls", "mean", "roi"),
                           batch_size=cfg.embed.batch_size, device=cfg.embed.device, workers=0)
 
                 stages.append(Stage(f"embed/{arch}/{ck}", "embed", do_embed, [out],
                                     {"manifest": mfiles, "spec": spec_files(spec_path)},
-                                    {"batch_size": cfg.embed.batch_size}))
+                                    {"batch_size": cfg.embed.batch_size, "layer": enc.layer}))
 
     # ---------------------------------------------------------------- lens
     if cfg.lens.enabled:
@@ -169,11 +169,11 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                 loc_tables[key] = out
 
                 def do_loc(mf=mf, out=out, key=key):
-                    from radlens.errors import InputError
+                    from radlens.errors import NothingToDo
                     from radlens.localization import localize
 
                     if not Path(mf).exists():
-                        raise InputError(f"no CAM maps for {key}: no case was classified correctly by both "
+                        raise NothingToDo(f"no CAM maps for {key}: no case was classified correctly by both "
                                          "checkpoints (see cam/drift.counts.parquet), so there is nothing to score")
 
                     kw = dict(map_key=f"{method}__a", map_key_b=f"{method}__b", names=("transfer", "finetuned"),
@@ -205,17 +205,18 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             post_path = cfg.resolve(post) if post else None
             out = run_dir / "probe" / arch / "probe.parquet"
 
-            def do_probe(pre_path=pre_path, post_path=post_path, out=out):
+            def do_probe(pre_path=pre_path, post_path=post_path, out=out, layer=enc.layer):
                 from radlens.probe.run import pooling_probe
 
-                pooling_probe(manifest, encoder_spec_of(pre_path),
-                              encoder_post=encoder_spec_of(post_path) if post_path else None,
+                pooling_probe(manifest, encoder_spec_of(pre_path, layer),
+                              encoder_post=encoder_spec_of(post_path, layer) if post_path else None,
                               panel=dict(cfg.pooling_probe.panel, seed=seed), out=out, device=cfg.embed.device)
 
             stages.append(Stage(f"pooling-probe/{arch}", "pooling-probe", do_probe, [out],
                                 {"manifest": mfiles, "pre": spec_files(pre_path),
                                  "post": spec_files(post_path) if post_path else None},
-                                {"panel": cfg.pooling_probe.panel, "post_task": task, "seed": seed}))
+                                {"panel": cfg.pooling_probe.panel, "post_task": task, "seed": seed,
+                                 "layer": enc.layer}))
     del tasks_all
     return stages
 

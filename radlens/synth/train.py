@@ -424,6 +424,8 @@ def _write_classifier(model, arch: str, kind: str, task: str, arch_dir: Path, en
             "head": {"checkpoint": head_path.name, "pooling": ARCHS[arch]["pooling"]},
             "target_layer": "layer4" if arch == "cnn" else vit_target_layer(vit_cfg),
             "classes": ["negative", "positive"]}
+    if arch != "cnn":  # class-token head: the last block's output patch tokens never reach it, its input does
+        spec["target_input"] = True
     return _write_yaml(arch_dir / f"classifier_{kind}_{task}.yaml", spec)
 
 

@@ -78,8 +78,16 @@ def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=Non
     idx = idx[:n]
     plt = use_agg()
     ncol = 1 + 2 * len(methods)
-    fig, axes = plt.subplots(len(idx), ncol, figsize=(1.45 * ncol + 0.9, 1.45 * len(idx) + 0.7), squeeze=False,
+    title = (f"CAM maps, checkpoint A vs B — {meta.get('architecture', '')} {meta.get('task', '')}".strip()
+             + ("\n(cases ordered by centroid displacement)" if d is not None and len(d) else "")
+             + ("\n3-D: axial slice through the peak of the first method's map A" if arrays["input_image"].ndim == 4
+                else ""))
+    # fixed header height in inches (title lines + two-line column titles) so a one-row grid keeps them apart
+    header = 0.2 * (title.count("\n") + 1) + 0.5
+    height = 1.45 * len(idx) + header + 0.1
+    fig, axes = plt.subplots(len(idx), ncol, figsize=(1.45 * ncol + 0.9, height), squeeze=False,
                              gridspec_kw={"wspace": 0.04, "hspace": 0.06})
+    fig.subplots_adjust(top=1 - header / height, bottom=0.1 / height)
     for r, i in enumerate(idx):
         img = arrays["input_image"][i]
         ref = arrays[f"{methods[0]}__a"][i]
@@ -108,10 +116,7 @@ def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=Non
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(im, ax=axes, shrink=0.5, fraction=0.03, pad=0.02, label="map / map max")
-    fig.suptitle(f"CAM maps, checkpoint A vs B — {meta.get('architecture', '')} {meta.get('task', '')}".strip()
-                 + ("\n(cases ordered by centroid displacement)" if d is not None and len(d) else "")
-                 + ("\n3-D: axial slice through the peak of the first method's map A" if arrays["input_image"].ndim == 4
-                    else ""), fontsize=10, y=0.995)
+    fig.suptitle(title, fontsize=10, y=1 - 0.05 / height, va="top")
     return save_figure(fig, out_stem)
 
 
