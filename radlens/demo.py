@@ -125,7 +125,10 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
     size = QUICK if quick else FULL
     t0 = time.perf_counter()
     c0 = time.process_time()
-    stamp = {"n_cases": size.n_cases, "image_size": size.image_size, "seed": seed}
+    # the code that draws the cohort / trains the models is part of the stamp: an upgraded radlens
+    # regenerates them instead of silently reusing stale ones
+    stamp = {"n_cases": size.n_cases, "image_size": size.image_size, "seed": seed,
+             "code": _code_hash("radlens.synth.cohort", "radlens.synth.volume")}
     stamp_path = out / "cohort" / "demo_cohort.json"
     manifest = out / "cohort" / "manifest.csv"
     if force or not manifest.exists() or not stamp_path.exists() or read_json(stamp_path) != stamp:
@@ -134,7 +137,8 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
         write_json(stamp_path, stamp)
     t_cohort = time.perf_counter() - t0
     tcfg = TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs, seed=seed)
-    train_stamp = {"cohort": stamp, "train": vars(tcfg)}
+    train_stamp = {"cohort": stamp, "train": vars(tcfg),
+                   "code": _code_hash("radlens.synth.train", "radlens.synth.models")}
     train_json = out / "models" / "training.json"
     specs_path = out / "models" / "specs.json"
     if (force or not specs_path.exists() or not train_json.exists()
@@ -155,6 +159,17 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
         "study": round(time.perf_counter() - t0 - t_cohort - t_train, 2),
         "total": round(time.perf_counter() - t0, 2)}, "cpu_seconds_main_process": round(time.process_time() - c0, 2)})
     return result
+
+
+def _code_hash(*modules: str) -> str:
+    """sha256 (first 16 hex) of the source files of ``modules``."""
+    import hashlib
+    import importlib
+
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(Path(importlib.import_module(name).__file__).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _jsonable(obj):

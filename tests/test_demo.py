@@ -87,3 +87,16 @@ def test_rerun_skips_unchanged_stages(demo_dir):
     statuses = {s.status for s in res.stages}
     assert statuses <= {"cached", "failed", "skipped"}, statuses  # nothing re-ran; failed stages are retried
     assert sum(s.status == "cached" for s in res.stages) >= len(res.stages) - 3
+
+
+def test_demo_stamps_hash_the_generating_code():
+    """A radlens upgrade that changes the cohort or training code must not reuse stale demo models."""
+    import hashlib
+
+    import radlens.synth.cohort as c
+    import radlens.synth.volume as v
+    from radlens.demo import _code_hash
+
+    want = hashlib.sha256(Path(c.__file__).read_bytes() + Path(v.__file__).read_bytes()).hexdigest()[:16]
+    assert _code_hash("radlens.synth.cohort", "radlens.synth.volume") == want
+    assert _code_hash("radlens.synth.cohort") != want
