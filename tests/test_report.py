@@ -103,3 +103,14 @@ def test_html_helpers():
     assert "x&lt;y" in t and "<td>1.235</td>" in t
     long = H.table(pd.DataFrame({"a": range(50)}), max_rows=10)
     assert "40 more rows" in long
+
+
+def test_save_figure_appends_extensions_to_dotted_stems(tmp_path):
+    from radlens.viz.style import save_figure, use_agg
+
+    plt = use_agg()
+    fig, _ = plt.subplots()
+    got = save_figure(fig, tmp_path / "loc.v2_scores")
+    assert [p.name for p in got] == ["loc.v2_scores.png", "loc.v2_scores.svg"] and all(p.exists() for p in got)
+    fig, _ = plt.subplots()
+    assert [p.name for p in save_figure(fig, tmp_path / "fig.png")] == ["fig.png", "fig.svg"]

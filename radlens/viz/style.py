@@ -20,13 +20,19 @@ def use_agg():
 
 
 def save_figure(fig, out_stem: str | Path, formats=("png", "svg")) -> list[Path]:
-    """Save ``fig`` as ``<out_stem>.png`` and ``.svg`` (atomic), close it, return the paths."""
+    """Save ``fig`` as ``<out_stem>.png`` and ``.svg`` (atomic), close it, return the paths.
+
+    The format extension is appended to the stem (``loc.v2_scores`` -> ``loc.v2_scores.png``); a stem
+    that already ends in an image extension (``fig.png``) has it replaced.
+    """
     from radlens.io.artifacts import atomic_path
 
     out_stem = Path(out_stem)
+    if out_stem.suffix.lower() in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
+        out_stem = out_stem.with_suffix("")
     paths = []
     for fmt in formats:
-        p = out_stem.with_suffix(f".{fmt}")
+        p = out_stem.with_name(f"{out_stem.name}.{fmt}")
         with atomic_path(p) as tmp:
             fig.savefig(tmp, format=fmt)
         paths.append(p)
