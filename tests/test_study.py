@@ -196,3 +196,19 @@ def test_study_embeds_at_the_architecture_layer(tmp_path, monkeypatch):
         s.fn()
     assert [c["layer"] for c in calls] == ["layer2", "layer2"]
     assert {Path(c["checkpoint"]).name for c in calls} == {"w.safetensors", "f.safetensors"}
+
+
+def test_localize_finds_the_maps_of_the_only_pair_that_kept_cases(tmp_path):
+    """cam-drift writes maps.npz when one of several configured pairs kept cases; localize must use it."""
+    import numpy as np
+
+    from radlens.io.artifacts import write_npz
+    from radlens.study.stages import _maps_file_of
+
+    single, per_pair = tmp_path / "maps.npz", tmp_path / "maps.cnn.t1.npz"
+    assert _maps_file_of(per_pair, single, {"architecture": "cnn", "task": "t1"}) is None
+    write_npz(single, {"case_id": np.array(["a"])}, meta={"architecture": "cnn", "task": "t1"})
+    assert _maps_file_of(per_pair, single, {"architecture": "cnn", "task": "t1"}) == single
+    assert _maps_file_of(tmp_path / "maps.vit.t1.npz", single, {"architecture": "vit", "task": "t1"}) is None
+    write_npz(per_pair, {"case_id": np.array(["a"])}, meta={"architecture": "cnn", "task": "t1"})
+    assert _maps_file_of(per_pair, single, {"architecture": "cnn", "task": "t1"}) == per_pair

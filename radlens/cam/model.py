@@ -8,7 +8,8 @@ Classifier spec (``docs/contracts.md``)::
       checkpoint: head_tl.safetensors  # tensors "weight" (K, D) and "bias" (K,)
       pooling: global                  # global | cls | mean
     target_layer: layer4               # dotted module name inside the encoder module
-    classes: [negative, positive]
+    target_input: false                # optional; true: explain the tokens entering target_layer
+    classes: [negative, positive]      # optional (default "0".."K-1")
 """
 from __future__ import annotations
 

@@ -310,7 +310,8 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
     out : path, optional
         Per-sample table (``.parquet``/``.csv``); aggregates next to it as ``<stem>.<table>.parquet``.
     save_maps : path, optional
-        ``.npz`` of the maps (one file per pair; several pairs get ``<stem>.<arch>.<task>.npz``).
+        ``.npz`` of the maps, one file per pair that kept at least one case: exactly this path when
+        only one pair produced maps, else ``<stem>.<arch>.<task>.npz`` for each.
     figures : path, optional
         Folder for the overlay grid, metric distributions (and series) figures.
     max_cases : int, optional

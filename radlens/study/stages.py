@@ -168,11 +168,12 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                 out = run_dir / "localization" / f"{p['architecture']}_{p['task']}.parquet"
                 loc_tables[key] = out
 
-                def do_loc(mf=mf, out=out, key=key):
+                def do_loc(mf=mf, out=out, key=key, pair=p):
                     from radlens.errors import NothingToDo
                     from radlens.localization import localize
 
-                    if not Path(mf).exists():
+                    mf = _maps_file_of(mf, maps_out, pair)
+                    if mf is None:
                         raise NothingToDo(f"no CAM maps for {key}: no case was classified correctly by both "
                                          "checkpoints (see cam/drift.counts.parquet), so there is nothing to score")
 
@@ -181,7 +182,7 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                     kw.update(cfg.localization.options)
                     localize(manifest, mf, out=out, **kw)
 
-                stages.append(Stage(f"localize/{key}", "localize", do_loc, [out], {"maps": mf, "manifest": mpath},
+                stages.append(Stage(f"localize/{key}", "localize", do_loc, [out], {"maps": [mf, maps_out], "manifest": mpath},
                                     {"method": method, "positive_col": cfg.localization.positive_col,
                                      "n_boot": cfg.localization.n_boot, "options": cfg.localization.options,
                                      "seed": seed}, ["cam-drift"]))
@@ -219,6 +220,23 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                                  "layer": enc.layer}))
     del tasks_all
     return stages
+
+
+def _maps_file_of(expected: Path, single: Path, pair: dict) -> Path | None:
+    """The saved-maps file of one (architecture, task) pair, or None when cam-drift wrote none.
+
+    cam-drift names the file after the pairs that kept cases: ``maps.npz`` when exactly one did
+    (even if several were configured), ``maps.<arch>.<task>.npz`` otherwise.
+    """
+    if Path(expected).exists():
+        return Path(expected)
+    if Path(single).exists() and Path(single) != Path(expected):
+        from radlens.io.artifacts import read_npz
+
+        meta = read_npz(single)[1]
+        if (meta.get("architecture"), meta.get("task")) == (pair["architecture"], pair["task"]):
+            return Path(single)
+    return None
 
 
 def _canonical(method: str) -> str:

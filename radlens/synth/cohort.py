@@ -512,7 +512,7 @@ def make_cohort(out_dir, n_cases: int = 200, image_size: int = 64, seed: int = 0
         ``out_dir/manifest.csv`` (columns: ``case_id, patient_id, split, image, mask`` or
         ``bbox_*``, ``label``, ``has_lesion``, ``task_texture, task_intensity, task_shape``,
         ``lesion_radius, lesion_area_frac, lesion_intensity, texture_corr_len, texture_amp,
-        elongation, orientation, center_x, center_y``). A provenance sidecar
+        elongation, orientation, noise_sd, center_x, center_y`` (+ ``center_z`` when ``dim=3``)). A provenance sidecar
         ``manifest.csv.meta.json`` records the arguments and attribute definitions.
     """
     from radlens.io.artifacts import provenance, write_table
