@@ -88,7 +88,7 @@ def study_dict(models: dict[str, dict[str, Any]], out: Path, size: DemoSize, see
         "lens": {"enabled": True, "pooling": "auto", "top_k": 10, "n_permutations": 2000,
                  "n_null": size.n_null, "n_boot": size.n_boot, "expected_classes": EXPECTED_CLASSES},
         "cam_drift": {"enabled": True, "methods": ["layercam", "gradcam++"], "n_boot": size.cam_boot,
-                      "options": {"sanity_cases": 8}},
+                      "options": {"sanity_cases": 8, "channels_last": True}},
         "localization": {"enabled": True, "score": "auc", "positive_col": "has_lesion", "n_boot": size.cam_boot},
         "pooling_probe": {"enabled": True, "post_task": "task_texture", "panel": size.probe_panel},
         "report": True,

@@ -55,7 +55,9 @@ def test_specs_follow_the_contracts(trained):
     for arch, pooling, target in (("cnn", "global", "layer4"), ("vit", "cls", "encoder.layer.0")):
         for kind in ("tl", "ft"):
             clf = yaml.safe_load((out / arch / f"classifier_{kind}_task_bright.yaml").read_text(encoding="utf-8"))
-            assert set(clf) == {"encoder", "head", "target_layer", "classes"}
+            # a class-token ViT head never sees the last block's output patch tokens: explain its input
+            assert set(clf) == {"encoder", "head", "target_layer", "classes"} | ({"target_input"} if arch == "vit" else set())
+            assert clf.get("target_input", False) is (arch == "vit")
             assert clf["head"]["pooling"] == pooling and clf["target_layer"] == target
             from safetensors.torch import load_file
 

@@ -17,6 +17,7 @@ import importlib
 _EXPORTS = {
     "CAMResult": "radlens.cam.base", "GradCAM": "radlens.cam.methods", "GradCAMPlusPlus": "radlens.cam.methods",
     "LayerCAM": "radlens.cam.methods", "IntegratedGradients": "radlens.cam.methods",
+    "MultiCAM": "radlens.cam.methods", "attribute_methods": "radlens.cam.methods",
     "make_method": "radlens.cam.methods", "METHODS": "radlens.cam.methods", "TokenLayout": "radlens.cam.vit",
     "load_classifier": "radlens.cam.model", "Classifier": "radlens.cam.model",
     "drift_metrics": "radlens.cam.drift", "true_positive_filter": "radlens.cam.drift",

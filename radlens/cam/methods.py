@@ -12,10 +12,14 @@ Notation: ``A`` activations and ``g = dy_c/dA`` gradients of the target logit ``
 * LayerCAM (Jiang et al. 2021): ``map = ReLU(sum_k ReLU(g_k) * A_k)`` element-wise.
 * Integrated Gradients (Sundararajan et al. 2017) through captum, in input space:
   ``map = ReLU(sum_channels IG(x))`` with a zero baseline (the preprocessed image's zero).
+
+:class:`MultiCAM` computes several of the layer-gradient methods from one forward and one backward
+pass (they all combine the same ``A`` and ``g``); its maps equal separate single-method calls.
 """
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 from radlens.cam.base import BaseAttribution, BaseCAM
 from radlens.errors import InputError
@@ -85,8 +89,8 @@ class IntegratedGradients(BaseAttribution):
     name = "ig"
 
     def __init__(self, model, target_layer=None, *, n_steps: int = 32, internal_batch_size: int | None = 64,
-                 batch_size: int | None = None, **_ignored):
-        super().__init__(model, batch_size=batch_size)
+                 batch_size: int | None = None, channels_last: bool = False, **_ignored):
+        super().__init__(model, batch_size=batch_size, channels_last=channels_last)
         if not isinstance(n_steps, int) or n_steps < 2:
             raise InputError(f"IntegratedGradients: n_steps={n_steps!r} must be an int >= 2")
         self.n_steps = n_steps
@@ -105,10 +109,59 @@ class IntegratedGradients(BaseAttribution):
         with torch.enable_grad():
             attr = ig.attribute(x.detach(), baselines=torch.zeros_like(x), target=used.tolist(),
                                 n_steps=self.n_steps, internal_batch_size=self.internal_batch_size)
-        return attr.detach().sum(dim=1), logits, used
+        return {self.name: attr.detach().sum(dim=1)}, logits, used
 
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM, "ig": IntegratedGradients}
+#: Methods that combine the target layer's activations and gradients (one shared pass, see MultiCAM).
+LAYER_METHODS = ("gradcam", "gradcam++", "layercam")
+
+
+class MultiCAM(BaseCAM):
+    """Several layer-gradient CAMs (Grad-CAM, Grad-CAM++, LayerCAM) from one forward and one
+    backward pass per batch.
+
+    Parameters
+    ----------
+    model, target_layer : see :class:`~radlens.cam.base.BaseCAM`
+    methods : sequence of str
+        Layer-gradient method names (aliases accepted), each once.
+    **kwargs : ``token_layout``, ``output_index``, ``batch_size``, ``use_input``, ``channels_last``.
+
+    Notes
+    -----
+    The maps equal those of separate single-method objects on the same inputs: the combination
+    rules read the same activations and gradients, only the forward and backward pass are shared.
+    """
+
+    name = "multi"
+
+    def __init__(self, model, target_layer, methods: Sequence[str] = LAYER_METHODS, **kwargs):
+        keys = [canonical_method(m) for m in methods]
+        bad = [k for k in keys if k not in LAYER_METHODS]
+        if bad or not keys or len(set(keys)) != len(keys):
+            raise InputError(f"MultiCAM: methods={list(methods)!r}; give layer-gradient methods {list(LAYER_METHODS)}, "
+                             "at least one, each once (Integrated Gradients has its own pass)")
+        super().__init__(model, target_layer, **kwargs)
+        self.methods = tuple(keys)
+
+    def combiners(self) -> dict:
+        return {k: METHODS[k].combine for k in self.methods}
+
+    def attribute(self, x, targets=None) -> dict:
+        """Maps of every method for a batch, one target class per sample.
+
+        Parameters
+        ----------
+        x : torch.Tensor, shape (B, C, H, W) or (B, C, D, H, W)
+        targets : sequence of int, shape (B,), or None
+
+        Returns
+        -------
+        dict
+            ``{method name: CAMResult}`` in the order of ``methods``.
+        """
+        return self._attribute(x, targets)
 ALIASES = {"grad-cam": "gradcam", "gradcampp": "gradcam++", "grad-cam++": "gradcam++", "gradcamplusplus": "gradcam++",
            "layer-cam": "layercam", "integrated-gradients": "ig", "integrated_gradients": "ig",
            "integratedgradients": "ig"}
@@ -131,13 +184,47 @@ def make_method(name: str, model, target_layer=None, **kwargs):
     name : str
         ``gradcam``, ``gradcam++``, ``layercam`` or ``ig`` (aliases accepted).
     model, target_layer : see :class:`~radlens.cam.base.BaseCAM`
-    **kwargs : ``token_layout``, ``output_index``, ``batch_size``, ``use_input`` (CAMs); ``n_steps``,
-        ``internal_batch_size``, ``batch_size`` (IG).
+    **kwargs : ``token_layout``, ``output_index``, ``batch_size``, ``use_input``, ``channels_last`` (CAMs);
+        ``n_steps``, ``internal_batch_size``, ``batch_size``, ``channels_last`` (IG).
     """
     key = canonical_method(name)
     cls = METHODS[key]
     if key == "ig":
-        kw = {k: v for k, v in kwargs.items() if k in ("n_steps", "internal_batch_size", "batch_size")}
+        kw = {k: v for k, v in kwargs.items() if k in ("n_steps", "internal_batch_size", "batch_size", "channels_last")}
         return cls(model, **kw)
-    kw = {k: v for k, v in kwargs.items() if k in ("token_layout", "output_index", "batch_size", "use_input")}
-    return cls(model, target_layer, **kw)
+    return cls(model, target_layer, **_cam_kwargs(kwargs))
+
+
+def _cam_kwargs(kwargs: dict) -> dict:
+    return {k: v for k, v in kwargs.items()
+            if k in ("token_layout", "output_index", "batch_size", "use_input", "channels_last")}
+
+
+def attribute_methods(names: Sequence[str], model, target_layer, x, targets=None, **kwargs) -> dict:
+    """Maps of several methods for one batch, sharing one forward+backward pass among the
+    layer-gradient methods (:class:`MultiCAM`); Integrated Gradients runs its own pass.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Method names (aliases accepted), each once.
+    model, target_layer : see :class:`~radlens.cam.base.BaseCAM`
+    x : torch.Tensor, shape (B, C, *spatial)
+    targets : sequence of int, shape (B,), or None
+    **kwargs : as for :func:`make_method`.
+
+    Returns
+    -------
+    dict
+        ``{name as given: CAMResult}`` in the order of ``names``.
+    """
+    keys = [canonical_method(n) for n in names]
+    if len(set(keys)) != len(keys):
+        raise InputError(f"methods={list(names)!r}: give each method once")
+    layer = [k for k in keys if k in LAYER_METHODS]
+    out = {}
+    if layer:
+        out.update(MultiCAM(model, target_layer, layer, **_cam_kwargs(kwargs)).attribute(x, targets))
+    if "ig" in keys:
+        out["ig"] = make_method("ig", model, **kwargs)(x, targets)
+    return {n: out[k] for n, k in zip(names, keys)}

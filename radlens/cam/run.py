@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from radlens.cam.drift import _label_key, drift_metrics, true_positive_filter
-from radlens.cam.methods import canonical_method, make_method
+from radlens.cam.methods import attribute_methods, canonical_method
 from radlens.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -130,10 +130,11 @@ def _logits(module, x, batch_size):
     return torch.cat(out).numpy()
 
 
-def _maps(clf, method, x, targets, batch_size, ig_steps):
-    cam = make_method(method, clf.module, clf.target_layer, token_layout=clf.token_layout,
-                      batch_size=batch_size, n_steps=ig_steps, use_input=clf.use_input)
-    return cam(x, targets)
+def _maps(clf, methods, x, targets, cfg):
+    """``{method: CAMResult}``; the layer-gradient methods share one forward+backward pass per batch."""
+    return attribute_methods(methods, clf.module, clf.target_layer, x, targets, token_layout=clf.token_layout,
+                             batch_size=cfg["batch_size"], n_steps=cfg["ig_steps"], use_input=clf.use_input,
+                             channels_last=cfg["channels_last"])
 
 
 def _load_pair_models(pair, device):
@@ -194,10 +195,14 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
     xa, xb = x_a[kid], x_b[kid]
     kept_ids = [ids[i] for i in kid]
     pid = sub["patient_id"].to_numpy()[kid] if "patient_id" in sub.columns else np.array(kept_ids)
-    drift_rows, sanity_rows, maps_out, rnd_cache = [], [], {}, {}
-    for method in progress(cfg["methods"], desc=f"CAMs {tag}", unit="method"):
-        ra = _maps(clf_a, method, xa, targets, bs, cfg["ig_steps"])
-        rb = _maps(clf_b, method, xb, targets, bs, cfg["ig_steps"])
+    drift_rows, maps_out = [], {}
+    res = {}
+    for which in progress(("a", "b"), desc=f"CAMs {tag} ({kid.size} cases, all methods in one pass)", unit="model"):
+        clf, x = (clf_a, xa) if which == "a" else (clf_b, xb)
+        res[which] = _maps(clf, cfg["methods"], x, targets, cfg)
+    res_a, res_b = res["a"], res["b"]
+    for method in cfg["methods"]:
+        ra, rb = res_a[method], res_b[method]
         d = drift_metrics(ra.upsampled, rb.upsampled, top_k=cfg["top_k"], thresholds=cfg["thresholds"])
         d.insert(0, "case_id", kept_ids)
         d.insert(1, "patient_id", pid.astype(str))
@@ -208,8 +213,7 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
             d.insert(0, col, val)
         drift_rows.append(d)
         maps_out[f"{method}__a"], maps_out[f"{method}__b"] = ra.maps, rb.maps
-        if cfg["sanity"]:
-            sanity_rows += _sanity(pair, method, {"a": (clf_a, xa, ra), "b": (clf_b, xb, rb)}, targets, cfg, rnd_cache)
+    sanity_rows = _sanity(pair, {"a": (clf_a, xa, res_a), "b": (clf_b, xb, res_b)}, targets, cfg) if cfg["sanity"] else []
     series_rows = _series(pair, clf_a, clf_b, xa, targets, kept_ids, cfg) if pair.series else []
     maps_out["case_id"] = np.asarray(kept_ids, dtype=str)
     maps_out["input_image"] = xa[:, 0].numpy().astype(np.float32)
@@ -227,15 +231,18 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
     return pd.concat(drift_rows, ignore_index=True), counts, sanity_rows, series_rows, (maps_out, maps_meta)
 
 
-def _sanity(pair, method, runs, targets, cfg, rnd_cache):
-    """Model-randomisation check: maps of a re-initialised copy vs the trained model's maps."""
-    out = []
+def _sanity(pair, runs, targets, cfg):
+    """Model-randomisation check: maps of a re-initialised copy vs the trained model's maps.
+
+    ``runs``: ``{model: (classifier, x, {method: CAMResult})}``; one re-initialised copy per model,
+    all methods from one pass. Rows are ordered method by method, then model.
+    """
     n = min(cfg["sanity_cases"], targets.size)
-    for which, (clf, x, res) in runs.items():
-        if which not in rnd_cache:  # one re-initialised copy per checkpoint, reused by every method
-            rnd_cache[which] = clf.randomized(seed=cfg["seed"])
-        rnd = rnd_cache[which]
-        rr = _maps(rnd, method, x[:n], targets[:n], cfg["batch_size"], cfg["ig_steps"])
+    rnd_maps = {which: _maps(clf.randomized(seed=cfg["seed"]), cfg["methods"], x[:n], targets[:n], cfg)
+                for which, (clf, x, _) in runs.items()}
+    out = []
+    for method, which in ((m, w) for m in cfg["methods"] for w in runs):
+        res, rr = runs[which][2][method], rnd_maps[which][method]
         d = drift_metrics(res.upsampled[:n], rr.upsampled, top_k=(10.0,))
         rho = d["spearman"].to_numpy(float)
         med = float(np.nanmedian(rho)) if np.isfinite(rho).any() else np.nan
@@ -269,8 +276,9 @@ def _series(pair, clf_a, clf_b, x, targets, kept_ids, cfg):
         clf = clf_a if step == 0 else (clf_b if spec is pair.model_b else load_classifier(spec, device=cfg["device"]))
         logits = _logits(clf.module, x, cfg["batch_size"])
         still = float(np.mean(logits.argmax(1) == targets))
+        step_maps = _maps(clf, cfg["methods"], x, targets, cfg)
         for method in cfg["methods"]:
-            m = _maps(clf, method, x, targets, cfg["batch_size"], cfg["ig_steps"]).upsampled
+            m = step_maps[method].upsampled
             if step == 0:
                 first[method] = prev[method] = m
                 continue
@@ -292,7 +300,7 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
                     batch_size: int = 16, sanity: bool = True, sanity_cases: int = 16,
                     sanity_max_spearman: float = 0.5, ig_steps: int = 32, n_boot: int = 1000, seed: int = 0,
                     out=None, save_maps=None, figures=None, max_cases: int | None = None,
-                    device: str = "cpu") -> CamDriftResult:
+                    device: str = "cpu", channels_last: bool = False) -> CamDriftResult:
     """CAM drift for several architectures and tasks over one cohort.
 
     Parameters
@@ -318,6 +326,15 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
         Use only the first ``max_cases`` manifest rows (quick looks).
     device : str
         ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (models and batches go there; maps come back as numpy).
+    channels_last : bool
+        Store the loaded classifiers' convolution weights channels-last (values unchanged): CNN
+        CAM batches run much faster on CPU. Off by default because a model that calls ``.view`` on
+        a spatial feature map fails with channels-last tensors.
+
+    Notes
+    -----
+    Grad-CAM, Grad-CAM++ and LayerCAM of one model share one forward and one backward pass per
+    batch (:class:`~radlens.cam.methods.MultiCAM`); their maps equal separate single-method runs.
 
     Returns
     -------
@@ -345,7 +362,7 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
     cfg = dict(methods=methods, samples=samples, top_k=tuple(float(k) for k in top_k),
                thresholds=tuple(float(t) for t in thresholds), batch_size=batch_size, sanity=sanity,
                sanity_cases=sanity_cases, sanity_max_spearman=sanity_max_spearman, ig_steps=ig_steps, seed=seed,
-               device=device)
+               device=device, channels_last=bool(channels_last))
     import torch
 
     torch.manual_seed(seed)
