@@ -48,8 +48,12 @@ def test_specs_follow_the_contracts(trained):
     assert enc["checkpoint"] == "pre.safetensors" and (out / "cnn" / "pre.safetensors").exists()
     assert enc["preprocess"]["spatial_size"] == [32, 32] and enc["preprocess"]["channels"] == 1
     m, s = enc["preprocess"]["intensity"]["mean"][0], enc["preprocess"]["intensity"]["std"][0]
-    assert m == pytest.approx(data.images[data.train_idx].mean(), rel=1e-5)
-    assert s == pytest.approx(data.images[data.train_idx].std(), rel=1e-4)
+    # radlens applies {mean, std} after a per-image min-max scaling to [0, 1]: the spec's numbers are
+    # the statistics of the min-max-scaled training images
+    tr = data.images[data.train_idx].astype(np.float64)
+    lo, hi = tr.min((1, 2), keepdims=True), tr.max((1, 2), keepdims=True)
+    assert m == pytest.approx(((tr - lo) / (hi - lo)).mean(), rel=1e-5)
+    assert s == pytest.approx(((tr - lo) / (hi - lo)).std(), rel=1e-4)
     venc = yaml.safe_load((out / "vit" / "encoder_pre.yaml").read_text(encoding="utf-8"))
     assert venc["kind"] == "hf" and (out / "vit" / "pre" / "config.json").exists()
     for arch, pooling, target in (("cnn", "global", "layer4"), ("vit", "cls", "encoder.layer.0")):
@@ -150,3 +154,42 @@ def test_bad_inputs_name_the_parameter(tmp_path):
     data = _blob_data(n=16)
     with pytest.raises(InputError, match=r"tasks \['task_missing'\]: not columns"):
         train_demo_encoders(data, tmp_path, TrainConfig(tasks=("task_missing",), **TINY))
+
+
+def test_youden_threshold_hand_worked():
+    from radlens.synth.train import youden_threshold
+
+    # scores 1..6, positives {3, 5, 6}: cut at 2.5 -> TPR 1, FPR 1/3 (J 2/3); at 4.5 -> TPR 2/3, FPR 0 (J 2/3);
+    # tie -> the threshold closest to 0
+    y = np.array([0, 0, 1, 0, 1, 1])
+    s = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    assert youden_threshold(y, s) == 2.5
+    # perfectly separated at the top: any cut between 2 and 3 has J = 1; the midpoint 2.5 is the candidate
+    assert youden_threshold(np.array([0, 0, 1, 1]), np.array([1.0, 2.0, 3.0, 4.0])) == 2.5
+    # a head that calls everything negative (all scores < 0) but ranks perfectly is moved to its gap
+    assert youden_threshold(np.array([0, 1]), np.array([-5.0, -3.0])) == -4.0
+    assert youden_threshold(np.array([1, 1]), np.array([0.3, 0.4])) == 0.0  # one class: no shift
+
+
+@pytest.mark.parametrize("arch", ["cnn", "vit"])
+def test_written_classifiers_reproduce_the_trained_models_through_radlens_preprocessing(trained, arch):
+    """The specs the demo writes, loaded and preprocessed by radlens itself, give the validation AUC the
+    training measured: every later analysis sees the models exactly as they were trained."""
+    from sklearn.metrics import roc_auc_score
+
+    from radlens.cam.model import load_classifier
+    from types import SimpleNamespace
+
+    data, out, res = trained
+    metrics = yaml.safe_load((out / "training.json").read_text(encoding="utf-8"))
+    va = data.val_idx
+    y = data.table["task_bright"].to_numpy()[va].astype(int)
+    for kind in ("tl", "ft"):
+        clf = load_classifier(out / arch / f"classifier_{kind}_task_bright.yaml")
+        x = torch.stack([clf.encoder.preprocess(
+            SimpleNamespace(case_id=str(data.case_id[i]), array=data.images[i], roi=None))[0]
+                         for i in va])
+        with torch.no_grad():
+            d = np.diff(clf.module(x).numpy(), axis=1)[:, 0]
+        want = metrics["archs"][arch]["tasks"]["task_bright"]["val_auc"][kind]
+        assert roc_auc_score(y, d) == pytest.approx(want, abs=1e-9)

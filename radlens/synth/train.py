@@ -306,6 +306,71 @@ def fit_linear_head(model, x, y: np.ndarray, train_idx: np.ndarray, seed: int) -
         model.head.bias.copy_(torch.tensor([0.0, b], dtype=torch.float32))
 
 
+def model_inputs(images: np.ndarray, train_idx: np.ndarray):
+    """The demo models' inputs, produced by radlens' own encoder preprocessing.
+
+    The encoder specs the demo writes say ``intensity: {mean, std}``, which radlens applies after a
+    per-image min-max scaling to [0, 1] (:mod:`radlens.encoders.preprocess`). Training on anything else
+    would make every later analysis feed the models inputs they were not trained on, so the training
+    tensors come from the same :class:`~radlens.encoders.preprocess.Preprocessor`.
+
+    Parameters
+    ----------
+    images : ndarray, shape (n, H, W)
+    train_idx : ndarray of int
+        Cases whose min-max-scaled pixels define the normalisation ``(mean, std)``.
+
+    Returns
+    -------
+    x : Tensor float32, shape (n, 1, H, W)
+    norm : (float, float)
+        ``mean, std`` written into the encoder specs.
+    """
+    import torch
+
+    from radlens.encoders.preprocess import Preprocessor
+
+    h, w = images.shape[1:]
+    base = {"spatial_size": [int(h), int(w)], "clip": None, "interpolation": "auto"}
+    roi = {"rule": "overlap", "min_overlap": 0.5, "mode": "full", "crop_margin": 0.25}
+    minmax = Preprocessor({**base, "intensity": "minmax"}, roi, 1)
+    scaled = np.stack([minmax(im).x[0].numpy() for im in images[train_idx]])
+    norm = (float(scaled.mean()), float(scaled.std() + 1e-6))
+    final = Preprocessor({**base, "intensity": {"mean": [norm[0]], "std": [norm[1]]}}, roi, 1)
+    return torch.stack([final(im).x for im in images]), norm
+
+
+def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
+    """Score threshold maximising Youden's J = TPR - FPR (predict positive when ``score > t``).
+
+    Candidates are the midpoints between consecutive distinct scores (plus one below the minimum); ties
+    in J go to the threshold closest to 0, so a head that is already well placed keeps its bias.
+    """
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, dtype=float)
+    if y.all() or not y.any():
+        return 0.0
+    u = np.unique(score)
+    cand = np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2]) if u.size > 1 else np.array([u[0] - 1.0])
+    pred = score[None, :] > cand[:, None]
+    j = pred[:, y].mean(1) - pred[:, ~y].mean(1)
+    best = np.flatnonzero(np.isclose(j, j.max()))
+    return float(cand[best[np.argmin(np.abs(cand[best]))]])
+
+
+def place_operating_point(model, x, y: np.ndarray, train_idx: np.ndarray) -> float:
+    """Shift the positive-class bias so the two-class head decides at the Youden-optimal threshold of the
+    training cases. A small fine-tuned head often ranks well (AUC) but calls nearly every case negative,
+    which would leave CAM drift almost no true positives to compare. Returns the shift applied."""
+    import torch
+
+    d = np.diff(_logits(model, x[train_idx]), axis=1)[:, 0]
+    t = youden_threshold(y[train_idx], d)
+    with torch.no_grad():
+        model.head.bias[1] -= t
+    return t
+
+
 def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, gen, task: str,
              log_rows: list) -> None:
     """Full fine-tuning of backbone + head with cross-entropy and flip/rotation augmentation."""
@@ -457,8 +522,7 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
     if missing:
         raise InputError(f"tasks {missing}: not columns of the manifest; available: {list(data.table.columns)}")
     n, h, w = data.images.shape
-    norm = (float(data.images[data.train_idx].mean()), float(data.images[data.train_idx].std() + 1e-6))
-    x_all = torch.from_numpy(((data.images - norm[0]) / norm[1]).astype(np.float32))[:, None]
+    x_all, norm = model_inputs(data.images, data.train_idx)
     result = TrainResult(out_dir)
     metrics: dict[str, Any] = {"config": asdict(cfg), "n_cases": int(n), "n_train": int(data.train_idx.size),
                                "n_val": int(data.val_idx.size), "image_shape": [int(h), int(w)],
@@ -491,9 +555,11 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
                 va = data.val_idx[labelled[data.val_idx]]
                 tl = copy.deepcopy(pre_model)
                 fit_linear_head(tl, x_all, y, tr, cfg.seed)
+                place_operating_point(tl, x_all, y, tr)
                 tl_path = _write_classifier(tl, arch, "tl", task, arch_dir, pre_spec, vit_cfg)
                 ft = copy.deepcopy(tl)
                 finetune(ft, x_all, y, tr, cfg, gen, task, log_rows)
+                place_operating_point(ft, x_all, y, tr)
                 ft.eval()
                 ft_name = f"ft_{task}"
                 ft_spec = _encoder_spec(arch, ft_name, cfg, (h, w), norm, vit_cfg)
