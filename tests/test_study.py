@@ -212,3 +212,39 @@ def test_localize_finds_the_maps_of_the_only_pair_that_kept_cases(tmp_path):
     assert _maps_file_of(tmp_path / "maps.vit.t1.npz", single, {"architecture": "vit", "task": "t1"}) is None
     write_npz(per_pair, {"case_id": np.array(["a"])}, meta={"architecture": "cnn", "task": "t1"})
     assert _maps_file_of(per_pair, single, {"architecture": "cnn", "task": "t1"}) == per_pair
+
+
+def test_cam_stage_removes_stale_maps_before_running(tmp_path, monkeypatch):
+    """A pair that kept cases last run but none now must not leave its old maps for localize to score."""
+    import pandas as pd
+    import yaml
+
+    import radlens.cam.run
+    from radlens.config import load_study
+    from radlens.study import build_stages
+
+    for n in ("tl", "ft"):
+        (tmp_path / f"{n}.yaml").write_text("encoder: {kind: monai, name: ResNet}\nhead: {checkpoint: h.safetensors}\n"
+                                            "target_layer: layer4\n", encoding="utf-8")
+    (tmp_path / "enc.yaml").write_text("kind: monai\nname: ResNet\n", encoding="utf-8")
+    (tmp_path / "m.csv").write_text("case_id,image,bbox_x,bbox_y,bbox_w,bbox_h\n", encoding="utf-8")
+    tasks = {t: {"finetuned": "ft.yaml", "transfer": "tl.yaml"} for t in ("t1", "t2")}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "manifest": "m.csv", "encoders": {"cnn": {"pre": "enc.yaml", "tasks": tasks}},
+        "lens": {"enabled": False}, "pooling_probe": {"enabled": False}}), encoding="utf-8")
+
+    class M:
+        path = str(tmp_path / "m.csv")
+        df = pd.DataFrame({"case_id": [], "image": []})
+
+    run = tmp_path / "run"
+    cam = [s for s in build_stages(load_study(tmp_path / "s.yaml"), run, M()) if s.kind == "cam-drift"][0]
+    (run / "cam").mkdir(parents=True)
+    stale = [run / "cam" / "maps.cnn.t1.npz", run / "cam" / "maps.npz"]
+    for f in stale:
+        f.write_bytes(b"old")
+    seen = []
+    monkeypatch.setattr(radlens.cam.run, "cam_drift_study",
+                        lambda *a, **k: seen.append([f.exists() for f in stale]))
+    cam.fn()
+    assert seen == [[False, False]]

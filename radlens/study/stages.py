@@ -149,6 +149,10 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
         def do_cam():
             from radlens.cam.run import cam_drift_study
 
+            # maps of an earlier run whose pair now keeps no case must not be scored again by localize
+            for f in {maps_out, *map_files}:
+                Path(f).unlink(missing_ok=True)
+
             kw = dict(methods=list(cfg.cam_drift.methods), n_boot=cfg.cam_drift.n_boot, seed=seed,
                       max_cases=cfg.cam_drift.max_cases)
             kw.update(cfg.cam_drift.options)
