@@ -45,6 +45,7 @@ class DemoSize:
     n_boot: int
     cam_boot: int
     probe_panel: dict = field(default_factory=dict)
+    loc_figures: bool = True  # per-pair localization score figures (the report shows the tables)
 
 
 FULL = DemoSize(n_cases=240, image_size=64, pretext_epochs=4, finetune_epochs=8, n_null=200, n_boot=200,
@@ -54,7 +55,7 @@ FULL = DemoSize(n_cases=240, image_size=64, pretext_epochs=4, finetune_epochs=8,
                     "jitter": {"levels": [0.0, 0.25, 0.5, 1.0]},
                     "probe": {"n_boot": 500}})
 QUICK = DemoSize(n_cases=80, image_size=64, pretext_epochs=2, finetune_epochs=3, n_null=40, n_boot=40,
-                 cam_boot=200, probe_panel={
+                 cam_boot=200, loc_figures=False, probe_panel={
                      "images": {"query": "has_lesion == 0", "max_images": 16},
                      "panel": {"footprints": [0.05, 0.2],
                                "perturbations": {"nodule": {"strengths": [1.0]}, "texture": {"strengths": [1.0]}}},
@@ -89,7 +90,8 @@ def study_dict(models: dict[str, dict[str, Any]], out: Path, size: DemoSize, see
                  "n_null": size.n_null, "n_boot": size.n_boot, "expected_classes": EXPECTED_CLASSES},
         "cam_drift": {"enabled": True, "methods": ["layercam", "gradcam++"], "n_boot": size.cam_boot,
                       "options": {"sanity_cases": 8, "channels_last": True}},
-        "localization": {"enabled": True, "score": "auc", "positive_col": "has_lesion", "n_boot": size.cam_boot},
+        "localization": {"enabled": True, "score": "auc", "positive_col": "has_lesion", "n_boot": size.cam_boot,
+                         "options": {} if size.loc_figures else {"figure": False}},
         "pooling_probe": {"enabled": True, "post_task": "task_texture", "panel": size.probe_panel},
         "report": True,
     }

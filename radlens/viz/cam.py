@@ -88,16 +88,25 @@ def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=Non
     fig, axes = plt.subplots(len(idx), ncol, figsize=(1.45 * ncol + 0.9, height), squeeze=False,
                              gridspec_kw={"wspace": 0.04, "hspace": 0.06})
     fig.subplots_adjust(top=1 - header / height, bottom=0.1 / height)
+    import matplotlib as mpl
+
+    inferno, gray = mpl.colormaps["inferno"], mpl.colormaps["gray"]
     for r, i in enumerate(idx):
         img = arrays["input_image"][i]
         ref = arrays[f"{methods[0]}__a"][i]
-        axes[r, 0].imshow(_slice(img, ref), cmap="gray")
+        base = _slice(img, ref).astype(np.float64)
+        lo, hi = float(base.min()), float(base.max())
+        base_rgb = gray((base - lo) / (hi - lo) if hi > lo else np.zeros_like(base))[..., :3]
+        axes[r, 0].imshow(base_rgb, interpolation="nearest")
         axes[r, 0].set_ylabel(ids[i], fontsize=7)
         for j, meth in enumerate(methods):
             for k, side in enumerate(("a", "b")):
                 ax = axes[r, 1 + 2 * j + k]
-                ax.imshow(_slice(img, ref), cmap="gray")
-                im = ax.imshow(_slice(arrays[f"{meth}__{side}"][i], ref), cmap="inferno", alpha=alpha, vmin=0, vmax=1)
+                # the overlay is blended here (map over the grey image, opacity ``alpha``) and drawn as ONE
+                # RGB image: matplotlib's per-axes compositing of two images made these grids the slowest
+                # part of a CAM-drift run
+                m = np.clip(_slice(arrays[f"{meth}__{side}"][i], ref), 0.0, 1.0)
+                ax.imshow((1 - alpha) * base_rgb + alpha * inferno(m)[..., :3], interpolation="nearest")
                 if side == "b" and d is not None and ids[i] in d.index:
                     dm = drift[(drift["method"] == meth) & (drift["case_id"] == ids[i])]
                     if "architecture" in meta and "architecture" in dm.columns:
@@ -115,7 +124,8 @@ def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=Non
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(im, ax=axes, shrink=0.5, fraction=0.03, pad=0.02, label="map / map max")
+    fig.colorbar(mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=inferno), ax=axes, shrink=0.5,
+                 fraction=0.03, pad=0.02, label=f"map / map max (over the grey image at opacity {alpha:g})")
     fig.suptitle(title, fontsize=10, y=1 - 0.05 / height, va="top")
     return save_figure(fig, out_stem)
 
