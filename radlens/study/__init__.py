@@ -37,7 +37,7 @@ from radlens.errors import ConfigError, RadlensError
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "cached", "failed", "skipped", "disabled")
+STATUSES = ("ok", "cached", "failed", "skipped")
 
 
 @dataclass
