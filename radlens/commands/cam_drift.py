@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from radlens.commands import floats
+
 NAME = "cam-drift"
 HELP = "CAM drift (LayerCAM, Grad-CAM++, Grad-CAM, IG) between transfer-learning and fine-tuned checkpoints"
 DESCRIPTION = """\
@@ -27,13 +29,6 @@ Example:
 """
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="manifest CSV/parquet")
     p.add_argument("--model-a", required=True, nargs="+", metavar="YAML",
@@ -49,9 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated: layercam, gradcam++, gradcam, ig (default layercam,gradcam++)")
     p.add_argument("--samples", choices=("tp", "correct"), default="tp",
                    help="tp: positives both checkpoints predict positive (default); correct: any class both get right")
-    p.add_argument("--top-k", type=_floats, default=[10.0], metavar="K[,K...]",
+    p.add_argument("--top-k", type=floats, default=[10.0], metavar="K[,K...]",
                    help="percent(s) for equal-area top-k%% masks and mass shares (default 10)")
-    p.add_argument("--thresholds", type=_floats, default=[], metavar="T[,T...]",
+    p.add_argument("--thresholds", type=floats, default=[], metavar="T[,T...]",
                    help="optional fixed thresholds (fraction of each map's max) for extra IoUs")
     p.add_argument("--series", nargs="+", default=(), metavar="YAML",
                    help="intermediate checkpoints in training order (drift along epochs)")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from radlens.commands import floats
+
 NAME = "fit-pre"
 HELP = "radiomic lens: fit radiomics -> pre embeddings MLP (first layer frozen for refit-post)"
 DESCRIPTION = """\
@@ -21,13 +23,6 @@ Example:
   radlens fit-pre --radiomics radiomics.parquet --embeddings embeddings_pre.npz --pooling roi \\
       --manifest cohort/manifest.csv --out lens/
 """
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scaling", default="global", choices=("global", "per_dim", "none"),
                    help="embedding frame scaling (global keeps orthogonal invariance; default)")
     p.add_argument("--n-components", type=int, default=None, help="optional PCA of the frame to K components")
-    p.add_argument("--alphas", type=_floats, default=None, metavar="A[,A...]", help="ridge penalty grid")
+    p.add_argument("--alphas", type=floats, default=None, metavar="A[,A...]", help="ridge penalty grid")
     p.add_argument("--cv-folds", type=int, default=5)
     p.add_argument("--near-duplicate-threshold", type=float, default=None,
                    help="drop one of two radiomic features with |r| above this")

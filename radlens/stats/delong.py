@@ -223,14 +223,9 @@ def delong_auc_test(y, score, null: float = 0.5, alpha: float = 0.05,
     """
     keys = ("auc", "se", "ci_low", "ci_high", "z", "p", "n_pos", "n_neg")
     _check_policy(on_single_class)
-    try:
-        aucs, cov = delong_covariance(y, score, groups)
-    except InputError:
-        if on_single_class == "nan" and _is_single_class(y):
-            out = _nan_result(keys)
-            out.update(n_pos=int(np.sum(np.asarray(y) == 1)), n_neg=int(np.sum(np.asarray(y) == 0)))
-            return out
-        raise
+    aucs, cov, nan_out = _covariance_or_nan(y, score, groups, on_single_class, keys)
+    if nan_out is not None:
+        return nan_out
     a = float(aucs[0])
     se = float(math.sqrt(max(cov[0, 0], 0.0)))
     zc = st.norm.ppf(1 - alpha / 2)
@@ -270,14 +265,9 @@ def delong_test(y, score_a, score_b, alpha: float = 0.05,
     if a.shape != b.shape:
         raise InputError(f"delong_test: score_a shape {a.shape} != score_b shape {b.shape}; "
                          "both must score the same samples")
-    try:
-        aucs, cov = delong_covariance(y, np.vstack([a, b]), groups)
-    except InputError:
-        if on_single_class == "nan" and _is_single_class(y):
-            out = _nan_result(keys)
-            out.update(n_pos=int(np.sum(np.asarray(y) == 1)), n_neg=int(np.sum(np.asarray(y) == 0)))
-            return out
-        raise
+    aucs, cov, nan_out = _covariance_or_nan(y, np.vstack([a, b]), groups, on_single_class, keys)
+    if nan_out is not None:
+        return nan_out
     diff = float(aucs[1] - aucs[0])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     se = math.sqrt(max(var, 0.0))
@@ -293,6 +283,20 @@ def delong_test(y, score_a, score_b, alpha: float = 0.05,
             "ci_low": diff - zc * se, "ci_high": diff + zc * se, "z": float(z), "p": p,
             "corr": float(cov[0, 1] / den) if den > 0 else np.nan,
             "n_pos": int(yb.sum()), "n_neg": int((~yb).sum())}
+
+
+def _covariance_or_nan(y, scores, groups, on_single_class: str, keys):
+    """``(aucs, cov, None)``, or ``(None, None, NaN result)`` when ``y`` has one class and the policy
+    is ``"nan"``; any other input error propagates."""
+    try:
+        aucs, cov = delong_covariance(y, scores, groups)
+    except InputError:
+        if on_single_class == "nan" and _is_single_class(y):
+            out = _nan_result(keys)
+            out.update(n_pos=int(np.sum(np.asarray(y) == 1)), n_neg=int(np.sum(np.asarray(y) == 0)))
+            return None, None, out
+        raise
+    return aucs, cov, None
 
 
 def _check_policy(on_single_class: str) -> None:
