@@ -1,0 +1,103 @@
+"""Layer-wise lens end to end through the CLI (fit-pre / refit-post / compare --layers) on planted
+multi-layer embeddings: an unchanged layer, a rescaled + rotated layer and a layer with a planted
+radiomic change."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radlens.cli import main
+from radlens.io.artifacts import Embeddings, read_table, write_embeddings, write_table
+from radlens.lens.planted import planted_change, planted_embeddings, planted_radiomics
+
+FIT = ["--hidden", "12", "--seeds", "2", "--max-epochs", "60", "--patience", "10"]
+LAYERS = ["stem", "block1.conv", "block2"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+
+
+def _write(path, cid, arrays):
+    pools = {f"roi@{L}": a.astype(np.float32) for L, a in arrays.items()}
+    write_embeddings(path, Embeddings(cid, pools, {"layers": list(arrays)}))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lens_layers")
+    df = planted_radiomics(120, 14, seed=2)
+    X = df.drop(columns="case_id").to_numpy()
+    cid = df["case_id"].to_numpy()
+    pre = {L: planted_embeddings(X, 10, seed=10 + i) for i, L in enumerate(LAYERS)}
+    _write(d / "pre.npz", cid, pre)
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    for k, (task, planted) in enumerate((("texture", [5, 6]), ("shape", [10, 11]))):
+        post = {"stem": pre["stem"].copy(),                          # unchanged
+                "block1.conv": 1.5 * pre["block1.conv"] @ Q,         # rescaled + rotated only
+                "block2": planted_change(X, pre["block2"], planted, "signal", 0.6, seed=k)}
+        _write(d / f"{task}.npz", cid, post)
+    write_table(df, d / "radiomics.parquet")
+    pd.DataFrame({"case_id": cid, "patient_id": [f"p{i // 2}" for i in range(len(cid))]}).to_csv(
+        d / "groups.csv", index=False)
+    return d
+
+
+def test_layerwise_cli(study):
+    d = study
+    # a multi-layer file without --layers is refused with the fix
+    with pytest.raises(Exception, match="--layers all"):
+        from radlens.lens.pipeline import fit_pre
+
+        fit_pre(d / "radiomics.parquet", d / "pre.npz", d / "bad")
+    assert main(["fit-pre", "--radiomics", str(d / "radiomics.parquet"), "--embeddings", str(d / "pre.npz"),
+                 "--groups", str(d / "groups.csv"), "--layers", "all", "--out", str(d / "lens"), *FIT]) == 0
+    meta = json.loads((d / "lens" / "layers.json").read_text(encoding="utf-8"))
+    assert meta["layers"] == LAYERS
+    for L in LAYERS:   # one single-layer lens per layer
+        assert (d / "lens" / L / "lens.json").exists() and (d / "lens" / L / "lens.npz").exists()
+    for task in ("texture", "shape"):
+        assert main(["refit-post", "--lens", str(d / "lens"), "--embeddings", str(d / f"{task}.npz"),
+                     "--n-null", "40", "--n-boot", "30", "--out", str(d / f"shifts_{task}.parquet")]) == 0
+    long = read_table(d / "shifts_texture.parquet")
+    assert list(dict.fromkeys(long["layer"])) == LAYERS and len(long) == 3 * 14
+    single = read_table(d / "block2" / "shifts_texture.parquet")
+    assert "layer" not in single.columns and len(single) == 14
+    assert main(["compare", str(d / "shifts_texture.parquet"), str(d / "shifts_shape.parquet"),
+                 "--out", str(d / "cmp")]) == 0
+    summ = read_table(d / "cmp" / "layer_summary.csv").set_index(["layer", "task"])
+    feats = read_table(d / "cmp" / "layer_features.csv")
+    for task in ("texture", "shape"):
+        s0, s1, s2 = (summ.loc[(L, task)] for L in LAYERS)
+        # unchanged layer: CKA 1 with a degenerate CI, R² equal, nothing significant
+        assert abs(s0["cka"] - 1) < 1e-9 and abs(s0["cka_ci_low"] - 1) < 1e-9
+        assert s0["r2_post_heldout"] == pytest.approx(s0["r2_pre_heldout"], abs=1e-9)
+        # rescaled + rotated: CKA 1 as well (linear CKA is blind to both)
+        assert abs(s1["cka"] - 1) < 1e-9
+        # planted change: CKA below 1, CI below 1
+        assert s2["cka"] < 0.99 and s2["cka_ci_high"] < 1
+        assert s2["cka_ci_low"] <= s2["cka"] <= s2["cka_ci_high"]
+        assert s2["r2_pre_heldout_ci_low"] <= s2["r2_pre_heldout"] <= s2["r2_pre_heldout_ci_high"]
+        f0 = feats[(feats["layer"] == "stem") & (feats["task"] == task) & (feats["kind"] == "task")]
+        assert f0["no_change"].all() and (f0["q"] >= 0.05).all() and (f0["value"] == 0).all()
+        f2 = feats[(feats["layer"] == "block2") & (feats["task"] == task) & (feats["kind"] == "task")]
+        assert (f2["q"] < 0.05).any()
+    for L in LAYERS:   # each layer compared with the single-layer compare
+        assert (d / "cmp" / L / "compare.json").exists()
+    assert (d / "cmp" / "layer_heatmap.png").exists() and (d / "cmp" / "layer_depth.png").exists()
+
+
+def test_layer_errors_name_the_fix(study, capsys):
+    d = study
+    rc = main(["fit-pre", "--radiomics", str(d / "radiomics.parquet"), "--embeddings", str(d / "pre.npz"),
+               "--layers", "block9", "--out", str(d / "lens_bad"), *FIT])
+    err = capsys.readouterr().err
+    assert rc != 0 and "block9" in err and "available" in err
