@@ -60,7 +60,7 @@ def layer_class_heatmap(feats, out_stem, sig_level: float = 0.05) -> list[Path]:
                                                   0.42 * len(layers) * nrow + 1.3 * nrow + 0.6),
                              squeeze=False)
     im = None
-    for ax, (kind, task), (Z, K) in zip(axes.ravel(), panels, mats):
+    for n_ax, (ax, (kind, task), (Z, K)) in enumerate(zip(axes.ravel(), panels, mats)):
         im = ax.imshow(Z, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -vmax, vmax), interpolation="none")
         for i in range(Z.shape[0]):
             for j in range(Z.shape[1]):
@@ -71,11 +71,13 @@ def layer_class_heatmap(feats, out_stem, sig_level: float = 0.05) -> list[Path]:
         ax.set_xticklabels([f"{c} ({int(nfeat.get(c, 0))})" for c in classes], rotation=40, ha="right", fontsize=7)
         ax.set_yticks(range(len(layers)))
         ax.set_yticklabels(layers, fontsize=7)
-        ax.set_ylabel("encoder layer (shallow → deep)")
+        if n_ax % ncol == 0:
+            ax.set_ylabel("encoder layer (shallow → deep)")
         ax.set_xlabel("radiomic feature class (number of features)")
         ax.set_title(_KIND_TITLE[kind].format(task=task), fontsize=8)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
+    fig.subplots_adjust(wspace=0.45, hspace=0.9)
     cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
     cb.set_label("mean z of the class's features (null SDs)", fontsize=7)
     fig.suptitle(f"Where in the encoder the radiomic sensitivity moved (numbers: features with q < {sig_level:g})",
