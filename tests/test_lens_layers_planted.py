@@ -4,8 +4,9 @@
 output is only rescaled and re-coded (channel permutation, ``layer4`` compensated) → no change of
 emphasis at ``layer3`` and an unchanged ``layer4``.
 
-Embeddings: global average of each stage's output from one forward pass (hooks), written as a
-multi-layer embeddings file (``"{pooling}@{layer}"`` keys, meta ``layers``)."""
+Embeddings: ``radlens.encoders`` with ``layers=[layer1..layer4]`` (every stage's global average from one
+forward pass; the checkpoints are safetensors files named in a ``kind: monai`` encoder spec), written as
+a multi-layer embeddings file (``"{pooling}@{layer}"`` keys, meta ``layers``)."""
 import copy
 
 import numpy as np
@@ -67,16 +68,18 @@ def _radiomics(img):
     })
 
 
-def _embed(model, x):
-    """Global average of every stage's output from one forward pass."""
-    feats = {}
-    hooks = [getattr(model, L).register_forward_hook(lambda m, i, o, L=L: feats.__setitem__(L, o.mean((2, 3))))
-             for L in LAYERS]
-    with torch.no_grad():
-        model(x)
-    for h in hooks:
-        h.remove()
-    return {L: feats[L].double().numpy() for L in LAYERS}
+def _embed(model, images, d, name):
+    """Save ``model`` as a checkpoint, load it back through an encoder spec reading 4 layers, embed."""
+    from safetensors.torch import save_file
+
+    from radlens.encoders import embed_arrays, load_encoder
+    from radlens.synth.models import cnn_args
+
+    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(d / f"{name}.safetensors"))
+    spec = {"kind": "monai", "name": "ResNet", "args": cnn_args(4), "checkpoint": str(d / f"{name}.safetensors"),
+            "preprocess": {"spatial_size": [32, 32], "intensity": "zscore"}}
+    out = embed_arrays(load_encoder(spec, layers=LAYERS), list(images), pooling=("cls",), batch_size=64)
+    return {L: out[f"global@{L}"].astype(float) for L in LAYERS}
 
 
 def _write(path, cid, arrays):
@@ -122,12 +125,11 @@ def planted(tmp_path_factory):
     torch.manual_seed(0)
     pre = build_cnn(cnn_args(4)).eval()
     img = _images(160, seed=1)
-    x = torch.as_tensor((img - img.mean()) / img.std(), dtype=torch.float32)[:, None]
     rad = _radiomics(img)
     cid = rad["case_id"].to_numpy()
     write_table(rad, d / "radiomics.parquet")
-    E = {"pre": _embed(pre, x), "changed": _embed(_changed_layer3(pre).eval(), x),
-         "recoded": _embed(_recoded_layer3(pre).eval(), x)}
+    E = {"pre": _embed(pre, img, d, "pre"), "changed": _embed(_changed_layer3(pre), img, d, "changed"),
+         "recoded": _embed(_recoded_layer3(pre), img, d, "recoded")}
     for k, v in E.items():
         _write(d / f"{k}.npz", cid, v)
     assert main(["fit-pre", "--radiomics", str(d / "radiomics.parquet"), "--embeddings", str(d / "pre.npz"),

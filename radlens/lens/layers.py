@@ -49,29 +49,12 @@ def parse_layers(text: str | None) -> list[str] | None:
 def embedding_layers(emb) -> list[str]:
     """Layers of a multi-layer :class:`~radlens.io.artifacts.Embeddings` in depth order
     (``[]`` for a single-layer file)."""
-    if not any("@" in k for k in emb.pools):
-        return []
-    if getattr(emb, "layers", None):
-        return [str(x) for x in emb.layers]
-    meta_layers = emb.meta.get("layers") if isinstance(emb.meta, dict) else None
-    if meta_layers and any("@" in k for k in emb.pools):
-        return [str(x) for x in meta_layers]
-    return list(dict.fromkeys(k.split("@", 1)[1] for k in emb.pools if "@" in k))
+    return list(emb.layers) if emb.multi_layer else []
 
 
 def select_layer(emb, layer: str):
     """Embeddings of one layer with plain pooling keys (``roi``, ``cls``, ...)."""
-    from radlens.io.artifacts import Embeddings
-
-    if hasattr(emb, "select"):
-        return emb.select(layer)
-    layers = embedding_layers(emb)
-    if str(layer) not in layers:
-        raise InputError(f"layer {layer!r} is not in these embeddings; layers: {layers or 'none (single-layer file)'}; "
-                         "embed it with `radlens embed --layers ...`")
-    suffix = f"@{layer}"
-    pools = {k[:-len(suffix)]: v for k, v in emb.pools.items() if k.endswith(suffix)}
-    return Embeddings(emb.case_id, pools, dict(emb.meta, layer=str(layer)))
+    return emb.select(layer)
 
 
 def resolve_layers(available, requested=None, source: str = "embeddings") -> list[str]:
