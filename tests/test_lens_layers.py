@@ -101,3 +101,37 @@ def test_layer_errors_name_the_fix(study, capsys):
                "--layers", "block9", "--out", str(d / "lens_bad"), *FIT])
     err = capsys.readouterr().err
     assert rc != 0 and "block9" in err and "available" in err
+
+
+def test_study_layers_run_the_lens_layer_wise(tmp_path, monkeypatch):
+    """encoders.<arch>.layers (2+): fit-pre / refit-post / compare stages call the layer-wise functions
+    and mark their outputs by layers.json; a single-layer architecture keeps the single-layer stages."""
+    import yaml
+
+    import radlens.lens.layers as LL
+    from radlens.config import load_study
+    from radlens.study import build_stages
+
+    (tmp_path / "enc.yaml").write_text("kind: monai\nname: ResNet\ncheckpoint: w.safetensors\n", encoding="utf-8")
+    (tmp_path / "m.csv").write_text("case_id,image,bbox_x,bbox_y,bbox_w,bbox_h\n", encoding="utf-8")
+    study = {"manifest": "m.csv", "cam_drift": {"enabled": False}, "pooling_probe": {"enabled": False},
+             "encoders": {"cnn": {"pre": "enc.yaml", "layers": ["layer1", "layer3"], "tasks": {"t": "enc.yaml"}},
+                          "vit": {"pre": "enc.yaml", "tasks": {"t": "enc.yaml"}}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
+    cfg = load_study(tmp_path / "s.yaml")
+
+    class M:
+        path = str(tmp_path / "m.csv")
+        df = pd.DataFrame({"case_id": [], "image": []})
+
+    calls = []
+    monkeypatch.setattr(LL, "fit_pre_layers", lambda *a, **kw: calls.append(("fit", kw.get("layers"))))
+    monkeypatch.setattr(LL, "refit_post_layers", lambda *a, **kw: calls.append(("refit", kw.get("task"))))
+    monkeypatch.setattr(LL, "compare_layers", lambda tables, out, **kw: calls.append(("compare", len(tables))))
+    stages = {s.name: s for s in build_stages(cfg, tmp_path / "run", M())}
+    for name in ("fit-pre/cnn", "refit-post/cnn/t", "compare/cnn"):
+        assert stages[name].outputs[0].name == "layers.json" or name.startswith("refit"), name
+        stages[name].fn()
+    assert calls == [("fit", ["layer1", "layer3"]), ("refit", "t"), ("compare", 1)]
+    assert stages["fit-pre/vit"].outputs[0].name == "lens.json"
+    assert stages["compare/vit"].outputs[0].name == "compare.json"

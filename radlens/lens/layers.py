@@ -125,9 +125,28 @@ def fit_pre_layers(radiomics, embeddings, out, *, layers=None, pooling: str | No
         log.info("fit-pre layer %s (%d/%d)", L, i + 1, len(layers))
         fit_pre(radiomics, embeddings, out / dirs[L], pooling=pooling, manifest=manifest, groups=groups, layer=L,
                 **lens_params)
+    _remove_stale(out, ("lens.json", "lens.npz", "fit_report.csv", "radiomics_cleaning.csv", "failures.csv"))
     write_json(out / "layers.json", {"format": LAYERS_FORMAT, "layers": layers, "dirs": dirs,
                                      "embeddings": str(embeddings), "pooling": pooling})
     return out
+
+
+def _remove_stale(folder: Path, names) -> None:
+    """Remove a single-layer run's files from a folder that now holds a layer-wise one (so no reader
+    mistakes the folder for a single-layer lens / comparison)."""
+    for name in names:
+        f = Path(folder) / name
+        if f.is_file():
+            log.info("removing stale single-layer file %s", f)
+            f.unlink()
+
+
+def remove_layer_index(folder) -> None:
+    """Remove ``layers.json`` of an earlier layer-wise run from a folder a single-layer run now writes."""
+    f = Path(folder) / "layers.json"
+    if f.is_file():
+        log.info("removing stale layer-wise index %s", f)
+        f.unlink()
 
 
 def heldout_r2_replicates(lens, Y, weights=None) -> np.ndarray:
@@ -402,6 +421,7 @@ def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 1
         per = [paths[t][L] for t in summaries]
         compare([str(p) for p in per], cdirs[L], value=value, top_k=top_k, **compare_kw)
         tabs[L] = {t: read_table(paths[t][L]) for t in summaries}
+    _remove_stale(out, ("compare.json",))
     feats = layer_feature_table(tabs, cdirs, summaries)
     summ = layer_summary_table(summaries, layers)
     written["layer_features"] = [write_table(feats, out / "layer_features.csv")]

@@ -79,10 +79,12 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             layers = _lens_layers(enc)   # several layers: the layer-wise lens (radlens.lens.layers)
 
             def do_fit(arch=arch, lens_dir=lens_dir, layers=layers):
-                from radlens.lens.layers import fit_pre_layers
+                from radlens.lens.layers import fit_pre_layers, remove_layer_index
                 from radlens.lens.pipeline import fit_pre
 
                 fit, kw = (fit_pre_layers, {"layers": layers}) if layers else (fit_pre, {})
+                if not layers:   # a folder of an earlier layer-wise run
+                    remove_layer_index(lens_dir)
                 fit(rad_out, emb[(arch, "pre")], lens_dir, pooling=pooling, manifest=manifest.path, **kw,
                     **dict(cfg.lens.options, **({"random_state": seed} if "random_state" not in cfg.lens.options
                                                 and _accepts_random_state() else {})))
@@ -118,8 +120,10 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
 
             def do_compare(shift_paths=list(shift_paths), cmp_dir=cmp_dir, layers=layers):
                 from radlens.lens.compare import compare
-                from radlens.lens.layers import compare_layers
+                from radlens.lens.layers import compare_layers, remove_layer_index
 
+                if not layers:
+                    remove_layer_index(cmp_dir)
                 (compare_layers if layers else compare)([str(p) for p in shift_paths], cmp_dir, top_k=cfg.lens.top_k)
 
             stages.append(Stage(f"compare/{arch}", "compare", do_compare,
