@@ -135,3 +135,26 @@ def test_study_layers_run_the_lens_layer_wise(tmp_path, monkeypatch):
     assert calls == [("fit", ["layer1", "layer3"]), ("refit", "t"), ("compare", 1)]
     assert stages["fit-pre/vit"].outputs[0].name == "lens.json"
     assert stages["compare/vit"].outputs[0].name == "compare.json"
+
+
+def test_layer_statistics_point_estimates_match_the_lens(study):
+    """R² of layer_statistics (unit weights) is the lens's own held-out R²; CKA is linear_cka of the frames."""
+    from radlens.lens.io import load_lens
+    from radlens.lens.layers import heldout_r2_replicates, layer_statistics
+    from radlens.stats import linear_cka
+
+    d = study
+    if not (d / "lens" / "block2" / "lens.json").exists():   # run alone (-k): fit the lens here
+        assert main(["fit-pre", "--radiomics", str(d / "radiomics.parquet"), "--embeddings", str(d / "pre.npz"),
+                     "--groups", str(d / "groups.csv"), "--layers", "block2", "--out", str(d / "lens"), *FIT]) == 0
+    lens = load_lens(d / "lens" / "block2")
+    assert heldout_r2_replicates(lens, lens.Z_pre_)[0] == pytest.approx(float(np.mean(lens.head_pre_.r2_heldout)),
+                                                                        abs=1e-10)
+    from radlens.io.artifacts import read_embeddings
+
+    Z = read_embeddings(d / "texture.npz").select("block2").get("roi").astype(float)
+    head = lens.refit_head(Z)
+    rec = layer_statistics(lens, Z, n_boot=20, seed=0)
+    assert rec["r2_post_heldout"] == pytest.approx(float(np.mean(head.r2_heldout)), abs=1e-10)
+    assert rec["cka"] == pytest.approx(linear_cka(lens.Z_pre_, lens.transform_embeddings(Z)), abs=1e-12)
+    assert rec["r2_post_heldout_ci_low"] <= rec["r2_post_heldout"] <= rec["r2_post_heldout_ci_high"]
