@@ -158,3 +158,19 @@ def test_layer_statistics_point_estimates_match_the_lens(study):
     assert rec["r2_post_heldout"] == pytest.approx(float(np.mean(head.r2_heldout)), abs=1e-10)
     assert rec["cka"] == pytest.approx(linear_cka(lens.Z_pre_, lens.transform_embeddings(Z)), abs=1e-12)
     assert rec["r2_post_heldout_ci_low"] <= rec["r2_post_heldout"] <= rec["r2_post_heldout_ci_high"]
+
+
+def test_a_failing_layer_is_listed_and_the_others_proceed(study, tmp_path):
+    from radlens.io.artifacts import read_embeddings
+
+    d = study
+    emb = read_embeddings(d / "pre.npz")
+    pools = dict(emb.pools)
+    pools["roi@broken"] = np.full_like(pools["roi@stem"], np.nan)   # no case has a finite embedding
+    write_embeddings(tmp_path / "pre.npz", Embeddings(emb.case_id, pools, {"layers": LAYERS + ["broken"]}))
+    assert main(["fit-pre", "--radiomics", str(d / "radiomics.parquet"), "--embeddings", str(tmp_path / "pre.npz"),
+                 "--layers", "stem,broken", "--out", str(tmp_path / "lens"), *FIT]) == 0
+    fails = read_table(tmp_path / "lens" / "layer_failures.csv")
+    assert fails["layer"].tolist() == ["broken"] and fails["stage"].tolist() == ["fit-pre"]
+    assert json.loads((tmp_path / "lens" / "layers.json").read_text(encoding="utf-8"))["layers"] == ["stem"]
+    assert (tmp_path / "lens" / "stem" / "lens.json").exists()

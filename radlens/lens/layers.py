@@ -121,14 +121,39 @@ def fit_pre_layers(radiomics, embeddings, out, *, layers=None, pooling: str | No
     dirs = {L: layer_dirname(L) for L in layers}
     if len(set(dirs.values())) < len(dirs):
         raise InputError(f"layers {layers} map to clashing folder names {dirs}; rename the layers")
+    failed = []
     for i, L in enumerate(layers):
         log.info("fit-pre layer %s (%d/%d)", L, i + 1, len(layers))
-        fit_pre(radiomics, embeddings, out / dirs[L], pooling=pooling, manifest=manifest, groups=groups, layer=L,
-                **lens_params)
+        try:
+            fit_pre(radiomics, embeddings, out / dirs[L], pooling=pooling, manifest=manifest, groups=groups,
+                    layer=L, **lens_params)
+        except InputError as exc:   # this layer cannot be fitted: the others proceed
+            failed.append({"layer": L, "stage": "fit-pre", "error": str(exc)})
+            log.error("fit-pre layer %s failed: %s", L, exc)
+    out.mkdir(parents=True, exist_ok=True)
+    layers = _check_failures(out / "layer_failures.csv", layers, failed, "fit-pre")
+    dirs = {L: dirs[L] for L in layers}
     _remove_stale(out, ("lens.json", "lens.npz", "fit_report.csv", "radiomics_cleaning.csv", "failures.csv"))
     write_json(out / "layers.json", {"format": LAYERS_FORMAT, "layers": layers, "dirs": dirs,
                                      "embeddings": str(embeddings), "pooling": pooling})
     return out
+
+
+def _check_failures(path: Path, layers: list[str], failed: list[dict], stage: str) -> list[str]:
+    """Write the failures table ``path`` (``layer, stage, error``; empty when none) and return the
+    layers that succeeded; raise when none did."""
+    import pandas as pd
+
+    from radlens.io.artifacts import write_table
+
+    write_table(pd.DataFrame(failed, columns=["layer", "stage", "error"]), path)
+    bad = {f["layer"] for f in failed}
+    ok = [L for L in layers if L not in bad]
+    if not ok:
+        raise InputError(f"{stage}: every layer failed ({'; '.join(f['layer'] + ': ' + f['error'] for f in failed)})")
+    if bad:
+        log.warning("%s: layer(s) %s failed and are left out (see %s)", stage, sorted(bad), path)
+    return ok
 
 
 def _remove_stale(folder: Path, names) -> None:
@@ -256,12 +281,17 @@ def refit_post_layers(lens, embeddings, out, *, task: str | None = None, layers=
     out = Path(out)
     if task is None:
         task = out.stem[len("shifts_"):] if out.stem.startswith("shifts_") else out.stem
-    frames, by_layer = [], {}
+    frames, by_layer, failed = [], {}, []
     for i, L in enumerate(layers):
         d = meta["dirs"][L]
         lout = out.parent / d / out.name
-        refit_post(lens / d, embeddings, lout, task=task, pooling=pooling, n_null=n_null, n_boot=n_boot, seed=seed,
-                   specific=specific, layer=L)
+        try:
+            refit_post(lens / d, embeddings, lout, task=task, pooling=pooling, n_null=n_null, n_boot=n_boot,
+                       seed=seed, specific=specific, layer=L)
+        except InputError as exc:   # this layer cannot be refitted: the others proceed
+            failed.append({"layer": L, "stage": "refit-post", "error": str(exc)})
+            log.error("refit-post %s layer %s failed: %s", task, L, exc)
+            continue
         summ = read_json(lout.with_suffix(".json"))
         lo = load_lens(lens / d)
         sub = select_layer(emb, L)
@@ -277,6 +307,7 @@ def refit_post_layers(lens, embeddings, out, *, task: str | None = None, layers=
         t.insert(0, "layer_index", i)
         t.insert(0, "layer", L)
         frames.append(t)
+    layers = _check_failures(out.with_name(f"{out.stem}.layer_failures.csv"), layers, failed, f"refit-post {task}")
     summary = {"task": task, "layers": layers, "dirs": {L: meta["dirs"][L] for L in layers}, "by_layer": by_layer}
     prov = provenance("refit-post --layers", {"task": task, "layers": layers, "pooling": pooling, "n_null": n_null,
                                               "n_boot": n_boot, "seed": seed, "specific": specific},
