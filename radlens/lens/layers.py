@@ -431,7 +431,9 @@ def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 1
     tables : sequence of paths   long shift tables from :func:`refit_post_layers`, one per task.
     out : path   output folder.
     layers : sequence of str, optional   subset of the tables' layers (default: all).
-    value, top_k, **compare_kw : passed to :func:`radlens.lens.compare.compare` for each layer.
+    value, top_k, **compare_kw : passed to :func:`radlens.lens.compare.compare` for each layer; a
+        layer-wise ``lens`` folder is passed as that layer's sub-folder, with ``layer=<layer>`` so that
+        the multi-layer ``embeddings`` files are read at that layer.
 
     Returns
     -------
@@ -447,10 +449,16 @@ def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 1
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, list] = {}
     tabs, cdirs = {}, {}
+    lens = compare_kw.pop("lens", None)
+    if lens is not None:
+        lmeta = read_layered_lens(lens)
     for L in layers:
         cdirs[L] = out / layer_dirname(L)
         per = [paths[t][L] for t in summaries]
-        compare([str(p) for p in per], cdirs[L], value=value, top_k=top_k, **compare_kw)
+        kw = dict(compare_kw)
+        if lens is not None:   # cross-task decomposition: this layer's lens and this layer of each file
+            kw.update(lens=Path(lens) / lmeta["dirs"][L], layer=L)
+        compare([str(p) for p in per], cdirs[L], value=value, top_k=top_k, **kw)
         tabs[L] = {t: read_table(paths[t][L]) for t in summaries}
     _remove_stale(out, ("compare.json",))
     feats = layer_feature_table(tabs, cdirs, summaries)
