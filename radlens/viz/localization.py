@@ -123,7 +123,9 @@ def plot_tradeoff(table, out_stem, *, task_label: str = "task AUC", title: str |
         x = t["order"].to_numpy(float)
         xerr = None
         xlabel = "checkpoint (order)"
-    fix = lambda e: None if e is None else np.where(np.isfinite(e), e, 0)  # noqa: E731
+    # error-bar lengths: NaN (no CI) and negative lengths (a given CI that excludes its estimate, or
+    # rounding at a zero-width interval such as AUC = 1, CI [1, 1]) are drawn as 0, never passed on
+    fix = lambda e: None if e is None else np.where(np.isfinite(e), np.maximum(e, 0.0), 0.0)  # noqa: E731
     cmap = plt.get_cmap("viridis")
     cols = [cmap(v) for v in np.linspace(0.1, 0.85, len(t))]
     ax.plot(x, y, "-", color="0.6", lw=1, zorder=1)
@@ -161,8 +163,14 @@ def _tradeoff_caption(t) -> str:
     task = {"delong": "task AUC: DeLong 95% CI", "given": "task: CI as given"}.get(meth, "task: no CI")
     lo, hi = int(t["loc_n"].min()), int(t["loc_n"].max())
     n = f"{lo}" if lo == hi else f"{lo}–{hi}"
-    return (f"Error bars: {task}; localization: mean over samples, 95% patient-cluster bootstrap CI "
+    text = (f"Error bars: {task}; localization: mean over samples, 95% patient-cluster bootstrap CI "
             f"(n = {n} samples per checkpoint).")
+    if "task_note" in t.columns and t["task_metric"].notna().any():
+        left = [f"{ck} ({note})" for ck, note, x in zip(t["checkpoint"], t["task_note"].fillna(""), t["task_metric"])
+                if not np.isfinite(float(x)) and str(note)]
+        if left:
+            text += "\nNot drawn (no task value): " + "; ".join(left) + "."
+    return text
 
 
 def plot_tradeoff_panels(tables, out_stem, *, task_label: str = "task AUC", ncols: int = 3) -> list[Path]:
