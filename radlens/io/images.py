@@ -37,6 +37,18 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 #: Tolerance comparing image and mask grids: relative on spacing, absolute on direction cosines;
 #: origins may differ by 1e-3 of the smallest spacing.
 GEOMETRY_RTOL = 1e-4
+#: Formats that store no geometry (spacing, origin, direction): SimpleITK reads them with spacing 1,
+#: origin 0. Masks and images in these formats are matched by pixel grid, never resampled.
+GEOMETRYLESS_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+#: Lossy formats: a mask stored this way holds compression artefacts around its edges.
+LOSSY_SUFFIXES = (".jpg", ".jpeg")
+#: A mask is a label map only if it holds at most this many distinct values (0 included); more
+#: means an intensity image, an anti-aliased drawing or compression artefacts.
+MAX_LABEL_VALUES = 32
+#: DICOM series: slice steps (along the slice normal) may differ from their median by this
+#: fraction before the series counts as non-uniform (a missing slice doubles one step).
+SLICE_STEP_RTOL = 0.01
+SLICE_GAP_POLICIES = ("error", "warn")
 
 
 def _sitk():
@@ -69,6 +81,81 @@ def _dicom_series_files(folder: Path) -> list[str]:
         raise InputError(f"image folder {str(folder)!r} holds {len(ids)} DICOM series {list(ids)[:5]}; "
                          "put each series in its own folder and give one folder per manifest row")
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0]))
+
+
+def _fmt(values) -> str:
+    """``(0.8, 0.8)``: plain numbers (no ``np.float64(...)``), at most 6 significant digits."""
+    vals = [float(v) for v in np.ravel(values)]
+    return "(" + ", ".join(f"{v:.6g}" for v in vals) + ")"
+
+
+def _series_positions(files: list[str]) -> tuple[np.ndarray, list[str]] | None:
+    """Slice positions along the slice normal (mm) of a DICOM series, in file order, or None
+    when the files lack ImagePositionPatient / ImageOrientationPatient."""
+    import pydicom
+
+    pos, names = [], []
+    normal = None
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True,
+                                 specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
+            ipp = [float(v) for v in ds.ImagePositionPatient]
+            iop = [float(v) for v in ds.ImageOrientationPatient]
+        except Exception:  # noqa: BLE001 - no positions: nothing to check
+            return None
+        if normal is None:
+            normal = np.cross(iop[:3], iop[3:])
+        pos.append(float(np.dot(normal, ipp)))
+        names.append(Path(f).name)
+    return np.asarray(pos), names
+
+
+def dicom_series_problem(folder: str | os.PathLike, files: list[str] | None = None) -> str | None:
+    """Check the slice positions of a DICOM series folder.
+
+    Parameters
+    ----------
+    folder : path of a folder holding one DICOM series
+    files : the series' files as SimpleITK orders them (default: read from ``folder``)
+
+    Returns
+    -------
+    str or None
+        None when the slices are evenly spaced (or the files carry no positions); otherwise a
+        sentence naming the duplicate positions or the uneven steps (a missing slice shows as one
+        step about twice the others), with the slices' file names and positions in mm.
+    """
+    files = _dicom_series_files(Path(folder)) if files is None else files
+    if len(files) < 3:
+        got = _series_positions(files) if len(files) == 2 else None
+        if got is not None and abs(got[0][1] - got[0][0]) < 1e-6:
+            return (f"DICOM series {str(folder)!r}: its 2 slices share the position {got[0][0]:.6g} mm "
+                    f"({got[1][0]}, {got[1][1]}): duplicate slices")
+        return None
+    got = _series_positions(files)
+    if got is None:
+        return None
+    z, names = got
+    order = np.argsort(z, kind="mergesort")
+    z, names = z[order], [names[i] for i in order]
+    steps = np.diff(z)
+    dup = np.flatnonzero(np.abs(steps) < 1e-6)
+    if dup.size:
+        pairs = "; ".join(f"{names[i]} and {names[i + 1]} at {z[i]:.6g} mm" for i in dup[:5])
+        return (f"DICOM series {str(folder)!r} has {dup.size} duplicate slice position(s) ({pairs}); remove the "
+                "duplicate files (a re-sent or second series?) so that each position occurs once")
+    med = float(np.median(steps))
+    bad = np.flatnonzero(np.abs(steps - med) > SLICE_STEP_RTOL * abs(med))
+    if not bad.size:
+        return None
+    where = "; ".join(f"{steps[i]:.6g} mm between {names[i]} (z = {z[i]:.6g}) and {names[i + 1]} "
+                      f"(z = {z[i + 1]:.6g})" for i in bad[:5])
+    missing = [int(round(steps[i] / med)) - 1 for i in bad if steps[i] > med]
+    hint = (f" — about {sum(missing)} missing slice(s)" if missing and sum(missing) > 0 else "")
+    return (f"DICOM series {str(folder)!r} has non-uniform slice positions: {len(z)} slices, median step "
+            f"{med:.6g} mm, but {where}{hint}; a volume read with one uniform spacing would misplace slices "
+            "and misstate volumes. Restore the missing slices, or accept the series as it is (slice_gaps='warn')")
 
 
 def _squeeze(img):
@@ -149,17 +236,31 @@ def _photometric(path: Path) -> str:
     return r.GetMetaData("0028|0004").strip() if r.HasMetaDataKey("0028|0004") else ""
 
 
-def _read_raw(path: Path, what: str):
-    """Read a file/folder as a SimpleITK image (no squeezing or grey conversion)."""
+def _read_raw(path: Path, what: str, notes: list[str] | None = None, slice_gaps: str = "error"):
+    """Read a file/folder as a SimpleITK image (no squeezing or grey conversion).
+
+    ``notes`` (a list) collects warnings about the file (e.g. an invalid DICOM PixelSpacing);
+    ``slice_gaps``: ``"error"`` raises on a DICOM series with missing/duplicate/uneven slices,
+    ``"warn"`` reads it and adds the problem to ``notes``.
+    """
     sitk = _sitk()
     if not path.exists():
         raise InputError(f"{what} {str(path)!r} does not exist; fix the path in the manifest "
                          "(relative paths are resolved against the manifest's folder)")
     if path.is_dir():
         files = _dicom_series_files(path)
+        prob = dicom_series_problem(path, files)
+        if prob is not None:
+            if slice_gaps != "warn":
+                raise InputError(prob)
+            log.warning("%s (read anyway: slice_gaps='warn')", prob)
+            if notes is not None:
+                notes.append(prob.split("; a volume read")[0] + " (read with one uniform spacing: slice_gaps='warn')")
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
-        return reader.Execute()
+        img = reader.Execute()
+        _check_dicom_spacing(files[0], what, notes)
+        return img
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -168,9 +269,39 @@ def _read_raw(path: Path, what: str):
         msg = str(exc).strip().splitlines()
         raise InputError(f"{what} {str(path)!r} cannot be read ({msg[-1] if msg else exc}); supported: PNG, "
                          "JPEG, DICOM (file or series folder), NIfTI, NRRD, MHA/MHD, TIFF") from exc
-    if _is_dicom_file(path) and _photometric(path) == "MONOCHROME1":
-        img = _monochrome1_fix(img, path)
+    if _is_dicom_file(path):
+        _check_dicom_spacing(str(path), what, notes)
+        if _photometric(path) == "MONOCHROME1":
+            img = _monochrome1_fix(img, path)
     return img
+
+
+def _check_dicom_spacing(file: str, what: str, notes: list[str] | None) -> None:
+    """Warn when a DICOM file's PixelSpacing / ImagerPixelSpacing is present but not positive
+    (e.g. ``0\\0``): SimpleITK then reads 1.0, i.e. spacing in pixels, not mm."""
+    sitk = _sitk()
+    r = sitk.ImageFileReader()
+    r.SetFileName(file)
+    try:
+        r.ReadImageInformation()
+    except RuntimeError:
+        return
+    for tag, name in (("0028|0030", "PixelSpacing"), ("0018|1164", "ImagerPixelSpacing")):
+        if not r.HasMetaDataKey(tag):
+            continue
+        raw = r.GetMetaData(tag).strip()
+        try:
+            vals = [float(v) for v in raw.split("\\") if v.strip()]
+        except ValueError:
+            vals = []
+        if len(vals) != 2 or not all(np.isfinite(v) and v > 0 for v in vals):
+            msg = (f"{what} {file!r}: DICOM {name} is {raw!r}, not a valid spacing; read as "
+                   f"{_fmt(r.GetSpacing()[:2])} mm, so physical sizes (areas, volumes, spacing-based "
+                   "resampling) are in pixels; fix the tag if the true spacing is known")
+            log.warning("%s", msg)
+            if notes is not None:
+                notes.append(msg)
+            return
 
 
 def _read_dicom_pydicom(path: Path, sitk_exc: Exception):
@@ -205,7 +336,8 @@ def _read_dicom_pydicom(path: Path, sitk_exc: Exception):
 
 
 # --------------------------------------------------------------------------- public readers
-def load_image(path: str | os.PathLike, *, what: str = "image"):
+def load_image(path: str | os.PathLike, *, what: str = "image", notes: list[str] | None = None,
+               slice_gaps: str = "error"):
     """Read an image file or DICOM series folder as a scalar SimpleITK image.
 
     Parameters
@@ -214,6 +346,12 @@ def load_image(path: str | os.PathLike, *, what: str = "image"):
         Image file (PNG, JPEG, DICOM, NIfTI, NRRD, MHA, ...) or a folder holding one DICOM series.
     what : str
         Word used in error messages (``"image"``, ``"mask"``).
+    notes : list of str, optional
+        Collects warnings about the file (invalid DICOM PixelSpacing, accepted slice gaps).
+    slice_gaps : {"error", "warn"}
+        A DICOM series folder whose slice positions have gaps, duplicates or uneven steps raises
+        :class:`InputError` naming the slices (``"error"``), or is read with one uniform spacing and
+        the problem added to ``notes`` (``"warn"``, an explicit opt-in).
 
     Returns
     -------
@@ -224,9 +362,11 @@ def load_image(path: str | os.PathLike, *, what: str = "image"):
     Raises
     ------
     InputError
-        Missing or unreadable file.
+        Missing or unreadable file; a DICOM series with missing/duplicate/uneven slices.
     """
-    img = _squeeze(_read_raw(Path(path), what))
+    if slice_gaps not in SLICE_GAP_POLICIES:
+        raise InputError(f"slice_gaps={slice_gaps!r} is not allowed; use one of {list(SLICE_GAP_POLICIES)}")
+    img = _squeeze(_read_raw(Path(path), what, notes, slice_gaps))
     return _to_grey(img)
 
 
@@ -282,6 +422,9 @@ class Case:
         The manifest's box in stored-image pixels, or the ROI's in-plane bounding box.
     row : dict
         The manifest row the case came from.
+    warnings : list of str
+        What loading assumed or accepted (mask placed on the image's pixel grid, invalid DICOM
+        spacing, accepted slice gaps); callers record them in the case's row.
     """
 
     case_id: str
@@ -289,6 +432,7 @@ class Case:
     mask: Any
     bbox: tuple[float, float, float, float]
     row: dict = field(default_factory=dict, repr=False)
+    warnings: list = field(default_factory=list)
 
     @cached_property
     def array(self) -> np.ndarray:
@@ -350,22 +494,115 @@ def box_to_mask(image, bbox: tuple[float, float, float, float]) -> np.ndarray:
     return out
 
 
+def _size(img) -> str:
+    return "×".join(str(int(v)) for v in img.GetSize())
+
+
 def _geometry_problems(image, mask) -> list[str]:
+    """Differences between the image's and the mask's grids, in words with plain numbers."""
     probs = []
     if image.GetDimension() != mask.GetDimension():
-        return [f"dimension {image.GetDimension()}D image vs {mask.GetDimension()}D mask"]
+        return [f"dimension {image.GetDimension()}D image ({_size(image)}) vs {mask.GetDimension()}D mask "
+                f"({_size(mask)})"]
     if image.GetSize() != mask.GetSize():
-        probs.append(f"size {image.GetSize()} (image) vs {mask.GetSize()} (mask)")
+        probs.append(f"size {_size(image)} (image) vs {_size(mask)} (mask)")
     sp_i, sp_m = np.asarray(image.GetSpacing(), float), np.asarray(mask.GetSpacing(), float)
     if not np.allclose(sp_i, sp_m, rtol=GEOMETRY_RTOL, atol=0):
-        probs.append(f"spacing {tuple(np.round(sp_i, 6))} (image) vs {tuple(np.round(sp_m, 6))} (mask)")
+        probs.append(f"spacing {_fmt(sp_i)} (image) vs {_fmt(sp_m)} (mask)")
     o_i, o_m = np.asarray(image.GetOrigin(), float), np.asarray(mask.GetOrigin(), float)
     if not np.allclose(o_i, o_m, rtol=0, atol=1e-3 * float(sp_i.min())):
-        probs.append(f"origin {tuple(np.round(o_i, 6))} (image) vs {tuple(np.round(o_m, 6))} (mask)")
+        probs.append(f"origin {_fmt(o_i)} (image) vs {_fmt(o_m)} (mask)")
     d_i, d_m = np.asarray(image.GetDirection(), float), np.asarray(mask.GetDirection(), float)
     if not np.allclose(d_i, d_m, rtol=0, atol=GEOMETRY_RTOL):
-        probs.append(f"direction {tuple(np.round(d_i, 4))} (image) vs {tuple(np.round(d_m, 4))} (mask)")
+        probs.append(f"direction {_fmt(np.round(d_i, 4))} (image) vs {_fmt(np.round(d_m, 4))} (mask)")
     return probs
+
+
+def is_geometryless(path) -> bool:
+    """True for formats that store no spacing/origin/direction (PNG, JPEG, BMP, TIFF, GIF)."""
+    return Path(str(path)).suffix.lower() in GEOMETRYLESS_SUFFIXES
+
+
+def label_map_problem(values, path, *, lossy: bool | None = None) -> str | None:
+    """Why a mask's values do not form a label map, or None when they do.
+
+    Parameters
+    ----------
+    values : array-like
+        The distinct values of the mask (``np.unique`` of its pixels).
+    path : path of the mask (named in the message; its suffix tells a lossy JPEG)
+    lossy : bool, optional
+        Treat the file as lossily compressed (default: from the suffix, ``.jpg``/``.jpeg``).
+
+    Returns
+    -------
+    str or None
+        A label map holds integer values only, at most :data:`MAX_LABEL_VALUES` of them, and a
+        lossy (JPEG) mask at most 2 (background and one ROI value): compression leaves
+        artefact values around every edge, so no label choice gives the drawn ROI.
+    """
+    v = np.asarray(values).ravel()
+    name = Path(str(path)).name
+    lossy = Path(str(path)).suffix.lower() in LOSSY_SUFFIXES if lossy is None else lossy
+    shown = ", ".join(f"{x:.6g}" for x in v[:8].astype(float)) + (", ..." if v.size > 8 else "")
+    if v.size and (not np.all(np.isfinite(v.astype(float))) or np.any(v.astype(float) != np.round(v.astype(float)))):
+        frac = v[np.isfinite(v.astype(float)) & (v.astype(float) != np.round(v.astype(float)))]
+        ex = f"{float(frac[0]):.6g}" if frac.size else "NaN/inf"
+        return (f"mask {name!r} is not a label map: it holds non-integer values (e.g. {ex}; values found: {shown}), "
+                "so no integer label selects its ROI; an 8-bit mask rescaled to [0, 1] or a probability map? "
+                "Re-save it with integer labels (e.g. 0 = background, 1 = ROI: mask > 0, or round(mask * 255))")
+    if lossy and v.size > 2:
+        return (f"mask {name!r} is a lossy JPEG holding {v.size} distinct values ({shown}); compression changed "
+                "the pixels around the ROI's edges, so no label gives the drawn ROI. Save masks losslessly "
+                "(PNG, NIfTI, NRRD) and point the manifest's 'mask' column at that file")
+    if v.size > MAX_LABEL_VALUES:
+        return (f"mask {name!r} holds {v.size} distinct values ({shown}), more than a label map's "
+                f"{MAX_LABEL_VALUES}; an image, an anti-aliased drawing or a resampled mask was given as the mask? "
+                "Give a label map (0 = background, integer ROI labels)")
+    return None
+
+
+def infer_label(values, given, path) -> int:
+    """The ROI label of a mask: ``given`` (checked), else 1, else the only non-zero value.
+
+    Parameters
+    ----------
+    values : array-like   distinct values of the mask (a label map: see :func:`label_map_problem`)
+    given : int or None   the manifest's ``label`` (None: left empty)
+    path : the mask (named in messages)
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    InputError
+        ``given`` is 0 (the background) or absent from the mask; no label given and the mask
+        holds several non-zero values but not 1; the mask holds no non-zero value at all.
+    """
+    v = np.asarray(values).ravel()
+    name = Path(str(path)).name
+    listed = "[" + ", ".join(f"{x:g}" for x in v[:10].astype(float)) + (", ..." if v.size > 10 else "") + "]"
+    if given is not None:
+        lab = int(given)
+        if lab == 0:
+            raise InputError(f"label 0 is the background and cannot be the ROI (mask {name!r}, values present: "
+                             f"{listed}); set the manifest's 'label' to the ROI's value or leave it empty")
+        if lab not in v:
+            raise InputError(f"label {lab} does not occur in mask {name!r} (values present: {listed}); set the "
+                             "manifest's 'label' column to the ROI's value (e.g. 255 for 0/255 PNG masks)")
+        return lab
+    nonzero = v[v != 0]
+    if nonzero.size == 0:
+        raise InputError(f"mask {name!r} is empty (values present: {listed}): no ROI; give a mask with a non-zero "
+                         "ROI label")
+    if 1 in nonzero:
+        return 1
+    if nonzero.size == 1:
+        return int(nonzero[0])
+    raise InputError(f"label 1 does not occur in mask {name!r} (values present: {listed}) and the label left "
+                     "empty is ambiguous; set the manifest's 'label' column to the ROI's value")
 
 
 def _resample_nearest(mask, image):
@@ -373,7 +610,7 @@ def _resample_nearest(mask, image):
     return sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
 
 
-def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
+def load_case(row: Mapping[str, Any], *, resample_mask: bool | None = None, slice_gaps: str = "error") -> Case:
     """Load the image and ROI of one manifest row.
 
     Parameters
@@ -382,9 +619,19 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
         A row of :attr:`radlens.io.manifest.Manifest.df`: ``case_id``, ``image`` and either
         ``mask`` (+ ``label``) or ``bbox_x, bbox_y, bbox_w, bbox_h``. A missing/None/NaN
         ``label`` means 1, or the mask's only non-zero value when 1 does not occur (0/255 masks).
-    resample_mask : bool, default False
-        When the mask's grid differs from the image's (size, spacing, origin or direction),
-        resample the mask onto the image grid by nearest neighbour instead of failing.
+        The mask must be a label map (:func:`label_map_problem`); label 0 is never the ROI.
+    resample_mask : bool or None, default None
+        When the mask's grid differs from the image's (size, spacing, origin or direction) and
+        both files store a geometry, resample the mask onto the image grid by nearest neighbour
+        (True) instead of failing. ``False`` fails and the message names ``--resample-mask``
+        (the option of ``radlens radiomics`` / ``radlens localize``, the callers that pass it);
+        ``None`` (callers without such an option) fails with advice on re-exporting only.
+        Never applied to a dimension mismatch or to formats without geometry (PNG/JPEG/BMP/
+        TIFF), which are matched by pixel grid: same size -> the mask is placed on the image's
+        grid and ``Case.warnings`` says so.
+    slice_gaps : {"error", "warn"}
+        DICOM series with missing/duplicate/uneven slices: a ``load`` failure naming the slices
+        (default), or read with one uniform spacing and a note in ``Case.warnings``.
 
     Returns
     -------
@@ -394,11 +641,12 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
     ------
     CaseError
         ``CaseError(case_id, "load", msg)`` for anything wrong with this case (unreadable file,
-        label absent from the mask, empty ROI, geometry mismatch, box outside the image).
+        mask not a label map, label absent from the mask or 0, empty ROI, geometry mismatch,
+        DICOM slice gaps, box outside the image).
     """
     case_id = str(_get(row, "case_id", "?"))
     try:
-        return _load_case(case_id, row, resample_mask)
+        return _load_case(case_id, row, resample_mask, slice_gaps)
     except CaseError:
         raise
     except InputError as exc:
@@ -407,39 +655,70 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
         raise CaseError(case_id, "load", f"{type(exc).__name__}: {exc}") from exc
 
 
-def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool) -> Case:
+def _match_mask_grid(case_id, image, mask_raw, image_path, mask_path, resample_mask, notes):
+    """Put the mask on the image's grid or raise a CaseError whose advice fits the mismatch."""
+    probs = _geometry_problems(image, mask_raw)
+    if not probs:
+        return mask_raw, False
+    mname, iname = Path(str(mask_path)).name, Path(str(image_path)).name
+    head = f"mask {mname!r} is not on the grid of image {iname!r} (" + "; ".join(probs) + ")"
+    if image.GetDimension() != mask_raw.GetDimension():
+        if image.GetDimension() == 3:
+            fix = ("save the annotated slice(s) as a 3D mask on the image's grid (same size, zeros on the other "
+                   f"slices), or give that image slice as a 2D image of size {_size(mask_raw)}")
+        else:
+            fix = "give a 2D mask of the image's size, or the 3D image the mask was drawn on"
+        raise CaseError(case_id, "load", f"{head}; a {mask_raw.GetDimension()}D mask cannot be placed on a "
+                        f"{image.GetDimension()}D image (resampling does not apply); {fix}")
+    nogeo = [n for n, p in ((mname, mask_path), (iname, image_path)) if is_geometryless(p)]
+    if nogeo:
+        if image.GetSize() == mask_raw.GetSize():
+            out = _sitk().Image(mask_raw)
+            out.CopyInformation(image)
+            note = (f"{' and '.join(repr(n) for n in nogeo)} store(s) no spacing/origin; mask {mname!r} has the "
+                    f"image's {_size(image)} pixel grid, so it was placed on that grid (spacing {_fmt(image.GetSpacing())})")
+            log.info("case %r: %s", case_id, note)
+            notes.append(note)
+            return out, False
+        raise CaseError(case_id, "load", f"{head}; {' and '.join(repr(n) for n in nogeo)} store(s) no spacing, so the "
+                        f"mask can only be matched pixel for pixel and its {_size(mask_raw)} pixels do not match the "
+                        f"image's {_size(image)}; re-export the mask at the image's size (resampling does not apply "
+                        "to formats without geometry)")
+    if not resample_mask:
+        advice = "re-export the mask on the image grid (same size, spacing, origin and direction)"
+        if resample_mask is False:
+            advice += (", or pass --resample-mask (resample_mask=True) to resample it onto the image grid by "
+                       "nearest neighbour (physical positions are kept)")
+        raise CaseError(case_id, "load", f"{head}; {advice}")
+    notes.append(f"mask {mname!r} resampled onto the image grid by nearest neighbour (" + "; ".join(probs) + ")")
+    return _resample_nearest(mask_raw, image), True
+
+
+def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool | None, slice_gaps: str) -> Case:
     sitk = _sitk()
+    notes: list[str] = []
     image_path = _get(row, "image")
     if image_path is None:
         raise CaseError(case_id, "load", "no image path in the manifest row")
-    image = load_image(image_path)
+    image = load_image(image_path, notes=notes, slice_gaps=slice_gaps)
     mask_path = _get(row, "mask")
     if mask_path is not None and str(mask_path).strip():
         given = _get(row, "label", None)
-        label = 1 if given is None else int(given)
-        mask_raw = _squeeze(_read_raw(Path(mask_path), "mask"))
+        mask_raw = _squeeze(_read_raw(Path(mask_path), "mask", notes, slice_gaps))
         if mask_raw.GetNumberOfComponentsPerPixel() > 1:
             mask_raw = sitk.VectorIndexSelectionCast(mask_raw, 0)
-        probs = _geometry_problems(image, mask_raw)
-        if probs:
-            if not resample_mask:
-                raise CaseError(case_id, "load", f"mask {str(mask_path)!r} is not on the image's grid ("
-                                + "; ".join(probs) + "); re-export the mask on the image grid, or pass "
-                                "resample_mask=True (CLI: --resample-mask) to resample it by nearest neighbour")
-            mask_raw = _resample_nearest(mask_raw, image)
+        vals = np.unique(sitk.GetArrayViewFromImage(mask_raw))
+        prob = label_map_problem(vals, mask_path)
+        if prob is not None:
+            raise CaseError(case_id, "load", prob)
+        label = infer_label(vals, given, mask_path)
+        mask_raw, resampled = _match_mask_grid(case_id, image, mask_raw, image_path, mask_path, resample_mask, notes)
         m = sitk.GetArrayViewFromImage(mask_raw)
         roi = (m == label)
-        if not roi.any() and given is None:  # no label given: a single-valued mask's value (0/255 PNG)
-            vals = np.unique(m)
-            if vals[vals != 0].size == 1:
-                label = int(vals[vals != 0][0])
-                roi = (m == label)
         if not roi.any():
-            vals = np.unique(m)
-            raise CaseError(case_id, "load", f"label {label} does not occur in mask {str(mask_path)!r}"
-                            + (" after resampling" if probs else "")
-                            + f" (values present: {vals[:10].tolist()}); set the manifest's 'label' column "
-                            "to the ROI's value (e.g. 255 for 0/255 PNG masks)")
+            raise CaseError(case_id, "load", f"label {label} of mask {Path(str(mask_path)).name!r} covers no pixel of "
+                            "the image after resampling onto its grid (the mask lies outside the image?); check the "
+                            "mask's origin and direction")
         mask = sitk.GetImageFromArray(roi.astype(np.uint8))
         mask.CopyInformation(image)
         bbox = _roi_bbox(roi)
@@ -450,7 +729,7 @@ def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool) -> Cas
                             "(bbox_x, bbox_y, bbox_w, bbox_h)")
         if image.GetDimension() != 2:
             raise CaseError(case_id, "load", f"boxes are 2D but image {str(image_path)!r} is "
-                            f"{image.GetDimension()}D {image.GetSize()}; give a mask for 3D images")
+                            f"{image.GetDimension()}D ({_size(image)}); give a mask for 3D images")
         w_img, h_img = image.GetSize()
         x, y, w, h = (float(v) for v in box)
         if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > w_img or y + h > h_img:
@@ -461,7 +740,7 @@ def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool) -> Cas
         mask.CopyInformation(image)
         bbox = (x, y, w, h)
     return Case(case_id=case_id, image=image, mask=mask, bbox=bbox,
-                row=dict(row.items()) if hasattr(row, "items") else dict(row))
+                row=dict(row.items()) if hasattr(row, "items") else dict(row), warnings=notes)
 
 
 def _roi_bbox(roi: np.ndarray) -> tuple[float, float, float, float]:
