@@ -144,7 +144,8 @@ def dicom_series_problem(folder: str | os.PathLike, files: list[str] | None = No
     if dup.size:
         pairs = "; ".join(f"{names[i]} and {names[i + 1]} at {z[i]:.6g} mm" for i in dup[:5])
         return (f"DICOM series {str(folder)!r} has {dup.size} duplicate slice position(s) ({pairs}); remove the "
-                "duplicate files (a re-sent or second series?) so that each position occurs once")
+                "duplicate files (a re-sent or second series?) so that each position occurs once; a volume read "
+                "with one uniform spacing would misplace slices")
     med = float(np.median(steps))
     bad = np.flatnonzero(np.abs(steps - med) > SLICE_STEP_RTOL * abs(med))
     if not bad.size:
@@ -155,7 +156,9 @@ def dicom_series_problem(folder: str | os.PathLike, files: list[str] | None = No
     hint = (f" — about {sum(missing)} missing slice(s)" if missing and sum(missing) > 0 else "")
     return (f"DICOM series {str(folder)!r} has non-uniform slice positions: {len(z)} slices, median step "
             f"{med:.6g} mm, but {where}{hint}; a volume read with one uniform spacing would misplace slices "
-            "and misstate volumes. Restore the missing slices, or accept the series as it is (slice_gaps='warn')")
+            "and misstate volumes. Restore the missing slice files, or accept the series with one uniform spacing by "
+            "setting the manifest's 'slice_gaps' column to 'warn' for this case (the problem is then recorded as a "
+            "warning in the case's row)")
 
 
 def _squeeze(img):
@@ -255,7 +258,7 @@ def _read_raw(path: Path, what: str, notes: list[str] | None = None, slice_gaps:
                 raise InputError(prob)
             log.warning("%s (read anyway: slice_gaps='warn')", prob)
             if notes is not None:
-                notes.append(prob.split("; a volume read")[0] + " (read with one uniform spacing: slice_gaps='warn')")
+                notes.append(prob.split("; a volume read")[0] + " (read with one uniform spacing: slice_gaps = warn)")
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         img = reader.Execute()
@@ -404,6 +407,63 @@ def image_size(path: str | os.PathLike) -> tuple[int, ...]:
     while len(size) > 2 and size[-1] == 1:
         size.pop()
     return tuple(int(s) for s in size)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """An image's pixel grid without its pixels (the ``Get*`` methods of a SimpleITK image)."""
+
+    size: tuple
+    spacing: tuple
+    origin: tuple
+    direction: tuple
+
+    def GetDimension(self) -> int:  # noqa: N802 - SimpleITK's names
+        return len(self.size)
+
+    def GetSize(self):  # noqa: N802
+        return self.size
+
+    def GetSpacing(self):  # noqa: N802
+        return self.spacing
+
+    def GetOrigin(self):  # noqa: N802
+        return self.origin
+
+    def GetDirection(self):  # noqa: N802
+        return self.direction
+
+
+def image_grid(path: str | os.PathLike, *, slice_gaps: str = "error") -> Grid:
+    """The grid of an image as :func:`load_image` returns it (singleton axes dropped), from file
+    headers only where possible (DICOM series folders are read in full).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file (or a series with slice gaps, see :func:`load_image`).
+    """
+    sitk = _sitk()
+    path = Path(path)
+    if path.is_dir():
+        img = load_image(path, slice_gaps=slice_gaps)
+        return Grid(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()))
+    r = sitk.ImageFileReader()
+    r.SetFileName(str(path))
+    try:
+        r.ReadImageInformation()
+    except RuntimeError:
+        img = load_image(path)
+        return Grid(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()))
+    size, sp, org = list(r.GetSize()), list(r.GetSpacing()), list(r.GetOrigin())
+    d = len(size)
+    direc = np.asarray(r.GetDirection(), float).reshape(d, d)
+    while len(size) > 2 and size[-1] == 1:
+        k = len(size) - 1
+        size, sp, org = size[:k], sp[:k], org[:k]
+        direc = direc[:k, :k]
+    return Grid(tuple(int(v) for v in size), tuple(float(v) for v in sp), tuple(float(v) for v in org),
+                tuple(float(v) for v in direc.ravel()))
 
 
 # --------------------------------------------------------------------------- cases
@@ -631,7 +691,8 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool | None = None, slic
         grid and ``Case.warnings`` says so.
     slice_gaps : {"error", "warn"}
         DICOM series with missing/duplicate/uneven slices: a ``load`` failure naming the slices
-        (default), or read with one uniform spacing and a note in ``Case.warnings``.
+        (default), or read with one uniform spacing and a note in ``Case.warnings``. A row's
+        ``slice_gaps`` value (manifest column, the per-case explicit opt-in) wins.
 
     Returns
     -------
@@ -646,7 +707,11 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool | None = None, slic
     """
     case_id = str(_get(row, "case_id", "?"))
     try:
-        return _load_case(case_id, row, resample_mask, slice_gaps)
+        policy = str(_get(row, "slice_gaps", None) or slice_gaps).strip().lower()
+        if policy not in SLICE_GAP_POLICIES:
+            raise InputError(f"slice_gaps = {policy!r} is not allowed; use one of {list(SLICE_GAP_POLICIES)} "
+                             "(manifest column 'slice_gaps', or slice_gaps=)")
+        return _load_case(case_id, row, resample_mask, policy)
     except CaseError:
         raise
     except InputError as exc:
@@ -655,42 +720,74 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool | None = None, slic
         raise CaseError(case_id, "load", f"{type(exc).__name__}: {exc}") from exc
 
 
-def _match_mask_grid(case_id, image, mask_raw, image_path, mask_path, resample_mask, notes):
-    """Put the mask on the image's grid or raise a CaseError whose advice fits the mismatch."""
-    probs = _geometry_problems(image, mask_raw)
+def _no_geometry(names) -> str:
+    if len(names) == 1:
+        return f"{names[0]!r} stores no spacing or origin (format without geometry)"
+    return f"{names[0]!r} and {names[1]!r} store no spacing or origin (formats without geometry)"
+
+
+def mask_grid_decision(image, mask, image_path, mask_path, resample_mask: bool | None = None) -> tuple[str, str]:
+    """How a mask is put on its image's grid, decided from the two grids and file formats.
+
+    Parameters
+    ----------
+    image, mask : SimpleITK images (or objects with the same ``Get*`` geometry methods)
+    image_path, mask_path : their files (the formats tell whether a geometry is stored)
+    resample_mask : bool or None   see :func:`load_case`
+
+    Returns
+    -------
+    (action, text)
+        ``("same", "")``; ``("pixel_grid", note)``: a format without geometry with the image's
+        size, the mask is placed on the image's grid; ``("resample", note)``: both store a
+        geometry and ``resample_mask`` is True; ``("error", message)``: the mismatch with advice
+        that applies to it (a dimension mismatch or a size mismatch of a format without
+        geometry is never resampled; ``--resample-mask`` is named only when ``resample_mask``
+        is False, i.e. the caller has that option).
+    """
+    probs = _geometry_problems(image, mask)
     if not probs:
-        return mask_raw, False
+        return "same", ""
     mname, iname = Path(str(mask_path)).name, Path(str(image_path)).name
     head = f"mask {mname!r} is not on the grid of image {iname!r} (" + "; ".join(probs) + ")"
-    if image.GetDimension() != mask_raw.GetDimension():
+    if image.GetDimension() != mask.GetDimension():
         if image.GetDimension() == 3:
             fix = ("save the annotated slice(s) as a 3D mask on the image's grid (same size, zeros on the other "
-                   f"slices), or give that image slice as a 2D image of size {_size(mask_raw)}")
+                   f"slices), or give that image slice as a 2D image of size {_size(mask)}")
         else:
             fix = "give a 2D mask of the image's size, or the 3D image the mask was drawn on"
-        raise CaseError(case_id, "load", f"{head}; a {mask_raw.GetDimension()}D mask cannot be placed on a "
-                        f"{image.GetDimension()}D image (resampling does not apply); {fix}")
+        return "error", (f"{head}; a {mask.GetDimension()}D mask cannot be placed on a {image.GetDimension()}D "
+                         f"image (resampling does not apply); {fix}")
     nogeo = [n for n, p in ((mname, mask_path), (iname, image_path)) if is_geometryless(p)]
     if nogeo:
-        if image.GetSize() == mask_raw.GetSize():
-            out = _sitk().Image(mask_raw)
-            out.CopyInformation(image)
-            note = (f"{' and '.join(repr(n) for n in nogeo)} store(s) no spacing/origin; mask {mname!r} has the "
-                    f"image's {_size(image)} pixel grid, so it was placed on that grid (spacing {_fmt(image.GetSpacing())})")
-            log.info("case %r: %s", case_id, note)
-            notes.append(note)
-            return out, False
-        raise CaseError(case_id, "load", f"{head}; {' and '.join(repr(n) for n in nogeo)} store(s) no spacing, so the "
-                        f"mask can only be matched pixel for pixel and its {_size(mask_raw)} pixels do not match the "
-                        f"image's {_size(image)}; re-export the mask at the image's size (resampling does not apply "
-                        "to formats without geometry)")
-    if not resample_mask:
-        advice = "re-export the mask on the image grid (same size, spacing, origin and direction)"
-        if resample_mask is False:
-            advice += (", or pass --resample-mask (resample_mask=True) to resample it onto the image grid by "
-                       "nearest neighbour (physical positions are kept)")
-        raise CaseError(case_id, "load", f"{head}; {advice}")
-    notes.append(f"mask {mname!r} resampled onto the image grid by nearest neighbour (" + "; ".join(probs) + ")")
+        if image.GetSize() == mask.GetSize():
+            return "pixel_grid", (f"{_no_geometry(nogeo)}; mask {mname!r} has the image's {_size(image)} pixel grid, "
+                                  f"so it was placed on that grid (spacing {_fmt(image.GetSpacing())})")
+        return "error", (f"{head}; {_no_geometry(nogeo)}, so the mask can only be matched pixel for pixel, and its "
+                         f"{_size(mask)} pixels do not match the image's {_size(image)}; re-export the mask at the "
+                         "image's size (resampling does not apply to formats without geometry)")
+    if resample_mask:
+        return "resample", f"mask {mname!r} resampled onto the image grid by nearest neighbour (" + "; ".join(probs) + ")"
+    advice = "re-export the mask on the image grid (same size, spacing, origin and direction)"
+    if resample_mask is False:
+        advice += (", or pass --resample-mask (resample_mask=True) to resample it onto the image grid by "
+                   "nearest neighbour (physical positions are kept)")
+    return "error", f"{head}; {advice}"
+
+
+def _match_mask_grid(case_id, image, mask_raw, image_path, mask_path, resample_mask, notes):
+    """Put the mask on the image's grid (:func:`mask_grid_decision`) or raise a CaseError."""
+    action, text = mask_grid_decision(image, mask_raw, image_path, mask_path, resample_mask)
+    if action == "same":
+        return mask_raw, False
+    if action == "error":
+        raise CaseError(case_id, "load", text)
+    log.info("case %r: %s", case_id, text)
+    notes.append(text)
+    if action == "pixel_grid":
+        out = _sitk().Image(mask_raw)
+        out.CopyInformation(image)
+        return out, False
     return _resample_nearest(mask_raw, image), True
 
 
