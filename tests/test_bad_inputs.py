@@ -168,8 +168,8 @@ MATRIX = [
                                                              "resampling does not apply", "3D mask"]),
     ("mask_2d_on_3d_resample", "vol.nrrd", "slice_mask.nrrd", 1, {"resample_mask": True},
      ["resampling does not apply"]),
-    ("png_size_mismatch", "img.png", "bigger.png", 255, {}, ["size 64×64 (image) vs 80×80 (mask)",
-                                                             "no spacing or origin", "re-export the mask at the image's size"]),
+    ("png_size_mismatch", "img.png", "bigger.png", 255, {},
+     ["size 64×64 (image) vs 80×80 (mask)", "no spacing or origin", "re-export the mask at the image's size"]),
     ("png_size_mismatch_resample", "img.png", "bigger.png", 255, {"resample_mask": True},
      ["resampling does not apply to formats without geometry"]),
     ("nifti_grid_mismatch", "img.nii.gz", "coarse.nii.gz", 1, {"resample_mask": False},
@@ -222,7 +222,8 @@ def test_manifest_check_finds_the_same_problem_up_front(files, case_id, image, m
 def test_bad_slice_gaps_value_and_text_label_zero(files):
     d = files["root"]
     pd.DataFrame([{"case_id": "a", "image": "img.png", "mask": "m255.png", "slice_gaps": "ignore"},
-                  {"case_id": "b", "image": "img.png", "mask": "m255.png", "label": "0"}]).to_csv(d / "m.csv", index=False)
+                  {"case_id": "b", "image": "img.png", "mask": "m255.png", "label": "0"}]
+                 ).to_csv(d / "m.csv", index=False)
     with pytest.raises(ManifestError) as ei:
         read_manifest(d / "m.csv", check_images=False)
     text = str(ei.value)

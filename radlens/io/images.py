@@ -30,25 +30,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from radlens.errors import CaseError, InputError
+from radlens.io.dicom import (DICOM_SUFFIXES, SLICE_GAP_POLICIES, SLICE_STEP_RTOL, _check_dicom_spacing,  # noqa: F401
+                              _dicom_series_files, _is_dicom_file, _monochrome1_fix, _photometric,
+                              _read_dicom_pydicom, dicom_series_problem)
+from radlens.io.masks import (GEOMETRY_RTOL, GEOMETRYLESS_SUFFIXES, LOSSY_SUFFIXES, MAX_LABEL_VALUES, Grid,  # noqa: F401
+                              _fmt, _geometry_problems, _size, infer_label, is_geometryless, label_map_problem,
+                              mask_grid_decision)
 
 log = logging.getLogger(__name__)
-
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-#: Tolerance comparing image and mask grids: relative on spacing, absolute on direction cosines;
-#: origins may differ by 1e-3 of the smallest spacing.
-GEOMETRY_RTOL = 1e-4
-#: Formats that store no geometry (spacing, origin, direction): SimpleITK reads them with spacing 1,
-#: origin 0. Masks and images in these formats are matched by pixel grid, never resampled.
-GEOMETRYLESS_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
-#: Lossy formats: a mask stored this way holds compression artefacts around its edges.
-LOSSY_SUFFIXES = (".jpg", ".jpeg")
-#: A mask is a label map only if it holds at most this many distinct values (0 included); more
-#: means an intensity image, an anti-aliased drawing or compression artefacts.
-MAX_LABEL_VALUES = 32
-#: DICOM series: slice steps (along the slice normal) may differ from their median by this
-#: fraction before the series counts as non-uniform (a missing slice doubles one step).
-SLICE_STEP_RTOL = 0.01
-SLICE_GAP_POLICIES = ("error", "warn")
 
 
 def _sitk():
@@ -58,107 +47,6 @@ def _sitk():
 
 
 # --------------------------------------------------------------------------- low-level readers
-def _is_dicom_file(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    if path.suffix:
-        return False
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-        return len(head) == 132 and head[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
-def _dicom_series_files(folder: Path) -> list[str]:
-    sitk = _sitk()
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not ids:
-        raise InputError(f"image folder {str(folder)!r} holds no DICOM series; a folder image must be "
-                         "one DICOM series (one file per slice)")
-    if len(ids) > 1:
-        raise InputError(f"image folder {str(folder)!r} holds {len(ids)} DICOM series {list(ids)[:5]}; "
-                         "put each series in its own folder and give one folder per manifest row")
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0]))
-
-
-def _fmt(values) -> str:
-    """``(0.8, 0.8)``: plain numbers (no ``np.float64(...)``), at most 6 significant digits."""
-    vals = [float(v) for v in np.ravel(values)]
-    return "(" + ", ".join(f"{v:.6g}" for v in vals) + ")"
-
-
-def _series_positions(files: list[str]) -> tuple[np.ndarray, list[str]] | None:
-    """Slice positions along the slice normal (mm) of a DICOM series, in file order, or None
-    when the files lack ImagePositionPatient / ImageOrientationPatient."""
-    import pydicom
-
-    pos, names = [], []
-    normal = None
-    for f in files:
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True,
-                                 specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
-            ipp = [float(v) for v in ds.ImagePositionPatient]
-            iop = [float(v) for v in ds.ImageOrientationPatient]
-        except Exception:  # noqa: BLE001 - no positions: nothing to check
-            return None
-        if normal is None:
-            normal = np.cross(iop[:3], iop[3:])
-        pos.append(float(np.dot(normal, ipp)))
-        names.append(Path(f).name)
-    return np.asarray(pos), names
-
-
-def dicom_series_problem(folder: str | os.PathLike, files: list[str] | None = None) -> str | None:
-    """Check the slice positions of a DICOM series folder.
-
-    Parameters
-    ----------
-    folder : path of a folder holding one DICOM series
-    files : the series' files as SimpleITK orders them (default: read from ``folder``)
-
-    Returns
-    -------
-    str or None
-        None when the slices are evenly spaced (or the files carry no positions); otherwise a
-        sentence naming the duplicate positions or the uneven steps (a missing slice shows as one
-        step about twice the others), with the slices' file names and positions in mm.
-    """
-    files = _dicom_series_files(Path(folder)) if files is None else files
-    if len(files) < 3:
-        got = _series_positions(files) if len(files) == 2 else None
-        if got is not None and abs(got[0][1] - got[0][0]) < 1e-6:
-            return (f"DICOM series {str(folder)!r}: its 2 slices share the position {got[0][0]:.6g} mm "
-                    f"({got[1][0]}, {got[1][1]}): duplicate slices")
-        return None
-    got = _series_positions(files)
-    if got is None:
-        return None
-    z, names = got
-    order = np.argsort(z, kind="mergesort")
-    z, names = z[order], [names[i] for i in order]
-    steps = np.diff(z)
-    dup = np.flatnonzero(np.abs(steps) < 1e-6)
-    if dup.size:
-        pairs = "; ".join(f"{names[i]} and {names[i + 1]} at {z[i]:.6g} mm" for i in dup[:5])
-        return (f"DICOM series {str(folder)!r} has {dup.size} duplicate slice position(s) ({pairs}); remove the "
-                "duplicate files (a re-sent or second series?) so that each position occurs once; a volume read "
-                "with one uniform spacing would misplace slices")
-    med = float(np.median(steps))
-    bad = np.flatnonzero(np.abs(steps - med) > SLICE_STEP_RTOL * abs(med))
-    if not bad.size:
-        return None
-    where = "; ".join(f"{steps[i]:.6g} mm between {names[i]} (z = {z[i]:.6g}) and {names[i + 1]} "
-                      f"(z = {z[i + 1]:.6g})" for i in bad[:5])
-    missing = [int(round(steps[i] / med)) - 1 for i in bad if steps[i] > med]
-    hint = (f" — about {sum(missing)} missing slice(s)" if missing and sum(missing) > 0 else "")
-    return (f"DICOM series {str(folder)!r} has non-uniform slice positions: {len(z)} slices, median step "
-            f"{med:.6g} mm, but {where}{hint}; a volume read with one uniform spacing would misplace slices "
-            "and misstate volumes. Restore the missing slice files, or accept the series with one uniform spacing by "
-            "setting the manifest's 'slice_gaps' column to 'warn' for this case (the problem is then recorded as a "
-            "warning in the case's row)")
 
 
 def _squeeze(img):
@@ -192,51 +80,6 @@ def _to_grey(img):
     out = sitk.GetImageFromArray(grey)
     out.CopyInformation(img)
     return out
-
-
-def _monochrome1_fix(img, path: Path):
-    """Make a MONOCHROME1 DICOM file bright-is-high (inverting only if SimpleITK did not)."""
-    sitk = _sitk()
-    try:
-        import pydicom
-
-        ds = pydicom.dcmread(str(path))
-        raw = np.asarray(ds.pixel_array)
-    except Exception as exc:  # no decoder for this transfer syntax: trust ITK (>= 5.3 inverts)
-        log.warning("%s: MONOCHROME1 but pydicom cannot decode the pixels (%s); relying on SimpleITK's "
-                    "own MONOCHROME1 handling", path, exc)
-        return img
-    bits = int(getattr(ds, "BitsStored", raw.dtype.itemsize * 8))
-    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    inter = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    arr = sitk.GetArrayFromImage(img)
-    raw_r = (raw.astype(np.float64) * slope + inter).reshape(arr.shape)
-    inv_r = ((lo + hi) - raw.astype(np.float64)) * slope + inter
-    inv_r = inv_r.reshape(arr.shape)
-    if np.array_equal(arr.astype(np.float64), inv_r):
-        return img  # SimpleITK already inverted
-    if not np.array_equal(arr.astype(np.float64), raw_r):
-        log.warning("%s: MONOCHROME1 pixels read by SimpleITK match neither the raw nor the inverted "
-                    "values; leaving them as SimpleITK read them", path)
-        return img
-    if np.issubdtype(arr.dtype, np.integer) and np.all(inv_r == np.round(inv_r)) and \
-            inv_r.min() >= np.iinfo(arr.dtype).min and inv_r.max() <= np.iinfo(arr.dtype).max:
-        new = inv_r.astype(arr.dtype)
-    else:
-        new = inv_r.astype(np.float32)
-    out = sitk.GetImageFromArray(new)
-    out.CopyInformation(img)
-    return out
-
-
-def _photometric(path: Path) -> str:
-    sitk = _sitk()
-    r = sitk.ImageFileReader()
-    r.SetFileName(str(path))
-    r.ReadImageInformation()
-    return r.GetMetaData("0028|0004").strip() if r.HasMetaDataKey("0028|0004") else ""
 
 
 def _read_raw(path: Path, what: str, notes: list[str] | None = None, slice_gaps: str = "error"):
@@ -276,65 +119,6 @@ def _read_raw(path: Path, what: str, notes: list[str] | None = None, slice_gaps:
         _check_dicom_spacing(str(path), what, notes)
         if _photometric(path) == "MONOCHROME1":
             img = _monochrome1_fix(img, path)
-    return img
-
-
-def _check_dicom_spacing(file: str, what: str, notes: list[str] | None) -> None:
-    """Warn when a DICOM file's PixelSpacing / ImagerPixelSpacing is present but not positive
-    (e.g. ``0\\0``): SimpleITK then reads 1.0, i.e. spacing in pixels, not mm."""
-    sitk = _sitk()
-    r = sitk.ImageFileReader()
-    r.SetFileName(file)
-    try:
-        r.ReadImageInformation()
-    except RuntimeError:
-        return
-    for tag, name in (("0028|0030", "PixelSpacing"), ("0018|1164", "ImagerPixelSpacing")):
-        if not r.HasMetaDataKey(tag):
-            continue
-        raw = r.GetMetaData(tag).strip()
-        try:
-            vals = [float(v) for v in raw.split("\\") if v.strip()]
-        except ValueError:
-            vals = []
-        if len(vals) != 2 or not all(np.isfinite(v) and v > 0 for v in vals):
-            msg = (f"{what} {file!r}: DICOM {name} is {raw!r}, not a valid spacing; read as "
-                   f"{_fmt(r.GetSpacing()[:2])} mm, so physical sizes (areas, volumes, spacing-based "
-                   "resampling) are in pixels; fix the tag if the true spacing is known")
-            log.warning("%s", msg)
-            if notes is not None:
-                notes.append(msg)
-            return
-
-
-def _read_dicom_pydicom(path: Path, sitk_exc: Exception):
-    """Fallback for DICOM files SimpleITK cannot read."""
-    sitk = _sitk()
-    try:
-        import pydicom
-
-        ds = pydicom.dcmread(str(path))
-        arr = np.asarray(ds.pixel_array)
-    except Exception as exc:
-        raise InputError(f"DICOM file {str(path)!r} cannot be read by SimpleITK ({sitk_exc}) nor pydicom "
-                         f"({exc}); for compressed transfer syntaxes install a pydicom decoder "
-                         "(pylibjpeg, gdcm) or convert the file") from exc
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    inter = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    if str(getattr(ds, "PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-        bits = int(getattr(ds, "BitsStored", arr.dtype.itemsize * 8))
-        signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
-        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-        arr = ((lo + hi) - arr.astype(np.int64)).astype(arr.dtype)
-    if slope != 1 or inter != 0:
-        arr = (arr.astype(np.float32) * slope + inter).astype(np.float32)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and getattr(ds, "SamplesPerPixel", 1) > 1:
-        img = sitk.GetImageFromArray(arr, isVector=True)
-    else:
-        img = sitk.GetImageFromArray(arr)
-    ps = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
-    if ps is not None and img.GetDimension() == 2:
-        img.SetSpacing((float(ps[1]), float(ps[0])))
     return img
 
 
@@ -407,31 +191,6 @@ def image_size(path: str | os.PathLike) -> tuple[int, ...]:
     while len(size) > 2 and size[-1] == 1:
         size.pop()
     return tuple(int(s) for s in size)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """An image's pixel grid without its pixels (the ``Get*`` methods of a SimpleITK image)."""
-
-    size: tuple
-    spacing: tuple
-    origin: tuple
-    direction: tuple
-
-    def GetDimension(self) -> int:  # noqa: N802 - SimpleITK's names
-        return len(self.size)
-
-    def GetSize(self):  # noqa: N802
-        return self.size
-
-    def GetSpacing(self):  # noqa: N802
-        return self.spacing
-
-    def GetOrigin(self):  # noqa: N802
-        return self.origin
-
-    def GetDirection(self):  # noqa: N802
-        return self.direction
 
 
 def image_grid(path: str | os.PathLike, *, slice_gaps: str = "error") -> Grid:
@@ -554,117 +313,6 @@ def box_to_mask(image, bbox: tuple[float, float, float, float]) -> np.ndarray:
     return out
 
 
-def _size(img) -> str:
-    return "×".join(str(int(v)) for v in img.GetSize())
-
-
-def _geometry_problems(image, mask) -> list[str]:
-    """Differences between the image's and the mask's grids, in words with plain numbers."""
-    probs = []
-    if image.GetDimension() != mask.GetDimension():
-        return [f"dimension {image.GetDimension()}D image ({_size(image)}) vs {mask.GetDimension()}D mask "
-                f"({_size(mask)})"]
-    if image.GetSize() != mask.GetSize():
-        probs.append(f"size {_size(image)} (image) vs {_size(mask)} (mask)")
-    sp_i, sp_m = np.asarray(image.GetSpacing(), float), np.asarray(mask.GetSpacing(), float)
-    if not np.allclose(sp_i, sp_m, rtol=GEOMETRY_RTOL, atol=0):
-        probs.append(f"spacing {_fmt(sp_i)} (image) vs {_fmt(sp_m)} (mask)")
-    o_i, o_m = np.asarray(image.GetOrigin(), float), np.asarray(mask.GetOrigin(), float)
-    if not np.allclose(o_i, o_m, rtol=0, atol=1e-3 * float(sp_i.min())):
-        probs.append(f"origin {_fmt(o_i)} (image) vs {_fmt(o_m)} (mask)")
-    d_i, d_m = np.asarray(image.GetDirection(), float), np.asarray(mask.GetDirection(), float)
-    if not np.allclose(d_i, d_m, rtol=0, atol=GEOMETRY_RTOL):
-        probs.append(f"direction {_fmt(np.round(d_i, 4))} (image) vs {_fmt(np.round(d_m, 4))} (mask)")
-    return probs
-
-
-def is_geometryless(path) -> bool:
-    """True for formats that store no spacing/origin/direction (PNG, JPEG, BMP, TIFF, GIF)."""
-    return Path(str(path)).suffix.lower() in GEOMETRYLESS_SUFFIXES
-
-
-def label_map_problem(values, path, *, lossy: bool | None = None) -> str | None:
-    """Why a mask's values do not form a label map, or None when they do.
-
-    Parameters
-    ----------
-    values : array-like
-        The distinct values of the mask (``np.unique`` of its pixels).
-    path : path of the mask (named in the message; its suffix tells a lossy JPEG)
-    lossy : bool, optional
-        Treat the file as lossily compressed (default: from the suffix, ``.jpg``/``.jpeg``).
-
-    Returns
-    -------
-    str or None
-        A label map holds integer values only, at most :data:`MAX_LABEL_VALUES` of them, and a
-        lossy (JPEG) mask at most 2 (background and one ROI value): compression leaves
-        artefact values around every edge, so no label choice gives the drawn ROI.
-    """
-    v = np.asarray(values).ravel()
-    name = Path(str(path)).name
-    lossy = Path(str(path)).suffix.lower() in LOSSY_SUFFIXES if lossy is None else lossy
-    shown = ", ".join(f"{x:.6g}" for x in v[:8].astype(float)) + (", ..." if v.size > 8 else "")
-    if v.size and (not np.all(np.isfinite(v.astype(float))) or np.any(v.astype(float) != np.round(v.astype(float)))):
-        frac = v[np.isfinite(v.astype(float)) & (v.astype(float) != np.round(v.astype(float)))]
-        ex = f"{float(frac[0]):.6g}" if frac.size else "NaN/inf"
-        return (f"mask {name!r} is not a label map: it holds non-integer values (e.g. {ex}; values found: {shown}), "
-                "so no integer label selects its ROI; an 8-bit mask rescaled to [0, 1] or a probability map? "
-                "Re-save it with integer labels (e.g. 0 = background, 1 = ROI: mask > 0, or round(mask * 255))")
-    if lossy and v.size > 2:
-        return (f"mask {name!r} is a lossy JPEG holding {v.size} distinct values ({shown}); compression changed "
-                "the pixels around the ROI's edges, so no label gives the drawn ROI. Save masks losslessly "
-                "(PNG, NIfTI, NRRD) and point the manifest's 'mask' column at that file")
-    if v.size > MAX_LABEL_VALUES:
-        return (f"mask {name!r} holds {v.size} distinct values ({shown}), more than a label map's "
-                f"{MAX_LABEL_VALUES}; an image, an anti-aliased drawing or a resampled mask was given as the mask? "
-                "Give a label map (0 = background, integer ROI labels)")
-    return None
-
-
-def infer_label(values, given, path) -> int:
-    """The ROI label of a mask: ``given`` (checked), else 1, else the only non-zero value.
-
-    Parameters
-    ----------
-    values : array-like   distinct values of the mask (a label map: see :func:`label_map_problem`)
-    given : int or None   the manifest's ``label`` (None: left empty)
-    path : the mask (named in messages)
-
-    Returns
-    -------
-    int
-
-    Raises
-    ------
-    InputError
-        ``given`` is 0 (the background) or absent from the mask; no label given and the mask
-        holds several non-zero values but not 1; the mask holds no non-zero value at all.
-    """
-    v = np.asarray(values).ravel()
-    name = Path(str(path)).name
-    listed = "[" + ", ".join(f"{x:g}" for x in v[:10].astype(float)) + (", ..." if v.size > 10 else "") + "]"
-    if given is not None:
-        lab = int(given)
-        if lab == 0:
-            raise InputError(f"label 0 is the background and cannot be the ROI (mask {name!r}, values present: "
-                             f"{listed}); set the manifest's 'label' to the ROI's value or leave it empty")
-        if lab not in v:
-            raise InputError(f"label {lab} does not occur in mask {name!r} (values present: {listed}); set the "
-                             "manifest's 'label' column to the ROI's value (e.g. 255 for 0/255 PNG masks)")
-        return lab
-    nonzero = v[v != 0]
-    if nonzero.size == 0:
-        raise InputError(f"mask {name!r} is empty (values present: {listed}): no ROI; give a mask with a non-zero "
-                         "ROI label")
-    if 1 in nonzero:
-        return 1
-    if nonzero.size == 1:
-        return int(nonzero[0])
-    raise InputError(f"label 1 does not occur in mask {name!r} (values present: {listed}) and the label left "
-                     "empty is ambiguous; set the manifest's 'label' column to the ROI's value")
-
-
 def _resample_nearest(mask, image):
     sitk = _sitk()
     return sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
@@ -718,61 +366,6 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool | None = None, slic
         raise CaseError(case_id, "load", str(exc)) from exc
     except Exception as exc:  # unexpected reader failure: still attribute it to the case
         raise CaseError(case_id, "load", f"{type(exc).__name__}: {exc}") from exc
-
-
-def _no_geometry(names) -> str:
-    if len(names) == 1:
-        return f"{names[0]!r} stores no spacing or origin (format without geometry)"
-    return f"{names[0]!r} and {names[1]!r} store no spacing or origin (formats without geometry)"
-
-
-def mask_grid_decision(image, mask, image_path, mask_path, resample_mask: bool | None = None) -> tuple[str, str]:
-    """How a mask is put on its image's grid, decided from the two grids and file formats.
-
-    Parameters
-    ----------
-    image, mask : SimpleITK images (or objects with the same ``Get*`` geometry methods)
-    image_path, mask_path : their files (the formats tell whether a geometry is stored)
-    resample_mask : bool or None   see :func:`load_case`
-
-    Returns
-    -------
-    (action, text)
-        ``("same", "")``; ``("pixel_grid", note)``: a format without geometry with the image's
-        size, the mask is placed on the image's grid; ``("resample", note)``: both store a
-        geometry and ``resample_mask`` is True; ``("error", message)``: the mismatch with advice
-        that applies to it (a dimension mismatch or a size mismatch of a format without
-        geometry is never resampled; ``--resample-mask`` is named only when ``resample_mask``
-        is False, i.e. the caller has that option).
-    """
-    probs = _geometry_problems(image, mask)
-    if not probs:
-        return "same", ""
-    mname, iname = Path(str(mask_path)).name, Path(str(image_path)).name
-    head = f"mask {mname!r} is not on the grid of image {iname!r} (" + "; ".join(probs) + ")"
-    if image.GetDimension() != mask.GetDimension():
-        if image.GetDimension() == 3:
-            fix = ("save the annotated slice(s) as a 3D mask on the image's grid (same size, zeros on the other "
-                   f"slices), or give that image slice as a 2D image of size {_size(mask)}")
-        else:
-            fix = "give a 2D mask of the image's size, or the 3D image the mask was drawn on"
-        return "error", (f"{head}; a {mask.GetDimension()}D mask cannot be placed on a {image.GetDimension()}D "
-                         f"image (resampling does not apply); {fix}")
-    nogeo = [n for n, p in ((mname, mask_path), (iname, image_path)) if is_geometryless(p)]
-    if nogeo:
-        if image.GetSize() == mask.GetSize():
-            return "pixel_grid", (f"{_no_geometry(nogeo)}; mask {mname!r} has the image's {_size(image)} pixel grid, "
-                                  f"so it was placed on that grid (spacing {_fmt(image.GetSpacing())})")
-        return "error", (f"{head}; {_no_geometry(nogeo)}, so the mask can only be matched pixel for pixel, and its "
-                         f"{_size(mask)} pixels do not match the image's {_size(image)}; re-export the mask at the "
-                         "image's size (resampling does not apply to formats without geometry)")
-    if resample_mask:
-        return "resample", f"mask {mname!r} resampled onto the image grid by nearest neighbour (" + "; ".join(probs) + ")"
-    advice = "re-export the mask on the image grid (same size, spacing, origin and direction)"
-    if resample_mask is False:
-        advice += (", or pass --resample-mask (resample_mask=True) to resample it onto the image grid by "
-                   "nearest neighbour (physical positions are kept)")
-    return "error", f"{head}; {advice}"
 
 
 def _match_mask_grid(case_id, image, mask_raw, image_path, mask_path, resample_mask, notes):

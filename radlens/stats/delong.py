@@ -253,7 +253,8 @@ def delong_auc_test(y, score, null: float = 0.5, alpha: float = 0.05,
     dict with ``auc`` (exact at 0 and 1), ``se``, ``ci_low``, ``ci_high`` (clipped to [0, 1], so
     ``ci_low <= auc <= ci_high``), ``z``, ``p``, ``n_pos``, ``n_neg``. With
     ``on_single_class="nan"`` a single-class sample gives NaNs instead of raising, plus a key
-    ``note`` naming the cause (``"AUC undefined: labels hold one class only (15 positives, 0 negatives)"``). ``groups``: clustered samples (see :func:`delong_covariance`).
+    ``note`` naming the cause (``"AUC undefined: labels hold one class only (15 positives, 0
+    negatives)"``). ``groups``: clustered samples (see :func:`delong_covariance`).
     """
     keys = ("auc", "se", "ci_low", "ci_high", "z", "p", "n_pos", "n_neg")
     _check_policy(on_single_class)
