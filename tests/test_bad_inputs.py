@@ -313,3 +313,23 @@ def test_radiomics_records_the_assumption_in_the_case_row(files):
     assert "placed on that grid" in diag.loc["mr1", "radlens_warnings"]
     feats = pd.read_parquet(res.out).set_index("case_id")
     assert feats.loc["mr1", "original_firstorder_Mean"] > 1700
+
+
+def test_radiomics_slice_gap_fails_then_the_opt_in_reextracts_with_a_warning(files):
+    """bug_05 end to end: a `load` failure naming case and slices; `slice_gaps = warn` in the row is
+    a different cache key, so the re-run extracts the case and records the warning in its row."""
+    from radlens.radiomics.extract import radiomics
+
+    d = files["root"]
+    mask = Path(_series_mask(files, "gap")).name
+    rows = [{"case_id": "ct_gap", "image": "gap_series", "mask": mask, "label": 1}]
+    pd.DataFrame(rows).to_csv(d / "m.csv", index=False)
+    res = radiomics(d / "m.csv", out=d / "rad.parquet")
+    fails = pd.read_csv(res.failures_path)
+    assert fails["case_id"].tolist() == ["ct_gap"] and fails["stage"].tolist() == ["load"]
+    assert "slice_2.dcm (z = 4) and slice_3.dcm (z = 8)" in fails["error"].iloc[0]
+    pd.DataFrame([{**rows[0], "slice_gaps": "warn"}]).to_csv(d / "m.csv", index=False)
+    res = radiomics(d / "m.csv", out=d / "rad.parquet")
+    assert res.n_failed == 0 and res.n_computed == 1
+    diag = pd.read_parquet(res.diagnostics_path)
+    assert "non-uniform slice positions" in diag["radlens_warnings"].iloc[0]

@@ -59,7 +59,7 @@ __all__ = ["radiomics", "RadiomicsResult", "side_paths", "load_params", "validat
            "extract_case", "fast_diagnostics", "DEFAULT_PARAMS", "DIAGNOSTICS", "EXTRACT_VERSION"]
 
 #: Bump when a change here changes the numbers or records radlens caches for a case.
-EXTRACT_VERSION = 1
+EXTRACT_VERSION = 2  # 2: masks must be label maps, pixel-grid PNG masks, DICOM slice gaps (1s are stale)
 DIAGNOSTICS = ("fast", "pyradiomics")
 
 # --------------------------------------------------------------------------- orchestration
