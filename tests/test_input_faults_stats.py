@@ -311,3 +311,17 @@ def test_resample_mask_advice_only_where_the_option_exists(command):
     assert "--resample-mask" in _options(command)
     for other in ("embed", "cam-drift", "pooling-probe"):
         assert "--resample-mask" not in _options(other)
+
+
+def test_localization_summary_figure_survives_a_zero_width_ci_off_by_rounding(tmp_path):
+    """mean 0.1 + 0.2 = 0.30000000000000004 with CI [0.3, 0.3] (all samples equal): the error-bar
+    length -5.6e-17 made matplotlib raise before."""
+    from radlens.viz.localization import plot_localization_scores
+
+    m = 0.1 + 0.2
+    assert m - 0.3 > 0
+    s = pd.DataFrame({"map_set": ["a", "a"], "class": ["x", "y"], "score": ["auc", "auc"], "mean": [m, 0.5],
+                      "ci_low": [0.3, 0.4], "ci_high": [0.3, 0.6], "n": [5, 5], "higher_is_better": [True, True],
+                      "n_undefined": [0, 0], "median": [m, 0.5]})
+    paths = plot_localization_scores(s, tmp_path / "zw")
+    assert all(Path(p).stat().st_size > 1000 for p in paths)

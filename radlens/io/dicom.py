@@ -224,5 +224,13 @@ def _read_dicom_pydicom(path: Path, sitk_exc: Exception):
         img = sitk.GetImageFromArray(arr)
     ps = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
     if ps is not None and img.GetDimension() == 2:
-        img.SetSpacing((float(ps[1]), float(ps[0])))
+        try:
+            sp = (float(ps[1]), float(ps[0]))
+        except (TypeError, ValueError, IndexError):
+            sp = (0.0, 0.0)
+        if all(np.isfinite(v) and v > 0 for v in sp):
+            img.SetSpacing(sp)
+        else:
+            log.warning("%s: DICOM PixelSpacing/ImagerPixelSpacing %r is not a valid spacing; read as (1, 1) mm "
+                        "(physical sizes are in pixels)", path, list(ps))
     return img

@@ -63,7 +63,8 @@ def plot_localization_scores(summary, out_stem, *, paired=None, scores: Sequence
             x = np.arange(len(classes)) + (j - (len(sets) - 1) / 2) * width
             y = p["mean"].to_numpy(float)
             err = np.vstack([y - p["ci_low"].to_numpy(float), p["ci_high"].to_numpy(float) - y])
-            ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), fmt="o", ms=4, capsize=2,
+            # zero-width CIs (all samples equal) can give -1e-17 lengths by rounding: clip at 0
+            ax.errorbar(x, y, yerr=np.where(np.isfinite(err), np.maximum(err, 0.0), 0), fmt="o", ms=4, capsize=2,
                         color=colors(j), label=str(ms))
         ax.set_xticks(np.arange(len(classes)))
         ax.set_xticklabels([str(c) for c in classes], rotation=30 if len(classes) > 3 else 0, ha="right"
