@@ -104,6 +104,11 @@ def files(tmp_path):
     aa = np.clip((14.5 - np.sqrt((yy - 32.0) ** 2 + (xx - 32.0) ** 2)) * 40, 0, 255).astype(np.uint8)
     aa[30:34, 30:34] = np.arange(16, dtype=np.uint8).reshape(4, 4) + 100  # more distinct values
     Image.fromarray(aa).save(d / "antialiased.png")
+    # a multi-label segmentation (40 labels) in a format with geometry
+    multi = np.zeros((64, 64), np.uint8)
+    for k in range(40):
+        multi[k, 10:20] = k + 1
+    _sitk_write(multi, d / "multi.nii.gz")
     # label maps with problems
     two = roi * 7
     two[50:55, 50:55] = 255
@@ -159,6 +164,8 @@ MATRIX = [
     ("jpeg_mask", "img.png", "disc.jpg", None, {}, ["lossy JPEG", "distinct values", "losslessly"]),
     ("jpeg_mask_label_given", "img.png", "disc.jpg", 255, {}, ["lossy JPEG"]),
     ("antialiased_png", "img.png", "antialiased.png", None, {}, ["distinct values", "more than a label map's 32"]),
+    ("many_labels_no_label", "img.nii.gz", "multi.nii.gz", None, {}, ["holds 41 distinct values",
+                                                                      "multi-label segmentation"]),
     ("label_zero", "img.png", "m255.png", 0, {}, ["0 is the background", "cannot be the ROI"]),
     ("label_absent", "img.png", "m255.png", 3, {}, ["label 3 does not occur", "[0, 255]"]),
     ("mask_empty", "img.png", "empty.png", None, {}, ["is empty", "no ROI"]),
@@ -233,7 +240,7 @@ def test_bad_slice_gaps_value_and_text_label_zero(files):
 
 def test_matrix_size():
     """The closing note of issue #12 quotes this number."""
-    assert N_MALFORMED == 20
+    assert N_MALFORMED == 21
 
 
 # --------------------------------------------------------------------------- right values
@@ -246,6 +253,16 @@ def test_bug01_and_bug02_right_rois_for_label_maps(files):
     disc = np.asarray(Image.open(d / "disc.png")) == 255
     np.testing.assert_array_equal(c.roi, disc)
     assert c.roi.sum() == disc.sum() and c.warnings == []
+
+
+def test_multi_label_segmentation_with_its_label_given(files):
+    d = files["root"]
+    c = load_case({"case_id": "organ17", "image": str(d / "img.nii.gz"), "mask": str(d / "multi.nii.gz"),
+                   "label": 17})
+    assert c.roi.sum() == 10 and c.roi[16, 10:20].all()
+    pd.DataFrame([{"case_id": "organ17", "image": "img.nii.gz", "mask": "multi.nii.gz", "label": 17}]).to_csv(
+        d / "m.csv", index=False)
+    assert read_manifest(d / "m.csv").df["label"].tolist() == [17]
 
 
 def test_bug03_png_mask_on_dicom_grid_is_placed_by_pixels(files):

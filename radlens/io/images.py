@@ -398,7 +398,7 @@ def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool | None,
         if mask_raw.GetNumberOfComponentsPerPixel() > 1:
             mask_raw = sitk.VectorIndexSelectionCast(mask_raw, 0)
         vals = np.unique(sitk.GetArrayViewFromImage(mask_raw))
-        prob = label_map_problem(vals, mask_path)
+        prob = label_map_problem(vals, mask_path, label_given=given is not None)
         if prob is not None:
             raise CaseError(case_id, "load", prob)
         label = infer_label(vals, given, mask_path)

@@ -461,7 +461,7 @@ def _check_images(case_id, image_abs, mask_abs, box, label, label_given, check_l
             probs.append(rid + f"mask cannot be read: {got}")
             continue
         vals, mgrid = got
-        bad = label_map_problem(vals, mp)
+        bad = label_map_problem(vals, mp, label_given=bool(label_given[i]))
         if bad is not None:
             probs.append(rid + bad)
             continue

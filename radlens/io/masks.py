@@ -83,7 +83,7 @@ def is_geometryless(path) -> bool:
     return Path(str(path)).suffix.lower() in GEOMETRYLESS_SUFFIXES
 
 
-def label_map_problem(values, path, *, lossy: bool | None = None) -> str | None:
+def label_map_problem(values, path, *, lossy: bool | None = None, label_given: bool = False) -> str | None:
     """Why a mask's values do not form a label map, or None when they do.
 
     Parameters
@@ -93,13 +93,17 @@ def label_map_problem(values, path, *, lossy: bool | None = None) -> str | None:
     path : path of the mask (named in the message; its suffix tells a lossy JPEG)
     lossy : bool, optional
         Treat the file as lossily compressed (default: from the suffix, ``.jpg``/``.jpeg``).
+    label_given : bool
+        The manifest names the ROI's label. A multi-label segmentation in a format with geometry
+        (NIfTI, NRRD, ...; e.g. 100+ organs) is then accepted whatever its number of labels.
 
     Returns
     -------
     str or None
-        A label map holds integer values only, at most :data:`MAX_LABEL_VALUES` of them, and a
-        lossy (JPEG) mask at most 2 (background and one ROI value): compression leaves
-        artefact values around every edge, so no label choice gives the drawn ROI.
+        A label map holds integer values only; a lossy (JPEG) mask at most 2 (background and one
+        ROI value): compression leaves artefact values around every edge, so no label choice gives
+        the drawn ROI; a mask in a drawing format (PNG, BMP, TIFF), or any mask whose label is left
+        empty, at most :data:`MAX_LABEL_VALUES` (more: an anti-aliased drawing or an image).
     """
     v = np.asarray(values).ravel()
     name = Path(str(path)).name
@@ -115,10 +119,13 @@ def label_map_problem(values, path, *, lossy: bool | None = None) -> str | None:
         return (f"mask {name!r} is a lossy JPEG holding {v.size} distinct values ({shown}); compression changed "
                 "the pixels around the ROI's edges, so no label gives the drawn ROI. Save masks losslessly "
                 "(PNG, NIfTI, NRRD) and point the manifest's 'mask' column at that file")
-    if v.size > MAX_LABEL_VALUES:
+    if v.size > MAX_LABEL_VALUES and (is_geometryless(path) or not label_given):
+        fix = ("Give a label map (0 = background, integer ROI labels)" if is_geometryless(path) else
+               "Give a label map (0 = background, integer ROI labels), or, for a multi-label segmentation, set "
+               "the manifest's 'label' to the ROI's value")
         return (f"mask {name!r} holds {v.size} distinct values ({shown}), more than a label map's "
                 f"{MAX_LABEL_VALUES}; an image, an anti-aliased drawing or a resampled mask was given as the mask? "
-                "Give a label map (0 = background, integer ROI labels)")
+                + fix)
     return None
 
 
