@@ -325,3 +325,19 @@ def test_localization_summary_figure_survives_a_zero_width_ci_off_by_rounding(tm
                       "n_undefined": [0, 0], "median": [m, 0.5]})
     paths = plot_localization_scores(s, tmp_path / "zw")
     assert all(Path(p).stat().st_size > 1000 for p in paths)
+
+
+def test_bootstrap_ci_says_why_it_is_undefined(caplog):
+    from radlens.stats import bootstrap_ci
+
+    y = np.ones(8, int)
+    calls = []
+
+    def stat(a):  # defined on the sample itself, undefined (one class) on every resample
+        calls.append(1)
+        return 1.0 if len(calls) == 1 else auc(a, np.arange(a.size))
+
+    with caplog.at_level(logging.WARNING, logger="radlens.stats.bootstrap"):
+        est, lo, hi, reps = bootstrap_ci(stat, y, n_boot=20)
+    assert np.isnan(lo) and np.isnan(hi) and np.isnan(reps).all()
+    assert "undefined on 20 of 20 resamples (e.g. labels y: one class only (8 positives, 0 negatives)" in caplog.text

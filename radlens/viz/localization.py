@@ -149,7 +149,9 @@ def plot_tradeoff(table, out_stem, *, task_label: str = "task AUC", title: str |
             from radlens.stats import rank_agreement
 
             ra = rank_agreement(x, y)
-            title += f"\nSpearman ρ(task, localization) = {ra['spearman']:+.2f} over {ra['n']} checkpoints"
+            rho = (f"{ra['spearman']:+.2f}" if np.isfinite(ra["spearman"]) else
+                   "undefined (fewer than 3 finite points, or one axis constant)")
+            title += f"\nSpearman ρ(task, localization) = {rho} over {ra['n']} checkpoints"
     ax.set_title(title)
     if own:
         if caption:
