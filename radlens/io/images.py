@@ -157,6 +157,31 @@ def load_image(path: str | os.PathLike, *, what: str = "image", notes: list[str]
     return _to_grey(img)
 
 
+def read_mask(path: str | os.PathLike, *, notes: list[str] | None = None, slice_gaps: str = "error"):
+    """Read a mask file as a scalar SimpleITK image with its stored values (no grey conversion).
+
+    A colour mask (RGB/RGBA PNG) whose colour channels are equal is read from its first channel;
+    one whose channels differ (a coloured outline or overlay) cannot be a label map.
+
+    Raises
+    ------
+    InputError
+        Missing/unreadable file, or a colour mask whose channels differ.
+    """
+    sitk = _sitk()
+    img = _squeeze(_read_raw(Path(path), "mask", notes, slice_gaps))
+    n = img.GetNumberOfComponentsPerPixel()
+    if n == 1:
+        return img
+    arr = sitk.GetArrayViewFromImage(img)
+    col = arr[..., : n - 1] if n in (2, 4) else arr  # alpha dropped
+    if not all(np.array_equal(col[..., 0], col[..., k]) for k in range(1, col.shape[-1])):
+        raise InputError(f"mask {Path(str(path)).name!r} is a colour image whose channels differ (a coloured outline "
+                         "or overlay on the image?); save the ROI as a single-channel label map (0 = background, "
+                         "the ROI = 1 or 255)")
+    return sitk.VectorIndexSelectionCast(img, 0)
+
+
 def read_image_array(path: str | os.PathLike) -> np.ndarray:
     """Pixels of an image file or DICOM series folder.
 
@@ -394,9 +419,7 @@ def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool | None,
     mask_path = _get(row, "mask")
     if mask_path is not None and str(mask_path).strip():
         given = _get(row, "label", None)
-        mask_raw = _squeeze(_read_raw(Path(mask_path), "mask", notes, slice_gaps))
-        if mask_raw.GetNumberOfComponentsPerPixel() > 1:
-            mask_raw = sitk.VectorIndexSelectionCast(mask_raw, 0)
+        mask_raw = read_mask(mask_path, notes=notes, slice_gaps=slice_gaps)
         vals = np.unique(sitk.GetArrayViewFromImage(mask_raw))
         prob = label_map_problem(vals, mask_path, label_given=given is not None)
         if prob is not None:

@@ -411,7 +411,7 @@ def _check_images(case_id, image_abs, mask_abs, box, label, label_given, check_l
     import SimpleITK as sitk
 
     from radlens.errors import InputError as _InputError
-    from radlens.io.images import (image_grid, infer_label, label_map_problem, load_image, mask_grid_decision)
+    from radlens.io.images import image_grid, infer_label, label_map_problem, mask_grid_decision, read_mask
     from radlens.progress import progress
 
     probs: list[str] = []
@@ -452,7 +452,7 @@ def _check_images(case_id, image_abs, mask_abs, box, label, label_given, check_l
             continue
         if mp not in masks:
             try:
-                mimg = load_image(mp, what="mask")
+                mimg = read_mask(mp)
                 masks[mp] = (np.unique(sitk.GetArrayViewFromImage(mimg)), image_grid(mp))
             except Exception as exc:
                 masks[mp] = exc

@@ -218,10 +218,19 @@ def mask_grid_decision(image, mask, image_path, mask_path, resample_mask: bool |
         return "error", (f"{head}; {_no_geometry(nogeo)}, so the mask can only be matched pixel for pixel, and its "
                          f"{_size(mask)} pixels do not match the image's {_size(image)}; re-export the mask at the "
                          "image's size (resampling does not apply to formats without geometry)")
+    same_size = tuple(image.GetSize()) == tuple(mask.GetSize())
+    header_hint = ("the mask has the image's size: if it was drawn on the image's pixels and only its header "
+                   "(spacing/origin/direction) differs, copy the image's header onto it (SimpleITK: "
+                   "mask.CopyInformation(image)) rather than resampling, which keeps physical positions and "
+                   "would move such an ROI")
     if resample_mask:
-        return "resample", (f"mask {mname!r} resampled onto the image grid by nearest neighbour ("
-                            + "; ".join(probs) + ")")
+        note = f"mask {mname!r} resampled onto the image grid by nearest neighbour (" + "; ".join(probs) + ")"
+        if same_size:
+            note += "; " + header_hint
+        return "resample", note
     advice = "re-export the mask on the image grid (same size, spacing, origin and direction)"
+    if same_size:
+        advice = header_hint + "; otherwise " + advice
     if resample_mask is False:
         advice += (", or pass --resample-mask (resample_mask=True) to resample it onto the image grid by "
                    "nearest neighbour (physical positions are kept)")
