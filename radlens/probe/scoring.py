@@ -58,7 +58,8 @@ def _resampling(y, groups):
 
 def auc_summary(y, score, *, groups=None, n_boot: int = 1000, alpha: float = 0.05,
                 seed: int = 0) -> dict[str, float]:
-    """AUC with a percentile bootstrap CI and DeLong's test of AUC = 0.5.
+    """AUC with a CI (clustered DeLong Wald for paired designs, percentile bootstrap otherwise) and
+    DeLong's test of AUC = 0.5.
 
     Parameters
     ----------
@@ -97,7 +98,8 @@ def auc_summary(y, score, *, groups=None, n_boot: int = 1000, alpha: float = 0.0
 
 def paired_auc_difference(y, score_a, score_b, *, groups=None, n_boot: int = 1000,
                           alpha: float = 0.05, seed: int = 0) -> dict[str, float]:
-    """AUC(b) − AUC(a) on the same samples: bootstrap CI (both AUCs on the same resamples) and
+    """AUC(b) − AUC(a) on the same samples: a CI (clustered DeLong Wald for paired designs; otherwise a
+    bootstrap with both AUCs on the same resamples) and
     the DeLong paired test (clustered when ``groups`` are given).
 
     Returns
