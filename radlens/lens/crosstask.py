@@ -265,3 +265,109 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
     assoc = (pd.concat(assoc_rows, ignore_index=True) if assoc_rows
              else pd.DataFrame(columns=["task", "feature", "association", "contrast"]))
     return pd.DataFrame(rows), assoc
+
+
+def _label_column(df, task: str, label_columns: dict | None):
+    if label_columns and task in label_columns:
+        c = label_columns[task]
+        return c if c in df.columns else None
+    for c in (task, f"task_{task}"):
+        if c in df.columns:
+            return c
+    return None
+
+
+def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns: dict | None = None,
+                  pooling: str | None = None, n_null: int = 200, n_boot: int = 200, n_perm: int = 999,
+                  seed: int = 0, aligned="scale") -> dict:
+    """File-level cross-task decomposition and task alignment (``radlens compare --lens``).
+
+    Parameters
+    ----------
+    lens_dir : path   lens folder from ``fit-pre``.
+    embeddings : dict task -> path   post embeddings of each task (same cases as the lens).
+    out : path   output folder: ``common.csv``, ``contrast.csv``, ``alignment.csv`` (with labels),
+        ``association.csv``, ``decomposition.json`` and the figures ``common_heatmap``,
+        ``contrast_heatmap``, ``alignment`` (PNG + SVG).
+    labels : path, optional   manifest or any table with ``case_id``, optional ``patient_id`` and the
+        label columns (``TASK`` or ``task_TASK``, or ``label_columns[TASK]``).
+    pooling : str, optional   default: the pooling the lens was fitted on.
+    n_null, n_boot, seed, aligned : see :func:`cross_task`;  n_perm : alignment permutations.
+
+    Returns
+    -------
+    dict name -> list of written paths.
+    """
+    import pandas as pd
+
+    from radlens.io.artifacts import align_case_ids, provenance, read_table, write_json, write_table
+    from radlens.lens.io import load_lens
+    from radlens.lens.pipeline import _load_embeddings
+    from radlens.viz import lens as vz
+
+    lens = load_lens(lens_dir)
+    if lens.case_ids_ is None:
+        raise InputError(f"lens {str(lens_dir)!r} stores no case ids; refit it with `radlens fit-pre`")
+    pool = pooling or lens.extra_.get("pooling")
+    excluded = set(lens.extra_.get("excluded_case_ids", []))
+    Z_posts = {}
+    for t, path in embeddings.items():
+        cid, Z, _, _ = _load_embeddings(path, pool)
+        if excluded:
+            keep = ~np.isin(cid, list(excluded))
+            cid, Z = cid[keep], Z[keep]
+        _, ei = align_case_ids(lens.case_ids_, cid, f"lens {lens_dir}", f"embeddings {path} (task {t})")
+        Z_posts[t] = Z[ei]
+    common, contrast, summary = cross_task(lens, Z_posts, n_null=n_null, n_boot=n_boot, seed=seed, aligned=aligned)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    prov = provenance("compare", {"pooling": pool, "n_null": n_null, "n_boot": n_boot, "n_perm": n_perm, "seed": seed,
+                                  "aligned": str(aligned)},
+                      {"lens": lens_dir, **{f"embeddings:{t}": p for t, p in embeddings.items()}, "labels": labels})
+    written = {"common": [write_table(common[list(COMMON_COLUMNS)], out / "common.csv", prov)],
+               "contrast": [write_table(contrast[list(CONTRAST_COLUMNS)], out / "contrast.csv", prov)]}
+    mirror = " (two tasks: the specific changes are mirror images, so both columns are identical)" if summary["mirror"] else ""
+    written["common_heatmap"] = vz.shift_heatmap(
+        common.assign(task="common (mean of tasks)"), out / "common_heatmap", value="common_z", sig_col="common_q",
+        title="What every fine-tuning changed: common change per radiomic feature")
+    written["contrast_heatmap"] = vz.shift_heatmap(
+        contrast, out / "contrast_heatmap", value="contrast_z", sig_col="contrast_q",
+        title="What each task changed beyond the others: task-specific change" + mirror)
+    summary["alignment"] = []
+    if labels is not None:
+        lab = read_table(labels)
+        if "case_id" not in lab.columns:
+            raise InputError(f"labels table {str(labels)!r} has no 'case_id' column; give the manifest or a "
+                             "table with case_id, optional patient_id and one label column per task")
+        lab = lab.assign(case_id=lab["case_id"].astype(str)).drop_duplicates("case_id").set_index("case_id")
+        lab = lab.reindex(lens.case_ids_)
+        groups = (lab["patient_id"].astype(str).where(lab["patient_id"].notna(), pd.Series(lens.groups_, index=lab.index))
+                  .to_numpy() if "patient_id" in lab.columns else lens.groups_)
+        ylab, missing = {}, []
+        for t in summary["tasks"]:
+            c = _label_column(lab, t, label_columns)
+            if c is None:
+                missing.append(t)
+                continue
+            ylab[t] = lab[c].to_numpy(dtype=object)
+        if missing:
+            log.warning("labels table %s has no label column for task(s) %s (looked for TASK or task_TASK); "
+                        "their alignment is not computed", labels, missing)
+        al, assoc = task_alignment(lens.X_, contrast, ylab, feature_names=list(lens.feature_names_in_), groups=groups,
+                                   n_perm=n_perm, seed=seed)
+        for t in missing:
+            al = pd.concat([al, pd.DataFrame([{"task": t, "alignment": np.nan, "alignment_p": np.nan,
+                                               "n_features": len(lens.feature_names_in_), "n_cases": 0,
+                                               "label_kind": "no label column"}])], ignore_index=True)
+        written["alignment"] = [write_table(al[list(ALIGNMENT_COLUMNS)], out / "alignment.csv", prov)]
+        if len(assoc):
+            fcls = dict(zip(lens.feature_names_in_, _feature_classes(lens)))
+            assoc.insert(2, "feature_class", assoc["feature"].map(fcls))
+            written["association"] = [write_table(assoc, out / "association.csv", prov)]
+            written["alignment_fig"] = vz.alignment_scatter(assoc, al, out / "alignment")
+        summary["alignment"] = al.to_dict("records")
+    write_json(out / "decomposition.json", {**summary, "provenance": prov,
+                                           "files": {k: [str(p) for p in v] for k, v in written.items()}})
+    log.info("compare: %d tasks -> %s (common: %d features q<0.05)", summary["n_tasks"], out,
+             summary["common"]["n_significant"])
+    return written

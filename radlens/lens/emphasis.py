@@ -1,5 +1,19 @@
-"""The emphasis change: what is left of a post embedding's change after a global rescale and an
-orthogonal re-coding have been taken out (orthogonal Procrustes + scale in the lens frame).
+"""Emphasis: how the lens's sensitivity to each radiomic feature changed, blind to a global
+rescale and to an orthogonal re-coding of the post embedding; and the decomposition of the
+embedding's change into re-coding, rescale and the rest (orthogonal Procrustes + scale).
+
+**Emphasis score** (the ``refit-post`` headline). With the RMS sensitivities ``s_pre,r``,
+``s_post,r`` of feature r (:mod:`radlens.lens.scores`, per lens seed),
+
+    ρ = median_r (s_post,r / s_pre,r)          (the typical sensitivity rescale)
+    emphasis_r = s_post,r / ρ − s_pre,r         (pre units: frame units per feature SD)
+
+Sensitivities depend on the post head only through ``coef coef^T``, so they do not move under an
+orthogonal re-coding of post; a global rescale multiplies every ``s_post,r`` and ρ alike. The
+median makes ρ the rescale of the features whose emphasis did *not* change, so a few features
+gaining sensitivity stand out instead of every other feature "losing share".
+
+**Procrustes decomposition** (global summary, and the null of the emphasis score).
 
 With ``Yp`` the pre frame coordinates (centred) and ``Yq`` the post ones (centred on their own mean:
 a constant offset is absorbed by the heads' intercepts anyway):
@@ -81,11 +95,32 @@ def describe_alignment(al: dict) -> str:
     if al["recoding_share"] >= 0.05 or al["rotation_size"] >= 0.1:
         parts.append(f"rotated (orthogonal re-coding, rotation size {al['rotation_size']:.2f})")
     head = ("the embedding was " + " and ".join(parts)) if parts else "the embedding was neither rescaled nor rotated"
+    if "sensitivity_rescale" in al:
+        head += f" (radiomic sensitivities ×{al['sensitivity_rescale']:.2f} overall)"
     tail = (f"; of its change, {100 * al['recoding_share']:.0f}% is orthogonal re-coding, "
-            f"{100 * al['rescale_share']:.0f}% global rescale and {100 * al['emphasis_share']:.0f}% a change of "
-            "emphasis")
+            f"{100 * al['rescale_share']:.0f}% global rescale and {100 * al['emphasis_share']:.0f}% other "
+            "(non-rigid) change")
     if al["no_change"]:
-        tail += " (none beyond rounding: the radiomic emphasis did not change)"
+        tail += " (none beyond rounding: the radiomic emphasis cannot have changed)"
     else:
-        tail += " (the emphasis headline ranks the radiomic features by that part)"
+        tail += " (the emphasis headline's null is built from that part)"
     return head + tail
+
+
+def emphasis_scores(sens_pre, sens_post) -> tuple[np.ndarray, np.ndarray]:
+    """Emphasis change per feature and the sensitivity rescale ρ (see the module docstring).
+
+    Parameters
+    ----------
+    sens_pre, sens_post : ndarray, shape (..., p)   RMS sensitivities (not squared).
+
+    Returns
+    -------
+    emphasis : ndarray (..., p);  rho : ndarray (...,)
+    """
+    sp = np.asarray(sens_pre, float)
+    sq = np.asarray(sens_post, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.nanmedian(np.where(sp > 0, sq / sp, np.nan), axis=-1)
+    rho = np.where(np.isfinite(rho) & (rho > 0), rho, 1.0)
+    return sq / rho[..., None] - sp, rho

@@ -97,3 +97,32 @@ def squared_norm_null_summary(T, T_null, *, degenerate: bool = False) -> dict:
     p = gamma_tail(T, T_null)
     return {"null_mean": mean, "null_sd": sd, "z": z, "p": p, "p_perm": empirical_tail(T, T_null),
             "q": bh_qvalues(p)}
+
+
+def signed_null_summary(obs, null, *, degenerate: bool = False) -> dict:
+    """Two-sided z, p, q of signed statistics ``obs`` (p,) against null replicates ``null`` (B, p).
+
+    ``z = (obs − mean_b) / sd_b``; ``p`` = two-sided normal tail of z; ``p_perm`` =
+    ``(1 + #{|null_b − mean| ≥ |obs − mean|}) / (B + 1)``; ``q`` = Benjamini–Hochberg of ``p``.
+    ``degenerate``: nothing changed (z = 0, p = p_perm = q = 1).
+
+    Returns
+    -------
+    dict of ndarrays (p,): ``null_mean``, ``null_sd``, ``z``, ``p``, ``p_perm``, ``q``.
+    """
+    from scipy import stats as st
+
+    from radlens.stats.multitest import bh_qvalues
+
+    obs = np.asarray(obs, float)
+    null = np.asarray(null, float)
+    mean, sd = null.mean(0), null.std(0, ddof=1)
+    if degenerate:
+        one = np.ones_like(obs)
+        return {"null_mean": mean, "null_sd": sd, "z": np.zeros_like(obs), "p": one, "p_perm": one.copy(),
+                "q": one.copy()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (obs - mean) / sd
+    p = 2 * st.norm.sf(np.abs(z))
+    p_perm = (1 + (np.abs(null - mean) >= np.abs(obs - mean)[None, :]).sum(0)) / (null.shape[0] + 1)
+    return {"null_mean": mean, "null_sd": sd, "z": z, "p": p, "p_perm": p_perm, "q": bh_qvalues(p)}
