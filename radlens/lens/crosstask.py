@@ -135,8 +135,10 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
     -------
     common : DataFrame, columns ``COMMON_COLUMNS`` (one row per feature, sorted by ``common_rank``;
         ``common_shift`` is the RMS Jacobian change of the common change, frame units per feature SD)
-    contrast : DataFrame, columns ``CONTRAST_COLUMNS`` (one row per task × feature, sorted by task and
-        ``contrast_rank``; rank 1 = largest task-specific change)
+    contrast : DataFrame, columns ``CONTRAST_COLUMNS`` + ``contrast_signed`` (one row per task ×
+        feature, sorted by task and ``contrast_rank``; rank 1 = largest task-specific change;
+        ``contrast_signed`` = contrast × sign of (the task's post sensitivity − the other tasks'
+        mean), positive where the task's own change made the encoder *more* sensitive)
     summary : dict (JSON-able): ``tasks``, ``n_cases``, ``n_features``, ``aligned``, ``mirror``
         (two tasks: contrasts are mirror images), ``common`` (``n_significant``, ``total``),
         ``per_task`` (alignment of each task's embedding and ``n_significant_contrast``).
@@ -167,6 +169,23 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
             return {"z": nan, "p": nan, "q": nan}
         return squared_norm_null_summary(r["T"], r["null"], degenerate=r["degenerate"])
 
+    # direction of each task's specific change per feature: its post sensitivity minus the mean of the
+    # other tasks' (after the same alignment), averaged over lens seeds; signs the contrast for alignment
+    from radlens.lens.scores import dsigma_moment, sensitivity_sq
+    from radlens.stats.ridge import ridge_smoother
+
+    sens = {t: [] for t in tasks}
+    for s in range(lens.W1_.shape[0]):
+        H, dsig = lens.hidden_activations(s)
+        C = dsigma_moment(dsig)
+        Smat = ridge_smoother(H, float(lens.alpha_[s]))
+        for t in tasks:
+            sens[t].append(np.sqrt(sensitivity_sq(lens.W1_[s], lens.head_pre_.coef[s] + Smat @ changes[t], C)))
+    sens = {t: np.asarray(v) for t, v in sens.items()}
+    direction = {}
+    for t in tasks:
+        others = [sens[u] for u in tasks if u != t]
+        direction[t] = (sens[t] - np.mean(others, axis=0)).mean(0) if others else (sens[t] - 0).mean(0)
     rc = res["__common__"]
     tc = tested(rc)
     cs = np.sqrt(rc["T"])
@@ -186,7 +205,8 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
         frames.append(pd.DataFrame({"task": t, "feature": names, "feature_class": fcls, "contrast": c,
                                     "contrast_ci_low": lo, "contrast_ci_high": hi, "contrast_z": tt["z"],
                                     "contrast_p": tt["p"], "contrast_q": tt["q"],
-                                    "contrast_rank": st.rankdata(-c, method="min").astype(int)})
+                                    "contrast_rank": st.rankdata(-c, method="min").astype(int),
+                                    "contrast_signed": c * np.sign(direction[t])})
                       .sort_values(["contrast_rank", "feature"]))
         per_task[t] = {**info[t], "n_significant_contrast": int(np.sum(tt["q"] < alpha_level)),
                        "total_contrast": float(np.sqrt(r["T"].sum()))}
@@ -209,8 +229,11 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
     ----------
     X : DataFrame (feature columns) or ndarray, shape (n, p)   radiomics of the cases (e.g. the lens's
         standardised ``lens.X_``).
-    contrast : DataFrame (``task, feature, contrast``, e.g. from :func:`cross_task`) or dict
-        task -> ndarray (p,) in the column order of ``X``.
+    contrast : DataFrame (``task, feature, contrast_signed`` or ``contrast``, e.g. from
+        :func:`cross_task`) or dict task -> ndarray (p,) in the column order of ``X``. The signed
+        contrast is preferred: a task's specific change also carries the *other* tasks' specific
+        features (its change minus theirs), with the opposite direction; unsigned, they would rank
+        next to its own features and dilute the alignment.
     labels : dict task -> array-like, shape (n,)   label of each case (NaN/None: unlabelled, left out).
     feature_names : sequence of str, optional   names of ``X``'s columns when ``X`` is an array.
     groups : array-like, shape (n,), optional   patient of each case (whole patients are permuted).
@@ -221,8 +244,9 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
     alignment : DataFrame ``task, alignment, alignment_p, n_features`` (+ ``n_cases``, ``label_kind``,
         ``null_mean``, ``null_sd``): Spearman ρ between |association| and the specific change, one-sided
         permutation p.
-    association : DataFrame ``task, feature, association, contrast`` (association: AUC − 0.5 for a
-        binary label, Spearman ρ for a numeric one, mean |AUC_ovr − 0.5| for a categorical one).
+    association : DataFrame ``task, feature, association, specific_change`` (association: AUC − 0.5
+        for a binary label, Spearman ρ for a numeric one, mean |AUC_ovr − 0.5| for a categorical one;
+        specific_change: the profile correlated, signed when available).
     """
     import pandas as pd
 
@@ -243,7 +267,8 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
             if sub.empty:
                 raise InputError(f"task_alignment: no contrast rows for task {t!r}; tasks present: "
                                  f"{sorted(set(contrast['task']))}")
-            prof = sub["contrast"].reindex(feats).to_numpy(float)
+            col = "contrast_signed" if "contrast_signed" in sub.columns else "contrast"
+            prof = sub[col].reindex(feats).to_numpy(float)
         else:
             prof = np.asarray(contrast[t], float)
         y = np.asarray(y, dtype=object)
@@ -261,9 +286,9 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
                      "n_features": r["n_features"], "n_cases": r["n_cases"], "label_kind": r["label_kind"],
                      "null_mean": r["null_mean"], "null_sd": r["null_sd"]})
         assoc_rows.append(pd.DataFrame({"task": t, "feature": feats, "association": r["association"],
-                                        "contrast": prof}))
+                                        "specific_change": prof}))
     assoc = (pd.concat(assoc_rows, ignore_index=True) if assoc_rows
-             else pd.DataFrame(columns=["task", "feature", "association", "contrast"]))
+             else pd.DataFrame(columns=["task", "feature", "association", "specific_change"]))
     return pd.DataFrame(rows), assoc
 
 

@@ -228,7 +228,8 @@ def alignment_scatter(assoc, alignment, out_stem) -> list[Path]:
     for ax, task in zip(axes.ravel(), tasks):
         d = assoc[assoc["task"] == task]
         cls = d["feature_class"] if "feature_class" in d else ["feature"] * len(d)
-        ax.scatter(np.abs(d["association"]), d["contrast"], s=14, c=[pal.get(c, "0.5") for c in cls], alpha=0.85,
+        ax.axhline(0, color="0.7", lw=0.8, zorder=0)
+        ax.scatter(np.abs(d["association"]), d["specific_change"], s=14, c=[pal.get(c, "0.5") for c in cls], alpha=0.85,
                    edgecolors="none")
         r = al.loc[task] if task in al.index else None
         kind = str(r["label_kind"]) if r is not None and "label_kind" in al.columns else ""
@@ -236,7 +237,8 @@ def alignment_scatter(assoc, alignment, out_stem) -> list[Path]:
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("|association with label| (" + ("|Spearman ρ|" if kind == "numeric" else "|AUC − 0.5|") + ")",
                       fontsize=8)
-        ax.set_ylabel("task-specific change\n(frame units per feature SD)", fontsize=8)
+        ax.set_ylabel("signed task-specific change (contrast,\nframe units per feature SD; < 0: others moved more)",
+                      fontsize=7)
     for ax in axes.ravel()[len(tasks):]:
         ax.axis("off")
     fig.legend(handles=[Patch(color=v, label=c) for c, v in pal.items()], loc="lower center",
