@@ -93,6 +93,18 @@ def test_layerwise_cli(study):
     for L in LAYERS:   # each layer compared with the single-layer compare
         assert (d / "cmp" / L / "compare.json").exists()
     assert (d / "cmp" / "layer_heatmap.png").exists() and (d / "cmp" / "layer_depth.png").exists()
+    # with the layer-wise lens and the multi-layer files: common / task-specific change per layer
+    assert main(["compare", str(d / "shifts_texture.parquet"), str(d / "shifts_shape.parquet"), "--lens",
+                 str(d / "lens"), "--embeddings", f"texture={d / 'texture.npz'}", "--embeddings",
+                 f"shape={d / 'shape.npz'}", "--n-null", "40", "--n-boot", "20", "--layers", "stem,block2",
+                 "--out", str(d / "cmp2")]) == 0
+    f = read_table(d / "cmp2" / "layer_features.csv")
+    assert sorted(f["layer"].unique()) == ["block2", "stem"] and set(f["kind"]) == {"task", "common", "contrast"}
+    stem = f[f["layer"] == "stem"]
+    assert (stem["q"] >= 0.05).all() and stem["no_change"].all()   # nothing changed in the stem: no discovery
+    c2 = f[(f["layer"] == "block2") & (f["kind"] == "contrast")]
+    assert set(c2["task"]) == {"texture", "shape"} and (c2["q"] < 0.05).any()
+    assert (d / "cmp2" / "block2" / "contrast.csv").exists()
 
 
 def test_layer_errors_name_the_fix(study, capsys):

@@ -152,8 +152,9 @@ def test_layers_before_the_changed_block_do_not_change(planted):
         s = summ.loc[(L, "changed")]
         assert abs(s["cka"] - 1) < 1e-9 and abs(s["cka_ci_low"] - 1) < 1e-9 and abs(s["cka_ci_high"] - 1) < 1e-9
         t = read_table(d / L / "shifts_changed.parquet")
-        assert (t["shift"] == 0).all()
-        assert not (t["q"] < 0.05).any() and not (t["q_specific"] < 0.05).any()
+        assert (t["shift"] == 0).all() and (t["emphasis"] == 0).all()
+        assert not (t["q"] < 0.05).any() and not (t["shift_q"] < 0.05).any()
+        assert not (t["shift_q_specific"] < 0.05).any()
         f = feats[(feats["layer"] == L) & (feats["task"] == "changed") & (feats["kind"] == "task")]
         assert f["no_change"].all() and (f["q"] == 1).all()
 
@@ -169,11 +170,9 @@ def test_changed_block_and_after_do_change(planted):
 
 
 def test_rescaled_recoded_block_is_not_a_change_of_emphasis(planted):
-    """layer3 of the 're-coded' copy = 1.7 × (pre layer3) with permuted channels. Interim invariant
-    check until lens v2's emphasis headline lands: every feature's share of the total sensitivity is
-    unchanged (share_change = 0), every sensitivity is exactly ×1.7, and CKA = 1. (share_change's
-    own null test is not used: its permutation null adds the large rescale change to the pre head and
-    is not centred on 0 here, one feature reached share_change_q = 0.03 with share_change < 1e-9.)"""
+    """layer3 of the 're-coded' copy = 1.7 × (pre layer3) with permuted channels: the emphasis headline
+    (lens v2: change left after a Procrustes + scale alignment) finds nothing, while the raw Jacobian
+    shift would call every feature changed; CKA = 1; layer4 (compensated) is unchanged."""
     d, E = planted
     P = E["recoded"]["layer3"]
     # the planted truth itself: post = c · pre · permutation (to float32 rounding)
@@ -183,7 +182,11 @@ def test_rescaled_recoded_block_is_not_a_change_of_emphasis(planted):
     assert abs(summ.loc[("layer3", "recoded"), "cka"] - 1) < 1e-6
     assert abs(summ.loc[("layer4", "recoded"), "cka"] - 1) < 1e-6
     t = read_table(d / "layer3" / "shifts_recoded.parquet")
-    assert np.abs(t["share_change"]).max() < 1e-6
+    assert not (t["q"] < 0.05).any(), t[["feature", "emphasis", "z", "q"]]      # the headline: no change
+    assert (t["shift_q"] < 0.05).mean() >= 0.5                                 # the raw shift is fooled
     assert np.allclose(t["sensitivity_post"], 1.7 * t["sensitivity_pre"], rtol=1e-4)
+    feats = read_table(d / "cmp" / "layer_features.csv")
+    f3 = feats[(feats["layer"] == "layer3") & (feats["task"] == "recoded") & (feats["kind"] == "task")]
+    assert not (f3["q"] < 0.05).any()
     for L in ("layer1", "layer2"):
         assert abs(summ.loc[(L, "recoded"), "cka"] - 1) < 1e-9

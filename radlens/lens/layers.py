@@ -28,7 +28,7 @@ from radlens.errors import InputError
 log = logging.getLogger(__name__)
 
 #: headline (emphasis) change per feature in a refit-post table, its z and its q (BH)
-HEADLINE, HEADLINE_Z, HEADLINE_Q = "shift", "z", "q"
+HEADLINE, HEADLINE_Z, HEADLINE_Q = "emphasis", "z", "q"
 #: cross-task decomposition written by ``compare`` (lens v2): file, value, z, q columns
 DECOMPOSITION = {"common": ("common.csv", "common_shift", "common_z", "common_q"),
                  "contrast": ("contrast.csv", "contrast", "contrast_z", "contrast_q")}
@@ -363,8 +363,10 @@ def layer_feature_table(layer_tables: dict, compare_dirs: dict, summaries: dict)
     Returns
     -------
     DataFrame: ``layer, layer_index, kind`` (``task`` / ``common`` / ``contrast``), ``task``
-    (empty for ``common``), ``feature, feature_class, value, z, q`` and ``q_specific`` (tasks),
-    ``no_change`` (True where the post embedding of the layer equals the pre one: z = 0, q = 1).
+    (empty for ``common``), ``feature, feature_class, value, z, q`` and ``q_specific`` (tasks, when the
+    tables have it), ``no_change`` (True where the post embedding of the layer equals the pre one:
+    z = 0, q = 1), ``no_emphasis_change`` (refit-post's summary: nothing is left after the rescale /
+    re-coding alignment).
     """
     import pandas as pd
 
@@ -380,7 +382,8 @@ def layer_feature_table(layer_tables: dict, compare_dirs: dict, summaries: dict)
                               "feature_class": t["feature_class"], "value": t[HEADLINE], "z": t[HEADLINE_Z],
                               "q": t[HEADLINE_Q],
                               "q_specific": t["q_specific"] if "q_specific" in t.columns else np.nan,
-                              "no_change": zero})
+                              "no_change": zero,
+                              "no_emphasis_change": bool(summaries[task][L].get("no_emphasis_change", zero))})
             if zero:   # no change at all: a null of zero changes gives no p; nothing moved
                 d[["z", "q", "q_specific"]] = [0.0, 1.0, 1.0]
             rows.append(d)
@@ -395,7 +398,8 @@ def layer_feature_table(layer_tables: dict, compare_dirs: dict, summaries: dict)
             d = pd.DataFrame({"layer": L, "layer_index": i, "kind": kind,
                               "task": c["task"].astype(str) if "task" in c.columns else "",
                               "feature": c["feature"], "feature_class": c["feature_class"], "value": c[vcol],
-                              "z": c[zcol], "q": c[qcol], "q_specific": np.nan, "no_change": zero_all})
+                              "z": c[zcol], "q": c[qcol], "q_specific": np.nan, "no_change": zero_all,
+                              "no_emphasis_change": zero_all})
             if zero_all:
                 d[["z", "q"]] = [0.0, 1.0]
             rows.append(d)

@@ -77,11 +77,15 @@ def layer_class_heatmap(feats, out_stem, sig_level: float = 0.05) -> list[Path]:
         ax.set_title(_KIND_TITLE[kind].format(task=task), fontsize=8)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    fig.subplots_adjust(wspace=0.45, hspace=0.9)
-    cb = fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.03, pad=0.02)
+    title = f"Where in the encoder the radiomic sensitivity moved (numbers: features with q < {sig_level:g})"
+    if sum(k == "contrast" for k, _ in panels) == 2:
+        title += "\nwith two tasks the two task-specific changes are mirror images (identical scores)"
+    top = 1 - (0.45 + 0.18 * title.count("\n")) / fig.get_figheight()
+    fig.subplots_adjust(left=0.08, right=0.9, wspace=0.45, hspace=0.9, top=top)
+    cax = fig.add_axes([0.92, 0.2, 0.012, 0.6])
+    cb = fig.colorbar(im, cax=cax)
     cb.set_label("mean z of the class's features (null SDs)", fontsize=7)
-    fig.suptitle(f"Where in the encoder the radiomic sensitivity moved (numbers: features with q < {sig_level:g})",
-                 fontsize=9)
+    fig.suptitle(title, fontsize=9)
     return save_figure(fig, out_stem)
 
 
