@@ -96,28 +96,37 @@ def build_sections(ctx: Context) -> list[tuple[str, str, str]]:
         ("cam", "CAM drift: transfer learning vs fine-tuning", _safe(extra.cam, ctx)),
         ("probe", "Pooling probe: does small-lesion signal survive pooling?", _safe(extra.probe, ctx)),
         ("localization", "Localization scores and the accuracy–interpretability trade-off", _safe(extra.localization, ctx)),
+        ("stages", "Stages: status and timing", _safe(stages, ctx)),
         ("provenance", "Config, versions and input hashes", _safe(provenance, ctx)),
     ]
 
 
 # --------------------------------------------------------------------------- overview
 def overview(ctx: Context) -> str:
+    intro = ("<p>radlens asks <b>what fine-tuning changed inside an encoder</b>: the radiomic lens maps "
+             "radiomic descriptors of each ROI to the pre-fine-tuning embedding and measures which "
+             "descriptors the fine-tuned embeddings became more sensitive to; CAM drift compares where "
+             "the transfer-learning and fine-tuned classifiers look; the pooling probe tests whether "
+             "small-lesion signal survives CLS/global pooling; localization scores compare the maps "
+             "with the ROIs. The findings above summarise each analysis; the per-stage status and "
+             "timing table is in <a href=\"#stages\">Stages</a>.</p>")
+    counts: dict[str, int] = {}
+    for r in ctx.stages.values():
+        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    return intro + f"<p>Stages: {H.esc(summary)} · total {H.fmt(ctx.run.get('seconds', 0), 1)} s.</p>"
+
+
+def stages(ctx: Context) -> str:
     import pandas as pd
 
     rows = [{"stage": r["name"], "status": r.get("status", "?"), "wall s": r.get("seconds", 0.0),
              "CPU s": r.get("cpu_seconds", float("nan")), "error": (r.get("error") or "")[:240]}
             for r in ctx.stages.values()]
     df = pd.DataFrame(rows)
-    counts = df["status"].value_counts().to_dict() if len(df) else {}
-    intro = ("<p>radlens asks <b>what fine-tuning changed inside an encoder</b>: the radiomic lens maps "
-             "radiomic descriptors of each ROI to the pre-fine-tuning embedding and measures which "
-             "descriptors the fine-tuned embeddings became more sensitive to; CAM drift compares where "
-             "the transfer-learning and fine-tuned classifiers look; the pooling probe tests whether "
-             "small-lesion signal survives CLS/global pooling; localization scores compare the maps "
-             "with the ROIs.</p>")
-    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    return intro + f"<p>Stages: {H.esc(summary)} · total {H.fmt(ctx.run.get('seconds', 0), 1)} s.</p>" + H.table(
-        df, max_rows=80)
+    return ("<p class='muted'>wall s: elapsed time; CPU s: CPU time of the main process (workers not "
+            "included); failed-stage tracebacks are in <code>logs/</code>.</p>"
+            + H.table(df, max_rows=200, source=ctx.run_dir / "stages"))
 
 
 # --------------------------------------------------------------------------- cohort
@@ -200,14 +209,14 @@ def lens(ctx: Context) -> str:
             "bootstrap CI.</p>")
     for arch in ctx.archs:
         d = ctx.run_dir / "lens" / arch / "compare"
-        body += f"<h3>{H.esc(arch)}</h3>"
+        body += f'<h3 id="lens-{H.esc(arch)}">{H.esc(arch)}</h3>'
         if not (d / "compare.json").exists():
             body += H.not_run(ctx.why_not(f"compare/{arch}") if f"compare/{arch}" in ctx.stages
                               else ctx.why_not(f"fit-pre/{arch}"))
             continue
         if (d / "global_summary.csv").exists():
             gs = read_table(d / "global_summary.csv")
-            body += "<h4>Global summary per task</h4>" + H.table(gs)
+            body += "<h4>Global summary per task</h4>" + H.table(gs, source=d / "global_summary.csv")
             r2 = gs["r2_pre_heldout"].dropna() if "r2_pre_heldout" in gs.columns else []
             if len(r2) and float(r2.max()) < LOW_LENS_R2:
                 body += H.caution(
@@ -215,16 +224,20 @@ def lens(ctx: Context) -> str:
                     f"cases (r2_pre_heldout < {LOW_LENS_R2}); the shifts describe that small radiomic part of the "
                     "embedding only. An earlier, more local layer (encoders.<arch>.layer in the study config) or "
                     "ROI pooling usually raises it.")
-        body += H.figs(H.image(d / "heatmap.png", f"{arch}: shift (z) of every radiomic feature across tasks"),
-                       H.image(d / "class_totals.png", f"{arch}: shift totals per feature class") +
-                       H.image(d / "rank_correlation.png", f"{arch}: rank agreement of the shifts between tasks",
-                               width=420))
-        body += H.image(d / "top_k_bars.png", f"{arch}: top features per task with bootstrap CIs")
+        body += H.figs(H.image(d / "heatmap.png", f"{arch}: how strongly each radiomic feature's shift stands out "
+                                                  "from the permutation null (z) in each task"),
+                       H.image(d / "class_totals.png", f"{arch}: shift summed per feature class (intensity, shape, "
+                                                       "texture) in each task") +
+                       H.image(d / "rank_correlation.png", f"{arch}: do the tasks shift the same features? Rank "
+                                                           "correlation of the shifts between tasks", width=420))
+        body += H.figs(H.image(d / "top_k_bars.png", f"{arch}: the most shifted features per task, with bootstrap "
+                                                     "95% CIs", wide=True))
         if (d / "top_k.csv").exists():
             top = read_table(d / "top_k.csv")
             k = int(ctx.config.get("lens", {}).get("top_k", 10))
-            body += f"<h4>Top {k} features per task (shift with 95% CI)</h4>" + H.table(
-                top.groupby("task").head(k), max_rows=10 * k)
+            body += (f"<h4>Top {k} features per task (shift with bootstrap 95% CI; z and q from the permutation "
+                     "null, BH-corrected)</h4>" + H.table(top.groupby("task").head(k), max_rows=10 * k,
+                                                          source=d / "top_k.csv"))
     return body
 
 
