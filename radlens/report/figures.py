@@ -143,8 +143,14 @@ def tradeoff_figure(table, out_stem) -> Path | None:
         ax.annotate("", xy=(b.task_metric, b.loc_mean), xytext=(a.task_metric, a.loc_mean),
                     arrowprops={"arrowstyle": "->", "color": c, "lw": 1.2})
     score = str(table["score"].iloc[0]) if "score" in table.columns else "localization"
-    ax.set_xlabel("task AUC (held-out cases; open = transfer, filled = fine-tuned)")
-    ax.set_ylabel(f"localization: {score} (mean, 95% CI)")
+    meth = str(table["task_ci_method"].dropna().iloc[0]) if "task_ci_method" in table.columns and \
+        table["task_ci_method"].notna().any() else ""
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--", zorder=0)
+    if score == "auc":
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--", zorder=0)
+    ax.set_xlabel("task AUC, held-out cases" + (" (DeLong 95% CI)" if meth == "delong" else " (95% CI)")
+                  + "; open = transfer, filled = fine-tuned; dashed = chance")
+    ax.set_ylabel(f"localization: {'pixel AUC' if score == 'auc' else score}\n(mean, patient-bootstrap 95% CI)")
     ax.set_title("Accuracy vs interpretability")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="arch · task",
               title_fontsize=7)  # outside the axes: never hides a point

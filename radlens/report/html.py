@@ -6,6 +6,7 @@ import contextvars
 import html
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -16,7 +17,7 @@ main{max-width:1280px;margin:0 auto;padding:18px 28px 60px}
 h1{font-size:26px;margin:10px 0 4px} h2{font-size:20px;margin:0 0 8px;border-bottom:2px solid #d5dde6;padding-bottom:4px}
 h3{font-size:16px;margin:16px 0 6px} h4{font-size:14px;margin:12px 0 4px;color:#34495e}
 section{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:16px 20px;margin:16px 0}
-nav{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:8px 16px;margin:12px 0}
+nav{background:#fff;border:1px solid #dde3ea;border-radius:8px;padding:8px 16px;margin:12px 0;display:flex;flex-wrap:wrap;row-gap:4px}
 nav a{margin-right:14px;color:#1f5fa8;text-decoration:none;white-space:nowrap}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:12.5px}
 th,td{border:1px solid #d9e0e7;padding:3px 7px;text-align:right;vertical-align:top}
@@ -33,7 +34,7 @@ figcaption{font-size:12px;color:#55606c}
 .v-mixed{background:#fff6e5}
 pre{background:#f3f5f8;border:1px solid #e0e5ea;padding:8px;overflow-x:auto;font-size:12px;max-height:520px}
 .kv td{text-align:left}
-.tw{overflow-x:auto;max-width:100%} td.t{word-break:break-word;max-width:520px}
+.tw{overflow-x:auto;max-width:100%} td.t{max-width:560px}
 figure .links{font-size:11.5px;margin-left:6px} figure .links a{color:#1f5fa8}
 .figs figure.wide{flex-basis:100%}
 .verdicts{list-style:none;padding:0;margin:6px 0} .verdicts li{padding:6px 10px;margin:4px 0;border-radius:6px}
@@ -103,7 +104,9 @@ def table(df, *, max_rows: int = 40, columns: Iterable[str] | None = None, digit
         cells = []
         for v in rec:
             is_text = isinstance(v, str)
-            cells.append(f'<td class="t">{esc(v)}</td>' if is_text else f"<td>{esc(fmt(v, digits))}</td>")
+            # long ;- or ,-separated lists may wrap after a separator (never inside a name)
+            cells.append(f'<td class="t">{"<wbr>".join(esc(x) for x in re.split(r"(?<=[;,])", v))}</td>' if is_text
+                         else f"<td>{esc(fmt(v, digits))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
     where = f"<code>{esc(rel_name(source))}</code>" if source is not None else "the artefact file"
