@@ -31,14 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
+    from radlens.commands._summary import print_summary
     from radlens.demo import demo
 
     res = demo(args.out, quick=args.quick, seed=args.seed, force=args.force)
-    print(f"demo folder: {res.run_dir}")
-    for s in res.failed:
-        print(f"  stage {s.name} failed: {s.error}", file=sys.stderr)
-    if res.report:
-        print(f"report: {res.report}")
+    print_summary(res)
     return 0 if res.report else 1
