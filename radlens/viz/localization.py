@@ -92,9 +92,11 @@ def plot_localization_scores(summary, out_stem, *, paired=None, scores: Sequence
     for ax in axes.ravel()[len(scores):]:
         ax.axis("off")
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    fig.tight_layout(rect=(0, 0, 1, 1 - (1.0 if paired is not None else 0.6) / fig.get_size_inches()[1]))
-    fig.legend(handles, labels, loc="upper right", ncol=len(sets), title="map set", frameon=False,
-               bbox_to_anchor=(1.0, 1.0))
+    h_in = fig.get_size_inches()[1]
+    # suptitle on top, legend in its own strip at the bottom: neither covers the other or a panel
+    fig.tight_layout(rect=(0, 0.45 / h_in, 1, 1 - (0.8 if paired is not None else 0.5) / h_in))
+    fig.legend(handles, [f"map set: {lab}" for lab in labels], loc="lower center", ncol=len(sets), frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
     if paired is not None and "map_set_a" in paired.columns and len(paired):
         diff = f"{paired['map_set_b'].iloc[0]} − {paired['map_set_a'].iloc[0]}"
     else:
