@@ -206,6 +206,10 @@ def cam(ctx) -> str:
             t = read_table(p)
             body += f'<h4 id="{anchor}">{H.esc(title)}</h4>' + H.table(
                 t, columns=cols if cols and set(cols) <= set(t.columns) else None, max_rows=36, source=p)
+    for p in sorted(d.glob("drift.sanity?*.parquet")):  # later sanity variants (e.g. cascading randomisation)
+        if p.name != "drift.sanity.parquet":
+            body += (f"<h4>Sanity check: {H.esc(p.name.split('.')[1].replace('_', ' '))}</h4>"
+                     + H.table(read_table(p), max_rows=36, source=p))
     if not (d / "drift.sanity.parquet").exists():
         body += '<h4 id="cam-sanity">Model-randomisation sanity check</h4>' + H.not_run(
             "no drift.sanity.parquet (cam_drift.options.sanity_cases: 0?)")

@@ -109,12 +109,23 @@ def check_failures_tables(ctx) -> list[dict]:
 
 
 def check_cam_sanity(ctx) -> list[dict]:
-    """Model-randomisation sanity checks that failed (``cam/drift.sanity.parquet``, column ``passed``)."""
-    t = _read(ctx.run_dir / "cam" / "drift.sanity.parquet")
-    if t is None or "passed" not in t.columns or not len(t):
-        return []
-    bad = t[~t["passed"].astype(bool)]
+    """Sanity checks that failed: every ``cam/drift.sanity*.parquet`` / ``.csv`` (model randomisation and
+    any later variant) with a boolean ``passed`` column."""
     out = []
+    d = ctx.run_dir / "cam"
+    for p in sorted(d.glob("drift.sanity*.parquet")) + sorted(d.glob("drift.sanity*.csv")) if d.exists() else []:
+        t = _read(p)
+        if t is None or "passed" not in t.columns or not len(t):
+            continue
+        kind = p.name.split(".")[1].replace("sanity", "").strip("_")
+        out += _sanity_warnings(t[~t["passed"].fillna(False).astype(bool)], kind)
+    return out
+
+
+def _sanity_warnings(bad, kind: str = "") -> list[dict]:
+    out = []
+    if not len(bad):
+        return out
     keys = [c for c in ("architecture", "task", "method") if c in bad.columns]
     for key, g in (bad.groupby(keys, sort=False) if keys else [((), bad)]):
         key = key if isinstance(key, tuple) else (key,)
@@ -129,7 +140,7 @@ def check_cam_sanity(ctx) -> list[dict]:
                 if stat else f"failed for {', '.join(parts)}")
         out.append(warning(
             "cam-drift",
-            f"CAM sanity check FAILED: {d.get('architecture', '')}/{d.get('task', '')} "
+            f"CAM sanity check{' (' + kind + ')' if kind else ''} FAILED: {d.get('architecture', '')}/{d.get('task', '')} "
             f"{METHOD_NAMES.get(d.get('method'), d.get('method', ''))}: {what}; these maps may reflect the input "
             "more than the learned weights", "cam-sanity"))
     return out

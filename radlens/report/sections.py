@@ -169,7 +169,8 @@ def cohort(ctx: Context) -> str:
         body += H.failed(f"example-case figure: {type(exc).__name__}: {exc}")
     else:
         if fig:
-            body += H.figs(H.image(fig, "Example cases with the ROI outline"))
+            body += H.figs(H.image(fig, "Example cases spread over the lesion sizes (smallest first, then a "
+                                        "lesion-free control), ROI outlined", width=900))
     del np
     return body
 

@@ -86,6 +86,7 @@ def plot_phantom_examples(manifest, out_stem, n: int = 8, ncols: int = 4):
         else:
             title = f"{cid}  lesion-free\ncontrol ROI r={r['lesion_radius']:.1f}px\n "
         ax.set_title(title, fontsize=7, loc="left")
-    fig.suptitle("Phantom cohort: planted lesions (orange = ROI outline); intensity scale [0, 1]", fontsize=9)
+    fig.suptitle("Phantom cohort: planted lesions from the smallest to the largest, then a lesion-free control\n"
+                 "(orange = ROI outline; intensity scale [0, 1])", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out_stem)
