@@ -62,6 +62,12 @@ def _f(v, digits: int = 2) -> str:
     return f"{x:.{digits}f}"
 
 
+def _p(v) -> str:
+    """A p-value: three decimals, or two significant digits below 0.01 (0.0005, not 0.000)."""
+    x = float(v)
+    return f"{x:.2g}" if 0 < x < 0.01 else f"{x:.3f}"
+
+
 def _ci(lo, hi, digits: int = 2) -> str:
     return f"[{_f(lo, digits)}, {_f(hi, digits)}]"
 
@@ -174,7 +180,7 @@ def check_enrichment(ctx) -> list[dict]:
             if float(r.p_perm) >= 0.05:
                 items.append(f"{arch}/{_task(r.task)} {int(r.hits)}/{int(r.k)} in "
                              f"{str(r.expected_classes).replace(',', '/')} (chance "
-                             f"{100 * float(r.expected_fraction):.0f}%, p = {_f(r.p_perm, 3)})")
+                             f"{100 * float(r.expected_fraction):.0f}%, p = {_p(r.p_perm)})")
     if not items:
         return []
     return [warning("lens", f"expected-class (planted-truth) check not met in {len(items)} of {n} architecture × task "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from radlens.report.findings import (METHOD_NAMES, WEAK_LENS_R2, _ci, _f, _read, _task, task_performance,
+from radlens.report.findings import (METHOD_NAMES, WEAK_LENS_R2, _ci, _f, _p, _read, _task, task_performance,
                                      warning)
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def v_lens(ctx) -> list[dict]:
         t = pd.concat(tabs, ignore_index=True)
         yes = t[t["p_perm"] < 0.05]
         detail = "; ".join(f"{r.architecture}/{_task(r.task)} {int(r.hits)}/{int(r.k)} (chance "
-                           f"{100 * float(r.expected_fraction):.0f}%, p = {_f(r.p_perm, 3)})" for r in t.itertuples())
+                           f"{100 * float(r.expected_fraction):.0f}%, p = {_p(r.p_perm)})" for r in t.itertuples())
         text = (f"Expected feature classes on top: {len(yes)} of {len(t)} architecture × task combinations enriched "
                 f"(permutation test over random top-k sets, p < 0.05): {detail}.")
         out.append(verdict("Planted truth", text, "planted",
