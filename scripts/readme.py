@@ -13,7 +13,8 @@ comments ``<!-- BEGIN GENERATED: demo -->`` / ``<!-- END GENERATED: demo -->`` a
 ``<!-- BEGIN GENERATED: benchmarks -->`` / ``<!-- END GENERATED: benchmarks -->`` in README.md.
 
 Keys read from ``figures/demo.json`` (everything else is ignored):
-``quick``, ``seed``, ``seconds.{total,cohort,training,study}``, optional ``cpus`` / ``peak_rss_mb``;
+``quick``, ``seed``, ``seconds.{total,cohort,training,study}``, optional ``cpu_seconds_main_process``,
+``cpus``, ``peak_rss_mb``;
 ``findings.verdicts[].{analysis,status,text}``, ``findings.warnings[].{analysis,severity,message}``;
 ``training.{n_cases,n_train,n_val,image_shape}`` and ``training.archs`` (names only);
 ``figures[].{file,caption,inline,sha256}``.
@@ -56,7 +57,7 @@ def figure_plan(demo: Path) -> list[dict]:
         if (demo / "probe").is_dir() else []
     for i, arch in enumerate(archs):
         first = i == 0
-        plan += [(f"lens/{arch}/compare/heatmap.png", f"lens_heatmap_{arch}", True,
+        plan += [(f"lens/{arch}/compare/heatmap.png", f"lens_heatmap_{arch}", first,
                   f"Radiomic lens, {arch}: shift (z against the permutation null) of every radiomic feature per task"),
                  (f"lens/{arch}/compare/top_k_bars.png", f"lens_top_features_{arch}", False,
                   f"Radiomic lens, {arch}: the most shifted features per task with bootstrap 95% CIs"),
@@ -144,13 +145,16 @@ def demo_section(d: dict) -> str:
     if sec:
         hw = f" on {d['cpus']} CPU cores" if d.get("cpus") else ""
         mem = f"; peak memory {d['peak_rss_mb'] / 1024:.1f} GB" if d.get("peak_rss_mb") else ""
+        if d.get("cpu_seconds_main_process"):
+            mem += (f"; CPU time of the main process {_dur(d['cpu_seconds_main_process'])} (wall time grows when "
+                    "other jobs share the cores)")
         lines.append("")
         lines.append(f"Run time{hw}: **{_dur(sec.get('total', 0))}** (cohort {_dur(sec.get('cohort', 0))}, "
                      f"training {_dur(sec.get('training', 0))}, study {_dur(sec.get('study', 0))}){mem}.")
     f = d.get("findings", {})
     lines += ["", "What came out, one line per analysis, as the report states it:", ""]
     for v in f.get("verdicts", []):
-        lines.append(f"- **{v.get('analysis', '')}** — {v.get('text', '')}")
+        lines.append(f"- {v.get('text', '')}")
     ws = f.get("warnings", [])
     lines += ["", f"The report's Warnings box lists **{len(ws)}** item{'s' if len(ws) != 1 else ''} for this run"
               + (":" if ws else " (every check passed)."), ""]

@@ -174,8 +174,14 @@ def test_checks_unlearned_tasks_chance_localization_and_small_rankings(tmp_path)
     write_table(pd.DataFrame({"task": ["task_x"] * 2, "method": ["layercam"] * 2, "metric": ["pearson"] * 2,
                               "architecture": ["cnn", "vit"], "value": [0.1, 0.2], "drift_score": [0.1, 0.2],
                               "rank": [2.0, 1.0]}), run / "cam" / "drift.rankings.parquet")
+    write_table(pd.DataFrame({"architecture": ["vit", "cnn"], "task": ["task_x"] * 2, "method": ["layercam"] * 2,
+                              "metric": ["spearman"] * 2, "median": [-0.80, 0.40], "median_ci_low": [-0.83, 0.30],
+                              "median_ci_high": [-0.78, 0.45]}), run / "cam" / "drift.summary.parquet")
     ws = collect_warnings(Context.load(run))
     msgs = {w["section"]: w["message"] for w in ws}
+    # B is the negative image of A for vit (rho -0.80, CI below 0); cnn's 0.40 is ordinary drift
+    assert "inverted maps" in msgs["cam-summary"] and "vit/x LayerCAM -0.80 [-0.83, -0.78]" in msgs["cam-summary"]
+    assert "cnn/x" not in msgs["cam-summary"]
     # transfer AUC 0.20 [0.05, 0.45]: CI under 0.5 -> below chance; fine-tuned [0.80, 0.99]: learned, not listed
     assert "below chance" in msgs["training"] and "cnn/x transfer 0.20 [0.05, 0.45]" in msgs["training"]
     assert "finetuned" not in msgs["training"]

@@ -29,6 +29,8 @@ WEAK_LENS_R2 = 0.5
 WEAK_TASK_AUC = 0.6
 #: pointing-game hit rates at or below this are called near zero
 LOW_POINTING = 0.1
+#: median Spearman between map A and map B at or below this is called an inverted map
+INVERTED_RHO = -0.5
 #: architectures below this count make a "ranking" a single paired comparison
 MIN_RANKED_ARCHS = 3
 
@@ -150,6 +152,23 @@ def _sanity_warnings(bad, kind: str = "") -> list[dict]:
             f"{METHOD_NAMES.get(d.get('method'), d.get('method', ''))}: {what}; these maps may reflect the input "
             "more than the learned weights", "cam-sanity"))
     return out
+
+
+def check_inverted_maps(ctx) -> list[dict]:
+    """Fine-tuned maps that are the negative image of the transfer maps (median Spearman A vs B ≤
+    :data:`INVERTED_RHO`, CI entirely below 0): a sign or target-class problem to rule out before
+    reading the drift as learning."""
+    t = _read(ctx.run_dir / "cam" / "drift.summary.parquet")
+    if t is None or not {"metric", "median", "median_ci_high"} <= set(t.columns):
+        return []
+    sp = t[(t["metric"] == "spearman") & (t["median"] <= INVERTED_RHO) & (t["median_ci_high"] < 0)]
+    if not len(sp):
+        return []
+    items = "; ".join(f"{r.architecture}/{_task(r.task)} {METHOD_NAMES.get(r.method, r.method)} "
+                      f"{_f(r.median)} {_ci(r.median_ci_low, r.median_ci_high)}" for r in sp.itertuples())
+    return [warning("cam-drift", f"inverted maps: the fine-tuned (B) map is close to the negative of the transfer (A) "
+                    f"map (median Spearman A vs B ≤ {INVERTED_RHO}, patient-bootstrap 95% CI below 0): {items}. Rule "
+                    "out a sign or target-class mismatch before reading this as learned drift", "cam-summary")]
 
 
 def check_lens_fit(ctx) -> list[dict]:
@@ -336,7 +355,7 @@ def check_lens_v2(ctx) -> list[dict]:
 
 
 #: every check, in the order the Warnings box lists them
-CHECKS: list[Callable] = [check_stages, check_cam_sanity, check_tasks_learned, check_lens_fit, check_enrichment,
+CHECKS: list[Callable] = [check_stages, check_cam_sanity, check_inverted_maps, check_tasks_learned, check_lens_fit, check_enrichment,
                           check_lens_v2, check_localization, check_rankings, check_failures_tables]
 
 
