@@ -161,7 +161,7 @@ def _pooling_check(ctx) -> str:
              f"than global/CLS pooling in <b>{sig_b} of {n_tests}</b> tests and significantly worse in "
              f"<b>{sig_w}</b> (DeLong, BH q &lt; 0.05); its mean AUC advantage is positive for {n_pos} of "
              f"{len(rows)} encoder checkpoints.</div>")
-    return body + H.table(df)
+    return body + H.table(df, max_rows=500)
 
 
 # --------------------------------------------------------------------------- CAM drift

@@ -153,7 +153,7 @@ def cohort(ctx: Context) -> str:
                 rows.append({"task": col, "positive": int((y == 1).sum()), "negative": int((y == 0).sum()),
                              "unlabelled": int(y.isna().sum())})
     if rows:
-        body += "<h3>Task labels</h3>" + H.table(pd.DataFrame(rows))
+        body += "<h3>Task labels</h3>" + H.table(pd.DataFrame(rows), max_rows=500)
     attrs = [c for c in ("lesion_radius", "lesion_area_frac", "lesion_intensity", "texture_corr_len", "texture_amp",
                          "elongation") if c in df.columns]
     if attrs:
@@ -254,5 +254,5 @@ def provenance(ctx: Context) -> str:
     rows = [{"input": k, "path": v.get("path", ""), "sha256": v.get("sha256", "")[:16] + "…"} for k, v in inp.items()]
     body += ("<h3>Input hashes</h3><p class='muted'>sha256 of the file (manifest) or of the spec YAML and "
              "every checkpoint it references; stage keys in <code>stages/</code> also hash every image.</p>"
-             + H.table(pd.DataFrame(rows), max_rows=100))
+             + H.table(pd.DataFrame(rows), max_rows=100, source=ctx.run_dir / "run.json"))
     return body
