@@ -217,3 +217,25 @@ def test_truncated_table_names_its_file_and_figures_link_png_svg(tmp_path):
     finally:
         H.LINK_BASE.reset(tok)
     assert '<a href="figs/f.png">PNG</a>' in html and '<a href="figs/f.svg">SVG</a>' in html
+
+
+def test_lens_v2_tables_feed_verdict_and_alignment_warning(tmp_path):
+    from radlens.report.findings import collect_warnings
+    from radlens.report.sections import Context
+    from radlens.report.verdicts import collect_verdicts
+
+    run = _run_folder(tmp_path, [])
+    d = run / "lens" / "cnn" / "compare"
+    d.mkdir(parents=True)
+    write_table(pd.DataFrame({"feature": ["original_glcm_Contrast", "original_firstorder_Mean", "original_shape2D_X"],
+                              "feature_class": ["glcm", "firstorder", "shape2D"], "common_shift": [1.0, 0.5, 0.1],
+                              "common_z": [4.0, 3.0, 0.2], "common_p": [0.001, 0.004, 0.8],
+                              "common_q": [0.003, 0.01, 0.8], "common_rank": [1, 2, 3]}), d / "common.csv")
+    write_table(pd.DataFrame({"task": ["task_x", "task_y"], "alignment": [0.61, 0.05],
+                              "alignment_p": [0.002, 0.41], "n_features": [3, 3]}), d / "alignment.csv")
+    ctx = Context.load(run)
+    text = " ".join(v["text"] for v in collect_verdicts(ctx))
+    assert "2 of 3 features changed by every fine-tuning" in text and "glcm_Contrast" in text
+    assert "x 0.61 (p = 0.002), y 0.05 (p = 0.410)" in text
+    ws = [w for w in collect_warnings(ctx) if w["section"] == "lens-cnn"]
+    assert len(ws) == 1 and "in 1 of 2 tasks" in ws[0]["message"] and "y 0.05 (p = 0.410)" in ws[0]["message"]

@@ -334,8 +334,9 @@ def check_rankings(ctx) -> list[dict]:
 
 
 def check_lens_v2(ctx) -> list[dict]:
-    """Lens v2 outputs (``common.csv``, ``contrast.csv``, ``alignment.csv`` of ``compare``): a table that
-    is present but empty, or an alignment whose every task is non-significant."""
+    """Lens v2 outputs of ``compare`` (``common.csv``, ``contrast.csv``, ``alignment.csv``): a table that
+    is present but empty; tasks whose specific change does not align with the features that separate
+    their labels (``alignment_p`` ≥ 0.05)."""
     out = []
     for arch in ctx.archs:
         d = ctx.run_dir / "lens" / arch / "compare"
@@ -345,12 +346,19 @@ def check_lens_v2(ctx) -> list[dict]:
                 continue
             if not len(t):
                 out.append(warning("lens", f"{arch}: {name}.csv is empty", f"lens-{arch}"))
-            elif name == "alignment":
-                qcol = next((c for c in ("q", "q_bh", "p", "p_perm") if c in t.columns), None)
-                if qcol is not None and bool((t[qcol].astype(float) >= 0.05).all()):
-                    out.append(warning("lens", f"{arch}: no task's specific change aligns with the features that "
-                                       f"separate its labels ({qcol} ≥ 0.05 for all {len(t)} rows of alignment.csv)",
-                                       f"lens-{arch}"))
+                continue
+            if name != "alignment":
+                continue
+            pcol = next((c for c in ("alignment_q", "alignment_p", "q", "p") if c in t.columns), None)
+            if pcol is None or "task" not in t.columns:
+                continue
+            bad = t[t[pcol].astype(float) >= 0.05]
+            if len(bad):
+                items = "; ".join(f"{_task(r.task)} {_f(getattr(r, 'alignment', float('nan')))} ({pcol.replace('alignment_', '')} "
+                                  f"= {_p(getattr(r, pcol))})" for r in bad.itertuples())
+                out.append(warning("lens", f"{arch}: task-specific change not aligned with the features that "
+                                   f"separate the task's labels in {len(bad)} of {len(t)} tasks (alignment, "
+                                   f"permutation {pcol.replace('alignment_', '')} ≥ 0.05): {items}", f"lens-{arch}"))
     return out
 
 

@@ -63,6 +63,7 @@ def v_lens(ctx) -> list[dict]:
                    + ", ".join(f"{_task(r.task)} {int(r.n_significant)}" for r in gs.itertuples()))
         text = (f"Radiomic lens, {arch}: explains {100 * r2:.1f}% of the held-out pre embedding (R²){sig}.")
         out.append(verdict("Radiomic lens", text, f"lens-{arch}", "ok" if r2 >= WEAK_LENS_R2 else "mixed"))
+    out += _lens_v2(ctx)
     import pandas as pd
 
     tabs = []
@@ -79,6 +80,34 @@ def v_lens(ctx) -> list[dict]:
                 f"(permutation test over random top-k sets, p < 0.05): {detail}.")
         out.append(verdict("Planted truth", text, "planted",
                            "ok" if len(yes) == len(t) else ("bad" if not len(yes) else "mixed")))
+    return out
+
+
+def _lens_v2(ctx) -> list[dict]:
+    """Common change (every task), task-specific contrast and task alignment, when ``compare`` wrote them."""
+    out = []
+    for arch in ctx.archs:
+        d = ctx.run_dir / "lens" / arch / "compare"
+        parts = []
+        common = _read(d / "common.csv")
+        if common is not None and len(common) and "common_q" in common.columns:
+            sig = common[common["common_q"] < 0.05]
+            top = ", ".join(str(f).replace("original_", "") for f in sig.sort_values("common_q")["feature"].head(3))
+            parts.append(f"{len(sig)} of {len(common)} features changed by every fine-tuning (common change, "
+                         f"permutation null, BH q < 0.05{': ' + top if top else ''})")
+        con = _read(d / "contrast.csv")
+        if con is not None and len(con) and {"contrast_q", "task"} <= set(con.columns):
+            per = con.groupby("task")["contrast_q"].apply(lambda q: int((q < 0.05).sum()))
+            parts.append("task-specific changes (q < 0.05): " + ", ".join(f"{_task(t)} {n}" for t, n in per.items()))
+        al = _read(d / "alignment.csv")
+        if al is not None and len(al) and {"task", "alignment"} <= set(al.columns):
+            pc = "alignment_p" if "alignment_p" in al.columns else None
+            parts.append("alignment of each task's change with the features that separate its labels: " + ", ".join(
+                f"{_task(r.task)} {_f(r.alignment)}" + (f" (p = {_p(getattr(r, pc))})" if pc else "")
+                for r in al.itertuples()))
+        if parts:
+            out.append(verdict("Radiomic lens", f"Radiomic lens, {arch}, across tasks: " + "; ".join(parts) + ".",
+                               f"lens-{arch}", "info"))
     return out
 
 
