@@ -117,10 +117,10 @@ def test_save_figure_appends_extensions_to_dotted_stems(tmp_path):
 
 
 def _sanity_table():
-    return pd.DataFrame({"architecture": ["vit", "vit", "cnn"], "task": ["task_x"] * 3,
-                         "method": ["layercam", "layercam", "gradcam++"], "model": ["a", "b", "a"],
-                         "n": [8, 8, 8], "spearman_median": [0.31, 0.72, 0.10], "threshold": [0.5] * 3,
-                         "passed": [True, False, True]})
+    return pd.DataFrame({"architecture": ["vit", "vit", "cnn", "cnn"], "task": ["task_x"] * 4,
+                         "method": ["layercam", "layercam", "gradcam++", "layercam"], "model": ["a", "b", "a", "b"],
+                         "n": [8, 8, 8, 8], "spearman_median": [0.31, 0.72, 0.10, -0.20], "threshold": [0.5] * 4,
+                         "passed": [True, False, True, True]})
 
 
 def test_failed_sanity_check_reaches_the_warnings_box(tmp_path):
@@ -145,6 +145,20 @@ def test_failed_sanity_check_reaches_the_warnings_box(tmp_path):
 
     found = json.loads((run / "findings.json").read_text())
     assert [w["section"] for w in found["warnings"]] == ["cam-sanity"]
+
+
+def test_anti_correlated_sanity_pass_is_flagged(tmp_path):
+    from radlens.report.findings import check_cam_sanity
+    from radlens.report.sections import Context
+
+    run = _run_folder(tmp_path, [])
+    (run / "cam").mkdir()
+    t = _sanity_table()
+    t.loc[0, "spearman_median"] = -0.72  # "passed" (< 0.5) but the maps are the randomised model's, inverted
+    write_table(t, run / "cam" / "drift.sanity.parquet")
+    msgs = [w["message"] for w in check_cam_sanity(Context.load(run))]
+    assert len(msgs) == 2 and "ANTI-correlated" in msgs[1] and "vit/x LayerCAM A (transfer) -0.72" in msgs[1]
+    assert "cnn" not in msgs[1]  # -0.20 is not strong
 
 
 def test_no_warnings_says_so_and_header_is_green(tmp_path):

@@ -126,7 +126,17 @@ def check_cam_sanity(ctx) -> list[dict]:
         if t is None or "passed" not in t.columns or not len(t):
             continue
         kind = p.name.split(".")[1].replace("sanity", "").strip("_")
-        out += _sanity_warnings(t[~t["passed"].fillna(False).astype(bool)], kind)
+        ok = t["passed"].fillna(False).astype(bool)
+        out += _sanity_warnings(t[~ok], kind)
+        if {"spearman_median", "threshold"} <= set(t.columns):
+            anti = t[ok & (t["spearman_median"] <= -t["threshold"])]
+            if len(anti):
+                items = "; ".join(f"{r.architecture}/{_task(r.task)} {METHOD_NAMES.get(r.method, r.method)} "
+                                  f"{ROLE.get(str(r.model), r.model)} {_f(r.spearman_median)}" for r in anti.itertuples())
+                out.append(warning("cam-drift", f"CAM sanity check passed only one-sidedly: the randomised model's maps "
+                                   f"are strongly ANTI-correlated with the trained model's (median Spearman ≤ "
+                                   f"−{_f(anti['threshold'].iloc[0])}), which also ties the maps to the input rather "
+                                   f"than the weights: {items}", "cam-sanity"))
     return out
 
 
