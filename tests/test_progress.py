@@ -45,8 +45,8 @@ def test_cli_default_is_quiet_and_silences_third_party_bars(monkeypatch):
 
     from radlens import cli
 
-    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
-    monkeypatch.delenv("RADLENS_PROGRESS_DEPTH", raising=False)
+    for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "RADLENS_PROGRESS_DEPTH", "TRANSFORMERS_VERBOSITY", "RADLENS_PROGRESS"):
+        monkeypatch.delenv(var, raising=False)  # restored after the test
     root = logging.getLogger()
     old = root.level, list(root.handlers)
     root.handlers.clear()
