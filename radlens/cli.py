@@ -56,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _BarSafeHandler(logging.StreamHandler):
+    """Log lines printed above a running progress bar instead of through it (``tqdm.write``)."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # never lose a log line to the bar machinery
+            super().emit(record)
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
     """Default: warnings and errors, one progress bar at a time, a summary printed by the command.
     ``-v``: INFO lines and nested bars; ``-vv``: DEBUG; ``-q``: errors only, no bars.
@@ -63,7 +75,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     import os
 
     level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = _BarSafeHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if verbose < 2:
         for noisy in ("radiomics", "distributed", "matplotlib", "PIL", "urllib3", "fsspec", "transformers",
                       "huggingface_hub", "monai"):
