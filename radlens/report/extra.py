@@ -259,10 +259,11 @@ def probe(ctx) -> str:
                              "footprint_frac", "strength", "finding", "stratum", "jitter")
                  if c in sub.columns and sub[c].notna().any()]
         body += ("<h4>Pooling comparisons</h4><p class='muted'>estimate: AUC difference pooling − pooling_ref; "
-                 "ci_low/ci_high: bootstrap 95% CI (cases resampled by patient); p/q: paired DeLong test, BH "
-                 "over the table — the CI and q come from different procedures and can disagree near the "
-                 "threshold.</p>" + H.table(sub, columns=ident + ["estimate", "ci_low", "ci_high", "p", "q"],
-                                             max_rows=30, source=d / "probe.parquet"))
+                 "ci_low/ci_high: 95% CI made by <code>ci_method</code> (delong_clustered_wald: the clustered DeLong "
+                 "variance that also gives p, so CI and p agree; bootstrap_percentile: cases resampled, a different "
+                 "procedure from p that can disagree with it near the threshold); p: paired DeLong test; q: BH over "
+                 "the table.</p>" + H.table(sub, columns=ident + ["estimate", "ci_low", "ci_high", "ci_method", "p",
+                                                                  "q"], max_rows=30, source=d / "probe.parquet"))
     return body
 
 
