@@ -94,3 +94,14 @@ def test_missing_markers_is_a_clear_error():
     mod = _readme_mod()
     with pytest.raises(SystemExit, match="lacks the markers"):
         mod.render("no markers here\n", DEMO)
+
+
+def test_radiomics_per_cohort_schema(tmp_path):
+    mod = _readme_mod()
+    r = {"date": "2026-11-29T16:22:53+00:00", "machine": {"cpus": 2}, "repeats": 3,
+         "cohorts": {"2d_phantoms": {"n_cases": 200, "worst_rel_diff": 5.3e-14,
+                                     "speedup_wall": {"plain_over_radlens_j1": 1.9289, "radlens_j1_over_radlens_j2": 0.9}}}}
+    out = mod._radiomics(r)
+    assert out.startswith("2d phantoms (200 cases): plain loop / radlens --jobs 1 1.93×, radlens --jobs 1 / "
+                          "radlens --jobs 2 0.90×; values equal to 5e-14 relative")
+    assert "(2026-11-29, 2 CPUs, medians of 3 repeats)" in out
