@@ -176,9 +176,7 @@ def cohort(ctx: Context) -> str:
 
 
 def _cohort_figure(ctx: Context) -> Path | None:
-    out = ctx.fig_dir / "cohort_examples"
-    if out.with_suffix(".png").exists():
-        return out.with_suffix(".png")
+    out = ctx.fig_dir / "cohort_examples"  # redrawn each time (8 images): never a stale figure
     mpath = Path(ctx.run["inputs"]["manifest"]["path"])
     try:
         from radlens.viz.synth import plot_phantom_examples
