@@ -223,20 +223,16 @@ def lens(ctx: Context) -> str:
                     f"cases (r2_pre_heldout < {LOW_LENS_R2}); the shifts describe that small radiomic part of the "
                     "embedding only. An earlier, more local layer (encoders.<arch>.layer in the study config) or "
                     "ROI pooling usually raises it.")
-        body += H.figs(H.image(d / "heatmap.png", f"{arch}: how strongly each radiomic feature's shift stands out "
-                                                  "from the permutation null (z) in each task"),
-                       H.image(d / "class_totals.png", f"{arch}: shift summed per feature class (intensity, shape, "
-                                                       "texture) in each task") +
-                       H.image(d / "rank_correlation.png", f"{arch}: do the tasks shift the same features? Rank "
-                                                           "correlation of the shifts between tasks", width=420))
-        body += H.figs(H.image(d / "top_k_bars.png", f"{arch}: the most shifted features per task, with bootstrap "
-                                                     "95% CIs", wide=True))
+        body += H.figs(H.image(d / "heatmap.png", f"{arch}: shift (z) of every radiomic feature across tasks"),
+                       H.image(d / "class_totals.png", f"{arch}: shift totals per feature class") +
+                       H.image(d / "rank_correlation.png", f"{arch}: rank agreement of the shifts between tasks",
+                               width=420))
+        body += H.image(d / "top_k_bars.png", f"{arch}: top features per task with bootstrap CIs")
         if (d / "top_k.csv").exists():
             top = read_table(d / "top_k.csv")
             k = int(ctx.config.get("lens", {}).get("top_k", 10))
-            body += (f"<h4>Top {k} features per task (shift with bootstrap 95% CI; z and q from the permutation "
-                     "null, BH-corrected)</h4>" + H.table(top.groupby("task").head(k), max_rows=10 * k,
-                                                          source=d / "top_k.csv"))
+            body += f"<h4>Top {k} features per task (shift with 95% CI)</h4>" + H.table(
+                top.groupby("task").head(k), max_rows=10 * k)
     return body
 
 
