@@ -29,7 +29,8 @@ def layers_block(ctx, arch: str, cmp_dir: Path) -> tuple[Path, str]:
             f"({H.esc(', '.join(layers))}, shallow to deep). Left: linear CKA between the pre and the fine-tuned "
             "embedding of each layer (1 = unchanged up to a rotation and a global scale) with patient-bootstrap "
             "95% CIs; right: how much of each layer the radiomics explain (held-out R²). The heatmaps give, per "
-            "layer and radiomic feature class, the mean z of the change (numbers: features with q &lt; 0.05). "
+            "layer and radiomic feature class, the mean z of the change of emphasis (red: more, blue: less; "
+            "numbers: features with q &lt; 0.05). "
             f"The single-layer figures above are those of layer <b>{H.esc(main)}</b>; every layer's "
             f"comparison is in <code>lens/{H.esc(arch)}/compare/&lt;layer&gt;/</code>.</p>")
     body += H.figs(H.image(d / "layer_depth.png", f"{arch}: CKA pre vs post and held-out R² against depth"))

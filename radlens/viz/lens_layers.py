@@ -84,7 +84,7 @@ def layer_class_heatmap(feats, out_stem, sig_level: float = 0.05) -> list[Path]:
     fig.subplots_adjust(left=0.08, right=0.9, wspace=0.45, hspace=0.9, top=top)
     cax = fig.add_axes([0.92, 0.2, 0.012, 0.6])
     cb = fig.colorbar(im, cax=cax)
-    cb.set_label("mean z of the class's features (null SDs)", fontsize=7)
+    cb.set_label("mean z of the class's features (null SDs)\nchange panels: > 0 more, < 0 less emphasis", fontsize=7)
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, out_stem)
 
