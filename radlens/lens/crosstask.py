@@ -353,8 +353,9 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
                "contrast": [write_table(contrast[list(CONTRAST_COLUMNS)], out / "contrast.csv", prov)]}
     mirror = " (two tasks: the specific changes are mirror images, so both columns are identical)" if summary["mirror"] else ""
     written["common_heatmap"] = vz.shift_heatmap(
-        common.assign(task="common (mean of tasks)"), out / "common_heatmap", value="common_z", sig_col="common_q",
-        title="What every fine-tuning changed: common change per radiomic feature")
+        common.assign(task="common"), out / "common_heatmap", value="common_z", sig_col="common_q",
+        title="What every fine-tuning changed: common change per radiomic feature",
+        xlabel=f"mean change of {summary['n_tasks']} tasks")
     written["contrast_heatmap"] = vz.shift_heatmap(
         contrast, out / "contrast_heatmap", value="contrast_z", sig_col="contrast_q",
         title="What each task changed beyond the others: task-specific change" + mirror)

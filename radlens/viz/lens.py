@@ -61,7 +61,7 @@ def sig_column(long) -> str:
 
 
 def shift_heatmap(long, out_stem, value: str = "z", sig_level: float = 0.05, sig_col: str | None = None,
-                  title: str | None = None) -> list[Path]:
+                  title: str | None = None, xlabel: str = "downstream task (fine-tuned encoder)") -> list[Path]:
     """Heatmap radiomic feature (rows, grouped by class) × task (columns) of column ``value``; dots
     mark ``sig_col`` < sig_level (default: q_specific, else q)."""
     plt = use_agg()
@@ -76,7 +76,7 @@ def shift_heatmap(long, out_stem, value: str = "z", sig_level: float = 0.05, sig
     M = wide.loc[feats].to_numpy(float)
     n, t = M.shape
     fig_h = max(3.0, 0.125 * n + 1.6)
-    fig_w = 4.2 + 0.55 * t
+    fig_w = 4.2 + 0.55 * t if t > 1 else 3.9
     fig, ax = plt.subplots(figsize=(fig_w, fig_h))
     finite = M[np.isfinite(M)]
     diverging = value in ("z", "share_change", "shift_z", "common_z", "contrast_z")
@@ -94,7 +94,7 @@ def shift_heatmap(long, out_stem, value: str = "z", sig_level: float = 0.05, sig
     ax.set_xticklabels(list(wide.columns), rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(n))
     ax.set_yticklabels([short_name(f) for f in feats], fontsize=6 if n > 40 else 7)
-    ax.set_xlabel("downstream task (fine-tuned encoder)")
+    ax.set_xlabel(xlabel)
     pal = class_palette(classes.values)
     start = 0
     for c, fs in blocks:
