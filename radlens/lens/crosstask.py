@@ -293,10 +293,8 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
 
 
 def _label_column(df, task: str, label_columns: dict | None):
-    if label_columns and task in label_columns:
-        c = label_columns[task]
-        return c if c in df.columns else None
-    for c in (task, f"task_{task}"):
+    first = [label_columns[task]] if label_columns and task in label_columns else []
+    for c in first + [task, f"task_{task}"]:
         if c in df.columns:
             return c
     return None
