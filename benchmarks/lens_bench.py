@@ -79,8 +79,9 @@ def main(argv=None):
         from radlens.lens.crosstask import cross_task, task_alignment
         from radlens.lens.planted import planted_labels, planted_tasks
 
-        spec = {f"t{i}": list(range(1 + i, args.p, 10 * args.tasks))[:3] for i in range(args.tasks)}
-        Zs = planted_tasks(X, Z, list(range(0, args.p, 25)), spec, seed=2)
+        # task i: a 10-feature signature (features 10i..10i+9); common change: the next 5 features
+        spec = {f"t{i}": list(range(10 * i, 10 * i + 10)) for i in range(args.tasks)}
+        Zs = planted_tasks(X, Z, list(range(10 * args.tasks, 10 * args.tasks + 5)), spec, seed=2)
         t = time.perf_counter()
         cross_task(lens, Zs, n_null=args.n_null, n_boot=0, seed=0)
         rec["compare_cross_task_null_only_s"] = time.perf_counter() - t

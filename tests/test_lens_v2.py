@@ -190,3 +190,15 @@ def test_task_changes_scale_alignment_removes_rescale(lenses):
     np.testing.assert_allclose(raw["t"] - raw["t"].mean(0), lens.Z_pre_ - lens.Z_pre_.mean(0), atol=1e-8)
     with pytest.raises(Exception, match="not allowed"):
         task_changes(lens, {"t": Z}, aligned="shear")
+
+
+def test_rotated_task_triggers_caution_and_procrustes_removes_it(lenses):
+    df, X, Z, lens = lenses[1]
+    rng = np.random.default_rng(7)
+    Zs = {"rot": planted_change(X, Z, [], "rotate", seed=8), "noise": Z + 0.3 * Z.std() * rng.normal(size=Z.shape)}
+    _, _, summ = cross_task(lens, Zs, n_null=20, n_boot=0)
+    assert "rot" in summ["caution"] and "--align procrustes" in summ["caution"] and summ["mirror"]
+    assert summ["per_task"]["rot"]["recoding_share"] > 0.99
+    _, contrast, summ = cross_task(lens, Zs, n_null=50, n_boot=0, aligned="procrustes")
+    assert "caution" not in summ
+    assert (contrast["contrast_q"] < 0.05).mean() <= 0.05   # the rotation is gone: only noise differs

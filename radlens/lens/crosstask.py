@@ -38,6 +38,8 @@ COMMON_COLUMNS = ("feature", "feature_class", "common_shift", "common_z", "commo
 CONTRAST_COLUMNS = ("task", "feature", "feature_class", "contrast", "contrast_ci_low", "contrast_ci_high",
                     "contrast_z", "contrast_p", "contrast_q", "contrast_rank")
 ALIGNMENTS = ("procrustes", "scale", "none")
+#: share of a task's change that is orthogonal re-coding above which the summary warns (``aligned="scale"``)
+RECODING_CAUTION = 0.5
 ALIGNMENT_COLUMNS = ("task", "alignment", "alignment_p", "n_features")
 
 
@@ -81,8 +83,11 @@ def task_changes(lens, Z_posts: dict, *, aligned="scale", frame: bool = True) ->
         if not np.isfinite(Y).all():
             raise InputError(f"task {t!r}: post embeddings have non-finite values for "
                              f"{int((~np.isfinite(Y).all(1)).sum())} case(s); re-run embed for them")
-        al = align_post(lens.Z_pre_, Y, rotate=mode == "procrustes")
-        changes[t] = Y - lens.Z_pre_ if mode == "none" else al["E"]
+        al = align_post(lens.Z_pre_, Y)                      # the full decomposition, reported in any mode
+        if mode == "scale":
+            changes[t] = align_post(lens.Z_pre_, Y, rotate=False)["E"]
+        else:
+            changes[t] = Y - lens.Z_pre_ if mode == "none" else al["E"]
         info[t] = {"rescale_factor": al["rescale"], "rotation_size": al["rotation_size"],
                    "recoding_share": al["recoding_share"], "rescale_share": al["rescale_share"],
                    "emphasis_share": al["emphasis_share"], "global_change": describe_alignment(al)}
@@ -216,6 +221,14 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
                "mirror": len(tasks) == 2,
                "common": {"n_significant": int(np.sum(tc["q"] < alpha_level)), "total": float(np.sqrt(rc["T"].sum()))},
                "per_task": per_task}
+    recoded = [t for t in tasks if info[t]["recoding_share"] > RECODING_CAUTION]
+    if recoded and summary["aligned"] != "procrustes":
+        shares_txt = ", ".join("{:.0f}%".format(100 * info[t]["recoding_share"]) for t in recoded)
+        summary["caution"] = (f"orthogonal re-coding is {shares_txt} "
+                              f"of the change of {', '.join(recoded)}; with --align {summary['aligned']} that rotation stays in "
+                              "the task-specific changes and shows as the pre sensitivity pattern (similar contrast "
+                              "rankings across tasks); compare with --align procrustes")
+        log.warning("cross-task decomposition: %s", summary["caution"])
     if len(tasks) == 2:
         log.info("two tasks: their specific changes are mirror images (identical contrast scores)")
     return common_df, contrast_df, summary

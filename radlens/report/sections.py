@@ -251,6 +251,8 @@ def _lens_v2(ctx: Context, arch: str, d) -> str:
     body += ("<h4>Common vs task-specific change</h4><p>Common: the mean change over the "
              f"{dec.get('n_tasks')} tasks ({dec.get('common', {}).get('n_significant')} features with q &lt; 0.05). "
              "Task-specific: each task's change minus the mean of the others'." + mirror + "</p>")
+    if dec.get("caution"):
+        body += H.caution(dec["caution"])
     body += H.figs(H.image(d / "common_heatmap.png", f"{arch}: what every fine-tuning changed (z; dots q < 0.05)",
                            width=360),
                    H.image(d / "contrast_heatmap.png", f"{arch}: what each task changed beyond the others "
