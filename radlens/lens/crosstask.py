@@ -140,10 +140,12 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
     -------
     common : DataFrame, columns ``COMMON_COLUMNS`` (one row per feature, sorted by ``common_rank``;
         ``common_shift`` is the RMS Jacobian change of the common change, frame units per feature SD)
-    contrast : DataFrame, columns ``CONTRAST_COLUMNS`` + ``contrast_signed`` (one row per task ×
+    contrast : DataFrame, columns ``CONTRAST_COLUMNS`` + ``specific_emphasis`` (one row per task ×
         feature, sorted by task and ``contrast_rank``; rank 1 = largest task-specific change;
-        ``contrast_signed`` = contrast × sign of (the task's post sensitivity − the other tasks'
-        mean), positive where the task's own change made the encoder *more* sensitive)
+        ``specific_emphasis`` = the task's emphasis change (:mod:`radlens.lens.emphasis`) minus the
+        mean of the other tasks', averaged over lens seeds: signed, > 0 where the task made the
+        encoder relatively *more* sensitive to the feature than the other tasks did; the alignment
+        profile)
     summary : dict (JSON-able): ``tasks``, ``n_cases``, ``n_features``, ``aligned``, ``mirror``
         (two tasks: contrasts are mirror images), ``common`` (``n_significant``, ``total``),
         ``per_task`` (alignment of each task's embedding and ``n_significant_contrast``).
@@ -174,23 +176,29 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
             return {"z": nan, "p": nan, "q": nan}
         return squared_norm_null_summary(r["T"], r["null"], degenerate=r["degenerate"])
 
-    # direction of each task's specific change per feature: its post sensitivity minus the mean of the
-    # other tasks' (after the same alignment), averaged over lens seeds; signs the contrast for alignment
+    # each task's specific change of emphasis per feature: its emphasis change minus the mean of the
+    # other tasks' (after the same alignment), averaged over lens seeds (the alignment profile)
     from radlens.lens.scores import dsigma_moment, sensitivity_sq
     from radlens.stats.ridge import ridge_smoother
+
+    # (sensitivities median-rescaled as the emphasis headline, so the sign is one of relative emphasis,
+    # not of a task's overall sensitivity level)
+    from radlens.lens.emphasis import emphasis_scores
 
     sens = {t: [] for t in tasks}
     for s in range(lens.W1_.shape[0]):
         H, dsig = lens.hidden_activations(s)
         C = dsigma_moment(dsig)
         Smat = ridge_smoother(H, float(lens.alpha_[s]))
+        s_pre = np.sqrt(sensitivity_sq(lens.W1_[s], lens.head_pre_.coef[s], C))
         for t in tasks:
-            sens[t].append(np.sqrt(sensitivity_sq(lens.W1_[s], lens.head_pre_.coef[s] + Smat @ changes[t], C)))
+            s_post = np.sqrt(sensitivity_sq(lens.W1_[s], lens.head_pre_.coef[s] + Smat @ changes[t], C))
+            sens[t].append(emphasis_scores(s_pre, s_post)[0])
     sens = {t: np.asarray(v) for t, v in sens.items()}
     direction = {}
     for t in tasks:
         others = [sens[u] for u in tasks if u != t]
-        direction[t] = (sens[t] - np.mean(others, axis=0)).mean(0) if others else (sens[t] - 0).mean(0)
+        direction[t] = (sens[t] - np.mean(others, axis=0)).mean(0) if others else sens[t].mean(0)
     rc = res["__common__"]
     tc = tested(rc)
     cs = np.sqrt(rc["T"])
@@ -211,7 +219,7 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
                                     "contrast_ci_low": lo, "contrast_ci_high": hi, "contrast_z": tt["z"],
                                     "contrast_p": tt["p"], "contrast_q": tt["q"],
                                     "contrast_rank": st.rankdata(-c, method="min").astype(int),
-                                    "contrast_signed": c * np.sign(direction[t])})
+                                    "specific_emphasis": direction[t]})
                       .sort_values(["contrast_rank", "feature"]))
         per_task[t] = {**info[t], "n_significant_contrast": int(np.sum(tt["q"] < alpha_level)),
                        "total_contrast": float(np.sqrt(r["T"].sum()))}
@@ -242,11 +250,11 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
     ----------
     X : DataFrame (feature columns) or ndarray, shape (n, p)   radiomics of the cases (e.g. the lens's
         standardised ``lens.X_``).
-    contrast : DataFrame (``task, feature, contrast_signed`` or ``contrast``, e.g. from
+    contrast : DataFrame (``task, feature, specific_emphasis`` or ``contrast``, e.g. from
         :func:`cross_task`) or dict task -> ndarray (p,) in the column order of ``X``. The signed
-        contrast is preferred: a task's specific change also carries the *other* tasks' specific
-        features (its change minus theirs), with the opposite direction; unsigned, they would rank
-        next to its own features and dilute the alignment.
+        ``specific_emphasis`` is preferred: a task's specific change also carries the *other* tasks'
+        specific features (its change minus theirs), in the opposite direction; unsigned (``contrast``),
+        they rank next to its own features and dilute the alignment.
     labels : dict task -> array-like, shape (n,)   label of each case (NaN/None: unlabelled, left out).
     feature_names : sequence of str, optional   names of ``X``'s columns when ``X`` is an array.
     groups : array-like, shape (n,), optional   patient of each case (whole patients are permuted).
@@ -280,7 +288,7 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
             if sub.empty:
                 raise InputError(f"task_alignment: no contrast rows for task {t!r}; tasks present: "
                                  f"{sorted(set(contrast['task']))}")
-            col = "contrast_signed" if "contrast_signed" in sub.columns else "contrast"
+            col = "specific_emphasis" if "specific_emphasis" in sub.columns else "contrast"
             prof = sub[col].reindex(feats).to_numpy(float)
         else:
             prof = np.asarray(contrast[t], float)

@@ -237,7 +237,7 @@ def alignment_scatter(assoc, alignment, out_stem) -> list[Path]:
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("|association with label| (" + ("|Spearman ρ|" if kind == "numeric" else "|AUC − 0.5|") + ")",
                       fontsize=8)
-        ax.set_ylabel("signed task-specific change (contrast,\nframe units per feature SD; < 0: others moved more)",
+        ax.set_ylabel("task-specific emphasis change\n(frame units per feature SD; < 0: others moved more)",
                       fontsize=7)
     for ax in axes.ravel()[len(tasks):]:
         ax.axis("off")
