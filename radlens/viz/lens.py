@@ -130,10 +130,14 @@ def top_k_bars(long, out_stem, k: int = 15, sig_level: float = 0.05, value: str 
     pal = class_palette(long["feature_class"].unique())
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 0.22 * k * nrow + 1.4), squeeze=False)
     v, lo, hi = value, f"{value}_ci_low", f"{value}_ci_high"
-    xmax = float(np.nanmax(long[[v, hi]].to_numpy(float))) * 1.15
+    # signed scores (the emphasis change) are ranked by magnitude and drawn both ways from 0
+    top_all = long.assign(_key=long[v].abs()).sort_values("_key", ascending=False).groupby("task").head(k)
+    xmax = float(np.nanmax(top_all[[v, hi]].to_numpy(float))) * 1.15
+    xmin = min(0.0, float(np.nanmin(top_all[[v, lo]].to_numpy(float))) * 1.15)
     xmax = xmax if np.isfinite(xmax) and xmax > 0 else 1.0
+    xmin = xmin if np.isfinite(xmin) else 0.0
     for ax, task in zip(axes.ravel(), tasks):
-        d = long[long["task"] == task].sort_values(v, ascending=False).head(k)[::-1]
+        d = top_all[top_all["task"] == task][::-1]
         y = np.arange(len(d))
         err = np.vstack([d[v] - d[lo], d[hi] - d[v]]).clip(0)
         ax.barh(y, d[v], color=[pal[c] for c in d["feature_class"]], height=0.7)
@@ -144,7 +148,9 @@ def top_k_bars(long, out_stem, k: int = 15, sig_level: float = 0.05, value: str 
         ax.set_yticks(y)
         ax.set_yticklabels([short_name(f) + (" *" if q < sig_level else "") for f, q in zip(d["feature"], d[qcol])],
                            fontsize=7)
-        ax.set_xlim(0, xmax)
+        ax.set_xlim(xmin, xmax)
+        if xmin < 0:
+            ax.axvline(0, color="0.3", lw=0.8)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel(("emphasis change" if value == "emphasis" else value) + " (frame units per feature SD)")
     for ax in axes.ravel()[len(tasks):]:
@@ -156,8 +162,8 @@ def top_k_bars(long, out_stem, k: int = 15, sig_level: float = 0.05, value: str 
                           label="null mean (noise floor)"))
     fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(f"Top-{k} radiomic {'emphasis changes' if value == 'emphasis' else value} per task "
-                 f"(bars: 95% bootstrap CI; * {qcol} < {sig_level:g})", fontsize=10)
+    fig.suptitle(f"Top-{k} radiomic {'emphasis changes (largest |change|; < 0: less emphasis)' if value == 'emphasis' else value} "
+                 f"per task (bars: 95% bootstrap CI; * {qcol} < {sig_level:g})", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return save_figure(fig, out_stem)
 
