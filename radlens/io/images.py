@@ -373,7 +373,7 @@ def _resample_nearest(mask, image):
     return sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
 
 
-def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
+def load_case(row: Mapping[str, Any], *, resample_mask: bool = False, image: Any = None) -> Case:
     """Load the image and ROI of one manifest row.
 
     Parameters
@@ -385,6 +385,9 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
     resample_mask : bool, default False
         When the mask's grid differs from the image's (size, spacing, origin or direction),
         resample the mask onto the image grid by nearest neighbour instead of failing.
+    image : SimpleITK.Image, optional
+        ``row["image"]`` already loaded (``Case.image`` of another row of the same file): it is not
+        read again (several ROIs of one image are decoded once).
 
     Returns
     -------
@@ -398,7 +401,7 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
     """
     case_id = str(_get(row, "case_id", "?"))
     try:
-        return _load_case(case_id, row, resample_mask)
+        return _load_case(case_id, row, resample_mask, image)
     except CaseError:
         raise
     except InputError as exc:
@@ -407,12 +410,13 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
         raise CaseError(case_id, "load", f"{type(exc).__name__}: {exc}") from exc
 
 
-def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool) -> Case:
+def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool, image: Any = None) -> Case:
     sitk = _sitk()
     image_path = _get(row, "image")
     if image_path is None:
         raise CaseError(case_id, "load", "no image path in the manifest row")
-    image = load_image(image_path)
+    if image is None:
+        image = load_image(image_path)
     mask_path = _get(row, "mask")
     if mask_path is not None and str(mask_path).strip():
         given = _get(row, "label", None)
