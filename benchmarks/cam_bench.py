@@ -83,6 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--methods", default="layercam,gradcam++,gradcam")
     ap.add_argument("--nchw", action="store_true", help="keep the model's NCHW weights (no channels_last)")
+    ap.add_argument("--models", default="cnn,vit", help="comma-separated subset of cnn,vit")
+    ap.add_argument("--json", default=None, help="write the numbers here (e.g. benchmarks/results/cam_bench.json)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     x = torch.randn(a.batch, 1, a.size, a.size, generator=torch.Generator().manual_seed(0))
@@ -93,7 +95,10 @@ def main(argv=None) -> int:
           f"min/median of {a.repeats} interleaved runs (s); speed-up = loop min / batched min (medians)")
     print(f"{'model / comparison':26s} {'batched':>17s} {'per-sample loop':>17s} {'speed-up':>14s} {'max|diff|':>9s}")
     single_ok, multi_ok, ceilings = True, True, {}
+    wanted = a.models.split(",")
     for name, (model, lname, layout, use_input) in _models(a.size).items():
+        if name not in wanted:
+            continue
         for layout_name, m in (("NCHW", model), ("channels-last", copy.deepcopy(model))):
             if layout_name == "channels-last":
                 from radlens.cam.base import to_channels_last

@@ -50,7 +50,7 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=2,
                    help="loader threads/processes preparing cases ahead of the model (default 2; 0 = none)")
     p.add_argument("--loader", choices=("auto", "thread", "process"), default="auto",
-                   help="auto (default): worker processes on CUDA, threads on the CPU")
+                   help="auto (default): worker processes with one torch thread each (= process)")
     p.add_argument("--no-resume", action="store_true", help="recompute everything, ignoring finished chunks")
     p.add_argument("--executor", choices=("local", "dask"), default="local",
                    help="local (default): this process; dask: every chunk is a task on a Dask cluster (the model "

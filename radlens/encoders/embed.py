@@ -3,9 +3,17 @@
 * :func:`embed_arrays` — in-memory images + ROIs/boxes (what the pooling probe calls with its
   perturbed images and jittered boxes); returns ``{pooling: (n, D)}``.
 * :func:`embed` — a manifest → ``embeddings.npz`` (:func:`radlens.io.artifacts.read_embeddings`).
-  Cases are loaded and preprocessed by a few threads ahead of the model, in manifest order;
-  results go to per-chunk files under ``<out>.parts/`` that a re-run reuses (resume), and are
-  merged at the end through memory-mapped arrays, so memory does not grow with the cohort.
+  Cases are loaded and preprocessed by worker processes ahead of the model, in manifest order,
+  in one pass over every pending chunk (several ROIs of one image decoded once); results go to
+  per-chunk files under ``<out>.parts/`` that a re-run reuses (resume), and are merged at the end
+  through memory-mapped arrays, so memory does not grow with the cohort. ``executor="dask"``
+  runs the chunks on a Dask cluster instead (:mod:`radlens.encoders.chunks`), same file.
+* ``layers=[...]``: several layers' poolings from the same forward pass, keys ``pooling@layer``.
+
+Where the time of ``embed`` goes (``benchmarks/embed_bench.py --part stages``, 2-core CPU, ViT
+h384x6 at 128 px from 32 px NIfTI phantoms): the forward pass dominates; decoding (two SimpleITK
+reads per case) is the largest loading cost; preprocessing was dominated by a multi-threaded
+channel-repeat kernel (now a numpy copy); ROI -> token mapping is negligible.
 """
 from __future__ import annotations
 
@@ -379,8 +387,9 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     resume : reuse finished chunk files of an interrupted run with the same settings
     workers : threads / processes loading and preprocessing cases ahead of the model (0 = none)
     loader : {"auto", "thread", "process"}
-        ``auto``: worker processes on CUDA (Python preprocessing must not starve the GPU),
-        threads on the CPU (the model uses the same cores).
+        ``auto``: worker processes with one torch thread each (on CUDA, Python preprocessing must
+        not starve the GPU; on the CPU, loader threads would run torch kernels multi-threaded next
+        to the model's own threads).
     keep_parts : keep ``<out>.parts/`` after merging
     show_progress : progress bar (default: when stderr is a terminal)
     layers : list or comma-separated str, optional
