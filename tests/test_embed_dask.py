@@ -1,6 +1,7 @@
 """`embed --executor dask`: a 2-worker LocalCluster gives the local run's file bit for bit, also when a
 worker dies mid-run; the model is loaded once per worker; a re-run computes only missing chunks."""
 import collections
+import json
 import logging
 import os
 import textwrap
@@ -46,6 +47,7 @@ class Killer(nn.Module):
 
 
 def test_dask_equals_local_bit_for_bit_with_a_killed_worker(tmp_path, monkeypatch, caplog):
+    import dask
     from distributed import Client, LocalCluster
 
     from radlens.synth import make_cohort
@@ -62,8 +64,10 @@ def test_dask_equals_local_bit_for_bit_with_a_killed_worker(tmp_path, monkeypatc
     ref, ref_meta = read_npz(local)
     loads.unlink()
     marker.write_text("kill the first worker that runs a batch", encoding="utf-8")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    # forked workers inherit torch/MONAI/radlens from this process (spawned ones import them: ~10 s each)
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                         silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         out = embed(mp, spec, tmp_path / "dask.npz", batch_size=2, chunk_size=3, executor="dask",
                     scheduler=client, dask_threads=1, keep_parts=True)
         assert not marker.exists()  # a worker really died mid-run (and its chunk was recomputed)
@@ -75,12 +79,16 @@ def test_dask_equals_local_bit_for_bit_with_a_killed_worker(tmp_path, monkeypatc
         # the model was built once per process: here (for the spec), and once per worker process
         per_pid = collections.Counter(loads.read_text().split())
         assert set(per_pid.values()) == {1} and len(per_pid) >= 3  # client + 2 workers (+ the restarted one)
-        # a re-run after losing one chunk file recomputes only that chunk
+        # a re-run (the CLI, by scheduler address) after losing one chunk file recomputes only that chunk
         (tmp_path / "dask.npz.parts" / "chunk_000002.npz").unlink()
         caplog.set_level(logging.INFO, logger="radlens.encoders.embed")
-        out = embed(mp, spec, tmp_path / "dask.npz", batch_size=2, chunk_size=3, executor="dask",
-                    scheduler=client, dask_threads=1)
+        from radlens.cli import main
+
+        rc = main(["embed", str(mp), "--encoder", json.dumps(spec), "--out", str(tmp_path / "dask.npz"),
+                   "--batch-size", "2", "--chunk-size", "3", "--executor", "dask",
+                   "--scheduler", cluster.scheduler_address])
+        assert rc == 0
     assert "reused 3 of 4 finished chunks" in caplog.text
-    again, _ = read_npz(out)
+    again, _ = read_npz(tmp_path / "dask.npz")
     for k in ref:
         np.testing.assert_array_equal(again[k], ref[k])

@@ -168,6 +168,7 @@ def prepared_cases(prepare: CasePreparer, rows: Iterable[dict], workers: int, lo
     if loader == "process":
         from radlens.parallel import _mp_context
 
+        prepare.preprocessor.import_dependencies()  # before the fork: workers inherit the imports
         ex: cf.Executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
                                                  initializer=_init_worker, initargs=(prepare,))
         fn = _prepare_in_worker

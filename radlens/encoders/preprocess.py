@@ -112,6 +112,13 @@ class Preprocessor:
         self.channels = int(channels)
         self.spatial_size = tuple(int(s) for s in pre["spatial_size"])
 
+    @staticmethod
+    def import_dependencies() -> None:
+        """Import the transforms now (``import monai`` takes seconds: forked loader processes inherit
+        them instead of importing them each)."""
+        import monai.transforms  # noqa: F401
+        import monai.utils  # noqa: F401
+
     def _check_image(self, image: np.ndarray, case_id: str) -> np.ndarray:
         image = np.asarray(image)
         nd = len(self.spatial_size)
