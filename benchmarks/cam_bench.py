@@ -63,10 +63,16 @@ def _time_pair(fa, fb, repeats):
     return (min(ta), statistics.median(ta)), (min(tb), statistics.median(tb))
 
 
+ROWS: list = []
+
+
 def _row(label, tb, tl, diff):
     speed = tl[0] / tb[0]
     print(f"{label:26s} {tb[0]:8.4f}/{tb[1]:<8.4f} {tl[0]:8.4f}/{tl[1]:<8.4f} {speed:6.1f}x "
           f"({tl[1] / tb[1]:4.1f}x) {diff:9.2e}")
+    ROWS.append({"row": label, "batched_s": {"min": tb[0], "median": tb[1]},
+                 "loop_s": {"min": tl[0], "median": tl[1]}, "speedup_min": speed,
+                 "speedup_median": tl[1] / tb[1], "max_abs_diff": diff})
     return speed
 
 
@@ -129,6 +135,23 @@ def main(argv=None) -> int:
           " max|diff| there compares MultiCAM maps with the single-method batched maps")
     print(f"target >= 3x at batch {a.batch}: single method", "met" if single_ok else "NOT met",
           "| multi-method", "met" if multi_ok else "NOT met")
+    if a.json:
+        import datetime
+        import json
+        import os
+        import platform
+        from pathlib import Path
+
+        load = os.getloadavg() if hasattr(os, "getloadavg") else None
+        res = {"benchmark": "cam_bench",
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                           "load_average_at_end": [round(v, 2) for v in load] if load else None},
+               "args": vars(a), "rows": ROWS,
+               "plain_forward_batch_vs_loop": {f"{n} {lay}": c for (n, lay), c in ceilings.items()},
+               "target_met": {"single": bool(single_ok), "multi": bool(multi_ok)}}
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

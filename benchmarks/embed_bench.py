@@ -227,6 +227,7 @@ embed(sys.argv[1], enc, sys.argv[2], batch_size=64, chunk_size=1024, resume=Fals
 dt = time.perf_counter() - t0
 _, traced = tracemalloc.get_traced_memory()
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "loader_worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                   "traced_peak_mb": traced / 2**20, "seconds": dt}))
 """
 
@@ -283,6 +284,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write the numbers here (e.g. benchmarks/results/embed_bench.json)")
     args = p.parse_args(argv)
     os.environ.setdefault("RADLENS_PROGRESS", "0")
+    sys.stdout.reconfigure(line_buffering=True)
     import datetime
     import logging
 
@@ -292,6 +294,11 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     res = {"benchmark": "embed_bench", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": machine(), "args": vars(args)}
+    def save():  # after every part: a long run that is stopped keeps what it measured
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
+
     if args.part in ("all", "stages"):
         st = stages(args, work)
         res["stages"] = st
@@ -299,6 +306,7 @@ def main(argv=None) -> int:
         for k, v in st["ms_per_image"].items():
             frac = st["fraction_of_forward"].get(k)
             print(f"  {k:14s}: {_fmt(v, spec='.2f')} ms" + (f"   = {_fmt(frac)} x forward" if frac else ""))
+        save()
     if args.part in ("all", "throughput"):
         t = throughput(args, work)
         res["throughput"] = t
@@ -310,6 +318,7 @@ def main(argv=None) -> int:
         print(f"  forward_pool 4 lay.: ratio {_fmt(t['ratio']['pooled_4layers'])}   (layers {t['layers_4']}, one pass)")
         print(f"  radlens embed      : ratio {_fmt(t['ratio']['embed'])}   (from disk; target >= 0.9)")
         print("  best-of-repeats ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in t["ratio_of_best"].items()))
+        save()
     if args.part == "check":
         c = device_check(args, work)
         res["check"] = c
@@ -324,9 +333,7 @@ def main(argv=None) -> int:
             print(f"  {k:>3} images : peak RSS {r['peak_rss_mb']:7.1f} MiB, traced Python heap "
                   f"{r['traced_peak_mb']:6.2f} MiB, {r['seconds']:6.1f} s")
         print(f"  ratio 10k/1k: RSS {m['rss_ratio']:.3f} (target <= 1.2), heap {m['traced_ratio']:.3f}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
+    save()
     if ctx:
         ctx.cleanup()
     return 0
