@@ -66,6 +66,26 @@ def _time_pair(fa, fb, repeats):
 ROWS: list = []
 
 
+def readme_result(res: dict) -> str:
+    """The README table's cell for these numbers (``readme.result``, read by scripts/readme.py)."""
+    def rng(rows):
+        v = [r["speedup_min"] for r in rows]
+        if not v:
+            return "–"
+        return f"{min(v):.1f}×" if f"{min(v):.1f}" == f"{max(v):.1f}" else f"{min(v):.1f}–{max(v):.1f}×"
+
+    rows = res["rows"]
+    parts = []
+    for model in ("cnn", "vit"):
+        single = [r for r in rows if r["row"].startswith(model) and r["row"].endswith("(single)")]
+        multi = [r for r in rows if r["row"].startswith(model) and r["row"].endswith("(multi)")]
+        if single or multi:
+            parts.append(f"{model.upper()} single method {rng(single)}, multi-method {rng(multi)}")
+    a, m = res["args"], res["machine"]
+    return ("; ".join(parts) + f" (best of {a['repeats']} interleaved runs, batch {a['batch']}, {a['size']} px, "
+            f"{a['threads']} thread(s); {res['date'][:10]}, {m['cpu_count']} CPUs)")
+
+
 def _row(label, tb, tl, diff):
     speed = tl[0] / tb[0]
     print(f"{label:26s} {tb[0]:8.4f}/{tb[1]:<8.4f} {tl[0]:8.4f}/{tl[1]:<8.4f} {speed:6.1f}x "
@@ -150,6 +170,7 @@ def main(argv=None) -> int:
                "args": vars(a), "rows": ROWS,
                "plain_forward_batch_vs_loop": {f"{n} {lay}": c for (n, lay), c in ceilings.items()},
                "target_met": {"single": bool(single_ok), "multi": bool(multi_ok)}}
+        res["readme"] = {"result": readme_result(res)}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     return 0

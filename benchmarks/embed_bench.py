@@ -251,6 +251,31 @@ def _fmt(d: dict, scale: float = 1.0, spec: str = ".3f") -> str:
     return f"{d['median'] * scale:{spec}} (min {d['min'] * scale:{spec}}, max {d['max'] * scale:{spec}})"
 
 
+def readme_result(res: dict) -> str:
+    """The README table's cell for these numbers (``readme.result``, read by scripts/readme.py)."""
+    parts = []
+    t = res.get("throughput")
+    if t:
+        r = t["ratio"]
+        parts.append(f"from disk {_fmt(r['embed'], spec='.2f')}×, same batches {_fmt(r['pooled'], spec='.2f')}×, "
+                     f"4 layers in one pass {_fmt(r['pooled_4layers'], spec='.2f')}× "
+                     f"(median (min, max) of {t['repeats']} interleaved repeats; {t['model']}, {t['device']}, "
+                     f"loader {t['loader']})")
+    st = res.get("stages")
+    if st:
+        f = st["fraction_of_forward"]
+        parts.append("per image vs the forward pass: decode " + f"{f['decode']['median']:.3f}×, preprocess "
+                     f"{f['preprocess']['median']:.3f}×, ROI→tokens {f['roi_to_tokens']['median']:.3f}×")
+    m = res.get("memory")
+    if m:
+        parts.append(f"peak memory 10k / 1k images {m['rss_ratio']:.3f}×")
+    mach = res.get("machine", {})
+    load = mach.get("load_average_at_start")
+    when = (f" [{str(res.get('date', ''))[:10]}, {mach.get('cpu_count', '?')} CPUs"
+            + (f", load average {load[0]:.1f} at start" if load else "") + "]")
+    return "; ".join(parts) + when
+
+
 def machine() -> dict:
     import platform
 
@@ -295,6 +320,7 @@ def main(argv=None) -> int:
     res = {"benchmark": "embed_bench", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": machine(), "args": vars(args)}
     def save():  # after every part: a long run that is stopped keeps what it measured
+        res["readme"] = {"result": readme_result(res)}
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
