@@ -124,10 +124,10 @@ def test_second_run_extracts_nothing(cohort, tmp_path, monkeypatch):
     first = radiomics(cohort, LIGHT, out=out, show_progress=False)
     assert (first.n_computed, first.n_cached) == (10, 0)
 
-    def boom(task):
+    def boom(unit):
         raise AssertionError("extraction must not run on a cached re-run")
 
-    monkeypatch.setattr(ex, "_extract_batch", boom)
+    monkeypatch.setattr(pyrad, "run_unit", boom)
     again = radiomics(cohort, LIGHT, out=out, show_progress=False)  # outputs up to date
     assert (again.n_computed, again.n_cached) == (0, 10)
     np.testing.assert_array_equal(_values(again.features), _values(first.features))

@@ -44,9 +44,7 @@ from radlens.errors import ConfigError, InputError
 from radlens.radiomics.pyrad import (  # noqa: F401  (re-exported: the public API lives here)
     DEFAULT_PARAMS,
     Params,
-    _extract_batch,
     _extractors,
-    _worker_init,
     extract_case,
     fast_diagnostics,
     load_params,
@@ -254,32 +252,22 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
 def _run(rows, todo, records, keys, cache, prm, *, jobs, executor, scheduler, diagnostics, resample_mask,
          batch_size, show_progress, n_cached) -> None:
     """Extract the ``todo`` cases, storing each result in ``records`` and the cache as it arrives."""
-    from radlens.parallel import iter_cases
     from radlens.progress import progress
+    from radlens.radiomics.schedule import run_scheduled
 
     n = len(rows)
-    workers = 1 if (executor == "process" and jobs == 1) else jobs
-    # small tasks (~24 per worker): cheap to send, and little idle time at the end of the run
-    bs = int(batch_size) if batch_size else max(1, min(16, -(-len(todo) // (24 * workers))))
-    batches = [todo[j:j + bs] for j in range(0, len(todo), bs)]
-    tasks = [([rows[i] for i in b], prm, diagnostics, resample_mask) for b in batches]
-    threads = None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
     n_failed = sum(1 for r in records if r is not None and r.get("error"))
     bar = progress(total=n, desc="radiomics", disable=None if show_progress is None else not show_progress)
     bar.update(n_cached)
     try:
-        for b, res in iter_cases(_extract_batch, tasks, jobs=jobs, executor=executor, scheduler=scheduler,
-                                 initializer=_worker_init, initargs=(threads,)):
-            crashed = not isinstance(res, list)
-            if crashed:  # the worker itself failed: every case of the batch fails (not cached: may be transient)
-                res = [{"case_id": rows[i]["case_id"], "features": None, "diagnostics": {}, "stage": "extract",
-                        "error": f"worker error: {res}", "warnings": []} for i in batches[b]]
-            for i, rec in zip(batches[b], res):
-                records[i] = rec
-                if not crashed:
-                    cache.put(keys[i], rec)
-                n_failed += bool(rec.get("error"))
-            bar.update(len(res))
+        for i, rec, cacheable in run_scheduled(rows, todo, prm, jobs=jobs, executor=executor, scheduler=scheduler,
+                                               diagnostics=diagnostics, resample_mask=resample_mask,
+                                               batch_size=batch_size):
+            records[i] = rec
+            if cacheable:
+                cache.put(keys[i], rec)
+            n_failed += bool(rec.get("error"))
+            bar.update(1)
             bar.set_postfix(failed=n_failed, cached=n_cached, refresh=False)
     finally:
         bar.close()

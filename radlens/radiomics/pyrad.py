@@ -290,14 +290,23 @@ class _WarningCollector(logging.Handler):
 _COLLECTOR = _WarningCollector()
 
 
-def _crop_to_roi(case):
+def _roi_box(roi: np.ndarray) -> tuple[list[int], list[int]]:
+    """(lo, hi) array-order bounds of a non-empty boolean ROI: one projection per axis (much
+    cheaper than ``np.nonzero`` on a large volume)."""
+    lo, hi = [], []
+    for ax in range(roi.ndim):
+        prof = np.flatnonzero(roi.any(axis=tuple(a for a in range(roi.ndim) if a != ax)))
+        lo.append(int(prof[0]))
+        hi.append(int(prof[-1]) + 1)
+    return lo, hi
+
+
+def _crop_to_roi(case, box=None):
     """Image and mask cropped to the ROI's bounding box (same physical positions and spacing)."""
     import SimpleITK as sitk
 
     roi = case.roi
-    idx = np.nonzero(roi)
-    lo = [int(a.min()) for a in idx]
-    hi = [int(a.max()) + 1 for a in idx]
+    lo, hi = box if box is not None else _roi_box(roi)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     image = sitk.GetImageFromArray(np.ascontiguousarray(sitk.GetArrayViewFromImage(case.image)[sl]))
     image.SetSpacing(case.image.GetSpacing())
@@ -308,24 +317,27 @@ def _crop_to_roi(case):
     return image, mask
 
 
-def fast_diagnostics(case) -> dict[str, Any]:
+def fast_diagnostics(case, box=None) -> dict[str, Any]:
     """pyradiomics-style diagnostics of the original image and ROI, computed with numpy.
 
     Same names and meaning as pyradiomics' ``additionalInfo`` entries (``diagnostics_Image-original_*``,
-    ``diagnostics_Mask-original_*``); ``VolumeNum`` counts fully connected components.
+    ``diagnostics_Mask-original_*``); ``VolumeNum`` counts fully connected components (SimpleITK's
+    connected components on the ROI's box, as pyradiomics does).
     """
-    from scipy import ndimage
+    import SimpleITK as sitk
 
-    arr = case.array
+    arr = sitk.GetArrayViewFromImage(case.image)  # native dtype, no copy (pyradiomics' numpy.mean(im_arr))
     roi = case.roi
     nd = arr.ndim
-    idx = np.nonzero(roi)
-    lo = [int(a.min()) for a in idx]
-    hi = [int(a.max()) + 1 for a in idx]
-    sub = roi[tuple(slice(a, b) for a, b in zip(lo, hi))]
-    _, n_comp = ndimage.label(sub, structure=np.ones((3,) * nd, bool))
-    vals = arr[roi].astype(np.float64)
-    com = tuple(float(np.mean(a)) for a in idx)[::-1]
+    lo, hi = box if box is not None else _roi_box(roi)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sub = roi[sl]
+    cc = sitk.ConnectedComponentImageFilter()
+    cc.FullyConnectedOn()
+    cc.Execute(sitk.GetImageFromArray(sub.astype(np.uint8)))
+    idx = np.nonzero(sub)
+    vals = arr[sl][sub].astype(np.float64)
+    com = tuple(float(np.mean(a)) + o for a, o in zip(idx, lo))[::-1]
     return {
         "diagnostics_Image-original_Dimensionality": f"{nd}D",
         "diagnostics_Image-original_Spacing": str(tuple(case.image.GetSpacing())),
@@ -334,8 +346,8 @@ def fast_diagnostics(case) -> dict[str, Any]:
         "diagnostics_Image-original_Minimum": float(arr.min()),
         "diagnostics_Image-original_Maximum": float(arr.max()),
         "diagnostics_Mask-original_BoundingBox": str(tuple(lo[::-1]) + tuple(h - l for l, h in zip(lo, hi))[::-1]),
-        "diagnostics_Mask-original_VoxelNum": int(roi.sum()),
-        "diagnostics_Mask-original_VolumeNum": int(n_comp),
+        "diagnostics_Mask-original_VoxelNum": int(idx[0].size),
+        "diagnostics_Mask-original_VolumeNum": int(cc.GetObjectCount()),
         "diagnostics_Mask-original_CenterOfMassIndex": str(com),
         "diagnostics_Mask-original_Mean": float(vals.mean()),
         "diagnostics_Mask-original_Minimum": float(vals.min()),
@@ -355,9 +367,32 @@ def _diag_value(v):
     return str(v)
 
 
+def _part_extractor(ex, part):
+    """``ex`` restricted to one part of a split case: ``part = (image types, with_shape)``."""
+    key = (id(ex), part)
+    sub = _PARTS.get(key)
+    if sub is None:
+        import copy
+
+        types, with_shape = part
+        sub = copy.deepcopy(ex)
+        sub.enabledImagetypes = {t: v for t, v in ex.enabledImagetypes.items() if t in types}
+        if not with_shape:
+            sub.enabledFeatures.pop("shape", None)
+            sub.enabledFeatures.pop("shape2D", None)
+        _PARTS[key] = sub
+    return sub
+
+
+_PARTS: dict[Any, Any] = {}
+
+
 def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "fast",
-                 resample_mask: bool = False) -> dict[str, Any]:
+                 resample_mask: bool = False, part: tuple | None = None) -> dict[str, Any]:
     """Extract one case; never raises for a case problem.
+
+    ``part = (image types, with_shape)`` extracts only those image types (and the shape classes
+    when ``with_shape``): one piece of a case split across workers (:func:`merge_parts` joins them).
 
     Returns
     -------
@@ -378,14 +413,18 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
         return rec
     ex2, ex3, crop_safe = _extractors(params, diagnostics)
     ex = ex2 if case.ndim == 2 else ex3
+    if part is not None:
+        ex = _part_extractor(ex, part)
     lg = logging.getLogger("radiomics")
     if _COLLECTOR not in lg.handlers:
         lg.addHandler(_COLLECTOR)
     _COLLECTOR.local.buf = rec["warnings"]
     try:
         if diagnostics == "fast":
-            rec["diagnostics"] = fast_diagnostics(case)
-            image, mask = _crop_to_roi(case) if crop_safe else (case.image, case.mask)
+            box = _roi_box(case.roi)
+            if part is None or part[1]:
+                rec["diagnostics"] = fast_diagnostics(case, box)
+            image, mask = _crop_to_roi(case, box) if crop_safe else (case.image, case.mask)
         else:
             image, mask = case.image, case.mask
         result = ex.execute(image, mask, label=1)
@@ -401,17 +440,134 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
             rec["diagnostics"][k] = _diag_value(v)
         else:
             feats[k] = float(v)
+    rec["features"] = feats
+    return rec if part is not None else check_features(rec)  # a part is judged once the parts are merged
+
+
+def check_features(rec: dict[str, Any]) -> dict[str, Any]:
+    """Turn a record whose features are empty or all NaN into an ``extract`` failure."""
+    feats = rec.get("features")
+    if rec.get("error") or feats is None:
+        return rec
     if not feats:
-        rec.update(stage="extract", error="pyradiomics computed no features: enable feature classes / image types "
-                   "in the params file (for 2D images, 'shape' is 3D-only: use 'shape2D')")
+        rec.update(stage="extract", features=None, error="pyradiomics computed no features: enable feature "
+                   "classes / image types in the params file (for 2D images, 'shape' is 3D-only: use 'shape2D')")
     elif all(np.isnan(v) for v in feats.values()):
-        rec.update(stage="extract", error=f"all {len(feats)} features are NaN (degenerate ROI or intensities)")
-    else:
-        rec["features"] = feats
+        rec.update(stage="extract", features=None,
+                   error=f"all {len(feats)} features are NaN (degenerate ROI or intensities)")
     return rec
 
 
-def _extract_batch(task: tuple) -> list[dict[str, Any]]:
-    rows, params, diagnostics, resample_mask = task
+def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case's record from the records of its parts (in part order: the features then come in
+    the order a single ``execute`` gives them: shape first, then image types in params order)."""
+    bad = next((p for p in parts if p.get("error")), None)
+    if bad is not None:
+        return {**bad, "warnings": [w for p in parts for w in p.get("warnings") or []]}
+    rec = {"case_id": parts[0]["case_id"], "features": {}, "diagnostics": {}, "stage": None, "error": None,
+           "warnings": []}
+    for p in parts:
+        rec["features"].update(p["features"] or {})
+        rec["diagnostics"].update(p.get("diagnostics") or {})
+        rec["warnings"].extend(p.get("warnings") or [])
+    return check_features(rec)
+
+
+def prepare_case(row: Mapping[str, Any], params: Params, *, resample_mask: bool = False) -> dict[str, Any]:
+    """First stage of a case split by feature class: load it, compute the (fast) diagnostics and
+    crop image and mask to the ROI's box. Only for parameters where cropping is safe.
+
+    Returns
+    -------
+    dict
+        A failure record (``stage='load'``), or a record without features whose ``crop`` entry
+        holds what :func:`extract_classes` needs: ``(image array, spacing, direction, origin,
+        ROI array)`` of the box (a few KB to MB: cheap to send between processes).
+    """
+    from radlens.errors import CaseError
+    from radlens.io.images import load_case
+
+    rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
+                           "stage": None, "error": None, "warnings": []}
+    try:
+        case = load_case(row, resample_mask=resample_mask)
+    except CaseError as exc:
+        rec.update(stage="load", error=exc.message)
+        return rec
+    import SimpleITK as sitk
+
+    box = _roi_box(case.roi)
+    rec["diagnostics"] = fast_diagnostics(case, box)
+    image, mask = _crop_to_roi(case, box)
+    rec["crop"] = (sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetDirection(), image.GetOrigin(),
+                   sitk.GetArrayViewFromImage(mask).astype(bool))
+    return rec
+
+
+def extract_classes(case_id: str, crop: tuple, params: Params, classes: tuple[str, ...]) -> dict[str, Any]:
+    """Second stage of a split case: the features of ``classes`` on a :func:`prepare_case` crop
+    (``diagnostics='fast'``). Never raises for a case problem."""
+    import SimpleITK as sitk
+
+    arr, spacing, direction, origin, roi = crop
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    image.SetOrigin(origin)
+    mask = sitk.GetImageFromArray(roi.astype(np.uint8))
+    mask.CopyInformation(image)
+    ex2, ex3, _ = _extractors(params, "fast")
+    base = ex2 if arr.ndim == 2 else ex3
+    key = (id(base), "classes", classes)
+    ex = _PARTS.get(key)
+    if ex is None:
+        import copy
+
+        ex = copy.deepcopy(base)
+        ex.enabledFeatures = {c: v for c, v in base.enabledFeatures.items() if c in classes}
+        _PARTS[key] = ex
+    rec: dict[str, Any] = {"case_id": case_id, "features": None, "diagnostics": {}, "stage": None, "error": None,
+                           "warnings": []}
+    lg = logging.getLogger("radiomics")
+    if _COLLECTOR not in lg.handlers:
+        lg.addHandler(_COLLECTOR)
+    _COLLECTOR.local.buf = rec["warnings"]
+    try:
+        result = ex.execute(image, mask, label=1)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()
+        rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
+        return rec
+    finally:
+        _COLLECTOR.local.buf = None
+    rec["features"] = {k: float(v) for k, v in result.items() if not k.startswith("diagnostics_")}
+    return rec
+
+
+def order_features(feats: Mapping[str, float], enabled: Mapping[str, Any]) -> dict[str, float]:
+    """Features of the Original image in the order one ``execute`` gives them: shape, shape2D,
+    then the other classes in params order (stable within a class)."""
+    rank = {"shape": -2, "shape2D": -1, **{c: i for i, c in enumerate(enabled) if not c.startswith("shape")}}
+    items = list(feats.items())
+    return dict(sorted(items, key=lambda kv: rank.get(kv[0].split("_")[1], len(rank))))
+
+
+def run_unit(unit: tuple) -> Any:
+    """One scheduled unit of work (see :mod:`radlens.radiomics.schedule`), in a worker."""
+    kind = unit[0]
     with _QuietPyradiomics():
-        return [extract_case(r, params, diagnostics=diagnostics, resample_mask=resample_mask) for r in rows]
+        if kind == "prep":
+            _, row, params, resample_mask = unit
+            return prepare_case(row, params, resample_mask=resample_mask)
+        if kind == "classes":
+            _, case_id, crop, params, classes = unit
+            return extract_classes(case_id, crop, params, classes)
+    return _extract_batch(unit[1])
+
+
+def _extract_batch(task: tuple) -> list[dict[str, Any]]:
+    rows, params, diagnostics, resample_mask = task[:4]
+    part = task[4] if len(task) > 4 else None
+    with _QuietPyradiomics():
+        return [extract_case(r, params, diagnostics=diagnostics, resample_mask=resample_mask, part=part)
+                for r in rows]

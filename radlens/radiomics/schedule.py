@@ -1,0 +1,261 @@
+"""Scheduling radiomics extraction over worker processes: largest cases first, large cases split.
+
+:func:`plan` turns the cases to extract into work units, most expensive first:
+
+* ``batch``: several whole cases (``extract_case`` each), the usual unit;
+* ``types``: one image type of a large case (filters: Wavelet, LoG, ...), each part loading the
+  case itself; the first part also computes the shape classes;
+* ``prep`` then ``classes``: a large case whose parameters allow cropping (Original image only,
+  no normalisation/resampling) is loaded, diagnosed and cropped once (``prep``); its feature
+  classes are then computed in parallel on the crop (``classes``, a few KB sent to each worker).
+
+:func:`run_scheduled` runs the units in a process pool that keeps at most one unit per worker in
+flight and always submits the most expensive unit waiting, so the parts of a split case go ahead of
+the small cases still queued. Parts are merged into the record a single ``execute`` gives (same
+features in the same order, bit for bit). ``jobs=1`` runs whole cases in-process; the Dask executor
+gets batches and image-type parts (no two-stage units).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+#: relative cost of one image type (how many filtered images pyradiomics derives from it)
+TYPE_WEIGHT = {"Wavelet": 8.0, "LoG": 3.0}
+#: relative cost of the feature classes on a 3D crop (measured on pyradiomics' lung2/brain1:
+#: marching cubes and diameters dominate), and on a 2D crop
+CLASS_WEIGHT_3D = {"shape": 6.0, "glcm": 1.5, "glrlm": 1.2}
+CLASS_WEIGHT_2D = {"shape2D": 0.5, "glcm": 1.5, "glrlm": 1.2}
+
+
+def case_cost(row) -> float:
+    """A cheap estimate of a case's extraction time: its files' sizes (no file is opened). Image
+    reading dominates large 3D cases; the mask's (compressed) size grows with the ROI."""
+    cost = 1.0
+    for key, weight in (("image", 1.0), ("mask", 8.0)):
+        path = row.get(key)
+        if isinstance(path, (str, os.PathLike)) and str(path).strip():
+            try:
+                cost += weight * os.path.getsize(path)
+            except OSError:
+                pass
+    return cost
+
+
+def group_classes(classes, ndim: int, n_groups: int) -> list[tuple[str, ...]]:
+    """Feature classes in at most ``n_groups`` groups of similar cost (longest first), each group
+    in params order."""
+    weights = CLASS_WEIGHT_3D if ndim == 3 else CLASS_WEIGHT_2D
+    classes = list(classes)
+    loads = [[0.0, []] for _ in range(max(1, min(n_groups, len(classes))))]
+    for c in sorted(classes, key=lambda c: -weights.get(c, 1.0)):
+        g = min(loads, key=lambda x: x[0])
+        g[0] += weights.get(c, 1.0)
+        g[1].append(c)
+    return [tuple(c for c in classes if c in g[1]) for g in loads if g[1]]
+
+
+def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size: int | None = None,
+         two_stage: bool = True) -> list[tuple[float, tuple]]:
+    """Work units ``(cost, (kind, ...))``, most expensive first.
+
+    A case is split when there are several workers, diagnostics are radlens' (``fast``) and the
+    case alone is more than half a worker's share of the run: by feature class after one shared
+    ``prep`` when cropping is safe (and ``two_stage``), otherwise by image type when there are
+    several. Other cases go in ``batch`` units of ``batch_size`` (default: about 24 units per
+    worker, at most 16 cases each), largest cases first.
+    """
+    from radlens.radiomics.pyrad import _crop_safe
+
+    spec = prm.spec or {}
+    types = list(spec.get("imageType") or {"Original": {}})
+    classes = list(spec.get("featureClass") or {})
+    crop_safe = _crop_safe(spec.get("setting") or {}, spec.get("imageType") or {"Original": {}})
+    cost = {i: case_cost(rows[i]) for i in todo}
+    tw = sum(TYPE_WEIGHT.get(t, 1.0) for t in types)
+    share = sum(cost.values()) / max(workers, 1)
+    units: list[tuple[float, tuple]] = []
+    whole = []
+    for i in todo:
+        big = workers > 1 and diagnostics == "fast" and cost[i] > share / 2
+        if big and crop_safe and two_stage and len(classes) > 1:
+            units.append((cost[i], ("prep", i)))
+        elif big and len(types) > 1:
+            for k, t in enumerate(types):
+                units.append((cost[i] * (TYPE_WEIGHT.get(t, 1.0) + (k == 0)) / tw, ("types", i, (t,), k == 0)))
+        else:
+            whole.append(i)
+    whole.sort(key=lambda i: -cost[i])
+    bs = int(batch_size) if batch_size else max(1, min(16, -(-len(whole) // (24 * max(workers, 1)))))
+    for j in range(0, len(whole), bs):
+        b = tuple(whole[j:j + bs])
+        units.append((sum(cost[i] for i in b), ("batch", b)))
+    units.sort(key=lambda u: -u[0])  # stable: equal costs keep manifest order
+    return units
+
+
+def _failure(case_id, msg) -> dict[str, Any]:
+    return {"case_id": str(case_id), "features": None, "diagnostics": {}, "stage": "extract",
+            "error": f"worker error: {msg}", "warnings": []}
+
+
+def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", scheduler=None,
+                  diagnostics: str = "fast", resample_mask: bool = False,
+                  batch_size: int | None = None) -> Iterator[tuple[int, dict, bool]]:
+    """Extract the ``todo`` cases; yield ``(case index, record, cacheable)`` as each completes.
+
+    ``cacheable`` is False for a case lost to a crashed worker (possibly transient).
+    """
+    from radlens.radiomics import pyrad
+
+    workers = 1 if (executor == "process" and jobs == 1) else jobs
+    units = plan(rows, todo, prm, workers=workers, diagnostics=diagnostics, batch_size=batch_size,
+                 two_stage=executor == "process")
+    n_split = sum(1 for _, u in units if u[0] == "prep") + len({u[1] for _, u in units if u[0] == "types"})
+    if n_split:
+        log.info("radiomics: %d large case(s) split across %d workers", n_split, workers)
+    state = _Merger(rows, prm, diagnostics, resample_mask, workers)
+    if executor != "process" or workers == 1:
+        from radlens.parallel import iter_cases
+
+        payloads = [state.payload(u) for _, u in units]
+        threads = None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
+        for t, res in iter_cases(pyrad.run_unit, payloads, jobs=jobs, executor=executor, scheduler=scheduler,
+                                 initializer=pyrad._worker_init, initargs=(threads,)):
+            for out in state.done(units[t][1], res):
+                yield out
+        return
+    yield from _pool(units, state, workers)
+
+
+def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
+    """Process pool with at most one unit per worker in flight, most expensive unit first."""
+    import gc
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from radlens.parallel import WorkerError, _call, _mp_context
+    from radlens.radiomics import pyrad
+
+    seq = itertools.count()
+    heap = [(-c, next(seq), u) for c, u in units]
+    heapq.heapify(heap)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=pyrad._worker_init,
+                                 initargs=(threads,)) as pool:
+            inflight: dict = {}
+            try:
+                while heap or inflight:
+                    while heap and len(inflight) < workers:
+                        c, _, u = heapq.heappop(heap)
+                        inflight[pool.submit(_call, pyrad.run_unit, state.payload(u))] = (-c, u)
+                    finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        cost, u = inflight.pop(fut)
+                        try:
+                            res = fut.result()
+                        except Exception as exc:  # a worker died: the pool is broken
+                            res = WorkerError(type(exc).__name__, f"worker process failed: {exc}", "")
+                        for out in state.done(u, res):
+                            yield out
+                        for c2, u2 in state.follow_ups(u, cost):
+                            heapq.heappush(heap, (-c2, next(seq), u2))
+            except BaseException:
+                for fut in inflight:
+                    fut.cancel()
+                raise
+    finally:
+        gc.unfreeze()
+
+
+class _Merger:
+    """Builds unit payloads and merges the parts of split cases back into one record each."""
+
+    def __init__(self, rows, prm, diagnostics, resample_mask, workers):
+        self.rows, self.prm, self.diagnostics, self.resample_mask = rows, prm, diagnostics, resample_mask
+        self.workers = workers
+        self.types = list((prm.spec or {}).get("imageType") or {"Original": {}})
+        self.n_types = len(self.types)
+        self.parts: dict[int, dict[int, dict]] = {}
+        self.prep: dict[int, dict] = {}
+        self.groups: dict[int, list] = {}
+        self._next: list = []
+
+    def payload(self, u):
+        kind = u[0]
+        if kind == "batch":
+            return ("batch", ([self.rows[i] for i in u[1]], self.prm, self.diagnostics, self.resample_mask))
+        if kind == "types":
+            return ("batch", ([self.rows[u[1]]], self.prm, self.diagnostics, self.resample_mask, (u[2], u[3])))
+        if kind == "prep":
+            return ("prep", self.rows[u[1]], self.prm, self.resample_mask)
+        _, i, k = u  # classes
+        return ("classes", str(self.rows[i]["case_id"]), self.prep[i]["crop"], self.prm, self.groups[i][k])
+
+    def follow_ups(self, u, cost):
+        out, self._next = self._next, []
+        return out
+
+    def done(self, u, res) -> list[tuple[int, dict, bool]]:
+        from radlens.parallel import WorkerError
+        from radlens.radiomics.pyrad import _extractors, check_features, merge_parts, order_features
+
+        kind = u[0]
+        crashed = isinstance(res, WorkerError) or (kind == "batch" or kind == "types") and not isinstance(res, list)
+        if kind == "batch":
+            if crashed:
+                return [(i, _failure(self.rows[i]["case_id"], res), False) for i in u[1]]
+            return [(i, rec, True) for i, rec in zip(u[1], res)]
+        i = u[1]
+        if kind == "types":
+            got = self.parts.setdefault(i, {})
+            got[self.types.index(u[2][0])] = _failure(self.rows[i]["case_id"], res) if crashed else res[0]
+            got.setdefault("crashed", False)
+            got["crashed"] = got["crashed"] or crashed
+            if len(got) - 1 < self.n_types:
+                return []
+            was_crashed = got.pop("crashed")
+            del self.parts[i]
+            return [(i, merge_parts([got[k] for k in sorted(got)]), not was_crashed)]
+        if kind == "prep":
+            if crashed:
+                return [(i, _failure(self.rows[i]["case_id"], res), False)]
+            if res.get("error"):
+                return [(i, res, True)]
+            ndim = res["crop"][0].ndim
+            ex2, ex3, _ = _extractors(self.prm, "fast")
+            enabled = (ex2 if ndim == 2 else ex3).enabledFeatures
+            self.groups[i] = group_classes(enabled, ndim, self.workers)
+            self.prep[i] = res
+            self.parts[i] = {}
+            cost = case_cost(self.rows[i])
+            self._next = [(cost, ("classes", i, k)) for k in range(len(self.groups[i]))]
+            return []
+        # classes
+        _, i, k = u
+        got = self.parts[i]
+        got[k] = _failure(self.rows[i]["case_id"], res) if crashed else res
+        if len(got) < len(self.groups[i]):
+            return []
+        prep = self.prep.pop(i)
+        del self.parts[i], self.groups[i]
+        bad = next((got[k2] for k2 in sorted(got) if got[k2].get("error")), None)
+        warnings = list(prep.get("warnings") or []) + [w for k2 in sorted(got) for w in got[k2].get("warnings") or []]
+        if bad is not None:
+            return [(i, {**bad, "diagnostics": prep["diagnostics"], "warnings": warnings},
+                     not any(isinstance(r, dict) and str(r.get("error", "")).startswith("worker error")
+                             for r in got.values()))]
+        feats: dict[str, float] = {}
+        for k2 in sorted(got):
+            feats.update(got[k2]["features"])
+        ndim = prep["crop"][0].ndim
+        ex2, ex3, _ = _extractors(self.prm, "fast")
+        rec = {"case_id": prep["case_id"], "features": order_features(feats, (ex2 if ndim == 2 else ex3).enabledFeatures),
+               "diagnostics": prep["diagnostics"], "stage": None, "error": None, "warnings": warnings}
+        return [(i, check_features(rec), True)]
