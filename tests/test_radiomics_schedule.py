@@ -89,7 +89,13 @@ def test_split_cases_identical_to_serial(volumes, tmp_path, params):
     ref = {k: float(v) for k, v in ref.items() if not k.startswith("diagnostics_")}
     got = split.features.set_index("case_id").loc["big"]
     assert list(ref) == list(got.index)
-    np.testing.assert_array_equal(got.to_numpy(float), np.array(list(ref.values())))
+    np.testing.assert_allclose(got.to_numpy(float), np.array(list(ref.values())), rtol=1e-9, atol=0)
+    eng = split.diagnostics.set_index("case_id").loc["big"]
+    if params is ORIGINAL:  # radlens' engine took first order and GLCM; pyradiomics the rest
+        assert eng["radlens_engine"] == "firstorder,glcm"
+        assert eng["radlens_pyradiomics"] == "shape,glrlm,glszm,gldm,ngtdm"
+    else:  # filters: every class by pyradiomics
+        assert pd.isna(eng["radlens_engine"]) and eng["radlens_pyradiomics"] == "shape,firstorder,glcm"
 
 
 def test_order_features_matches_execute():

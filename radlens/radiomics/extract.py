@@ -57,8 +57,9 @@ __all__ = ["radiomics", "RadiomicsResult", "side_paths", "load_params", "validat
            "extract_case", "fast_diagnostics", "DEFAULT_PARAMS", "DIAGNOSTICS", "EXTRACT_VERSION"]
 
 #: Bump when a change here changes the numbers or records radlens caches for a case.
-EXTRACT_VERSION = 1
+EXTRACT_VERSION = 2
 DIAGNOSTICS = ("fast", "pyradiomics")
+ENGINES = ("radlens", "pyradiomics")
 
 # --------------------------------------------------------------------------- orchestration
 class RadiomicsResult:
@@ -123,7 +124,7 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
               executor: str = "process", scheduler: Any = None, cache_dir: str | os.PathLike | None = None,
               use_cache: bool = True, retry_failed: bool = False, resample_mask: bool = False,
               check_images: bool = False, diagnostics: str = "fast", batch_size: int | None = None,
-              show_progress: bool | None = None) -> RadiomicsResult:
+              show_progress: bool | None = None, engine: str = "radlens") -> RadiomicsResult:
     """Extract pyradiomics features for every ROI of a manifest.
 
     Parameters
@@ -162,6 +163,12 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
         Cases per worker task (default: about 24 tasks per worker, at most 16 cases each).
     show_progress : bool or None
         Progress bar (cases done, failed, rate); None shows it on an interactive terminal.
+    engine : {"radlens", "pyradiomics"}
+        ``radlens``: the classes radlens' engine covers (:mod:`radlens.radiomics.engine`: first
+        order and GLCM, Original image, ``diagnostics="fast"``) are computed by it, equal to
+        pyradiomics' values to 1e-9 relative; every other class by pyradiomics. The diagnostics
+        columns ``radlens_engine`` / ``radlens_pyradiomics`` say which. ``pyradiomics``: all by
+        pyradiomics (bit-identical to a plain ``execute`` loop).
 
     Returns
     -------
@@ -183,6 +190,8 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
     t0 = time.perf_counter()
     if diagnostics not in DIAGNOSTICS:
         raise ConfigError(f"diagnostics={diagnostics!r} is not allowed; use one of {list(DIAGNOSTICS)}")
+    if engine not in ENGINES:
+        raise ConfigError(f"engine={engine!r} is not allowed; use one of {list(ENGINES)}")
     jobs = check_executor(jobs, executor)
     if batch_size is not None and int(batch_size) < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed; use an integer >= 1")
@@ -200,7 +209,8 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
     cache = CaseCache((Path(cache_dir) if cache_dir is not None else out.with_name(out.name[:-len(out.suffix)] + ".cache"))
                       if use_cache else None)
     keys = [case_key(r, bool(g), prm.hash, cache, resample_mask=resample_mask, diagnostics=diagnostics,
-                     pyradiomics_version=version, extract_version=EXTRACT_VERSION) for r, g in zip(rows, label_given)]
+                     pyradiomics_version=version, extract_version=EXTRACT_VERSION, engine=engine)
+            for r, g in zip(rows, label_given)]
     cache.save_index()
     run_key = obj_hash({"keys": keys, "case_id": [r["case_id"] for r in rows], "out": out.suffix})
 
@@ -238,10 +248,10 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
                 rows[i] = {**rows[i], "label": None}
         _run(rows, todo, records, keys, cache, prm, jobs=jobs, executor=executor, scheduler=scheduler,
              diagnostics=diagnostics, resample_mask=resample_mask, batch_size=batch_size,
-             show_progress=show_progress, n_cached=n_cached)
+             show_progress=show_progress, n_cached=n_cached, engine=engine)
     res = _write_tables(rows, records, out, diag_path, fail_path, meta_extra={
         "run_key": run_key, "params": spec, "params_source": prm.source if isinstance(prm.source, str) else "dict",
-        "params_sha256": prm.hash, "diagnostics": diagnostics, "resample_mask": resample_mask,
+        "params_sha256": prm.hash, "diagnostics": diagnostics, "engine": engine, "resample_mask": resample_mask,
         "pyradiomics": version, "radlens_extract": EXTRACT_VERSION}, manifest_path=man.path)
     res.n_computed, res.n_cached = len(todo), n_cached
     log.info("radiomics: %d cases x %d features -> %s in %.1f s (%d extracted, %d cached, %d failed)",
@@ -250,7 +260,7 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
 
 
 def _run(rows, todo, records, keys, cache, prm, *, jobs, executor, scheduler, diagnostics, resample_mask,
-         batch_size, show_progress, n_cached) -> None:
+         batch_size, show_progress, n_cached, engine="radlens") -> None:
     """Extract the ``todo`` cases, storing each result in ``records`` and the cache as it arrives."""
     from radlens.progress import progress
     from radlens.radiomics.schedule import run_scheduled
@@ -262,7 +272,7 @@ def _run(rows, todo, records, keys, cache, prm, *, jobs, executor, scheduler, di
     try:
         for i, rec, cacheable in run_scheduled(rows, todo, prm, jobs=jobs, executor=executor, scheduler=scheduler,
                                                diagnostics=diagnostics, resample_mask=resample_mask,
-                                               batch_size=batch_size):
+                                               batch_size=batch_size, engine=engine):
             records[i] = rec
             if cacheable:
                 cache.put(keys[i], rec)

@@ -387,12 +387,71 @@ def _part_extractor(ex, part):
 _PARTS: dict[Any, Any] = {}
 
 
+def _engine_split(ex, engine: str, crop_safe: bool):
+    """(classes radlens' engine computes {class: names}, extractor for the rest) for ``ex``."""
+    if engine != "radlens" or not crop_safe:
+        return {}, ex
+    key = (id(ex), "engine")
+    got = _PARTS.get(key)
+    if got is None:
+        import copy
+
+        from radlens.radiomics import engine as eng
+
+        classes = eng.engine_classes(ex.settings, ex.enabledFeatures, ex.enabledImagetypes)
+        rest = copy.deepcopy(ex)
+        for c in classes:
+            rest.enabledFeatures.pop(c)
+        got = _PARTS[key] = ({c: ex.enabledFeatures[c] for c in classes}, rest)
+    return got
+
+
+def run_features(ex, image, mask, rec: dict[str, Any], *, engine: str = "radlens", crop_safe: bool = True) -> dict:
+    """Features of ``ex``'s classes on (image, mask): radlens' engine for the classes it covers
+    (image and mask already cropped to the ROI), pyradiomics for the others, merged in the order
+    one ``execute`` gives them. pyradiomics' diagnostics go to ``rec['diagnostics']``, and which
+    classes each engine computed to ``radlens_engine`` / ``radlens_pyradiomics``. Raises what
+    pyradiomics raises for a bad ROI."""
+    eng_classes, ex_rest = _engine_split(ex, engine, crop_safe)
+    result = ex_rest.execute(image, mask, label=1)  # also pyradiomics' ROI checks (size, dimensions)
+    feats: dict[str, float] = {}
+    for k, v in result.items():
+        if k.startswith("diagnostics_"):
+            rec["diagnostics"][k] = _diag_value(v)
+        else:
+            feats[k] = float(v)
+    if eng_classes:
+        from radlens.radiomics import engine as eng
+
+        try:
+            feats.update(eng.compute(image, mask, ex.settings, eng_classes))
+        except Exception as exc:  # never lose a case to the engine: pyradiomics computes those classes
+            log.warning("radlens engine failed on case %s (%s: %s); pyradiomics computes %s instead",
+                        rec.get("case_id"), type(exc).__name__, exc, ", ".join(eng_classes))
+            rec["warnings"].append(f"radlens engine failed ({type(exc).__name__}: {exc}); pyradiomics used")
+            return run_features(ex, image, mask, rec, engine="pyradiomics", crop_safe=crop_safe)
+        feats = order_features(feats, ex.enabledFeatures)
+    rec["diagnostics"]["radlens_engine"] = ",".join(eng_classes) or None
+    rec["diagnostics"]["radlens_pyradiomics"] = ",".join(c for c in ex.enabledFeatures if c not in eng_classes) or None
+    return feats
+
+
+def order_features(feats: Mapping[str, float], enabled: Mapping[str, Any]) -> dict[str, float]:
+    """Features of the Original image in the order one ``execute`` gives them: shape, shape2D,
+    then the other classes in params order (stable within a class)."""
+    rank = {"shape": -2, "shape2D": -1, **{c: i for i, c in enumerate(enabled) if not c.startswith("shape")}}
+    return dict(sorted(feats.items(), key=lambda kv: rank.get(kv[0].split("_")[1], len(rank))))
+
+
 def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "fast",
-                 resample_mask: bool = False, part: tuple | None = None) -> dict[str, Any]:
+                 resample_mask: bool = False, part: tuple | None = None, engine: str = "radlens") -> dict[str, Any]:
     """Extract one case; never raises for a case problem.
 
     ``part = (image types, with_shape)`` extracts only those image types (and the shape classes
-    when ``with_shape``): one piece of a case split across workers (:func:`merge_parts` joins them).
+    when ``with_shape``): one piece of a case split across workers (joined by
+    :func:`radlens.radiomics.schedule.merge_parts`). ``engine='radlens'`` computes the classes
+    radlens' engine covers with it (:mod:`radlens.radiomics.engine`; fast diagnostics and
+    cropping-safe params only), ``'pyradiomics'`` leaves every class to pyradiomics.
 
     Returns
     -------
@@ -427,19 +486,14 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
             image, mask = _crop_to_roi(case, box) if crop_safe else (case.image, case.mask)
         else:
             image, mask = case.image, case.mask
-        result = ex.execute(image, mask, label=1)
+        feats = run_features(ex, image, mask, rec, engine=engine if diagnostics == "fast" else "pyradiomics",
+                             crop_safe=crop_safe)
     except Exception as exc:  # pyradiomics signals bad ROIs with ValueError/AssertionError/RuntimeError
         msg = str(exc).strip().splitlines()
         rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
         return rec
     finally:
         _COLLECTOR.local.buf = None
-    feats: dict[str, float] = {}
-    for k, v in result.items():
-        if k.startswith("diagnostics_"):
-            rec["diagnostics"][k] = _diag_value(v)
-        else:
-            feats[k] = float(v)
     rec["features"] = feats
     return rec if part is not None else check_features(rec)  # a part is judged once the parts are merged
 
@@ -458,116 +512,8 @@ def check_features(rec: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One case's record from the records of its parts (in part order: the features then come in
-    the order a single ``execute`` gives them: shape first, then image types in params order)."""
-    bad = next((p for p in parts if p.get("error")), None)
-    if bad is not None:
-        return {**bad, "warnings": [w for p in parts for w in p.get("warnings") or []]}
-    rec = {"case_id": parts[0]["case_id"], "features": {}, "diagnostics": {}, "stage": None, "error": None,
-           "warnings": []}
-    for p in parts:
-        rec["features"].update(p["features"] or {})
-        rec["diagnostics"].update(p.get("diagnostics") or {})
-        rec["warnings"].extend(p.get("warnings") or [])
-    return check_features(rec)
-
-
-def prepare_case(row: Mapping[str, Any], params: Params, *, resample_mask: bool = False) -> dict[str, Any]:
-    """First stage of a case split by feature class: load it, compute the (fast) diagnostics and
-    crop image and mask to the ROI's box. Only for parameters where cropping is safe.
-
-    Returns
-    -------
-    dict
-        A failure record (``stage='load'``), or a record without features whose ``crop`` entry
-        holds what :func:`extract_classes` needs: ``(image array, spacing, direction, origin,
-        ROI array)`` of the box (a few KB to MB: cheap to send between processes).
-    """
-    from radlens.errors import CaseError
-    from radlens.io.images import load_case
-
-    rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
-                           "stage": None, "error": None, "warnings": []}
-    try:
-        case = load_case(row, resample_mask=resample_mask)
-    except CaseError as exc:
-        rec.update(stage="load", error=exc.message)
-        return rec
-    import SimpleITK as sitk
-
-    box = _roi_box(case.roi)
-    rec["diagnostics"] = fast_diagnostics(case, box)
-    image, mask = _crop_to_roi(case, box)
-    rec["crop"] = (sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetDirection(), image.GetOrigin(),
-                   sitk.GetArrayViewFromImage(mask).astype(bool))
-    return rec
-
-
-def extract_classes(case_id: str, crop: tuple, params: Params, classes: tuple[str, ...]) -> dict[str, Any]:
-    """Second stage of a split case: the features of ``classes`` on a :func:`prepare_case` crop
-    (``diagnostics='fast'``). Never raises for a case problem."""
-    import SimpleITK as sitk
-
-    arr, spacing, direction, origin, roi = crop
-    image = sitk.GetImageFromArray(arr)
-    image.SetSpacing(spacing)
-    image.SetDirection(direction)
-    image.SetOrigin(origin)
-    mask = sitk.GetImageFromArray(roi.astype(np.uint8))
-    mask.CopyInformation(image)
-    ex2, ex3, _ = _extractors(params, "fast")
-    base = ex2 if arr.ndim == 2 else ex3
-    key = (id(base), "classes", classes)
-    ex = _PARTS.get(key)
-    if ex is None:
-        import copy
-
-        ex = copy.deepcopy(base)
-        ex.enabledFeatures = {c: v for c, v in base.enabledFeatures.items() if c in classes}
-        _PARTS[key] = ex
-    rec: dict[str, Any] = {"case_id": case_id, "features": None, "diagnostics": {}, "stage": None, "error": None,
-                           "warnings": []}
-    lg = logging.getLogger("radiomics")
-    if _COLLECTOR not in lg.handlers:
-        lg.addHandler(_COLLECTOR)
-    _COLLECTOR.local.buf = rec["warnings"]
-    try:
-        result = ex.execute(image, mask, label=1)
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()
-        rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
-        return rec
-    finally:
-        _COLLECTOR.local.buf = None
-    rec["features"] = {k: float(v) for k, v in result.items() if not k.startswith("diagnostics_")}
-    return rec
-
-
-def order_features(feats: Mapping[str, float], enabled: Mapping[str, Any]) -> dict[str, float]:
-    """Features of the Original image in the order one ``execute`` gives them: shape, shape2D,
-    then the other classes in params order (stable within a class)."""
-    rank = {"shape": -2, "shape2D": -1, **{c: i for i, c in enumerate(enabled) if not c.startswith("shape")}}
-    items = list(feats.items())
-    return dict(sorted(items, key=lambda kv: rank.get(kv[0].split("_")[1], len(rank))))
-
-
-def run_unit(unit: tuple) -> Any:
-    """One scheduled unit of work (see :mod:`radlens.radiomics.schedule`), in a worker."""
-    kind = unit[0]
-    with _QuietPyradiomics():
-        if kind == "prep":
-            _, row, params, resample_mask = unit
-            return prepare_case(row, params, resample_mask=resample_mask)
-        if kind == "classes":
-            _, case_id, crop, params, classes = unit
-            return extract_classes(case_id, crop, params, classes)
-    return _extract_batch(unit[1])
-
-
 def _extract_batch(task: tuple) -> list[dict[str, Any]]:
-    rows, params, diagnostics, resample_mask = task[:4]
-    part = task[4] if len(task) > 4 else None
+    rows, params, diagnostics, resample_mask, part, engine = task
     with _QuietPyradiomics():
-        return [extract_case(r, params, diagnostics=diagnostics, resample_mask=resample_mask, part=part)
-                for r in rows]
+        return [extract_case(r, params, diagnostics=diagnostics, resample_mask=resample_mask, part=part,
+                             engine=engine) for r in rows]

@@ -21,7 +21,11 @@ import heapq
 import itertools
 import logging
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from radlens.radiomics.pyrad import Params, check_features
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +103,122 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
     return units
 
 
+def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case's record from the records of its parts (in part order: the features then come in
+    the order a single ``execute`` gives them: shape first, then image types in params order)."""
+    bad = next((p for p in parts if p.get("error")), None)
+    if bad is not None:
+        return {**bad, "warnings": [w for p in parts for w in p.get("warnings") or []]}
+    rec = {"case_id": parts[0]["case_id"], "features": {}, "diagnostics": {}, "stage": None, "error": None,
+           "warnings": []}
+    used: dict[str, list] = {"radlens_engine": [], "radlens_pyradiomics": []}
+    for p in parts:
+        rec["features"].update(p["features"] or {})
+        rec["diagnostics"].update(p.get("diagnostics") or {})
+        rec["warnings"].extend(p.get("warnings") or [])
+        for k, v in used.items():
+            v.extend(c for c in ((p.get("diagnostics") or {}).get(k) or "").split(",") if c and c not in v)
+    for k, v in used.items():
+        rec["diagnostics"][k] = ",".join(v) or None
+    return check_features(rec)
+
+
+def prepare_case(row: Mapping[str, Any], params: Params, *, resample_mask: bool = False) -> dict[str, Any]:
+    """First stage of a case split by feature class: load it, compute the (fast) diagnostics and
+    crop image and mask to the ROI's box. Only for parameters where cropping is safe.
+
+    Returns
+    -------
+    dict
+        A failure record (``stage='load'``), or a record without features whose ``crop`` entry
+        holds what :func:`extract_classes` needs: ``(image array, spacing, direction, origin,
+        ROI array)`` of the box (a few KB to MB: cheap to send between processes).
+    """
+    from radlens.errors import CaseError
+    from radlens.io.images import load_case
+    from radlens.radiomics.pyrad import _crop_to_roi, _roi_box, fast_diagnostics
+
+    rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
+                           "stage": None, "error": None, "warnings": []}
+    try:
+        case = load_case(row, resample_mask=resample_mask)
+    except CaseError as exc:
+        rec.update(stage="load", error=exc.message)
+        return rec
+    import SimpleITK as sitk
+
+    box = _roi_box(case.roi)
+    rec["diagnostics"] = fast_diagnostics(case, box)
+    image, mask = _crop_to_roi(case, box)
+    rec["crop"] = (sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetDirection(), image.GetOrigin(),
+                   sitk.GetArrayViewFromImage(mask).astype(bool))
+    return rec
+
+
+def extract_classes(case_id: str, crop: tuple, params: Params, classes: tuple[str, ...], *,
+                    engine: str = "radlens") -> dict[str, Any]:
+    """Second stage of a split case: the features of ``classes`` on a :func:`prepare_case` crop
+    (``diagnostics='fast'``). Never raises for a case problem."""
+    import SimpleITK as sitk
+
+    arr, spacing, direction, origin, roi = crop
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    image.SetOrigin(origin)
+    mask = sitk.GetImageFromArray(roi.astype(np.uint8))
+    mask.CopyInformation(image)
+    from radlens.radiomics.pyrad import _COLLECTOR, _PARTS, _extractors, run_features
+
+    ex2, ex3, _ = _extractors(params, "fast")
+    base = ex2 if arr.ndim == 2 else ex3
+    key = (id(base), "classes", classes)
+    ex = _PARTS.get(key)
+    if ex is None:
+        import copy
+
+        ex = copy.deepcopy(base)
+        ex.enabledFeatures = {c: v for c, v in base.enabledFeatures.items() if c in classes}
+        _PARTS[key] = ex
+    rec: dict[str, Any] = {"case_id": case_id, "features": None, "diagnostics": {}, "stage": None, "error": None,
+                           "warnings": []}
+    lg = logging.getLogger("radiomics")
+    if _COLLECTOR not in lg.handlers:
+        lg.addHandler(_COLLECTOR)
+    _COLLECTOR.local.buf = rec["warnings"]
+    try:
+        rec["features"] = run_features(ex, image, mask, rec, engine=engine)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()
+        rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
+    finally:
+        _COLLECTOR.local.buf = None
+    return rec
+
+
+def run_unit(unit: tuple) -> Any:
+    """One scheduled unit of work (see :mod:`radlens.radiomics.schedule`), in a worker."""
+    from radlens.radiomics.pyrad import _extract_batch, _QuietPyradiomics
+
+    kind = unit[0]
+    if kind == "batch":
+        return _extract_batch(unit[1])
+    with _QuietPyradiomics():
+        if kind == "prep":
+            _, row, params, resample_mask = unit
+            return prepare_case(row, params, resample_mask=resample_mask)
+        _, case_id, crop, params, classes, engine = unit
+        return extract_classes(case_id, crop, params, classes, engine=engine)
+
+
 def _failure(case_id, msg) -> dict[str, Any]:
     return {"case_id": str(case_id), "features": None, "diagnostics": {}, "stage": "extract",
             "error": f"worker error: {msg}", "warnings": []}
 
 
 def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", scheduler=None,
-                  diagnostics: str = "fast", resample_mask: bool = False,
-                  batch_size: int | None = None) -> Iterator[tuple[int, dict, bool]]:
+                  diagnostics: str = "fast", resample_mask: bool = False, batch_size: int | None = None,
+                  engine: str = "radlens") -> Iterator[tuple[int, dict, bool]]:
     """Extract the ``todo`` cases; yield ``(case index, record, cacheable)`` as each completes.
 
     ``cacheable`` is False for a case lost to a crashed worker (possibly transient).
@@ -119,13 +231,13 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
     n_split = sum(1 for _, u in units if u[0] == "prep") + len({u[1] for _, u in units if u[0] == "types"})
     if n_split:
         log.info("radiomics: %d large case(s) split across %d workers", n_split, workers)
-    state = _Merger(rows, prm, diagnostics, resample_mask, workers)
+    state = _Merger(rows, prm, diagnostics, resample_mask, workers, engine)
     if executor != "process" or workers == 1:
         from radlens.parallel import iter_cases
 
         payloads = [state.payload(u) for _, u in units]
         threads = None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
-        for t, res in iter_cases(pyrad.run_unit, payloads, jobs=jobs, executor=executor, scheduler=scheduler,
+        for t, res in iter_cases(run_unit, payloads, jobs=jobs, executor=executor, scheduler=scheduler,
                                  initializer=pyrad._worker_init, initargs=(threads,)):
             for out in state.done(units[t][1], res):
                 yield out
@@ -154,7 +266,7 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
                 while heap or inflight:
                     while heap and len(inflight) < workers:
                         c, _, u = heapq.heappop(heap)
-                        inflight[pool.submit(_call, pyrad.run_unit, state.payload(u))] = (-c, u)
+                        inflight[pool.submit(_call, run_unit, state.payload(u))] = (-c, u)
                     finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
                     for fut in finished:
                         cost, u = inflight.pop(fut)
@@ -177,8 +289,9 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
 class _Merger:
     """Builds unit payloads and merges the parts of split cases back into one record each."""
 
-    def __init__(self, rows, prm, diagnostics, resample_mask, workers):
+    def __init__(self, rows, prm, diagnostics, resample_mask, workers, engine):
         self.rows, self.prm, self.diagnostics, self.resample_mask = rows, prm, diagnostics, resample_mask
+        self.engine = engine
         self.workers = workers
         self.types = list((prm.spec or {}).get("imageType") or {"Original": {}})
         self.n_types = len(self.types)
@@ -190,13 +303,16 @@ class _Merger:
     def payload(self, u):
         kind = u[0]
         if kind == "batch":
-            return ("batch", ([self.rows[i] for i in u[1]], self.prm, self.diagnostics, self.resample_mask))
+            return ("batch", ([self.rows[i] for i in u[1]], self.prm, self.diagnostics, self.resample_mask, None,
+                              self.engine))
         if kind == "types":
-            return ("batch", ([self.rows[u[1]]], self.prm, self.diagnostics, self.resample_mask, (u[2], u[3])))
+            return ("batch", ([self.rows[u[1]]], self.prm, self.diagnostics, self.resample_mask, (u[2], u[3]),
+                              self.engine))
         if kind == "prep":
             return ("prep", self.rows[u[1]], self.prm, self.resample_mask)
         _, i, k = u  # classes
-        return ("classes", str(self.rows[i]["case_id"]), self.prep[i]["crop"], self.prm, self.groups[i][k])
+        return ("classes", str(self.rows[i]["case_id"]), self.prep[i]["crop"], self.prm, self.groups[i][k],
+                self.engine)
 
     def follow_ups(self, u, cost):
         out, self._next = self._next, []
@@ -204,7 +320,7 @@ class _Merger:
 
     def done(self, u, res) -> list[tuple[int, dict, bool]]:
         from radlens.parallel import WorkerError
-        from radlens.radiomics.pyrad import _extractors, check_features, merge_parts, order_features
+        from radlens.radiomics.pyrad import _extractors, order_features
 
         kind = u[0]
         crashed = isinstance(res, WorkerError) or (kind == "batch" or kind == "types") and not isinstance(res, list)
@@ -251,11 +367,16 @@ class _Merger:
             return [(i, {**bad, "diagnostics": prep["diagnostics"], "warnings": warnings},
                      not any(isinstance(r, dict) and str(r.get("error", "")).startswith("worker error")
                              for r in got.values()))]
-        feats: dict[str, float] = {}
-        for k2 in sorted(got):
-            feats.update(got[k2]["features"])
         ndim = prep["crop"][0].ndim
         ex2, ex3, _ = _extractors(self.prm, "fast")
-        rec = {"case_id": prep["case_id"], "features": order_features(feats, (ex2 if ndim == 2 else ex3).enabledFeatures),
-               "diagnostics": prep["diagnostics"], "stage": None, "error": None, "warnings": warnings}
-        return [(i, check_features(rec), True)]
+        enabled = (ex2 if ndim == 2 else ex3).enabledFeatures
+        merged = merge_parts([{**prep, "warnings": []}] + [got[k2] for k2 in sorted(got)])
+        if merged.get("error"):
+            return [(i, {**merged, "warnings": warnings}, True)]
+        # the shape classes come first in any group: one execute's order, class by class
+        merged["features"] = order_features(merged["features"] or {}, enabled)
+        merged["warnings"] = warnings
+        for key in ("radlens_engine", "radlens_pyradiomics"):  # in params order
+            used = set((merged["diagnostics"].get(key) or "").split(","))
+            merged["diagnostics"][key] = ",".join(c for c in enabled if c in used) or None
+        return [(i, check_features(merged), True)]
