@@ -60,7 +60,7 @@ class _Case:  # what pyrad._crop_to_roi reads from a radlens Case
         self.roi = sitk.GetArrayFromImage(mask) == 1
 
 
-ALL = {"firstorder": None, "glcm": None}
+ALL = {c: None for c in engine.CLASSES}
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"pyradiomics' real test cases not found at {SHARED} (team data "
@@ -78,7 +78,7 @@ def test_parity_real_cases(case):
                     {"binWidth": 40, "symmetricalGLCM": False}):
         s = {**base, **variant}
         n += _check(_pyradiomics(img, msk, s, ALL), engine.compute(img, msk, s, ALL), f"{case} {variant}")
-    assert n == 4 * (18 + 24)
+    assert n == 4 * (18 + 24 + 16 + 16 + 14 + 5)
 
 
 def _phantoms():
@@ -137,7 +137,7 @@ def test_parity_2d_phantom_cohort(tmp_path):
     for r in pd.read_csv(man).itertuples():
         image, mask = sitk.ReadImage(str(tmp_path / r.image)), sitk.ReadImage(str(tmp_path / r.mask))
         n += _check(_pyradiomics(image, mask, s, ALL), _engine(image, mask, s, ALL), r.case_id)
-    assert n == 12 * 42
+    assert n == 12 * (18 + 24 + 16 + 16 + 14 + 5)
 
 
 def test_feature_lists_keep_pyradiomics_order():
@@ -158,10 +158,11 @@ def test_feature_lists_keep_pyradiomics_order():
 def test_engine_covers_only_what_it_reproduces():
     orig = {"Original": {}}
     assert engine.engine_classes({}, {"firstorder": None, "glcm": None, "shape": None}, orig) == ("firstorder", "glcm")
+    assert engine.engine_classes({}, {c: None for c in reversed(engine.CLASSES)}, orig) == engine.CLASSES
     assert engine.engine_classes({}, ALL, {"Original": {}, "LoG": {"sigma": [1.0]}}) == ()  # filters
     assert engine.engine_classes({"normalize": True}, ALL, orig) == ()
     assert engine.engine_classes({"resegmentRange": [-100, 100]}, ALL, orig) == ()
-    assert engine.engine_classes({"weightingNorm": "euclidean"}, ALL, orig) == ("firstorder",)
+    assert engine.engine_classes({"weightingNorm": "euclidean"}, ALL, orig) == ("firstorder", "glszm", "gldm", "ngtdm")
     # a deprecated or unknown name: the class stays pyradiomics' (which reports it its own way)
     assert engine.engine_classes({}, {"glcm": ["SumVariance"], "firstorder": ["Mean"]}, orig) == ("firstorder",)
 
@@ -185,3 +186,7 @@ def test_engine_failure_falls_back_to_pyradiomics_visibly(tmp_path, monkeypatch)
     assert res.diagnostics["radlens_warnings"].str.contains("radlens engine failed").all()
     assert res.diagnostics["radlens_engine"].isna().all()
     assert (res.diagnostics["radlens_pyradiomics"] == "shape2D,firstorder,glcm,glrlm,glszm,gldm,ngtdm").all()
+    monkeypatch.undo()
+    res = radiomics(man, out=tmp_path / "e.parquet", show_progress=False)
+    assert (res.diagnostics["radlens_engine"] == "firstorder,glcm,glrlm,glszm,gldm,ngtdm").all()
+    assert (res.diagnostics["radlens_pyradiomics"] == "shape2D").all()

@@ -47,8 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--diagnostics", choices=["fast", "pyradiomics"], default="fast",
                    help="fast: radlens computes the diagnostics (default); pyradiomics: its own additionalInfo (slower)")
     p.add_argument("--engine", choices=["radlens", "pyradiomics"], default="radlens",
-                   help="radlens: first order and GLCM by radlens' engine (equal to pyradiomics to 1e-9, faster), "
-                        "other classes by pyradiomics; pyradiomics: every class by pyradiomics (default: %(default)s)")
+                   help="radlens: first order and texture classes (GLCM, GLRLM, GLSZM, GLDM, NGTDM) by radlens' "
+                        "engine, equal to pyradiomics to 1e-9 and faster; shape, filters and other settings by "
+                        "pyradiomics; pyradiomics: every class by pyradiomics (default: %(default)s)")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="always show the progress bar (default: only on a terminal)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")

@@ -12,7 +12,9 @@ This module computes all features of a class in one pass from shared intermediat
 * GLCM: the co-occurrence matrix from pyradiomics' own C extension (``radiomics._cmatrices``,
   the same call pyradiomics makes), then every feature from its formulas in pyradiomics, with
   grey-level sums and differences as one matrix product;
-* first order: one sorted copy of the ROI's intensities for every percentile.
+* first order: one call for every percentile;
+* GLRLM, GLSZM, GLDM, NGTDM: pyradiomics' C matrices, then all features of a class at once
+  (one ``nanmean`` over angles for GLRLM).
 
 Values equal pyradiomics' to 1e-9 relative (sums may be added in another order); the parity
 tests compare every feature with ``RadiomicsFeatureExtractor.execute`` on pyradiomics' real test
@@ -30,7 +32,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: classes the engine computes, in the form pyradiomics names them
-CLASSES = ("firstorder", "glcm")
+CLASSES = ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
 EPS = np.spacing(1)
 
 
@@ -68,7 +70,7 @@ def engine_classes(settings: Mapping[str, Any], enabled: Mapping[str, Any], imag
         names = enabled[cls]
         if names and not set(names) <= set(feature_names(cls)):
             continue
-        if cls == "glcm" and settings.get("weightingNorm") is not None:
+        if cls in ("glcm", "glrlm") and settings.get("weightingNorm") is not None:
             continue
         out.append(cls)
     return tuple(out)
@@ -175,31 +177,30 @@ def glcm(binned: np.ndarray, roi: np.ndarray, settings) -> dict[str, float]:
     p_add = (k_sum[:, None] == ij_sum[None, :]).astype(float) @ flat  # (2 Ng - 1, A)
     p_sub = (k_diff[:, None] == ij_diff[None, :]).astype(float) @ flat  # (Ng, A)
     HXY = -np.sum(P * np.log2(P + EPS), (0, 1))
-    mean = np.nanmean
-    f: dict[str, Any] = {}
-    f["Autocorrelation"] = mean(np.sum(P * (i * j), (0, 1)))
-    f["JointAverage"] = ux.mean()
+    # per-angle values of every feature, averaged over angles in one nanmean at the end
+    v: dict[str, Any] = {}
+    v["Autocorrelation"] = np.sum(P * (i * j), (0, 1))
     c = (i + j) - ux - uy
-    f["ClusterProminence"] = mean(np.sum(P * c ** 4, (0, 1)))
-    f["ClusterShade"] = mean(np.sum(P * c ** 3, (0, 1)))
-    f["ClusterTendency"] = mean(np.sum(P * c ** 2, (0, 1)))
-    f["Contrast"] = mean(np.sum(P * (np.abs(i - j) ** 2), (0, 1)))
+    v["ClusterProminence"] = np.sum(P * c ** 4, (0, 1))
+    v["ClusterShade"] = np.sum(P * c ** 3, (0, 1))
+    v["ClusterTendency"] = np.sum(P * c ** 2, (0, 1))
+    v["Contrast"] = np.sum(P * (np.abs(i - j) ** 2), (0, 1))
     di, dj = i - ux, j - uy
     sigx = np.sum(P * di ** 2, (0, 1)) ** 0.5
     sigy = np.sum(P * dj ** 2, (0, 1)) ** 0.5
     corm = np.sum(P * di * dj, (0, 1))
     corr = corm / (sigx * sigy + EPS)
     corr[sigx * sigy == 0] = 1
-    f["Correlation"] = mean(corr)
+    v["Correlation"] = corr
     kd = k_diff[:, None]
     diffavg = np.sum(kd * p_sub, 0)
-    f["DifferenceAverage"] = mean(diffavg)
-    f["DifferenceEntropy"] = mean(-np.sum(p_sub * np.log2(p_sub + EPS), 0))
-    f["DifferenceVariance"] = mean(np.sum(p_sub * (kd - diffavg[None, :]) ** 2, 0))
-    f["Id"] = mean(np.sum(p_sub / (1 + kd), 0))
-    f["Idm"] = mean(np.sum(p_sub / (1 + kd ** 2), 0))
-    f["Idmn"] = mean(np.sum(p_sub / (1 + (kd ** 2) / (ng ** 2)), 0))
-    f["Idn"] = mean(np.sum(p_sub / (1 + (kd / ng)), 0))
+    v["DifferenceAverage"] = diffavg
+    v["DifferenceEntropy"] = -np.sum(p_sub * np.log2(p_sub + EPS), 0)
+    v["DifferenceVariance"] = np.sum(p_sub * (kd - diffavg[None, :]) ** 2, 0)
+    v["Id"] = np.sum(p_sub / (1 + kd), 0)
+    v["Idm"] = np.sum(p_sub / (1 + kd ** 2), 0)
+    v["Idmn"] = np.sum(p_sub / (1 + (kd ** 2) / (ng ** 2)), 0)
+    v["Idn"] = np.sum(p_sub / (1 + (kd / ng)), 0)
     pxy = px * py
     HX = -np.sum(px * np.log2(px + EPS), (0, 1))
     HY = -np.sum(py * np.log2(py + EPS), (0, 1))
@@ -209,18 +210,23 @@ def glcm(binned: np.ndarray, roi: np.ndarray, settings) -> dict[str, float]:
     imc1 = HXY - HXY1
     imc1[div != 0] /= div[div != 0]
     imc1[div == 0] = 0
-    f["Imc1"] = mean(imc1)
+    v["Imc1"] = imc1
     imc2 = (1 - np.e ** (-2 * (HXY2 - HXY))) ** 0.5
     imc2[HXY2 == HXY] = 0
-    f["Imc2"] = mean(imc2)
-    f["InverseVariance"] = mean(np.sum(p_sub[1:, :] / k_diff[1:, None] ** 2, 0))
-    f["JointEnergy"] = mean(np.sum(P ** 2, (0, 1)))
-    f["JointEntropy"] = mean(HXY)
+    v["Imc2"] = imc2
+    v["InverseVariance"] = np.sum(p_sub[1:, :] / k_diff[1:, None] ** 2, 0)
+    v["JointEnergy"] = np.sum(P ** 2, (0, 1))
+    v["JointEntropy"] = HXY
+    v["MaximumProbability"] = np.amax(P, (0, 1))
+    v["SumAverage"] = np.sum(k_sum[:, None] * p_add, 0)
+    v["SumEntropy"] = -np.sum(p_add * np.log2(p_add + EPS), 0)
+    v["SumSquares"] = np.sum(P * di ** 2, (0, 1))
+    names = list(v)
+    with np.errstate(all="ignore"):
+        means = np.nanmean(np.stack([v[k] for k in names]), axis=1)
+    f: dict[str, Any] = dict(zip(names, means))
+    f["JointAverage"] = ux.mean()
     f["MCC"] = _mcc(P, px, py)
-    f["MaximumProbability"] = mean(np.amax(P, (0, 1)))
-    f["SumAverage"] = mean(np.sum(k_sum[:, None] * p_add, 0))
-    f["SumEntropy"] = mean(-np.sum(p_add * np.log2(p_add + EPS), 0))
-    f["SumSquares"] = mean(np.sum(P * di ** 2, (0, 1)))
     return f
 
 
@@ -236,6 +242,172 @@ def _mcc(P, px, py):
         return np.nanmean(np.sqrt(ev[:, -2])).real
     except Exception:  # pyradiomics: a feature that raises is NaN
         return np.nan
+
+
+# --------------------------------------------------------------------------- GLRLM, GLSZM, GLDM, NGTDM
+def _present(P: np.ndarray, gl: np.ndarray) -> np.ndarray:
+    """Rows of the grey levels present in the ROI (pyradiomics deletes the empty ones)."""
+    return P[0][gl - 1]
+
+
+def glrlm(binned, roi, settings, gl, ng) -> dict[str, float]:
+    """pyradiomics' GLRLM features (segment-based, no weighting)."""
+    from radiomics import cMatrices
+
+    P, _ = cMatrices.calculate_glrlm(binned, roi, ng, np.max(binned.shape), settings.get("force2D", False),
+                                     settings.get("force2Ddimension", 0))
+    P = _present(P, gl)  # (levels, run lengths, angles)
+    Nr = np.sum(P, (0, 1))
+    if P.shape[2] > 1 and not (Nr != 0).all():
+        keep = Nr != 0
+        P, Nr = P[:, :, keep], Nr[keep]
+    Nr = Nr.astype(float)
+    Nr[Nr == 0] = np.nan
+    pr = np.sum(P, 0)  # (runs, angles)
+    pg = np.sum(P, 1)  # (levels, angles)
+    iv = gl.astype(float)
+    jv = np.arange(1, P.shape[1] + 1, dtype=np.float64)
+    keep = np.sum(pr, 1) != 0
+    P, jv, pr = P[:, keep], jv[keep], pr[keep]
+    i2, j2 = (iv ** 2)[:, None, None], (jv ** 2)[None, :, None]
+    v: dict[str, Any] = {}
+    v["ShortRunEmphasis"] = np.sum(pr / (jv[:, None] ** 2), 0) / Nr
+    v["LongRunEmphasis"] = np.sum(pr * (jv[:, None] ** 2), 0) / Nr
+    v["GrayLevelNonUniformity"] = np.sum(pg ** 2, 0) / Nr
+    v["GrayLevelNonUniformityNormalized"] = np.sum(pg ** 2, 0) / (Nr ** 2)
+    v["RunLengthNonUniformity"] = np.sum(pr ** 2, 0) / Nr
+    v["RunLengthNonUniformityNormalized"] = np.sum(pr ** 2, 0) / Nr ** 2
+    v["RunPercentage"] = Nr / np.sum(pr * jv[:, None], 0)
+    pgn = pg / Nr[None, :]
+    u_i = np.sum(pgn * iv[:, None], 0, keepdims=True)
+    v["GrayLevelVariance"] = np.sum(pgn * (iv[:, None] - u_i) ** 2, 0)
+    prn = pr / Nr[None, :]
+    u_j = np.sum(prn * jv[:, None], 0, keepdims=True)
+    v["RunVariance"] = np.sum(prn * (jv[:, None] - u_j) ** 2, 0)
+    pn = P / Nr[None, None, :]
+    v["RunEntropy"] = -np.sum(pn * np.log2(pn + EPS), (0, 1))
+    v["LowGrayLevelRunEmphasis"] = np.sum(pg / (iv[:, None] ** 2), 0) / Nr
+    v["HighGrayLevelRunEmphasis"] = np.sum(pg * (iv[:, None] ** 2), 0) / Nr
+    v["ShortRunLowGrayLevelEmphasis"] = np.sum(P / (i2 * j2), (0, 1)) / Nr
+    v["ShortRunHighGrayLevelEmphasis"] = np.sum(P * i2 / j2, (0, 1)) / Nr
+    v["LongRunLowGrayLevelEmphasis"] = np.sum(P * j2 / i2, (0, 1)) / Nr
+    v["LongRunHighGrayLevelEmphasis"] = np.sum(P * (j2 * i2), (0, 1)) / Nr
+    names = list(v)
+    with np.errstate(all="ignore"):
+        return dict(zip(names, np.nanmean(np.stack([v[k] for k in names]), axis=1)))
+
+
+def _zone_features(P, iv, jv, Nz, prefix) -> dict[str, Any]:
+    """GLSZM / GLDM features shared by formula: P (levels, sizes), Nz the zone (voxel) count."""
+    ps = np.sum(P, 0)
+    pg = np.sum(P, 1)
+    i2, j2 = (iv ** 2)[:, None], (jv ** 2)[None, :]
+    f: dict[str, Any] = {}
+    f["small"] = np.sum(ps / (jv ** 2)) / Nz
+    f["large"] = np.sum(ps * (jv ** 2)) / Nz
+    f["GrayLevelNonUniformity"] = np.sum(pg ** 2) / Nz
+    f["GrayLevelNonUniformityNormalized"] = np.sum(pg ** 2) / Nz ** 2
+    f["sizeNU"] = np.sum(ps ** 2) / Nz
+    f["sizeNUN"] = np.sum(ps ** 2) / Nz ** 2
+    pgn = pg / Nz
+    u_i = np.sum(pgn * iv)
+    f["GrayLevelVariance"] = np.sum(pgn * (iv - u_i) ** 2)
+    psn = ps / Nz
+    u_j = np.sum(psn * jv)
+    f["sizeVar"] = np.sum(psn * (jv - u_j) ** 2)
+    pn = P / Nz
+    f["entropy"] = -np.sum(pn * np.log2(pn + EPS))
+    f["low"] = np.sum(pg / (iv ** 2)) / Nz
+    f["high"] = np.sum(pg * (iv ** 2)) / Nz
+    f["smallLow"] = np.sum(P / (i2 * j2)) / Nz
+    f["smallHigh"] = np.sum(P * i2 / j2) / Nz
+    f["largeLow"] = np.sum(P * j2 / i2) / Nz
+    f["largeHigh"] = np.sum(P * (j2 * i2)) / Nz
+    return f
+
+
+def glszm(binned, roi, settings, gl, ng) -> dict[str, float]:
+    """pyradiomics' GLSZM features (segment-based)."""
+    from radiomics import cMatrices
+
+    P = cMatrices.calculate_glszm(binned, roi, ng, np.sum(roi), settings.get("force2D", False),
+                                  settings.get("force2Ddimension", 0))
+    P = _present(P, gl)  # (levels, zone sizes)
+    ps = np.sum(P, 0)
+    jv = np.arange(1, P.shape[1] + 1, dtype=np.float64)
+    Nz = np.sum(P)
+    Nz = Nz if Nz != 0 else 1
+    Np = np.sum(ps * jv)
+    Np = Np if Np != 0 else 1
+    keep = ps != 0
+    f = _zone_features(P[:, keep], gl.astype(float), jv[keep], Nz, "zone")
+    return {"SmallAreaEmphasis": f["small"], "LargeAreaEmphasis": f["large"],
+            "GrayLevelNonUniformity": f["GrayLevelNonUniformity"],
+            "GrayLevelNonUniformityNormalized": f["GrayLevelNonUniformityNormalized"],
+            "SizeZoneNonUniformity": f["sizeNU"], "SizeZoneNonUniformityNormalized": f["sizeNUN"],
+            "ZonePercentage": Nz / Np, "GrayLevelVariance": f["GrayLevelVariance"], "ZoneVariance": f["sizeVar"],
+            "ZoneEntropy": f["entropy"], "LowGrayLevelZoneEmphasis": f["low"],
+            "HighGrayLevelZoneEmphasis": f["high"], "SmallAreaLowGrayLevelEmphasis": f["smallLow"],
+            "SmallAreaHighGrayLevelEmphasis": f["smallHigh"], "LargeAreaLowGrayLevelEmphasis": f["largeLow"],
+            "LargeAreaHighGrayLevelEmphasis": f["largeHigh"]}
+
+
+def gldm(binned, roi, settings, gl, ng) -> dict[str, float]:
+    """pyradiomics' GLDM features (segment-based)."""
+    from radiomics import cMatrices
+
+    P = cMatrices.calculate_gldm(binned, roi, np.array(settings.get("distances", [1])), ng,
+                                 settings.get("gldm_a", 0), settings.get("force2D", False),
+                                 settings.get("force2Ddimension", 0))
+    P = _present(P, gl)  # (levels, dependence sizes)
+    jv = np.arange(1, P.shape[1] + 1, dtype="float64")
+    keep = np.sum(P, 0) != 0
+    P, jv = P[:, keep], jv[keep]
+    Nz = np.sum(np.sum(P, 0))
+    Nz = Nz if Nz != 0 else 1
+    f = _zone_features(P, gl.astype(float), jv, Nz, "dep")
+    return {"DependenceEntropy": f["entropy"], "DependenceNonUniformity": f["sizeNU"],
+            "DependenceNonUniformityNormalized": f["sizeNUN"], "DependenceVariance": f["sizeVar"],
+            "GrayLevelNonUniformity": f["GrayLevelNonUniformity"], "GrayLevelVariance": f["GrayLevelVariance"],
+            "HighGrayLevelEmphasis": f["high"], "LargeDependenceEmphasis": f["large"],
+            "LargeDependenceHighGrayLevelEmphasis": f["largeHigh"],
+            "LargeDependenceLowGrayLevelEmphasis": f["largeLow"], "LowGrayLevelEmphasis": f["low"],
+            "SmallDependenceEmphasis": f["small"], "SmallDependenceHighGrayLevelEmphasis": f["smallHigh"],
+            "SmallDependenceLowGrayLevelEmphasis": f["smallLow"]}
+
+
+def ngtdm(binned, roi, settings, gl, ng) -> dict[str, float]:
+    """pyradiomics' NGTDM features (segment-based)."""
+    from radiomics import cMatrices
+
+    P = cMatrices.calculate_ngtdm(binned, roi, np.array(settings.get("distances", [1])), ng,
+                                  settings.get("force2D", False), settings.get("force2Ddimension", 0))[0]
+    P = P[P[:, 0] != 0]  # (levels present, [count, s, level])
+    Nvp = np.sum(P[:, 0])
+    p = P[:, 0] / Nvp
+    s_ = P[:, 1]
+    i = P[:, 2]
+    ngp = np.sum(P[:, 0] > 0)
+    f: dict[str, Any] = {}
+    coarse = np.sum(p * s_)
+    f["Coarseness"] = 1 / coarse if coarse != 0 else 1e6
+    div = ngp * (ngp - 1)
+    contrast = np.sum(p[:, None] * p[None, :] * (i[:, None] - i[None, :]) ** 2) * np.sum(s_) / Nvp
+    f["Contrast"] = contrast / div if div != 0 else 0
+    i_p = i * p
+    absdiff = np.sum(np.abs(i_p[:, None] - i_p[None, :]))
+    f["Busyness"] = np.sum(p * s_) / absdiff if absdiff != 0 else 0
+    ps = p * s_
+    divisor = p[:, None] + p[None, :]
+    divisor[divisor == 0] = 1
+    f["Complexity"] = np.sum(np.abs(i[:, None] - i[None, :]) * (ps[:, None] + ps[None, :]) / divisor) / Nvp
+    sum_s = np.sum(s_)
+    strength = np.sum((p[:, None] + p[None, :]) * (i[:, None] - i[None, :]) ** 2)
+    f["Strength"] = strength / sum_s if sum_s != 0 else 0
+    return f
+
+
+_MATRIX_CLASSES = {"glrlm": glrlm, "glszm": glszm, "gldm": gldm, "ngtdm": ngtdm}
 
 
 # --------------------------------------------------------------------------- one ROI
@@ -256,6 +428,9 @@ def compute(image, mask, settings: Mapping[str, Any], classes: Mapping[str, Any]
             vals = firstorder(arr, roi, binned, image.GetSpacing(), settings)
         elif cls == "glcm":
             vals = glcm(binned, roi, settings)
+        elif cls in _MATRIX_CLASSES:
+            gl = np.unique(binned[roi])
+            vals = _MATRIX_CLASSES[cls](binned, roi, settings, gl, int(np.max(gl)))
         else:  # pragma: no cover - guarded by engine_classes
             raise ValueError(f"engine does not compute {cls!r}")
         for name in (names or feature_names(cls)):

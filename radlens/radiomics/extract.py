@@ -165,7 +165,7 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
         Progress bar (cases done, failed, rate); None shows it on an interactive terminal.
     engine : {"radlens", "pyradiomics"}
         ``radlens``: the classes radlens' engine covers (:mod:`radlens.radiomics.engine`: first
-        order and GLCM, Original image, ``diagnostics="fast"``) are computed by it, equal to
+        order, GLCM, GLRLM, GLSZM, GLDM, NGTDM; Original image, ``diagnostics="fast"``) are computed by it, equal to
         pyradiomics' values to 1e-9 relative; every other class by pyradiomics. The diagnostics
         columns ``radlens_engine`` / ``radlens_pyradiomics`` say which. ``pyradiomics``: all by
         pyradiomics (bit-identical to a plain ``execute`` loop).
