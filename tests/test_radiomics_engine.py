@@ -60,7 +60,12 @@ class _Case:  # what pyrad._crop_to_roi reads from a radlens Case
         self.roi = sitk.GetArrayFromImage(mask) == 1
 
 
-ALL = {c: None for c in engine.CLASSES}
+ALL = {c: None for c in engine.CLASSES if c != "shape2D"}  # 3D
+ALL2D = {c: None for c in engine.CLASSES if c != "shape"}
+
+
+def _all(image):
+    return ALL if image.GetDimension() == 3 else ALL2D
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"pyradiomics' real test cases not found at {SHARED} (team data "
@@ -73,12 +78,13 @@ def test_parity_real_cases(case):
     mask = sitk.ReadImage(str(SHARED / f"{case}_label.nrrd"))
     base = _settings(BASELINE)
     n = _check(_pyradiomics(image, mask, base, ALL), _engine(image, mask, base, ALL), f"{case} baseline")
+    assert n == 14 + 18 + 24 + 16 + 16 + 14 + 5
     img, msk = pyrad._crop_to_roi(_Case(image, mask))
     for variant in ({"binCount": 32}, {"binWidth": 10, "distances": [1, 2], "voxelArrayShift": 0},
                     {"binWidth": 40, "symmetricalGLCM": False}):
         s = {**base, **variant}
         n += _check(_pyradiomics(img, msk, s, ALL), engine.compute(img, msk, s, ALL), f"{case} {variant}")
-    assert n == 4 * (18 + 24 + 16 + 16 + 14 + 5)
+    assert n == 4 * (14 + 18 + 24 + 16 + 16 + 14 + 5)
 
 
 def _phantoms():
@@ -122,7 +128,10 @@ def test_parity_generated(name, arr, m, spacing, settings):
     s = {"minimumROIDimensions": 1, **settings}
     if settings.get("force2D") and arr.ndim == 2:
         s.pop("force2D")
-    _check(_pyradiomics(image, mask, s, ALL), _engine(image, mask, s, ALL), f"{name} {settings}")
+    classes = dict(_all(image))
+    if s.get("force2D"):
+        classes.pop("shape", None)  # (3D shape does not depend on force2D; shape2D then stays pyradiomics')
+    _check(_pyradiomics(image, mask, s, classes), _engine(image, mask, s, classes), f"{name} {settings}")
 
 
 def test_parity_2d_phantom_cohort(tmp_path):
@@ -136,8 +145,8 @@ def test_parity_2d_phantom_cohort(tmp_path):
     n = 0
     for r in pd.read_csv(man).itertuples():
         image, mask = sitk.ReadImage(str(tmp_path / r.image)), sitk.ReadImage(str(tmp_path / r.mask))
-        n += _check(_pyradiomics(image, mask, s, ALL), _engine(image, mask, s, ALL), r.case_id)
-    assert n == 12 * (18 + 24 + 16 + 16 + 14 + 5)
+        n += _check(_pyradiomics(image, mask, s, ALL2D), _engine(image, mask, s, ALL2D), r.case_id)
+    assert n == 12 * (9 + 18 + 24 + 16 + 16 + 14 + 5)
 
 
 def test_feature_lists_keep_pyradiomics_order():
@@ -157,12 +166,15 @@ def test_feature_lists_keep_pyradiomics_order():
 
 def test_engine_covers_only_what_it_reproduces():
     orig = {"Original": {}}
-    assert engine.engine_classes({}, {"firstorder": None, "glcm": None, "shape": None}, orig) == ("firstorder", "glcm")
+    assert engine.engine_classes({}, {"firstorder": None, "glcm": None, "shape": None}, orig) == ("shape", "firstorder",
+                                                                                                 "glcm")
     assert engine.engine_classes({}, {c: None for c in reversed(engine.CLASSES)}, orig) == engine.CLASSES
+    assert "shape2D" not in engine.engine_classes({"force2D": True}, {"shape2D": None}, orig)
     assert engine.engine_classes({}, ALL, {"Original": {}, "LoG": {"sigma": [1.0]}}) == ()  # filters
     assert engine.engine_classes({"normalize": True}, ALL, orig) == ()
     assert engine.engine_classes({"resegmentRange": [-100, 100]}, ALL, orig) == ()
-    assert engine.engine_classes({"weightingNorm": "euclidean"}, ALL, orig) == ("firstorder", "glszm", "gldm", "ngtdm")
+    assert engine.engine_classes({"weightingNorm": "euclidean"}, ALL, orig) == ("shape", "firstorder", "glszm", "gldm",
+                                                                                "ngtdm")
     # a deprecated or unknown name: the class stays pyradiomics' (which reports it its own way)
     assert engine.engine_classes({}, {"glcm": ["SumVariance"], "firstorder": ["Mean"]}, orig) == ("firstorder",)
 
@@ -188,5 +200,32 @@ def test_engine_failure_falls_back_to_pyradiomics_visibly(tmp_path, monkeypatch)
     assert (res.diagnostics["radlens_pyradiomics"] == "shape2D,firstorder,glcm,glrlm,glszm,gldm,ngtdm").all()
     monkeypatch.undo()
     res = radiomics(man, out=tmp_path / "e.parquet", show_progress=False)
-    assert (res.diagnostics["radlens_engine"] == "firstorder,glcm,glrlm,glszm,gldm,ngtdm").all()
-    assert (res.diagnostics["radlens_pyradiomics"] == "shape2D").all()
+    assert (res.diagnostics["radlens_engine"] == "shape2D,firstorder,glcm,glrlm,glszm,gldm,ngtdm").all()
+    assert res.diagnostics["radlens_pyradiomics"].isna().all()
+
+
+@pytest.mark.parametrize("roi,settings", [
+    ([(5, 6)], {}),  # one pixel
+    ([(5, 6), (5, 7), (5, 8)], {"minimumROIDimensions": 2}),  # a line
+    ([(5, 6), (6, 6), (5, 7), (6, 7)], {"minimumROISize": 5}),  # too small
+])
+def test_roi_checks_same_errors_as_pyradiomics(tmp_path, roi, settings):
+    """With every class in the engine pyradiomics is not called: its ROI checks are reproduced."""
+    import pandas as pd
+
+    from radlens.radiomics.extract import radiomics
+
+    rng = np.random.default_rng(3)
+    sitk.WriteImage(sitk.GetImageFromArray(rng.normal(0, 1, (16, 16))), str(tmp_path / "i.nrrd"))
+    m = np.zeros((16, 16), np.uint8)
+    for yx in roi:
+        m[yx] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(m), str(tmp_path / "m.nrrd"))
+    pd.DataFrame([{"case_id": "c", "image": str(tmp_path / "i.nrrd"), "mask": str(tmp_path / "m.nrrd")}]).to_csv(
+        tmp_path / "man.csv", index=False)
+    params = {"imageType": {"Original": {}}, "featureClass": {"shape2D": None, "firstorder": None},
+              "setting": {"binCount": 8, **settings}}
+    errs = [radiomics(tmp_path / "man.csv", params, out=tmp_path / f"{e}.parquet", engine=e,
+                      show_progress=False).failures for e in ("pyradiomics", "radlens")]
+    assert len(errs[0]) == 1 and errs[0]["stage"].iloc[0] == "extract"
+    assert errs[1]["error"].tolist() == errs[0]["error"].tolist()

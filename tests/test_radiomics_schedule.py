@@ -92,8 +92,8 @@ def test_split_cases_identical_to_serial(volumes, tmp_path, params):
     np.testing.assert_allclose(got.to_numpy(float), np.array(list(ref.values())), rtol=1e-9, atol=0)
     eng = split.diagnostics.set_index("case_id").loc["big"]
     if params is ORIGINAL:  # radlens' engine took first order and GLCM; pyradiomics the rest
-        assert eng["radlens_engine"] == "firstorder,glcm,glrlm,glszm,gldm,ngtdm"
-        assert eng["radlens_pyradiomics"] == "shape"
+        assert eng["radlens_engine"] == "shape,firstorder,glcm,glrlm,glszm,gldm,ngtdm"
+        assert pd.isna(eng["radlens_pyradiomics"])
     else:  # filters: every class by pyradiomics
         assert pd.isna(eng["radlens_engine"]) and eng["radlens_pyradiomics"] == "shape,firstorder,glcm"
 

@@ -32,7 +32,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 #: classes the engine computes, in the form pyradiomics names them
-CLASSES = ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
+CLASSES = ("shape", "shape2D", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
 EPS = np.spacing(1)
 
 
@@ -71,6 +71,8 @@ def engine_classes(settings: Mapping[str, Any], enabled: Mapping[str, Any], imag
         if names and not set(names) <= set(feature_names(cls)):
             continue
         if cls in ("glcm", "glrlm") and settings.get("weightingNorm") is not None:
+            continue
+        if cls == "shape2D" and settings.get("force2D", False):  # 2D shape of 3D slices: pyradiomics'
             continue
         out.append(cls)
     return tuple(out)
@@ -242,6 +244,77 @@ def _mcc(P, px, py):
         return np.nanmean(np.sqrt(ev[:, -2])).real
     except Exception:  # pyradiomics: a feature that raises is NaN
         return np.nan
+
+
+# --------------------------------------------------------------------------- ROI checks and shape
+def check_roi(roi: np.ndarray, settings: Mapping[str, Any]) -> None:
+    """pyradiomics' ``checkMask`` on a ROI cropped to its box (same errors, same messages)."""
+    if not roi.any():
+        raise ValueError("Label (%g) not present in mask" % 1)
+    ndims = int(np.sum(np.array(roi.shape) > 1))
+    min_dims = settings.get("minimumROIDimensions", 2)
+    if ndims == 0:
+        raise ValueError("mask only contains 1 segmented voxel! Cannot extract features for a single voxel.")
+    if ndims < min_dims:
+        raise ValueError("mask has too few dimensions (number of dimensions %d, minimum required %d)"
+                         % (ndims, min_dims))
+    min_size = settings.get("minimumROISize", None)
+    if min_size is not None:
+        size = int(roi.sum())
+        if size <= min_size:
+            raise ValueError("Size of the ROI is too small (minimum size: %g, ROI size: %g" % (min_size, size))
+
+
+def _axes(coords, spacing) -> np.ndarray:
+    """Sorted eigenvalues of the ROI's physical-coordinate covariance (pyradiomics' shape axes)."""
+    np_ = len(coords[0])
+    xyz = np.array(coords, dtype="int").transpose((1, 0)) * spacing[None, :]
+    xyz -= np.mean(xyz, axis=0)
+    xyz /= np.sqrt(np_)
+    ev = np.linalg.eigvals(np.dot(xyz.T.copy(), xyz))
+    ev[(ev < 0) & (ev > -1e-10)] = 0
+    ev.sort()
+    return ev
+
+
+def _root4(ev, k):
+    return np.nan if ev[k] < 0 else np.sqrt(ev[k]) * 4
+
+
+def shape(roi: np.ndarray, spacing_xyz) -> dict[str, float]:
+    """pyradiomics' 3D shape features (its C marching cubes and diameters)."""
+    from radiomics import cShape
+
+    sp = np.array(spacing_xyz[::-1])
+    m = np.pad(roi, 1)
+    coords = np.where(m)
+    area, vol, diam = cShape.calculate_coefficients(m, sp)
+    ev = _axes(coords, sp)
+    z, y, x = sp
+    f = {"Elongation": np.nan if ev[1] < 0 or ev[2] < 0 else np.sqrt(ev[1] / ev[2]),
+         "Flatness": np.nan if ev[0] < 0 or ev[2] < 0 else np.sqrt(ev[0] / ev[2]),
+         "LeastAxisLength": _root4(ev, 0), "MajorAxisLength": _root4(ev, 2),
+         "Maximum2DDiameterColumn": diam[1], "Maximum2DDiameterRow": diam[2], "Maximum2DDiameterSlice": diam[0],
+         "Maximum3DDiameter": diam[3], "MeshVolume": vol, "MinorAxisLength": _root4(ev, 1),
+         "Sphericity": (36 * np.pi * vol ** 2) ** (1.0 / 3.0) / area, "SurfaceArea": area,
+         "SurfaceVolumeRatio": area / vol, "VoxelVolume": len(coords[0]) * (z * x * y)}
+    return f
+
+
+def shape2d(roi: np.ndarray, spacing_xy) -> dict[str, float]:
+    """pyradiomics' 2D shape features of a 2D ROI (its C perimeter, surface and diameter)."""
+    from radiomics import cShape
+
+    sp = np.array(spacing_xy[::-1])
+    m = np.pad(roi, 1)
+    coords = np.where(m)
+    perim, surf, diam = cShape.calculate_coefficients2D(m, sp)
+    ev = _axes(coords, sp)
+    y, x = sp
+    return {"Elongation": np.nan if ev[0] < 0 or ev[1] < 0 else np.sqrt(ev[0] / ev[1]),
+            "MajorAxisLength": _root4(ev, 1), "MaximumDiameter": diam, "MeshSurface": surf,
+            "MinorAxisLength": _root4(ev, 0), "Perimeter": perim, "PerimeterSurfaceRatio": perim / surf,
+            "PixelSurface": len(coords[0]) * (x * y), "Sphericity": (2 * np.sqrt(np.pi * surf)) / perim}
 
 
 # --------------------------------------------------------------------------- GLRLM, GLSZM, GLDM, NGTDM
@@ -421,10 +494,16 @@ def compute(image, mask, settings: Mapping[str, Any], classes: Mapping[str, Any]
 
     arr = sitk.GetArrayFromImage(image)
     roi = sitk.GetArrayViewFromImage(mask) == 1
-    binned = discretise(arr, roi, settings)
+    binned = None
     out: dict[str, float] = {}
     for cls, names in classes.items():
-        if cls == "firstorder":
+        if binned is None and not cls.startswith("shape"):
+            binned = discretise(arr, roi, settings)
+        if cls == "shape":
+            vals = shape(roi, image.GetSpacing())
+        elif cls == "shape2D":
+            vals = shape2d(roi, image.GetSpacing())
+        elif cls == "firstorder":
             vals = firstorder(arr, roi, binned, image.GetSpacing(), settings)
         elif cls == "glcm":
             vals = glcm(binned, roi, settings)

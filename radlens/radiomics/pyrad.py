@@ -413,7 +413,13 @@ def run_features(ex, image, mask, rec: dict[str, Any], *, engine: str = "radlens
     classes each engine computed to ``radlens_engine`` / ``radlens_pyradiomics``. Raises what
     pyradiomics raises for a bad ROI."""
     eng_classes, ex_rest = _engine_split(ex, engine, crop_safe)
-    result = ex_rest.execute(image, mask, label=1)  # also pyradiomics' ROI checks (size, dimensions)
+    if eng_classes and not ex_rest.enabledFeatures:  # nothing left for pyradiomics: its ROI checks only
+        from radlens.radiomics import engine as eng
+
+        eng.check_roi(sitk_array(mask) == 1, ex.settings)
+        result = {}
+    else:
+        result = ex_rest.execute(image, mask, label=1)  # also pyradiomics' ROI checks (size, dimensions)
     feats: dict[str, float] = {}
     for k, v in result.items():
         if k.startswith("diagnostics_"):
@@ -434,6 +440,12 @@ def run_features(ex, image, mask, rec: dict[str, Any], *, engine: str = "radlens
     rec["diagnostics"]["radlens_engine"] = ",".join(eng_classes) or None
     rec["diagnostics"]["radlens_pyradiomics"] = ",".join(c for c in ex.enabledFeatures if c not in eng_classes) or None
     return feats
+
+
+def sitk_array(img) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayViewFromImage(img)
 
 
 def order_features(feats: Mapping[str, float], enabled: Mapping[str, Any]) -> dict[str, float]:
