@@ -334,6 +334,7 @@ def fast_diagnostics(case, box=None) -> dict[str, Any]:
     sub = roi[sl]
     cc = sitk.ConnectedComponentImageFilter()
     cc.FullyConnectedOn()
+    cc.SetNumberOfThreads(1)  # a few-voxel box: thread start-up would cost more than the work
     cc.Execute(sitk.GetImageFromArray(sub.astype(np.uint8)))
     idx = np.nonzero(sub)
     vals = arr[sl][sub].astype(np.float64)
