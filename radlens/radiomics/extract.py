@@ -209,9 +209,10 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
     version = str(getattr(_pyradiomics_pkg, "__version__", "unknown"))
     cache = CaseCache((Path(cache_dir) if cache_dir is not None else out.with_name(out.name[:-len(out.suffix)] + ".cache"))
                       if use_cache else None)
+    # without a cache the keys are never looked up: do not read (hash) every image for them
     keys = [case_key(r, bool(g), prm.hash, cache, resample_mask=resample_mask, diagnostics=diagnostics,
                      pyradiomics_version=version, extract_version=EXTRACT_VERSION, engine=engine)
-            for r, g in zip(rows, label_given)]
+            if use_cache else None for r, g in zip(rows, label_given)]
     cache.save_index()
     run_key = obj_hash({"keys": keys, "case_id": [r["case_id"] for r in rows], "out": out.suffix})
 
