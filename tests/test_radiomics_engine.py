@@ -229,3 +229,23 @@ def test_roi_checks_same_errors_as_pyradiomics(tmp_path, roi, settings):
                       show_progress=False).failures for e in ("pyradiomics", "radlens")]
     assert len(errs[0]) == 1 and errs[0]["stage"].iloc[0] == "extract"
     assert errs[1]["error"].tolist() == errs[0]["error"].tolist()
+
+
+def test_volume_count_same_with_scipy_or_simpleitk(monkeypatch):
+    """fast diagnostics count fully connected components with scipy (large runs) or SimpleITK."""
+    import sys
+
+    import scipy.ndimage  # noqa: F401
+
+    m = np.zeros((6, 12, 12), np.uint8)
+    m[1:3, 1:4, 1:4] = 1
+    m[3, 4, 4] = 1  # touches the first blob by a corner only: same component (26-connectivity)
+    m[1:5, 8:11, 8:11] = 1
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(0, 1, m.shape))
+    mask = sitk.GetImageFromArray(m)
+    case = _Case(image, mask)
+    with_scipy = pyrad.fast_diagnostics(case)
+    monkeypatch.delitem(sys.modules, "scipy.ndimage")
+    with_sitk = pyrad.fast_diagnostics(case)
+    assert with_scipy == with_sitk
+    assert with_sitk["diagnostics_Mask-original_VolumeNum"] == 2

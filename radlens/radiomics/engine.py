@@ -139,12 +139,12 @@ def firstorder(image: np.ndarray, roi: np.ndarray, binned: np.ndarray, spacing, 
 
 
 # --------------------------------------------------------------------------- GLCM
-def glcm_matrix(binned: np.ndarray, roi: np.ndarray, settings) -> tuple[np.ndarray, np.ndarray, int]:
+def glcm_matrix(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> tuple[np.ndarray, np.ndarray, int]:
     """Normalised GLCM ``(levels, levels, angles)`` on the grey levels present, as pyradiomics
     builds it (its C extension, symmetrical, empty angles removed), the levels and Ng."""
     from radiomics import cMatrices
 
-    gl = np.unique(binned[roi])
+    gl = np.unique(binned[roi]) if gl is None else gl
     ng = int(np.max(gl))
     P, _ = cMatrices.calculate_glcm(binned, roi, np.array(settings.get("distances", [1])), ng,
                                     settings.get("force2D", False), settings.get("force2Ddimension", 0))
@@ -161,9 +161,9 @@ def glcm_matrix(binned: np.ndarray, roi: np.ndarray, settings) -> tuple[np.ndarr
     return P / s[None, None, :], gl, ng
 
 
-def glcm(binned: np.ndarray, roi: np.ndarray, settings) -> dict[str, float]:
+def glcm(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> dict[str, float]:
     """pyradiomics' GLCM features of one ROI (segment-based, no weighting)."""
-    P, gl, ng = glcm_matrix(binned, roi, settings)
+    P, gl, ng = glcm_matrix(binned, roi, settings, gl)
     n, _, A = P.shape
     g = gl.astype("float")
     i, j = g[:, None, None], g[None, :, None]
@@ -499,6 +499,7 @@ def compute(image, mask, settings: Mapping[str, Any], classes: Mapping[str, Any]
     for cls, names in classes.items():
         if binned is None and not cls.startswith("shape"):
             binned = discretise(arr, roi, settings)
+            gl = np.unique(binned[roi])
         if cls == "shape":
             vals = shape(roi, image.GetSpacing())
         elif cls == "shape2D":
@@ -506,9 +507,8 @@ def compute(image, mask, settings: Mapping[str, Any], classes: Mapping[str, Any]
         elif cls == "firstorder":
             vals = firstorder(arr, roi, binned, image.GetSpacing(), settings)
         elif cls == "glcm":
-            vals = glcm(binned, roi, settings)
+            vals = glcm(binned, roi, settings, gl)
         elif cls in _MATRIX_CLASSES:
-            gl = np.unique(binned[roi])
             vals = _MATRIX_CLASSES[cls](binned, roi, settings, gl, int(np.max(gl)))
         else:  # pragma: no cover - guarded by engine_classes
             raise ValueError(f"engine does not compute {cls!r}")

@@ -61,6 +61,7 @@ __all__ = ["radiomics", "RadiomicsResult", "side_paths", "load_params", "validat
 EXTRACT_VERSION = 2
 DIAGNOSTICS = ("fast", "pyradiomics")
 ENGINES = ("radlens", "pyradiomics")
+_NDIMAGE_FROM = 256  # cases to extract from which the diagnostics use scipy.ndimage (imported once)
 
 # --------------------------------------------------------------------------- orchestration
 class RadiomicsResult:
@@ -245,6 +246,8 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
             man = validate_images(man, todo, jobs=local_jobs if len(todo) >= 4 * local_jobs else 1)
             rows = list(man.rows())
         _extractors(prm, diagnostics)  # forked workers inherit them
+        if diagnostics == "fast" and len(todo) >= _NDIMAGE_FROM:
+            import scipy.ndimage  # noqa: F401  (connected components: ~0.1 s once, then ~40x faster per case)
         for i in todo:  # label left empty: load_case infers it from the mask (as read_manifest does)
             if not label_given[i] and rows[i].get("mask"):
                 rows[i] = {**rows[i], "label": None}

@@ -196,6 +196,26 @@ def extract_classes(case_id: str, crop: tuple, params: Params, classes: tuple[st
     return rec
 
 
+#: CPU seconds spent in units per worker process id in the last pooled run (a parallel run's
+#: critical path on otherwise idle cores is about the largest of them)
+WORKER_CPU: dict[int, float] = {}
+
+
+def _timed_unit(unit: tuple) -> tuple[int, float, Any]:
+    """``run_unit`` in a pool worker, with the worker's pid and the CPU seconds it took."""
+    import time
+
+    c0 = time.process_time()
+    res = _call_unit(unit)
+    return os.getpid(), time.process_time() - c0, res
+
+
+def _call_unit(unit):
+    from radlens.parallel import _call
+
+    return _call(run_unit, unit)
+
+
 def run_unit(unit: tuple) -> Any:
     """One scheduled unit of work (see :mod:`radlens.radiomics.schedule`), in a worker."""
     from radlens.radiomics.pyrad import _extract_batch, _QuietPyradiomics
@@ -242,6 +262,7 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
             for out in state.done(units[t][1], res):
                 yield out
         return
+    WORKER_CPU.clear()
     yield from _pool(units, state, workers)
 
 
@@ -250,7 +271,7 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     import gc
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from radlens.parallel import WorkerError, _call, _mp_context
+    from radlens.parallel import WorkerError, _mp_context
     from radlens.radiomics import pyrad
 
     seq = itertools.count()
@@ -266,12 +287,13 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
                 while heap or inflight:
                     while heap and len(inflight) < workers:
                         c, _, u = heapq.heappop(heap)
-                        inflight[pool.submit(_call, run_unit, state.payload(u))] = (-c, u)
+                        inflight[pool.submit(_timed_unit, state.payload(u))] = (-c, u)
                     finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
                     for fut in finished:
                         cost, u = inflight.pop(fut)
                         try:
-                            res = fut.result()
+                            pid, cpu, res = fut.result()
+                            WORKER_CPU[pid] = WORKER_CPU.get(pid, 0.0) + cpu
                         except Exception as exc:  # a worker died: the pool is broken
                             res = WorkerError(type(exc).__name__, f"worker process failed: {exc}", "")
                         for out in state.done(u, res):
