@@ -57,6 +57,9 @@ def test_plan_orders_by_cost_and_splits_big_cases(volumes):
     units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=2, batch_size=1)]
     assert units[0] == ("prep", 1)  # the big case is split (crop-safe params: by class)
     assert ("batch", (0,)) in units  # the small one is not
+    assert ("shape", 1) not in units
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=2, batch_size=1, mask_shape=True)]
+    assert units[:2] == [("prep", 1), ("shape", 1)]  # shape from the mask alone, while the image is read
     units = [u for _, u in schedule.plan(rows, [0, 1, 2], pyrad.load_params(FILTERED), workers=2, batch_size=1)]
     assert [u for u in units if u[1] == 1] == [("types", 1, ("LoG",), False), ("types", 1, ("Original",), True),
                                                ("types", 1, ("Square",), False)]  # LoG weighs most
@@ -96,6 +99,30 @@ def test_split_cases_identical_to_serial(volumes, tmp_path, params):
         assert pd.isna(eng["radlens_pyradiomics"])
     else:  # filters: every class by pyradiomics
         assert pd.isna(eng["radlens_engine"]) and eng["radlens_pyradiomics"] == "shape,firstorder,glcm"
+
+
+def test_split_case_failing_roi_check_fails_like_serial(tmp_path):
+    """A split case whose ROI pyradiomics would refuse fails with the same message."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for cid, shape, n_roi in (("big", (16, 48, 48), 3), ("small", (4, 10, 10), 30)):
+        img = sitk.GetImageFromArray(rng.normal(0, 1, shape).astype(np.float32))
+        m = np.zeros(shape, np.uint8)
+        m.reshape(-1)[np.linspace(shape[1] * shape[2] + 5, m.size - 5, n_roi).astype(int)] = 1
+        msk = sitk.GetImageFromArray(m)
+        msk.CopyInformation(img)
+        sitk.WriteImage(img, str(tmp_path / f"{cid}.nrrd"))
+        sitk.WriteImage(msk, str(tmp_path / f"{cid}_m.nrrd"))
+        rows.append({"case_id": cid, "image": str(tmp_path / f"{cid}.nrrd"), "mask": str(tmp_path / f"{cid}_m.nrrd")})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    params = {**ORIGINAL, "setting": {"binWidth": 0.25, "minimumROISize": 5, "minimumROIDimensions": 1}}
+    r1 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "a.parquet", use_cache=False, show_progress=False)
+    r2 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "b.parquet", jobs=2, use_cache=False,
+                   show_progress=False)
+    assert r1.failures["case_id"].tolist() == ["big"]
+    assert "Size of the ROI is too small" in r1.failures["error"].iloc[0]
+    pd.testing.assert_frame_equal(r1.failures, r2.failures)
+    pd.testing.assert_frame_equal(r1.features, r2.features, check_exact=True)
 
 
 def test_order_features_matches_execute():

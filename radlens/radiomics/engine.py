@@ -492,8 +492,14 @@ def compute(image, mask, settings: Mapping[str, Any], classes: Mapping[str, Any]
     """
     import SimpleITK as sitk
 
-    arr = sitk.GetArrayFromImage(image)
-    roi = sitk.GetArrayViewFromImage(mask) == 1
+    return compute_arrays(sitk.GetArrayFromImage(image), sitk.GetArrayViewFromImage(mask) == 1,
+                          image.GetSpacing(), settings, classes)
+
+
+def compute_arrays(arr, roi: np.ndarray, spacing, settings: Mapping[str, Any],
+                   classes: Mapping[str, Any]) -> dict[str, float]:
+    """:func:`compute` on arrays: image ``arr`` (None when only shape classes are asked: shape
+    depends on the ROI alone), boolean ``roi`` of the box, ``spacing`` in SimpleITK order."""
     binned = None
     out: dict[str, float] = {}
     for cls, names in classes.items():
@@ -501,11 +507,11 @@ def compute(image, mask, settings: Mapping[str, Any], classes: Mapping[str, Any]
             binned = discretise(arr, roi, settings)
             gl = np.unique(binned[roi])
         if cls == "shape":
-            vals = shape(roi, image.GetSpacing())
+            vals = shape(roi, spacing)
         elif cls == "shape2D":
-            vals = shape2d(roi, image.GetSpacing())
+            vals = shape2d(roi, spacing)
         elif cls == "firstorder":
-            vals = firstorder(arr, roi, binned, image.GetSpacing(), settings)
+            vals = firstorder(arr, roi, binned, spacing, settings)
         elif cls == "glcm":
             vals = glcm(binned, roi, settings, gl)
         elif cls in _MATRIX_CLASSES:

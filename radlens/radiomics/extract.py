@@ -47,6 +47,7 @@ from radlens.radiomics.pyrad import (  # noqa: F401  (re-exported: the public AP
     Params,
     _extractors,
     extract_case,
+    warm_engine,
     fast_diagnostics,
     load_params,
     validate_params,
@@ -245,7 +246,7 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
         if check_images and not given_manifest:  # every content problem of the cases to extract, at once
             man = validate_images(man, todo, jobs=local_jobs if len(todo) >= 4 * local_jobs else 1)
             rows = list(man.rows())
-        _extractors(prm, diagnostics)  # forked workers inherit them
+        warm_engine(prm, diagnostics, engine)  # extractors, engine set-up: forked workers inherit them
         if diagnostics == "fast" and len(todo) >= _NDIMAGE_FROM:
             import scipy.ndimage  # noqa: F401  (connected components: ~0.1 s once, then ~40x faster per case)
         for i in todo:  # label left empty: load_case infers it from the mask (as read_manifest does)

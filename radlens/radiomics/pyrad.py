@@ -451,6 +451,19 @@ def run_features(ex, image, mask, rec: dict[str, Any], *, engine: str = "radlens
     return feats
 
 
+def warm_engine(params: Params, diagnostics: str, engine: str) -> None:
+    """Build what every case needs from the engine (class split, feature names) once, in the
+    parent, before workers are forked (else each worker pays it)."""
+    ex2, ex3, crop_safe = _extractors(params, diagnostics)
+    if engine != "radlens" or diagnostics != "fast":
+        return
+    from radlens.radiomics import engine as eng
+
+    for ex in (ex2, ex3):
+        for cls in _engine_split(ex, engine, crop_safe)[0]:
+            eng.feature_names(cls)
+
+
 def sitk_array(img) -> np.ndarray:
     import SimpleITK as sitk
 

@@ -21,6 +21,7 @@ import heapq
 import itertools
 import logging
 import os
+from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -65,13 +66,15 @@ def group_classes(classes, ndim: int, n_groups: int) -> list[tuple[str, ...]]:
 
 
 def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size: int | None = None,
-         two_stage: bool = True) -> list[tuple[float, tuple]]:
+         two_stage: bool = True, mask_shape: bool = False) -> list[tuple[float, tuple]]:
     """Work units ``(cost, (kind, ...))``, most expensive first.
 
     A case is split when there are several workers, diagnostics are radlens' (``fast``) and the
     case alone is more than half a worker's share of the run: by feature class after one shared
     ``prep`` when cropping is safe (and ``two_stage``), otherwise by image type when there are
-    several. Other cases go in ``batch`` units of ``batch_size`` (default: about 24 units per
+    several. With ``mask_shape`` (radlens' engine computes the shape classes) a split case's
+    shape classes are a ``shape`` unit of their own that reads only the mask, so it starts at once
+    instead of after the image is read. Other cases go in ``batch`` units of ``batch_size`` (default: about 24 units per
     worker, at most 16 cases each), largest cases first.
     """
     from radlens.radiomics.pyrad import _crop_safe
@@ -80,6 +83,12 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
     types = list(spec.get("imageType") or {"Original": {}})
     classes = list(spec.get("featureClass") or {})
     crop_safe = _crop_safe(spec.get("setting") or {}, spec.get("imageType") or {"Original": {}})
+    if mask_shape:  # only when radlens' engine computes every enabled shape class
+        from radlens.radiomics.engine import engine_classes
+
+        shapes = {"shape", "shape2D"} & set(classes)
+        mask_shape = bool(shapes) and shapes <= set(engine_classes(spec.get("setting") or {}, spec.get(
+            "featureClass") or {}, spec.get("imageType") or {"Original": {}}))
     cost = {i: case_cost(rows[i]) for i in todo}
     tw = sum(TYPE_WEIGHT.get(t, 1.0) for t in types)
     share = sum(cost.values()) / max(workers, 1)
@@ -89,6 +98,8 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
         big = workers > 1 and diagnostics == "fast" and cost[i] > share / 2
         if big and crop_safe and two_stage and len(classes) > 1:
             units.append((cost[i], ("prep", i)))
+            if mask_shape and isinstance(rows[i].get("mask"), str) and rows[i]["mask"].strip():
+                units.append((cost[i] * 0.999, ("shape", i)))
         elif big and len(types) > 1:
             for k, t in enumerate(types):
                 units.append((cost[i] * (TYPE_WEIGHT.get(t, 1.0) + (k == 0)) / tw, ("types", i, (t,), k == 0)))
@@ -227,8 +238,50 @@ def run_unit(unit: tuple) -> Any:
         if kind == "prep":
             _, row, params, resample_mask = unit
             return prepare_case(row, params, resample_mask=resample_mask)
+        if kind == "shape":
+            _, row, params = unit
+            return mask_shape(row, params)
         _, case_id, crop, params, classes, engine = unit
         return extract_classes(case_id, crop, params, classes, engine=engine)
+
+
+def mask_shape(row: Mapping[str, Any], params: Params) -> dict[str, Any]:
+    """The shape classes of a case from its mask alone (radlens' engine; shape does not depend
+    on the image): a unit that runs while another worker reads the image. The mask is read as
+    :func:`radlens.io.images.load_case` reads it; load problems are reported by the ``prep`` unit."""
+    import SimpleITK as sitk
+
+    from radlens.io.images import _read_raw, _squeeze
+    from radlens.radiomics import engine as eng
+    from radlens.radiomics.pyrad import _extractors, _roi_box
+
+    rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
+                           "stage": None, "error": None, "warnings": []}
+    try:
+        m = _squeeze(_read_raw(Path(row["mask"]), "mask"))
+        if m.GetNumberOfComponentsPerPixel() > 1:
+            m = sitk.VectorIndexSelectionCast(m, 0)
+        arr = sitk.GetArrayViewFromImage(m)
+        label = row.get("label")
+        if label is None or (isinstance(label, float) and np.isnan(label)):
+            label = 1
+            if not (arr == 1).any():
+                vals = np.unique(arr)
+                if vals[vals != 0].size == 1:
+                    label = vals[vals != 0][0]
+        roi = arr == int(label)
+        lo, hi = _roi_box(roi)
+        sub = roi[tuple(slice(a, b) for a, b in zip(lo, hi))]
+        ex2, ex3, _ = _extractors(params, "fast")
+        ex = ex2 if sub.ndim == 2 else ex3
+        classes = {c: ex.enabledFeatures[c] for c in ("shape", "shape2D") if c in ex.enabledFeatures}
+        eng.check_roi(sub, ex.settings)
+        rec["features"] = eng.compute_arrays(None, sub, m.GetSpacing(), ex.settings, classes)
+        rec["diagnostics"]["radlens_engine"] = ",".join(classes) or None
+    except Exception as exc:  # same message as the unsplit extraction's
+        msg = str(exc).strip().splitlines()
+        rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
+    return rec
 
 
 def _failure(case_id, msg) -> dict[str, Any]:
@@ -247,11 +300,12 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
 
     workers = 1 if (executor == "process" and jobs == 1) else jobs
     units = plan(rows, todo, prm, workers=workers, diagnostics=diagnostics, batch_size=batch_size,
-                 two_stage=executor == "process")
+                 two_stage=executor == "process", mask_shape=engine == "radlens" and not resample_mask)
     n_split = sum(1 for _, u in units if u[0] == "prep") + len({u[1] for _, u in units if u[0] == "types"})
     if n_split:
         log.info("radiomics: %d large case(s) split across %d workers", n_split, workers)
     state = _Merger(rows, prm, diagnostics, resample_mask, workers, engine)
+    state.has_shape = {u[1] for _, u in units if u[0] == "shape"}
     if executor != "process" or workers == 1:
         from radlens.parallel import iter_cases
 
@@ -320,6 +374,8 @@ class _Merger:
         self.parts: dict[int, dict[int, dict]] = {}
         self.prep: dict[int, dict] = {}
         self.groups: dict[int, list] = {}
+        self.has_shape: set[int] = set()  # split cases whose shape classes are a mask-only unit
+        self.finished: set[int] = set()
         self._next: list = []
 
     def payload(self, u):
@@ -332,6 +388,8 @@ class _Merger:
                               self.engine))
         if kind == "prep":
             return ("prep", self.rows[u[1]], self.prm, self.resample_mask)
+        if kind == "shape":
+            return ("shape", self.rows[u[1]], self.prm)
         _, i, k = u  # classes
         return ("classes", str(self.rows[i]["case_id"]), self.prep[i]["crop"], self.prm, self.groups[i][k],
                 self.engine)
@@ -342,7 +400,7 @@ class _Merger:
 
     def done(self, u, res) -> list[tuple[int, dict, bool]]:
         from radlens.parallel import WorkerError
-        from radlens.radiomics.pyrad import _extractors, order_features
+        from radlens.radiomics.pyrad import _extractors
 
         kind = u[0]
         crashed = isinstance(res, WorkerError) or (kind == "batch" or kind == "types") and not isinstance(res, list)
@@ -361,28 +419,39 @@ class _Merger:
             was_crashed = got.pop("crashed")
             del self.parts[i]
             return [(i, merge_parts([got[k] for k in sorted(got)]), not was_crashed)]
+        if i in self.finished:  # the case already failed in another part
+            return []
         if kind == "prep":
-            if crashed:
-                return [(i, _failure(self.rows[i]["case_id"], res), False)]
-            if res.get("error"):
-                return [(i, res, True)]
+            if crashed or res.get("error"):
+                self.finished.add(i)
+                self.parts.pop(i, None)
+                return [(i, _failure(self.rows[i]["case_id"], res), False) if crashed else (i, res, True)]
             ndim = res["crop"][0].ndim
             ex2, ex3, _ = _extractors(self.prm, "fast")
-            enabled = (ex2 if ndim == 2 else ex3).enabledFeatures
+            enabled = [c for c in (ex2 if ndim == 2 else ex3).enabledFeatures
+                       if not (i in self.has_shape and c.startswith("shape"))]
             self.groups[i] = group_classes(enabled, ndim, self.workers)
             self.prep[i] = res
-            self.parts[i] = {}
+            self.parts.setdefault(i, {})
             cost = case_cost(self.rows[i])
             self._next = [(cost, ("classes", i, k)) for k in range(len(self.groups[i]))]
+            return self._finish(i)
+        # classes, shape
+        k = u[2] if kind == "classes" else -1  # the shape part first
+        self.parts.setdefault(i, {})[k] = _failure(self.rows[i]["case_id"], res) if crashed else res
+        return self._finish(i)
+
+    def _finish(self, i) -> list[tuple[int, dict, bool]]:
+        """The merged record of split case ``i`` once every part is in (else [])."""
+        from radlens.radiomics.pyrad import _extractors, order_features
+
+        got = self.parts.get(i, {})
+        if i not in self.groups or len(got) < len(self.groups[i]) + (i in self.has_shape):
             return []
-        # classes
-        _, i, k = u
-        got = self.parts[i]
-        got[k] = _failure(self.rows[i]["case_id"], res) if crashed else res
-        if len(got) < len(self.groups[i]):
-            return []
+        self.finished.add(i)
         prep = self.prep.pop(i)
         del self.parts[i], self.groups[i]
+        self.has_shape.discard(i)
         bad = next((got[k2] for k2 in sorted(got) if got[k2].get("error")), None)
         warnings = list(prep.get("warnings") or []) + [w for k2 in sorted(got) for w in got[k2].get("warnings") or []]
         if bad is not None:
