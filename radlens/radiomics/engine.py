@@ -162,35 +162,41 @@ def glcm_matrix(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> tuple
 
 
 def glcm(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> dict[str, float]:
-    """pyradiomics' GLCM features of one ROI (segment-based, no weighting)."""
+    """pyradiomics' GLCM features of one ROI (segment-based, no weighting).
+
+    Sums over the matrix run over its non-empty cells only (a small ROI's GLCM is mostly zeros;
+    the empty cells add exact zeros); HXY2 and MCC use the whole matrix, as their formulas do.
+    """
     P, gl, ng = glcm_matrix(binned, roi, settings, gl)
     n, _, A = P.shape
     g = gl.astype("float")
-    i, j = g[:, None, None], g[None, :, None]
-    px = P.sum(1, keepdims=True)  # (n, 1, A)
-    py = P.sum(0, keepdims=True)  # (1, n, A)
-    ux = np.sum(i * P, (0, 1))
-    uy = np.sum(j * P, (0, 1))
+    px = P.sum(1)  # (n, A)
+    py = P.sum(0)  # (n, A)
     flat = P.reshape(n * n, A)
-    ij_sum = (g[:, None] + g[None, :]).ravel()
-    ij_diff = np.abs(g[:, None] - g[None, :]).ravel()
+    nz = np.flatnonzero(flat.any(1))  # NaN (an empty single angle) counts as non-empty
+    Pk = flat[nz]  # (K, A)
+    ri, rj = nz // n, nz % n
+    gi, gj = g[ri], g[rj]
+    ux = np.sum(g[:, None, None] * P, (0, 1))  # dense, as pyradiomics sums them: the centred
+    uy = np.sum(g[None, :, None] * P, (0, 1))  # moments below are sensitive to their last bits
     k_sum = np.arange(2, ng * 2 + 1, dtype="float")
     k_diff = np.arange(0, ng, dtype="float")
-    p_add = (k_sum[:, None] == ij_sum[None, :]).astype(float) @ flat  # (2 Ng - 1, A)
-    p_sub = (k_diff[:, None] == ij_diff[None, :]).astype(float) @ flat  # (Ng, A)
-    HXY = -np.sum(P * np.log2(P + EPS), (0, 1))
+    p_add = (k_sum[:, None] == (gi + gj)[None, :]).astype(float) @ Pk  # (2 Ng - 1, A)
+    p_sub = (k_diff[:, None] == np.abs(gi - gj)[None, :]).astype(float) @ Pk  # (Ng, A)
+    HXY = -np.sum(Pk * np.log2(Pk + EPS), 0)
     # per-angle values of every feature, averaged over angles in one nanmean at the end
     v: dict[str, Any] = {}
-    v["Autocorrelation"] = np.sum(P * (i * j), (0, 1))
-    c = (i + j) - ux - uy
-    v["ClusterProminence"] = np.sum(P * c ** 4, (0, 1))
-    v["ClusterShade"] = np.sum(P * c ** 3, (0, 1))
-    v["ClusterTendency"] = np.sum(P * c ** 2, (0, 1))
-    v["Contrast"] = np.sum(P * (np.abs(i - j) ** 2), (0, 1))
-    di, dj = i - ux, j - uy
-    sigx = np.sum(P * di ** 2, (0, 1)) ** 0.5
-    sigy = np.sum(P * dj ** 2, (0, 1)) ** 0.5
-    corm = np.sum(P * di * dj, (0, 1))
+    v["Autocorrelation"] = (gi * gj) @ Pk
+    c = (gi + gj)[:, None] - ux - uy
+    v["ClusterProminence"] = np.sum(Pk * c ** 4, 0)
+    v["ClusterShade"] = np.sum(Pk * c ** 3, 0)
+    v["ClusterTendency"] = np.sum(Pk * c ** 2, 0)
+    v["Contrast"] = (np.abs(gi - gj) ** 2) @ Pk
+    di, dj = gi[:, None] - ux, gj[:, None] - uy
+    ss = np.sum(Pk * di ** 2, 0)
+    sigx = ss ** 0.5
+    sigy = np.sum(Pk * dj ** 2, 0) ** 0.5
+    corm = np.sum(Pk * di * dj, 0)
     corr = corm / (sigx * sigy + EPS)
     corr[sigx * sigy == 0] = 1
     v["Correlation"] = corr
@@ -203,10 +209,10 @@ def glcm(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> dict[str, fl
     v["Idm"] = np.sum(p_sub / (1 + kd ** 2), 0)
     v["Idmn"] = np.sum(p_sub / (1 + (kd ** 2) / (ng ** 2)), 0)
     v["Idn"] = np.sum(p_sub / (1 + (kd / ng)), 0)
-    pxy = px * py
-    HX = -np.sum(px * np.log2(px + EPS), (0, 1))
-    HY = -np.sum(py * np.log2(py + EPS), (0, 1))
-    HXY1 = -np.sum(P * np.log2(pxy + EPS), (0, 1))
+    HX = -np.sum(px * np.log2(px + EPS), 0)
+    HY = -np.sum(py * np.log2(py + EPS), 0)
+    HXY1 = -np.sum(Pk * np.log2(px[ri] * py[rj] + EPS), 0)
+    pxy = px[:, None, :] * py[None, :, :]
     HXY2 = -np.sum(pxy * np.log2(pxy + EPS), (0, 1))
     div = np.fmax(HX, HY)
     imc1 = HXY - HXY1
@@ -217,18 +223,18 @@ def glcm(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> dict[str, fl
     imc2[HXY2 == HXY] = 0
     v["Imc2"] = imc2
     v["InverseVariance"] = np.sum(p_sub[1:, :] / k_diff[1:, None] ** 2, 0)
-    v["JointEnergy"] = np.sum(P ** 2, (0, 1))
+    v["JointEnergy"] = np.sum(Pk ** 2, 0)
     v["JointEntropy"] = HXY
-    v["MaximumProbability"] = np.amax(P, (0, 1))
+    v["MaximumProbability"] = np.amax(Pk, 0)
     v["SumAverage"] = np.sum(k_sum[:, None] * p_add, 0)
     v["SumEntropy"] = -np.sum(p_add * np.log2(p_add + EPS), 0)
-    v["SumSquares"] = np.sum(P * di ** 2, (0, 1))
+    v["SumSquares"] = ss
     names = list(v)
     with np.errstate(all="ignore"):
         means = np.nanmean(np.stack([v[k] for k in names]), axis=1)
     f: dict[str, Any] = dict(zip(names, means))
     f["JointAverage"] = ux.mean()
-    f["MCC"] = _mcc(P, px, py)
+    f["MCC"] = _mcc(P, px[:, None, :], py[None, :, :])
     return f
 
 
@@ -238,7 +244,7 @@ def _mcc(P, px, py):
         return 1  # flat region (pyradiomics returns the int 1)
     try:
         # Q[i, j] = sum_k P[i, k] P[j, k] / (px[i] py[k] + eps), per angle
-        Q = np.einsum("ika,jka->aij", P / (px * py + EPS), P)
+        Q = (P / (px * py + EPS)).transpose(2, 0, 1) @ P.transpose(2, 1, 0)
         ev = np.linalg.eigvals(Q)
         ev.sort()
         return np.nanmean(np.sqrt(ev[:, -2])).real
