@@ -208,15 +208,20 @@ def load_params(params: str | os.PathLike | Mapping | None = None, *, validate: 
 
 
 def validate_params(prm: Params) -> Params:
-    """``prm`` with ``spec`` filled by pyradiomics (raises :class:`ConfigError` if it rejects them)."""
-    with _QuietPyradiomics():
-        try:
-            ex = _new_extractor(prm.source)
-        except Exception as exc:
-            where = f"params file {prm.source!r}" if isinstance(prm.source, str) else "params dict"
-            raise ConfigError(f"{where} is not valid pyradiomics parameters: {str(exc).strip()[:800]}; see "
-                              "https://pyradiomics.readthedocs.io/en/latest/customization.html") from exc
-    _BASE[prm.hash] = ex
+    """``prm`` with ``spec`` filled by pyradiomics (raises :class:`ConfigError` if it rejects them).
+
+    Parameters with the same hash (file bytes or dict) validated before in this process reuse that
+    extractor (pyradiomics' schema validation parses YAML in pure Python: tens of ms per run)."""
+    ex = _BASE.get(prm.hash)
+    if ex is None:
+        with _QuietPyradiomics():
+            try:
+                ex = _new_extractor(prm.source)
+            except Exception as exc:
+                where = f"params file {prm.source!r}" if isinstance(prm.source, str) else "params dict"
+                raise ConfigError(f"{where} is not valid pyradiomics parameters: {str(exc).strip()[:800]}; see "
+                                  "https://pyradiomics.readthedocs.io/en/latest/customization.html") from exc
+        _BASE[prm.hash] = ex
     spec = {"setting": _jsonable(ex.settings), "imageType": _jsonable(ex.enabledImagetypes),
             "featureClass": _jsonable(ex.enabledFeatures)}
     if ex.settings.get("label", 1) != 1:
