@@ -96,28 +96,37 @@ def build_sections(ctx: Context) -> list[tuple[str, str, str]]:
         ("cam", "CAM drift: transfer learning vs fine-tuning", _safe(extra.cam, ctx)),
         ("probe", "Pooling probe: does small-lesion signal survive pooling?", _safe(extra.probe, ctx)),
         ("localization", "Localization scores and the accuracy–interpretability trade-off", _safe(extra.localization, ctx)),
+        ("stages", "Stages: status and timing", _safe(stages, ctx)),
         ("provenance", "Config, versions and input hashes", _safe(provenance, ctx)),
     ]
 
 
 # --------------------------------------------------------------------------- overview
 def overview(ctx: Context) -> str:
+    intro = ("<p>radlens asks <b>what fine-tuning changed inside an encoder</b>: the radiomic lens maps "
+             "radiomic descriptors of each ROI to the pre-fine-tuning embedding and measures which "
+             "descriptors the fine-tuned embeddings became more sensitive to; CAM drift compares where "
+             "the transfer-learning and fine-tuned classifiers look; the pooling probe tests whether "
+             "small-lesion signal survives CLS/global pooling; localization scores compare the maps "
+             "with the ROIs. The findings above summarise each analysis; the per-stage status and "
+             "timing table is in <a href=\"#stages\">Stages</a>.</p>")
+    counts: dict[str, int] = {}
+    for r in ctx.stages.values():
+        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
+    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    return intro + f"<p>Stages: {H.esc(summary)} · total {H.fmt(ctx.run.get('seconds', 0), 1)} s.</p>"
+
+
+def stages(ctx: Context) -> str:
     import pandas as pd
 
     rows = [{"stage": r["name"], "status": r.get("status", "?"), "wall s": r.get("seconds", 0.0),
              "CPU s": r.get("cpu_seconds", float("nan")), "error": (r.get("error") or "")[:240]}
             for r in ctx.stages.values()]
     df = pd.DataFrame(rows)
-    counts = df["status"].value_counts().to_dict() if len(df) else {}
-    intro = ("<p>radlens asks <b>what fine-tuning changed inside an encoder</b>: the radiomic lens maps "
-             "radiomic descriptors of each ROI to the pre-fine-tuning embedding and measures which "
-             "descriptors the fine-tuned embeddings became more sensitive to; CAM drift compares where "
-             "the transfer-learning and fine-tuned classifiers look; the pooling probe tests whether "
-             "small-lesion signal survives CLS/global pooling; localization scores compare the maps "
-             "with the ROIs.</p>")
-    summary = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-    return intro + f"<p>Stages: {H.esc(summary)} · total {H.fmt(ctx.run.get('seconds', 0), 1)} s.</p>" + H.table(
-        df, max_rows=80)
+    return ("<p class='muted'>wall s: elapsed time; CPU s: CPU time of the main process (workers not "
+            "included); failed-stage tracebacks are in <code>logs/</code>.</p>"
+            + H.table(df, max_rows=200, source=ctx.run_dir / "stages"))
 
 
 # --------------------------------------------------------------------------- cohort
@@ -144,7 +153,7 @@ def cohort(ctx: Context) -> str:
                 rows.append({"task": col, "positive": int((y == 1).sum()), "negative": int((y == 0).sum()),
                              "unlabelled": int(y.isna().sum())})
     if rows:
-        body += "<h3>Task labels</h3>" + H.table(pd.DataFrame(rows))
+        body += "<h3>Task labels</h3>" + H.table(pd.DataFrame(rows), max_rows=500)
     attrs = [c for c in ("lesion_radius", "lesion_area_frac", "lesion_intensity", "texture_corr_len", "texture_amp",
                          "elongation") if c in df.columns]
     if attrs:
@@ -160,15 +169,14 @@ def cohort(ctx: Context) -> str:
         body += H.failed(f"example-case figure: {type(exc).__name__}: {exc}")
     else:
         if fig:
-            body += H.figs(H.image(fig, "Example cases with the ROI outline"))
+            body += H.figs(H.image(fig, "Example cases spread over the lesion sizes (smallest first, then a "
+                                        "lesion-free control), ROI outlined", width=900))
     del np
     return body
 
 
 def _cohort_figure(ctx: Context) -> Path | None:
-    out = ctx.fig_dir / "cohort_examples"
-    if out.with_suffix(".png").exists():
-        return out.with_suffix(".png")
+    out = ctx.fig_dir / "cohort_examples"  # redrawn each time (8 images): never a stale figure
     mpath = Path(ctx.run["inputs"]["manifest"]["path"])
     try:
         from radlens.viz.synth import plot_phantom_examples
@@ -200,14 +208,14 @@ def lens(ctx: Context) -> str:
             "bootstrap CI.</p>")
     for arch in ctx.archs:
         d = ctx.run_dir / "lens" / arch / "compare"
-        body += f"<h3>{H.esc(arch)}</h3>"
+        body += f'<h3 id="lens-{H.esc(arch)}">{H.esc(arch)}</h3>'
         if not (d / "compare.json").exists():
             body += H.not_run(ctx.why_not(f"compare/{arch}") if f"compare/{arch}" in ctx.stages
                               else ctx.why_not(f"fit-pre/{arch}"))
             continue
         if (d / "global_summary.csv").exists():
             gs = read_table(d / "global_summary.csv")
-            body += "<h4>Global summary per task</h4>" + H.table(gs)
+            body += "<h4>Global summary per task</h4>" + H.table(gs, source=d / "global_summary.csv")
             r2 = gs["r2_pre_heldout"].dropna() if "r2_pre_heldout" in gs.columns else []
             if len(r2) and float(r2.max()) < LOW_LENS_R2:
                 body += H.caution(
@@ -240,5 +248,5 @@ def provenance(ctx: Context) -> str:
     rows = [{"input": k, "path": v.get("path", ""), "sha256": v.get("sha256", "")[:16] + "…"} for k, v in inp.items()]
     body += ("<h3>Input hashes</h3><p class='muted'>sha256 of the file (manifest) or of the spec YAML and "
              "every checkpoint it references; stage keys in <code>stages/</code> also hash every image.</p>"
-             + H.table(pd.DataFrame(rows), max_rows=100))
+             + H.table(pd.DataFrame(rows), max_rows=100, source=ctx.run_dir / "run.json"))
     return body
