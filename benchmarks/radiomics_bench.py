@@ -42,7 +42,6 @@ import logging
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
