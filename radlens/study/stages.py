@@ -61,8 +61,11 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                 def do_embed(spec_path=spec_path, out=out, layer=layer, layers=layers):
                     from radlens.encoders import embed
 
+                    kw = {}
+                    if cfg.embed.executor == "dask":  # the same file as a local run: not part of the stage hash
+                        kw = {"executor": "dask", "scheduler": cfg.embed.scheduler, "jobs": cfg.embed.jobs}
                     embed(manifest, encoder_spec_of(spec_path, layer), out, pooling=("cls", "mean", "roi"),
-                          batch_size=cfg.embed.batch_size, device=cfg.embed.device, workers=0, layers=layers)
+                          batch_size=cfg.embed.batch_size, device=cfg.embed.device, layers=layers, **kw)
 
                 params = {"batch_size": cfg.embed.batch_size, "layer": enc.layer}
                 if layers:
