@@ -75,7 +75,8 @@ def _embed(model, images, d, name):
     from radlens.encoders import embed_arrays, load_encoder
     from radlens.synth.models import cnn_args
 
-    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(d / f"{name}.safetensors"))
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(d / f"{name}.safetensors"))
     spec = {"kind": "monai", "name": "ResNet", "args": cnn_args(4), "checkpoint": str(d / f"{name}.safetensors"),
             "preprocess": {"spatial_size": [32, 32], "intensity": "zscore"}}
     out = embed_arrays(load_encoder(spec, layers=LAYERS), list(images), pooling=("cls",), batch_size=64)

@@ -419,7 +419,8 @@ def layer_summary_table(summaries: dict, layers: list[str]):
         for i, L in enumerate(layers):
             s = by[L]
             rec = {"layer": L, "layer_index": i, "task": task}
-            rec.update({k: v for k, v in s.items() if k not in rec and (v is None or isinstance(v, (int, float, str, bool)))})
+            rec.update({k: v for k, v in s.items()
+                        if k not in rec and (v is None or isinstance(v, (int, float, str, bool)))})
             rows.append(rec)
     df = pd.DataFrame(rows)
     cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
