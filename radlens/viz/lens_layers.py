@@ -80,7 +80,7 @@ def layer_class_heatmap(feats, out_stem, sig_level: float = 0.05) -> list[Path]:
     title = f"Where in the encoder the radiomic sensitivity moved (numbers: features with q < {sig_level:g})"
     if sum(k == "contrast" for k, _ in panels) == 2:
         title += "\nwith two tasks the two task-specific changes are mirror images (identical scores)"
-    top = 1 - (0.45 + 0.18 * title.count("\n")) / fig.get_figheight()
+    top = 1 - (0.8 + 0.18 * title.count("\n")) / fig.get_figheight()
     fig.subplots_adjust(left=0.08, right=0.9, wspace=0.45, hspace=0.9, top=top)
     cax = fig.add_axes([0.92, 0.2, 0.012, 0.6])
     cb = fig.colorbar(im, cax=cax)
