@@ -91,7 +91,7 @@ def _lens_enrichment(ctx) -> str:
     body = "<h3>Does the lens put the expected feature classes on top?</h3>"
     if not exp:
         return body + H.not_run("no lens.expected_classes in the study config (set them to test an expectation)")
-    body += ("<p>For each task, the top-k features by shift are checked for enrichment of the feature "
+    body += ("<p>For each task, the top-k features by emphasis change are checked for enrichment of the feature "
              "classes the task was built on (texture task: GLCM/GLRLM/GLSZM/GLDM/NGTDM; intensity task: "
              "first order; shape task: shape). <i>p</i>: share of random k-subsets of the features with at "
              "least as many hits (permutation), and the exact hypergeometric tail.</p>")

@@ -203,9 +203,13 @@ def lens(ctx: Context) -> str:
         return H.not_run(ctx.why_not("compare", "lens"))
     body = ("<p>For each architecture a <b>radiomic lens</b> (two-layer MLP: radiomic features → pre "
             "embedding) is fitted on the pre checkpoint; its first layer is frozen and only the linear head is "
-            "re-estimated on each fine-tuned checkpoint's embeddings. <b>shift</b> is how much more (or less) "
-            "of each radiomic feature the fine-tuned embedding carries, with a permutation null (z, q) and a "
-            "bootstrap CI.</p>")
+            "re-estimated on each fine-tuned checkpoint's embeddings. <b>emphasis</b> is how much more (or less) "
+            "sensitive to each radiomic feature the fine-tuned embedding became, after a global rescale and an "
+            "orthogonal re-coding of the embedding are taken out (they are reported per task below), with a "
+            "permutation null (z, q) and a bootstrap CI. Across tasks the change splits into what <b>every</b> "
+            "fine-tuning changed (common) and what <b>each task</b> changed beyond the others (task-specific), "
+            "and <b>alignment</b> asks whether a task's specific change points at the radiomic features that "
+            "separate that task's labels.</p>")
     for arch in ctx.archs:
         d = ctx.run_dir / "lens" / arch / "compare"
         body += f'<h3 id="lens-{H.esc(arch)}">{H.esc(arch)}</h3>'
@@ -223,16 +227,51 @@ def lens(ctx: Context) -> str:
                     f"cases (r2_pre_heldout < {LOW_LENS_R2}); the shifts describe that small radiomic part of the "
                     "embedding only. An earlier, more local layer (encoders.<arch>.layer in the study config) or "
                     "ROI pooling usually raises it.")
-        body += H.figs(H.image(d / "heatmap.png", f"{arch}: shift (z) of every radiomic feature across tasks"),
-                       H.image(d / "class_totals.png", f"{arch}: shift totals per feature class") +
-                       H.image(d / "rank_correlation.png", f"{arch}: rank agreement of the shifts between tasks",
-                               width=420))
-        body += H.image(d / "top_k_bars.png", f"{arch}: top features per task with bootstrap CIs")
+        body += _lens_v2(ctx, arch, d)
+        body += H.figs(H.image(d / "heatmap.png", f"{arch}: emphasis change (z) of every radiomic feature per task"),
+                       H.image(d / "class_totals.png", f"{arch}: emphasis-change totals per feature class") +
+                       H.image(d / "rank_correlation.png", f"{arch}: rank agreement of the emphasis changes between "
+                               "tasks", width=420))
+        body += H.image(d / "top_k_bars.png", f"{arch}: top features per task (emphasis change) with bootstrap CIs")
         if (d / "top_k.csv").exists():
             top = read_table(d / "top_k.csv")
             k = int(ctx.config.get("lens", {}).get("top_k", 10))
-            body += f"<h4>Top {k} features per task (shift with 95% CI)</h4>" + H.table(
+            body += f"<h4>Top {k} features per task (emphasis change with 95% CI)</h4>" + H.table(
                 top.groupby("task").head(k), max_rows=10 * k)
+    return body
+
+
+def _lens_v2(ctx: Context, arch: str, d) -> str:
+    """Global rescale / re-coding per task, common vs task-specific change, task alignment."""
+    from radlens.io.artifacts import read_json, read_table
+
+    body = ""
+    if (d / "global_summary.csv").exists():
+        gs = read_table(d / "global_summary.csv")
+        if "global_change" in gs.columns:
+            body += "<h4>What happened to each fine-tuned embedding as a whole</h4><ul>" + "".join(
+                f"<li><b>{H.esc(r.task)}</b>: {H.esc(r.global_change)}</li>" for r in gs.itertuples()) + "</ul>"
+    if not (d / "decomposition.json").exists():
+        return body + H.not_run("no cross-task decomposition in this run (compare without --lens)")
+    dec = read_json(d / "decomposition.json")
+    mirror = (" With two tasks the two task-specific changes are mirror images (identical columns): they show "
+              "where the tasks differ, not which one moved." if dec.get("mirror") else "")
+    body += ("<h4>Common vs task-specific change</h4><p>Common: the mean change over the "
+             f"{dec.get('n_tasks')} tasks ({dec.get('common', {}).get('n_significant')} features with q &lt; 0.05). "
+             "Task-specific: each task's change minus the mean of the others'." + mirror + "</p>")
+    if dec.get("caution"):
+        body += H.caution(dec["caution"])
+    body += H.figs(H.image(d / "common_heatmap.png", f"{arch}: what every fine-tuning changed (z; dots q < 0.05)",
+                           width=360),
+                   H.image(d / "contrast_heatmap.png", f"{arch}: what each task changed beyond the others "
+                           "(z; dots q < 0.05)"))
+    if (d / "alignment.csv").exists():
+        al = read_table(d / "alignment.csv")
+        body += ("<h4>Task alignment</h4><p>Spearman ρ over features between each feature's association with "
+                 "the task's labels (|AUC − 0.5|) and the task's specific change; p: labels permuted over whole "
+                 "patients. ρ &gt; 0 with small p: fine-tuning moved the encoder toward the task's radiomic "
+                 "signature.</p>" + H.table(al))
+        body += H.figs(H.image(d / "alignment.png", f"{arch}: task alignment"))
     return body
 
 

@@ -59,7 +59,7 @@ def v_lens(ctx) -> list[dict]:
         r2 = float(gs["r2_pre_heldout"].max()) if "r2_pre_heldout" in gs.columns else float("nan")
         sig = ""
         if "n_significant" in gs.columns:
-            sig = ("; features with a significant shift (permutation null, BH q < 0.05) per task: "
+            sig = ("; features with a significant change of emphasis (permutation null, BH q < 0.05) per task: "
                    + ", ".join(f"{_task(r.task)} {int(r.n_significant)}" for r in gs.itertuples()))
         text = (f"Radiomic lens, {arch}: explains {100 * r2:.1f}% of the held-out pre embedding (R²){sig}.")
         out.append(verdict("Radiomic lens", text, f"lens-{arch}", "ok" if r2 >= WEAK_LENS_R2 else "mixed"))
