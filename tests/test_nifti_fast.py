@@ -60,3 +60,23 @@ def test_truncated_file_declines(tmp_path):
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
     assert read_nifti_2d(p) is None
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.uint8, np.int16, np.uint16, np.int32, np.int64])
+def test_distinct_values_equals_np_unique(dtype):
+    from radlens.io.masks import distinct_values
+
+    rng = np.random.default_rng(1)
+    for arr in (np.zeros((3, 4), dtype), rng.integers(0, 2, (5, 6, 7)).astype(dtype),
+                (rng.integers(-3, 40, (9, 9)) if np.dtype(dtype).kind == "i" else rng.integers(0, 2, (9, 9))).astype(dtype),
+                np.array([], dtype)):
+        got, ref = distinct_values(arr), np.unique(arr)
+        assert got.dtype == ref.dtype
+        assert np.array_equal(got, ref)
+
+
+def test_distinct_values_float_keeps_np_unique():
+    from radlens.io.masks import distinct_values
+
+    arr = np.array([[0.0, 0.5, np.nan], [1.0, 0.0, np.nan]])
+    assert np.array_equal(distinct_values(arr), np.unique(arr), equal_nan=True)
