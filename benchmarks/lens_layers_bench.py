@@ -39,7 +39,8 @@ def main(argv=None):
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2, help="BLAS / torch threads")
     ap.add_argument("--repeat", type=int, default=3, help="repeats of the CKA bootstrap comparison")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "lens_layers_bench.json"))
+    ap.add_argument("--out", "--json", dest="out",
+                    default=str(Path(__file__).parent / "results" / "lens_layers_bench.json"))
     args = ap.parse_args(argv)
 
     import numpy as np
