@@ -241,6 +241,16 @@ def _embed(r: dict) -> str:
     return "; ".join(parts)
 
 
+def _lens_layers(r: dict) -> str:
+    m = r.get("machine", {})
+    cka = _g(r, "cka_bootstrap")
+    return (f"fit-pre {float(_g(r, 'fit_pre_s')):.0f} s, refit-post (all layers and tasks) "
+            f"{float(_g(r, 'refit_post_all_s')):.0f} s, compare {float(_g(r, 'compare_s')):.0f} s; "
+            f"CKA bootstrap ({cka.get('n_boot', '?')} resamples) Gram form vs explicit resamples "
+            f"{float(_g(cka, 'speedup_median')):.0f}× (median) ({str(r.get('date', ''))[:10]}, "
+            f"{m.get('cpu_count', '?')} CPUs, {m.get('threads', '?')} threads)")
+
+
 #: one row per benchmark: results file, script, what it measures, target, formatter of the JSON
 BENCHMARKS = [
     ("radiomics_bench.json", "radiomics_bench.py", "radlens vs a plain pyradiomics loop on the same ROIs "
@@ -248,6 +258,8 @@ BENCHMARKS = [
     ("embed_bench.json", "embed_bench.py", "all three poolings vs bare `model(x)` (same batches / from disk); "
      "peak memory 10k vs 1k images", "≥0.9×; ≤1.2×", _embed),
     ("lens_bench.json", "lens_bench.py", "refit-post with a 200-replicate null, 1k×100×768", "seconds", None),
+    ("lens_layers_bench.json", "lens_layers_bench.py", "layer-wise lens: 4 layers × 3 tasks × 1k cases × 100 "
+     "features, 5 seeds, 200 null + 200 bootstrap", "seconds", _lens_layers),
     ("cam_bench.json", "cam_bench.py", "batched vs per-sample CAMs, batch 16", "≥3×", None),
     ("delong_bench.json", "delong_bench.py", "fast DeLong vs O(n²), 100k samples", "≥100×", None),
 ]

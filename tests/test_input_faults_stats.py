@@ -227,8 +227,10 @@ def test_fit_pre_groups_by_the_tables_patient_id(tmp_path, monkeypatch):
         seen["groups"] = list(groups)
         raise Stop
 
-    monkeypatch.setattr(pipeline, "_load_embeddings",
-                        lambda path, pooling: (rad["case_id"].to_numpy(), rng.normal(size=(n, 3)), "roi", {}))
+    def fake_load(path, pooling, layer=None):
+        return rad["case_id"].to_numpy(), rng.normal(size=(n, 3)), "roi", {}
+
+    monkeypatch.setattr(pipeline, "_load_embeddings", fake_load)
     from radlens.lens.estimator import RadiomicLens
 
     monkeypatch.setattr(RadiomicLens, "fit", fake_fit)

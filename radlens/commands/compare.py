@@ -27,6 +27,13 @@ alignment: the Spearman correlation between each feature's association with the 
 the task's specific change of emphasis, with a patient-grouped permutation p (OUT/alignment.csv: task,
 alignment, alignment_p, n_features; association.csv; alignment.png).
 
+Layer-wise tables (refit-post with a layer-wise lens): each layer is compared in OUT/<layer>/ as above
+(with --lens LENS_DIR of fit-pre --layers and multi-layer --embeddings files: each layer's lens and
+layer), and OUT gets layer_features.csv (layer x feature: headline change, z, q per task, and the
+common / task-specific decomposition when computed), layer_summary.csv (per layer and task: CKA
+pre/post and held-out R2 pre/post with bootstrap CIs) and the figures layer_heatmap (layer x feature
+class per task) and layer_depth (CKA and R2 against depth). --layers restricts the layers.
+
 Examples:
   radlens compare shifts_texture.parquet shifts_shape.parquet --out compare/
   radlens compare shifts_*.parquet --lens lens/ --embeddings texture=emb_texture.npz \\
@@ -60,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates for contrast CIs (default 200)")
     p.add_argument("--n-perm", type=int, default=999, help="label permutations of the alignment test (default 999)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", default=None, metavar="all|L1,L2,...",
+                   help="layer-wise tables only: the layers to compare (default: all)")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -69,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
     emb = dict(args.embeddings)
     if len(emb) != len(args.embeddings):
         raise InputError("compare: a task is given twice in --embeddings; give each TASK=PATH once")
-    compare(args.tables, args.out, value=args.value, top_k=args.top_k, lens=args.lens, embeddings=emb or None,
-            labels=args.labels, pooling=args.pooling, n_null=args.n_null, n_boot=args.n_boot, n_perm=args.n_perm,
-            seed=args.seed, aligned=args.align)
+    from radlens.lens.layers import compare_layers, is_layered_table, parse_layers
+
+    cmp, kw = compare, {}
+    if any(is_layered_table(t) for t in args.tables) or args.layers is not None:
+        cmp, kw = compare_layers, {"layers": parse_layers(args.layers)}
+    cmp(args.tables, args.out, value=args.value, top_k=args.top_k, lens=args.lens, embeddings=emb or None, **kw,
+        labels=args.labels, pooling=args.pooling, n_null=args.n_null, n_boot=args.n_boot, n_perm=args.n_perm,
+        seed=args.seed, aligned=args.align)
     return 0

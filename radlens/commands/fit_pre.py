@@ -19,6 +19,9 @@ listed in the error.
 Writes LENS_DIR/lens.json + lens.npz (no pickle), fit_report.csv (per seed: epochs, penalty,
 held-out R2), radiomics_cleaning.csv (dropped features with reasons).
 
+Layer-wise (embeddings from `radlens embed --layers`): --layers all (or L1,L2,...) fits one lens per
+layer in LENS_DIR/<layer>/ (each with the layout above) and writes LENS_DIR/layers.json.
+
 Example:
   radlens fit-pre --radiomics radiomics.parquet --embeddings embeddings_pre.npz --pooling roi \\
       --manifest cohort/manifest.csv --out lens/
@@ -49,16 +52,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--near-duplicate-threshold", type=float, default=None,
                    help="drop one of two radiomic features with |r| above this")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", default=None, metavar="all|L1,L2,...",
+                   help="layer-wise lens: one lens per layer of a multi-layer embeddings file (all, or a "
+                        "comma-separated subset), in LENS_DIR/<layer>/")
     p.add_argument("--out", required=True, help="lens folder")
 
 
 def run(args: argparse.Namespace) -> int:
     from radlens.lens.pipeline import fit_pre
 
-    fit_pre(args.radiomics, args.embeddings, args.out, pooling=args.pooling, manifest=args.manifest,
-            groups=args.groups, hidden=args.hidden, activation=args.activation, n_seeds=args.seeds,
-            weight_decay=args.weight_decay, lr=args.lr, max_epochs=args.max_epochs, patience=args.patience,
-            val_fraction=args.val_fraction, embedding_scaling=args.scaling, n_components=args.n_components,
-            alphas=args.alphas, cv_folds=args.cv_folds, near_duplicate_threshold=args.near_duplicate_threshold,
-            random_state=args.seed)
+    fit, kw = fit_pre, {}
+    if args.layers is not None:
+        from radlens.lens.layers import fit_pre_layers, parse_layers
+
+        fit, kw = fit_pre_layers, {"layers": parse_layers(args.layers)}
+    fit(args.radiomics, args.embeddings, args.out, pooling=args.pooling, manifest=args.manifest, **kw,
+        groups=args.groups, hidden=args.hidden, activation=args.activation, n_seeds=args.seeds,
+        weight_decay=args.weight_decay, lr=args.lr, max_epochs=args.max_epochs, patience=args.patience,
+        val_fraction=args.val_fraction, embedding_scaling=args.scaling, n_components=args.n_components,
+        alphas=args.alphas, cv_folds=args.cv_folds, near_duplicate_threshold=args.near_duplicate_threshold,
+        random_state=args.seed)
     return 0

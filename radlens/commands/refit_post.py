@@ -22,6 +22,10 @@ OUT-stem.json: R2 pre/post, CKA, class totals, seed stability, and the global ch
 embedding (rescale factor, rotation size, share of the change that is orthogonal re-coding /
 rescale / other, and one sentence: "the embedding was rescaled x1.50 and rotated ...").
 
+Layer-wise lens (fit-pre --layers): every layer of the lens is refitted; OUT holds all layers (column
+layer), OUT-parent/<layer>/OUT-name each layer's table, OUT-stem.json the per-layer summaries with
+linear CKA pre/post and held-out R2 pre/post, each with a patient-bootstrap CI (--n-boot replicates).
+
 Example:
   radlens refit-post --lens lens/ --embeddings embeddings_task_texture.npz --task texture \\
       --out shifts_texture.parquet
@@ -37,13 +41,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates for CIs (default 200; 0: none)")
     p.add_argument("--no-specific", action="store_true",
                    help="skip the feature-specific (Freedman-Lane) test of the raw shift (shift_*_specific)")
+    p.add_argument("--layers", default=None, metavar="all|L1,L2,...",
+                   help="layer-wise lens only: the layers to refit (default: every layer of the lens)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="shift table (.parquet or .csv)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from radlens.lens.layers import is_layered_lens, parse_layers, refit_post_layers
     from radlens.lens.pipeline import refit_post
 
-    refit_post(args.lens, args.embeddings, args.out, task=args.task, pooling=args.pooling, n_null=args.n_null,
-               n_boot=args.n_boot, seed=args.seed, specific=not args.no_specific)
+    refit, kw = refit_post, {}
+    if is_layered_lens(args.lens):
+        refit, kw = refit_post_layers, {"layers": parse_layers(args.layers)}
+    elif args.layers is not None:
+        from radlens.errors import InputError
+
+        raise InputError(f"--layers given, but lens {args.lens!r} is a single-layer lens; fit it with "
+                         "`radlens fit-pre --layers ...` or leave --layers out")
+    refit(args.lens, args.embeddings, args.out, task=args.task, pooling=args.pooling, n_null=args.n_null,
+          n_boot=args.n_boot, seed=args.seed, specific=not args.no_specific, **kw)
     return 0

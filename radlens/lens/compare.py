@@ -141,7 +141,7 @@ def precision_at_k(table, truth, k: int | None = None, by: str = "emphasis") -> 
 
 def compare(tables, out, *, value: str = "z", top_k: int = 15, lens=None, embeddings: dict | None = None,
             labels=None, label_columns: dict | None = None, pooling: str | None = None, n_null: int = 200,
-            n_boot: int = 200, n_perm: int = 999, seed: int = 0, aligned="scale") -> dict:
+            n_boot: int = 200, n_perm: int = 999, seed: int = 0, aligned="scale", layer: str | None = None) -> dict:
     """Compare shift tables across tasks and write figures (PNG+SVG) and CSV tables to ``out``;
     with ``lens`` and ``embeddings`` also the cross-task decomposition (``common.csv``,
     ``contrast.csv``) and, with ``labels``, task alignment (``alignment.csv``)
@@ -154,7 +154,7 @@ def compare(tables, out, *, value: str = "z", top_k: int = 15, lens=None, embedd
     value : str   heatmap value of the shift-table figures.
     top_k : int   features per task in the top-k bars / table.
     lens : path, optional   lens folder;  embeddings : dict task -> path of post embeddings.
-    labels, label_columns, pooling, n_null, n_boot, n_perm, seed, aligned : see ``compare_tasks``.
+    labels, label_columns, pooling, n_null, n_boot, n_perm, seed, aligned, layer : see ``compare_tasks``.
 
     Returns
     -------
@@ -169,7 +169,7 @@ def compare(tables, out, *, value: str = "z", top_k: int = 15, lens=None, embedd
 
         written.update(compare_tasks(lens, embeddings, out, labels=labels, label_columns=label_columns,
                                      pooling=pooling, n_null=n_null, n_boot=n_boot, n_perm=n_perm, seed=seed,
-                                     aligned=aligned))
+                                     aligned=aligned, layer=layer))
     elif labels is not None:
         raise InputError("compare: --labels is used by task alignment, which needs --lens and --embeddings")
     if not tables:

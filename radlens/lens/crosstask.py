@@ -323,7 +323,7 @@ def _label_column(df, task: str, label_columns: dict | None):
 
 def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns: dict | None = None,
                   pooling: str | None = None, n_null: int = 200, n_boot: int = 200, n_perm: int = 999,
-                  seed: int = 0, aligned="scale") -> dict:
+                  seed: int = 0, aligned="scale", layer: str | None = None) -> dict:
     """File-level cross-task decomposition and task alignment (``radlens compare --lens``).
 
     Parameters
@@ -337,6 +337,7 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
         label columns (``TASK`` or ``task_TASK``, or ``label_columns[TASK]``).
     pooling : str, optional   default: the pooling the lens was fitted on.
     n_null, n_boot, seed, aligned : see :func:`cross_task`;  n_perm : alignment permutations.
+    layer : str, optional   layer of multi-layer embeddings files (:mod:`radlens.lens.layers`).
 
     Returns
     -------
@@ -356,7 +357,7 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
     excluded = set(lens.extra_.get("excluded_case_ids", []))
     Z_posts = {}
     for t, path in embeddings.items():
-        cid, Z, _, _ = _load_embeddings(path, pool)
+        cid, Z, _, _ = _load_embeddings(path, pool, layer)
         if excluded:
             keep = ~np.isin(cid, list(excluded))
             cid, Z = cid[keep], Z[keep]

@@ -45,16 +45,23 @@ def read_groups(case_ids, manifest=None, groups=None) -> np.ndarray:
     return np.array([lut[c] for c in case_ids])
 
 
-def _load_embeddings(path, pooling):
+def _load_embeddings(path, pooling, layer=None):
     from radlens.io.artifacts import read_embeddings
 
     emb = read_embeddings(path)
+    from radlens.lens.layers import embedding_layers, select_layer   # multi-layer files
+
+    if layer is not None:
+        emb = select_layer(emb, layer)
+    elif embedding_layers(emb):
+        raise InputError(f"embeddings {str(path)!r} hold layers {embedding_layers(emb)}: fit a layer-wise lens "
+                         "with `radlens fit-pre --layers all` (or --layers L for one layer)")
     pool = pooling or emb.default_pooling()
     return emb.case_id, emb.get(pool).astype(float), pool, emb.meta
 
 
 def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=None, groups=None,
-            **lens_params) -> Path:
+            layer: str | None = None, **lens_params) -> Path:
     """Fit a :class:`RadiomicLens` on the pre embeddings and write it to folder ``out``.
 
     Parameters
@@ -66,6 +73,7 @@ def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=
                        non-finite embeddings).
     pooling : str, optional   pooling mode to read (default: the embeddings' default).
     manifest, groups : path, optional   source of ``patient_id`` for grouped splits.
+    layer : str, optional   layer of a multi-layer embeddings file (see :mod:`radlens.lens.layers`).
     **lens_params : RadiomicLens parameters.
 
     Returns
@@ -82,7 +90,7 @@ def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=
     if "case_id" not in rad.columns:
         raise InputError(f"radiomics table {str(radiomics)!r} has no 'case_id' column (a pyradiomics batch "
                          "CSV keeps its input CSV's columns: add case_id there)")
-    cid, Z, pool, emeta = _load_embeddings(embeddings, pooling)
+    cid, Z, pool, emeta = _load_embeddings(embeddings, pooling, layer)
     ri, ei = align_case_ids(rad["case_id"].astype(str).to_numpy(), cid, f"radiomics {radiomics}",
                             f"embeddings {embeddings}")
     rad = rad.iloc[ri].reset_index(drop=True)
@@ -99,10 +107,10 @@ def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=
     else:
         g = read_groups(case_ids, manifest, groups)
     lens = RadiomicLens(**lens_params).fit(rad, Z, groups=g, case_ids=case_ids)
-    lens.extra_ = {"pooling": pool, "encoder": emeta.get("encoder"), "checkpoint_sha256": emeta.get("checkpoint_sha256"),
+    lens.extra_ = {"pooling": pool, **({"layer": str(layer)} if layer is not None else {}), "encoder": emeta.get("encoder"), "checkpoint_sha256": emeta.get("checkpoint_sha256"),
                    "n_patients": int(np.unique(g).size), "excluded_case_ids": [f["case_id"] for f in failures]}
     out = Path(out)
-    prov = provenance("fit-pre", {"pooling": pool, **{k: v for k, v in lens.get_params().items()}},
+    prov = provenance("fit-pre", {"pooling": pool, "layer": layer, **{k: v for k, v in lens.get_params().items()}},
                       {"radiomics": radiomics, "embeddings": embeddings, "manifest": manifest, "groups": groups})
     save_lens(lens, out, prov)
     write_table(pd.DataFrame(lens.fit_report_), out / "fit_report.csv")
@@ -117,7 +125,7 @@ def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=
 
 
 def refit_post(lens, embeddings, out, *, task: str | None = None, pooling: str | None = None, n_null: int = 200,
-               n_boot: int = 200, seed: int = 0, specific: bool = True) -> Path:
+               n_boot: int = 200, seed: int = 0, specific: bool = True, layer: str | None = None) -> Path:
     """Re-estimate the lens head on post embeddings and write the per-feature shift table.
 
     Parameters
@@ -128,6 +136,7 @@ def refit_post(lens, embeddings, out, *, task: str | None = None, pooling: str |
         field ``summary``) and in ``<out>.json`` next to it.
     task : str, optional   task name (default: the file stem after ``shifts_``).
     n_null, n_boot, seed, specific : see :func:`radlens.lens.shift.shift_table`.
+    layer : str, optional   layer of a multi-layer embeddings file (see :mod:`radlens.lens.layers`).
 
     Returns
     -------
@@ -139,7 +148,7 @@ def refit_post(lens, embeddings, out, *, task: str | None = None, pooling: str |
     out = Path(out)
     lens_obj = load_lens(lens)
     pool = pooling or lens_obj.extra_.get("pooling")
-    cid, Z, pool, emeta = _load_embeddings(embeddings, pool)
+    cid, Z, pool, emeta = _load_embeddings(embeddings, pool, layer)
     if lens_obj.case_ids_ is None:
         raise InputError(f"lens {str(lens)!r} stores no case ids; refit it with `radlens fit-pre`")
     excluded = set(lens_obj.extra_.get("excluded_case_ids", []))

@@ -198,6 +198,7 @@ LOW_LENS_R2 = 0.1
 
 def lens(ctx: Context) -> str:
     from radlens.io.artifacts import read_table
+    from radlens.report.lens_layers import layers_block
 
     if not ctx.config.get("lens", {}).get("enabled", True):
         return H.not_run(ctx.why_not("compare", "lens"))
@@ -211,7 +212,7 @@ def lens(ctx: Context) -> str:
             "and <b>alignment</b> asks whether a task's specific change points at the radiomic features that "
             "separate that task's labels.</p>")
     for arch in ctx.archs:
-        d = ctx.run_dir / "lens" / arch / "compare"
+        d, layers_html = layers_block(ctx, arch, ctx.run_dir / "lens" / arch / "compare")   # layer-wise lens
         body += f'<h3 id="lens-{H.esc(arch)}">{H.esc(arch)}</h3>'
         if not (d / "compare.json").exists():
             body += H.not_run(ctx.why_not(f"compare/{arch}") if f"compare/{arch}" in ctx.stages
@@ -238,6 +239,7 @@ def lens(ctx: Context) -> str:
             k = int(ctx.config.get("lens", {}).get("top_k", 10))
             body += f"<h4>Top {k} features per task (emphasis change with 95% CI)</h4>" + H.table(
                 top.groupby("task").head(k), max_rows=10 * k)
+        body += layers_html
     return body
 
 

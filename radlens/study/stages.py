@@ -79,29 +79,40 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             lens_dir = run_dir / "lens" / arch / "lens"
             pooling = None if cfg.lens.pooling == "auto" else cfg.lens.pooling
 
-            def do_fit(arch=arch, lens_dir=lens_dir):
+            layers = _lens_layers(enc)   # several layers: the layer-wise lens (radlens.lens.layers)
+
+            def do_fit(arch=arch, lens_dir=lens_dir, layers=layers):
+                from radlens.lens.layers import fit_pre_layers, remove_layer_index
                 from radlens.lens.pipeline import fit_pre
 
-                fit_pre(rad_out, emb[(arch, "pre")], lens_dir, pooling=pooling, manifest=manifest.path,
-                        **dict(cfg.lens.options, **({"random_state": seed} if "random_state" not in cfg.lens.options
-                                                    and _accepts_random_state() else {})))
+                fit, kw = (fit_pre_layers, {"layers": layers}) if layers else (fit_pre, {})
+                if not layers:   # a folder of an earlier layer-wise run
+                    remove_layer_index(lens_dir)
+                fit(rad_out, emb[(arch, "pre")], lens_dir, pooling=pooling, manifest=manifest.path, **kw,
+                    **dict(cfg.lens.options, **({"random_state": seed} if "random_state" not in cfg.lens.options
+                                                and _accepts_random_state() else {})))
 
-            stages.append(Stage(f"fit-pre/{arch}", "fit-pre", do_fit, [lens_dir / "lens.json"],
+            stages.append(Stage(f"fit-pre/{arch}", "fit-pre", do_fit,
+                                [lens_dir / ("layers.json" if layers else "lens.json")],
                                 {"radiomics": rad_out, "embeddings": emb[(arch, "pre")], "manifest": mpath},
-                                {"pooling": cfg.lens.pooling, "options": cfg.lens.options, "seed": seed},
+                                {"pooling": cfg.lens.pooling, "options": cfg.lens.options, "seed": seed,
+                                 **({"layers": layers} if layers else {})},
                                 ["radiomics", f"embed/{arch}/pre"]))
             shift_paths = []
             for task in enc.tasks:
                 out = run_dir / "lens" / arch / f"shifts_{task}.parquet"
                 shift_paths.append(out)
 
-                def do_refit(arch=arch, task=task, out=out, lens_dir=lens_dir):
+                def do_refit(arch=arch, task=task, out=out, lens_dir=lens_dir, layers=layers):
+                    from radlens.lens.layers import refit_post_layers
                     from radlens.lens.pipeline import refit_post
 
-                    refit_post(lens_dir, emb[(arch, task)], out, task=task, pooling=pooling,
-                               n_null=cfg.lens.n_null, n_boot=cfg.lens.n_boot, seed=seed)
+                    (refit_post_layers if layers else refit_post)(
+                        lens_dir, emb[(arch, task)], out, task=task, pooling=pooling, n_null=cfg.lens.n_null,
+                        n_boot=cfg.lens.n_boot, seed=seed)
 
                 stages.append(Stage(f"refit-post/{arch}/{task}", "refit-post", do_refit, [out],
+                                    {"lens": lens_dir, "embeddings": emb[(arch, task)]} if layers else
                                     {"lens": lens_dir / "lens.json", "lens_npz": lens_dir / "lens.npz",
                                      "embeddings": emb[(arch, task)]},
                                     {"n_null": cfg.lens.n_null, "n_boot": cfg.lens.n_boot, "seed": seed,
@@ -114,26 +125,38 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             label_cols = {t: (tc.label or t) for t, tc in enc.tasks.items()}
 
             def do_compare(shift_paths=list(shift_paths), cmp_dir=cmp_dir, lens_dir=lens_dir, task_emb=task_emb,
-                           label_cols=label_cols):
+                           label_cols=label_cols, layers=layers):
                 from radlens.lens.compare import compare
+                from radlens.lens.layers import compare_layers, remove_layer_index
 
+                if not layers:
+                    remove_layer_index(cmp_dir)
                 # shift tables + cross-task decomposition (common / contrast) + task alignment on the
-                # manifest's label columns
-                compare([str(p) for p in shift_paths], cmp_dir, top_k=cfg.lens.top_k, lens=lens_dir,
-                        embeddings={t: str(p) for t, p in task_emb.items()}, labels=manifest.path,
-                        label_columns=label_cols, pooling=pooling, n_null=cfg.lens.n_null, n_boot=cfg.lens.n_boot,
-                        seed=seed)
+                # manifest's label columns (layer-wise: per layer, with that layer's lens)
+                (compare_layers if layers else compare)(
+                    [str(p) for p in shift_paths], cmp_dir, top_k=cfg.lens.top_k, lens=lens_dir,
+                    embeddings={t: str(p) for t, p in task_emb.items()}, labels=manifest.path,
+                    label_columns=label_cols, pooling=pooling, n_null=cfg.lens.n_null, n_boot=cfg.lens.n_boot,
+                    seed=seed)
 
             stages.append(Stage(f"compare/{arch}", "compare", do_compare,
+                                [cmp_dir / "layers.json"] if layers else
                                 [cmp_dir / "compare.json", cmp_dir / "decomposition.json"],
-                                {"shifts": list(shift_paths), "lens": lens_dir / "lens.json", "lens_npz": lens_dir / "lens.npz",
+                                {"shifts": list(shift_paths),
+                                 **({"lens": lens_dir} if layers else
+                                    {"lens": lens_dir / "lens.json", "lens_npz": lens_dir / "lens.npz"}),
                                  "embeddings": list(task_emb.values()), "manifest": mpath},
                                 {"top_k": cfg.lens.top_k, "n_null": cfg.lens.n_null, "n_boot": cfg.lens.n_boot,
                                  "seed": seed, "labels": label_cols, "pooling": cfg.lens.pooling}, needs))
             if cfg.lens.expected_classes:
                 enr_out = run_dir / "lens" / arch / "enrichment.csv"
 
-                def do_enrich(shift_paths=list(shift_paths), enr_out=enr_out):
+                def do_enrich(shift_paths=list(shift_paths), enr_out=enr_out, layers=layers, enc=enc):
+                    if layers:   # the layer the study names (encoders.<arch>.layer), else the deepest
+                        from radlens.lens.layers import layer_dirname
+
+                        main = enc.layer if enc.layer in layers else layers[-1]
+                        shift_paths = [p.parent / layer_dirname(main) / p.name for p in shift_paths]
                     enrichment(shift_paths, cfg.lens.expected_classes, enr_out, k=cfg.lens.top_k,
                                n_perm=cfg.lens.n_permutations, seed=seed)
 
@@ -245,6 +268,12 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                                  "layer": enc.main_layer}))
     del tasks_all
     return stages
+
+
+def _lens_layers(enc) -> list[str] | None:
+    """The layers of a layer-wise lens (``encoders.<arch>.layers`` with two or more entries), else None."""
+    layers = [str(x) for x in (getattr(enc, "layers", None) or [])]
+    return layers if len(layers) >= 2 else None
 
 
 def _maps_file_of(expected: Path, single: Path, pair: dict) -> Path | None:
