@@ -117,12 +117,28 @@ class EncoderConfig:
 
     ``layer`` (optional) embeds every checkpoint of this architecture at that layer for the lens and
     the pooling probe (e.g. a CNN stage whose tokens stay local to the ROI), while classifier specs
-    keep their own layer for their head, predictions and CAMs.
+    keep their own layer for their head, predictions and CAMs. ``layers`` (optional) embeds several
+    layers from one forward pass (arrays ``pooling@layer``) for the layer-wise lens; the pooling
+    probe then uses ``layer`` when given (it must be one of ``layers``), else the first of ``layers``.
     """
 
     pre: str = _opt(None)
     tasks: dict = _opt({})
     layer: str | None = _opt(None)
+    layers: list | None = _opt(None, help="several embedding layers from one forward pass (dotted names; "
+                                          "ViT blocks by index)")
+
+    @property
+    def embed_layers(self) -> list | None:
+        """The layers the embed stages read (None: each spec's own layer)."""
+        return list(self.layers) if self.layers else None
+
+    @property
+    def main_layer(self):
+        """The layer of single-layer analyses (pooling probe): ``layer``, else the first of ``layers``."""
+        if self.layer is not None:
+            return self.layer
+        return self.layers[0] if self.layers else None
 
 
 @dataclass
@@ -253,6 +269,14 @@ def _build_encoders(raw: Any, where: str) -> dict[str, EncoderConfig]:
     for arch, enc_raw in raw.items():
         w = f"{where}.encoders.{arch}"
         enc = _build(EncoderConfig, enc_raw, w, required=("pre",))
+        if enc.layers is not None:
+            bad = [v for v in enc.layers if isinstance(v, bool) or not isinstance(v, (str, int))]
+            if bad or not enc.layers:
+                raise ConfigError(f"{w}: key 'layers' has value {enc.layers!r}; expected a non-empty list of layer "
+                                  "names (e.g. [layer1, layer2, layer3]) or block indices (e.g. [2, 4, 6])")
+            if enc.layer is not None and str(enc.layer) not in [str(v) for v in enc.layers]:
+                raise ConfigError(f"{w}: layer={enc.layer!r} is not one of layers={enc.layers!r}; 'layer' names "
+                                  "the layer of single-layer analyses and must be one of 'layers'")
         if not isinstance(enc.tasks, Mapping) or not enc.tasks:
             raise ConfigError(f"{w}: key 'tasks' must map task names to {{finetuned: ..., transfer: ...}}; "
                               f"got {enc.tasks!r}")

@@ -248,3 +248,42 @@ def test_cam_stage_removes_stale_maps_before_running(tmp_path, monkeypatch):
                         lambda *a, **k: seen.append([f.exists() for f in stale]))
     cam.fn()
     assert seen == [[False, False]]
+
+
+def test_study_layers_reach_the_embed_stages(tmp_path, monkeypatch):
+    """encoders.<arch>.layers: every embed stage embeds all of them (one pass); the probe uses layer."""
+    import pandas as pd
+    import yaml
+
+    import radlens.encoders
+    from radlens.config import load_study
+    from radlens.errors import ConfigError
+    from radlens.study import build_stages
+
+    (tmp_path / "enc.yaml").write_text("kind: monai\nname: ResNet\ncheckpoint: w.safetensors\nlayer: layer4\n",
+                                       encoding="utf-8")
+    (tmp_path / "m.csv").write_text("case_id,image,bbox_x,bbox_y,bbox_w,bbox_h\n", encoding="utf-8")
+    study = {"manifest": "m.csv", "encoders": {"cnn": {"pre": "enc.yaml", "layers": ["layer1", "layer2", "layer3"],
+                                                       "layer": "layer2", "tasks": {"t": {"finetuned": "enc.yaml"}}}},
+             "cam_drift": {"enabled": False}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
+    cfg = load_study(tmp_path / "s.yaml")
+    assert cfg.encoders["cnn"].main_layer == "layer2"
+
+    class M:
+        path = str(tmp_path / "m.csv")
+        df = pd.DataFrame({"case_id": [], "image": []})
+
+    calls = []
+    monkeypatch.setattr(radlens.encoders, "embed", lambda manifest, spec, out, **kw: calls.append((spec, kw)))
+    stages = build_stages(cfg, tmp_path / "run", M())
+    emb = [s for s in stages if s.kind == "embed"]
+    assert len(emb) == 2 and all(s.config["layers"] == ["layer1", "layer2", "layer3"] for s in emb)
+    for s in emb:
+        s.fn()
+    assert [kw["layers"] for _, kw in calls] == [["layer1", "layer2", "layer3"]] * 2
+    assert [s for s in stages if s.kind == "pooling-probe"][0].config["layer"] == "layer2"
+    study["encoders"]["cnn"]["layer"] = "layer4"
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"layer='layer4' is not one of layers="):
+        load_study(tmp_path / "s.yaml")

@@ -16,8 +16,12 @@ encoder: a YAML spec file, a transformers save_pretrained folder, or an inline s
     checkpoint: ft.safetensors, layer: features.norm5, preprocess: {spatial_size: [224, 224]}}'
 (see docs/encoders.md).
 
-example:
+--layers L1,L2,... reads several layers from the same forward pass into one file: arrays
+'roi@layer2', 'cls@3', ... and meta 'layers' (read one with Embeddings.select(layer)).
+
+examples:
   radlens embed cohort/manifest.csv --encoder dino_ft.yaml --out emb/ft.npz --device cuda --autocast
+  radlens embed cohort/manifest.csv --encoder resnet.yaml --layers layer1,layer2,layer3 --out emb/pre.npz
 """
 
 
@@ -25,6 +29,10 @@ def add_arguments(p) -> None:
     p.add_argument("manifest", help="manifest (.csv/.tsv/.parquet)")
     p.add_argument("--encoder", required=True, help="encoder spec: YAML file, HF folder, or inline YAML/JSON")
     p.add_argument("--out", required=True, help="output .npz (e.g. embeddings_ft.npz)")
+    p.add_argument("--layers", default=None,
+                   help="comma-separated feature layers embedded from ONE forward pass, replacing the spec's "
+                        "layer: dotted module names (layer1,layer2), ViT blocks by index (2,4,6; hf: "
+                        "hidden_states indices); arrays are then named pooling@layer (roi@layer2)")
     p.add_argument("--pooling", default="cls,mean,roi",
                    help="comma-separated poolings among cls, global, mean, roi (default: cls,mean,roi)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
@@ -51,5 +59,5 @@ def run(args) -> int:
     embed(args.manifest, args.encoder, args.out, pooling=args.pooling, batch_size=args.batch_size,
           device=args.device, autocast=args.autocast, roi_mode=args.roi_mode, roi_rule=args.roi_rule,
           min_overlap=args.min_overlap, chunk_size=args.chunk_size, resume=not args.no_resume,
-          workers=args.workers, loader=args.loader)
+          workers=args.workers, loader=args.loader, layers=args.layers)
     return 0

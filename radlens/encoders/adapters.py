@@ -149,16 +149,40 @@ class ModuleAdapter:
         if spec["checkpoint"]:
             load_strict(model, read_state_dict(spec["checkpoint"]), spec["checkpoint"])
         self.module = model.eval().to(device)
-        self.layer = spec["layer"]
-        if self.layer is None and all(hasattr(self.module, a) for a in ("patch_embedding", "blocks", "norm")):
-            # MONAI ViT-style: the final norm's output holds all tokens (with classification=True the
-            # model's own output is the logits)
-            self.layer = "norm"
-        self._target = find_module(self.module, self.layer) if self.layer else None
+        self.layers = [self._resolve_layer(v) for v in (spec.get("layers") or [spec["layer"]])]
+        self.layer = self.layers[0]
+        self._targets = [find_module(self.module, v) if v else None for v in self.layers]
+        self._target = self._targets[0]
         self.tokens = spec["tokens"]
         self.patch_size = self.tokens["patch_size"]
         self.channels = self._infer_channels(spec)
         self.default_size = None
+
+    def _resolve_layer(self, layer):
+        """A dotted module name; a block index (``3``, ``-1``) means ``blocks.<i>`` on ViT-style models."""
+        if layer is None:
+            if all(hasattr(self.module, a) for a in ("patch_embedding", "blocks", "norm")):
+                # MONAI ViT-style: the final norm's output holds all tokens (with classification=True the
+                # model's own output is the logits)
+                return "norm"
+            return None
+        name = str(layer)
+        mods = dict(self.module.named_modules())
+        if name in mods:
+            return name
+        try:
+            idx = int(name)
+        except ValueError:
+            return name  # find_module lists the closest names
+        blocks = getattr(self.module, "blocks", None)
+        if blocks is None or not hasattr(blocks, "__len__"):
+            raise ConfigError(f"encoder spec: layer {name!r} is a block index, but {type(self.module).__name__} has "
+                              "no 'blocks' list; give a dotted module name such as 'layer2'")
+        n = len(blocks)
+        if not -n <= idx < n:
+            raise ConfigError(f"encoder spec: block index {idx} is out of range; the model has {n} blocks "
+                              f"(0..{n - 1}, or -1 for the last)")
+        return f"blocks.{idx % n}"
 
     def _infer_channels(self, spec) -> int:
         for key in ("in_channels", "n_input_channels", "num_channels", "in_chans"):
@@ -171,33 +195,50 @@ class ModuleAdapter:
                 return int(m.in_channels)
         return 1
 
-    def raw_features(self, x):
-        if self._target is None:
-            return _first_tensor(self.module(x))
+    def raw_features_multi(self, x) -> list:
+        """Output of every feature layer from ONE forward pass (the network stops after the last of them)."""
+        if self._targets == [None]:
+            return [_first_tensor(self.module(x))]
+        uniq = dict(zip(self.layers, self._targets))
         box: dict[str, Any] = {}
-
-        def hook(_m, _i, out):
-            box["out"] = out
-            raise _Stop
-
-        h = self._target.register_forward_hook(hook)
+        hooks = []
+        for name, target in uniq.items():
+            def hook(_m, _i, out, name=name):
+                if name not in box:  # a module called twice (e.g. a shared activation): its first call
+                    t = _first_tensor(out)
+                    # layers still to run may modify this output in place (ReLU(inplace=True)): keep a copy
+                    box[name] = t if len(box) == len(uniq) - 1 else t.clone()
+                if len(box) == len(uniq):
+                    raise _Stop
+            hooks.append(target.register_forward_hook(hook))
         try:
             self.module(x)
         except _Stop:
             pass
         finally:
-            h.remove()
-        if "out" not in box:
-            raise InputError(f"layer {self.layer!r} was not executed by the forward pass; choose a layer on the "
+            for h in hooks:
+                h.remove()
+        missing = [n for n in uniq if n not in box]
+        if missing:
+            raise InputError(f"layer(s) {missing} were not executed by the forward pass; choose layers on the "
                              "path from input to output")
-        return _first_tensor(box["out"])
+        return [box[n] for n in self.layers]
 
-    def forward(self, x) -> TokenOutput:
-        feat = self.raw_features(x)
+    def raw_features(self, x):
+        return self.raw_features_multi(x)[0]
+
+    def _interpret(self, feat, x) -> TokenOutput:
         ps = self.patch_size
         if feat.ndim == 3 and ps is None:
             ps = _patch_size_from_module(self.module, x.ndim - 2)
         return interpret_features(feat, x.shape[2:], ps, self.tokens["prefix"])
+
+    def forward_multi(self, x) -> list[TokenOutput]:
+        """One :class:`TokenOutput` per feature layer, all from one forward pass."""
+        return [self._interpret(f, x) for f in self.raw_features_multi(x)]
+
+    def forward(self, x) -> TokenOutput:
+        return self._interpret(self.raw_features(x), x)
 
     def candidate_layers(self, x) -> list[str]:
         """Modules whose output is a feature map or token sequence (last 8, execution order)."""
@@ -237,7 +278,9 @@ class TorchScriptAdapter(ModuleAdapter):
             raise InputError(f"TorchScript file {spec['path']!r} could not be loaded ({str(exc).splitlines()[0]}); "
                              "save it with torch.jit.save(torch.jit.script(model) or torch.jit.trace(...), path)") from exc
         self.layer = None
+        self.layers = [None]
         self._target = None
+        self._targets = [None]
         self.output = spec["output"]
         self.tokens = spec["tokens"]
         self.patch_size = self.tokens["patch_size"]
@@ -247,6 +290,9 @@ class TorchScriptAdapter(ModuleAdapter):
                 self.channels = int(p.shape[1])
             break
         self.default_size = None
+
+    def raw_features_multi(self, x) -> list:
+        return [self.raw_features(x)]
 
     def raw_features(self, x):
         out = self.module(x)
@@ -301,14 +347,16 @@ class HFAdapter:
         mt = str(getattr(vcfg, "model_type", ""))
         self.has_cls = not mt.startswith("siglip")
         self.n_registers = int(getattr(vcfg, "num_register_tokens", 0) or 0)
-        self.layer = spec["layer"]
+        self.layers = list(spec.get("layers") or [spec["layer"]])
+        self.layer = self.layers[0]
         params = inspect.signature(self.module.forward).parameters
         self._interp_kw = "interpolate_pos_encoding" in params
         self._image_size = self.default_size
 
-    def forward(self, x) -> TokenOutput:
+    def forward_multi(self, x) -> list[TokenOutput]:
+        """One :class:`TokenOutput` per requested ``hidden_states`` index, from one forward pass."""
         kw: dict[str, Any] = {"pixel_values": x}
-        if self.layer is not None:
+        if any(v is not None for v in self.layers):
             kw["output_hidden_states"] = True
         if self._interp_kw and list(x.shape[2:]) != list(self._image_size):
             kw["interpolate_pos_encoding"] = True
@@ -316,15 +364,28 @@ class HFAdapter:
         if len(s) != 2 or any(int(a) % p for a, p in zip(s, self.patch)):
             raise InputError(f"input size {tuple(s)} is not a 2D multiple of the patch size {self.patch}")
         out = self.module(**kw)
-        seq = out.last_hidden_state if self.layer is None else out.hidden_states[self.layer]
         grid = tuple(int(a) // p for a, p in zip(s, self.patch))
         prefix = (1 if self.has_cls else 0) + self.n_registers
-        cls, regs, patch = split_tokens(seq, grid, prefix, has_cls=self.has_cls)
-        pooled = None
-        if not self.has_cls:
-            po = getattr(out, "pooler_output", None)
-            pooled = po if (po is not None and self.layer is None) else patch.mean(1)
-        return TokenOutput(patch=patch, grid=grid, cls=cls, pooled_global=pooled, registers=regs)
+        res = []
+        for layer in self.layers:
+            if layer is None:
+                seq = out.last_hidden_state
+            else:
+                hs = out.hidden_states
+                if not -len(hs) <= layer < len(hs):
+                    raise ConfigError(f"encoder spec (kind: hf): layer index {layer} is out of range; the model "
+                                      f"has {len(hs)} hidden states (0 = embeddings .. {len(hs) - 1}, or -1)")
+                seq = hs[layer]
+            cls, regs, patch = split_tokens(seq, grid, prefix, has_cls=self.has_cls)
+            pooled = None
+            if not self.has_cls:
+                po = getattr(out, "pooler_output", None)
+                pooled = po if (po is not None and layer is None) else patch.mean(1)
+            res.append(TokenOutput(patch=patch, grid=grid, cls=cls, pooled_global=pooled, registers=regs))
+        return res
+
+    def forward(self, x) -> TokenOutput:
+        return self.forward_multi(x)[0]
 
     def candidate_layers(self, x) -> list[str]:
         return []

@@ -19,9 +19,9 @@ import numpy as np
 
 from radlens.encoders.encoder import Encoder, load_encoder, resolve_device
 from radlens.encoders.loader import CasePreparer, prepared_cases, resolve_loader
-from radlens.encoders.pooling import pool_tokens, to_numpy
+from radlens.encoders.pooling import pool_tokens, resolve_poolings, to_numpy
 from radlens.encoders.spec import ROI_MODES
-from radlens.encoders.tokens import box_to_mask
+from radlens.encoders.tokens import box_to_mask, select_tokens
 from radlens.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -39,56 +39,80 @@ def _autocast_ctx(device: str, enabled: bool):
 
 
 def forward_pool(encoder: Encoder, x, names: Sequence[str], weights=None, autocast: bool = False) -> dict[str, np.ndarray]:
-    """One forward pass of a batch and all requested poolings.
+    """One forward pass of a batch and all requested poolings (of every feature layer).
 
     Parameters
     ----------
     encoder : Encoder
     x : Tensor, shape (B, C, *spatial_size)
-    names : pooling names (:meth:`Encoder.pool_names`)
-    weights : ndarray or Tensor, shape (B, N), optional
-        ROI token weights (rows sum to 1); required for ``roi``.
+    names : pooling names (:meth:`Encoder.pool_names`); on a multi-layer encoder they are resolved
+        per layer (``cls`` → ``global`` on a layer without a class token)
+    weights : ndarray or Tensor, shape (B, N), or a list of them (one per layer), optional
+        ROI token weights (rows sum to 1) on each layer's grid; required for ``roi``. One array
+        serves every layer when all layers share the grid.
     autocast : bool
         float16 (CUDA) / bfloat16 (CPU) autocast for the forward pass; pooling is float32.
 
     Returns
     -------
-    dict name -> ndarray float32 (B, D)
+    dict key -> ndarray float32 (B, D_layer); keys are the pooling names for a single-layer
+    encoder and ``"{pooling}@{layer}"`` for a multi-layer one (:meth:`Encoder.output_key`).
     """
     import torch
 
     with torch.inference_mode():
         with _autocast_ctx(encoder.device, autocast):
-            tok = encoder.forward_features(x.to(encoder.device, non_blocking=True))
-        w = None if weights is None else torch.as_tensor(weights, device=encoder.device)
-        return to_numpy(pool_tokens(tok, names, w))
+            x = x.to(encoder.device, non_blocking=True)
+            toks = encoder.forward_layers(x) if encoder.multi_layer else [encoder.forward_features(x)]
+        out: dict[str, Any] = {}
+        for li, tok in enumerate(toks):
+            lnames = resolve_poolings(names, tok.cls is not None) if encoder.multi_layer else names
+            w = weights[li] if isinstance(weights, (list, tuple)) else weights
+            w = None if w is None else torch.as_tensor(w, device=encoder.device)
+            for k, v in pool_tokens(tok, lnames, w).items():
+                out[encoder.output_key(k, li)] = v
+        return to_numpy(out)
 
 
-def _as_encoder(encoder: Any, device: str | None, roi: dict | None = None) -> Encoder:
+def _as_encoder(encoder: Any, device: str | None, roi: dict | None = None, layers=None) -> Encoder:
     if isinstance(encoder, Encoder):
         if device is not None and resolve_device(device) != encoder.device:
             raise InputError(f"device={device!r} but the encoder was loaded on {encoder.device!r}; load it with "
                              f"load_encoder(spec, device={device!r}) or leave device unset")
         if roi:
             raise InputError("roi options can only be overridden when embed() loads the encoder from a spec")
+        if layers is not None:
+            want = [str(v) for v in ([p.strip() for p in layers.split(",") if p.strip()]
+                                     if isinstance(layers, str) else layers)]
+            if want != encoder.layer_names:
+                raise InputError(f"layers={want} but the encoder was loaded with layers {encoder.layer_names}; "
+                                 "load it with load_encoder(spec, layers=...) or pass the spec to embed()")
         return encoder
-    return load_encoder(encoder, device=device or "cpu", roi=roi)
+    return load_encoder(encoder, device=device or "cpu", roi=roi, layers=layers)
 
 
-def _weights(encoder: Encoder, roi_cov: np.ndarray, case_id: str, rule=None, min_overlap=None):
-    """(weights (N,), n_tokens, fallback) for one image."""
-    idx, fallback = encoder.roi_tokens(roi_cov, case_id, rule=rule, min_overlap=min_overlap)
-    w = np.zeros(int(np.prod(encoder.grid)), dtype=np.float64)
-    w[idx] = 1.0 / idx.size
-    return w, int(idx.size), bool(fallback)
+def _layer_weights(encoder: Encoder, roi_cov: np.ndarray, case_id: str, rule=None, min_overlap=None):
+    """[(weights (N_l,), n_tokens, fallback) per layer] for one image (once per distinct grid)."""
+    r = encoder.spec["roi"]
+    done: dict[tuple, tuple] = {}
+    for g in encoder.grids:
+        if g not in done:
+            idx, fallback, _ = select_tokens(roi_cov, g, rule or r["rule"],
+                                             r["min_overlap"] if min_overlap is None else min_overlap, case_id)
+            w = np.zeros(int(np.prod(g)), dtype=np.float64)
+            w[idx] = 1.0 / idx.size
+            done[g] = (w, int(idx.size), bool(fallback))
+    return [done[g] for g in encoder.grids]
 
 
-def _warn_fallbacks(encoder: Encoder, ids: Sequence[str], fallback: np.ndarray, rule=None, min_overlap=None) -> None:
+def _warn_fallbacks(encoder: Encoder, ids: Sequence[str], fallback: np.ndarray, rule=None, min_overlap=None,
+                    layer: int = 0) -> None:
     fb = [c for c, f in zip(ids, fallback) if f]
     if fb:
         r = encoder.spec["roi"]
-        log.warning("%d of %d ROIs cover no token of grid %s under rule=%r (min_overlap=%.2f); the nearest token "
-                    "was pooled for them: %s%s", len(fb), len(ids), encoder.grid, rule or r["rule"],
+        where = f" (layer {encoder.layer_names[layer]!r})" if encoder.multi_layer else ""
+        log.warning("%d of %d ROIs cover no token of grid %s%s under rule=%r (min_overlap=%.2f); the nearest token "
+                    "was pooled for them: %s%s", len(fb), len(ids), encoder.grids[layer], where, rule or r["rule"],
                     r["min_overlap"] if min_overlap is None else min_overlap, fb[:10],
                     " ..." if len(fb) > 10 else "")
 
@@ -144,9 +168,11 @@ def embed_arrays(encoder: Encoder, images: Sequence[np.ndarray], rois: Sequence[
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be >= 1")
     ids = [f"#{i}" for i in range(n)] if case_ids is None else [str(c) for c in case_ids]
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    n_tok = np.zeros(n, dtype=np.int64)
-    fallback = np.zeros(n, dtype=bool)
+    n_layers = len(encoder.layer_names)
+    keys = _output_columns(encoder, pooling)
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    n_tok = np.zeros((n_layers, n), dtype=np.int64)
+    fallback = np.zeros((n_layers, n), dtype=bool)
     for start in range(0, n, batch_size):
         xs, ws = [], []
         for i in range(start, min(n, start + batch_size)):
@@ -163,33 +189,56 @@ def embed_arrays(encoder: Encoder, images: Sequence[np.ndarray], rois: Sequence[
             p = encoder.prepare(img, roi if need_roi else None, case_id=ids[i], roi_mode=roi_mode)
             xs.append(p.x)
             if "roi" in names:
-                w, n_tok[i], fallback[i] = _weights(encoder, p.roi_cov, ids[i], rule, min_overlap)
-                ws.append(w)
+                lw = _layer_weights(encoder, p.roi_cov, ids[i], rule, min_overlap)
+                for li, (_, nt, fb) in enumerate(lw):
+                    n_tok[li, i], fallback[li, i] = nt, fb
+                ws.append([w for w, _, _ in lw])
         import torch
 
-        out = forward_pool(encoder, torch.stack(xs), names, np.stack(ws) if ws else None, autocast)
-        for k in names:
+        w_layers = [np.stack([w[li] for w in ws]) for li in range(n_layers)] if ws else None
+        out = forward_pool(encoder, torch.stack(xs), names, w_layers, autocast)
+        for k in keys:
             chunks[k].append(out[k])
     pools = ({k: np.concatenate(v) for k, v in chunks.items()} if n
-             else {k: np.zeros((0, encoder.dim), np.float32) for k in names})
-    _warn_fallbacks(encoder, ids, fallback, rule, min_overlap)
+             else {k: np.zeros((0, keys[k]), np.float32) for k in keys})
+    for li in range(n_layers):
+        _warn_fallbacks(encoder, ids, fallback[li], rule, min_overlap, layer=li)
     if return_info:
-        return pools, {"roi_n_tokens": n_tok, "roi_fallback": fallback}
+        info = {}
+        for li in range(n_layers):
+            info[encoder.output_key("roi_n_tokens", li)] = n_tok[li]
+            info[encoder.output_key("roi_fallback", li)] = fallback[li]
+        return pools, info
     return pools
+
+
+def _output_columns(encoder: Encoder, pooling) -> dict[str, int]:
+    """Artifact key -> embedding dimension, every layer's poolings in layer order."""
+    cols: dict[str, int] = {}
+    for li, lnames in enumerate(encoder.layer_pool_names(pooling)):
+        for k in lnames:
+            cols[encoder.output_key(k, li)] = encoder.dims[li]
+    return cols
 
 
 # --------------------------------------------------------------------------- cohort
 def _run_chunk(encoder: Encoder, items: Iterator, n_items: int, names: list[str], batch_size: int,
                autocast: bool, bar) -> tuple[list[str], dict[str, np.ndarray], list[dict]]:
-    """Consume ``n_items`` prepared cases; forward them in batches of ``batch_size``."""
+    """Consume ``n_items`` prepared cases; forward them in batches of ``batch_size``.
+
+    Returns the case ids, ``{artifact key: (n, D) array}`` (plus ``roi_n_tokens``/``roi_fallback``
+    per layer when ``roi`` is pooled) and the failure records.
+    """
     import torch
 
     want_w = "roi" in names
+    n_layers = len(encoder.layer_names)
+    cols = _output_columns(encoder, names)
     ids: list[str] = []
-    pools: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    pools: dict[str, list[np.ndarray]] = {k: [] for k in cols}
     failures: list[dict] = []
     batch: list[tuple] = []
-    info: dict[str, list] = {"roi_n_tokens": [], "roi_fallback": []}
+    info: list[list] = [[] for _ in range(n_layers)]
 
     def flush():
         if not batch:
@@ -197,14 +246,14 @@ def _run_chunk(encoder: Encoder, items: Iterator, n_items: int, names: list[str]
         x = torch.stack([b[1] for b in batch])
         if encoder.device.startswith("cuda"):
             x = x.pin_memory()
-        w = np.stack([b[2][0] for b in batch]) if want_w else None
+        w = [np.stack([b[2][li][0] for b in batch]) for li in range(n_layers)] if want_w else None
         out = forward_pool(encoder, x, names, w, autocast)
-        for k in names:
+        for k in cols:
             pools[k].append(out[k])
         ids.extend(b[0] for b in batch)
         if want_w:
-            info["roi_n_tokens"].extend(b[2][1] for b in batch)
-            info["roi_fallback"].extend(b[2][2] for b in batch)
+            for li in range(n_layers):
+                info[li].extend(b[2][li][1:] for b in batch)
         bar.update(len(batch))
         batch.clear()
 
@@ -219,12 +268,14 @@ def _run_chunk(encoder: Encoder, items: Iterator, n_items: int, names: list[str]
         if len(batch) == batch_size:
             flush()
     flush()
-    d = encoder.dim
-    arrays = {k: (np.concatenate(v) if v else np.zeros((0, d), np.float32)) for k, v in pools.items()}
+    arrays = {k: (np.concatenate(v) if v else np.zeros((0, cols[k]), np.float32)) for k, v in pools.items()}
     if want_w:
-        arrays["roi_n_tokens"] = np.asarray(info["roi_n_tokens"], dtype=np.int64)
-        arrays["roi_fallback"] = np.asarray(info["roi_fallback"], dtype=bool)
-        _warn_fallbacks(encoder, ids, arrays["roi_fallback"])
+        for li in range(n_layers):
+            nt = np.asarray([t[0] for t in info[li]], dtype=np.int64)
+            fb = np.asarray([t[1] for t in info[li]], dtype=bool)
+            arrays[encoder.output_key("roi_n_tokens", li)] = nt
+            arrays[encoder.output_key("roi_fallback", li)] = fb
+            _warn_fallbacks(encoder, ids, fb, layer=li)
     return ids, arrays, failures
 
 
@@ -310,7 +361,7 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
           batch_size: int = 16, device: str | None = None, autocast: bool = False, roi_mode: str | None = None,
           roi_rule: str | None = None, min_overlap: float | None = None, chunk_size: int = 1024,
           resume: bool = True, workers: int = 2, loader: str = "auto", keep_parts: bool = False,
-          show_progress: bool | None = None) -> Path:
+          show_progress: bool | None = None, layers: Sequence | str | None = None) -> Path:
     """Embed every case of a manifest; write ``out`` (npz) and ``<out stem>.failures.csv``.
 
     Parameters
@@ -331,11 +382,18 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
         threads on the CPU (the model uses the same cores).
     keep_parts : keep ``<out>.parts/`` after merging
     show_progress : progress bar (default: when stderr is a terminal)
+    layers : list or comma-separated str, optional
+        Several feature layers read from ONE forward pass (dotted module names; ViT blocks by
+        index; ``hf``: ``hidden_states`` indices), replacing the spec's ``layer``. With more than one
+        layer the arrays are named ``"{pooling}@{layer}"`` (e.g. ``roi@layer2``, ``cls@3``) and the
+        meta holds ``layers`` (names, in the order given) and ``layer_info`` (per layer: ``grid``,
+        ``dim``, ``has_cls``, ``poolings``); with one layer the file is the single-layer file.
 
     Returns
     -------
     Path to ``out``. Its meta holds ``encoder`` (the spec), ``checkpoint_sha256``, ``poolings``,
-    ``grid``, ``dim``, ``roi`` and ``provenance``.
+    ``grid``, ``dim`` (of the first layer), ``layers`` (when a layer is named), ``roi`` and
+    ``provenance``.
 
     Raises
     ------
@@ -356,10 +414,11 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
         raise ConfigError(f"roi_mode={roi_mode!r} not allowed; use one of {list(ROI_MODES)}")
     overrides = {"rule": roi_rule, "min_overlap": min_overlap, "mode": roi_mode}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    enc = _as_encoder(encoder, device, overrides if not isinstance(encoder, Encoder) else None)
+    enc = _as_encoder(encoder, device, overrides if not isinstance(encoder, Encoder) else None, layers)
     if isinstance(encoder, Encoder) and (roi_rule is not None or min_overlap is not None):
         raise InputError("roi_rule/min_overlap overrides need a spec, not a loaded Encoder; set them in the spec")
     names = enc.pool_names(pooling)
+    columns = _output_columns(enc, names)
     # per-case problems go to the failures table when each case loads; no up-front read of every image
     m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, check_images=False)
     n_rows = len(m.df)
@@ -376,7 +435,7 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     starts = list(range(0, n_rows, chunk_size))
     cols = list(m.df.columns)
     need_roi = "roi" in names or mode == "crop"
-    prepare = CasePreparer(enc.preprocessor, enc.grid, enc.spec["roi"], need_roi, "roi" in names, roi_mode)
+    prepare = CasePreparer(enc.preprocessor, enc.grids, enc.spec["roi"], need_roi, "roi" in names, roi_mode)
     kind = resolve_loader(loader, enc.device, workers)
     chunk_files, reused = [], 0
     bar = progress(total=n_rows, desc=f"embed {enc.name}", disable=None if show_progress is None else not show_progress)
@@ -406,10 +465,19 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
         "provenance": provenance("embed", run_cfg, inputs={"manifest": m.path} if m.path else None,
                                  n_cases=n_rows),
     }
-    columns = {k: (np.float32, (enc.dim,)) for k in names}
+    if enc.spec.get("layers") or enc.spec["layer"] is not None:
+        meta["layers"] = list(enc.layer_names)
+    if enc.multi_layer:
+        meta["layer_info"] = {
+            name: {"grid": list(g), "dim": d, "has_cls": h, "poolings": p}
+            for name, g, d, h, p in zip(enc.layer_names, enc.grids, enc.dims, enc.has_cls_by_layer,
+                                        enc.layer_pool_names(names))}
+    merge_cols = {k: (np.float32, (d,)) for k, d in columns.items()}
     if "roi" in names:
-        columns.update(roi_n_tokens=(np.int64, ()), roi_fallback=(np.bool_, ()))
-    n_ok, failures = _merge_chunks(out, chunk_files, columns, meta)
+        for li in range(len(enc.layer_names)):
+            merge_cols[enc.output_key("roi_n_tokens", li)] = (np.int64, ())
+            merge_cols[enc.output_key("roi_fallback", li)] = (np.bool_, ())
+    n_ok, failures = _merge_chunks(out, chunk_files, merge_cols, meta)
     fail_path = out.with_name(out.stem + ".failures.csv")
     write_failures(fail_path, failures)
     if n_ok == 0:
@@ -418,6 +486,6 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
         raise InputError(f"embed: every one of the {n_rows} cases failed, e.g. {listed}; see {fail_path}")
     if not keep_parts:
         shutil.rmtree(parts, ignore_errors=True)
-    log.info("embed: wrote %s (%d cases, poolings %s, dim %d); %d failed -> %s",
-             out, n_ok, names, enc.dim, len(failures), fail_path)
+    log.info("embed: wrote %s (%d cases, poolings %s, layers %s, dims %s); %d failed -> %s",
+             out, n_ok, names, enc.layer_names, enc.dims, len(failures), fail_path)
     return out

@@ -91,7 +91,7 @@ class Encoder:
         x = torch.zeros((1, self.channels, *self.spatial_size), device=self.device)
         try:
             with torch.no_grad():
-                tok = self.adapter.forward(x)
+                toks = self.adapter.forward_multi(x)
         except (ConfigError,) as exc:
             raise exc
         except Exception as exc:  # noqa: BLE001 - turned into a user-facing message
@@ -103,15 +103,41 @@ class Encoder:
                 f"the model cannot take input of preprocess.spatial_size={list(self.spatial_size)} with "
                 f"preprocess.channels={self.channels} ({type(exc).__name__}: {msg}); use the input size and "
                 "channel count the network was built for (ViTs: a multiple of the patch size)") from exc
-        if 0 in tok.grid or tok.patch.shape[1] == 0:
-            raise InputError(f"preprocess.spatial_size={list(self.spatial_size)} is too small: the feature layer has "
-                             f"an empty grid {tok.grid}; use a larger input size")
-        self.grid = tuple(int(g) for g in tok.grid)
-        self.dim = int(tok.patch.shape[-1])
-        self.has_cls = tok.cls is not None
+        for name, tok in zip(self.layer_names, toks):
+            if 0 in tok.grid or tok.patch.shape[1] == 0:
+                raise InputError(f"preprocess.spatial_size={list(self.spatial_size)} is too small: the feature layer "
+                                 f"{name!r} has an empty grid {tok.grid}; use a larger input size")
+        self.grids = [tuple(int(g) for g in tok.grid) for tok in toks]
+        self.dims = [int(tok.patch.shape[-1]) for tok in toks]
+        self.has_cls_by_layer = [tok.cls is not None for tok in toks]
+        tok = toks[0]
+        self.grid = self.grids[0]
+        self.dim = self.dims[0]
+        self.has_cls = self.has_cls_by_layer[0]
         self.n_registers = 0 if tok.registers is None else int(tok.registers.shape[1])
-        log.info("encoder %s: input %s x%d ch, grid %s, dim %d, cls=%s, registers=%d",
-                 self.name, self.spatial_size, self.channels, self.grid, self.dim, self.has_cls, self.n_registers)
+        log.info("encoder %s: input %s x%d ch, layers %s, grids %s, dims %s, cls=%s, registers=%d",
+                 self.name, self.spatial_size, self.channels, self.layer_names, self.grids, self.dims,
+                 self.has_cls, self.n_registers)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Names of the feature layers (``layers`` of a multi-layer spec, else ``[layer]`` or ``["default"]``)."""
+        from radlens.encoders.spec import layer_name
+
+        return [layer_name(v) for v in (self.spec.get("layers") or [self.spec["layer"]])]
+
+    @property
+    def multi_layer(self) -> bool:
+        """True when the spec asks for several layers (artifact keys become ``pooling@layer``)."""
+        return len(self.layer_names) > 1
+
+    def output_key(self, pooling: str, layer_index: int) -> str:
+        """Artifact key of a pooling of one layer: ``pooling`` (one layer) or ``pooling@layer`` (several)."""
+        return f"{pooling}@{self.layer_names[layer_index]}" if self.multi_layer else pooling
+
+    def layer_pool_names(self, pooling: Sequence[str] | str = ("cls", "mean", "roi")) -> list[list[str]]:
+        """:meth:`pool_names` of every layer (``cls`` → ``global`` on a layer without a class token)."""
+        return [resolve_poolings(pooling, h) for h in self.has_cls_by_layer]
 
     @property
     def n_prefix(self) -> int:
@@ -188,12 +214,26 @@ class Encoder:
         """
         return self.adapter.forward(x.to(self.device))
 
+    def forward_layers(self, x) -> list[TokenOutput]:
+        """One forward pass: tokens at every feature layer (:attr:`layer_names` order).
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, C, *spatial_size)
+
+        Returns
+        -------
+        list of TokenOutput, one per layer (grids and dims may differ between CNN stages)
+        """
+        return self.adapter.forward_multi(x.to(self.device))
+
     def __repr__(self) -> str:
         return (f"Encoder({self.spec['kind']}:{self.name}, input={self.spatial_size}, grid={self.grid}, "
                 f"dim={self.dim}, cls={self.has_cls}, device={self.device!r})")
 
 
-def load_encoder(spec_or_path: Any, device: str = "cpu", *, roi: dict | None = None) -> Encoder:
+def load_encoder(spec_or_path: Any, device: str = "cpu", *, roi: dict | None = None,
+                 layers: Sequence | str | None = None) -> Encoder:
     """Load an encoder from a spec.
 
     Parameters
@@ -203,6 +243,9 @@ def load_encoder(spec_or_path: Any, device: str = "cpu", *, roi: dict | None = N
     device : {"cpu", "cuda", "cuda:N", "auto"}
     roi : dict, optional
         Overrides of the spec's ``roi`` section (``rule``, ``min_overlap``, ``mode``, ``crop_margin``).
+    layers : list or comma-separated str, optional
+        Feature layers to read from one forward pass, replacing the spec's ``layer``/``layers``
+        (dotted module names; ViT blocks by index; ``hf``: ``hidden_states`` indices).
 
     Returns
     -------
@@ -214,6 +257,16 @@ def load_encoder(spec_or_path: Any, device: str = "cpu", *, roi: dict | None = N
         Naming the spec key, file or parameter at fault.
     """
     spec = normalize_spec(spec_or_path)
+    if layers is not None:
+        from radlens.encoders.spec import normalize_layers
+
+        lay = normalize_layers(layers, spec["kind"])
+        if lay is None:
+            raise ConfigError(f"layers={layers!r} is empty; give at least one layer name")
+        spec.pop("layers", None)
+        spec["layer"] = lay[0] if len(lay) == 1 else None
+        if len(lay) > 1:
+            spec["layers"] = lay
     if roi:
         r = dict(spec["roi"], **{k: v for k, v in roi.items() if v is not None})
         spec["roi"] = validate_roi_options(r["rule"], r["min_overlap"], r["mode"], r["crop_margin"])

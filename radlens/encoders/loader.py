@@ -25,13 +25,14 @@ LOADERS = ("auto", "thread", "process")
 
 
 class CasePreparer:
-    """Picklable ``row -> (case_id, x, (weights, n_tokens, fallback) or None, error or None)``.
+    """Picklable ``row -> (case_id, x, [(weights, n_tokens, fallback) per layer] or None, error or None)``.
 
     Parameters
     ----------
     preprocessor : Preprocessor
-    grid : tuple of int
-        Token grid of the encoder.
+    grids : tuple of int, or list of them
+        Token grid of each feature layer (one grid: a single-layer encoder). ROI weights are
+        computed once per distinct grid.
     roi : dict
         ROI options (``rule``, ``min_overlap``).
     need_roi : bool
@@ -42,21 +43,35 @@ class CasePreparer:
         Overrides ``roi.mode``.
     """
 
-    def __init__(self, preprocessor: Preprocessor, grid: Sequence[int], roi: dict, need_roi: bool,
+    def __init__(self, preprocessor: Preprocessor, grids: Sequence, roi: dict, need_roi: bool,
                  want_weights: bool, roi_mode: str | None):
         self.preprocessor = preprocessor
-        self.grid = tuple(int(g) for g in grid)
+        grids = list(grids)
+        if grids and not isinstance(grids[0], (list, tuple)):
+            grids = [grids]
+        self.grids = [tuple(int(g) for g in grid) for grid in grids]
+        self.grid = self.grids[0]
         self.roi = dict(roi)
         self.need_roi = need_roi
         self.want_weights = want_weights
         self.roi_mode = roi_mode
 
-    def weights(self, roi_cov: np.ndarray, case_id: str) -> tuple[np.ndarray, int, bool]:
-        """(weights (N,) float64 summing to 1, tokens selected, fallback used)."""
-        idx, fallback, _ = select_tokens(roi_cov, self.grid, self.roi["rule"], self.roi["min_overlap"], case_id)
-        w = np.zeros(int(np.prod(self.grid)), dtype=np.float64)
+    def weights(self, roi_cov: np.ndarray, case_id: str, grid: Sequence[int] | None = None
+                ) -> tuple[np.ndarray, int, bool]:
+        """(weights (N,) float64 summing to 1, tokens selected, fallback used) on ``grid`` (default: the first)."""
+        grid = self.grid if grid is None else tuple(grid)
+        idx, fallback, _ = select_tokens(roi_cov, grid, self.roi["rule"], self.roi["min_overlap"], case_id)
+        w = np.zeros(int(np.prod(grid)), dtype=np.float64)
         w[idx] = 1.0 / idx.size
         return w, int(idx.size), bool(fallback)
+
+    def layer_weights(self, roi_cov: np.ndarray, case_id: str) -> list[tuple[np.ndarray, int, bool]]:
+        """:meth:`weights` for every layer's grid (computed once per distinct grid)."""
+        done: dict[tuple, tuple] = {}
+        for g in self.grids:
+            if g not in done:
+                done[g] = self.weights(roi_cov, case_id, g)
+        return [done[g] for g in self.grids]
 
     def __call__(self, row: dict) -> tuple[str, Any, Any, Any]:
         from radlens.io.images import load_case
@@ -69,7 +84,7 @@ class CasePreparer:
         try:
             p = self.preprocessor(case.array, case.roi if self.need_roi else None, case_id=cid,
                                   roi_mode=self.roi_mode)
-            w = self.weights(p.roi_cov, cid) if self.want_weights else None
+            w = self.layer_weights(p.roi_cov, cid) if self.want_weights else None
         except RadlensError as exc:
             return cid, None, None, ("preprocess", str(exc))
         return cid, p.x, w, None

@@ -25,7 +25,7 @@ INTERPOLATION = ("auto", "area", "bilinear", "trilinear", "bicubic", "nearest")
 ROI_RULES = ("overlap", "center")
 ROI_MODES = ("full", "crop")
 
-_TOP_KEYS = {"kind", "name", "args", "factory", "path", "checkpoint", "layer", "class", "output",
+_TOP_KEYS = {"kind", "name", "args", "factory", "path", "checkpoint", "layer", "layers", "class", "output",
              "tokens", "preprocess", "roi", "description", "strict"}
 _PRE_KEYS = {"spatial_size", "intensity", "channels", "clip", "interpolation"}
 _ROI_KEYS = {"rule", "min_overlap", "mode", "crop_margin"}
@@ -169,6 +169,16 @@ def normalize_spec(spec_or_path: Any) -> dict:
     if kind == "hf" and spec["layer"] is not None and not isinstance(spec["layer"], int):
         raise ConfigError(f"encoder spec (kind: hf): layer={spec['layer']!r} must be an integer index into "
                           "hidden_states (e.g. -2), or absent for last_hidden_state")
+    layers = normalize_layers(raw.get("layers"), kind)
+    if layers is not None:
+        if spec["layer"] is not None and [spec["layer"]] != layers[:1]:
+            raise ConfigError(f"encoder spec: layer={spec['layer']!r} and layers={layers!r} both given; give "
+                              "layers only (every layer embedded from one forward pass), or layer only")
+        if len(layers) == 1:
+            spec["layer"] = layers[0]  # one layer: the same spec (and file) as ``layer``
+        else:
+            spec["layer"] = None
+            spec["layers"] = layers  # only multi-layer specs carry the key: single-layer specs are unchanged
 
     tok = dict(raw.get("tokens") or {})
     _unknown("tokens", tok, _TOK_KEYS)
@@ -220,6 +230,55 @@ def normalize_spec(spec_or_path: Any) -> dict:
     spec["roi"] = validate_roi_options(roi.get("rule", "overlap"), roi.get("min_overlap", 0.5),
                                        roi.get("mode", "full"), roi.get("crop_margin", 0.25))
     return spec
+
+
+def normalize_layers(layers: Any, kind: str) -> list | None:
+    """Validate a list of feature layers (``layers:`` / ``--layers``).
+
+    Parameters
+    ----------
+    layers : None, str (comma-separated) or sequence of str/int
+        Dotted module names (``monai``/``python``; a ViT block may be given by its index, which
+        means ``blocks.<i>``), or indices into ``hidden_states`` (``hf``).
+    kind : encoder kind
+
+    Returns
+    -------
+    list (str for module kinds, int for ``hf``), duplicates dropped, order kept; None when
+    ``layers`` is None or empty.
+    """
+    if layers is None:
+        return None
+    if isinstance(layers, str):
+        layers = [p.strip() for p in layers.split(",") if p.strip()]
+    if not isinstance(layers, (list, tuple)):
+        raise ConfigError(f"encoder spec: layers={layers!r} must be a list of layer names, e.g. [layer1, layer2]")
+    if not layers:
+        return None
+    if kind == "torchscript":
+        raise ConfigError("encoder spec (kind: torchscript): 'layers' cannot be used, TorchScript modules do "
+                          "not support forward hooks; export a model that returns the features you need")
+    out: list = []
+    for v in layers:
+        if isinstance(v, bool) or not isinstance(v, (str, int)) or (isinstance(v, str) and not v.strip()):
+            raise ConfigError(f"encoder spec: layers entry {v!r} must be a dotted module name "
+                              "(e.g. 'layer2') or a block index (e.g. 3)")
+        if kind == "hf":
+            try:
+                v = int(v)
+            except ValueError:
+                raise ConfigError(f"encoder spec (kind: hf): layers entry {v!r} must be an integer index into "
+                                  "hidden_states (0 = embeddings, i = output of block i, -1 = last)") from None
+        else:
+            v = str(v).strip()
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def layer_name(layer: Any) -> str:
+    """The name a layer has in artifacts (``"layer2"``, ``"3"``; ``"default"`` for the model's own output)."""
+    return "default" if layer is None else str(layer)
 
 
 def validate_roi_options(rule: str, min_overlap: float, mode: str, crop_margin: float) -> dict:

@@ -233,9 +233,70 @@ class Embeddings:
     pools: dict[str, np.ndarray]
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def layers(self) -> list[str]:
+        """Feature layers held, in embedding order.
+
+        A multi-layer file (``radlens embed --layers``) names its arrays ``"{pooling}@{layer}"`` and
+        lists the layers in ``meta["layers"]``; a single-layer file gives its one layer's name (the
+        spec's ``layer``), or ``"default"`` when the encoder's own output was embedded.
+        """
+        lay = self.meta.get("layers")
+        if lay and (len(lay) > 1 or any("@" in k for k in self.pools)):
+            return [str(v) for v in lay]
+        if any("@" in k for k in self.pools):  # written by hand without meta: the keys say it
+            return list(dict.fromkeys(k.partition("@")[2] for k in self.pools if "@" in k))
+        if lay:
+            return [str(lay[0])]
+        layer = (self.meta.get("encoder") or {}).get("layer") if isinstance(self.meta.get("encoder"), dict) else None
+        return ["default" if layer is None else str(layer)]
+
+    @property
+    def multi_layer(self) -> bool:
+        """True when the arrays are keyed ``pooling@layer``."""
+        return any("@" in k for k in self.pools)
+
+    def select(self, layer: str | int) -> "Embeddings":
+        """The embeddings of one layer, with plain pooling keys (``cls``/``global``, ``mean``, ``roi``).
+
+        Parameters
+        ----------
+        layer : str or int
+            One of :attr:`layers` (an int is matched by its string, e.g. ``3`` for ``cls@3``).
+
+        Returns
+        -------
+        Embeddings
+            Same ``case_id``; ``pools`` of that layer; ``meta`` with ``layers == [layer]`` and that
+            layer's ``grid``/``dim``/``has_cls``/``poolings`` when the file recorded them.
+
+        Raises
+        ------
+        InputError
+            ``layer`` is not held; the message names the available layers.
+        """
+        name = str(layer)
+        available = self.layers
+        if name not in available:
+            raise InputError(f"layer {name!r} is not in these embeddings; available layers: {available} "
+                             "(embed it with radlens embed --layers ...)")
+        if not self.multi_layer:
+            return self
+        suffix = "@" + name
+        pools = {k[: -len(suffix)]: v for k, v in self.pools.items() if k.endswith(suffix)}
+        meta = dict(self.meta, layers=[name])
+        info = (self.meta.get("layer_info") or {}).get(name)
+        meta.pop("layer_info", None)
+        if info:
+            meta.update(grid=info.get("grid"), dim=info.get("dim"), has_cls=info.get("has_cls"),
+                        poolings=info.get("poolings"))
+        return Embeddings(self.case_id, pools, meta)
+
     def get(self, pooling: str) -> np.ndarray:
         if pooling not in self.pools:
-            raise InputError(f"pooling {pooling!r} not in these embeddings; available: {sorted(self.pools)}")
+            hint = (f"; these embeddings hold layers {self.layers}: pick one with .select(layer)"
+                    if self.multi_layer and "@" not in pooling else "")
+            raise InputError(f"pooling {pooling!r} not in these embeddings; available: {sorted(self.pools)}{hint}")
         return self.pools[pooling]
 
     def default_pooling(self) -> str:
@@ -252,9 +313,13 @@ def write_embeddings(path: str | os.PathLike, emb: Embeddings) -> Path:
     return write_npz(path, arrays, emb.meta)
 
 
-def read_embeddings(path: str | os.PathLike) -> Embeddings:
+def read_embeddings(path: str | os.PathLike, layer: str | int | None = None) -> Embeddings:
     """Read embeddings from ``radlens embed`` (.npz) or from elsewhere (.parquet/.csv with
-    ``case_id`` plus numeric columns, read as pooling ``external``)."""
+    ``case_id`` plus numeric columns, read as pooling ``external``).
+
+    ``layer``: return only that layer (:meth:`Embeddings.select`)."""
+    if layer is not None:
+        return read_embeddings(path).select(layer)
     path = Path(path)
     if path.suffix == ".npz":
         arrays, meta = read_npz(path)

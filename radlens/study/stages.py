@@ -55,15 +55,20 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                 out = run_dir / "embeddings" / arch / f"{ck}.npz"
                 emb[(arch, ck)] = out
 
-                def do_embed(spec_path=spec_path, out=out, layer=enc.layer):
+                layers = enc.embed_layers
+                layer = None if layers else enc.layer
+
+                def do_embed(spec_path=spec_path, out=out, layer=layer, layers=layers):
                     from radlens.encoders import embed
 
                     embed(manifest, encoder_spec_of(spec_path, layer), out, pooling=("cls", "mean", "roi"),
-                          batch_size=cfg.embed.batch_size, device=cfg.embed.device, workers=0)
+                          batch_size=cfg.embed.batch_size, device=cfg.embed.device, workers=0, layers=layers)
 
+                params = {"batch_size": cfg.embed.batch_size, "layer": enc.layer}
+                if layers:
+                    params["layers"] = [str(v) for v in layers]
                 stages.append(Stage(f"embed/{arch}/{ck}", "embed", do_embed, [out],
-                                    {"manifest": mfiles, "spec": spec_files(spec_path)},
-                                    {"batch_size": cfg.embed.batch_size, "layer": enc.layer}))
+                                    {"manifest": mfiles, "spec": spec_files(spec_path)}, params))
 
     # ---------------------------------------------------------------- lens
     if cfg.lens.enabled:
@@ -210,7 +215,7 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             post_path = cfg.resolve(post) if post else None
             out = run_dir / "probe" / arch / "probe.parquet"
 
-            def do_probe(pre_path=pre_path, post_path=post_path, out=out, layer=enc.layer):
+            def do_probe(pre_path=pre_path, post_path=post_path, out=out, layer=enc.main_layer):
                 from radlens.probe.run import pooling_probe
 
                 pooling_probe(manifest, encoder_spec_of(pre_path, layer),
@@ -221,7 +226,7 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                                 {"manifest": mfiles, "pre": spec_files(pre_path),
                                  "post": spec_files(post_path) if post_path else None},
                                 {"panel": cfg.pooling_probe.panel, "post_task": task, "seed": seed,
-                                 "layer": enc.layer}))
+                                 "layer": enc.main_layer}))
     del tasks_all
     return stages
 
