@@ -46,9 +46,12 @@ class CamDriftResult:
     paired : paired tests between methods on the same cases
     paired_architectures : paired tests between architectures on their common cases (per task x method)
     concentration : paired A-vs-B tests of each concentration measure
-    rankings, reversals : architecture rankings per metric and method; their agreement
+    rankings, reversals : architecture rankings per metric and method; their agreement (only
+        architecture x task x method combinations whose maps passed the sanity check)
     counts : per pair, the true-positive filter counts
-    sanity : model-randomisation check per pair x method x model
+    sanity : model-randomisation check per pair x method x model (``excluded_from_rankings``: this
+        combination's maps were left out of ``rankings`` / ``reversals``)
+    ranking_exclusions : one row per excluded architecture x task x method, with the reason
     series : drift along the checkpoint series (empty without series)
     failures : ``case_id, stage, error``
     """
@@ -64,6 +67,7 @@ class CamDriftResult:
     sanity: Any
     series: Any
     failures: Any
+    ranking_exclusions: Any = None
     outputs: dict = field(default_factory=dict)
 
 
@@ -342,8 +346,8 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
     """
     import pandas as pd
 
-    from radlens.cam.aggregate import (architecture_rankings, concentration_tests, paired_tests,
-                                       ranking_reversals, summarize)
+    from radlens.cam.aggregate import (architecture_rankings, concentration_tests, drop_combinations,
+                                       paired_tests, ranking_reversals, sanity_exclusions, summarize)
     from radlens.io.manifest import Manifest, read_manifest
 
     if samples not in ("tp", "correct"):
@@ -387,12 +391,23 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
                                 compare="architecture", by=("task", "method"), n_boot=n_boot, seed=seed)
                    if len(drift_df) and drift_df["architecture"].nunique() > 1 else pd.DataFrame())
     conc = concentration_tests(drift_df, n_boot=n_boot, seed=seed) if len(drift_df) else pd.DataFrame()
-    rankings = architecture_rankings(summary) if len(summary) else pd.DataFrame()
-    reversals = (ranking_reversals(rankings, drift_df, n_boot=n_boot, seed=seed) if len(rankings)
-                 else pd.DataFrame())
+    sanity_df = pd.DataFrame(sanity_rows)
+    excluded = sanity_exclusions(sanity_df)
+    if len(sanity_df):
+        bad = set(map(tuple, excluded[["architecture", "task", "method"]].astype(str).to_numpy()))
+        sanity_df["excluded_from_rankings"] = [tuple(r) in bad for r in
+                                               sanity_df[["architecture", "task", "method"]].astype(str).to_numpy()]
+    for r in excluded.to_dict("records"):
+        log.warning("%s/%s %s EXCLUDED from the architecture rankings and reversals: %s", r["architecture"],
+                    r["task"], r["method"], r["reason"])
+    rank_summary = drop_combinations(summary, excluded) if len(summary) else summary
+    rankings = architecture_rankings(rank_summary) if len(rank_summary) else pd.DataFrame()
+    reversals = (ranking_reversals(rankings, drop_combinations(drift_df, excluded), n_boot=n_boot, seed=seed)
+                 if len(rankings) else pd.DataFrame())
     res = CamDriftResult(drift=drift_df, summary=summary, paired=paired, paired_architectures=paired_arch,
                          concentration=conc, rankings=rankings,
-                         reversals=reversals, counts=pd.DataFrame(counts), sanity=pd.DataFrame(sanity_rows),
+                         reversals=reversals, counts=pd.DataFrame(counts), sanity=sanity_df,
+                         ranking_exclusions=excluded,
                          series=pd.concat(series_rows, ignore_index=True) if series_rows else pd.DataFrame(),
                          failures=pd.DataFrame(failures, columns=["case_id", "stage", "error"]))
     prov_cfg = {**cfg, "pairs": [{k: (str(v) if k in ("model_a", "model_b") else v) for k, v in vars(p).items()}
@@ -413,9 +428,9 @@ def _write_outputs(res, maps, cfg, manifest, out, save_maps, figures):
         write_table(res.drift, out, meta)
         res.outputs["drift"] = str(out)
         for name in ("summary", "paired", "paired_architectures", "concentration", "rankings", "reversals", "counts",
-                     "sanity", "series"):
+                     "sanity", "series", "ranking_exclusions"):
             t = getattr(res, name)
-            if len(t):
+            if t is not None and (len(t) or name == "ranking_exclusions"):
                 p = out.with_name(f"{out.stem}.{name}{out.suffix}")
                 write_table(t, p, meta)
                 res.outputs[name] = str(p)

@@ -376,38 +376,47 @@ def fit_linear_head(model, x, y: np.ndarray, train_idx: np.ndarray, seed: int) -
         model.head.bias.copy_(torch.tensor([0.0, b], dtype=torch.float32))
 
 
-def model_inputs(images: np.ndarray, train_idx: np.ndarray):
+#: the demo encoders' intensity preprocessing: the phantoms' fixed [0, 1] scale, clipped, never rescaled
+#: per image. A per-image min-max rescale (the earlier ``intensity: {mean, std}``) let the intensity
+#: task be read from the *background*: a bright lesion raises the image maximum, so everything else
+#: comes out darker. The fine-tuned CNNs learned exactly that shortcut (Grad-CAM pixel AUC 0.14-0.21,
+#: pointing game 0.00: the maps lit up everything but the lesion).
+DEMO_INTENSITY = {"clip": [0.0, 1.0], "intensity": "none"}
+#: per architecture: the ViT (layer norms everywhere, trained from scratch) learns nothing from the
+#: un-centred [0, 1] scale (validation AUC 0.27-0.65), so it gets a per-image z-score -- a far weaker
+#: global coupling than min-max (a 5-12 % lesion moves an image's mean and SD by a few percent)
+ARCH_INTENSITY = {"cnn": DEMO_INTENSITY, "densenet": DEMO_INTENSITY, "vit": {"clip": None, "intensity": "zscore"}}
+
+
+def model_inputs(images: np.ndarray, train_idx: np.ndarray | None = None, intensity: dict | None = None):
     """The demo models' inputs, produced by radlens' own encoder preprocessing.
 
-    The encoder specs the demo writes say ``intensity: {mean, std}``, which radlens applies after a
-    per-image min-max scaling to [0, 1] (:mod:`radlens.encoders.preprocess`). Training on anything else
-    would make every later analysis feed the models inputs they were not trained on, so the training
+    The encoder specs the demo writes say :data:`DEMO_INTENSITY`; training on anything else would
+    make every later analysis feed the models inputs they were not trained on, so the training
     tensors come from the same :class:`~radlens.encoders.preprocess.Preprocessor`.
 
     Parameters
     ----------
     images : ndarray, shape (n, H, W)
-    train_idx : ndarray of int
-        Cases whose min-max-scaled pixels define the normalisation ``(mean, std)``.
+    train_idx : ignored (kept for callers of the earlier signature)
+    intensity : dict, optional
+        ``clip`` and ``intensity`` preprocessing entries (default :data:`DEMO_INTENSITY`).
 
     Returns
     -------
     x : Tensor float32, shape (n, 1, H, W)
-    norm : (float, float)
-        ``mean, std`` written into the encoder specs.
+    norm : None
+        (The earlier per-cohort ``(mean, std)``; the fixed window needs none.)
     """
     import torch
 
     from radlens.encoders.preprocess import Preprocessor
 
     h, w = images.shape[1:]
-    base = {"spatial_size": [int(h), int(w)], "clip": None, "interpolation": "auto"}
+    base = {"spatial_size": [int(h), int(w)], "interpolation": "auto", **(intensity or DEMO_INTENSITY)}
     roi = {"rule": "overlap", "min_overlap": 0.5, "mode": "full", "crop_margin": 0.25}
-    minmax = Preprocessor({**base, "intensity": "minmax"}, roi, 1)
-    scaled = np.stack([minmax(im).x[0].numpy() for im in images[train_idx]])
-    norm = (float(scaled.mean()), float(scaled.std() + 1e-6))
-    final = Preprocessor({**base, "intensity": {"mean": [norm[0]], "std": [norm[1]]}}, roi, 1)
-    return torch.stack([final(im).x for im in images]), norm
+    final = Preprocessor(base, roi, 1)
+    return torch.stack([final(im).x for im in images]), None
 
 
 def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
@@ -543,8 +552,7 @@ def _encoder_spec(arch: str, name: str, cfg: TrainConfig, image_shape, norm: tup
     """Encoder spec dict (paths relative to the folder the YAMLs are written in)."""
     from radlens.synth.models import cnn_args, densenet_args
 
-    pre = {"spatial_size": [int(s) for s in image_shape], "intensity": {"mean": [norm[0]], "std": [norm[1]]},
-           "channels": 1}
+    pre = {"spatial_size": [int(s) for s in image_shape], **ARCH_INTENSITY[arch], "channels": 1}
     roi = {"rule": "overlap", "min_overlap": 0.5, "mode": "full", "crop_margin": 0.25}
     if arch == "cnn":
         return {"kind": "monai", "name": "ResNet", "args": cnn_args(cfg.cnn_width),
@@ -606,11 +614,11 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
     if missing:
         raise InputError(f"tasks {missing}: not columns of the manifest; available: {list(data.table.columns)}")
     n, h, w = data.images.shape
-    x_all, norm = model_inputs(data.images, data.train_idx)
+    norm = None
     result = TrainResult(out_dir)
     metrics: dict[str, Any] = {"config": asdict(cfg), "n_cases": int(n), "n_train": int(data.train_idx.size),
                                "n_val": int(data.val_idx.size), "image_shape": [int(h), int(w)],
-                               "intensity_norm": list(norm), "archs": {}}
+                               "preprocess": ARCH_INTENSITY, "archs": {}}
     log_rows: list[dict] = []
     for ai, arch in enumerate(cfg.archs):
         t0 = time.perf_counter()
@@ -619,6 +627,7 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
         vit_cfg = vit_config(image_size=h, patch_size=cfg.vit_patch, hidden_size=cfg.vit_hidden,
                              num_layers=cfg.vit_layers, num_heads=cfg.vit_heads) if arch == "vit" else None
         am: dict[str, Any] = {"tasks": {}}
+        x_all, _ = model_inputs(data.images, intensity=ARCH_INTENSITY[arch])
         with torch_determinism(cfg.seed + 1000 * ai, cfg.threads):
             gen = torch.Generator().manual_seed(cfg.seed + 1000 * ai)
             backbone = (build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else
