@@ -124,9 +124,13 @@ def test_clean_options_and_errors():
         clean_features(df, near_duplicate_threshold=1.5)
     with pytest.raises(InputError, match="method='kendall'"):
         clean_features(df, near_duplicate_threshold=0.9, method="kendall")
-    bad = df.assign(site=["a"] * 12)
-    with pytest.raises(InputError, match="'site'"):
-        clean_features(bad)
+    bad = df.assign(site=["a"] * 12)   # a text column that is no feature: set aside, reported
+    clean, rep = clean_features(bad)
+    assert "site" not in clean.columns
+    assert rep.loc[rep.feature == "site", "reason"].tolist() == ["not_a_feature"]
+    textual = df.assign(original_firstorder_Mean=["1,5"] * 12)   # a feature that is text: refused, named
+    with pytest.raises(InputError, match=r"feature column\(s\) \['original_firstorder_Mean'\] hold non-numeric"):
+        clean_features(textual)
     clean, _ = clean_features(bad, id_columns=("case_id", "site"))
     assert list(clean.columns[:2]) == ["case_id", "site"]
 

@@ -195,10 +195,14 @@ def test_geometry_mismatch_error_and_nearest_resampling(tmp_path):
     mp = _write(coarse, tmp_path / "mask.nii.gz", spacing=(3.0, 3.0))
     row = {"case_id": "g", "image": img, "mask": mp, "label": 1}
     with pytest.raises(CaseError) as ei:
-        load_case(row)
+        load_case(row, resample_mask=False)   # a caller with --resample-mask (radiomics, localize)
     msg = ei.value.message
-    assert "not on the image's grid" in msg and "size (10, 10) (image) vs (4, 4) (mask)" in msg
-    assert "spacing" in msg and "resample_mask=True" in msg
+    assert "is not on the grid of image 'img.nii.gz'" in msg and "size 10×10 (image) vs 4×4 (mask)" in msg
+    assert "spacing (1, 1) (image) vs (3, 3) (mask)" in msg and "--resample-mask" in msg
+    assert "np.float64" not in msg
+    with pytest.raises(CaseError) as ei:
+        load_case(row)                         # a caller without that option: no advice naming it
+    assert "re-export the mask" in ei.value.message and "resample" not in ei.value.message.split(";")[-1]
     c = load_case(row, resample_mask=True)
     # nearest neighbour: image pixel i (physical i) takes mask index round(i / 3)
     idx = np.floor(np.arange(10) / 3 + 0.5).astype(int)

@@ -53,11 +53,12 @@ def test_fit_refit_compare(study):
         assert main(["refit-post", "--lens", str(d / "lens"), "--embeddings", str(d / f"{task}.npz"),
                      "--n-null", "40", "--n-boot", "20", "--out", str(d / f"shifts_{task}.parquet")]) == 0
     tab = read_table(d / "shifts_texture.parquet")
-    for col in ("feature", "feature_class", "image_type", "shift", "shift_ci_low", "shift_ci_high",
-                "sensitivity_pre", "sensitivity_post", "share_change", "z", "p", "q", "rank"):
+    for col in ("feature", "feature_class", "image_type", "emphasis", "emphasis_ci_low", "emphasis_ci_high", "z", "p",
+                "q", "rank", "shift", "shift_ci_low", "shift_ci_high", "shift_z", "shift_p", "shift_q",
+                "sensitivity_pre", "sensitivity_post", "share_change"):
         assert col in tab.columns, col
     assert len(tab) == 14 and sorted(tab["rank"]) == list(range(1, 15))
-    assert tab.loc[tab["rank"] == 1, "shift"].item() == tab["shift"].max()
+    assert abs(tab.loc[tab["rank"] == 1, "emphasis"].item()) == tab["emphasis"].abs().max()
     assert set(tab["feature_class"]) <= {"firstorder", "glcm", "glrlm"} and set(tab["image_type"]) == {"original"}
     summ = read_table_meta(d / "shifts_texture.parquet")["summary"]
     assert summ["task"] == "texture" and summ["n_cases"] == 100
@@ -74,10 +75,10 @@ def test_fit_refit_compare(study):
     corr = pd.read_csv(out / "rank_correlation.csv", index_col="task")
     assert corr.loc["texture", "texture"] == 1.0 and -1 <= corr.loc["texture", "shape"] <= 1
     ct = pd.read_csv(out / "class_totals.csv")
-    np.testing.assert_allclose(ct.groupby("task")["shift_share"].sum(), 1.0)
-    # class totals equal the sum of squared shifts of the table (hand computation)
-    glcm = (tab.loc[tab["feature_class"] == "glcm", "shift"] ** 2).sum()
-    got = ct.query("task == 'texture' and feature_class == 'glcm'")["shift_sq_total"].item()
+    np.testing.assert_allclose(ct.groupby("task")["emphasis_share"].sum(), 1.0)
+    # class totals equal the sum of squared emphasis changes of the table (hand computation)
+    glcm = (tab.loc[tab["feature_class"] == "glcm", "emphasis"] ** 2).sum()
+    got = ct.query("task == 'texture' and feature_class == 'glcm'")["emphasis_sq_total"].item()
     assert got == pytest.approx(glcm)
     assert len(pd.read_csv(out / "top_k.csv")) == 10
 
@@ -118,7 +119,7 @@ def test_class_enrichment_hand_computed():
 
     tab = pd.DataFrame({"feature": list("abcdef"), "feature_class": ["g", "g", "s", "s", "s", "s"],
                         "shift": [6, 5, 4, 3, 2, 1]})
-    r = class_enrichment(tab, "g", k=2, n_perm=20000, seed=1)
+    r = class_enrichment(tab, "g", k=2, n_perm=20000, seed=1, by="shift")
     # P(both of the 2 'g' among a random 2 of 6) = 1 / C(6, 2) = 1/15
     assert r["hits"] == 2 and r["fraction"] == 1.0 and r["expected"] == pytest.approx(1 / 3)
     assert r["p_hypergeom"] == pytest.approx(1 / 15)
@@ -126,9 +127,9 @@ def test_class_enrichment_hand_computed():
     from radlens.errors import InputError
 
     with pytest.raises(InputError, match="not in the table"):
-        class_enrichment(tab, "ngtdm", k=2)
+        class_enrichment(tab, "ngtdm", k=2, by="shift")
     with pytest.raises(InputError, match="k=9"):
-        class_enrichment(tab, "g", k=9)
+        class_enrichment(tab, "g", k=9, by="shift")
 
 
 def test_nonfinite_pre_case_goes_to_failures(study):

@@ -1,8 +1,9 @@
 """Planted-truth checks of the radiomic lens with exact ground truth (several data seeds):
 
 * post = pre + a nonlinear signal driven by a planted subset -> the planted features rank on top;
-* post = pre + fresh noise -> at most 5% of features reach q < 0.05;
-* post = pre under an orthogonal rotation -> the orthogonally invariant scores do not move;
+* post = pre + fresh noise -> at most 5% of features reach q < 0.05 (headline and raw shift);
+* post = pre under an orthogonal rotation -> the headline does not move, no discovery, and the
+  summary names the rotation;
 * the same orthogonal change of basis applied to pre and post -> every score is unchanged.
 """
 import numpy as np
@@ -51,14 +52,15 @@ def test_planted_features_rank_on_top(lenses):
         tab, summ = lens.shift_scores(Zp, n_null=100, n_boot=50, seed=s)
         truth = [df.columns[1 + j] for j in PLANTED]
         planted = tab["feature"].isin(truth)
-        assert (tab.loc[planted, "q_specific"] < 0.05).all()     # the feature-specific test finds them
-        leaks.append(float((tab.loc[~planted, "q_specific"] < 0.05).mean()))
-        precisions.append(precision_at_k(tab, truth))          # ranked by shift (column rank)
-        precisions_z.append(precision_at_k(tab, truth, by="z"))  # ranked by z (column rank_z)
-        top = tab.nsmallest(len(PLANTED), "rank")
-        assert (top["q"] < 0.05).all()                     # the planted ones are significant
-        assert summ["global_p"] < 1e-3
+        assert (tab.loc[planted, "shift_q_specific"] < 0.05).all()     # the feature-specific test finds them
+        leaks.append(float((tab.loc[~planted, "shift_q_specific"] < 0.05).mean()))
+        precisions.append(precision_at_k(tab, truth, by="shift"))     # raw Jacobian shift
+        precisions_z.append(precision_at_k(tab, truth, by="shift_z"))
+        top = tab.nsmallest(len(PLANTED), "shift_rank")
+        assert (top["shift_q"] < 0.05).all()                     # the planted ones are significant
+        assert summ["shift_global_p"] < 1e-3 and summ["global_p"] < 0.05
         assert (tab["shift_ci_low"] <= tab["shift"] + 1e-12).all() and (tab["shift"] <= tab["shift_ci_high"] + 1e-12).all()
+        assert (tab["emphasis_ci_low"] <= tab["emphasis_ci_high"]).all()
     assert np.mean(precisions) >= 0.9, precisions
     assert np.mean(precisions_z) >= 0.9, precisions_z
     # the global null flags leakage into non-planted features; the specific one mostly does not
@@ -66,16 +68,18 @@ def test_planted_features_rank_on_top(lenses):
 
 
 def test_fresh_noise_gives_few_discoveries(lenses):
-    fractions, fractions_specific = [], []
+    fractions, fractions_raw, fractions_specific = [], [], []
     for s, (df, X, Z, lens) in lenses.items():
         Zp = planted_change(X, Z, [], "noise", strength=0.3, seed=20 + s)
         tab, summ = lens.shift_scores(Zp, n_null=100, n_boot=0, seed=s)
         fractions.append(float((tab["q"] < 0.05).mean()))
-        fractions_specific.append(float((tab["q_specific"] < 0.05).mean()))
-        assert summ["global_p"] > 0.001
+        fractions_raw.append(float((tab["shift_q"] < 0.05).mean()))
+        fractions_specific.append(float((tab["shift_q_specific"] < 0.05).mean()))
+        assert summ["global_p"] > 0.001 and summ["shift_global_p"] > 0.001
         # p-values under the null are not piled up near 0
-        assert (tab["p"] < 0.05).mean() <= 0.25
+        assert (tab["p"] < 0.05).mean() <= 0.25 and (tab["shift_p"] < 0.05).mean() <= 0.25
     assert np.mean(fractions) <= 0.05, fractions
+    assert np.mean(fractions_raw) <= 0.05, fractions_raw
     assert np.mean(fractions_specific) <= 0.05, fractions_specific
 
 
@@ -83,13 +87,19 @@ def test_rotation_leaves_invariant_scores_at_zero(lenses):
     df, X, Z, lens = lenses[0]
     Zp = planted_change(X, Z, [], "rotate", seed=3)
     tab, summ = lens.shift_scores(Zp, n_null=50, n_boot=0)
-    # invariant: sensitivity per feature, share change, held-out R², CKA
+    # invariant: sensitivity per feature, share change, emphasis, held-out R², CKA
     np.testing.assert_allclose(tab["sensitivity_post"], tab["sensitivity_pre"], rtol=1e-8)
     assert np.abs(tab["share_change"]).max() < 1e-10
+    assert np.abs(tab["emphasis"]).max() < 1e-8 * tab["sensitivity_pre"].max()
     assert summ["r2_post_heldout"] == pytest.approx(summ["r2_pre_heldout"], abs=1e-8)
     assert summ["cka_pre_post"] == pytest.approx(1.0, abs=1e-8)
-    # not invariant (by design): the head really changed coordinates, so the shift is large
+    # the headline makes no discovery; the summary names the rotation
+    assert (tab["q"] < 0.05).mean() <= 0.05 and summ["n_significant"] == 0
+    assert summ["recoding_share"] > 0.99 and summ["rotation_size"] > 0.5 and summ["no_emphasis_change"]
+    assert "rotated" in summ["global_change"] and "100% is orthogonal re-coding" in summ["global_change"]
+    # not invariant (by design): the head really changed coordinates, so the raw shift is large and "significant"
     assert tab["shift"].min() > 0.1 * tab["sensitivity_pre"].min()
+    assert (tab["shift_q"] < 0.05).all()
 
 
 def test_common_change_of_basis_changes_nothing(lenses):
@@ -99,8 +109,11 @@ def test_common_change_of_basis_changes_nothing(lenses):
     lens_q = RadiomicLens(random_state=1, **PARAMS).fit(df, Z @ Q)
     a, sa = lens.shift_scores(Zp, n_null=40, n_boot=20)
     b, sb = lens_q.shift_scores(Zp @ Q, n_null=40, n_boot=20)
-    for col in ("shift", "shift_ci_low", "sensitivity_pre", "sensitivity_post", "share_change", "z", "p"):
-        np.testing.assert_allclose(b[col], a[col], rtol=1e-6, atol=1e-9, err_msg=col)
+    for col in ("emphasis", "emphasis_ci_low", "z", "p", "shift", "shift_ci_low", "sensitivity_pre", "sensitivity_post",
+                "share_change", "shift_z", "shift_p"):
+        # the emphasis CI comes from float32 bootstrap Grams of both heads: a difference of sensitivities
+        atol = 1e-6 if col == "emphasis_ci_low" else 1e-9
+        np.testing.assert_allclose(b[col], a[col], rtol=1e-6, atol=atol, err_msg=col)
     assert list(a["feature"]) == list(b["feature"])
 
 
@@ -121,3 +134,7 @@ def test_global_rescaling_leaves_shares_unchanged(lenses):
     np.testing.assert_allclose(tab["sensitivity_post"], 2.5 * tab["sensitivity_pre"], rtol=1e-8)
     assert np.abs(tab["share_change"]).max() < 1e-10
     np.testing.assert_allclose(tab["shift"], 1.5 * tab["sensitivity_pre"], rtol=1e-8)   # D = 1.5 coef_pre
+    assert np.abs(tab["emphasis"]).max() < 1e-8 * tab["sensitivity_pre"].max()
+    assert summ["rescale_factor"] == pytest.approx(2.5) and summ["sensitivity_rescale"] == pytest.approx(2.5)
+    assert summ["rescale_share"] > 0.99 and "rescaled ×2.50" in summ["global_change"]
+    assert summ["n_significant"] == 0

@@ -102,7 +102,7 @@ def test_all_row_problems_reported_at_once_with_row_numbers(folder):
         r"row 4 \(case_id 'c4'\): neither a mask nor a box",
         r"row 5 \(case_id 'c5'\): both a mask and a box",
         r"row 6 \(case_id 'c6'\): box \(x=30, y=1, w=20, h=3\) is outside the 40x32",
-        r"row 7 \(case_id 'c7'\): label 3 is absent from mask 'm255.png' \(values present: \[0, 255\]\)",
+        r"row 7 \(case_id 'c7'\): label 3 does not occur in mask 'm255.png' \(values present: \[0, 255\]\)",
         r"row 8 \(case_id 'c8'\): mask file 'nomask.png' not found",
         r"row 9 \(case_id 'c9'\): box .* outside the image \(negative coordinate\)",
         r"row 10 \(case_id 'c10'\): box incomplete: \['bbox_h'\] empty",

@@ -16,18 +16,19 @@ from radlens.stats import bootstrap_ci
 
 
 def test_auc_summary_equals_the_shared_bootstrap_ci():
-    """The fast weighted bootstrap draws the same resamples as radlens.stats.bootstrap_ci."""
+    """Independent samples: the fast weighted bootstrap draws the same resamples as
+    radlens.stats.bootstrap_ci (strata = classes)."""
     rng = np.random.default_rng(0)
     y = np.r_[np.zeros(40, int), np.ones(40, int)]
     g = np.r_[np.arange(40), np.arange(40)]
     s = rng.normal(size=80) + 0.5 * y
-    for kw in ({"groups": g}, {}):
-        r = auc_summary(y, s, n_boot=120, seed=4, **kw)
-        ref = bootstrap_ci(lambda a, b: roc_auc_score(a, b) if np.unique(a).size == 2 else np.nan,
-                           y, s, n_boot=120, seed=4, **(kw or {"strata": y}))
-        assert r["estimate"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-        assert r["ci_low"] == pytest.approx(ref[1], abs=1e-12)
-        assert r["ci_high"] == pytest.approx(ref[2], abs=1e-12)
+    r = auc_summary(y, s, n_boot=120, seed=4)
+    ref = bootstrap_ci(lambda a, b: roc_auc_score(a, b) if np.unique(a).size == 2 else np.nan,
+                       y, s, n_boot=120, seed=4, strata=y)
+    assert r["estimate"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert r["ci_low"] == pytest.approx(ref[1], abs=1e-12)
+    assert r["ci_high"] == pytest.approx(ref[2], abs=1e-12)
+    assert r["ci_method"] == "bootstrap_percentile"
     d = paired_auc_difference(y, s, 2 * s + rng.normal(size=80), groups=g, n_boot=200)
     assert d["ci_low"] <= d["estimate"] <= d["ci_high"]
     assert d["n_groups"] == 40

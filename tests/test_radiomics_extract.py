@@ -180,7 +180,7 @@ def test_bad_cases_land_in_failures_others_complete(tmp_path):
         {"case_id": "ok2", "image": "img.nii.gz", "mask": "two.nii.gz", "label": 2},
     ]).to_csv(tmp_path / "m.csv", index=False)
     # up-front check: the absent label is a manifest problem, reported before any extraction
-    with pytest.raises(ManifestError, match=r"row 3 \(case_id 'nolabel'\): label 1 is absent"):
+    with pytest.raises(ManifestError, match=r"row 3 \(case_id 'nolabel'\): label 1 does not occur in mask 'two.nii.gz'"):
         radiomics(tmp_path / "m.csv", LIGHT, out=tmp_path / "r.parquet", check_images=True, show_progress=False)
     res = radiomics(tmp_path / "m.csv", LIGHT, out=tmp_path / "r.parquet", show_progress=False)
     assert res.features["case_id"].tolist() == ["ok1", "ok2"]

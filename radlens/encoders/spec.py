@@ -229,6 +229,14 @@ def normalize_spec(spec_or_path: Any) -> dict:
     _unknown("roi", roi, _ROI_KEYS)
     spec["roi"] = validate_roi_options(roi.get("rule", "overlap"), roi.get("min_overlap", 0.5),
                                        roi.get("mode", "full"), roi.get("crop_margin", 0.25))
+    if kind == "hf" and not Path(spec["path"]).is_dir():
+        where = (f"the YAML's folder {str(base)!r}" if not isinstance(spec_or_path, Mapping)
+                 and not (isinstance(spec_or_path, str) and ("\n" in spec_or_path or "kind:" in spec_or_path))
+                 else f"the current folder {str(base)!r}")
+        state = "is a file, not a folder" if Path(spec["path"]).exists() else "no such folder"
+        raise ConfigError(f"encoder spec (kind: hf): path={raw.get('path')!r} -> {spec['path']!r}: {state} "
+                          f"(relative paths resolve against {where}); give the folder model.save_pretrained() "
+                          "wrote (config.json + weights). kind: hf loads local folders only, not Hub repo ids")
     return spec
 
 

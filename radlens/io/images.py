@@ -30,13 +30,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from radlens.errors import CaseError, InputError
+from radlens.io.dicom import (DICOM_SUFFIXES, SLICE_GAP_POLICIES, SLICE_STEP_RTOL, _check_dicom_spacing,  # noqa: F401
+                              _dicom_series_files, _is_dicom_file, _monochrome1_fix, _photometric,
+                              _read_dicom_pydicom, dicom_series_problem)
+from radlens.io.masks import (GEOMETRY_RTOL, GEOMETRYLESS_SUFFIXES, LOSSY_SUFFIXES, MAX_LABEL_VALUES, Grid,  # noqa: F401
+                              _fmt, _geometry_problems, _size, infer_label, is_geometryless, label_map_problem,
+                              mask_grid_decision)
 
 log = logging.getLogger(__name__)
-
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-#: Tolerance comparing image and mask grids: relative on spacing, absolute on direction cosines;
-#: origins may differ by 1e-3 of the smallest spacing.
-GEOMETRY_RTOL = 1e-4
 
 
 def _sitk():
@@ -46,29 +47,6 @@ def _sitk():
 
 
 # --------------------------------------------------------------------------- low-level readers
-def _is_dicom_file(path: Path) -> bool:
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        return True
-    if path.suffix:
-        return False
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-        return len(head) == 132 and head[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
-def _dicom_series_files(folder: Path) -> list[str]:
-    sitk = _sitk()
-    ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
-    if not ids:
-        raise InputError(f"image folder {str(folder)!r} holds no DICOM series; a folder image must be "
-                         "one DICOM series (one file per slice)")
-    if len(ids) > 1:
-        raise InputError(f"image folder {str(folder)!r} holds {len(ids)} DICOM series {list(ids)[:5]}; "
-                         "put each series in its own folder and give one folder per manifest row")
-    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), ids[0]))
 
 
 def _squeeze(img):
@@ -104,62 +82,31 @@ def _to_grey(img):
     return out
 
 
-def _monochrome1_fix(img, path: Path):
-    """Make a MONOCHROME1 DICOM file bright-is-high (inverting only if SimpleITK did not)."""
-    sitk = _sitk()
-    try:
-        import pydicom
+def _read_raw(path: Path, what: str, notes: list[str] | None = None, slice_gaps: str = "error"):
+    """Read a file/folder as a SimpleITK image (no squeezing or grey conversion).
 
-        ds = pydicom.dcmread(str(path))
-        raw = np.asarray(ds.pixel_array)
-    except Exception as exc:  # no decoder for this transfer syntax: trust ITK (>= 5.3 inverts)
-        log.warning("%s: MONOCHROME1 but pydicom cannot decode the pixels (%s); relying on SimpleITK's "
-                    "own MONOCHROME1 handling", path, exc)
-        return img
-    bits = int(getattr(ds, "BitsStored", raw.dtype.itemsize * 8))
-    signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    inter = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    arr = sitk.GetArrayFromImage(img)
-    raw_r = (raw.astype(np.float64) * slope + inter).reshape(arr.shape)
-    inv_r = ((lo + hi) - raw.astype(np.float64)) * slope + inter
-    inv_r = inv_r.reshape(arr.shape)
-    if np.array_equal(arr.astype(np.float64), inv_r):
-        return img  # SimpleITK already inverted
-    if not np.array_equal(arr.astype(np.float64), raw_r):
-        log.warning("%s: MONOCHROME1 pixels read by SimpleITK match neither the raw nor the inverted "
-                    "values; leaving them as SimpleITK read them", path)
-        return img
-    if np.issubdtype(arr.dtype, np.integer) and np.all(inv_r == np.round(inv_r)) and \
-            inv_r.min() >= np.iinfo(arr.dtype).min and inv_r.max() <= np.iinfo(arr.dtype).max:
-        new = inv_r.astype(arr.dtype)
-    else:
-        new = inv_r.astype(np.float32)
-    out = sitk.GetImageFromArray(new)
-    out.CopyInformation(img)
-    return out
-
-
-def _photometric(path: Path) -> str:
-    sitk = _sitk()
-    r = sitk.ImageFileReader()
-    r.SetFileName(str(path))
-    r.ReadImageInformation()
-    return r.GetMetaData("0028|0004").strip() if r.HasMetaDataKey("0028|0004") else ""
-
-
-def _read_raw(path: Path, what: str):
-    """Read a file/folder as a SimpleITK image (no squeezing or grey conversion)."""
+    ``notes`` (a list) collects warnings about the file (e.g. an invalid DICOM PixelSpacing);
+    ``slice_gaps``: ``"error"`` raises on a DICOM series with missing/duplicate/uneven slices,
+    ``"warn"`` reads it and adds the problem to ``notes``.
+    """
     sitk = _sitk()
     if not path.exists():
         raise InputError(f"{what} {str(path)!r} does not exist; fix the path in the manifest "
                          "(relative paths are resolved against the manifest's folder)")
     if path.is_dir():
         files = _dicom_series_files(path)
+        prob = dicom_series_problem(path, files)
+        if prob is not None:
+            if slice_gaps != "warn":
+                raise InputError(prob)
+            log.warning("%s (read anyway: slice_gaps='warn')", prob)
+            if notes is not None:
+                notes.append(prob.split("; a volume read")[0] + " (read with one uniform spacing: slice_gaps = warn)")
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
-        return reader.Execute()
+        img = reader.Execute()
+        _check_dicom_spacing(files[0], what, notes)
+        return img
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -168,44 +115,16 @@ def _read_raw(path: Path, what: str):
         msg = str(exc).strip().splitlines()
         raise InputError(f"{what} {str(path)!r} cannot be read ({msg[-1] if msg else exc}); supported: PNG, "
                          "JPEG, DICOM (file or series folder), NIfTI, NRRD, MHA/MHD, TIFF") from exc
-    if _is_dicom_file(path) and _photometric(path) == "MONOCHROME1":
-        img = _monochrome1_fix(img, path)
-    return img
-
-
-def _read_dicom_pydicom(path: Path, sitk_exc: Exception):
-    """Fallback for DICOM files SimpleITK cannot read."""
-    sitk = _sitk()
-    try:
-        import pydicom
-
-        ds = pydicom.dcmread(str(path))
-        arr = np.asarray(ds.pixel_array)
-    except Exception as exc:
-        raise InputError(f"DICOM file {str(path)!r} cannot be read by SimpleITK ({sitk_exc}) nor pydicom "
-                         f"({exc}); for compressed transfer syntaxes install a pydicom decoder "
-                         "(pylibjpeg, gdcm) or convert the file") from exc
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    inter = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    if str(getattr(ds, "PhotometricInterpretation", "")).strip() == "MONOCHROME1":
-        bits = int(getattr(ds, "BitsStored", arr.dtype.itemsize * 8))
-        signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
-        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
-        arr = ((lo + hi) - arr.astype(np.int64)).astype(arr.dtype)
-    if slope != 1 or inter != 0:
-        arr = (arr.astype(np.float32) * slope + inter).astype(np.float32)
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and getattr(ds, "SamplesPerPixel", 1) > 1:
-        img = sitk.GetImageFromArray(arr, isVector=True)
-    else:
-        img = sitk.GetImageFromArray(arr)
-    ps = getattr(ds, "PixelSpacing", None) or getattr(ds, "ImagerPixelSpacing", None)
-    if ps is not None and img.GetDimension() == 2:
-        img.SetSpacing((float(ps[1]), float(ps[0])))
+    if _is_dicom_file(path):
+        _check_dicom_spacing(str(path), what, notes)
+        if _photometric(path) == "MONOCHROME1":
+            img = _monochrome1_fix(img, path)
     return img
 
 
 # --------------------------------------------------------------------------- public readers
-def load_image(path: str | os.PathLike, *, what: str = "image"):
+def load_image(path: str | os.PathLike, *, what: str = "image", notes: list[str] | None = None,
+               slice_gaps: str = "error"):
     """Read an image file or DICOM series folder as a scalar SimpleITK image.
 
     Parameters
@@ -214,6 +133,12 @@ def load_image(path: str | os.PathLike, *, what: str = "image"):
         Image file (PNG, JPEG, DICOM, NIfTI, NRRD, MHA, ...) or a folder holding one DICOM series.
     what : str
         Word used in error messages (``"image"``, ``"mask"``).
+    notes : list of str, optional
+        Collects warnings about the file (invalid DICOM PixelSpacing, accepted slice gaps).
+    slice_gaps : {"error", "warn"}
+        A DICOM series folder whose slice positions have gaps, duplicates or uneven steps raises
+        :class:`InputError` naming the slices (``"error"``), or is read with one uniform spacing and
+        the problem added to ``notes`` (``"warn"``, an explicit opt-in).
 
     Returns
     -------
@@ -224,10 +149,37 @@ def load_image(path: str | os.PathLike, *, what: str = "image"):
     Raises
     ------
     InputError
-        Missing or unreadable file.
+        Missing or unreadable file; a DICOM series with missing/duplicate/uneven slices.
     """
-    img = _squeeze(_read_raw(Path(path), what))
+    if slice_gaps not in SLICE_GAP_POLICIES:
+        raise InputError(f"slice_gaps={slice_gaps!r} is not allowed; use one of {list(SLICE_GAP_POLICIES)}")
+    img = _squeeze(_read_raw(Path(path), what, notes, slice_gaps))
     return _to_grey(img)
+
+
+def read_mask(path: str | os.PathLike, *, notes: list[str] | None = None, slice_gaps: str = "error"):
+    """Read a mask file as a scalar SimpleITK image with its stored values (no grey conversion).
+
+    A colour mask (RGB/RGBA PNG) whose colour channels are equal is read from its first channel;
+    one whose channels differ (a coloured outline or overlay) cannot be a label map.
+
+    Raises
+    ------
+    InputError
+        Missing/unreadable file, or a colour mask whose channels differ.
+    """
+    sitk = _sitk()
+    img = _squeeze(_read_raw(Path(path), "mask", notes, slice_gaps))
+    n = img.GetNumberOfComponentsPerPixel()
+    if n == 1:
+        return img
+    arr = sitk.GetArrayViewFromImage(img)
+    col = arr[..., : n - 1] if n in (2, 4) else arr  # alpha dropped
+    if not all(np.array_equal(col[..., 0], col[..., k]) for k in range(1, col.shape[-1])):
+        raise InputError(f"mask {Path(str(path)).name!r} is a colour image whose channels differ (a coloured outline "
+                         "or overlay on the image?); save the ROI as a single-channel label map (0 = background, "
+                         "the ROI = 1 or 255)")
+    return sitk.VectorIndexSelectionCast(img, 0)
 
 
 def read_image_array(path: str | os.PathLike) -> np.ndarray:
@@ -266,6 +218,38 @@ def image_size(path: str | os.PathLike) -> tuple[int, ...]:
     return tuple(int(s) for s in size)
 
 
+def image_grid(path: str | os.PathLike, *, slice_gaps: str = "error") -> Grid:
+    """The grid of an image as :func:`load_image` returns it (singleton axes dropped), from file
+    headers only where possible (DICOM series folders are read in full).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file (or a series with slice gaps, see :func:`load_image`).
+    """
+    sitk = _sitk()
+    path = Path(path)
+    if path.is_dir():
+        img = load_image(path, slice_gaps=slice_gaps)
+        return Grid(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()))
+    r = sitk.ImageFileReader()
+    r.SetFileName(str(path))
+    try:
+        r.ReadImageInformation()
+    except RuntimeError:
+        img = load_image(path)
+        return Grid(tuple(img.GetSize()), tuple(img.GetSpacing()), tuple(img.GetOrigin()), tuple(img.GetDirection()))
+    size, sp, org = list(r.GetSize()), list(r.GetSpacing()), list(r.GetOrigin())
+    d = len(size)
+    direc = np.asarray(r.GetDirection(), float).reshape(d, d)
+    while len(size) > 2 and size[-1] == 1:
+        k = len(size) - 1
+        size, sp, org = size[:k], sp[:k], org[:k]
+        direc = direc[:k, :k]
+    return Grid(tuple(int(v) for v in size), tuple(float(v) for v in sp), tuple(float(v) for v in org),
+                tuple(float(v) for v in direc.ravel()))
+
+
 # --------------------------------------------------------------------------- cases
 @dataclass
 class Case:
@@ -282,6 +266,9 @@ class Case:
         The manifest's box in stored-image pixels, or the ROI's in-plane bounding box.
     row : dict
         The manifest row the case came from.
+    warnings : list of str
+        What loading assumed or accepted (mask placed on the image's pixel grid, invalid DICOM
+        spacing, accepted slice gaps); callers record them in the case's row.
     """
 
     case_id: str
@@ -289,6 +276,7 @@ class Case:
     mask: Any
     bbox: tuple[float, float, float, float]
     row: dict = field(default_factory=dict, repr=False)
+    warnings: list = field(default_factory=list)
 
     @cached_property
     def array(self) -> np.ndarray:
@@ -350,30 +338,12 @@ def box_to_mask(image, bbox: tuple[float, float, float, float]) -> np.ndarray:
     return out
 
 
-def _geometry_problems(image, mask) -> list[str]:
-    probs = []
-    if image.GetDimension() != mask.GetDimension():
-        return [f"dimension {image.GetDimension()}D image vs {mask.GetDimension()}D mask"]
-    if image.GetSize() != mask.GetSize():
-        probs.append(f"size {image.GetSize()} (image) vs {mask.GetSize()} (mask)")
-    sp_i, sp_m = np.asarray(image.GetSpacing(), float), np.asarray(mask.GetSpacing(), float)
-    if not np.allclose(sp_i, sp_m, rtol=GEOMETRY_RTOL, atol=0):
-        probs.append(f"spacing {tuple(np.round(sp_i, 6))} (image) vs {tuple(np.round(sp_m, 6))} (mask)")
-    o_i, o_m = np.asarray(image.GetOrigin(), float), np.asarray(mask.GetOrigin(), float)
-    if not np.allclose(o_i, o_m, rtol=0, atol=1e-3 * float(sp_i.min())):
-        probs.append(f"origin {tuple(np.round(o_i, 6))} (image) vs {tuple(np.round(o_m, 6))} (mask)")
-    d_i, d_m = np.asarray(image.GetDirection(), float), np.asarray(mask.GetDirection(), float)
-    if not np.allclose(d_i, d_m, rtol=0, atol=GEOMETRY_RTOL):
-        probs.append(f"direction {tuple(np.round(d_i, 4))} (image) vs {tuple(np.round(d_m, 4))} (mask)")
-    return probs
-
-
 def _resample_nearest(mask, image):
     sitk = _sitk()
     return sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
 
 
-def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
+def load_case(row: Mapping[str, Any], *, resample_mask: bool | None = None, slice_gaps: str = "error") -> Case:
     """Load the image and ROI of one manifest row.
 
     Parameters
@@ -382,9 +352,20 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
         A row of :attr:`radlens.io.manifest.Manifest.df`: ``case_id``, ``image`` and either
         ``mask`` (+ ``label``) or ``bbox_x, bbox_y, bbox_w, bbox_h``. A missing/None/NaN
         ``label`` means 1, or the mask's only non-zero value when 1 does not occur (0/255 masks).
-    resample_mask : bool, default False
-        When the mask's grid differs from the image's (size, spacing, origin or direction),
-        resample the mask onto the image grid by nearest neighbour instead of failing.
+        The mask must be a label map (:func:`label_map_problem`); label 0 is never the ROI.
+    resample_mask : bool or None, default None
+        When the mask's grid differs from the image's (size, spacing, origin or direction) and
+        both files store a geometry, resample the mask onto the image grid by nearest neighbour
+        (True) instead of failing. ``False`` fails and the message names ``--resample-mask``
+        (the option of ``radlens radiomics`` / ``radlens localize``, the callers that pass it);
+        ``None`` (callers without such an option) fails with advice on re-exporting only.
+        Never applied to a dimension mismatch or to formats without geometry (PNG/JPEG/BMP/
+        TIFF), which are matched by pixel grid: same size -> the mask is placed on the image's
+        grid and ``Case.warnings`` says so.
+    slice_gaps : {"error", "warn"}
+        DICOM series with missing/duplicate/uneven slices: a ``load`` failure naming the slices
+        (default), or read with one uniform spacing and a note in ``Case.warnings``. A row's
+        ``slice_gaps`` value (manifest column, the per-case explicit opt-in) wins.
 
     Returns
     -------
@@ -394,11 +375,16 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
     ------
     CaseError
         ``CaseError(case_id, "load", msg)`` for anything wrong with this case (unreadable file,
-        label absent from the mask, empty ROI, geometry mismatch, box outside the image).
+        mask not a label map, label absent from the mask or 0, empty ROI, geometry mismatch,
+        DICOM slice gaps, box outside the image).
     """
     case_id = str(_get(row, "case_id", "?"))
     try:
-        return _load_case(case_id, row, resample_mask)
+        policy = str(_get(row, "slice_gaps", None) or slice_gaps).strip().lower()
+        if policy not in SLICE_GAP_POLICIES:
+            raise InputError(f"slice_gaps = {policy!r} is not allowed; use one of {list(SLICE_GAP_POLICIES)} "
+                             "(manifest column 'slice_gaps', or slice_gaps=)")
+        return _load_case(case_id, row, resample_mask, policy)
     except CaseError:
         raise
     except InputError as exc:
@@ -407,39 +393,45 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool = False) -> Case:
         raise CaseError(case_id, "load", f"{type(exc).__name__}: {exc}") from exc
 
 
-def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool) -> Case:
+def _match_mask_grid(case_id, image, mask_raw, image_path, mask_path, resample_mask, notes):
+    """Put the mask on the image's grid (:func:`mask_grid_decision`) or raise a CaseError."""
+    action, text = mask_grid_decision(image, mask_raw, image_path, mask_path, resample_mask)
+    if action == "same":
+        return mask_raw, False
+    if action == "error":
+        raise CaseError(case_id, "load", text)
+    log.info("case %r: %s", case_id, text)
+    notes.append(text)
+    if action == "pixel_grid":
+        out = _sitk().Image(mask_raw)
+        out.CopyInformation(image)
+        return out, False
+    return _resample_nearest(mask_raw, image), True
+
+
+def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool | None, slice_gaps: str) -> Case:
     sitk = _sitk()
+    notes: list[str] = []
     image_path = _get(row, "image")
     if image_path is None:
         raise CaseError(case_id, "load", "no image path in the manifest row")
-    image = load_image(image_path)
+    image = load_image(image_path, notes=notes, slice_gaps=slice_gaps)
     mask_path = _get(row, "mask")
     if mask_path is not None and str(mask_path).strip():
         given = _get(row, "label", None)
-        label = 1 if given is None else int(given)
-        mask_raw = _squeeze(_read_raw(Path(mask_path), "mask"))
-        if mask_raw.GetNumberOfComponentsPerPixel() > 1:
-            mask_raw = sitk.VectorIndexSelectionCast(mask_raw, 0)
-        probs = _geometry_problems(image, mask_raw)
-        if probs:
-            if not resample_mask:
-                raise CaseError(case_id, "load", f"mask {str(mask_path)!r} is not on the image's grid ("
-                                + "; ".join(probs) + "); re-export the mask on the image grid, or pass "
-                                "resample_mask=True (CLI: --resample-mask) to resample it by nearest neighbour")
-            mask_raw = _resample_nearest(mask_raw, image)
+        mask_raw = read_mask(mask_path, notes=notes, slice_gaps=slice_gaps)
+        vals = np.unique(sitk.GetArrayViewFromImage(mask_raw))
+        prob = label_map_problem(vals, mask_path, label_given=given is not None)
+        if prob is not None:
+            raise CaseError(case_id, "load", prob)
+        label = infer_label(vals, given, mask_path)
+        mask_raw, resampled = _match_mask_grid(case_id, image, mask_raw, image_path, mask_path, resample_mask, notes)
         m = sitk.GetArrayViewFromImage(mask_raw)
         roi = (m == label)
-        if not roi.any() and given is None:  # no label given: a single-valued mask's value (0/255 PNG)
-            vals = np.unique(m)
-            if vals[vals != 0].size == 1:
-                label = int(vals[vals != 0][0])
-                roi = (m == label)
         if not roi.any():
-            vals = np.unique(m)
-            raise CaseError(case_id, "load", f"label {label} does not occur in mask {str(mask_path)!r}"
-                            + (" after resampling" if probs else "")
-                            + f" (values present: {vals[:10].tolist()}); set the manifest's 'label' column "
-                            "to the ROI's value (e.g. 255 for 0/255 PNG masks)")
+            raise CaseError(case_id, "load", f"label {label} of mask {Path(str(mask_path)).name!r} covers no pixel of "
+                            "the image after resampling onto its grid (the mask lies outside the image?); check the "
+                            "mask's origin and direction")
         mask = sitk.GetImageFromArray(roi.astype(np.uint8))
         mask.CopyInformation(image)
         bbox = _roi_bbox(roi)
@@ -450,7 +442,7 @@ def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool) -> Cas
                             "(bbox_x, bbox_y, bbox_w, bbox_h)")
         if image.GetDimension() != 2:
             raise CaseError(case_id, "load", f"boxes are 2D but image {str(image_path)!r} is "
-                            f"{image.GetDimension()}D {image.GetSize()}; give a mask for 3D images")
+                            f"{image.GetDimension()}D ({_size(image)}); give a mask for 3D images")
         w_img, h_img = image.GetSize()
         x, y, w, h = (float(v) for v in box)
         if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > w_img or y + h > h_img:
@@ -461,7 +453,7 @@ def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool) -> Cas
         mask.CopyInformation(image)
         bbox = (x, y, w, h)
     return Case(case_id=case_id, image=image, mask=mask, bbox=bbox,
-                row=dict(row.items()) if hasattr(row, "items") else dict(row))
+                row=dict(row.items()) if hasattr(row, "items") else dict(row), warnings=notes)
 
 
 def _roi_bbox(roi: np.ndarray) -> tuple[float, float, float, float]:

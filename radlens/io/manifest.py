@@ -8,6 +8,8 @@ A manifest (CSV, TSV or parquet) has one row per ROI:
 ``bbox_x, bbox_y, bbox_w, bbox_h``  a box in pixels of the stored image (2D images only)
 ``patient_id``  groups cases of one patient (defaults to ``case_id``)
 ``split``    optional split name
+``slice_gaps``  optional, ``warn`` to accept a DICOM series with missing/duplicate/uneven slices
+             (read with one uniform spacing, a warning in the case's row); empty = ``error``
 anything else: task labels / attributes (:attr:`Manifest.task_columns`).
 
 :func:`read_manifest` checks everything before any work starts and raises one
@@ -30,7 +32,7 @@ from radlens.errors import InputError, ManifestError
 log = logging.getLogger(__name__)
 
 BOX_COLUMNS = ("bbox_x", "bbox_y", "bbox_w", "bbox_h")
-RESERVED = ("case_id", "image", "mask", "label") + BOX_COLUMNS + ("patient_id", "split")
+RESERVED = ("case_id", "image", "mask", "label") + BOX_COLUMNS + ("patient_id", "split", "slice_gaps")
 #: Similarity (difflib ratio, case-insensitive) above which an unknown column is reported as a
 #: probable typo of a reserved column that the manifest lacks.
 TYPO_CUTOFF = 0.75
@@ -107,7 +109,8 @@ def _read_frame(path: Path):
     return df
 
 
-def read_manifest(path: str | os.PathLike, *, check_images: bool = True) -> Manifest:
+def read_manifest(path: str | os.PathLike, *, check_images: bool = True,
+                  resample_mask: bool | None = None) -> Manifest:
     """Read and validate a manifest.
 
     Parameters
@@ -115,9 +118,15 @@ def read_manifest(path: str | os.PathLike, *, check_images: bool = True) -> Mani
     path : str or path-like
         CSV, TSV or parquet manifest. Relative image/mask paths are resolved against its folder.
     check_images : bool, default True
-        Also open every image header and every mask: boxes outside the image, unreadable files,
-        labels absent from their mask, boxes on 3D images. When a row leaves ``label`` empty and
-        its mask holds a single non-zero value (e.g. 0/255 PNG masks), that value becomes the label.
+        Also open every image header and every mask, with the rules of
+        :func:`radlens.io.images.load_case`: boxes outside the image or on 3D images, unreadable
+        files, masks that are not label maps (non-integer values, too many distinct values, lossy
+        JPEG), labels that are 0 or absent from their mask, masks not on their image's grid, DICOM
+        series with slice gaps. When a row leaves ``label`` empty, the label is inferred as
+        ``load_case`` does (1, else the mask's only non-zero value, e.g. 255 for 0/255 PNG masks).
+    resample_mask : bool or None
+        As in :func:`~radlens.io.images.load_case`: True accepts grid mismatches that resampling
+        repairs; False names ``--resample-mask`` in the advice; None names no option.
 
     Returns
     -------
@@ -137,11 +146,12 @@ def read_manifest(path: str | os.PathLike, *, check_images: bool = True) -> Mani
     if not path.exists():
         raise InputError(f"manifest {str(path)!r} does not exist")
     df = _read_frame(path)
-    return manifest_from_frame(df, root=path.resolve().parent, check_images=check_images, path=path.resolve())
+    return manifest_from_frame(df, root=path.resolve().parent, check_images=check_images, path=path.resolve(),
+                               resample_mask=resample_mask)
 
 
 def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool = True,
-                        path: str | os.PathLike | None = None) -> Manifest:
+                        path: str | os.PathLike | None = None, resample_mask: bool | None = None) -> Manifest:
     """Validate a DataFrame as a manifest (same rules as :func:`read_manifest`).
 
     Parameters
@@ -227,8 +237,19 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
             if not ok:
                 problems.append(_row(i, case_id[i]) + f"label = {str(raw)!r} is not an integer")
                 label_bad[i] = True
+            elif int(v) == 0:
+                problems.append(_row(i, case_id[i]) + "label = 0 is the background and cannot be the ROI; set "
+                                "'label' to the ROI's value or leave it empty")
+                label_bad[i] = True
             else:
                 label[i] = int(v)
+    gaps = text("slice_gaps")
+    for i, g in enumerate(gaps):
+        if g is not None and g.lower() not in ("error", "warn"):
+            problems.append(_row(i, case_id[i]) + f"slice_gaps = {g!r} is not allowed; use 'warn' (accept a DICOM "
+                            "series with missing/uneven slices, with a warning) or leave it empty")
+        elif g is not None:
+            gaps[i] = g.lower()
 
     # ---- case ids
     groups: dict[str, list[int]] = {}
@@ -290,7 +311,7 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
     # ---- image content checks
     if check_images:
         problems += _check_images(case_id, image_abs, mask_abs, box, label, label_given, has_mask & ~label_bad,
-                                  has_mask, range(n))
+                                  has_mask, range(n), slice_gaps=gaps, resample_mask=resample_mask)
 
     if problems:
         _raise(where, problems)
@@ -305,6 +326,7 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
         "patient_id": pd.Series([p if p is not None else c for p, c in zip(text("patient_id"), case_id)],
                                 index=idx, dtype=object),
         "split": pd.Series(text("split"), index=idx, dtype=object),
+        "slice_gaps": pd.Series(gaps, index=idx, dtype=object),
     }
     for c in df.columns:
         if c not in RESERVED:
@@ -313,7 +335,7 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
     return Manifest(out, Path(path) if path is not None else None, root, label_given)
 
 
-def validate_images(manifest: Manifest, rows=None, *, jobs: int = 1) -> Manifest:
+def validate_images(manifest: Manifest, rows=None, *, jobs: int = 1, resample_mask: bool | None = None) -> Manifest:
     """Run the image checks of :func:`read_manifest` (``check_images=True``) on some rows of a
     manifest read with ``check_images=False``.
 
@@ -324,6 +346,8 @@ def validate_images(manifest: Manifest, rows=None, *, jobs: int = 1) -> Manifest
         Positions (0-based) in ``manifest.df`` to check; None checks all.
     jobs : int, default 1
         Check in this many local worker processes.
+    resample_mask : bool or None
+        See :func:`read_manifest`.
 
     Returns
     -------
@@ -347,7 +371,7 @@ def validate_images(manifest: Manifest, rows=None, *, jobs: int = 1) -> Manifest
 
         size = -(-len(rows) // (4 * jobs))
         chunks = [rows[j:j + size] for j in range(0, len(rows), size)]
-        for _, res in iter_cases(_check_chunk, [(manifest, c, given) for c in chunks], jobs=jobs):
+        for _, res in iter_cases(_check_chunk, [(manifest, c, given, resample_mask) for c in chunks], jobs=jobs):
             if not isinstance(res, tuple):
                 raise RuntimeError(f"manifest image check failed in a worker: {res}")
             probs, labels = res
@@ -355,7 +379,7 @@ def validate_images(manifest: Manifest, rows=None, *, jobs: int = 1) -> Manifest
             for i, lab in labels.items():
                 label[i] = lab
     else:
-        probs, labels = _check_chunk((manifest, rows, given), show_progress=None)
+        probs, labels = _check_chunk((manifest, rows, given, resample_mask), show_progress=None)
         problems += probs
         for i, lab in labels.items():
             label[i] = lab
@@ -367,26 +391,32 @@ def validate_images(manifest: Manifest, rows=None, *, jobs: int = 1) -> Manifest
 
 def _check_chunk(task, show_progress: bool | None = False) -> tuple[list[str], dict[int, int]]:
     """Image checks of some rows: (problems, {row: inferred label})."""
-    manifest, rows, given = task
+    manifest, rows, given, resample_mask = task
     df = manifest.df
     has_mask = df["mask"].notna().to_numpy()
     label = df["label"].to_numpy(np.int64).copy()
     before = label.copy()
     box = {c: df[c].to_numpy(float) for c in BOX_COLUMNS}
+    gaps = df["slice_gaps"].tolist() if "slice_gaps" in df.columns else None
     problems = _check_images(df["case_id"].tolist(), df["image"].tolist(), df["mask"].tolist(), box, label, given,
-                             has_mask, has_mask, rows, show_progress=show_progress)
+                             has_mask, has_mask, rows, show_progress=show_progress, slice_gaps=gaps,
+                             resample_mask=resample_mask)
     return problems, {int(i): int(label[i]) for i in np.flatnonzero(label != before)}
 
 
 def _check_images(case_id, image_abs, mask_abs, box, label, label_given, check_label, has_mask, rows,
-                  show_progress: bool | None = None) -> list[str]:
-    """Open image headers and masks; may set ``label`` in place for single-valued masks."""
-    from radlens.io.images import image_size, load_image
+                  show_progress: bool | None = None, slice_gaps=None, resample_mask: bool | None = None) -> list[str]:
+    """Open image headers and masks (the rules of ``load_case``); may set ``label`` in place where
+    it was left empty."""
+    import SimpleITK as sitk
+
+    from radlens.errors import InputError as _InputError
+    from radlens.io.images import image_grid, infer_label, label_map_problem, mask_grid_decision, read_mask
     from radlens.progress import progress
 
     probs: list[str] = []
-    sizes: dict[str, Any] = {}
-    mask_vals: dict[str, Any] = {}
+    grids: dict[tuple, Any] = {}
+    masks: dict[str, Any] = {}
     rows = list(rows)
     for i in progress(rows, total=len(rows), desc="checking manifest", unit="row",
                       disable=None if show_progress is None else not show_progress):
@@ -394,15 +424,18 @@ def _check_images(case_id, image_abs, mask_abs, box, label, label_given, check_l
         ip = image_abs[i]
         if ip is None or not Path(ip).exists():
             continue
-        if ip not in sizes:
+        policy = (slice_gaps[i] if slice_gaps is not None else None) or "error"
+        key = (ip, policy)
+        if key not in grids:
             try:
-                sizes[ip] = image_size(ip)
+                grids[key] = image_grid(ip, slice_gaps=policy)
             except Exception as exc:
-                sizes[ip] = exc
-        size = sizes[ip]
-        if isinstance(size, Exception):
-            probs.append(rid + f"image cannot be read: {size}")
+                grids[key] = exc
+        grid = grids[key]
+        if isinstance(grid, Exception):
+            probs.append(rid + f"image cannot be read: {grid}")
             continue
+        size = grid.GetSize()
         if not has_mask[i]:
             x, y, w, h = (float(box[c][i]) for c in BOX_COLUMNS)
             if any(np.isnan(v) for v in (x, y, w, h)):
@@ -415,28 +448,35 @@ def _check_images(case_id, image_abs, mask_abs, box, label, label_given, check_l
                              f"{size[0]}x{size[1]} (WxH) image")
             continue
         mp = mask_abs[i]
-        if mp is None or not Path(mp).exists() or not check_label[i]:
+        if mp is None or not Path(mp).exists():
             continue
-        if mp not in mask_vals:
+        if mp not in masks:
             try:
-                import SimpleITK as sitk
-
-                mimg = load_image(mp, what="mask")
-                mask_vals[mp] = np.unique(sitk.GetArrayViewFromImage(mimg))
+                mimg = read_mask(mp)
+                masks[mp] = (np.unique(sitk.GetArrayViewFromImage(mimg)), image_grid(mp))
             except Exception as exc:
-                mask_vals[mp] = exc
-        vals = mask_vals[mp]
-        if isinstance(vals, Exception):
-            probs.append(rid + f"mask cannot be read: {vals}")
+                masks[mp] = exc
+        got = masks[mp]
+        if isinstance(got, Exception):
+            probs.append(rid + f"mask cannot be read: {got}")
             continue
-        lab = int(label[i])
-        nonzero = vals[vals != 0]
-        if not label_given[i] and lab not in vals and nonzero.size == 1:
-            label[i] = int(nonzero[0])
-            log.info("%s: no label given; using the mask's only non-zero value %s", rid.rstrip(": "), nonzero[0])
-        elif lab not in vals:
-            probs.append(rid + f"label {lab} is absent from mask {Path(mp).name!r} (values present: "
-                         f"{vals[:10].tolist()}{' ...' if vals.size > 10 else ''}); set 'label' to the ROI's value")
+        vals, mgrid = got
+        bad = label_map_problem(vals, mp, label_given=bool(label_given[i]))
+        if bad is not None:
+            probs.append(rid + bad)
+            continue
+        if check_label[i]:
+            try:
+                lab = infer_label(vals, int(label[i]) if label_given[i] else None, mp)
+            except _InputError as exc:
+                probs.append(rid + str(exc))
+                continue
+            if not label_given[i] and lab != label[i]:
+                log.info("%s: no label given; using the mask's only non-zero value %s", rid.rstrip(": "), lab)
+            label[i] = lab
+        action, text = mask_grid_decision(grid, mgrid, ip, mp, resample_mask)
+        if action == "error":
+            probs.append(rid + text)
     return probs
 
 

@@ -1,4 +1,6 @@
-"""Cross-task comparison of shift tables and planted-truth checks (class enrichment of the top-k)."""
+"""Cross-task comparison of shift tables (``radlens compare``; with ``lens=`` also the common /
+task-specific decomposition and task alignment of :mod:`radlens.lens.crosstask`) and planted-truth
+checks (class enrichment of the top-k, precision@k)."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +12,7 @@ from radlens.errors import InputError
 
 log = logging.getLogger(__name__)
 
-REQUIRED = ("feature", "feature_class", "shift", "z", "q", "rank")
+REQUIRED = ("feature", "feature_class", "emphasis", "z", "q", "rank")
 
 
 def read_shift_tables(paths) -> "tuple[object, dict]":
@@ -28,7 +30,8 @@ def read_shift_tables(paths) -> "tuple[object, dict]":
         df = read_table(p)
         missing = [c for c in REQUIRED if c not in df.columns]
         if missing:
-            raise InputError(f"shift table {str(p)!r} lacks columns {missing}; produce it with radlens refit-post")
+            raise InputError(f"shift table {str(p)!r} lacks columns {missing}; produce it with this version's "
+                             "radlens refit-post (tables from before the emphasis headline lack 'emphasis')")
         meta = read_table_meta(p)
         summ = meta.get("summary", {})
         task = df["task"].iloc[0] if "task" in df.columns else None
@@ -48,7 +51,7 @@ def read_shift_tables(paths) -> "tuple[object, dict]":
     return pd.concat(frames, ignore_index=True), summaries
 
 
-def rank_correlations(long, value: str = "shift"):
+def rank_correlations(long, value: str = "emphasis"):
     """Task × task Spearman correlation of ``value`` over features (DataFrame), and Kendall's W."""
     import pandas as pd
 
@@ -65,22 +68,22 @@ def rank_correlations(long, value: str = "shift"):
 
 
 def class_totals(long):
-    """Per task and feature class: number of features, sum of squared shifts, share of the task's
-    total squared shift, mean squared shift per feature, number with q < 0.05 (global null) and with
-    q_specific < 0.05 (feature-specific null)."""
-    d = long.assign(shift_sq=long["shift"] ** 2, sig=long["q"] < 0.05,
+    """Per task and feature class: number of features, sum of squared emphasis changes, share of the
+    task's total, mean per feature, number with q < 0.05 (global null) and with q_specific < 0.05
+    (feature-specific null)."""
+    d = long.assign(emphasis_sq=long["emphasis"] ** 2, sig=long["q"] < 0.05,
                     sig_specific=(long["q_specific"] < 0.05) if "q_specific" in long.columns else np.nan)
     g = d.groupby(["task", "feature_class"], sort=True).agg(n_features=("feature", "size"),
-                                                              shift_sq_total=("shift_sq", "sum"),
+                                                              emphasis_sq_total=("emphasis_sq", "sum"),
                                                               n_significant=("sig", "sum"),
                                                               n_significant_specific=("sig_specific", "sum")).reset_index()
-    tot = g.groupby("task")["shift_sq_total"].transform("sum")
-    g["shift_share"] = g["shift_sq_total"] / tot
-    g["shift_sq_mean"] = g["shift_sq_total"] / g["n_features"]
+    tot = g.groupby("task")["emphasis_sq_total"].transform("sum")
+    g["emphasis_share"] = g["emphasis_sq_total"] / tot
+    g["emphasis_sq_mean"] = g["emphasis_sq_total"] / g["n_features"]
     return g
 
 
-def class_enrichment(table, feature_class, k: int = 10, by: str = "shift", n_perm: int = 10000,
+def class_enrichment(table, feature_class, k: int = 10, by: str = "emphasis", n_perm: int = 10000,
                      seed: int = 0, class_column: str = "feature_class") -> dict:
     """Is the top-k of a shift table enriched for a feature class (planted-truth check)?
 
@@ -90,7 +93,7 @@ def class_enrichment(table, feature_class, k: int = 10, by: str = "shift", n_per
     feature_class : str or sequence of str   the class(es) counted as hits (e.g. ``"glcm"`` or
         ``["glcm", "glrlm", "glszm"]`` for texture).
     k : int   size of the top set (largest ``by``).
-    by : str  column to rank by (larger = stronger).
+    by : str  column to rank by (larger absolute value = stronger; the emphasis score is signed).
     n_perm : int   random k-subsets for the permutation p-value.
 
     Returns
@@ -113,7 +116,7 @@ def class_enrichment(table, feature_class, k: int = 10, by: str = "shift", n_per
         raise InputError(f"class_enrichment: feature_class {sorted(classes)} not in the table; "
                          f"classes present: {sorted(set(table[class_column]))}")
     hit = table[class_column].isin(classes).to_numpy()
-    order = np.argsort(-table[by].to_numpy(float), kind="stable")
+    order = np.argsort(-np.abs(table[by].to_numpy(float)), kind="stable")
     top = order[:k]
     hits = int(hit[top].sum())
     rng = np.random.default_rng(seed)
@@ -126,21 +129,59 @@ def class_enrichment(table, feature_class, k: int = 10, by: str = "shift", n_per
             "top_features": table["feature"].to_numpy()[top].tolist()}
 
 
-def precision_at_k(table, truth, k: int | None = None, by: str = "shift") -> float:
-    """Fraction of the top-k features (by ``by``) that are in ``truth`` (default k = len(truth))."""
+def precision_at_k(table, truth, k: int | None = None, by: str = "emphasis") -> float:
+    """Fraction of the top-k features (largest absolute ``by``) that are in ``truth`` (default
+    k = len(truth))."""
     truth = set(truth)
     k = len(truth) if k is None else int(k)
-    top = table.sort_values(by, ascending=False, kind="stable")["feature"].head(k)
+    key = np.abs(table[by].to_numpy(float))
+    top = table["feature"].to_numpy()[np.argsort(-key, kind="stable")][:k]
     return float(np.mean([f in truth for f in top]))
 
 
-def compare(tables, out, *, value: str = "z", top_k: int = 15) -> dict:
-    """Compare shift tables across tasks and write figures (PNG+SVG) and CSV tables to ``out``.
+def compare(tables, out, *, value: str = "z", top_k: int = 15, lens=None, embeddings: dict | None = None,
+            labels=None, label_columns: dict | None = None, pooling: str | None = None, n_null: int = 200,
+            n_boot: int = 200, n_perm: int = 999, seed: int = 0, aligned="scale") -> dict:
+    """Compare shift tables across tasks and write figures (PNG+SVG) and CSV tables to ``out``;
+    with ``lens`` and ``embeddings`` also the cross-task decomposition (``common.csv``,
+    ``contrast.csv``) and, with ``labels``, task alignment (``alignment.csv``)
+    (:func:`radlens.lens.crosstask.compare_tasks`).
+
+    Parameters
+    ----------
+    tables : list of paths   ``refit-post`` tables (may be empty when ``lens`` is given).
+    out : path   output folder.
+    value : str   heatmap value of the shift-table figures.
+    top_k : int   features per task in the top-k bars / table.
+    lens : path, optional   lens folder;  embeddings : dict task -> path of post embeddings.
+    labels, label_columns, pooling, n_null, n_boot, n_perm, seed, aligned : see ``compare_tasks``.
 
     Returns
     -------
     dict name -> list of written paths.
     """
+    written: dict[str, list] = {}
+    if lens is not None or embeddings:
+        if lens is None or not embeddings:
+            raise InputError("compare: the cross-task decomposition needs both --lens LENS_DIR and at least one "
+                             "--embeddings TASK=PATH")
+        from radlens.lens.crosstask import compare_tasks
+
+        written.update(compare_tasks(lens, embeddings, out, labels=labels, label_columns=label_columns,
+                                     pooling=pooling, n_null=n_null, n_boot=n_boot, n_perm=n_perm, seed=seed,
+                                     aligned=aligned))
+    elif labels is not None:
+        raise InputError("compare: --labels is used by task alignment, which needs --lens and --embeddings")
+    if not tables:
+        if not written:
+            raise InputError("compare: no shift tables given (and no --lens/--embeddings)")
+        return written
+    written.update(_compare_tables(tables, out, value=value, top_k=top_k))
+    return written
+
+
+def _compare_tables(tables, out, *, value: str = "z", top_k: int = 15) -> dict:
+    """Shift-table-only comparison (heatmap, top-k bars, rank correlations, class totals)."""
     from radlens.io.artifacts import write_json, write_table
     from radlens.viz import lens as vz
 
@@ -153,21 +194,23 @@ def compare(tables, out, *, value: str = "z", top_k: int = 15) -> dict:
     wide = long.pivot(index="feature", columns="task", values=value)
     wide.insert(0, "feature_class", long.drop_duplicates("feature").set_index("feature")["feature_class"])
     written["matrix"] = [write_table(wide.reset_index(), out / f"shift_matrix_{value}.csv")]
-    corr, w = rank_correlations(long, "shift")
+    corr, w = rank_correlations(long, "emphasis")
     written["rank_correlation"] = [write_table(corr.reset_index(names="task"), out / "rank_correlation.csv")]
     ct = class_totals(long)
     written["class_totals"] = [write_table(ct, out / "class_totals.csv")]
     top = (long.sort_values(["task", "rank"]).groupby("task").head(top_k)
-           [[c for c in ("task", "rank", "feature", "feature_class", "shift", "shift_ci_low", "shift_ci_high", "z", "q",
-                         "z_specific", "q_specific") if c in long.columns]])
+           [[c for c in ("task", "rank", "feature", "feature_class", "emphasis", "emphasis_ci_low", "emphasis_ci_high",
+                         "z", "q", "z_specific", "q_specific", "shift", "shift_z", "shift_q") if c in long.columns]])
     written["top_k"] = [write_table(top, out / "top_k.csv")]
-    gsum = [{"task": t, **{k: s.get(k) for k in ("r2_pre_heldout", "r2_post_heldout", "cka_pre_post", "n_significant",
-                                                   "n_significant_specific", "total_shift", "global_p")}}
-            for t, s in summaries.items()]
+    keys = ("r2_pre_heldout", "r2_post_heldout", "cka_pre_post", "rescale_factor", "rotation_size", "recoding_share",
+            "rescale_share", "emphasis_share", "n_significant", "n_significant_specific", "n_significant_shift",
+            "total_emphasis", "global_p", "global_change")
+    gsum = [{"task": t, **{k: s.get(k) for k in keys}} for t, s in summaries.items()]
     import pandas as pd
 
     written["global"] = [write_table(pd.DataFrame(gsum), out / "global_summary.csv")]
-    written["heatmap"] = vz.shift_heatmap(long, out / "heatmap", value=value)
+    written["heatmap"] = vz.shift_heatmap(long, out / "heatmap", value=value,
+                                          title=f"Change of radiomic emphasis per feature and task ({value})")
     written["top_bars"] = vz.top_k_bars(long, out / "top_k_bars", k=top_k)
     written["rank_corr_fig"] = vz.rank_correlation_matrix(corr, out / "rank_correlation", kendall_w=w)
     written["class_fig"] = vz.class_totals_bars(ct, out / "class_totals")

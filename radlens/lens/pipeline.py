@@ -80,7 +80,8 @@ def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=
 
     rad = read_table(radiomics)
     if "case_id" not in rad.columns:
-        raise InputError(f"radiomics table {str(radiomics)!r} has no 'case_id' column")
+        raise InputError(f"radiomics table {str(radiomics)!r} has no 'case_id' column (a pyradiomics batch "
+                         "CSV keeps its input CSV's columns: add case_id there)")
     cid, Z, pool, emeta = _load_embeddings(embeddings, pooling)
     ri, ei = align_case_ids(rad["case_id"].astype(str).to_numpy(), cid, f"radiomics {radiomics}",
                             f"embeddings {embeddings}")
@@ -93,7 +94,10 @@ def fit_pre(radiomics, embeddings, out, *, pooling: str | None = None, manifest=
     if bad.any():
         log.warning("fit-pre: %d case(s) with non-finite embeddings left out (see failures.csv)", int(bad.sum()))
         rad, Z, case_ids = rad[~bad].reset_index(drop=True), Z[~bad], case_ids[~bad]
-    g = read_groups(case_ids, manifest, groups)
+    if manifest is None and groups is None and "patient_id" in rad.columns:  # the table's own patient ids
+        g = rad["patient_id"].astype(str).to_numpy()
+    else:
+        g = read_groups(case_ids, manifest, groups)
     lens = RadiomicLens(**lens_params).fit(rad, Z, groups=g, case_ids=case_ids)
     lens.extra_ = {"pooling": pool, "encoder": emeta.get("encoder"), "checkpoint_sha256": emeta.get("checkpoint_sha256"),
                    "n_patients": int(np.unique(g).size), "excluded_case_ids": [f["case_id"] for f in failures]}

@@ -60,3 +60,59 @@ def planted_change(X, Z_pre, planted, kind: str = "signal", strength: float = 1.
         sig *= strength * scale / sig.std()
         return Z + sig + noise * scale * rng.normal(size=Z.shape)
     raise ValueError(f"kind={kind!r} not allowed; use 'signal', 'noise' or 'rotate'")
+
+
+def _signal(X, feats, d, strength, scale, rng):
+    k = len(feats)
+    U = rng.normal(size=(k, 2 * k))
+    V = rng.normal(size=(2 * k, d)) / np.sqrt(2 * k)
+    sig = np.tanh(X[:, feats] @ U) @ V
+    return sig * (strength * scale / sig.std())
+
+
+def planted_tasks(X, Z_pre, common, specific: dict, *, common_strength: float = 0.6,
+                  specific_strength: float = 0.3, noise: float = 0.05, seed: int = 0) -> dict:
+    """Post embeddings of several tasks fine-tuned from one pre encoder, with a known common and
+    task-specific change.
+
+    ``Z_t = Z_pre + s_common(X[:, common]) + s_t(X[:, specific[t]]) + fresh noise``, each signal a
+    random tanh map of its features scaled to ``strength × std(Z_pre)``; the common signal is the
+    same array for every task.
+
+    Parameters
+    ----------
+    X : ndarray (n, p);  Z_pre : ndarray (n, d)
+    common : list of int   features driving the common change.
+    specific : dict task -> list of int   features driving each task's own change.
+
+    Returns
+    -------
+    dict task -> ndarray (n, d)
+    """
+    rng = np.random.default_rng(seed)
+    X = np.asarray(X, float)
+    Z = np.asarray(Z_pre, float)
+    n, d = Z.shape
+    scale = Z.std()
+    base = Z + (_signal(X, list(common), d, common_strength, scale, rng) if len(common) else 0)
+    return {t: base + _signal(X, list(f), d, specific_strength, scale, rng) + noise * scale * rng.normal(size=Z.shape)
+            for t, f in specific.items()}
+
+
+def planted_labels(X, features, *, seed: int = 0, kind: str = "binary", groups=None) -> np.ndarray:
+    """Labels driven by ``features`` (a random positive combination plus logistic noise; binary:
+    thresholded at the median). With no feature, labels independent of X. ``groups``: one label per
+    patient (the first case's)."""
+    rng = np.random.default_rng(seed)
+    X = np.asarray(X, float)
+    n = X.shape[0]
+    f = list(features)
+    score = (X[:, f] @ rng.uniform(0.5, 1.5, len(f))) / np.sqrt(len(f)) if f else np.zeros(n)
+    score = score + rng.logistic(size=n) * 0.5
+    if groups is not None:
+        g = np.asarray(groups)
+        first = {}
+        for i, gi in enumerate(g):
+            first.setdefault(gi, score[i])
+        score = np.array([first[gi] for gi in g])
+    return (score > np.median(score)).astype(int) if kind == "binary" else score

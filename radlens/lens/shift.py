@@ -5,8 +5,7 @@ import logging
 
 import numpy as np
 
-from radlens.lens.null import (bootstrap_weights, cluster_permutations, empirical_tail, gamma_tail,
-                               replicate_scores)
+from radlens.lens.null import gamma_tail
 from radlens.lens.scores import dsigma_moment, mean_norm_shift, sensitivity_sq, shares, shift_sq
 
 log = logging.getLogger(__name__)
@@ -71,9 +70,35 @@ def _group_totals(labels, T_obs, T_null, kind):
     return rows
 
 
+def _emphasis_bootstrap(lens, Y_post, boot_w, batch):
+    """Bootstrap replicates (B, p) of the emphasis score: both heads re-estimated on each cluster
+    resample (same penalty, case weights) and the Jacobian moment recomputed, averaged over seeds."""
+    from radlens.lens.emphasis import emphasis_scores
+    from radlens.lens.null import low_rank_factor, replicate_grams
+    from radlens.lens.scores import quad_scores
+
+    Fp, Fq = low_rank_factor(lens.Z_pre_)[0], low_rank_factor(Y_post)[0]
+    out = []
+    for s in range(lens.W1_.shape[0]):
+        H, dsig = lens.hidden_activations(s)
+        rep = replicate_grams(H, float(lens.alpha_[s]), [Fp, Fq], None, boot_w, batch)
+        Cb = np.concatenate([dsigma_moment(dsig, boot_w[i:i + batch]) for i in range(0, boot_w.shape[0], batch)])
+        sp = np.sqrt(np.clip(quad_scores(lens.W1_[s], rep["boot"][0] * Cb), 0, None))
+        sq = np.sqrt(np.clip(quad_scores(lens.W1_[s], rep["boot"][1] * Cb), 0, None))
+        out.append(emphasis_scores(sp, sq)[0])
+    return np.mean(out, axis=0)
+
+
 def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int = 0, task: str | None = None,
                 alpha_level: float = 0.05, batch: int = 25, literal_mean_norm: bool = True, specific: bool = True):
     """Score how the post embeddings' dependence on each radiomic feature differs from pre.
+
+    Headline (``emphasis``, ``z``, ``p``, ``q``, ``rank``): the change of emphasis
+    ``s_post,r / ρ − s_pre,r`` (:mod:`radlens.lens.emphasis`), invariant to a global rescale and an
+    orthogonal re-coding of the post embedding; its null permutes whole patients' rows of the
+    change left after an orthogonal Procrustes + scale alignment of post onto pre (so a pure
+    rescale / rotation has nothing to test). The raw Jacobian shift (``shift``) keeps its own tests
+    (``shift_z``, ``shift_p``, ``shift_q``; feature-specific ``shift_*_specific``).
 
     Parameters
     ----------
@@ -83,7 +108,7 @@ def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int
     n_null : int, default 200
         Null replicates (cluster permutations of the per-case change); 0 disables z/p/q.
     n_boot : int, default 200
-        Cluster-bootstrap replicates for the CI of the shift; 0 disables CIs.
+        Cluster-bootstrap replicates for the CIs; 0 disables CIs.
     seed : int
         Seed of the permutations and resamples (shared by every lens seed).
     task : str, optional
@@ -94,21 +119,25 @@ def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int
     literal_mean_norm : bool
         Also compute ``shift_mean_norm``, the mean over cases of the norm (O(n p m²)).
     specific : bool
-        Also test each feature against its own Freedman–Lane null (``z_specific``, ``p_specific``,
-        ``q_specific``; :mod:`radlens.lens.specific`), which discounts leakage from changes driven
-        by other features. O(p n m q) with q = min(n, d).
+        Also test each feature's raw shift against its own Freedman–Lane null
+        (``shift_z_specific``, ``shift_p_specific``, ``shift_q_specific``; :mod:`radlens.lens.specific`).
 
     Returns
     -------
     table : DataFrame, one row per feature (see docs/lens.md for every column), sorted by rank.
-    summary : dict of global summaries (JSON-able).
+    summary : dict of global summaries (JSON-able), including ``rescale_factor`` (Procrustes scale of
+        the embedding), ``sensitivity_rescale`` (ρ), ``rotation_size``, the shares of the change that
+        are orthogonal re-coding / rescale / the rest, and ``global_change`` (one sentence).
     """
     import pandas as pd
     from scipy import stats as st
 
-    from radlens.stats import bh_qvalues, kendall_w, linear_cka, rank_agreement
-
     from radlens.errors import InputError
+    from radlens.lens.changes import score_changes
+    from radlens.lens.emphasis import align_post, describe_alignment, emphasis_scores
+    from radlens.lens.null import bootstrap_weights
+    from radlens.stats import bh_qvalues, kendall_w, linear_cka, rank_agreement
+    from radlens.stats.permutation import signed_null_summary, squared_norm_null_summary
 
     for name, v in (("n_null", n_null), ("n_boot", n_boot)):
         if not (isinstance(v, (int, np.integer)) and (v == 0 or v >= 10)):
@@ -124,115 +153,111 @@ def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int
     head_post = lens.refit_head(Y_post, frame=False)
     head_pre = lens.head_pre_
     E = Y_post - lens.Z_pre_
+    al = align_post(lens.Z_pre_, Y_post)
     S, n = lens.W1_.shape[0], lens.X_.shape[0]
-    perms = cluster_permutations(lens.groups_, n_null, seed) if n_null > 0 else None
-    boot_w = bootstrap_weights(n, n_boot, seed + 1, lens.groups_) if n_boot > 0 else None
-    sh, s_pre, s_post, mn = [], [], [], []
-    null_sh, null_sp, boot_sh = [], [], []
-    sp_mean, sp_sd = [], []
-    from radlens.progress import progress
-
-    for s in progress(range(S), desc="refit-post seeds", unit="seed"):
+    res = score_changes(lens, {"aligned": al["E"], "raw": E}, n_null=n_null, n_boot=n_boot, seed=seed,
+                        boot_for=["raw"], specific_for=("raw",) if specific else (), cross_for="aligned", batch=batch)
+    raw, ali = res["raw"], res["aligned"]
+    s_pre, s_post, mn = [], [], []
+    for s in range(S):
         W1 = lens.W1_[s]
-        H, dsig = lens.hidden_activations(s)
+        dsig = lens.hidden_activations(s)[1]
         C = dsigma_moment(dsig)
-        D = head_post.coef[s] - head_pre.coef[s]
-        sh.append(shift_sq(W1, D, C))
         s_pre.append(sensitivity_sq(W1, head_pre.coef[s], C))
         s_post.append(sensitivity_sq(W1, head_post.coef[s], C))
         if literal_mean_norm:
-            mn.append(mean_norm_shift(W1, D, dsig))
-        if specific:
-            from radlens.lens.specific import specific_moments
-            from radlens.stats.ridge import ridge_smoother
-
-            if s == 0:
-                from radlens.lens.specific import change_basis
-
-                basis = change_basis(E)
-            mu, var = specific_moments(W1, lens.b1_[s], lens.X_, E, ridge_smoother(H, float(lens.alpha_[s])), C,
-                                       float(lens.alpha_[s]), lens.activation, basis=basis)
-            sp_mean.append(mu)
-            sp_sd.append(np.sqrt(var))
-        if perms is not None or boot_w is not None:
-            rep = replicate_scores(W1, H, dsig, float(lens.alpha_[s]), head_pre.coef[s], E, perms, boot_w, batch)
-            if perms is not None:
-                null_sh.append(rep["null_shift_sq"])
-                null_sp.append(rep["null_sens_post_sq"])
-            if boot_w is not None:
-                boot_sh.append(rep["boot_shift_sq"])
-    sh, s_pre, s_post = np.stack(sh), np.stack(s_pre), np.stack(s_post)   # (S, p)
-    T = sh.mean(0)
+            mn.append(mean_norm_shift(W1, head_post.coef[s] - head_pre.coef[s], dsig))
+    s_pre, s_post = np.stack(s_pre), np.stack(s_post)
+    sp, sq = np.sqrt(s_pre), np.sqrt(s_post)
+    emp_seeds, rho = emphasis_scores(sp, sq)                            # (S, p), (S,)
+    emphasis = emp_seeds.mean(0)
+    T = raw["T"]
     shift = np.sqrt(T)
     share_pre_s, share_post_s = shares(s_pre), shares(s_post)
     share_change = (share_post_s - share_pre_s).mean(0)
     names = list(lens.feature_names_in_)
     fcls, fimg = feature_meta(names)
-    df = pd.DataFrame({"feature": names, "feature_class": fcls, "image_type": fimg, "shift": shift})
-    df["shift_seed_sd"] = np.sqrt(sh).std(0, ddof=1) if S > 1 else np.nan
+    df = pd.DataFrame({"feature": names, "feature_class": fcls, "image_type": fimg, "emphasis": emphasis})
+    df["emphasis_seed_sd"] = emp_seeds.std(0, ddof=1) if S > 1 else np.nan
+    df["emphasis_ci_low"] = df["emphasis_ci_high"] = np.nan
+    if n_boot > 0:
+        boot = _emphasis_bootstrap(lens, Y_post, bootstrap_weights(n, n_boot, seed + 1, lens.groups_), batch)
+        bias = boot.mean(0) - emphasis
+        lo, hi = np.quantile(boot, [alpha_level / 2, 1 - alpha_level / 2], axis=0)
+        df["emphasis_ci_low"], df["emphasis_ci_high"] = lo - bias, hi - bias
+    for c in ("null_mean", "null_sd", "z", "p", "p_perm", "q"):
+        df[c] = np.nan
+    summary_null = {}
+    group_rows = []
+    if ali["null"] is not None:
+        nb = np.sqrt(np.clip(ali["null_sens_post_seeds"], 0, None))                 # (S, B, p)
+        null_e = np.mean([emphasis_scores(sp[s][None, :], nb[s])[0] for s in range(S)], axis=0)   # (B, p)
+        ns = signed_null_summary(emphasis, null_e, degenerate=ali["degenerate"])
+        for c in ("null_mean", "null_sd", "z", "p", "p_perm", "q"):
+            df[c] = ns[c]
+        Te = emphasis ** 2
+        # group totals test the squared deviation from the null mean (the signed score's noise floor)
+        Tc, Tn = (emphasis - ns["null_mean"]) ** 2, (null_e - ns["null_mean"]) ** 2
+        group_rows = (_group_totals(fcls, Tc, Tn, "feature_class") + _group_totals(fimg, Tc, Tn, "image_type"))
+        ex = ((emphasis - ns["null_mean"]) ** 2).sum()
+        nx = ((null_e - ns["null_mean"]) ** 2).sum(1)
+        summary_null = {"total_emphasis": float(np.sqrt(Te.sum())),
+                        "global_p": 1.0 if ali["degenerate"] else float((1 + (nx >= ex).sum()) / (nx.size + 1)),
+                        "n_significant": int((df["q"] < alpha_level).sum())}
+    # the raw Jacobian shift, with its own tests
+    df["shift"] = shift
+    df["shift_seed_sd"] = np.sqrt(raw["T_seeds"]).std(0, ddof=1) if S > 1 else np.nan
     if literal_mean_norm:
         df["shift_mean_norm"] = np.stack(mn).mean(0)
-    df["shift_ci_low"] = np.nan
-    df["shift_ci_high"] = np.nan
-    if boot_w is not None:
-        df["shift_ci_low"], df["shift_ci_high"] = bias_corrected_ci(T, np.mean(boot_sh, axis=0), alpha_level)
+    df["shift_ci_low"] = df["shift_ci_high"] = np.nan
+    if raw["boot"] is not None:
+        df["shift_ci_low"], df["shift_ci_high"] = bias_corrected_ci(T, raw["boot"], alpha_level)
+    for c in ("shift_null_mean", "shift_z", "shift_p", "shift_q"):
+        df[c] = np.nan
+    if specific:
+        from radlens.lens.specific import gamma_sf_moments
+
+        mu, sd = raw["spec_mean"], raw["spec_sd"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df["shift_z_specific"] = (T - mu) / sd
+        df["shift_p_specific"] = gamma_sf_moments(T, mu, sd ** 2)
+        df["shift_q_specific"] = bh_qvalues(df["shift_p_specific"].to_numpy())
+        summary_null["n_significant_shift_specific"] = int((df["shift_q_specific"] < alpha_level).sum())
     df["sensitivity_pre"] = np.sqrt(s_pre.mean(0))
     df["sensitivity_post"] = np.sqrt(s_post.mean(0))
     df["share_pre"] = share_pre_s.mean(0)
     df["share_post"] = share_post_s.mean(0)
     df["share_change"] = share_change
-    for c in ("null_mean", "null_sd", "shift_excess", "z", "p", "p_perm", "q",
-              "share_change_z", "share_change_p", "share_change_q"):
+    for c in ("share_change_z", "share_change_p", "share_change_q"):
         df[c] = np.nan
-    group_rows = []
-    summary_null = {}
-    if perms is not None:
-        Tn = np.mean(null_sh, axis=0)                                  # (B, p)
-        rn = np.sqrt(Tn)
-        df["null_mean"] = rn.mean(0)
-        df["null_sd"] = rn.std(0, ddof=1)
-        df["shift_excess"] = np.sqrt(np.clip(T - Tn.mean(0), 0, None))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            df["z"] = (shift - rn.mean(0)) / rn.std(0, ddof=1)
-        df["p"] = gamma_tail(T, Tn)
-        df["p_perm"] = empirical_tail(T, Tn)
-        df["q"] = bh_qvalues(df["p"].to_numpy())
-        null_share = (shares(np.stack(null_sp)) - share_pre_s[:, None, :]).mean(0)   # (B, p)
-        sd = null_share.std(0, ddof=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            zc = (share_change - null_share.mean(0)) / sd
-        df["share_change_z"] = zc
-        df["share_change_p"] = 2 * st.norm.sf(np.abs(zc))
-        df["share_change_q"] = bh_qvalues(df["share_change_p"].to_numpy())
-        group_rows = _group_totals(fcls, T, Tn, "feature_class") + _group_totals(fimg, T, Tn, "image_type")
-        tot_obs = np.array([T.sum()])
-        summary_null = {"total_shift": float(np.sqrt(T.sum())), "total_shift_null_mean": float(np.sqrt(Tn.sum(1)).mean()),
-                        "global_p": float(gamma_tail(tot_obs, Tn.sum(1)[:, None])[0]),
-                        "n_significant": int((df["q"] < alpha_level).sum())}
-    if specific:
-        from radlens.lens.specific import gamma_sf_moments
-
-        # seeds share E and the permutation: the SD of their mean is at most the mean SD (conservative)
-        mu, sd = np.mean(sp_mean, axis=0), np.mean(sp_sd, axis=0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            df["z_specific"] = (T - mu) / sd
-        df["p_specific"] = gamma_sf_moments(T, mu, sd ** 2)
-        df["q_specific"] = bh_qvalues(df["p_specific"].to_numpy())
-        summary_null["n_significant_specific"] = int((df["q_specific"] < alpha_level).sum())
-    df["rank"] = st.rankdata(-shift, method="min").astype(int)
-    df["rank_z"] = st.rankdata(-np.nan_to_num(df["z"].to_numpy(), nan=-np.inf), method="min").astype(int)
+    if raw["null"] is not None:
+        ns = squared_norm_null_summary(T, raw["null"], degenerate=raw["degenerate"])
+        df["shift_null_mean"], df["shift_z"], df["shift_p"], df["shift_q"] = ns["null_mean"], ns["z"], ns["p"], ns["q"]
+        summary_null.update(total_shift=float(np.sqrt(T.sum())),
+                            total_shift_null_mean=float(np.sqrt(raw["null"].sum(1)).mean()),
+                            shift_global_p=float(gamma_tail(np.array([T.sum()]), raw["null"].sum(1)[:, None])[0]),
+                            n_significant_shift=int((df["shift_q"] < alpha_level).sum()))
+    if ali["null"] is not None:
+        # share changes under the same (aligned-change) null as the headline
+        null_share = (shares(ali["null_sens_post_seeds"]) - share_pre_s[:, None, :]).mean(0)   # (B, p)
+        ns = signed_null_summary(share_change, null_share, degenerate=ali["degenerate"])
+        df["share_change_z"], df["share_change_p"], df["share_change_q"] = ns["z"], ns["p"], ns["q"]
+    df["rank"] = st.rankdata(-np.abs(emphasis), method="min").astype(int)
+    df["rank_z"] = st.rankdata(-np.nan_to_num(np.abs(df["z"].to_numpy()), nan=-np.inf), method="min").astype(int)
+    df["shift_rank"] = st.rankdata(-shift, method="min").astype(int)
     if task is not None:
         df.insert(0, "task", task)
     df = df.sort_values(["rank", "feature"]).reset_index(drop=True)
-    # stability of the ranking over the lens seeds
+    # stability of the headline ranking over the lens seeds
     stab = {"n_seeds": int(S)}
     if S >= 2:
-        rs = np.sqrt(sh)
+        rs = np.abs(emp_seeds)
         pair = [rank_agreement(rs[a], rs[b])["spearman"] for a in range(S) for b in range(a + 1, S)]
-        stab.update(kendall_w=kendall_w(rs), mean_spearman=float(np.nanmean(pair)),
+        stab.update(kendall_w=kendall_w(rs) if np.ptp(rs) > 0 else float("nan"), mean_spearman=float(np.nanmean(pair)),
                     min_spearman=float(np.nanmin(pair)))
     post_norm = np.sqrt(np.mean([np.sum(c ** 2) for c in head_post.coef]))
     pre_norm = np.sqrt(np.mean([np.sum(c ** 2) for c in head_pre.coef]))
+    al["sensitivity_rescale"] = float(np.mean(rho))
     summary = {
         "task": task, "n_cases": int(n), "n_features": int(len(names)), "frame_dim": int(Y_post.shape[1]),
         "n_null": int(n_null), "n_boot": int(n_boot), "seed": int(seed), "alpha": lens.alpha_.tolist(),
@@ -242,10 +267,14 @@ def shift_table(lens, Z_post, *, n_null: int = 200, n_boot: int = 200, seed: int
         "cka_pre_post": linear_cka(lens.Z_pre_, Y_post),
         "change_norm_ratio": float(np.linalg.norm(E) / np.linalg.norm(lens.Z_pre_ - lens.Z_pre_.mean(0))),
         "head_norm_ratio": float(post_norm / pre_norm) if pre_norm > 0 else float("nan"),
+        "rescale_factor": al["rescale"], "sensitivity_rescale": al["sensitivity_rescale"],
+        "rotation_size": al["rotation_size"], "recoding_share": al["recoding_share"],
+        "rescale_share": al["rescale_share"], "emphasis_share": al["emphasis_share"],
+        "no_emphasis_change": al["no_change"], "global_change": describe_alignment(al),
         "seed_stability": stab, **summary_null,
         "group_totals": group_rows,
     }
-    log.info("shift %s: R² pre %.3f post %.3f, CKA %.3f, %s features with q<%.2f", task or "",
-             summary["r2_pre_heldout"], summary["r2_post_heldout"], summary["cka_pre_post"],
-             summary_null.get("n_significant", "n/a"), alpha_level)
+    log.info("%s: %s; R² pre %.3f post %.3f, %s features with q<%.2f", task or "shift", summary["global_change"],
+             summary["r2_pre_heldout"], summary["r2_post_heldout"], summary_null.get("n_significant", "n/a"),
+             alpha_level)
     return df, summary

@@ -164,7 +164,7 @@ def localize(manifest, maps, *, out=None, map_key: str | None = None, maps_b=Non
         raise InputError(f"flip={flip!r} not allowed; choose from {FLIPS}")
     if orientation not in ("error", "warn", "ignore"):
         raise InputError(f"orientation={orientation!r} not allowed; choose from ('error', 'warn', 'ignore')")
-    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    man = manifest if isinstance(manifest, Manifest) else read_manifest(manifest, resample_mask=resample_mask)
     df = man.df
     for col, what in ((class_col, "class"), (positive_col, "positive")):
         if col is not None and col not in df.columns:

@@ -34,13 +34,15 @@ def task_auc(predictions, *, checkpoint_col: str = "checkpoint", y_col: str = "y
 
     Returns
     -------
-    pandas.DataFrame ``checkpoint, task_metric, task_low, task_high, task_n`` (AUC, Wald CI from
-    the DeLong variance clipped to [0, 1], number of cases).
+    pandas.DataFrame ``checkpoint, task_metric, task_low, task_high, task_n, task_note`` (AUC,
+    Wald CI from the DeLong variance clipped to [0, 1], number of cases, and why the AUC is
+    undefined where it is NaN, e.g. ``"y_true holds one class only (15 positives, 0
+    negatives); task AUC undefined"``; empty otherwise).
     """
     import pandas as pd
 
     from radlens.io.artifacts import read_table
-    from radlens.stats.delong import delong_auc_test
+    from radlens.stats.delong import delong_auc_test, undefined_auc_reason
 
     df = predictions if isinstance(predictions, pd.DataFrame) else read_table(predictions)
     miss = [c for c in (checkpoint_col, y_col, score_col) if c not in df.columns]
@@ -57,9 +59,14 @@ def task_auc(predictions, *, checkpoint_col: str = "checkpoint", y_col: str = "y
             raise InputError(f"predictions of checkpoint {ck!r}: {y_col!r} has values {sorted(bad)[:5]}; "
                              "expected 0/1")
         r = delong_auc_test(y[ok].astype(int), s[ok], alpha=alpha, on_single_class="nan")
+        note = ""
+        if not np.isfinite(r["auc"]):
+            reason = undefined_auc_reason(y[ok]) or "undefined"
+            note = f"{y_col} holds {reason}; task AUC undefined"
+            log.warning("checkpoint %r: %s (%d prediction rows, %d usable)", str(ck), note, len(sub), int(ok.sum()))
         rows.append({"checkpoint": str(ck), "task_metric": r["auc"], "task_low": r["ci_low"],
-                     "task_high": r["ci_high"], "task_n": int(ok.sum())})
-    return pd.DataFrame(rows, columns=list(TASK_COLUMNS))
+                     "task_high": r["ci_high"], "task_n": int(ok.sum()), "task_note": note})
+    return pd.DataFrame(rows, columns=list(TASK_COLUMNS) + ["task_note"])
 
 
 def _as_long(localization, checkpoint_col: str):
@@ -104,8 +111,9 @@ def tradeoff_table(localization, score: str, *, task=None, predictions=None,
     -------
     pandas.DataFrame
         ``checkpoint, order, score, higher_is_better, loc_mean, loc_low, loc_high, loc_n,
-        task_metric, task_low, task_high, task_n, task_ci_method`` (task columns NaN when no task
-        data; ``task_ci_method``: ``delong``, ``given`` or empty).
+        task_metric, task_low, task_high, task_n, task_note, task_ci_method`` (task columns NaN when
+        no task data; ``task_note``: why the task metric is missing or undefined, e.g. one class
+        present; ``task_ci_method``: ``delong``, ``given`` or empty).
     """
     import pandas as pd
 
@@ -158,7 +166,9 @@ def tradeoff_table(localization, score: str, *, task=None, predictions=None,
     else:
         t = pd.DataFrame(columns=list(TASK_COLUMNS))
         ci_method = ""
-    t = t[list(TASK_COLUMNS)].assign(checkpoint=lambda d: d["checkpoint"].astype(str))
+    if "task_note" not in t.columns:
+        t = t.assign(task_note="")
+    t = t[list(TASK_COLUMNS) + ["task_note"]].assign(checkpoint=lambda d: d["checkpoint"].astype(str))
     nomatch = sorted(set(t["checkpoint"]) - set(cks))
     if nomatch:
         log.warning("task performance for checkpoint(s) %s has no localization scores; ignored", nomatch)
@@ -166,10 +176,32 @@ def tradeoff_table(localization, score: str, *, task=None, predictions=None,
     if ci_method == "given" and out["task_low"].isna().all():
         ci_method = ""
     out["task_ci_method"] = ci_method
-    if (task is not None or predictions is not None) and out["task_metric"].isna().any():
-        log.warning("no task performance for checkpoint(s) %s",
-                    out.loc[out["task_metric"].isna(), "checkpoint"].tolist())
+    if task is not None or predictions is not None:
+        absent = ~out["checkpoint"].isin(set(t["checkpoint"]))
+        if absent.any():
+            src = "predictions" if predictions is not None else "task table"
+            log.warning("no task performance for checkpoint(s) %s: the %s has no rows for them",
+                        out.loc[absent, "checkpoint"].tolist(), src)
+        out["task_note"] = out["task_note"].fillna("").astype(str)
+        out.loc[absent, "task_note"] = "no task rows for this checkpoint"
+        empty = ~absent & out["task_metric"].isna() & (out["task_note"] == "")
+        out.loc[empty, "task_note"] = "task_metric is empty in the task table"
+        if task is not None:
+            _check_given_ci(out)
+    else:
+        out["task_note"] = ""
     return out
+
+
+def _check_given_ci(out) -> None:
+    """Given task CIs that exclude their estimate: warn, naming the checkpoints (the figure then
+    draws zero-length bars on the wrong side instead of crashing)."""
+    x, lo, hi = (out[c].to_numpy(float) for c in ("task_metric", "task_low", "task_high"))
+    with np.errstate(invalid="ignore"):
+        bad = (lo > x) | (hi < x)
+    if bad.any():
+        log.warning("task table: the CI of checkpoint(s) %s excludes its own task_metric (task_low <= task_metric "
+                    "<= task_high expected); check the table", out.loc[bad, "checkpoint"].tolist())
 
 
 def _figure_stem(out: Path) -> Path:

@@ -2,7 +2,7 @@
 
 * :mod:`radlens.probe.panel`     perturbations at recorded positions (blur, motion, texture, nodule)
 * :mod:`radlens.probe.linear`    grouped-CV logistic probes (out-of-fold scores)
-* :mod:`radlens.probe.scoring`   AUC with bootstrap CI, clustered DeLong, paired differences
+* :mod:`radlens.probe.scoring`   AUC CIs (clustered DeLong Wald when paired, bootstrap otherwise), DeLong tests
 * :mod:`radlens.probe.sizes`     size-stratified lesion probe, matched control boxes
 * :mod:`radlens.probe.jitter`    box jitter and IoU
 * :mod:`radlens.probe.analyses`  panel / lesion analyses on in-memory images and embedders

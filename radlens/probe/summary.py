@@ -8,8 +8,10 @@ The table is long (one row per estimate) with these columns:
 ``metric``    auc | auc_diff (pooling − pooling_ref, or post − pre) | auc_gap (large − small)
 ``pooling``, ``pooling_ref``; ``perturbation``, ``footprint_frac``, ``strength``; ``finding``,
 ``stratum`` (all | small | large | large-small), ``size_threshold``; ``jitter``, ``mean_iou``
-``estimate``, ``ci_low``, ``ci_high`` (percentile bootstrap), ``se`` (DeLong), ``p``, ``q`` (BH
-within each (analysis, checkpoint, metric) family), ``test``, ``n_pos``, ``n_neg``, ``n_groups``.
+``estimate``, ``ci_low``, ``ci_high``, ``ci_method`` (``delong_clustered_wald`` in the paired panel,
+``bootstrap_percentile`` for independent samples; see :mod:`radlens.probe.scoring`), ``se``
+(DeLong), ``p``, ``q`` (BH within each (analysis, checkpoint, metric) family), ``test``, ``n_pos``,
+``n_neg``, ``n_groups``, ``note`` (why an estimate is undefined, e.g. one class only).
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["analysis", "checkpoint", "metric", "pooling", "pooling_ref", "perturbation",
            "footprint_frac", "strength", "finding", "stratum", "size_threshold", "jitter",
-           "mean_iou", "estimate", "ci_low", "ci_high", "se", "p", "q", "test", "n_pos", "n_neg",
-           "n_groups"]
+           "mean_iou", "estimate", "ci_low", "ci_high", "ci_method", "se", "p", "q", "test", "n_pos", "n_neg",
+           "n_groups", "note"]
 _POOL_ORDER = ("cls", "global", "mean", "roi")
 
 
@@ -103,6 +105,10 @@ def summarize(sets: Sequence[ScoreSet], *, n_boot: int = 1000, alpha: float = 0.
         if c not in df.columns:
             df[c] = np.nan
     df = df[COLUMNS]
+    df["ci_method"] = df["ci_method"].fillna("bootstrap_percentile")  # size gaps: stratified bootstrap
+    df["note"] = df["note"].fillna("")
+    for _, r in df[df["note"] != ""].iterrows():
+        log.warning("%s / %s / %s (%s): %s", r["analysis"], r["checkpoint"], r["pooling"], r["metric"], r["note"])
     if len(df):
         df["q"] = np.nan
         for _, idx in df.groupby(["analysis", "checkpoint", "metric"], dropna=False).groups.items():
@@ -111,7 +117,7 @@ def summarize(sets: Sequence[ScoreSet], *, n_boot: int = 1000, alpha: float = 0.
 
 
 def _clean(r: dict) -> dict:
-    keep = ("estimate", "ci_low", "ci_high", "se", "p", "n_pos", "n_neg", "n_groups")
+    keep = ("estimate", "ci_low", "ci_high", "ci_method", "se", "p", "n_pos", "n_neg", "n_groups", "note")
     return {k: r[k] for k in keep if k in r}
 
 

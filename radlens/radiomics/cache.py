@@ -118,6 +118,9 @@ def case_key(row: Mapping[str, Any], label_given: bool, params_hash: str, cache:
                "resample_mask": bool(resample_mask)}
     else:
         roi = {"box": [float(row[c]) for c in ("bbox_x", "bbox_y", "bbox_w", "bbox_h")]}
+    gaps = row.get("slice_gaps")
+    if isinstance(gaps, str) and gaps.strip():  # the per-case opt-in changes the result (absent: old keys)
+        roi["slice_gaps"] = gaps.strip().lower()
     return obj_hash({"image": cache.file_hash(row["image"]), "roi": roi, "params": params_hash,
                      "pyradiomics": pyradiomics_version, "radlens_extract": extract_version,
                      "diagnostics": diagnostics})

@@ -59,7 +59,7 @@ __all__ = ["radiomics", "RadiomicsResult", "side_paths", "load_params", "validat
            "extract_case", "fast_diagnostics", "DEFAULT_PARAMS", "DIAGNOSTICS", "EXTRACT_VERSION"]
 
 #: Bump when a change here changes the numbers or records radlens caches for a case.
-EXTRACT_VERSION = 1
+EXTRACT_VERSION = 2  # 2: masks must be label maps, pixel-grid PNG masks, DICOM slice gaps (1s are stale)
 DIAGNOSTICS = ("fast", "pyradiomics")
 
 # --------------------------------------------------------------------------- orchestration
@@ -232,7 +232,8 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
     if todo:
         local_jobs = jobs if executor == "process" else min(jobs, os.cpu_count() or 1)
         if check_images and not given_manifest:  # every content problem of the cases to extract, at once
-            man = validate_images(man, todo, jobs=local_jobs if len(todo) >= 4 * local_jobs else 1)
+            man = validate_images(man, todo, jobs=local_jobs if len(todo) >= 4 * local_jobs else 1,
+                                  resample_mask=resample_mask)
             rows = list(man.rows())
         _extractors(prm, diagnostics)  # forked workers inherit them
         for i in todo:  # label left empty: load_case infers it from the mask (as read_manifest does)

@@ -24,6 +24,12 @@ FEATURE_CLASSES = ("shape", "shape2D", "firstorder", "glcm", "glrlm", "glszm", "
 FAMILIES = {"shape": "shape", "shape2D": "shape", "firstorder": "intensity", "glcm": "texture",
             "glrlm": "texture", "glszm": "texture", "gldm": "texture", "ngtdm": "texture"}
 ID_COLUMNS = ("case_id",)
+#: Columns radiomics tables carry besides features (manifest columns, pyradiomics batch input columns
+#: such as Image/Mask/Reader, patient ids): set aside with a note, never used as features. Compared
+#: case-insensitively; every ``diagnostics_*`` column (pyradiomics' diagnostics) is set aside too.
+META_COLUMNS = ("patient_id", "patient", "patientid", "subject", "subject_id", "split", "image", "mask", "label",
+                "id", "reader", "case", "study", "series", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "radlens_warnings",
+                "slice_gaps", "unnamed: 0")
 _ERRORS = ("raise", "skip", "other")
 _METHODS = ("spearman", "pearson", "either")
 
@@ -112,16 +118,65 @@ def feature_table_info(columns: Iterable[str], *, errors: str = "raise"):
 
 
 # --------------------------------------------------------------------------- cleaning
-def _feature_columns(df, id_columns):
-    feats = [c for c in df.columns if c not in id_columns]
+def split_feature_columns(df, id_columns=ID_COLUMNS) -> tuple[list[str], list[tuple[str, str]]]:
+    """Feature columns of a radiomics table, and the other columns with the reason each is set aside.
+
+    Tables as users have them: radlens' own (``case_id`` + features), with a string ``patient_id``
+    (or ``split`` ...) column, or the CSV pyradiomics' batch command writes (its input columns such
+    as ``Image``, ``Mask``, then ``diagnostics_*``, then the features).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    id_columns : iterable of str
+        Identifier columns passed through (not features, not reported).
+
+    Returns
+    -------
+    features : list of str
+        Numeric columns that are neither identifiers nor known metadata, in table order.
+    aside : list of (column, reason)
+        ``diagnostics_*`` columns, known metadata/path columns (:data:`META_COLUMNS`) and other
+        non-numeric columns whose names are not pyradiomics feature names.
+
+    Raises
+    ------
+    InputError
+        A column named like a pyradiomics feature holds non-numeric values.
+    """
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-    bad = [c for c in feats if not (is_numeric_dtype(df[c].dtype) or is_bool_dtype(df[c].dtype))]
+    ids = set(id_columns)
+    meta = {m.lower() for m in META_COLUMNS}
+    feats, aside, bad = [], [], []
+    for c in df.columns:
+        if c in ids:
+            continue
+        name = str(c)
+        numeric = is_numeric_dtype(df[c].dtype) or is_bool_dtype(df[c].dtype)
+        if name.startswith("diagnostics_"):
+            aside.append((name, "pyradiomics diagnostics column, not a feature"))
+        elif name.lower() in meta:
+            aside.append((name, "identifier/metadata column (e.g. patient_id, Image, Mask), not a feature"))
+        elif numeric:
+            feats.append(c)
+        elif _split(name) is not None:
+            bad.append(name)
+        else:
+            aside.append((name, "non-numeric column whose name is not a pyradiomics feature name"))
     if bad:
-        raise InputError(f"feature table: columns {bad[:5]}{'...' if len(bad) > 5 else ''} are not numeric; "
-                         f"feature tables hold {list(id_columns)} plus numeric feature columns only "
-                         "(pass their names in id_columns to keep them aside)")
-    return feats
+        ex = {c: str(df[c].dropna().astype(str).iloc[0]) if df[c].notna().any() else "" for c in bad[:3]}
+        raise InputError(f"feature table: feature column(s) {bad[:5]}{'...' if len(bad) > 5 else ''} hold non-numeric "
+                         f"values (e.g. {ex}); re-export the table with numeric feature values (a CSV with decimal "
+                         "commas or quoted numbers?), or drop those columns from the table")
+    if aside:
+        log.info("feature table: %d column(s) set aside (not features): %s", len(aside),
+                 [c for c, _ in aside][:10])
+    return feats, aside
+
+
+def _feature_columns(df, id_columns):
+    return split_feature_columns(df, id_columns)[0]
 
 
 def _abs_corr(X: np.ndarray, method: str) -> np.ndarray:
@@ -161,7 +216,9 @@ def clean_features(df, *, near_duplicate_threshold: float | None = None, method:
     Parameters
     ----------
     df : pandas.DataFrame, shape (n_cases, n_columns)
-        ``case_id`` (and other ``id_columns``) plus numeric feature columns.
+        ``case_id`` (and other ``id_columns``) plus numeric feature columns; other columns
+        (``patient_id``, pyradiomics' ``Image``/``Mask``/``diagnostics_*``, other text columns)
+        are left out of the output and listed in the report (:func:`split_feature_columns`).
     near_duplicate_threshold : float in (0, 1], optional
         E.g. ``0.95``; ``None`` keeps near-duplicates.
     method : {"spearman", "pearson", "either"}
@@ -178,7 +235,8 @@ def clean_features(df, *, near_duplicate_threshold: float | None = None, method:
         Same rows and index; kept columns in their original order.
     report : pandas.DataFrame
         One row per dropped column: ``feature, reason, detail, duplicate_of, correlation``
-        (the last two only for ``near_duplicate``).
+        (the last two only for ``near_duplicate``); reason ``not_a_feature`` for the columns set
+        aside as identifiers, metadata or diagnostics.
     """
     import pandas as pd
 
@@ -192,7 +250,11 @@ def clean_features(df, *, near_duplicate_threshold: float | None = None, method:
         raise InputError(f"max_nan_fraction={max_nan_fraction!r} must be in [0, 1) or None")
     if not float(constant_tol) >= 0.0:
         raise InputError(f"constant_tol={constant_tol!r} must be >= 0")
-    feats = _feature_columns(df, id_columns)
+    feats, aside = split_feature_columns(df, id_columns)
+    if not feats:
+        raise InputError(f"feature table: no numeric feature column among {list(df.columns)[:12]}; a radiomics table "
+                         "holds case_id plus feature columns (e.g. original_firstorder_Mean), as `radlens radiomics` "
+                         "or pyradiomics' batch command writes it")
     report: list[dict] = []
     n = len(df)
 
@@ -241,6 +303,10 @@ def clean_features(df, *, near_duplicate_threshold: float | None = None, method:
     rep = pd.DataFrame(report, columns=["feature", "reason", "detail", "duplicate_of", "correlation"])
     order = {c: i for i, c in enumerate(feats)}
     rep = rep.iloc[np.argsort([order[f] for f in rep["feature"]], kind="stable")].reset_index(drop=True)
+    if aside:  # columns that are not features: listed first, with why
+        notes = pd.DataFrame([{"feature": c, "reason": "not_a_feature", "detail": why, "duplicate_of": None,
+                               "correlation": np.nan} for c, why in aside], columns=rep.columns)
+        rep = pd.concat([notes, rep], ignore_index=True) if len(rep) else notes
     if len(rep):
         log.info("clean_features: kept %d of %d features; dropped %s", len(kept), len(feats),
                  rep["reason"].value_counts().to_dict())

@@ -376,6 +376,7 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
     except CaseError as exc:
         rec.update(stage="load", error=exc.message)
         return rec
+    rec["warnings"].extend(case.warnings)  # what loading assumed (pixel-grid mask, accepted slice gaps, ...)
     ex2, ex3, crop_safe = _extractors(params, diagnostics)
     ex = ex2 if case.ndim == 2 else ex3
     lg = logging.getLogger("radiomics")

@@ -190,7 +190,8 @@ def probe(ctx) -> str:
         return H.not_run("disabled in the study config (pooling_probe.enabled: false)")
     body = ("<p>CLS / global-average, patch-mean and ROI-restricted embeddings from one forward pass, scored by "
             "cross-validated linear probes on a panel of small synthetic perturbations (blur, motion, texture, "
-            "nodule) of increasing footprint, and on the real lesions stratified by size, with bootstrap CIs "
+            "nodule) of increasing footprint, and on the real lesions stratified by size, with 95% CIs "
+            "(clustered DeLong for the paired panel, bootstrap for lesions) "
             "and DeLong tests; <i>pre</i> = before, <i>post</i> = after fine-tuning.</p>")
     for arch in ctx.archs:
         d = ctx.run_dir / "probe" / arch

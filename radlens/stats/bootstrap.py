@@ -1,9 +1,12 @@
 """Bootstrap resampling, optionally grouped (e.g. by ``patient_id``: a patient is resampled whole)."""
 from __future__ import annotations
 
+import logging
 from typing import Callable, Sequence
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def bootstrap_indices(n: int, n_boot: int, seed: int = 0, groups: Sequence | None = None,
@@ -55,12 +58,19 @@ def bootstrap_ci(stat: Callable[..., float], *arrays, n_boot: int = 1000, alpha:
         raise ValueError(f"bootstrap_ci: alpha={alpha!r} must be in (0, 1)")
     est = float(stat(*arrays))
     reps = np.empty(n_boot)
+    first_reason = None
     for b, idx in enumerate(bootstrap_indices(n, n_boot, seed, groups, strata)):
         try:
             reps[b] = stat(*(a[idx] for a in arrays))
-        except ValueError:  # statistic undefined on this resample (e.g. single class)
+        except ValueError as exc:  # statistic undefined on this resample (e.g. single class)
             reps[b] = np.nan
+            first_reason = first_reason or str(exc)
     ok = reps[np.isfinite(reps)]
+    if ok.size < n_boot:
+        why = f" (e.g. {first_reason})" if first_reason else " (the statistic returned NaN/inf)"
+        level = logging.WARNING if ok.size == 0 else logging.DEBUG
+        log.log(level, "bootstrap_ci: statistic undefined on %d of %d resamples%s%s", n_boot - ok.size, n_boot,
+                why, "; CI undefined" if ok.size == 0 else "; dropped from the percentiles")
     if ok.size == 0:
         return est, np.nan, np.nan, reps
     lo, hi = np.quantile(ok, [alpha / 2, 1 - alpha / 2])

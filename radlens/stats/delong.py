@@ -26,7 +26,7 @@ from scipy import stats as st
 from radlens.errors import InputError
 
 __all__ = ["midrank", "auc", "auc_weighted", "delong_components", "delong_covariance", "delong_auc_test",
-           "delong_test"]
+           "delong_test", "undefined_auc_reason"]
 
 
 def midrank(x) -> np.ndarray:
@@ -70,9 +70,29 @@ def _check(y, scores) -> tuple[np.ndarray, np.ndarray]:
     yb = y.astype(bool)
     m = int(yb.sum())
     if m == 0 or m == yb.size:
-        raise InputError(f"labels y: only one class present ({m} positives, {yb.size - m} "
-                         "negatives); an AUC needs both")
+        raise InputError(f"labels y: {undefined_auc_reason(yb)}; an AUC needs both")
     return yb, s
+
+
+def undefined_auc_reason(y) -> str | None:
+    """Why an AUC of labels ``y`` is undefined, in words, or None when it is defined.
+
+    Parameters
+    ----------
+    y : array-like of {0, 1}, shape (n,)
+
+    Returns
+    -------
+    str or None
+        ``"one class only (15 positives, 0 negatives)"``, ``"no samples (...)"``, or None.
+    """
+    yb = np.asarray(y).astype(bool).ravel()
+    if yb.size == 0:
+        return "no samples (0 positives, 0 negatives)"
+    m = int(yb.sum())
+    if m == 0 or m == yb.size:
+        return f"one class only ({m} positives, {yb.size - m} negatives)"
+    return None
 
 
 def delong_components(y, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,7 +121,7 @@ def delong_components(y, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         tz = midrank(s[r])
         tx = midrank(s[r, pos])
         ty = midrank(s[r, neg])
-        aucs[r] = tz[pos].sum() / (m * n) - (m + 1.0) / (2.0 * n)
+        aucs[r] = _exact_auc(tz[pos].sum(), m, n)
         v10[r] = (tz[pos] - tx) / n
         v01[r] = 1.0 - (tz[neg] - ty) / m
     return aucs, v10, v01
@@ -118,7 +138,20 @@ def auc(y, score) -> float:
     m = int(yb.sum())
     n = yb.size - m
     tz = midrank(s[0])
-    return float(tz[yb].sum() / (m * n) - (m + 1.0) / (2.0 * n))
+    return _exact_auc(tz[yb].sum(), m, n)
+
+
+def _exact_auc(rank_sum: float, m: int, n: int) -> float:
+    """Mann–Whitney AUC ``(R − m(m+1)/2) / (m n)`` from the positives' midrank sum ``R``.
+
+    Midranks are multiples of 1/2, so the numerator is an exact half-integer in floating point
+    (for any realistic m, n) and the one division is correctly rounded: a perfect separation
+    gives exactly 1.0 and a perfect inversion exactly 0.0 (the form ``R/(m n) − (m+1)/(2n)``, a
+    difference of two rounded terms, gives 1.0000000000000002 for e.g. m = 7, n = 3). The result
+    is clipped to [0, 1] against any residual rounding.
+    """
+    u = float(rank_sum) - m * (m + 1) / 2.0
+    return float(min(1.0, max(0.0, u / (float(m) * float(n)))))
 
 
 def auc_weighted(y, score, weights) -> np.ndarray:
@@ -156,7 +189,7 @@ def auc_weighted(y, score, weights) -> np.ndarray:
     num = (pos_tie * (neg_below + 0.5 * neg_tie)).sum(axis=1)
     den = wp.sum(axis=1) * wn.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+        return np.where(den > 0, np.clip(num / np.where(den > 0, den, 1.0), 0.0, 1.0), np.nan)
 
 
 def delong_covariance(y, scores, groups=None) -> tuple[np.ndarray, np.ndarray]:
@@ -217,9 +250,11 @@ def delong_auc_test(y, score, null: float = 0.5, alpha: float = 0.05,
 
     Returns
     -------
-    dict with ``auc``, ``se``, ``ci_low``, ``ci_high`` (clipped to [0, 1]), ``z``, ``p``,
-    ``n_pos``, ``n_neg``. With ``on_single_class="nan"`` a single-class sample gives NaNs
-    instead of raising. ``groups``: clustered samples (see :func:`delong_covariance`).
+    dict with ``auc`` (exact at 0 and 1), ``se``, ``ci_low``, ``ci_high`` (clipped to [0, 1], so
+    ``ci_low <= auc <= ci_high``), ``z``, ``p``, ``n_pos``, ``n_neg``. With
+    ``on_single_class="nan"`` a single-class sample gives NaNs instead of raising, plus a key
+    ``note`` naming the cause (``"AUC undefined: labels hold one class only (15 positives, 0
+    negatives)"``). ``groups``: clustered samples (see :func:`delong_covariance`).
     """
     keys = ("auc", "se", "ci_low", "ci_high", "z", "p", "n_pos", "n_neg")
     _check_policy(on_single_class)
@@ -294,6 +329,7 @@ def _covariance_or_nan(y, scores, groups, on_single_class: str, keys):
         if on_single_class == "nan" and _is_single_class(y):
             out = _nan_result(keys)
             out.update(n_pos=int(np.sum(np.asarray(y) == 1)), n_neg=int(np.sum(np.asarray(y) == 0)))
+            out["note"] = f"AUC undefined: labels hold {undefined_auc_reason(y)}"
             return None, None, out
         raise
     return aucs, cov, None

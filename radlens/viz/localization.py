@@ -63,7 +63,8 @@ def plot_localization_scores(summary, out_stem, *, paired=None, scores: Sequence
             x = np.arange(len(classes)) + (j - (len(sets) - 1) / 2) * width
             y = p["mean"].to_numpy(float)
             err = np.vstack([y - p["ci_low"].to_numpy(float), p["ci_high"].to_numpy(float) - y])
-            ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), fmt="o", ms=4, capsize=2,
+            # zero-width CIs (all samples equal) can give -1e-17 lengths by rounding: clip at 0
+            ax.errorbar(x, y, yerr=np.where(np.isfinite(err), np.maximum(err, 0.0), 0), fmt="o", ms=4, capsize=2,
                         color=colors(j), label=str(ms))
         ax.set_xticks(np.arange(len(classes)))
         ax.set_xticklabels([str(c) for c in classes], rotation=30 if len(classes) > 3 else 0, ha="right"
@@ -123,7 +124,9 @@ def plot_tradeoff(table, out_stem, *, task_label: str = "task AUC", title: str |
         x = t["order"].to_numpy(float)
         xerr = None
         xlabel = "checkpoint (order)"
-    fix = lambda e: None if e is None else np.where(np.isfinite(e), e, 0)  # noqa: E731
+    # error-bar lengths: NaN (no CI) and negative lengths (a given CI that excludes its estimate, or
+    # rounding at a zero-width interval such as AUC = 1, CI [1, 1]) are drawn as 0, never passed on
+    fix = lambda e: None if e is None else np.where(np.isfinite(e), np.maximum(e, 0.0), 0.0)  # noqa: E731
     cmap = plt.get_cmap("viridis")
     cols = [cmap(v) for v in np.linspace(0.1, 0.85, len(t))]
     ax.plot(x, y, "-", color="0.6", lw=1, zorder=1)
@@ -146,7 +149,9 @@ def plot_tradeoff(table, out_stem, *, task_label: str = "task AUC", title: str |
             from radlens.stats import rank_agreement
 
             ra = rank_agreement(x, y)
-            title += f"\nSpearman ρ(task, localization) = {ra['spearman']:+.2f} over {ra['n']} checkpoints"
+            rho = (f"{ra['spearman']:+.2f}" if np.isfinite(ra["spearman"]) else
+                   "undefined (fewer than 3 finite points, or one axis constant)")
+            title += f"\nSpearman ρ(task, localization) = {rho} over {ra['n']} checkpoints"
     ax.set_title(title)
     if own:
         if caption:
@@ -161,8 +166,14 @@ def _tradeoff_caption(t) -> str:
     task = {"delong": "task AUC: DeLong 95% CI", "given": "task: CI as given"}.get(meth, "task: no CI")
     lo, hi = int(t["loc_n"].min()), int(t["loc_n"].max())
     n = f"{lo}" if lo == hi else f"{lo}–{hi}"
-    return (f"Error bars: {task}; localization: mean over samples, 95% patient-cluster bootstrap CI "
+    text = (f"Error bars: {task}; localization: mean over samples, 95% patient-cluster bootstrap CI "
             f"(n = {n} samples per checkpoint).")
+    if "task_note" in t.columns and t["task_metric"].notna().any():
+        left = [f"{ck} ({note})" for ck, note, x in zip(t["checkpoint"], t["task_note"].fillna(""), t["task_metric"])
+                if not np.isfinite(float(x)) and str(note)]
+        if left:
+            text += "\nNot drawn (no task value): " + "; ".join(left) + "."
+    return text
 
 
 def plot_tradeoff_panels(tables, out_stem, *, task_label: str = "task AUC", ncols: int = 3) -> list[Path]:
