@@ -2,9 +2,11 @@
 
 For each task, its **radiomic signature** is measured on the cohort's own radiomics: the features
 whose values best separate the task's labels among the lesion cases (univariate ROC AUC, ranked by
-``|AUC - 0.5|``). Whether fine-tuning moved each encoder toward that signature is then asked with the
-lens v2 task alignment (``radlens.lens.crosstask.task_alignment`` on the task-specific contrast of
-``cross_task``), when that API is present; otherwise the entry says why nothing was computed.
+``|AUC - 0.5|``). Whether fine-tuning moved each encoder toward that signature is then asked with lens v2
+(``radlens.lens.crosstask.compare_tasks``): the task **alignment** (does the task-specific change
+point at the features that separate the task's labels; permutation p over patients) and the
+task-specific **contrast** (how many of its top-10 features are of the planted class / in the
+signature). ``recovered`` = alignment > 0 with p < 0.05.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ log = logging.getLogger(__name__)
 
 TASKS = ("task_texture", "task_intensity", "task_shape")
 TOP_K = 10
+#: feature classes of each task's planted attribute
+PLANTED_CLASSES = {"task_texture": ("glcm", "glrlm", "glszm", "gldm", "ngtdm"), "task_intensity": ("firstorder",),
+                   "task_shape": ("shape2D", "shape")}
 
 
 def radiomic_signature(radiomics, labels, k: int = TOP_K):
@@ -84,43 +89,44 @@ def planted_truth(out) -> dict[str, Any]:
         res["status"] = "lens v2 task alignment (radlens.lens.crosstask) is not available in this radlens"
         return res
     try:
-        res["recovery"] = _alignment(out, man)
+        res["recovery"] = _alignment(out, man, sig)
     except Exception as exc:  # noqa: BLE001 - the signatures stay valid
         log.warning("planted truth: lens alignment failed: %s", exc)
         res["status"] = f"lens alignment failed: {type(exc).__name__}: {exc}"
     return res
 
 
-def _alignment(out: Path, man) -> list[dict[str, Any]]:
-    """Lens v2 task alignment of every architecture's fine-tuned encoders (one row per arch x task)."""
-    from radlens.lens.crosstask import cross_task, task_alignment
+def _alignment(out: Path, man, signatures: dict) -> list[dict[str, Any]]:
+    """Lens v2 cross-task contrast + task alignment of every architecture (one row per arch x task).
 
-    from radlens.io.artifacts import read_embeddings
-    from radlens.lens.estimator import RadiomicLens
+    Runs :func:`radlens.lens.crosstask.compare_tasks` on the study's lens and fine-tuned embeddings
+    with the manifest's task labels; its tables and figures go to ``<out>/planted/<arch>/``.
+    """
+    from radlens.io.artifacts import read_table
+    from radlens.lens.crosstask import compare_tasks
 
     rows = []
     for lens_dir in sorted((out / "lens").glob("*/lens")):
         arch = lens_dir.parent.name
-        lens = RadiomicLens.load(lens_dir)
-        ids = [str(c) for c in lens.case_ids_]
-        pooling = getattr(lens, "pooling_", None)
-        z = {}
-        for task in TASKS:
-            p = out / "embeddings" / arch / f"{task}.npz"
-            if not p.exists():
-                continue
-            emb = read_embeddings(p)
-            z[task] = emb.select(ids, pooling) if hasattr(emb, "select") else None
-        z = {k: v for k, v in z.items() if v is not None}
-        if len(z) < 2:
+        emb = {t: out / "embeddings" / arch / f"{t}.npz" for t in TASKS}
+        emb = {t: p for t, p in emb.items() if p.exists()}
+        if len(emb) < 2:
             continue
-        _common, contrast, _info = cross_task(lens, z, n_null=100, n_boot=0, seed=0)
-        m = man.set_index("case_id").loc[ids]
-        labels = {t: m[t].to_numpy(dtype=float) for t in z}
-        align, _assoc = task_alignment(lens.X_, contrast, labels, feature_names=list(lens.feature_names_in_),
-                                       groups=m["patient_id"].astype(str).to_numpy(), n_perm=499, seed=0)
-        for r in align.to_dict("records"):
-            rows.append({"architecture": arch, "task": r["task"], "alignment": round(float(r["alignment"]), 4),
-                         "alignment_p": round(float(r["alignment_p"]), 4),
-                         "recovered": bool(r["alignment"] > 0 and r["alignment_p"] < 0.05)})
+        dest = out / "planted" / arch
+        compare_tasks(lens_dir, emb, dest, labels=out / "cohort" / "manifest.csv", n_null=100, n_boot=50,
+                      n_perm=499, seed=0)
+        al = read_table(dest / "alignment.csv")
+        con = read_table(dest / "contrast.csv")
+        for r in al.to_dict("records"):
+            a, p = float(r["alignment"]), float(r["alignment_p"])
+            task = str(r["task"])
+            top = con[con["task"] == task].sort_values("contrast_rank").head(TOP_K)
+            want = PLANTED_CLASSES[task]
+            kind = float(np.mean([any(str(f).startswith(f"original_{k}_") or f"_{k}_" in str(f) for k in want)
+                                  for f in top["feature"]])) if len(top) else float("nan")
+            sig = {d["feature"] for d in signatures.get(task, [])}
+            rows.append({"architecture": arch, "task": task, "alignment": round(a, 4), "alignment_p": round(p, 4),
+                         "contrast_top10_planted_share": round(kind, 3),
+                         "contrast_top10_in_signature": int(sum(f in sig for f in top["feature"])),
+                         "recovered": bool(a > 0 and p < 0.05)})
     return rows
