@@ -91,7 +91,10 @@ def label_index(value, classes: Sequence[str]) -> int:
 
 
 def _prepare(clf, rows, cases, failures, stage_tag):
-    """Preprocess cases for ``clf``; returns (case ids, x (n, C, *sp), image shapes)."""
+    """Preprocess cases for ``clf``; returns (case ids, x (n, C, *sp), image shapes, ROI coverages).
+
+    The coverages are the ROI's covered fraction of every model-input pixel, ``(n, *sp)`` float32
+    (None when the encoder returned none)."""
     import torch
 
     from radlens.io.images import load_case
@@ -100,7 +103,7 @@ def _prepare(clf, rows, cases, failures, stage_tag):
 
     spec = clf.encoder.spec
     pkey = json.dumps([spec.get("preprocess"), spec.get("roi")], sort_keys=True, default=str)
-    ids, xs, shapes = [], [], []
+    ids, xs, shapes, covs = [], [], [], []
     for row in rows:
         cid = str(row["case_id"])
         try:
@@ -108,8 +111,8 @@ def _prepare(clf, rows, cases, failures, stage_tag):
                 cases[cid] = load_case(row)
             key = ("x", pkey, cid)  # encoders with the same preprocessing share the prepared input
             if key not in cases:
-                cases[key] = clf.preprocess(cases[cid])[0]
-            x = cases[key]
+                cases[key] = clf.preprocess(cases[cid])
+            x, cov = cases[key]
         except Exception as exc:  # noqa: BLE001 - recorded in the failures table, the rest proceed
             failures.append({"case_id": cid, "stage": f"cam-drift:{stage_tag}", "error": f"{type(exc).__name__}: {exc}"})
             log.warning("case %s skipped (%s): %s", cid, stage_tag, exc)
@@ -117,9 +120,11 @@ def _prepare(clf, rows, cases, failures, stage_tag):
         ids.append(cid)
         xs.append(torch.as_tensor(x, dtype=torch.float32))
         shapes.append(tuple(cases[cid].array.shape))
+        covs.append(None if cov is None else np.asarray(cov, dtype=np.float32).reshape(x.shape[1:]))
     if not xs:
-        return ids, None, shapes
-    return ids, torch.stack(xs), shapes
+        return ids, None, shapes, None
+    roi = np.stack(covs) if all(c is not None for c in covs) else None
+    return ids, torch.stack(xs), shapes, roi
 
 
 def _logits(module, x, batch_size):
@@ -165,18 +170,19 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
                          f"{[c for c in df.columns if c not in ('case_id', 'image', 'mask')][:20]}")
     clf_a, clf_b = _load_pair_models(pair, cfg["device"])
     rows = df.to_dict("records")
-    ids, x_a, shapes = _prepare(clf_a, rows, cases, failures, f"{tag}:a")
+    ids, x_a, shapes, roi_a = _prepare(clf_a, rows, cases, failures, f"{tag}:a")
     if x_a is None:
         raise InputError(f"{tag}: no case could be loaded and preprocessed; see the failures table")
     same_pre = all(clf_a.encoder.spec.get(k) == clf_b.encoder.spec.get(k) for k in ("preprocess", "roi"))
     if same_pre:
         x_b = x_a
     else:
-        ids_b, x_b, _ = _prepare(clf_b, rows, cases, failures, f"{tag}:b")
+        ids_b, x_b, _, _ = _prepare(clf_b, rows, cases, failures, f"{tag}:b")
         keep_ids = [c for c in ids if c in set(ids_b)]
         ia = [ids.index(c) for c in keep_ids]
         ib = [ids_b.index(c) for c in keep_ids]
         x_a, x_b, shapes, ids = x_a[ia], x_b[ib], [shapes[i] for i in ia], keep_ids
+        roi_a = roi_a[ia] if roi_a is not None else None
     bs = cfg["batch_size"]
     la, lb = _logits(clf_a.module, x_a, bs), _logits(clf_b.module, x_b, bs)
     sub = df.set_index("case_id").loc[ids]
@@ -221,6 +227,8 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
     series_rows = _series(pair, clf_a, clf_b, xa, targets, kept_ids, cfg) if pair.series else []
     maps_out["case_id"] = np.asarray(kept_ids, dtype=str)
     maps_out["input_image"] = xa[:, 0].numpy().astype(np.float32)
+    if roi_a is not None:  # the ROI on the map grid (covered fraction of each model-input pixel)
+        maps_out["roi"] = roi_a[kid].astype(np.float32)
     maps_out["image_shape"] = np.asarray([shapes[i] for i in kid], dtype=np.int64)
     maps_meta = {"architecture": pair.architecture, "task": pair.task, "methods": list(cfg["methods"]),
                  "models": {"a": str(clf_a.source), "b": str(clf_b.source)}, "target": targets.tolist(),
