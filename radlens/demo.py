@@ -70,7 +70,7 @@ class DemoSize:
     sanity_cases: int = 16
 
 
-FULL = DemoSize(n_cases=400, image_size=64, pretext_epochs=6, finetune_epochs=20, n_null=200, n_boot=200,
+FULL = DemoSize(n_cases=400, image_size=64, pretext_epochs=4, finetune_epochs=20, n_null=200, n_boot=200,
                 cam_boot=1000, probe_panel={
                     "images": {"query": "has_lesion == 0", "max_images": 40},
                     "lesion": {"findings": ["has_lesion"]},
@@ -129,7 +129,7 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
     out : path
         Demo folder: ``cohort/``, ``models/``, ``study.yaml``, every stage's artefacts, ``report.html``.
     quick : bool
-        Smaller cohort and shorter training (about a minute on 2 CPU cores; used by the tests).
+        Smaller cohort (160 images) and shorter training (used by the tests).
     seed : int
         Same seed -> same cohort, checkpoints and numbers.
     force : bool

@@ -84,7 +84,7 @@ class TrainConfig:
     pretext_epochs: int = 4
     finetune_epochs: int = 8
     batch_size: int = 32
-    finetune_batch_size: int = 16
+    finetune_batch_size: int = 32
     lr_pretext: float = 2e-3
     lr_finetune: float = 3e-3
     vit_lr_finetune: float = 2e-3
