@@ -230,9 +230,12 @@ def _augment(x, gen, strong: bool):
         dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
         dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
         x = torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+        # brightness / contrast jitter and noise in units of the batch's intensity SD (the inputs are
+        # no longer standardised: on the [0, 1] scale a fixed 0.1 noise drowned the lesion texture)
+        sd = x.std().clamp_min(1e-6)
         scale = 0.75 + 0.5 * torch.rand(b, 1, 1, 1, generator=gen)
-        shift = 0.4 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
-        x = x * scale + shift + 0.1 * torch.randn(x.shape, generator=gen)
+        shift = 0.4 * sd * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
+        x = x * scale + shift + 0.1 * sd * torch.randn(x.shape, generator=gen)
     return x
 
 
