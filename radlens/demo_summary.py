@@ -79,7 +79,7 @@ def _localization(out: Path) -> list[dict[str, Any]]:
                 gt = masks[ids[i]]
                 if gt.shape != maps[i].shape:  # resized geometry: scores need the mask on the map grid
                     continue
-                scores.append(score_map(maps[i], gt, binarize=()))
+                scores.append(score_map(maps[i], gt, binarize=("topk",)))
             if not scores:
                 continue
             pg = float(np.nanmean([s["pointing_game"] for s in scores]))

@@ -60,7 +60,7 @@ def test_demo_writes_everything(demo_dir):
     from radlens.io.artifacts import read_embeddings, read_table
 
     emb = read_embeddings(out / "embeddings" / "vit" / "pre.npz")
-    assert {"cls", "mean", "roi"} <= set(emb.pools)
+    assert {"cls", "mean", "roi"} <= {p.split("@")[0] for p in emb.pools}  # pooling@layer with several layers
     enr = read_table(out / "lens" / "cnn" / "enrichment.csv")
     assert set(enr["task"]) == {"task_texture", "task_intensity", "task_shape"}
     assert ((enr["p_perm"] > 0) & (enr["p_perm"] <= 1)).all()
@@ -113,7 +113,7 @@ QUICK_FT_AUC = {("cnn", "task_texture"): 0.85, ("cnn", "task_intensity"): 0.85,
                 ("densenet", "task_texture"): 0.85, ("densenet", "task_intensity"): 0.85,
                 ("vit", "task_intensity"): 0.70}
 QUICK_TL_GAP = 0.02          # FT beats TL by at least this much on at least one task, per CNN architecture
-QUICK_POINTING = 0.6         # Grad-CAM of the fine-tuned CNNs on the intensity task (lesion cases)
+QUICK_POINTING = 0.6         # Grad-CAM of the fine-tuned CNNs on the tasks they learn (lesion cases)
 QUICK_PIXEL_AUC = 0.75
 
 
@@ -131,17 +131,17 @@ def test_quick_demo_learns_its_tasks(demo_dir):
 
 
 def test_quick_demo_maps_find_the_lesion(demo_dir):
+    """On every task the quick run learns (QUICK_FT_AUC, CNN architectures), the fine-tuned checkpoint's
+    Grad-CAM points at the lesion (pointing game and pixel AUC over the lesion cases both checkpoints
+    call positive), far above chance (the lesion's share of the image, ~6 %)."""
     out, _ = demo_dir
     loc = _summary(out)["localization"]
     rows = {(r["architecture"], r["task"], r["method"], r["checkpoint"]): r for r in loc}
-    for arch in ("cnn", "densenet"):
-        r = rows[(arch, "task_intensity", "gradcam", "ft")]
-        assert r["n"] >= 10 and r["pointing_game"] >= QUICK_POINTING and r["pixel_auc"] >= QUICK_PIXEL_AUC, r
-        # above chance on every task (chance pointing game = mean lesion share of the image)
-        for task in ("task_texture", "task_intensity", "task_shape"):
-            r = rows.get((arch, task, "gradcam", "ft"))
-            if r is not None and r["n"] >= 10:
-                assert r["pointing_game"] > r["chance_pointing_game"] and r["pixel_auc"] > 0.5, r
+    for arch, task in [k for k in QUICK_FT_AUC if k[0] in ("cnn", "densenet")]:
+        r = rows[(arch, task, "gradcam", "ft")]
+        assert r["n"] >= 10, r
+        assert r["pointing_game"] >= QUICK_POINTING and r["pixel_auc"] >= QUICK_PIXEL_AUC, r
+        assert r["pointing_game"] > 5 * r["chance_pointing_game"], r
 
 
 def test_quick_demo_rankings_use_only_maps_that_pass_sanity(demo_dir):
