@@ -2,10 +2,11 @@
 
 Schema (``schema: 1``; described for readers in ``docs/synth.md``)::
 
-    quick, seed, seconds{cohort, training, study, total}, cpu_seconds_main_process
+    quick, seed, seconds{cohort, training, study, total}, cpu_seconds_main_process, cpus, peak_rss_mb
     thresholds{ft_auc, tl_gap, pointing_game, pixel_auc, sanity_max_spearman}
     cohort{n_cases, n_lesion, image_size, ranges, lesion_free_fraction}
-    training[arch][task] = {tl, ft, learned, tl_lower}        validation AUCs of both checkpoints
+    training{n_cases, n_train, n_val, image_shape, archs}   (what scripts/readme.py reads)
+    auc[arch][task] = {tl, ft, learned, tl_lower}             validation AUCs of both checkpoints
     localization = [{architecture, task, method, checkpoint, n, pointing_game, pixel_auc, mass_inside,
                      chance_pointing_game, passed}]             lesion cases both checkpoints call positive
     sanity = [{architecture, task, method, model, spearman_median, passed, excluded_from_rankings}]
@@ -32,20 +33,23 @@ SCHEMA = 1
 THRESHOLDS = {"ft_auc": 0.85, "tl_gap": 0.02, "pointing_game": 0.6, "pixel_auc": 0.75, "sanity_max_spearman": 0.5}
 
 
-def _training(out: Path) -> dict[str, Any]:
+def _training(out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     from radlens.io.artifacts import read_json
 
     p = out / "models" / "training.json"
     if not p.exists():
-        return {}
+        return {}, {}
+    m = read_json(p)
+    info = {k: m.get(k) for k in ("n_cases", "n_train", "n_val", "image_shape")}
+    info["archs"] = sorted(m.get("archs", {}))
     res: dict[str, Any] = {}
-    for arch, am in read_json(p).get("archs", {}).items():
+    for arch, am in m.get("archs", {}).items():
         res[arch] = {}
         for task, tm in am.get("tasks", {}).items():
             tl, ft = float(tm["val_auc"]["tl"]), float(tm["val_auc"]["ft"])
             res[arch][task] = {"tl": round(tl, 4), "ft": round(ft, 4), "learned": bool(ft >= THRESHOLDS["ft_auc"]),
                                "tl_lower": bool(ft - tl >= THRESHOLDS["tl_gap"])}
-    return res
+    return info, res
 
 
 def _localization(out: Path) -> list[dict[str, Any]]:
@@ -108,7 +112,7 @@ def demo_summary(out, *, quick: bool, seed: int, seconds: dict, cpu_seconds: flo
                  cohort: dict | None = None) -> dict[str, Any]:
     """The ``demo.json`` dictionary of a demo folder (see the module docstring for the schema)."""
     out = Path(out)
-    training = _training(out)
+    info, training = _training(out)
     try:
         loc = _localization(out)
     except Exception as exc:  # noqa: BLE001 - the other numbers stay valid
@@ -140,7 +144,16 @@ def demo_summary(out, *, quick: bool, seed: int, seconds: dict, cpu_seconds: flo
         "gradcam_ft_localizes": bool(ft_loc) and all(r["passed"] for r in ft_loc),
         "ranked_maps_pass_sanity": all(bool(r["passed"]) or bool(r.get("excluded_from_rankings")) for r in sanity),
     }
+    import os
+    import resource
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count()
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return {"schema": SCHEMA, "quick": bool(quick), "seed": int(seed), "seconds": seconds,
-            "cpu_seconds_main_process": cpu_seconds, "thresholds": THRESHOLDS, "cohort": cohort or {},
-            "training": training, "localization": loc, "sanity": sanity, "ranking_exclusions": excl,
+            "cpu_seconds_main_process": cpu_seconds, "cpus": cpus, "peak_rss_mb": round(rss / 1024.0, 1),
+            "thresholds": THRESHOLDS, "cohort": cohort or {},
+            "training": info, "auc": training, "localization": loc, "sanity": sanity, "ranking_exclusions": excl,
             "planted_truth": planted, "checks": checks, "warnings": warnings}

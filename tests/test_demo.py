@@ -123,7 +123,7 @@ def _summary(out):
 
 def test_quick_demo_learns_its_tasks(demo_dir):
     out, _ = demo_dir
-    tr = _summary(out)["training"]
+    tr = _summary(out)["auc"]
     for (arch, task), thr in QUICK_FT_AUC.items():
         assert tr[arch][task]["ft"] >= thr, (arch, task, tr[arch][task])
     for arch in ("cnn", "densenet"):  # fine-tuning has something to change: TL measurably lower somewhere
