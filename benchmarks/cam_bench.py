@@ -63,10 +63,36 @@ def _time_pair(fa, fb, repeats):
     return (min(ta), statistics.median(ta)), (min(tb), statistics.median(tb))
 
 
+ROWS: list = []
+
+
+def readme_result(res: dict) -> str:
+    """The README table's cell for these numbers (``readme.result``, read by scripts/readme.py)."""
+    def rng(rows):
+        v = [r["speedup_min"] for r in rows]
+        if not v:
+            return "–"
+        return f"{min(v):.1f}×" if f"{min(v):.1f}" == f"{max(v):.1f}" else f"{min(v):.1f}–{max(v):.1f}×"
+
+    rows = res["rows"]
+    parts = []
+    for model in ("cnn", "vit"):
+        single = [r for r in rows if r["row"].startswith(model) and r["row"].endswith("(single)")]
+        multi = [r for r in rows if r["row"].startswith(model) and r["row"].endswith("(multi)")]
+        if single or multi:
+            parts.append(f"{model.upper()} single method {rng(single)}, multi-method {rng(multi)}")
+    a, m = res["args"], res["machine"]
+    return ("; ".join(parts) + f" (best of {a['repeats']} interleaved runs, batch {a['batch']}, {a['size']} px, "
+            f"{a['threads']} thread(s); {res['date'][:10]}, {m['cpu_count']} CPUs)")
+
+
 def _row(label, tb, tl, diff):
     speed = tl[0] / tb[0]
     print(f"{label:26s} {tb[0]:8.4f}/{tb[1]:<8.4f} {tl[0]:8.4f}/{tl[1]:<8.4f} {speed:6.1f}x "
           f"({tl[1] / tb[1]:4.1f}x) {diff:9.2e}")
+    ROWS.append({"row": label, "batched_s": {"min": tb[0], "median": tb[1]},
+                 "loop_s": {"min": tl[0], "median": tl[1]}, "speedup_min": speed,
+                 "speedup_median": tl[1] / tb[1], "max_abs_diff": diff})
     return speed
 
 
@@ -83,6 +109,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--methods", default="layercam,gradcam++,gradcam")
     ap.add_argument("--nchw", action="store_true", help="keep the model's NCHW weights (no channels_last)")
+    ap.add_argument("--models", default="cnn,vit", help="comma-separated subset of cnn,vit")
+    ap.add_argument("--json", default=None, help="write the numbers here (e.g. benchmarks/results/cam_bench.json)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     x = torch.randn(a.batch, 1, a.size, a.size, generator=torch.Generator().manual_seed(0))
@@ -93,7 +121,10 @@ def main(argv=None) -> int:
           f"min/median of {a.repeats} interleaved runs (s); speed-up = loop min / batched min (medians)")
     print(f"{'model / comparison':26s} {'batched':>17s} {'per-sample loop':>17s} {'speed-up':>14s} {'max|diff|':>9s}")
     single_ok, multi_ok, ceilings = True, True, {}
+    wanted = a.models.split(",")
     for name, (model, lname, layout, use_input) in _models(a.size).items():
+        if name not in wanted:
+            continue
         for layout_name, m in (("NCHW", model), ("channels-last", copy.deepcopy(model))):
             if layout_name == "channels-last":
                 from radlens.cam.base import to_channels_last
@@ -124,6 +155,24 @@ def main(argv=None) -> int:
           " max|diff| there compares MultiCAM maps with the single-method batched maps")
     print(f"target >= 3x at batch {a.batch}: single method", "met" if single_ok else "NOT met",
           "| multi-method", "met" if multi_ok else "NOT met")
+    if a.json:
+        import datetime
+        import json
+        import os
+        import platform
+        from pathlib import Path
+
+        load = os.getloadavg() if hasattr(os, "getloadavg") else None
+        res = {"benchmark": "cam_bench",
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                           "load_average_at_end": [round(v, 2) for v in load] if load else None},
+               "args": vars(a), "rows": ROWS,
+               "plain_forward_batch_vs_loop": {f"{n} {lay}": c for (n, lay), c in ceilings.items()},
+               "target_met": {"single": bool(single_ok), "multi": bool(multi_ok)}}
+        res["readme"] = {"result": readme_result(res)}
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

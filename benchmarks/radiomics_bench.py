@@ -1,176 +1,299 @@
-"""radlens radiomics vs the plain pyradiomics loop a user would write.
+"""radlens radiomics against the pyradiomics loops users write, in one run, on the same inputs.
 
-    python benchmarks/radiomics_bench.py                     # 200 phantom ROIs, --jobs 2, 3 paired repeats
-    python benchmarks/radiomics_bench.py --n 200 --jobs 2 --repeats 3 --json bench.json
-    python benchmarks/radiomics_bench.py --params my_params.yaml
+    python benchmarks/radiomics_bench.py                       # 200 2D phantom ROIs + the 5 real 3D cases
+    python benchmarks/radiomics_bench.py --n 200 --repeats 3 --json benchmarks/results/radiomics_bench.json
 
-Reference (in the same process, after a warm-up case for both): ::
+Cohorts
+-------
+* ``2d``: ``--n`` phantom ROIs from :func:`radlens.synth.make_cohort` (64 px images), radlens'
+  default params (binCount 32, every class, Original image);
+* ``3d``: pyradiomics' own real test cases (brain1, brain2, breast1, lung1, lung2; MRI and CT
+  NRRD from ``../shared/data/pyradiomics``, skipped when absent) with pyradiomics' baseline
+  settings (bin width 25; ``radlens/configs/radiomics_baseline.yaml``).
 
-    extractor = RadiomicsFeatureExtractor(params)            # pyradiomics' defaults for anything unset
-    for image, mask in cases:
-        features = extractor.execute(image, mask)
+Contenders (each measured on every repeat; the order is rotated between repeats because the
+load of a shared machine drifts)
+----------------------------------------------------------------------------------------------
+* ``plain``: ``RadiomicsFeatureExtractor(params).execute(image, mask)`` per case, one process
+  (pyradiomics' defaults: ``additionalInfo`` on);
+* ``careful_pool2``: what a careful user writes: ``additionalInfo`` off, a 2-process pool
+  (fork, extractor built once per worker, ``pool.map``), pool start-up included;
+* ``radlens_j1`` / ``radlens_j2``: ``radiomics(manifest, params, jobs=1|2)`` (what ``radlens
+  radiomics --jobs N`` runs), no cache, default engine.
 
-against ``radiomics(manifest, params, jobs=N)`` (what ``radlens radiomics --jobs N`` runs) with an
-empty cache, then the cached re-run (outputs up to date: nothing extracted), and the re-run into a
-new output file (tables assembled from the per-case cache). The feature values must be identical
-(bit for bit) to the plain loop's; the benchmark fails otherwise. On a shared machine wall times
-drift with other people's load, so each repeat runs the two sides back to back (alternating which
-goes first) and the median of the paired ratios is reported, with the 1-minute load average.
-CPU times (this process + its worker processes) give the work ratio and the ratio the same run
-would reach on ``--jobs`` otherwise idle cores: plain CPU / (radlens main CPU + workers' CPU / jobs).
+For radlens also the wall time projected on ``--jobs`` otherwise idle cores: its own CPU plus
+the busiest worker's CPU (each unit's CPU is measured in the worker), because on a machine shared
+with other users (per-user CPU shares) a parallel run's wall time says little.
+
+For each: wall seconds and CPU seconds (this process + its finished workers), min/median/max over
+repeats; ratios are per repeat (same round), then the median. "per core" compares CPU seconds
+(work), which the load of other users changes far less than wall time. Values: radlens' features
+must equal the plain loop's to 1e-9 relative on every feature (the benchmark fails otherwise).
+
+Start-up: the whole ``radlens radiomics`` command on a 2-case manifest vs pyradiomics' own
+command line on the same 2 cases (CPU seconds of the child process, min over repeats).
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
+import platform
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def _children_cpu() -> float:
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "pyradiomics"
+REAL = ("brain1", "brain2", "breast1", "lung1", "lung2")
+RTOL = 1e-9
 
 
-def plain_loop(manifest: Path, params: str) -> tuple[float, float, dict]:
-    """(wall s, CPU s, {case_id: {feature: value}})"""
-    import pandas as pd
+def _cpu() -> float:
+    s = resource.getrusage(resource.RUSAGE_SELF)
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def _quiet():
+    import radiomics
+
+    radiomics.setVerbosity(logging.ERROR)
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+
+
+def _feats(res) -> dict:
+    return {k: float(v) for k, v in res.items() if not k.startswith("diagnostics_")}
+
+
+# --------------------------------------------------------------------------- contenders
+def plain(cases, params):
     from radiomics.featureextractor import RadiomicsFeatureExtractor
 
-    m = pd.read_csv(manifest)
-    root = manifest.parent
-    t0, c0 = time.perf_counter(), time.process_time()
-    extractor = RadiomicsFeatureExtractor(params)
-    out = {}
-    for r in m.itertuples():
-        res = extractor.execute(str(root / r.image), str(root / r.mask))
-        out[r.case_id] = {k: float(v) for k, v in res.items() if not k.startswith("diagnostics_")}
-    return time.perf_counter() - t0, time.process_time() - c0, out
+    ex = RadiomicsFeatureExtractor(params)
+    return {cid: _feats(ex.execute(img, msk)) for cid, img, msk in cases}
 
 
-def timed_radlens(manifest: Path, params: str, out: Path, **kw):
+_EX = None
+
+
+def _pool_init(params):
+    global _EX
+    _quiet()
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    _EX = RadiomicsFeatureExtractor(params, additionalInfo=False)
+
+
+def _pool_one(case):
+    cid, img, msk = case
+    return cid, _feats(_EX.execute(img, msk))
+
+
+def careful_pool2(cases, params):
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(2, initializer=_pool_init, initargs=(params,)) as pool:
+        out = dict(pool.map(_pool_one, cases, chunksize=1))
+    return out
+
+
+PROJECTED: dict[str, list] = {}
+
+
+def radlens_run(manifest, params, jobs, out):
+    """radlens' run; also records its projected wall time on ``jobs`` otherwise idle cores:
+    this process's CPU + the busiest worker's CPU (per-unit CPU measured in the workers)."""
+    from radlens.radiomics import schedule
     from radlens.radiomics.extract import radiomics
 
-    t0, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
-    res = radiomics(manifest, params, out=out, show_progress=False, **kw)
-    cpu = (time.process_time() - c0, _children_cpu() - k0)  # (main process, worker processes)
-    return time.perf_counter() - t0, cpu, res
+    c0 = time.process_time()
+    schedule.WORKER_CPU.clear()
+    res = radiomics(manifest, params, out=out, jobs=jobs, use_cache=False, show_progress=False)
+    busiest = max(schedule.WORKER_CPU.values()) if jobs > 1 and schedule.WORKER_CPU else 0.0
+    PROJECTED.setdefault(f"{out.stem}", []).append(time.process_time() - c0 + busiest)
+    assert res.n_failed == 0, res.failures
+    f = res.features.set_index("case_id")
+    return {cid: {k: float(v) for k, v in row.items()} for cid, row in f.iterrows()}
 
 
-def check_identical(plain: dict, features) -> int:
-    names = list(features.columns[1:])
-    assert features["case_id"].tolist() == list(plain), "case order differs"
-    ref_names = list(next(iter(plain.values())))
-    assert names == ref_names, f"feature columns differ: {set(names) ^ set(ref_names)}"
-    ref = np.array([[plain[c][k] for k in names] for c in features["case_id"]], dtype=np.float64)
-    got = features[names].to_numpy(np.float64)
-    if not np.array_equal(ref, got, equal_nan=True):
-        bad = np.argwhere(~((ref == got) | (np.isnan(ref) & np.isnan(got))))
-        raise SystemExit(f"FEATURES DIFFER in {len(bad)} cells, e.g. case {features['case_id'].iloc[bad[0][0]]} "
-                         f"{names[bad[0][1]]}: {ref[tuple(bad[0])]!r} vs {got[tuple(bad[0])]!r}")
-    return ref.size
+def compare(ref: dict, got: dict) -> tuple[int, float]:
+    """(values compared, worst relative difference); fails above RTOL."""
+    n, worst = 0, 0.0
+    for cid, r in ref.items():
+        g = got[cid]
+        assert set(r) == set(g), f"{cid}: feature sets differ: {sorted(set(r) ^ set(g))[:5]}"
+        for k, a in r.items():
+            b = g[k]
+            n += 1
+            if np.isnan(a) and np.isnan(b):
+                continue
+            rel = abs(a - b) / abs(a) if a != 0 else abs(b)
+            worst = max(worst, rel)
+            if rel > RTOL:
+                raise SystemExit(f"VALUES DIFFER: {cid} {k}: radlens {b!r} vs pyradiomics {a!r}")
+    return n, worst
+
+
+def run_cohort(name, manifest, cases, params, repeats, tmp) -> dict:
+    contenders = {
+        "plain": lambda: plain(cases, params),
+        "careful_pool2": lambda: careful_pool2(cases, params),
+        "radlens_j1": lambda: radlens_run(manifest, params, 1, tmp / f"{name}_j1.parquet"),
+        "radlens_j2": lambda: radlens_run(manifest, params, 2, tmp / f"{name}_j2.parquet"),
+    }
+    order = list(contenders)
+    # warm-up (first-call costs: imports, caches) on 2 cases, paid by nobody
+    plain(cases[:2], params)
+    times = {k: [] for k in order}
+    cpus = {k: [] for k in order}
+    values = {}
+    for rep in range(repeats):
+        for k in order[rep % len(order):] + order[:rep % len(order)]:
+            t0, c0 = time.perf_counter(), _cpu()
+            values[k] = contenders[k]()
+            times[k].append(time.perf_counter() - t0)
+            cpus[k].append(_cpu() - c0)
+    n_vals, worst = compare(values["plain"], values["radlens_j1"])
+    compare(values["plain"], values["radlens_j2"])
+    compare(values["plain"], values["careful_pool2"])
+
+    def stats(v):
+        return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": list(v)}
+
+    def ratio(a, b, src):  # per repeat a/b, median
+        return float(np.median([x / y for x, y in zip(src[a], src[b])]))
+
+    r = {"n_cases": len(cases), "params": str(params), "values_compared": n_vals, "worst_rel_diff": worst,
+         "wall_s": {k: stats(v) for k, v in times.items()}, "cpu_s": {k: stats(v) for k, v in cpus.items()},
+         "speedup_wall": {f"{k}_over_radlens_j1": ratio(k, "radlens_j1", times) for k in ("plain", "careful_pool2")},
+         "speedup_cpu": {f"{k}_over_radlens_j1": ratio(k, "radlens_j1", cpus) for k in ("plain", "careful_pool2")}}
+    r["speedup_wall"]["careful_pool2_over_radlens_j2"] = ratio("careful_pool2", "radlens_j2", times)
+    r["speedup_wall"]["radlens_j1_over_radlens_j2"] = ratio("radlens_j1", "radlens_j2", times)
+    proj = {"radlens_j1": PROJECTED.pop(f"{name}_j1"), "radlens_j2": PROJECTED.pop(f"{name}_j2")}
+    r["projected_idle_cores_s"] = {k: stats(v) for k, v in proj.items()}
+    r["projected_idle_cores_s"]["radlens_j1_over_radlens_j2"] = ratio("radlens_j1", "radlens_j2", proj)
+    return r
+
+
+def startup(tmp, repeats) -> dict | None:
+    """CPU seconds of whole commands on 2 cases: radlens radiomics vs pyradiomics' CLI."""
+    from radlens.synth import make_cohort
+
+    man = make_cohort(tmp / "tiny", n_cases=2, image_size=40, seed=0, show_progress=False)
+    import pandas as pd
+
+    m = pd.read_csv(man)
+    pd.DataFrame({"Image": [str(man.parent / p) for p in m["image"]],
+                  "Mask": [str(man.parent / p) for p in m["mask"]]}).to_csv(tmp / "tiny_pyrad.csv", index=False)
+    from radlens.radiomics.extract import DEFAULT_PARAMS
+
+    env = {**os.environ, "RADLENS_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+    bindir = Path(sys.executable).parent
+    cmds = {"radlens": [sys.executable, "-m", "radlens.cli", "radiomics", str(man), "--no-cache", "--out",
+                        str(tmp / "tiny_out.parquet")]}
+    if (bindir / "pyradiomics").exists():
+        cmds["pyradiomics_cli"] = [str(bindir / "pyradiomics"), str(tmp / "tiny_pyrad.csv"), "--param",
+                                   str(DEFAULT_PARAMS), "-o", str(tmp / "tiny_pyrad_out.csv"), "-f", "csv"]
+    out = {}
+    for name, cmd in cmds.items():
+        cpu, wall = [], []
+        for _ in range(repeats):
+            c0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime)
+        out[name] = {"cpu_s_min": min(cpu), "wall_s_min": min(wall), "cpu_s": cpu, "wall_s": wall}
+    return out
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import radiomics
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu,
+            "cpus": os.cpu_count(), "pyradiomics": getattr(radiomics, "__version__", "?"), "numpy": np.__version__}
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=200, help="phantom ROIs (default %(default)s)")
-    ap.add_argument("--size", type=int, default=64, help="image side in pixels (default %(default)s)")
-    ap.add_argument("--jobs", type=int, default=2, help="radlens worker processes (default %(default)s)")
-    ap.add_argument("--repeats", type=int, default=3, help="paired repeats (default %(default)s)")
-    ap.add_argument("--params", default=None, help="pyradiomics params file (default: radlens' default)")
-    ap.add_argument("--serial", action="store_true", help="also time radlens with --jobs 1")
-    ap.add_argument("--json", default=None, help="write the numbers to this JSON file")
+    ap.add_argument("--n", type=int, default=200, help="2D phantom ROIs (default %(default)s)")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds over all contenders (default %(default)s)")
+    ap.add_argument("--cohorts", default="2d,3d", help="comma-separated: 2d, 3d (default %(default)s)")
+    ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "radiomics_bench.json"),
+                    help="write the numbers here (default %(default)s; '' for none)")
     a = ap.parse_args(argv)
+    _quiet()
+    import pandas as pd
 
-    logging.getLogger("radiomics").setLevel(logging.ERROR)
-    import radiomics
-
-    radiomics.setVerbosity(logging.ERROR)
     from radlens.radiomics.extract import DEFAULT_PARAMS
     from radlens.synth import make_cohort
 
-    params = str(a.params or DEFAULT_PARAMS)
-    load0 = os.getloadavg()[0]
+    load0 = os.getloadavg()
+    result = {"benchmark": "radiomics", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": machine(), "repeats": a.repeats, "cohorts": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        manifest = make_cohort(tmp / "cohort", n_cases=a.n, image_size=a.size, seed=0, show_progress=False)
-        # warm-up: first-call costs (lazy imports, caches) paid by neither side
-        warm = tmp / "warm.csv"
-        import pandas as pd
-
-        pd.read_csv(manifest).head(2).to_csv(warm, index=False)
-        (tmp / "warm.csv").replace(tmp / "cohort" / "warm.csv")
-        plain_loop(tmp / "cohort" / "warm.csv", params)
-        timed_radlens(tmp / "cohort" / "warm.csv", params, tmp / "warm" / "r.parquet")
-
-        t_plain, t_cold, t_serial, t_cached, t_assemble = [], [], [], [], []
-        cpu_plain, cpu_cold = [], []
-        n_cells = 0
-        for rep in range(a.repeats):
-            out = tmp / f"run{rep}" / "radiomics.parquet"
-            if rep % 2:  # alternate which side runs first: the machine's load drifts
-                tc, cc, res = timed_radlens(manifest, params, out, jobs=a.jobs)
-                tp, cp_, plain = plain_loop(manifest, params)
+        todo = [c.strip() for c in a.cohorts.split(",") if c.strip()]
+        if "2d" in todo:
+            man = make_cohort(tmp / "c2d", n_cases=a.n, image_size=64, seed=0, show_progress=False)
+            m = pd.read_csv(man)
+            cases = [(r.case_id, str(man.parent / r.image), str(man.parent / r.mask)) for r in m.itertuples()]
+            result["cohorts"]["2d_phantoms"] = run_cohort("2d", man, cases, str(DEFAULT_PARAMS), a.repeats, tmp)
+        if "3d" in todo:
+            if SHARED.is_dir():
+                cases = [(c, str(SHARED / f"{c}_image.nrrd"), str(SHARED / f"{c}_label.nrrd")) for c in REAL]
+                man = tmp / "real3d.csv"
+                pd.DataFrame([{"case_id": c, "image": i, "mask": m_} for c, i, m_ in cases]).to_csv(man, index=False)
+                params = str(DEFAULT_PARAMS.with_name("radiomics_baseline.yaml"))
+                result["cohorts"]["3d_real"] = run_cohort("3d", man, cases, params, a.repeats, tmp)
             else:
-                tp, cp_, plain = plain_loop(manifest, params)
-                tc, cc, res = timed_radlens(manifest, params, out, jobs=a.jobs)
-            assert res.n_computed == a.n and len(res.failures) == 0, res.failures
-            t_plain.append(tp)
-            cpu_plain.append(cp_)
-            t_cold.append(tc)
-            cpu_cold.append(cc)
-            n_cells = check_identical(plain, res.features)
-            th, _, res2 = timed_radlens(manifest, params, out, jobs=a.jobs)
-            assert res2.n_computed == 0
-            check_identical(plain, res2.features)
-            t_cached.append(th)
-            ta, _, res3 = timed_radlens(manifest, params, out.with_name("other.parquet"), jobs=a.jobs,
-                                        cache_dir=out.with_name("radiomics.cache"))
-            assert res3.n_computed == 0
-            check_identical(plain, res3.features)
-            t_assemble.append(ta)
-            if a.serial:
-                ts, _, res4 = timed_radlens(manifest, params, tmp / f"serial{rep}" / "r.parquet", jobs=1)
-                check_identical(plain, res4.features)
-                t_serial.append(ts)
-    load1 = os.getloadavg()[0]
-    # paired ratios: each repeat's two runs are adjacent in time, so they share the machine's load
-    pair = [p / c for p, c in zip(t_plain, t_cold)]
-    pair_cpu = [p / (m + w / a.jobs) for p, (m, w) in zip(cpu_plain, cpu_cold)]
-    work = [p / (m + w) for p, (m, w) in zip(cpu_plain, cpu_cold)]
-    P, H, A = float(np.median(t_plain)), min(t_cached), min(t_assemble)
-    r = {"n_rois": a.n, "image_size": a.size, "jobs": a.jobs, "cpus": os.cpu_count(), "params": params,
-         "identical_values": n_cells, "load_avg_1min": [load0, load1],
-         "plain_loop_s": t_plain, "radlens_cold_s": t_cold, "ratio_cold_per_repeat": pair,
-         "ratio_cold_median": float(np.median(pair)),
-         "cpu_plain_s": cpu_plain, "cpu_radlens_main_workers_s": cpu_cold,
-         "cpu_work_ratio_median": float(np.median(work)), "projected_ratio_idle_cores_median": float(np.median(pair_cpu)),
-         "radlens_cached_s": H, "radlens_cached_new_out_s": A,
-         "ratio_cached": P / H, "ratio_cached_new_out": P / A}
-    print(f"radiomics benchmark: {a.n} phantom ROIs ({a.size} px), params {Path(params).name}, "
-          f"{os.cpu_count()} CPUs, load avg {load0:.1f} -> {load1:.1f}, {a.repeats} paired repeats")
-    print(f"  feature values identical to the plain loop: {n_cells} values (bit for bit)")
-    for i, (p, c) in enumerate(zip(t_plain, t_cold)):
-        print(f"  repeat {i}: plain loop {p:6.2f} s ({1000 * p / a.n:.0f} ms/ROI), radlens --jobs {a.jobs} {c:6.2f} s"
-              f"  -> {p / c:.2f}x")
-    print(f"  radlens --jobs {a.jobs} vs plain loop, median of paired repeats: {np.median(pair):.2f}x   (target >= 2x)")
-    print(f"  CPU time (median): plain loop / radlens (main + workers) = {np.median(work):.2f}; on {a.jobs} "
-          f"otherwise idle cores that projects to {np.median(pair_cpu):.2f}x")
-    if t_serial:
-        r["radlens_serial_s"] = t_serial
-        print("  radlens --jobs 1: " + ", ".join(f"{p / s_:.2f}x" for p, s_ in zip(t_plain, t_serial)))
-    print(f"  cached re-run (up to date)      {H:8.3f} s   {P / H:6.0f}x   (target >= 100x; vs median plain loop)")
-    print(f"  cached re-run, new output file  {A:8.3f} s   {P / A:6.0f}x")
+                result["cohorts"]["3d_real"] = {"skipped": f"pyradiomics test cases not found at {SHARED}"}
+        result["startup_2_cases"] = startup(tmp, a.repeats)
+    result["load_avg_1min"] = [load0[0], os.getloadavg()[0]]
+
+    print(f"radiomics benchmark, {result['date']}, {result['machine']['cpus']} CPUs ({result['machine']['cpu']}), "
+          f"load {load0[0]:.1f} -> {os.getloadavg()[0]:.1f}, {a.repeats} repeats")
+    for name, r in result["cohorts"].items():
+        if "skipped" in r:
+            print(f"  {name}: skipped ({r['skipped']})")
+            continue
+        print(f"  {name}: {r['n_cases']} cases; {r['values_compared']} values equal to pyradiomics' "
+              f"(worst relative difference {r['worst_rel_diff']:.1e})")
+        for k in r["wall_s"]:
+            w, c = r["wall_s"][k], r["cpu_s"][k]
+            print(f"    {k:14s} wall {w['median']:7.2f} s (min {w['min']:.2f}, max {w['max']:.2f})   "
+                  f"CPU {c['median']:7.2f} s")
+        sw, sc = r["speedup_wall"], r["speedup_cpu"]
+        print(f"    radlens --jobs 1 vs plain loop: {sw['plain_over_radlens_j1']:.2f}x wall, "
+              f"{sc['plain_over_radlens_j1']:.2f}x CPU; vs careful pool (additionalInfo off, 2 processes): "
+              f"{sc['careful_pool2_over_radlens_j1']:.2f}x CPU (per core)")
+        print(f"    radlens --jobs 2: {sw['radlens_j1_over_radlens_j2']:.2f}x radlens --jobs 1 (wall); "
+              f"{sw['careful_pool2_over_radlens_j2']:.2f}x the careful 2-process pool (wall)")
+        print(f"    radlens --jobs 2 vs --jobs 1 projected on 2 otherwise idle cores (parent CPU + busiest "
+              f"worker's CPU): {r['projected_idle_cores_s']['radlens_j1_over_radlens_j2']:.2f}x")
+    for k, v in (result["startup_2_cases"] or {}).items():
+        print(f"  start-up, whole command on 2 cases: {k:16s} CPU {v['cpu_s_min']:.2f} s, wall {v['wall_s_min']:.2f} s")
     if a.json:
-        Path(a.json).write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
-    return r
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"  -> {a.json}")
+    return result
 
 
 if __name__ == "__main__":

@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "trained on the spot, every analysis, an HTML report. `radlens COMMAND --help` for details.",
     )
     parser.add_argument("--version", action="version", version=f"radlens {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="progress detail: INFO log lines and nested progress bars (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="errors only (no warnings, no progress bars)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _command_modules():
         p = sub.add_parser(
@@ -55,12 +56,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _BarSafeHandler(logging.StreamHandler):
+    """Log lines printed above a running progress bar instead of through it (``tqdm.write``)."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # never lose a log line to the bar machinery
+            super().emit(record)
+
+
 def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose >= 2 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    """Default: warnings and errors, one progress bar at a time, a summary printed by the command.
+    ``-v``: INFO lines and nested bars; ``-vv``: DEBUG; ``-q``: errors only, no bars.
+    Third-party progress bars (transformers / huggingface_hub) stay off unless -vv."""
+    import os
+
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    handler = _BarSafeHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     if verbose < 2:
-        for noisy in ("radiomics", "distributed", "matplotlib", "PIL", "urllib3", "fsspec"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        for noisy in ("radiomics", "distributed", "matplotlib", "PIL", "urllib3", "fsspec", "transformers",
+                      "huggingface_hub", "monai"):
+            logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+        # read when transformers / huggingface_hub are first imported (after this point)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error" if verbose == 0 else "warning")
+    if quiet:
+        os.environ["RADLENS_PROGRESS"] = "0"
+    if verbose >= 1:
+        os.environ.setdefault("RADLENS_PROGRESS_DEPTH", "3")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,11 @@ class EmbedConfig:
 
     batch_size: int = _opt(32, minimum=1)
     device: str = _opt("cpu")
+    executor: str = _opt("local", choices=("local", "dask"),
+                         help="dask: every embedding chunk is a task on a Dask cluster (same files as local)")
+    scheduler: str | None = _opt(None, help="Dask scheduler address, e.g. tcp://host:8786 (null: a local "
+                                            "cluster of `jobs` workers)")
+    jobs: int = _opt(2, minimum=1, help="workers of the local Dask cluster when no scheduler is given")
 
 
 @dataclass

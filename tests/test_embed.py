@@ -172,3 +172,38 @@ def test_cli_embed(cohort, spec, tmp_path, capsys):
     rc = main(["-q", "embed", str(mp), "--encoder", json.dumps(bad), "--out", str(tmp_path / "x.npz")])
     assert rc == 2
     assert "roi.rule='middle'" in capsys.readouterr().err
+
+
+def test_several_rois_of_one_image_are_decoded_once(cohort, spec, tmp_path, monkeypatch):
+    import pandas as pd
+
+    import radlens.io.images as images
+    from radlens.io.manifest import read_manifest
+
+    _, mp = cohort
+    m = read_manifest(mp)
+    rows = []
+    for r in m.df.head(4).itertuples():
+        for j, (x, y) in enumerate([(2, 3), (10, 12), (20, 4)]):  # three boxes per image
+            rows.append({"case_id": f"{r.case_id}_{j}", "image": r.image, "bbox_x": x, "bbox_y": y,
+                         "bbox_w": 8, "bbox_h": 9})
+    grouped = pd.DataFrame(rows)
+    grouped.to_csv(tmp_path / "g.csv", index=False)
+    grouped.iloc[[0, 3, 6, 9, 1, 4, 7, 10, 2, 5, 8, 11]].to_csv(tmp_path / "i.csv", index=False)  # no neighbours
+    calls = []
+    real = images.load_image
+    monkeypatch.setattr(images, "load_image", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    g = read_embeddings(embed(tmp_path / "g.csv", spec, tmp_path / "g.npz", batch_size=5, workers=0))
+    assert len(calls) == 4  # one decode per image, not per ROI
+    calls.clear()
+    i = read_embeddings(embed(tmp_path / "i.csv", spec, tmp_path / "i.npz", batch_size=5, workers=0))
+    assert len(calls) == 12
+    order = [i.case_id.tolist().index(c) for c in g.case_id]
+    for k in g.pools:
+        np.testing.assert_array_equal(g.pools[k], i.pools[k][order])
+    # the boxes differ, so the ROI poolings differ between the ROIs of one image
+    assert not np.array_equal(g.pools["roi"][0], g.pools["roi"][1])
+    t = read_embeddings(embed(tmp_path / "g.csv", spec, tmp_path / "t.npz", batch_size=5, workers=2,
+                              loader="process"))
+    for k in g.pools:
+        np.testing.assert_array_equal(t.pools[k], g.pools[k])

@@ -148,3 +148,46 @@ def test_nonfinite_pre_case_goes_to_failures(study):
     assert main(["refit-post", "--lens", str(d / "lens_nan"), "--embeddings", str(d / "texture.npz"),
                  "--n-null", "10", "--n-boot", "0", "--no-specific", "--out", str(d / "shifts_nan.parquet")]) == 0
     assert read_table_meta(d / "shifts_nan.parquet")["summary"]["n_cases"] == 99
+
+
+def test_compare_with_lens_writes_decomposition_and_alignment(study):
+    d = study
+    if not (d / "lens" / "lens.json").exists():
+        test_fit_refit_compare(study)
+    cid = read_table(d / "radiomics.parquet")["case_id"].to_numpy()
+    X = read_table(d / "radiomics.parquet").drop(columns="case_id").to_numpy()
+    labels = pd.DataFrame({"case_id": cid, "patient_id": [f"p{i // 2}" for i in range(len(cid))],
+                           "task_texture": (X[:, 5] + X[:, 6] > 0).astype(int)})
+    labels.loc[:4, "task_texture"] = np.nan          # unlabelled cases are left out
+    labels.to_csv(d / "labels.csv", index=False)
+    out = d / "cmp2"
+    assert main(["compare", str(d / "shifts_texture.parquet"), str(d / "shifts_shape.parquet"), "--lens", str(d / "lens"),
+                 "--embeddings", f"texture={d / 'texture.npz'}", "--embeddings", f"shape={d / 'shape.npz'}",
+                 "--labels", str(d / "labels.csv"), "--n-null", "30", "--n-boot", "20", "--n-perm", "99",
+                 "--out", str(out)]) == 0
+    common, contrast, al = (pd.read_csv(out / f) for f in ("common.csv", "contrast.csv", "alignment.csv"))
+    assert list(common.columns) == ["feature", "feature_class", "common_shift", "common_z", "common_p", "common_q",
+                                    "common_rank"]
+    assert list(contrast.columns) == ["task", "feature", "feature_class", "contrast", "contrast_ci_low",
+                                      "contrast_ci_high", "contrast_z", "contrast_p", "contrast_q", "contrast_rank"]
+    assert list(al.columns) == ["task", "alignment", "alignment_p", "n_features"]
+    # two tasks: the specific changes are mirror images, so the contrasts are identical
+    w = contrast.pivot(index="feature", columns="task", values="contrast")
+    np.testing.assert_allclose(w["texture"], w["shape"], rtol=1e-6)
+    assert len(common) == 14 and len(contrast) == 28
+    # the shape task has no label column: a NaN row, the texture task a real one
+    assert al.set_index("task").loc["shape", "alignment"] != al.set_index("task").loc["shape", "alignment"]
+    assert np.isfinite(al.set_index("task").loc["texture", "alignment"])
+    for stem in ("common_heatmap", "contrast_heatmap", "alignment", "heatmap"):
+        assert (out / f"{stem}.png").stat().st_size > 1000
+    dec = json.loads((out / "decomposition.json").read_text(encoding="utf-8"))
+    assert dec["mirror"] and dec["tasks"] == ["texture", "shape"]
+
+
+def test_compare_lens_errors_name_the_fix(study, capsys):
+    d = study
+    assert main(["compare", "--embeddings", f"texture={d / 'texture.npz'}", "--out", str(d / "x")]) == 2
+    assert "--lens" in capsys.readouterr().err
+    assert main(["compare", str(d / "shifts_texture.parquet"), "--labels", str(d / "groups.csv"),
+                 "--out", str(d / "x")]) == 2
+    assert "needs --lens" in capsys.readouterr().err

@@ -112,8 +112,9 @@ def test_common_change_of_basis_changes_nothing(lenses):
     for col in ("emphasis", "emphasis_ci_low", "z", "p", "shift", "shift_ci_low", "sensitivity_pre", "sensitivity_post",
                 "share_change", "shift_z", "shift_p"):
         # the emphasis CI comes from float32 bootstrap Grams of both heads: a difference of sensitivities
+        # (null / bootstrap Grams are float32 products: agreement to ~1e-6 relative)
         atol = 1e-6 if col == "emphasis_ci_low" else 1e-9
-        np.testing.assert_allclose(b[col], a[col], rtol=1e-6, atol=atol, err_msg=col)
+        np.testing.assert_allclose(b[col], a[col], rtol=1e-5, atol=atol, err_msg=col)
     assert list(a["feature"]) == list(b["feature"])
 
 

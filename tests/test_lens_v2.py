@@ -102,7 +102,7 @@ def test_common_and_contrast_find_their_planted_sets(lenses, decompositions):
     for s, (common, contrast, summ) in decompositions.items():
         lens = lenses[s][3]
         assert list(common.columns) == list(COMMON_COLUMNS)
-        assert list(contrast.columns) == list(CONTRAST_COLUMNS) + ["contrast_signed"]
+        assert list(contrast.columns) == list(CONTRAST_COLUMNS) + ["specific_emphasis"]
         pc.append(precision_at_k(common, _names(lens, COMMON), by="common_shift"))
         for t, f in SPECIFIC.items():
             c = contrast[contrast["task"] == t]
@@ -145,7 +145,8 @@ def test_task_alignment_planted_vs_independent_labels(lenses, decompositions):
     """Labels driven by a task's planted features -> positive alignment, p < 0.05 in (almost) every
     task × seed cell; labels independent of the radiomics -> not significant. Power note: Spearman
     over all features weighs the unrelated features' (noise) ranks as much as the signature's, so
-    with a 3-of-20 signature a perfect top-3 agreement gives rho of only about 0.4-0.6."""
+    with a 3-of-20 signature a perfect top-3 agreement gives rho of only about 0.4-0.6 (measured here:
+    8 of 9 cells with p < 0.05, p up to 0.16)."""
     ps_driven, rhos, ps_indep = [], [], []
     for s, (common, contrast, _) in decompositions.items():
         df, X, Z, lens = lenses[s]
@@ -162,7 +163,7 @@ def test_task_alignment_planted_vs_independent_labels(lenses, decompositions):
                                 n_perm=499, seed=s)
         ps_indep += al0["alignment_p"].tolist()
     assert min(rhos) > 0, rhos
-    assert np.mean(np.array(ps_driven) < 0.05) >= 7 / 9, ps_driven
+    assert np.mean(np.array(ps_driven) < 0.05) >= 8 / 9, ps_driven
     assert np.median(ps_driven) < 0.05, ps_driven
     assert np.mean(np.array(ps_indep) < 0.05) <= 1 / 9, ps_indep
     assert np.median(ps_indep) > 0.2, ps_indep
@@ -190,3 +191,15 @@ def test_task_changes_scale_alignment_removes_rescale(lenses):
     np.testing.assert_allclose(raw["t"] - raw["t"].mean(0), lens.Z_pre_ - lens.Z_pre_.mean(0), atol=1e-8)
     with pytest.raises(Exception, match="not allowed"):
         task_changes(lens, {"t": Z}, aligned="shear")
+
+
+def test_rotated_task_triggers_caution_and_procrustes_removes_it(lenses):
+    df, X, Z, lens = lenses[1]
+    rng = np.random.default_rng(7)
+    Zs = {"rot": planted_change(X, Z, [], "rotate", seed=8), "noise": Z + 0.3 * Z.std() * rng.normal(size=Z.shape)}
+    _, _, summ = cross_task(lens, Zs, n_null=20, n_boot=0)
+    assert "rot" in summ["caution"] and "--align procrustes" in summ["caution"] and summ["mirror"]
+    assert summ["per_task"]["rot"]["recoding_share"] > 0.99
+    _, contrast, summ = cross_task(lens, Zs, n_null=50, n_boot=0, aligned="procrustes")
+    assert "caution" not in summ
+    assert (contrast["contrast_q"] < 0.05).mean() <= 0.05   # the rotation is gone: only noise differs

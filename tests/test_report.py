@@ -114,3 +114,142 @@ def test_save_figure_appends_extensions_to_dotted_stems(tmp_path):
     assert [p.name for p in got] == ["loc.v2_scores.png", "loc.v2_scores.svg"] and all(p.exists() for p in got)
     fig, _ = plt.subplots()
     assert [p.name for p in save_figure(fig, tmp_path / "fig.png")] == ["fig.png", "fig.svg"]
+
+
+def _sanity_table():
+    return pd.DataFrame({"architecture": ["vit", "vit", "cnn", "cnn"], "task": ["task_x"] * 4,
+                         "method": ["layercam", "layercam", "gradcam++", "layercam"], "model": ["a", "b", "a", "b"],
+                         "n": [8, 8, 8, 8], "spearman_median": [0.31, 0.72, 0.10, -0.20], "threshold": [0.5] * 4,
+                         "passed": [True, False, True, True]})
+
+
+def test_failed_sanity_check_reaches_the_warnings_box(tmp_path):
+    stages = [{"name": "cam-drift", "kind": "cam-drift", "status": "ok", "seconds": 1.0, "error": None}]
+    run = _run_folder(tmp_path, stages)
+    (run / "cam").mkdir()
+    write_table(_sanity_table(), run / "cam" / "drift.sanity.parquet")
+    page = report(run).read_text(encoding="utf-8")
+    box = page[page.index('id="warnings"'):]
+    box = box[:box.index("</div>")]
+    # the failing row (vit layercam, model B, 0.72) is listed, with its number, and links to the sanity table
+    assert "CAM sanity check FAILED: vit/task_x LayerCAM" in box
+    assert "B (fine-tuned) 0.72 ≥ 0.50" in box
+    assert '<a href="#cam-sanity">' in box
+    # passing rows are not warnings
+    assert "cnn/task_x" not in box and "A (transfer) 0.31" not in box
+    # the header says so although no stage failed
+    head = page[:page.index('id="findings"')]
+    assert "none failed" in head and "needs attention" in head and "1 warning" in head
+    # the same warning is in findings.json (what the README generator reads)
+    import json
+
+    found = json.loads((run / "findings.json").read_text())
+    assert [w["section"] for w in found["warnings"]] == ["cam-sanity"]
+
+
+def test_anti_correlated_sanity_pass_is_flagged(tmp_path):
+    from radlens.report.findings import check_cam_sanity
+    from radlens.report.sections import Context
+
+    run = _run_folder(tmp_path, [])
+    (run / "cam").mkdir()
+    t = _sanity_table()
+    t.loc[0, "spearman_median"] = -0.72  # "passed" (< 0.5) but the maps are the randomised model's, inverted
+    write_table(t, run / "cam" / "drift.sanity.parquet")
+    msgs = [w["message"] for w in check_cam_sanity(Context.load(run))]
+    assert len(msgs) == 2 and "ANTI-correlated" in msgs[1] and "vit/x LayerCAM A (transfer) -0.72" in msgs[1]
+    assert "cnn" not in msgs[1]  # -0.20 is not strong
+
+
+def test_no_warnings_says_so_and_header_is_green(tmp_path):
+    stages = [{"name": "cam-drift", "kind": "cam-drift", "status": "ok", "seconds": 1.0, "error": None}]
+    run = _run_folder(tmp_path, stages)
+    (run / "cam").mkdir()
+    t = _sanity_table()
+    t["passed"] = True
+    write_table(t, run / "cam" / "drift.sanity.parquet")
+    page = report(run).read_text(encoding="utf-8")
+    assert "all checks passed" in page and "<b>Warnings:</b> none" in page
+
+
+def test_checks_unlearned_tasks_chance_localization_and_small_rankings(tmp_path):
+    from radlens.report.findings import collect_warnings
+    from radlens.report.sections import Context
+
+    run = _run_folder(tmp_path, [])
+    (run / "localization").mkdir()
+    (run / "cam").mkdir()
+    write_table(pd.DataFrame({
+        "checkpoint": ["cnn/task_x/transfer", "cnn/task_x/finetuned"], "score": ["auc", "auc"],
+        "loc_mean": [0.40, 0.70], "loc_low": [0.30, 0.45], "loc_high": [0.48, 0.90], "loc_n": [20, 20],
+        "task_metric": [0.20, 0.90], "task_low": [0.05, 0.80], "task_high": [0.45, 0.99], "task_n": [30, 30],
+        "task_ci_method": ["delong", "delong"], "architecture": ["cnn", "cnn"], "task": ["task_x", "task_x"]}),
+        run / "localization" / "tradeoff.csv")
+    write_table(pd.DataFrame({"task": ["task_x"] * 2, "method": ["layercam"] * 2, "metric": ["pearson"] * 2,
+                              "architecture": ["cnn", "vit"], "value": [0.1, 0.2], "drift_score": [0.1, 0.2],
+                              "rank": [2.0, 1.0]}), run / "cam" / "drift.rankings.parquet")
+    write_table(pd.DataFrame({"architecture": ["vit", "cnn"], "task": ["task_x"] * 2, "method": ["layercam"] * 2,
+                              "metric": ["spearman"] * 2, "median": [-0.80, 0.40], "median_ci_low": [-0.83, 0.30],
+                              "median_ci_high": [-0.78, 0.45]}), run / "cam" / "drift.summary.parquet")
+    ws = collect_warnings(Context.load(run))
+    msgs = {w["section"]: w["message"] for w in ws}
+    # B is the negative image of A for vit (rho -0.80, CI below 0); cnn's 0.40 is ordinary drift
+    assert "inverted maps" in msgs["cam-summary"] and "vit/x LayerCAM -0.80 [-0.83, -0.78]" in msgs["cam-summary"]
+    assert "cnn/x" not in msgs["cam-summary"]
+    # transfer AUC 0.20 [0.05, 0.45]: CI under 0.5 -> below chance; fine-tuned [0.80, 0.99]: learned, not listed
+    assert "below chance" in msgs["training"] and "cnn/x transfer 0.20 [0.05, 0.45]" in msgs["training"]
+    assert "finetuned" not in msgs["training"]
+    loc = [w["message"] for w in ws if w["section"] == "localization"]
+    assert any("point away" in m and "cnn/task_x/transfer 0.40 [0.30, 0.48]" in m for m in loc)
+    assert any("includes 0.5" in m and "cnn/task_x/finetuned 0.70 [0.45, 0.90]" in m for m in loc)
+    assert "from 2 architectures (cnn, vit)" in msgs["cam-rankings"]
+
+
+def test_a_broken_check_is_an_error_not_silence(tmp_path):
+    from radlens.report.findings import collect_warnings
+    from radlens.report.sections import Context
+
+    def check_boom(ctx):
+        raise ValueError("bad column")
+
+    ws = collect_warnings(Context.load(_run_folder(tmp_path, [])), checks=[check_boom])
+    assert ws == [{"analysis": "report", "severity": "error", "section": "overview",
+                   "message": "check check_boom could not run (ValueError: bad column)"}]
+
+
+def test_truncated_table_names_its_file_and_figures_link_png_svg(tmp_path):
+    t = H.table(pd.DataFrame({"a": range(50)}), max_rows=10, source=tmp_path / "x.parquet")
+    assert "40 more rows in <code>" in t and "x.parquet</code>" in t
+    from radlens.viz.style import save_figure, use_agg
+
+    plt = use_agg()
+    fig, _ = plt.subplots()
+    png = save_figure(fig, tmp_path / "figs" / "f")[0]
+    tok = H.LINK_BASE.set(tmp_path)
+    try:
+        html = H.image(png, "a caption")
+    finally:
+        H.LINK_BASE.reset(tok)
+    assert '<a href="figs/f.png">PNG</a>' in html and '<a href="figs/f.svg">SVG</a>' in html
+
+
+def test_lens_v2_tables_feed_verdict_and_alignment_warning(tmp_path):
+    from radlens.report.findings import collect_warnings
+    from radlens.report.sections import Context
+    from radlens.report.verdicts import collect_verdicts
+
+    run = _run_folder(tmp_path, [])
+    d = run / "lens" / "cnn" / "compare"
+    d.mkdir(parents=True)
+    write_table(pd.DataFrame({"feature": ["original_glcm_Contrast", "original_firstorder_Mean", "original_shape2D_X"],
+                              "feature_class": ["glcm", "firstorder", "shape2D"], "common_shift": [1.0, 0.5, 0.1],
+                              "common_z": [4.0, 3.0, 0.2], "common_p": [0.001, 0.004, 0.8],
+                              "common_q": [0.003, 0.01, 0.8], "common_rank": [1, 2, 3]}), d / "common.csv")
+    write_table(pd.DataFrame({"task": ["task_x", "task_y"], "alignment": [0.61, 0.05],
+                              "alignment_p": [0.002, 0.41], "n_features": [3, 3]}), d / "alignment.csv")
+    ctx = Context.load(run)
+    text = " ".join(v["text"] for v in collect_verdicts(ctx))
+    assert "2 of 3 features changed by every fine-tuning" in text and "glcm_Contrast" in text
+    assert "x 0.61 (p = 0.002), y 0.05 (p = 0.410)" in text
+    ws = [w for w in collect_warnings(ctx) if w["section"] == "lens-cnn"]
+    assert len(ws) == 1 and "in 1 of 2 tasks" in ws[0]["message"] and "y 0.05 (p = 0.410)" in ws[0]["message"]

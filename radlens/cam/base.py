@@ -120,6 +120,32 @@ def normalise_max(m: np.ndarray) -> np.ndarray:
     return out.reshape(m.shape).astype(np.float32)
 
 
+def normalise_max_torch(m):
+    """:func:`normalise_max` on a torch tensor, in float32 on its device (the batched path).
+
+    Equal to :func:`normalise_max` value for value: a float32 quotient computed in float64 and
+    rounded to float32 is the correctly rounded float32 quotient, so no float64 copy of the batch
+    is needed.
+
+    Parameters
+    ----------
+    m : Tensor, shape (B, *spatial), non-negative
+
+    Returns
+    -------
+    Tensor float32, same shape, values in [0, 1]
+    """
+    import torch
+
+    flat = m.float().reshape(m.shape[0], -1)
+    if flat.shape[1] == 0:
+        return flat.reshape(m.shape)
+    mx = flat.amax(dim=1, keepdim=True)
+    ok = mx > 0
+    out = torch.where(ok, flat / torch.where(ok, mx, torch.ones_like(mx)), torch.zeros_like(flat))
+    return out.reshape(m.shape)
+
+
 def upsample(cam, size: Sequence[int]):
     """Linear resize of ``cam`` (torch, shape (B, *grid)) to ``size`` (bilinear 2D / trilinear 3D,
     ``align_corners=False``); returns shape (B, *size)."""
@@ -241,12 +267,14 @@ class BaseAttribution:
                 used_np = used.detach().cpu().numpy().astype(np.int64)
                 logits_np = logits.detach().cpu().numpy().astype(np.float32)
                 for name, raw in raws.items():
-                    with torch.no_grad():
-                        raw = torch.relu(raw)
+                    with torch.no_grad():  # ReLU, upsampling and normalisation on the whole batch, in torch
+                        raw = torch.relu(raw).float()
                         up = upsample(raw, x.shape[2:])
-                    up_np = up.cpu().numpy().astype(np.float32)
+                        maps = normalise_max_torch(up)
+                    raw_np = raw.cpu().numpy()
+                    up_np = up.cpu().numpy() if up is not raw else raw_np.copy()  # never shared
                     out.setdefault(name, []).append(CAMResult(
-                        raw=raw.cpu().numpy().astype(np.float32), upsampled=up_np, maps=normalise_max(up_np),
+                        raw=raw_np, upsampled=up_np, maps=maps.cpu().numpy(),
                         targets=used_np.copy(), logits=logits_np.copy()))  # not shared between methods
         finally:
             for m in training:

@@ -464,7 +464,8 @@ def _write_outputs(res, maps, cfg, manifest, out, save_maps, figures):
         fig_dir.mkdir(parents=True, exist_ok=True)
         made = plot_metric_distributions(res.drift, fig_dir / "cam_drift_distributions")
         for p in map_paths:
-            made += plot_overlay_grid(p, fig_dir / f"cam_overlays_{Path(p).stem.replace('.', '_')}", drift=res.drift)
+            made += plot_overlay_grid(p, fig_dir / f"cam_overlays_{Path(p).stem.replace('.', '_')}", drift=res.drift,
+                                      manifest=getattr(manifest, "df", None))
         if len(res.series):
             made += plot_checkpoint_series(res.series, fig_dir / "cam_drift_series")
         if len(res.rankings) and res.rankings["architecture"].nunique() > 1:

@@ -10,7 +10,7 @@ HELP = ("radiomic lens: compare tasks (shift tables: heatmap, top-k, rank correl
         "common vs task-specific change and task alignment)")
 DESCRIPTION = """\
 Shift tables from radlens refit-post (one per fine-tuned encoder / task) give: heatmap radiomic
-feature x task of the emphasis headline (features grouped by class; dots mark q_specific<0.05),
+feature x task of the emphasis headline (features grouped by class; dots mark q<0.05),
 top-k bars with bootstrap CIs, task x task Spearman rank correlations and totals per feature class
 (heatmap.png, top_k_bars.png, rank_correlation.png, class_totals.png, top_k.csv, global_summary.csv).
 
@@ -24,7 +24,7 @@ contrast_z, contrast_p, contrast_q, contrast_rank), common_heatmap.png, contrast
 tasks the two contrasts are mirror images (identical scores). With --labels (the manifest, or any
 table with case_id, optional patient_id and a label column TASK or task_TASK per task) it tests task
 alignment: the Spearman correlation between each feature's association with the task's labels and
-the task's specific change, with a patient-grouped permutation p (OUT/alignment.csv: task,
+the task's specific change of emphasis, with a patient-grouped permutation p (OUT/alignment.csv: task,
 alignment, alignment_p, n_features; association.csv; alignment.png).
 
 Examples:

@@ -22,6 +22,7 @@ encoder: a YAML spec file, a transformers save_pretrained folder, or an inline s
 examples:
   radlens embed cohort/manifest.csv --encoder dino_ft.yaml --out emb/ft.npz --device cuda --autocast
   radlens embed cohort/manifest.csv --encoder resnet.yaml --layers layer1,layer2,layer3 --out emb/pre.npz
+  radlens embed cohort/manifest.csv --encoder dino.yaml --out emb/pre.npz --executor dask --scheduler tcp://host:8786
 """
 
 
@@ -49,8 +50,14 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=2,
                    help="loader threads/processes preparing cases ahead of the model (default 2; 0 = none)")
     p.add_argument("--loader", choices=("auto", "thread", "process"), default="auto",
-                   help="auto (default): worker processes on CUDA, threads on the CPU")
+                   help="auto (default): worker processes with one torch thread each (= process)")
     p.add_argument("--no-resume", action="store_true", help="recompute everything, ignoring finished chunks")
+    p.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="local (default): this process; dask: every chunk is a task on a Dask cluster (the model "
+                        "is loaded once per worker; the result is the same file as a local run)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="Dask scheduler address, e.g. tcp://host:8786 (default: a local cluster of --jobs workers)")
+    p.add_argument("--jobs", type=int, default=2, help="workers of the local Dask cluster when --scheduler is not given")
 
 
 def run(args) -> int:
@@ -59,5 +66,6 @@ def run(args) -> int:
     embed(args.manifest, args.encoder, args.out, pooling=args.pooling, batch_size=args.batch_size,
           device=args.device, autocast=args.autocast, roi_mode=args.roi_mode, roi_rule=args.roi_rule,
           min_overlap=args.min_overlap, chunk_size=args.chunk_size, resume=not args.no_resume,
-          workers=args.workers, loader=args.loader, layers=args.layers)
+          workers=args.workers, loader=args.loader, layers=args.layers, executor=args.executor,
+          scheduler=args.scheduler, jobs=args.jobs)
     return 0

@@ -46,6 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "such cases land in the failures table while the others are extracted)")
     p.add_argument("--diagnostics", choices=["fast", "pyradiomics"], default="fast",
                    help="fast: radlens computes the diagnostics (default); pyradiomics: its own additionalInfo (slower)")
+    p.add_argument("--engine", choices=["radlens", "pyradiomics"], default="radlens",
+                   help="radlens: first order and texture classes (GLCM, GLRLM, GLSZM, GLDM, NGTDM) by radlens' "
+                        "engine, equal to pyradiomics to 1e-9 and faster; shape, filters and other settings by "
+                        "pyradiomics; pyradiomics: every class by pyradiomics (default: %(default)s)")
     p.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="always show the progress bar (default: only on a terminal)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="never show the progress bar")
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                     scheduler=args.scheduler, cache_dir=args.cache_dir, use_cache=not args.no_cache,
                     retry_failed=args.retry_failed, resample_mask=args.resample_mask,
                     check_images=args.check_images, diagnostics=args.diagnostics,
-                    show_progress=args.progress)
+                    show_progress=args.progress, engine=args.engine)
     n_ok, n_fail = res.n_cases - res.n_failed, res.n_failed
     print(f"radiomics: {n_ok} cases x {res.n_features} features -> {res.out} "
           f"({res.n_computed} extracted, {res.n_cached} from cache)")

@@ -8,16 +8,19 @@ HELP = "radiomic lens: re-estimate the head on fine-tuned embeddings; per-featur
 DESCRIPTION = """\
 Re-estimate the lens head on the embeddings of a fine-tuned encoder with the same closed-form
 estimator (and penalty) as the pre head, propagate the head change through the frozen first layer
-and score every radiomic feature: shift (RMS over cases of the Jacobian-column change), sensitivity
-before/after, change of its share of total sensitivity (scale-free), a null from cluster
-permutations of the per-case embedding change (z, p, BH q: did the sensitivity change beyond
-noise?), a feature-specific Freedman-Lane null that discounts leakage from changes driven by other
-features (z_specific, p_specific, q_specific), bootstrap CI of the shift, ranking
-stability over the lens seeds. Embeddings must cover exactly the lens's cases (joined on case_id).
+and score every radiomic feature. Headline (emphasis, z, p, q, rank): the change of the
+embedding's sensitivity to the feature after a global rescale and an orthogonal re-coding of the
+embedding are taken out (sensitivity_post / rho - sensitivity_pre, rho = median ratio), tested
+against cluster permutations of the change left after a Procrustes + scale alignment of post onto
+pre, with a bootstrap CI. The raw Jacobian shift keeps its own tests (shift, shift_z, shift_p,
+shift_q; feature-specific Freedman-Lane shift_*_specific), plus sensitivities, share changes and
+ranking stability over the lens seeds. Embeddings must cover exactly the lens's cases (joined on
+case_id).
 
-Writes OUT (one row per feature: feature, feature_class, image_type, shift, shift_ci_low,
-shift_ci_high, sensitivity_pre, sensitivity_post, share_change, z, p, q, rank, ...) with global
-summaries (R2 pre/post, CKA, class totals, seed stability) in its metadata and in OUT-stem.json.
+Writes OUT (one row per feature, sorted by rank) with global summaries in its metadata and in
+OUT-stem.json: R2 pre/post, CKA, class totals, seed stability, and the global change of the
+embedding (rescale factor, rotation size, share of the change that is orthogonal re-coding /
+rescale / other, and one sentence: "the embedding was rescaled x1.50 and rotated ...").
 
 Example:
   radlens refit-post --lens lens/ --embeddings embeddings_task_texture.npz --task texture \\
@@ -33,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-null", type=int, default=200, help="null replicates (default 200; 0: no z/p/q)")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates for CIs (default 200; 0: none)")
     p.add_argument("--no-specific", action="store_true",
-                   help="skip the feature-specific (Freedman-Lane) test (z_specific, p_specific, q_specific)")
+                   help="skip the feature-specific (Freedman-Lane) test of the raw shift (shift_*_specific)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="shift table (.parquet or .csv)")
 

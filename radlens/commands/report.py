@@ -6,7 +6,9 @@ import argparse
 NAME = "report"
 HELP = "write RUN_DIR/report.html: every analysis of a run folder on one self-contained page"
 DESCRIPTION = """Write one self-contained HTML page (figures embedded as base64) from the artefacts of a
-`radlens run` folder: cohort summary, radiomic shift heatmap and top features per task, planted-truth /
+`radlens run` folder. It opens with one verdict per analysis and a Warnings box (failed sanity checks,
+weak fits, unlearned tasks, near-chance scores, small-count rankings, failed stages), also written to
+RUN_DIR/findings.json; then the cohort summary, radiomic shift heatmap and top features per task, planted-truth /
 expected-class checks, CAM overlays and drift tables, pooling-probe curves, localization trade-off,
 the config, versions and input hashes. Analyses that did not run are listed with the reason.
 
@@ -24,5 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from radlens.report import report
 
-    print(f"report: {report(args.run_dir, out=args.out)}")
+    import json
+    from pathlib import Path
+
+    out = report(args.run_dir, out=args.out)
+    ws = json.loads((Path(args.run_dir) / "findings.json").read_text(encoding="utf-8")).get("warnings", [])
+    print(f"report: {out} ({len(ws)} warning{'s' if len(ws) != 1 else ''})")
     return 0

@@ -32,18 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
+    from radlens.commands._summary import print_summary
     from radlens.study import run as run_study
 
     res = run_study(args.study, args.out, force=args.force, report=args.report, only=args.only)
-    counts: dict[str, int] = {}
-    for s in res.stages:
-        counts[s.status] = counts.get(s.status, 0) + 1
-    print(f"run folder: {res.run_dir}")
-    print("stages: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    for s in res.failed:
-        print(f"  FAILED {s.name}: {s.error}", file=sys.stderr)
-    if res.report:
-        print(f"report: {res.report}")
+    print_summary(res)
     return 1 if res.failed else 0

@@ -3,9 +3,17 @@
 * :func:`embed_arrays` — in-memory images + ROIs/boxes (what the pooling probe calls with its
   perturbed images and jittered boxes); returns ``{pooling: (n, D)}``.
 * :func:`embed` — a manifest → ``embeddings.npz`` (:func:`radlens.io.artifacts.read_embeddings`).
-  Cases are loaded and preprocessed by a few threads ahead of the model, in manifest order;
-  results go to per-chunk files under ``<out>.parts/`` that a re-run reuses (resume), and are
-  merged at the end through memory-mapped arrays, so memory does not grow with the cohort.
+  Cases are loaded and preprocessed by worker processes ahead of the model, in manifest order,
+  in one pass over every pending chunk (several ROIs of one image decoded once); results go to
+  per-chunk files under ``<out>.parts/`` that a re-run reuses (resume), and are merged at the end
+  through memory-mapped arrays, so memory does not grow with the cohort. ``executor="dask"``
+  runs the chunks on a Dask cluster instead (:mod:`radlens.encoders.chunks`), same file.
+* ``layers=[...]``: several layers' poolings from the same forward pass, keys ``pooling@layer``.
+
+Where the time of ``embed`` goes (``benchmarks/embed_bench.py --part stages``, 2-core CPU, ViT
+h384x6 at 128 px from 32 px NIfTI phantoms): the forward pass dominates; decoding (two SimpleITK
+reads per case) is the largest loading cost; preprocessing was dominated by a multi-threaded
+channel-repeat kernel (now a numpy copy); ROI -> token mapping is negligible.
 """
 from __future__ import annotations
 
@@ -361,7 +369,8 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
           batch_size: int = 16, device: str | None = None, autocast: bool = False, roi_mode: str | None = None,
           roi_rule: str | None = None, min_overlap: float | None = None, chunk_size: int = 1024,
           resume: bool = True, workers: int = 2, loader: str = "auto", keep_parts: bool = False,
-          show_progress: bool | None = None, layers: Sequence | str | None = None) -> Path:
+          show_progress: bool | None = None, layers: Sequence | str | None = None, executor: str = "local",
+          scheduler: Any = None, jobs: int = 2, dask_threads: int | None = None) -> Path:
     """Embed every case of a manifest; write ``out`` (npz) and ``<out stem>.failures.csv``.
 
     Parameters
@@ -378,8 +387,9 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     resume : reuse finished chunk files of an interrupted run with the same settings
     workers : threads / processes loading and preprocessing cases ahead of the model (0 = none)
     loader : {"auto", "thread", "process"}
-        ``auto``: worker processes on CUDA (Python preprocessing must not starve the GPU),
-        threads on the CPU (the model uses the same cores).
+        ``auto``: worker processes with one torch thread each (on CUDA, Python preprocessing must
+        not starve the GPU; on the CPU, loader threads would run torch kernels multi-threaded next
+        to the model's own threads).
     keep_parts : keep ``<out>.parts/`` after merging
     show_progress : progress bar (default: when stderr is a terminal)
     layers : list or comma-separated str, optional
@@ -388,6 +398,17 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
         layer the arrays are named ``"{pooling}@{layer}"`` (e.g. ``roi@layer2``, ``cls@3``) and the
         meta holds ``layers`` (names, in the order given) and ``layer_info`` (per layer: ``grid``,
         ``dim``, ``has_cls``, ``poolings``); with one layer the file is the single-layer file.
+    executor : {"local", "dask"}
+        ``dask``: every pending chunk is a task on a Dask cluster (each worker loads the model once);
+        results are written here as they arrive and merged in manifest order: the same file as a
+        local run. The workers need radlens and the same image/checkpoint paths.
+    scheduler : str, distributed.Client or None
+        Dask scheduler address (``tcp://host:8786``) or client; None starts a temporary local
+        cluster of ``jobs`` single-threaded workers.
+    jobs : int
+        Workers of that temporary local cluster.
+    dask_threads : int, optional
+        torch threads on each Dask worker (default: the worker's own setting).
 
     Returns
     -------
@@ -407,6 +428,10 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     out = Path(out)
     if out.suffix != ".npz":
         raise InputError(f"out={str(out)!r}: embeddings are written as .npz; give a path ending in .npz")
+    if executor not in ("local", "dask"):
+        raise ConfigError(f"executor={executor!r} not allowed; use 'local' or 'dask'")
+    if executor != "dask" and scheduler is not None:
+        raise ConfigError(f"scheduler={scheduler!r} is only used with executor='dask'")
     for name, val in (("batch_size", batch_size), ("chunk_size", chunk_size)):
         if not isinstance(val, int) or val < 1:
             raise ConfigError(f"{name}={val!r} must be a positive integer")
@@ -437,12 +462,16 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     need_roi = "roi" in names or mode == "crop"
     prepare = CasePreparer(enc.preprocessor, enc.grids, enc.spec["roi"], need_roi, "roi" in names, roi_mode)
     kind = resolve_loader(loader, enc.device, workers)
-    chunk_files, reused = [], 0
+    chunk_files, reused, pending = [], 0, []
+
+    def chunk_rows(s0: int) -> list[dict]:
+        return [dict(zip(cols, v)) for v in m.df.iloc[s0:s0 + chunk_size].itertuples(index=False, name=None)]
+
     bar = progress(total=n_rows, desc=f"embed {enc.name}", disable=None if show_progress is None else not show_progress)
     try:
         for ci, s0 in enumerate(starts):
             # one chunk of rows at a time: memory does not grow with the cohort
-            crow = [dict(zip(cols, v)) for v in m.df.iloc[s0:s0 + chunk_size].itertuples(index=False, name=None)]
+            crow = chunk_rows(s0)
             fp = obj_hash([run_fp, [(str(r["case_id"]), str(r["image"]), str(r.get("mask")),
                                      [r.get(k) for k in ("label", "bbox_x", "bbox_y", "bbox_w", "bbox_h")])
                                     for r in crow]])
@@ -452,9 +481,35 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
                 reused += 1
                 bar.update(len(crow))
                 continue
-            items = iter(prepared_cases(prepare, crow, workers, kind, window=max(2 * batch_size, 4)))
-            ids, arrays, fails = _run_chunk(enc, items, len(crow), names, batch_size, autocast, bar)
-            _write_chunk(path, fp, ids, arrays, fails)
+            pending.append((ci, s0, len(crow), fp, path))
+        if executor == "dask":
+            from radlens.encoders.chunks import run_chunks_dask
+
+            by_chunk = {p[0]: p for p in pending}
+            tasks = [{"chunk": ci, "rows": chunk_rows(s0), "spec": enc.spec, "device": enc.device, "names": names,
+                      "batch_size": batch_size, "autocast": bool(autocast), "roi_mode": roi_mode,
+                      "workers": 0, "threads": dask_threads} for ci, s0, _, _, _ in pending]
+
+            def write(res):
+                if res["checkpoint_sha256"] != enc.checkpoint_hash:
+                    raise InputError(f"a Dask worker loaded different weights (sha256 {res['checkpoint_sha256']}) "
+                                     f"than this machine ({enc.checkpoint_hash}); the workers must see the same "
+                                     "checkpoint files under the same paths")
+                _, _, _, fp_, path_ = by_chunk[res["chunk"]]
+                _write_chunk(path_, fp_, res["ids"], res["arrays"], res["failures"])
+
+            run_chunks_dask(tasks, write, bar, scheduler=scheduler, jobs=jobs)
+        elif pending:
+            # ONE loader pass over every pending chunk (rows built lazily, chunk by chunk): loading runs
+            # ahead across chunk boundaries while a finished chunk is written
+            rows = (r for p in pending for r in chunk_rows(p[1]))
+            items = prepared_cases(prepare, rows, workers, kind, window=max(2 * batch_size, 4))
+            try:
+                for _, _, n_c, fp, path in pending:
+                    ids, arrays, fails = _run_chunk(enc, items, n_c, names, batch_size, autocast, bar)
+                    _write_chunk(path, fp, ids, arrays, fails)
+            finally:
+                items.close()
     finally:
         bar.close()
     if reused:

@@ -1,10 +1,11 @@
 """Loading and preprocessing cases ahead of the model, in manifest order.
 
 ``thread``: a few threads (SimpleITK reading and torch resizing release the GIL; cheap to start,
-right for CPU inference, where the model competes for the same cores). ``process``: worker
-processes (``torch.utils.data.DataLoader``, tensors passed through shared memory), for GPU
-inference where Python-level preprocessing would otherwise starve the device. Both yield results
-in input order, so the output never depends on the loader.
+right for CPU inference, where the model competes for the same cores). ``process``: forked worker
+processes with one torch thread each (tensors come back through shared memory), for GPU inference
+where Python-level preprocessing would otherwise starve the device. Both keep a bounded window of
+cases in flight over the whole pass (across chunk boundaries) and yield results in input order,
+so the output never depends on the loader.
 """
 from __future__ import annotations
 
@@ -74,77 +75,117 @@ class CasePreparer:
         return [done[g] for g in self.grids]
 
     def __call__(self, row: dict) -> tuple[str, Any, Any, Any]:
+        return self._prepare(row, None)
+
+    def group(self, rows: Sequence[dict]) -> list[tuple[str, Any, Any, Any]]:
+        """``[self(row) for row in rows]`` for rows of ONE image file (several ROIs): the image is
+        decoded once and, in full mode, resized/normalised once; each ROI is still mapped and
+        checked on its own. The results equal separate calls."""
+        shared: dict = {}
+        return [self._prepare(row, shared) for row in rows]
+
+    def _prepare(self, row: dict, shared: dict | None) -> tuple[str, Any, Any, Any]:
         from radlens.io.images import load_case
 
         cid = str(row["case_id"])
         try:
-            case = load_case(row)
+            case = load_case(row, image=shared.get("image") if shared else None)
         except CaseError as exc:
             return cid, None, None, ("load", exc.message)
         try:
             p = self.preprocessor(case.array, case.roi if self.need_roi else None, case_id=cid,
-                                  roi_mode=self.roi_mode)
+                                  roi_mode=self.roi_mode, same_image_as=shared.get("prepared") if shared else None)
             w = self.layer_weights(p.roi_cov, cid) if self.want_weights else None
         except RadlensError as exc:
             return cid, None, None, ("preprocess", str(exc))
+        if shared is not None and "image" not in shared:
+            shared.update(image=case.image, prepared=p)
         return cid, p.x, w, None
 
 
-class _RowDataset:
-    """Map-style dataset over manifest rows (what ``DataLoader`` indexes)."""
-
-    def __init__(self, rows: list[dict], prepare: CasePreparer):
-        self.rows = rows
-        self.prepare = prepare
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int):
-        return self.prepare(self.rows[i])
+_WORKER_PREPARE: list = []
 
 
-def _single_thread_worker(_worker_id: int) -> None:
+def _init_worker(prepare: CasePreparer) -> None:
+    """Loader process set-up: one torch thread (the model owns the cores), the preparer kept."""
     import torch
 
     torch.set_num_threads(1)
+    _WORKER_PREPARE[:] = [prepare]
 
 
-def _identity(item):
-    return item
+def _prepare_in_worker(rows: list[dict]):
+    return _WORKER_PREPARE[0].group(rows)
+
+
+#: most rows (ROIs) of one image handled as one task
+MAX_GROUP = 64
+
+
+def _image_groups(rows: Iterable[dict]) -> Iterator[list[dict]]:
+    """Consecutive rows naming the same image file, as lists (at most :data:`MAX_GROUP` long)."""
+    group: list[dict] = []
+    for row in rows:
+        if group and (str(row.get("image")) != str(group[0].get("image")) or len(group) >= MAX_GROUP):
+            yield group
+            group = []
+        group.append(row)
+    if group:
+        yield group
 
 
 def resolve_loader(loader: str, device: str, workers: int) -> str:
-    """``auto`` → ``process`` for CUDA with workers, else ``thread``."""
+    """``auto`` → ``process`` whenever there are workers (CPU and GPU), else ``thread`` (unused).
+
+    On the CPU too: loader *threads* run torch's preprocessing kernels on the model's intra-op
+    thread count (each thread its own OpenMP team), oversubscribing the cores the forward pass
+    needs; one-thread worker processes do not (``benchmarks/embed_bench.py``, 2-core CPU: from-disk
+    ratio 0.56 with threads vs 1.00 with processes, median of 3 interleaved repeats).
+    """
     if loader not in LOADERS:
         raise ConfigError(f"loader={loader!r} not allowed; use one of {list(LOADERS)}")
     if workers < 0:
         raise ConfigError(f"workers={workers} must be >= 0")
     if loader == "auto":
-        return "process" if (device.startswith("cuda") and workers > 0) else "thread"
+        return "process" if workers > 0 else "thread"
     return loader
 
 
-def prepared_cases(prepare: CasePreparer, rows: Iterable[dict] | list[dict], workers: int, loader: str,
+def prepared_cases(prepare: CasePreparer, rows: Iterable[dict], workers: int, loader: str,
                    window: int) -> Iterator:
-    """``map(prepare, rows)`` in order, computed ``window`` cases ahead by ``workers`` threads/processes."""
-    rows = list(rows)
-    if workers <= 0 or not rows:
-        yield from map(prepare, rows)
+    """``map(prepare, rows)`` in order, computed up to ``window`` cases ahead by ``workers`` threads/processes.
+
+    ``rows`` is consumed lazily (a generator over a whole cohort is fine: about ``window`` cases
+    are in flight or waiting, so memory does not grow with the cohort). Consecutive rows of the same
+    image file go to one worker as a group (:meth:`CasePreparer.group`: decoded once). Worker
+    processes are forked once per call (one torch thread each) and reused for every row.
+    """
+    groups = _image_groups(rows)  # several ROIs of one image: decoded (and resized) once
+    if workers <= 0:
+        for g in groups:
+            yield from prepare.group(g)
         return
     if loader == "process":
-        from torch.utils.data import DataLoader
+        from radlens.parallel import _mp_context
 
-        dl = DataLoader(_RowDataset(rows, prepare), batch_size=None, shuffle=False, num_workers=workers,
-                        collate_fn=_identity, prefetch_factor=max(2, window // workers),
-                        worker_init_fn=_single_thread_worker, persistent_workers=False)
-        yield from dl
-        return
-    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="radlens-embed") as ex:
-        pending: collections.deque = collections.deque()
-        for row in rows:
-            pending.append(ex.submit(prepare, row))
-            if len(pending) >= window:
-                yield pending.popleft().result()
+        prepare.preprocessor.import_dependencies()  # before the fork: workers inherit the imports
+        ex: cf.Executor = cf.ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(),
+                                                 initializer=_init_worker, initargs=(prepare,))
+        fn = _prepare_in_worker
+    else:
+        ex = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="radlens-embed")
+        fn = prepare.group
+    pending: collections.deque = collections.deque()
+    in_flight = 0
+    try:
+        for g in groups:
+            pending.append((ex.submit(fn, g), len(g)))
+            in_flight += len(g)
+            while in_flight >= window and pending:
+                fut, n = pending.popleft()
+                in_flight -= n
+                yield from fut.result()
         while pending:
-            yield pending.popleft().result()
+            yield from pending.popleft()[0].result()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)

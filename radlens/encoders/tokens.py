@@ -16,6 +16,7 @@ area fractions, also for non-square images, non-integer scale factors and 3D vol
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Sequence
 
@@ -96,9 +97,20 @@ def apply_separable(arr: np.ndarray, mats: Sequence[np.ndarray]) -> np.ndarray:
     for axis, m in enumerate(mats):
         moved = np.moveaxis(out, axis, 0)
         rest = moved.shape[1:]
-        res = sparse.csr_matrix(m) @ moved.reshape(moved.shape[0], -1)
+        csr = m if sparse.issparse(m) else sparse.csr_matrix(m)
+        res = csr @ moved.reshape(moved.shape[0], -1)
         out = np.moveaxis(np.asarray(res).reshape((m.shape[0], *rest)), 0, axis)
     return out
+
+
+@functools.lru_cache(maxsize=256)
+def _axis_matrix(kind: str, n_cells: int, n_pixels: int, lo: float = 0.0, hi: float | None = None):
+    """Cached sparse per-axis operator (the same image/grid sizes recur for every case of a cohort)."""
+    from scipy import sparse
+
+    m = (interval_overlap_matrix(n_cells, n_pixels, lo, hi) if kind == "overlap"
+         else center_sample_matrix(n_cells, n_pixels))
+    return sparse.csr_matrix(m)
 
 
 def stored_to_model_coverage(roi: np.ndarray, region: Sequence[tuple[float, float]],
@@ -121,7 +133,7 @@ def stored_to_model_coverage(roi: np.ndarray, region: Sequence[tuple[float, floa
     ndarray float64, shape spatial_size
     """
     roi = np.asarray(roi, dtype=np.float64)
-    mats = [interval_overlap_matrix(int(s), roi.shape[a], lo, hi)
+    mats = [_axis_matrix("overlap", int(s), int(roi.shape[a]), float(lo), float(hi))
             for a, (s, (lo, hi)) in enumerate(zip(spatial_size, region))]
     return apply_separable(roi, mats)
 
@@ -148,10 +160,8 @@ def token_coverage(mask: np.ndarray, grid: Sequence[int], rule: str = "overlap")
     if any(g > s for g, s in zip(grid, mask.shape)):
         raise InputError(f"grid={grid} is finer than the model input {mask.shape}; tokens must cover at least "
                          "one input pixel each")
-    if rule == "overlap":
-        mats = [interval_overlap_matrix(g, s) for g, s in zip(grid, mask.shape)]
-    elif rule == "center":
-        mats = [center_sample_matrix(g, s) for g, s in zip(grid, mask.shape)]
+    if rule in ("overlap", "center"):
+        mats = [_axis_matrix(rule, g, int(s)) for g, s in zip(grid, mask.shape)]
     else:
         raise InputError(f"rule={rule!r} not allowed; use 'overlap' or 'center'")
     return apply_separable(mask, mats)

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -343,7 +343,8 @@ def _resample_nearest(mask, image):
     return sitk.Resample(mask, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
 
 
-def load_case(row: Mapping[str, Any], *, resample_mask: bool | None = None, slice_gaps: str = "error") -> Case:
+def load_case(row: Mapping[str, Any], *, resample_mask: bool | None = None, slice_gaps: str = "error",
+              image: Any = None, image_notes: Sequence[str] = ()) -> Case:
     """Load the image and ROI of one manifest row.
 
     Parameters
@@ -366,6 +367,10 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool | None = None, slic
         DICOM series with missing/duplicate/uneven slices: a ``load`` failure naming the slices
         (default), or read with one uniform spacing and a note in ``Case.warnings``. A row's
         ``slice_gaps`` value (manifest column, the per-case explicit opt-in) wins.
+    image, image_notes : SimpleITK.Image and list of str, optional
+        ``row["image"]`` already read for another row of the same file (its ``Case.image``) and the
+        notes that reading gave: the file is not read again (several ROIs of one image are decoded
+        once).
 
     Returns
     -------
@@ -384,7 +389,7 @@ def load_case(row: Mapping[str, Any], *, resample_mask: bool | None = None, slic
         if policy not in SLICE_GAP_POLICIES:
             raise InputError(f"slice_gaps = {policy!r} is not allowed; use one of {list(SLICE_GAP_POLICIES)} "
                              "(manifest column 'slice_gaps', or slice_gaps=)")
-        return _load_case(case_id, row, resample_mask, policy)
+        return _load_case(case_id, row, resample_mask, policy, image, image_notes)
     except CaseError:
         raise
     except InputError as exc:
@@ -409,13 +414,17 @@ def _match_mask_grid(case_id, image, mask_raw, image_path, mask_path, resample_m
     return _resample_nearest(mask_raw, image), True
 
 
-def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool | None, slice_gaps: str) -> Case:
+def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool | None, slice_gaps: str,
+               image: Any = None, image_notes: Sequence[str] = ()) -> Case:
     sitk = _sitk()
     notes: list[str] = []
     image_path = _get(row, "image")
     if image_path is None:
         raise CaseError(case_id, "load", "no image path in the manifest row")
-    image = load_image(image_path, notes=notes, slice_gaps=slice_gaps)
+    if image is None:
+        image = load_image(image_path, notes=notes, slice_gaps=slice_gaps)
+    else:
+        notes.extend(image_notes)
     mask_path = _get(row, "mask")
     if mask_path is not None and str(mask_path).strip():
         given = _get(row, "label", None)

@@ -8,6 +8,9 @@
 * :mod:`radlens.lens.specific`   feature-specific Freedman–Lane null (analytic moments)
 * :mod:`radlens.lens.shift`      the per-feature shift table and global summaries
 * :mod:`radlens.lens.pipeline`   ``fit_pre`` / ``refit_post`` (artifacts in, artifacts out)
+* :mod:`radlens.lens.emphasis`   the emphasis headline; Procrustes + scale decomposition of a change
+* :mod:`radlens.lens.changes`    scores + null + bootstrap of several per-case changes at once
+* :mod:`radlens.lens.crosstask`  common vs task-specific change, task alignment (``compare --lens``)
 * :mod:`radlens.lens.compare`    cross-task comparison, ``class_enrichment``, ``precision_at_k``
 * :mod:`radlens.lens.io`         save / load without pickle
 * :mod:`radlens.lens.planted`    planted-truth simulations
@@ -17,7 +20,10 @@ See ``docs/lens.md`` (the ``compare`` function lives in :mod:`radlens.lens.compa
 _LAZY = {"RadiomicLens": "radlens.lens.estimator", "fit_pre": "radlens.lens.pipeline",
          "refit_post": "radlens.lens.pipeline",
          "class_enrichment": "radlens.lens.compare", "precision_at_k": "radlens.lens.compare",
-         "load_lens": "radlens.lens.io", "save_lens": "radlens.lens.io", "shift_table": "radlens.lens.shift"}
+         "load_lens": "radlens.lens.io", "save_lens": "radlens.lens.io", "shift_table": "radlens.lens.shift",
+         "cross_task": "radlens.lens.crosstask", "task_alignment": "radlens.lens.crosstask",
+         "task_changes": "radlens.lens.crosstask", "decompose": "radlens.lens.crosstask",
+         "compare_tasks": "radlens.lens.crosstask", "score_changes": "radlens.lens.changes"}
 
 __all__ = sorted(_LAZY)
 

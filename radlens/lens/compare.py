@@ -202,8 +202,9 @@ def _compare_tables(tables, out, *, value: str = "z", top_k: int = 15) -> dict:
            [[c for c in ("task", "rank", "feature", "feature_class", "emphasis", "emphasis_ci_low", "emphasis_ci_high",
                          "z", "q", "z_specific", "q_specific", "shift", "shift_z", "shift_q") if c in long.columns]])
     written["top_k"] = [write_table(top, out / "top_k.csv")]
-    keys = ("r2_pre_heldout", "r2_post_heldout", "cka_pre_post", "rescale_factor", "rotation_size", "recoding_share",
-            "rescale_share", "emphasis_share", "n_significant", "n_significant_specific", "n_significant_shift",
+    keys = ("r2_pre_heldout", "r2_post_heldout", "cka_pre_post", "rescale_factor", "sensitivity_rescale",
+            "rotation_size", "recoding_share",
+            "rescale_share", "emphasis_share", "n_significant", "n_significant_shift", "n_significant_shift_specific",
             "total_emphasis", "global_p", "global_change")
     gsum = [{"task": t, **{k: s.get(k) for k in keys}} for t, s in summaries.items()]
     import pandas as pd

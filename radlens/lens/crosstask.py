@@ -38,6 +38,8 @@ COMMON_COLUMNS = ("feature", "feature_class", "common_shift", "common_z", "commo
 CONTRAST_COLUMNS = ("task", "feature", "feature_class", "contrast", "contrast_ci_low", "contrast_ci_high",
                     "contrast_z", "contrast_p", "contrast_q", "contrast_rank")
 ALIGNMENTS = ("procrustes", "scale", "none")
+#: share of a task's change that is orthogonal re-coding above which the summary warns (``aligned="scale"``)
+RECODING_CAUTION = 0.5
 ALIGNMENT_COLUMNS = ("task", "alignment", "alignment_p", "n_features")
 
 
@@ -81,8 +83,11 @@ def task_changes(lens, Z_posts: dict, *, aligned="scale", frame: bool = True) ->
         if not np.isfinite(Y).all():
             raise InputError(f"task {t!r}: post embeddings have non-finite values for "
                              f"{int((~np.isfinite(Y).all(1)).sum())} case(s); re-run embed for them")
-        al = align_post(lens.Z_pre_, Y, rotate=mode == "procrustes")
-        changes[t] = Y - lens.Z_pre_ if mode == "none" else al["E"]
+        al = align_post(lens.Z_pre_, Y)                      # the full decomposition, reported in any mode
+        if mode == "scale":
+            changes[t] = align_post(lens.Z_pre_, Y, rotate=False)["E"]
+        else:
+            changes[t] = Y - lens.Z_pre_ if mode == "none" else al["E"]
         info[t] = {"rescale_factor": al["rescale"], "rotation_size": al["rotation_size"],
                    "recoding_share": al["recoding_share"], "rescale_share": al["rescale_share"],
                    "emphasis_share": al["emphasis_share"], "global_change": describe_alignment(al)}
@@ -135,10 +140,12 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
     -------
     common : DataFrame, columns ``COMMON_COLUMNS`` (one row per feature, sorted by ``common_rank``;
         ``common_shift`` is the RMS Jacobian change of the common change, frame units per feature SD)
-    contrast : DataFrame, columns ``CONTRAST_COLUMNS`` + ``contrast_signed`` (one row per task ×
+    contrast : DataFrame, columns ``CONTRAST_COLUMNS`` + ``specific_emphasis`` (one row per task ×
         feature, sorted by task and ``contrast_rank``; rank 1 = largest task-specific change;
-        ``contrast_signed`` = contrast × sign of (the task's post sensitivity − the other tasks'
-        mean), positive where the task's own change made the encoder *more* sensitive)
+        ``specific_emphasis`` = the task's emphasis change (:mod:`radlens.lens.emphasis`) minus the
+        mean of the other tasks', averaged over lens seeds: signed, > 0 where the task made the
+        encoder relatively *more* sensitive to the feature than the other tasks did; the alignment
+        profile)
     summary : dict (JSON-able): ``tasks``, ``n_cases``, ``n_features``, ``aligned``, ``mirror``
         (two tasks: contrasts are mirror images), ``common`` (``n_significant``, ``total``),
         ``per_task`` (alignment of each task's embedding and ``n_significant_contrast``).
@@ -169,23 +176,29 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
             return {"z": nan, "p": nan, "q": nan}
         return squared_norm_null_summary(r["T"], r["null"], degenerate=r["degenerate"])
 
-    # direction of each task's specific change per feature: its post sensitivity minus the mean of the
-    # other tasks' (after the same alignment), averaged over lens seeds; signs the contrast for alignment
+    # each task's specific change of emphasis per feature: its emphasis change minus the mean of the
+    # other tasks' (after the same alignment), averaged over lens seeds (the alignment profile)
     from radlens.lens.scores import dsigma_moment, sensitivity_sq
     from radlens.stats.ridge import ridge_smoother
+
+    # (sensitivities median-rescaled as the emphasis headline, so the sign is one of relative emphasis,
+    # not of a task's overall sensitivity level)
+    from radlens.lens.emphasis import emphasis_scores
 
     sens = {t: [] for t in tasks}
     for s in range(lens.W1_.shape[0]):
         H, dsig = lens.hidden_activations(s)
         C = dsigma_moment(dsig)
         Smat = ridge_smoother(H, float(lens.alpha_[s]))
+        s_pre = np.sqrt(sensitivity_sq(lens.W1_[s], lens.head_pre_.coef[s], C))
         for t in tasks:
-            sens[t].append(np.sqrt(sensitivity_sq(lens.W1_[s], lens.head_pre_.coef[s] + Smat @ changes[t], C)))
+            s_post = np.sqrt(sensitivity_sq(lens.W1_[s], lens.head_pre_.coef[s] + Smat @ changes[t], C))
+            sens[t].append(emphasis_scores(s_pre, s_post)[0])
     sens = {t: np.asarray(v) for t, v in sens.items()}
     direction = {}
     for t in tasks:
         others = [sens[u] for u in tasks if u != t]
-        direction[t] = (sens[t] - np.mean(others, axis=0)).mean(0) if others else (sens[t] - 0).mean(0)
+        direction[t] = (sens[t] - np.mean(others, axis=0)).mean(0) if others else sens[t].mean(0)
     rc = res["__common__"]
     tc = tested(rc)
     cs = np.sqrt(rc["T"])
@@ -206,7 +219,7 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
                                     "contrast_ci_low": lo, "contrast_ci_high": hi, "contrast_z": tt["z"],
                                     "contrast_p": tt["p"], "contrast_q": tt["q"],
                                     "contrast_rank": st.rankdata(-c, method="min").astype(int),
-                                    "contrast_signed": c * np.sign(direction[t])})
+                                    "specific_emphasis": direction[t]})
                       .sort_values(["contrast_rank", "feature"]))
         per_task[t] = {**info[t], "n_significant_contrast": int(np.sum(tt["q"] < alpha_level)),
                        "total_contrast": float(np.sqrt(r["T"].sum()))}
@@ -216,6 +229,14 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
                "mirror": len(tasks) == 2,
                "common": {"n_significant": int(np.sum(tc["q"] < alpha_level)), "total": float(np.sqrt(rc["T"].sum()))},
                "per_task": per_task}
+    recoded = [t for t in tasks if info[t]["recoding_share"] > RECODING_CAUTION]
+    if recoded and summary["aligned"] != "procrustes":
+        shares_txt = ", ".join("{:.0f}%".format(100 * info[t]["recoding_share"]) for t in recoded)
+        summary["caution"] = (f"orthogonal re-coding is {shares_txt} "
+                              f"of the change of {', '.join(recoded)}; with --align {summary['aligned']} that rotation stays in "
+                              "the task-specific changes and shows as the pre sensitivity pattern (similar contrast "
+                              "rankings across tasks); compare with --align procrustes")
+        log.warning("cross-task decomposition: %s", summary["caution"])
     if len(tasks) == 2:
         log.info("two tasks: their specific changes are mirror images (identical contrast scores)")
     return common_df, contrast_df, summary
@@ -229,11 +250,11 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
     ----------
     X : DataFrame (feature columns) or ndarray, shape (n, p)   radiomics of the cases (e.g. the lens's
         standardised ``lens.X_``).
-    contrast : DataFrame (``task, feature, contrast_signed`` or ``contrast``, e.g. from
+    contrast : DataFrame (``task, feature, specific_emphasis`` or ``contrast``, e.g. from
         :func:`cross_task`) or dict task -> ndarray (p,) in the column order of ``X``. The signed
-        contrast is preferred: a task's specific change also carries the *other* tasks' specific
-        features (its change minus theirs), with the opposite direction; unsigned, they would rank
-        next to its own features and dilute the alignment.
+        ``specific_emphasis`` is preferred: a task's specific change also carries the *other* tasks'
+        specific features (its change minus theirs), in the opposite direction; unsigned (``contrast``),
+        they rank next to its own features and dilute the alignment.
     labels : dict task -> array-like, shape (n,)   label of each case (NaN/None: unlabelled, left out).
     feature_names : sequence of str, optional   names of ``X``'s columns when ``X`` is an array.
     groups : array-like, shape (n,), optional   patient of each case (whole patients are permuted).
@@ -267,7 +288,7 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
             if sub.empty:
                 raise InputError(f"task_alignment: no contrast rows for task {t!r}; tasks present: "
                                  f"{sorted(set(contrast['task']))}")
-            col = "contrast_signed" if "contrast_signed" in sub.columns else "contrast"
+            col = "specific_emphasis" if "specific_emphasis" in sub.columns else "contrast"
             prof = sub[col].reindex(feats).to_numpy(float)
         else:
             prof = np.asarray(contrast[t], float)
@@ -293,10 +314,8 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
 
 
 def _label_column(df, task: str, label_columns: dict | None):
-    if label_columns and task in label_columns:
-        c = label_columns[task]
-        return c if c in df.columns else None
-    for c in (task, f"task_{task}"):
+    first = [label_columns[task]] if label_columns and task in label_columns else []
+    for c in first + [task, f"task_{task}"]:
         if c in df.columns:
             return c
     return None
@@ -353,8 +372,9 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
                "contrast": [write_table(contrast[list(CONTRAST_COLUMNS)], out / "contrast.csv", prov)]}
     mirror = " (two tasks: the specific changes are mirror images, so both columns are identical)" if summary["mirror"] else ""
     written["common_heatmap"] = vz.shift_heatmap(
-        common.assign(task="common (mean of tasks)"), out / "common_heatmap", value="common_z", sig_col="common_q",
-        title="What every fine-tuning changed: common change per radiomic feature")
+        common.assign(task="common"), out / "common_heatmap", value="common_z", sig_col="common_q",
+        title="What every fine-tuning changed: common change per radiomic feature",
+        xlabel=f"mean change of {summary['n_tasks']} tasks")
     written["contrast_heatmap"] = vz.shift_heatmap(
         contrast, out / "contrast_heatmap", value="contrast_z", sig_col="contrast_q",
         title="What each task changed beyond the others: task-specific change" + mirror)

@@ -108,7 +108,8 @@ class CaseCache:
 
 
 def case_key(row: Mapping[str, Any], label_given: bool, params_hash: str, cache: CaseCache, *,
-             resample_mask: bool, diagnostics: str, pyradiomics_version: str, extract_version: int) -> str:
+             resample_mask: bool, diagnostics: str, pyradiomics_version: str, extract_version: int,
+             engine: str = "pyradiomics") -> str:
     """Cache key of one case: content of the image and ROI, the params, versions and options."""
     from radlens.io.artifacts import obj_hash
 
@@ -123,4 +124,4 @@ def case_key(row: Mapping[str, Any], label_given: bool, params_hash: str, cache:
         roi["slice_gaps"] = gaps.strip().lower()
     return obj_hash({"image": cache.file_hash(row["image"]), "roi": roi, "params": params_hash,
                      "pyradiomics": pyradiomics_version, "radlens_extract": extract_version,
-                     "diagnostics": diagnostics})
+                     "diagnostics": diagnostics, "engine": engine})

@@ -208,15 +208,20 @@ def load_params(params: str | os.PathLike | Mapping | None = None, *, validate: 
 
 
 def validate_params(prm: Params) -> Params:
-    """``prm`` with ``spec`` filled by pyradiomics (raises :class:`ConfigError` if it rejects them)."""
-    with _QuietPyradiomics():
-        try:
-            ex = _new_extractor(prm.source)
-        except Exception as exc:
-            where = f"params file {prm.source!r}" if isinstance(prm.source, str) else "params dict"
-            raise ConfigError(f"{where} is not valid pyradiomics parameters: {str(exc).strip()[:800]}; see "
-                              "https://pyradiomics.readthedocs.io/en/latest/customization.html") from exc
-    _BASE[prm.hash] = ex
+    """``prm`` with ``spec`` filled by pyradiomics (raises :class:`ConfigError` if it rejects them).
+
+    Parameters with the same hash (file bytes or dict) validated before in this process reuse that
+    extractor (pyradiomics' schema validation parses YAML in pure Python: tens of ms per run)."""
+    ex = _BASE.get(prm.hash)
+    if ex is None:
+        with _QuietPyradiomics():
+            try:
+                ex = _new_extractor(prm.source)
+            except Exception as exc:
+                where = f"params file {prm.source!r}" if isinstance(prm.source, str) else "params dict"
+                raise ConfigError(f"{where} is not valid pyradiomics parameters: {str(exc).strip()[:800]}; see "
+                                  "https://pyradiomics.readthedocs.io/en/latest/customization.html") from exc
+        _BASE[prm.hash] = ex
     spec = {"setting": _jsonable(ex.settings), "imageType": _jsonable(ex.enabledImagetypes),
             "featureClass": _jsonable(ex.enabledFeatures)}
     if ex.settings.get("label", 1) != 1:
@@ -290,14 +295,23 @@ class _WarningCollector(logging.Handler):
 _COLLECTOR = _WarningCollector()
 
 
-def _crop_to_roi(case):
+def _roi_box(roi: np.ndarray) -> tuple[list[int], list[int]]:
+    """(lo, hi) array-order bounds of a non-empty boolean ROI: one projection per axis (much
+    cheaper than ``np.nonzero`` on a large volume)."""
+    lo, hi = [], []
+    for ax in range(roi.ndim):
+        prof = np.flatnonzero(roi.any(axis=tuple(a for a in range(roi.ndim) if a != ax)))
+        lo.append(int(prof[0]))
+        hi.append(int(prof[-1]) + 1)
+    return lo, hi
+
+
+def _crop_to_roi(case, box=None):
     """Image and mask cropped to the ROI's bounding box (same physical positions and spacing)."""
     import SimpleITK as sitk
 
     roi = case.roi
-    idx = np.nonzero(roi)
-    lo = [int(a.min()) for a in idx]
-    hi = [int(a.max()) + 1 for a in idx]
+    lo, hi = box if box is not None else _roi_box(roi)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
     image = sitk.GetImageFromArray(np.ascontiguousarray(sitk.GetArrayViewFromImage(case.image)[sl]))
     image.SetSpacing(case.image.GetSpacing())
@@ -308,24 +322,36 @@ def _crop_to_roi(case):
     return image, mask
 
 
-def fast_diagnostics(case) -> dict[str, Any]:
+def fast_diagnostics(case, box=None) -> dict[str, Any]:
     """pyradiomics-style diagnostics of the original image and ROI, computed with numpy.
 
     Same names and meaning as pyradiomics' ``additionalInfo`` entries (``diagnostics_Image-original_*``,
-    ``diagnostics_Mask-original_*``); ``VolumeNum`` counts fully connected components.
+    ``diagnostics_Mask-original_*``); ``VolumeNum`` counts fully connected components on the ROI's
+    box (scipy's labelling when scipy.ndimage is already imported, e.g. before a large run forks its
+    workers; else SimpleITK's, as pyradiomics does: importing scipy costs more than a few cases).
     """
-    from scipy import ndimage
+    import sys
 
-    arr = case.array
+    import SimpleITK as sitk
+
+    arr = sitk.GetArrayViewFromImage(case.image)  # native dtype, no copy (pyradiomics' numpy.mean(im_arr))
     roi = case.roi
     nd = arr.ndim
-    idx = np.nonzero(roi)
-    lo = [int(a.min()) for a in idx]
-    hi = [int(a.max()) + 1 for a in idx]
-    sub = roi[tuple(slice(a, b) for a, b in zip(lo, hi))]
-    _, n_comp = ndimage.label(sub, structure=np.ones((3,) * nd, bool))
-    vals = arr[roi].astype(np.float64)
-    com = tuple(float(np.mean(a)) for a in idx)[::-1]
+    lo, hi = box if box is not None else _roi_box(roi)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    sub = roi[sl]
+    ndi = sys.modules.get("scipy.ndimage")
+    if ndi is not None:
+        n_comp = int(ndi.label(sub, structure=np.ones((3,) * nd, bool))[1])
+    else:
+        cc = sitk.ConnectedComponentImageFilter()
+        cc.FullyConnectedOn()
+        cc.SetNumberOfThreads(1)  # a few-voxel box: thread start-up would cost more than the work
+        cc.Execute(sitk.GetImageFromArray(sub.astype(np.uint8)))
+        n_comp = int(cc.GetObjectCount())
+    idx = np.nonzero(sub)
+    vals = arr[sl][sub].astype(np.float64)
+    com = tuple(float(np.mean(a)) + o for a, o in zip(idx, lo))[::-1]
     return {
         "diagnostics_Image-original_Dimensionality": f"{nd}D",
         "diagnostics_Image-original_Spacing": str(tuple(case.image.GetSpacing())),
@@ -334,8 +360,8 @@ def fast_diagnostics(case) -> dict[str, Any]:
         "diagnostics_Image-original_Minimum": float(arr.min()),
         "diagnostics_Image-original_Maximum": float(arr.max()),
         "diagnostics_Mask-original_BoundingBox": str(tuple(lo[::-1]) + tuple(h - l for l, h in zip(lo, hi))[::-1]),
-        "diagnostics_Mask-original_VoxelNum": int(roi.sum()),
-        "diagnostics_Mask-original_VolumeNum": int(n_comp),
+        "diagnostics_Mask-original_VoxelNum": int(idx[0].size),
+        "diagnostics_Mask-original_VolumeNum": n_comp,
         "diagnostics_Mask-original_CenterOfMassIndex": str(com),
         "diagnostics_Mask-original_Mean": float(vals.mean()),
         "diagnostics_Mask-original_Minimum": float(vals.min()),
@@ -355,9 +381,116 @@ def _diag_value(v):
     return str(v)
 
 
+def _part_extractor(ex, part):
+    """``ex`` restricted to one part of a split case: ``part = (image types, with_shape)``."""
+    key = (id(ex), part)
+    sub = _PARTS.get(key)
+    if sub is None:
+        import copy
+
+        types, with_shape = part
+        sub = copy.deepcopy(ex)
+        sub.enabledImagetypes = {t: v for t, v in ex.enabledImagetypes.items() if t in types}
+        if not with_shape:
+            sub.enabledFeatures.pop("shape", None)
+            sub.enabledFeatures.pop("shape2D", None)
+        _PARTS[key] = sub
+    return sub
+
+
+_PARTS: dict[Any, Any] = {}
+
+
+def _engine_split(ex, engine: str, crop_safe: bool):
+    """(classes radlens' engine computes {class: names}, extractor for the rest) for ``ex``."""
+    if engine != "radlens" or not crop_safe:
+        return {}, ex
+    key = (id(ex), "engine")
+    got = _PARTS.get(key)
+    if got is None:
+        import copy
+
+        from radlens.radiomics import engine as eng
+
+        classes = eng.engine_classes(ex.settings, ex.enabledFeatures, ex.enabledImagetypes)
+        rest = copy.deepcopy(ex)
+        for c in classes:
+            rest.enabledFeatures.pop(c)
+        got = _PARTS[key] = ({c: ex.enabledFeatures[c] for c in classes}, rest)
+    return got
+
+
+def run_features(ex, image, mask, rec: dict[str, Any], *, engine: str = "radlens", crop_safe: bool = True) -> dict:
+    """Features of ``ex``'s classes on (image, mask): radlens' engine for the classes it covers
+    (image and mask already cropped to the ROI), pyradiomics for the others, merged in the order
+    one ``execute`` gives them. pyradiomics' diagnostics go to ``rec['diagnostics']``, and which
+    classes each engine computed to ``radlens_engine`` / ``radlens_pyradiomics``. Raises what
+    pyradiomics raises for a bad ROI."""
+    eng_classes, ex_rest = _engine_split(ex, engine, crop_safe)
+    if eng_classes and not ex_rest.enabledFeatures:  # nothing left for pyradiomics: its ROI checks only
+        from radlens.radiomics import engine as eng
+
+        eng.check_roi(sitk_array(mask) == 1, ex.settings)
+        result = {}
+    else:
+        result = ex_rest.execute(image, mask, label=1)  # also pyradiomics' ROI checks (size, dimensions)
+    feats: dict[str, float] = {}
+    for k, v in result.items():
+        if k.startswith("diagnostics_"):
+            rec["diagnostics"][k] = _diag_value(v)
+        else:
+            feats[k] = float(v)
+    if eng_classes:
+        from radlens.radiomics import engine as eng
+
+        try:
+            feats.update(eng.compute(image, mask, ex.settings, eng_classes))
+        except Exception as exc:  # never lose a case to the engine: pyradiomics computes those classes
+            log.warning("radlens engine failed on case %s (%s: %s); pyradiomics computes %s instead",
+                        rec.get("case_id"), type(exc).__name__, exc, ", ".join(eng_classes))
+            rec["warnings"].append(f"radlens engine failed ({type(exc).__name__}: {exc}); pyradiomics used")
+            return run_features(ex, image, mask, rec, engine="pyradiomics", crop_safe=crop_safe)
+        feats = order_features(feats, ex.enabledFeatures)
+    rec["diagnostics"]["radlens_engine"] = ",".join(eng_classes) or None
+    rec["diagnostics"]["radlens_pyradiomics"] = ",".join(c for c in ex.enabledFeatures if c not in eng_classes) or None
+    return feats
+
+
+def warm_engine(params: Params, diagnostics: str, engine: str) -> None:
+    """Build what every case needs from the engine (class split, feature names) once, in the
+    parent, before workers are forked (else each worker pays it)."""
+    ex2, ex3, crop_safe = _extractors(params, diagnostics)
+    if engine != "radlens" or diagnostics != "fast":
+        return
+    from radlens.radiomics import engine as eng
+
+    for ex in (ex2, ex3):
+        for cls in _engine_split(ex, engine, crop_safe)[0]:
+            eng.feature_names(cls)
+
+
+def sitk_array(img) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayViewFromImage(img)
+
+
+def order_features(feats: Mapping[str, float], enabled: Mapping[str, Any]) -> dict[str, float]:
+    """Features of the Original image in the order one ``execute`` gives them: shape, shape2D,
+    then the other classes in params order (stable within a class)."""
+    rank = {"shape": -2, "shape2D": -1, **{c: i for i, c in enumerate(enabled) if not c.startswith("shape")}}
+    return dict(sorted(feats.items(), key=lambda kv: rank.get(kv[0].split("_")[1], len(rank))))
+
+
 def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "fast",
-                 resample_mask: bool = False) -> dict[str, Any]:
+                 resample_mask: bool = False, part: tuple | None = None, engine: str = "radlens") -> dict[str, Any]:
     """Extract one case; never raises for a case problem.
+
+    ``part = (image types, with_shape)`` extracts only those image types (and the shape classes
+    when ``with_shape``): one piece of a case split across workers (joined by
+    :func:`radlens.radiomics.schedule.merge_parts`). ``engine='radlens'`` computes the classes
+    radlens' engine covers with it (:mod:`radlens.radiomics.engine`; fast diagnostics and
+    cropping-safe params only), ``'pyradiomics'`` leaves every class to pyradiomics.
 
     Returns
     -------
@@ -379,40 +512,48 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
     rec["warnings"].extend(case.warnings)  # what loading assumed (pixel-grid mask, accepted slice gaps, ...)
     ex2, ex3, crop_safe = _extractors(params, diagnostics)
     ex = ex2 if case.ndim == 2 else ex3
+    if part is not None:
+        ex = _part_extractor(ex, part)
     lg = logging.getLogger("radiomics")
     if _COLLECTOR not in lg.handlers:
         lg.addHandler(_COLLECTOR)
     _COLLECTOR.local.buf = rec["warnings"]
     try:
         if diagnostics == "fast":
-            rec["diagnostics"] = fast_diagnostics(case)
-            image, mask = _crop_to_roi(case) if crop_safe else (case.image, case.mask)
+            box = _roi_box(case.roi)
+            if part is None or part[1]:
+                rec["diagnostics"] = fast_diagnostics(case, box)
+            image, mask = _crop_to_roi(case, box) if crop_safe else (case.image, case.mask)
         else:
             image, mask = case.image, case.mask
-        result = ex.execute(image, mask, label=1)
+        feats = run_features(ex, image, mask, rec, engine=engine if diagnostics == "fast" else "pyradiomics",
+                             crop_safe=crop_safe)
     except Exception as exc:  # pyradiomics signals bad ROIs with ValueError/AssertionError/RuntimeError
         msg = str(exc).strip().splitlines()
         rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
         return rec
     finally:
         _COLLECTOR.local.buf = None
-    feats: dict[str, float] = {}
-    for k, v in result.items():
-        if k.startswith("diagnostics_"):
-            rec["diagnostics"][k] = _diag_value(v)
-        else:
-            feats[k] = float(v)
+    rec["features"] = feats
+    return rec if part is not None else check_features(rec)  # a part is judged once the parts are merged
+
+
+def check_features(rec: dict[str, Any]) -> dict[str, Any]:
+    """Turn a record whose features are empty or all NaN into an ``extract`` failure."""
+    feats = rec.get("features")
+    if rec.get("error") or feats is None:
+        return rec
     if not feats:
-        rec.update(stage="extract", error="pyradiomics computed no features: enable feature classes / image types "
-                   "in the params file (for 2D images, 'shape' is 3D-only: use 'shape2D')")
+        rec.update(stage="extract", features=None, error="pyradiomics computed no features: enable feature "
+                   "classes / image types in the params file (for 2D images, 'shape' is 3D-only: use 'shape2D')")
     elif all(np.isnan(v) for v in feats.values()):
-        rec.update(stage="extract", error=f"all {len(feats)} features are NaN (degenerate ROI or intensities)")
-    else:
-        rec["features"] = feats
+        rec.update(stage="extract", features=None,
+                   error=f"all {len(feats)} features are NaN (degenerate ROI or intensities)")
     return rec
 
 
 def _extract_batch(task: tuple) -> list[dict[str, Any]]:
-    rows, params, diagnostics, resample_mask = task
+    rows, params, diagnostics, resample_mask, part, engine = task
     with _QuietPyradiomics():
-        return [extract_case(r, params, diagnostics=diagnostics, resample_mask=resample_mask) for r in rows]
+        return [extract_case(r, params, diagnostics=diagnostics, resample_mask=resample_mask, part=part,
+                             engine=engine) for r in rows]

@@ -32,7 +32,8 @@ def training(ctx) -> str:
             rows.append({"architecture": arch, "task": task, "pre": Path(enc["pre"]).name,
                          "transfer": Path(tc["transfer"]).name if tc.get("transfer") else "–",
                          "finetuned": Path(tc["finetuned"]).name})
-    body = "<h3>Checkpoints in this study</h3>" + H.table(pd.DataFrame(rows))
+    body = "<h3>Checkpoints in this study</h3>" + H.table(pd.DataFrame(rows), max_rows=200)
+    body += _heldout_auc(ctx)
     tj = training_json(ctx)
     if tj is None:
         return body + "<p class='muted'>No training log: these encoders were trained outside radlens.</p>"
@@ -49,12 +50,28 @@ def training(ctx) -> str:
              f"Train / validation: {m.get('n_train')} / {m.get('n_val')} images, patient-grouped.</p>")
     summ = pd.DataFrame(summarise(m))
     if len(summ):
-        body += H.table(summ.rename(columns={"val_auc_tl": "val AUC transfer", "val_auc_ft": "val AUC fine-tuned",
-                                             "backbone_change": "relative weight change"}))
+        body += ("<h4>Validation AUC during training (no CI; the held-out table above has DeLong CIs)</h4>"
+                 + H.table(summ.rename(columns={"arch": "architecture", "val_auc_tl": "val AUC transfer",
+                                                "val_auc_ft": "val AUC fine-tuned",
+                                                "backbone_change": "relative weight change"}), source=tj))
         fig = training_figure(m, ctx.fig_dir / "training_summary")
-        body += H.figs(H.image(fig, "Validation AUC and planted-attribute decodability (ridge R², held-out) of "
-                                    "the pooled features before and after fine-tuning"))
+        body += H.figs(H.image(fig, "Left: validation AUC of each task, transfer-learning (hatched) vs fine-tuned "
+                                    "(solid) classifier; dashed line = chance. Right: how well a ridge regression "
+                                    "recovers each planted lesion attribute from the pooled features (held-out R²) "
+                                    "before and after fine-tuning", wide=True))
     return body
+
+
+def _heldout_auc(ctx) -> str:
+    from radlens.report.findings import task_performance
+
+    perf = task_performance(ctx)
+    if perf is None or not len(perf) or perf["low"].isna().all():
+        return ""
+    t = perf.rename(columns={"role": "checkpoint", "auc": "AUC", "low": "CI low", "high": "CI high",
+                             "ci_method": "CI method"})
+    return ("<h4>Held-out task AUC per checkpoint (the cases the localization stage scores; 95% CI by the "
+            "method named)</h4>" + H.table(t, max_rows=200, source=ctx.run_dir / "localization" / "tradeoff.csv"))
 
 
 # --------------------------------------------------------------------------- planted truth
@@ -74,7 +91,7 @@ def _lens_enrichment(ctx) -> str:
     body = "<h3>Does the lens put the expected feature classes on top?</h3>"
     if not exp:
         return body + H.not_run("no lens.expected_classes in the study config (set them to test an expectation)")
-    body += ("<p>For each task, the top-k features by shift are checked for enrichment of the feature "
+    body += ("<p>For each task, the top-k features by emphasis change are checked for enrichment of the feature "
              "classes the task was built on (texture task: GLCM/GLRLM/GLSZM/GLDM/NGTDM; intensity task: "
              "first order; shape task: shape). <i>p</i>: share of random k-subsets of the features with at "
              "least as many hits (permutation), and the exact hypergeometric tail.</p>")
@@ -96,10 +113,11 @@ def _lens_enrichment(ctx) -> str:
     body += (f'<div class="verdict {cls}"><b>{n_yes} of {len(t)}</b> architecture × task combinations show '
              "significant enrichment (permutation p &lt; 0.05) of the expected classes in their top-k.</div>")
     body += H.table(t, columns=["architecture", "task", "expected_classes", "k", "hits", "fraction",
-                                "expected_fraction", "p_perm", "p_hypergeom", "verdict", "top_classes"])
+                                "expected_fraction", "p_perm", "p_hypergeom", "verdict", "top_classes"], max_rows=200)
     fig = enrichment_figure(t, ctx.fig_dir / "planted_enrichment")
-    body += H.figs(H.image(fig, "Share of the top-k features in the expected classes vs the share expected "
-                                "by chance"))
+    body += H.figs(H.image(fig, "Share of each task's top-k shifted features that belong to the classes the task "
+                                "was built on (bars; green = permutation p < 0.05) against the share expected by "
+                                "chance (black tick)"))
     return body
 
 
@@ -143,7 +161,7 @@ def _pooling_check(ctx) -> str:
              f"than global/CLS pooling in <b>{sig_b} of {n_tests}</b> tests and significantly worse in "
              f"<b>{sig_w}</b> (DeLong, BH q &lt; 0.05); its mean AUC advantage is positive for {n_pos} of "
              f"{len(rows)} encoder checkpoints.</div>")
-    return body + H.table(df)
+    return body + H.table(df, max_rows=500)
 
 
 # --------------------------------------------------------------------------- CAM drift
@@ -158,28 +176,53 @@ def cam(ctx) -> str:
             "truth: centroid displacement, top-k overlap IoU, pattern correlation and concentration change.</p>")
     figs = sorted((d / "figures").glob("cam_overlays_*.png"))
     if figs:
-        body += "<h3>Overlays (A: transfer learning, B: fine-tuned)</h3>"
-        body += H.figs(*[H.image(p, p.stem.replace("cam_overlays_", "").replace("_", " ")) for p in figs[:6]])
+        body += ("<h3>Overlays (A: transfer learning, B: fine-tuned)</h3><p class='muted'>Each row one case, picked "
+                 "across the range of centroid displacement; the ROI is outlined in cyan; each map is divided by "
+                 "its maximum.</p>")
+        body += H.figs(*[H.image(p, overlay_caption(p.stem)) for p in figs[:6]])
         if len(figs) > 6:
-            body += f"<p class='muted'>{len(figs) - 6} more overlay grids in {H.esc(d / 'figures')}.</p>"
-    for stem, cap in (("cam_drift_distributions", "Drift metric distributions"),
-                      ("cam_drift_rankings", "Architecture rankings per metric and method")):
+            body += f"<p class='muted'>{len(figs) - 6} more overlay grids in <code>{H.esc(H.rel_name(d / 'figures'))}</code>.</p>"
+    for stem, cap, anchor in (
+            ("cam_drift_distributions", "How far the maps moved between A and B, per case: one box per method, per "
+                                        "architecture and task", "cam-distributions"),
+            ("cam_drift_rankings", "Which architecture's maps moved most, per drift measure and CAM method (rank 1 = "
+                                   "most drift); crossing lines are ranking reversals between methods", "cam-rankings")):
         p = d / "figures" / f"{stem}.png"
         if p.exists():
-            body += H.figs(H.image(p, cap))
-    for name, title, cols in (
-            ("counts", "Cases kept per pair (true-positive filter)", None),
-            ("summary", "Drift summary (median with bootstrap CI)", ["architecture", "task", "method", "metric", "n",
-                                                                    "median", "median_ci_low", "median_ci_high", "mean"]),
-            ("concentration", "Concentration change A → B (paired tests)", None),
-            ("reversals", "Ranking reversals between methods", None),
-            ("sanity", "Model-randomisation sanity check", None)):
+            body += f'<div id="{anchor}"></div>' + H.figs(H.image(p, cap, wide=True))
+    for name, title, cols, anchor in (
+            ("counts", "Cases kept per pair (true-positive filter)", None, "cam-counts"),
+            ("summary", "Drift summary (median with patient-bootstrap 95% CI)",
+             ["architecture", "task", "method", "metric", "n", "median", "median_ci_low", "median_ci_high", "mean"],
+             "cam-summary"),
+            ("concentration", "Concentration change A → B (mean difference with bootstrap 95% CI; p: Wilcoxon "
+                              "signed-rank, q: BH — a CI and a q from different procedures can disagree near the "
+                              "threshold)", None, "cam-concentration"),
+            ("reversals", "Ranking reversals between methods", None, "cam-reversals"),
+            ("sanity", "Model-randomisation sanity check (passed: median Spearman between the trained and a "
+                       "re-initialised model's maps below the threshold)", None, "cam-sanity")):
         p = d / f"drift.{name}.parquet"
         if p.exists():
             t = read_table(p)
-            body += f"<h4>{title}</h4>" + H.table(t, columns=cols if cols and set(cols) <= set(t.columns) else None,
-                                                   max_rows=36)
+            body += f'<h4 id="{anchor}">{H.esc(title)}</h4>' + H.table(
+                t, columns=cols if cols and set(cols) <= set(t.columns) else None, max_rows=36, source=p)
+    for p in sorted(d.glob("drift.sanity?*.parquet")):  # later sanity variants (e.g. cascading randomisation)
+        if p.name != "drift.sanity.parquet":
+            body += (f"<h4>Sanity check: {H.esc(p.name.split('.')[1].replace('_', ' '))}</h4>"
+                     + H.table(read_table(p), max_rows=36, source=p))
+    if not (d / "drift.sanity.parquet").exists():
+        body += '<h4 id="cam-sanity">Model-randomisation sanity check</h4>' + H.not_run(
+            "no drift.sanity.parquet (cam_drift.options.sanity_cases: 0?)")
     return body
+
+
+def overlay_caption(stem: str) -> str:
+    """``cam_overlays_maps_cnn_task_texture`` -> words."""
+    parts = stem.replace("cam_overlays_", "").replace("maps_", "", 1).split("_", 1)
+    arch = parts[0]
+    task = parts[1].replace("task_", "") if len(parts) > 1 else ""
+    return (f"CAM maps of the {arch} classifiers for the {task} task: input, then per method the transfer-learning "
+            "(A) and fine-tuned (B) map over the image, ROI outlined")
 
 
 # --------------------------------------------------------------------------- pooling probe
@@ -205,15 +248,22 @@ def probe(ctx) -> str:
                 "size_gap": "real lesions: probe AUC by lesion size and the small-lesion gap"}
         known = [d / f"probe_{k}.png" for k in caps]
         others = sorted(p for p in d.glob("probe_*.png") if p not in known)
-        # the panel and pre/post side by side; the wide two-panel jitter figure (and others) full width
-        body += H.figs(*[H.image(p, f"{arch}: {caps[p.stem[6:]]}") for p in known[:2] if p.exists()])
-        for p in [q for q in known[2:] if q.exists()] + others:
-            body += H.figs(H.image(p, f"{arch}: {caps.get(p.stem[6:], p.stem[6:].replace('_', ' '))}", width=1000))
+        # every probe figure on its own row: the panel's legend and the jitter panels stay readable
+        for p in [q for q in known if q.exists()] + others:
+            body += H.figs(H.image(p, f"{arch}: {caps.get(p.stem[6:], p.stem[6:].replace('_', ' '))}", wide=True,
+                                   width=1100))
         t = read_table(d / "probe.parquet")
         sub = t[(t["analysis"].isin(["panel_pooling", "lesion_image_pooling", "lesion_box"]))]
-        body += "<h4>Pooling comparisons</h4>" + H.table(
-            sub, columns=["analysis", "checkpoint", "metric", "pooling", "pooling_ref", "perturbation",
-                          "footprint_frac", "stratum", "estimate", "ci_low", "ci_high", "q"], max_rows=30)
+        # every column that identifies a row (a cell = perturbation × footprint × strength, a stratum, a jitter)
+        ident = [c for c in ("analysis", "checkpoint", "metric", "pooling", "pooling_ref", "perturbation",
+                             "footprint_frac", "strength", "finding", "stratum", "jitter")
+                 if c in sub.columns and sub[c].notna().any()]
+        body += ("<h4>Pooling comparisons</h4><p class='muted'>estimate: AUC difference pooling − pooling_ref; "
+                 "ci_low/ci_high: 95% CI made by <code>ci_method</code> (delong_clustered_wald: the clustered DeLong "
+                 "variance that also gives p, so CI and p agree; bootstrap_percentile: cases resampled, a different "
+                 "procedure from p that can disagree with it near the threshold); p: paired DeLong test; q: BH over "
+                 "the table.</p>" + H.table(sub, columns=ident + ["estimate", "ci_low", "ci_high", "ci_method", "p",
+                                                                  "q"], max_rows=30, source=d / "probe.parquet"))
     return body
 
 
@@ -242,9 +292,11 @@ def localization(ctx) -> str:
         if fig:
             body += H.figs(H.image(fig, "Accuracy vs interpretability: each arrow goes from the transfer-learning "
                                         "to the fine-tuned checkpoint"))
-        body += "<h4>Trade-off table</h4>" + H.table(t, columns=["architecture", "task", "checkpoint", "score",
-                                                                 "loc_mean", "loc_low", "loc_high", "task_metric",
-                                                                 "task_low", "task_high", "task_n"])
+        body += ("<h4>Trade-off table</h4><p class='muted'>loc_low/loc_high: patient-bootstrap 95% CI of the mean "
+                 "localization score; task_low/task_high: held-out task AUC 95% CI by task_ci_method.</p>"
+                 + H.table(t, columns=["architecture", "task", "checkpoint", "score", "loc_mean", "loc_low",
+                                       "loc_high", "loc_n", "task_metric", "task_low", "task_high", "task_n",
+                                       "task_ci_method"], max_rows=200, source=tr))
     else:
         body += H.not_run(ctx.why_not("tradeoff"))
     key = ["pointing_game", "auc", "mass_inside", "iou_otsu", "centroid_dist_norm_otsu"]
@@ -257,11 +309,19 @@ def localization(ctx) -> str:
             parts.append(t.assign(pair=p.name.split(".")[0]))
     if parts:
         summ = pd.concat(parts, ignore_index=True)
-        body += ("<h4>Transfer → fine-tuned, key scores (paired over the same cases)</h4>"
-                 "<p class='muted'>mean_diff = fine-tuned − transfer with bootstrap 95% CI; Wilcoxon signed-rank, "
-                 "BH q over the scores of a pair. Every score (and per-class rows) is in "
+        body += ("<h4 id=\"loc-paired\">Transfer → fine-tuned, key scores (paired over the same cases)</h4>"
+                 "<p class='muted'>mean_diff = fine-tuned − transfer; ci_low/ci_high: patient-bootstrap 95% CI of "
+                 "the mean difference; q_bh: Wilcoxon signed-rank test, BH over the scores of a pair. The CI and "
+                 "q come from different procedures: a CI that excludes 0 next to q &gt; 0.05 (or the reverse) is "
+                 "a borderline difference, not a contradiction. Every score (and per-class rows) is in "
                  "<code>localization/*.summary.parquet</code> and <code>*.paired.parquet</code>; definitions in "
                  "docs/localization.md.</p>"
                  + H.table(summ, columns=["pair", "score", "higher_is_better", "n", "mean_a", "mean_b", "mean_diff",
-                                          "ci_low", "ci_high", "q_bh"], max_rows=60))
+                                          "ci_low", "ci_high", "p_wilcoxon", "q_bh"], max_rows=60,
+                           source=d / "<pair>.paired.parquet"))
+    figs = sorted(p for p in d.glob("*.png") if p.stem != "tradeoff")
+    if figs:
+        body += "<h4>Localization scores per pair (y axes start at zero)</h4>" + H.figs(
+            *[H.image(p, f"{p.stem.split('.')[0].replace('_', ' ', 1)}: mean localization score per map set with "
+                         "patient-bootstrap 95% CI", wide=True) for p in figs])
     return body

@@ -62,10 +62,11 @@ def training_figure(metrics: dict, out_stem) -> Path:
                    label=f"{arch} {'transfer' if kind == 'tl' else 'fine-tuned'}")
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xticks(x, [t.replace("task_", "") for t in tasks])
-    ax.set_ylim(0.3, 1.0)
+    ax.set_ylim(0.0, 1.0)  # bars start at zero: their length is the AUC (an AUC under 0.3 stays visible)
     ax.set_ylabel("validation AUC")
-    ax.set_title("Task performance")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("Task performance (dashed: chance)")
+    # below the axes: never covers a bar
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
     for ai, arch in enumerate(archs):
         ax = axes[1 + ai]
         dec = metrics["archs"][arch].get("decodability", {})
@@ -77,7 +78,8 @@ def training_figure(metrics: dict, out_stem) -> Path:
         mat = np.array([[dec[c].get(a, np.nan) for a in attrs] for c in ckpts])
         im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
         ax.set_xticks(range(len(attrs)), [a.replace("_", "\n") for a in attrs], fontsize=7)
-        ax.set_yticks(range(len(ckpts)), [c.replace("ft_task_", "ft ") for c in ckpts], fontsize=8)
+        ax.set_yticks(range(len(ckpts)), [c.replace("ft_task_", "fine-tuned ").replace("task_", "") for c in ckpts],
+                      fontsize=8)
         for i in range(mat.shape[0]):
             for j in range(mat.shape[1]):
                 ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7)
@@ -95,16 +97,21 @@ def enrichment_figure(table, out_stem) -> Path:
     labels = [f"{r.architecture}\n{str(r.task).replace('task_', '')}" for r in table.itertuples()]
     x = np.arange(len(table))
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(table) + 1.5), 3.4))
-    ax.bar(x, table["fraction"], color=["#2e7d32" if p < 0.05 else "#9e9e9e" for p in table["p_perm"]],
-           label="observed (green: p < 0.05)")
-    ax.scatter(x, table["expected_fraction"], marker="_", s=600, color="black", zorder=3, label="chance")
+    from matplotlib.patches import Patch
+
+    ax.bar(x, table["fraction"], color=["#2e7d32" if p < 0.05 else "#9e9e9e" for p in table["p_perm"]])
+    ax.scatter(x, table["expected_fraction"], marker="_", s=600, color="black", zorder=3)
     for xi, r in zip(x, table.itertuples()):
-        ax.text(xi, r.fraction + 0.02, f"p={r.p_perm:.3g}", ha="center", fontsize=7)
+        ax.text(xi, max(r.fraction, r.expected_fraction) + 0.03, f"p={r.p_perm:.3g}", ha="center", fontsize=7)
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylim(0, 1.1)
+    ax.set_ylim(0, 1.12)
     ax.set_ylabel("share of top-k features in expected classes")
-    ax.set_title("Planted truth: expected feature classes among the top-k shifts")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("Planted truth: expected feature classes among the top-k shifts", pad=24)
+    handles = [Patch(color="#2e7d32", label="observed, permutation p < 0.05"),
+               Patch(color="#9e9e9e", label="observed, p ≥ 0.05"),
+               ax.scatter([], [], marker="_", s=200, color="black", label="expected by chance")]
+    # above the axes, under the title: never covers a bar or a tick
+    ax.legend(handles=handles, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     return save_figure(fig, out_stem)[0]
 
@@ -136,8 +143,14 @@ def tradeoff_figure(table, out_stem) -> Path | None:
         ax.annotate("", xy=(b.task_metric, b.loc_mean), xytext=(a.task_metric, a.loc_mean),
                     arrowprops={"arrowstyle": "->", "color": c, "lw": 1.2})
     score = str(table["score"].iloc[0]) if "score" in table.columns else "localization"
-    ax.set_xlabel("task AUC (held-out cases; open = transfer, filled = fine-tuned)")
-    ax.set_ylabel(f"localization: {score} (mean, 95% CI)")
+    meth = str(table["task_ci_method"].dropna().iloc[0]) if "task_ci_method" in table.columns and \
+        table["task_ci_method"].notna().any() else ""
+    ax.axvline(0.5, color="grey", lw=0.8, ls="--", zorder=0)
+    if score == "auc":
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--", zorder=0)
+    ax.set_xlabel("task AUC, held-out cases" + (" (DeLong 95% CI)" if meth == "delong" else " (95% CI)")
+                  + "; open = transfer, filled = fine-tuned; dashed = chance")
+    ax.set_ylabel(f"localization: {'pixel AUC' if score == 'auc' else score}\n(mean, patient-bootstrap 95% CI)")
     ax.set_title("Accuracy vs interpretability")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="arch · task",
               title_fontsize=7)  # outside the axes: never hides a point

@@ -235,7 +235,9 @@ def execute(stages: list[Stage], run_dir: Path, *, force: bool = False) -> list[
 
     hashes = HashCache(run_dir / ".cache" / "hashes.json")
     results: dict[str, StageResult] = {}
-    for stage in progress(stages, total=len(stages), desc="stages", unit="stage"):
+    bar = progress(stages, total=len(stages), desc="stages", unit="stage")
+    for stage in bar:
+        bar.set_postfix_str(stage.name, refresh=True)
         rec_path = run_dir / "stages" / f"{stage.name.replace('/', '__')}.json"
         bad = [n for n in stage.needs if results.get(n) is None or results[n].status not in ("ok", "cached")]
         if bad:

@@ -61,8 +61,11 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                 def do_embed(spec_path=spec_path, out=out, layer=layer, layers=layers):
                     from radlens.encoders import embed
 
+                    kw = {}
+                    if cfg.embed.executor == "dask":  # the same file as a local run: not part of the stage hash
+                        kw = {"executor": "dask", "scheduler": cfg.embed.scheduler, "jobs": cfg.embed.jobs}
                     embed(manifest, encoder_spec_of(spec_path, layer), out, pooling=("cls", "mean", "roi"),
-                          batch_size=cfg.embed.batch_size, device=cfg.embed.device, workers=0, layers=layers)
+                          batch_size=cfg.embed.batch_size, device=cfg.embed.device, layers=layers, **kw)
 
                 params = {"batch_size": cfg.embed.batch_size, "layer": enc.layer}
                 if layers:
@@ -107,13 +110,26 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             cmp_dir = run_dir / "lens" / arch / "compare"
             needs = [f"refit-post/{arch}/{t}" for t in enc.tasks]
 
-            def do_compare(shift_paths=list(shift_paths), cmp_dir=cmp_dir):
+            task_emb = {t: emb[(arch, t)] for t in enc.tasks}
+            label_cols = {t: (tc.label or t) for t, tc in enc.tasks.items()}
+
+            def do_compare(shift_paths=list(shift_paths), cmp_dir=cmp_dir, lens_dir=lens_dir, task_emb=task_emb,
+                           label_cols=label_cols):
                 from radlens.lens.compare import compare
 
-                compare([str(p) for p in shift_paths], cmp_dir, top_k=cfg.lens.top_k)
+                # shift tables + cross-task decomposition (common / contrast) + task alignment on the
+                # manifest's label columns
+                compare([str(p) for p in shift_paths], cmp_dir, top_k=cfg.lens.top_k, lens=lens_dir,
+                        embeddings={t: str(p) for t, p in task_emb.items()}, labels=manifest.path,
+                        label_columns=label_cols, pooling=pooling, n_null=cfg.lens.n_null, n_boot=cfg.lens.n_boot,
+                        seed=seed)
 
-            stages.append(Stage(f"compare/{arch}", "compare", do_compare, [cmp_dir / "compare.json"],
-                                {"shifts": list(shift_paths)}, {"top_k": cfg.lens.top_k}, needs))
+            stages.append(Stage(f"compare/{arch}", "compare", do_compare,
+                                [cmp_dir / "compare.json", cmp_dir / "decomposition.json"],
+                                {"shifts": list(shift_paths), "lens": lens_dir / "lens.json", "lens_npz": lens_dir / "lens.npz",
+                                 "embeddings": list(task_emb.values()), "manifest": mpath},
+                                {"top_k": cfg.lens.top_k, "n_null": cfg.lens.n_null, "n_boot": cfg.lens.n_boot,
+                                 "seed": seed, "labels": label_cols, "pooling": cfg.lens.pooling}, needs))
             if cfg.lens.expected_classes:
                 enr_out = run_dir / "lens" / arch / "enrichment.csv"
 
@@ -270,11 +286,13 @@ def _accepts_random_state() -> bool:
 
 # --------------------------------------------------------------------------- small stages of our own
 def enrichment(shift_paths, expected: dict[str, Any], out: Path, *, k: int, n_perm: int, seed: int):
-    """Class enrichment of each task's top-``k`` shifted features (one row per task with expectations).
+    """Class enrichment of each task's top-``k`` features by the emphasis headline (largest
+    |emphasis|; one row per task with expectations).
 
     Writes ``out`` (CSV): ``task, expected_classes, k, hits, fraction, expected_fraction, p_perm,
     p_hypergeom, top_features, top_classes``.
     """
+    import numpy as np
     import pandas as pd
 
     from radlens.io.artifacts import read_table, write_table
@@ -289,8 +307,8 @@ def enrichment(shift_paths, expected: dict[str, Any], out: Path, *, k: int, n_pe
         classes = expected[task]
         classes = [classes] if isinstance(classes, str) else list(classes)
         kk = min(k, len(t))
-        r = class_enrichment(t, classes, k=kk, by="shift", n_perm=n_perm, seed=seed)
-        top = t.sort_values("shift", ascending=False, kind="stable").head(kk)
+        r = class_enrichment(t, classes, k=kk, by="emphasis", n_perm=n_perm, seed=seed)
+        top = t.iloc[np.argsort(-t["emphasis"].abs().to_numpy(), kind="stable")].head(kk)
         rows.append({"task": task, "expected_classes": ",".join(classes), "k": r["k"], "hits": r["hits"],
                      "fraction": r["fraction"], "expected_fraction": r["expected"], "p_perm": r["p_perm"],
                      "p_hypergeom": r["p_hypergeom"], "top_features": ";".join(map(str, r["top_features"])),

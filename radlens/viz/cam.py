@@ -42,12 +42,59 @@ def _slice(m, ref=None):
     return m[z]
 
 
-def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=None, alpha: float = 0.5):
+def roi_on_grid(roi, shape) -> np.ndarray:
+    """Nearest-neighbour resampling of a boolean ROI onto a grid of ``shape`` (half-pixel centres):
+    the ROI of a stored image on the model-input grid of maps made with geometry ``resize``.
+
+    Parameters
+    ----------
+    roi : ndarray of bool, shape (H, W) or (D, H, W)
+    shape : tuple of int, same length as ``roi.ndim``
+
+    Returns
+    -------
+    ndarray of bool, shape ``shape``
+    """
+    roi = np.asarray(roi, bool)
+    if roi.ndim != len(shape):
+        raise InputError(f"roi_on_grid: ROI has {roi.ndim} dimensions, target grid {tuple(shape)}")
+    idx = [np.minimum(((np.arange(o) + 0.5) * i / o).astype(int), i - 1) for i, o in zip(roi.shape, shape)]
+    return roi[np.ix_(*idx)]
+
+
+def _rois(manifest, ids, shape, geometry):
+    """``{case_id: ROI on the map grid}`` for the cases that load; empty for crop geometry."""
+    if manifest is None or geometry != "resize":
+        return {}
+    from radlens.io.images import load_case
+
+    df = manifest
+    if not hasattr(df, "set_index"):
+        from radlens.io.manifest import read_manifest
+
+        df = read_manifest(manifest, check_images=False).df
+    rows = df.assign(case_id=df["case_id"].astype(str)).set_index("case_id", drop=False)
+    out = {}
+    for cid in ids:
+        if cid not in rows.index:
+            continue
+        try:
+            case = load_case(rows.loc[cid].to_dict())
+            out[cid] = roi_on_grid(case.roi, shape)
+        except Exception as exc:  # an outline is a help, not a requirement
+            log.debug("overlay ROI of %s: %s", cid, exc)
+    return out
+
+
+def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=None, alpha: float = 0.5,
+                      manifest=None):
     """Image, map A and map B of each method for ``n`` cases (rows), from a saved-maps ``.npz``.
 
     With ``drift`` (the per-sample table), cases are picked across the range of centroid
     displacement of the first method (least to most drift) and each B panel is annotated with
-    the displacement and top-10 % IoU.
+    the displacement and top-10 % IoU. With ``manifest`` (path or the manifest's DataFrame), the
+    ROI is outlined (cyan) on every panel when the maps cover the whole resized image (geometry
+    ``resize``; for ``crop`` maps the outline is left out and the title says so).
 
     Returns
     -------
@@ -78,8 +125,13 @@ def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=Non
     idx = idx[:n]
     plt = use_agg()
     ncol = 1 + 2 * len(methods)
+    rois = _rois(manifest, [ids[i] for i in idx], arrays[f"{methods[0]}__a"].shape[1:],
+                 str(meta.get("geometry", "resize")))
+    roi_note = ("; cyan: ROI outline" if rois else
+                "; ROI not outlined (maps of a crop)" if manifest is not None and meta.get("geometry") == "crop" else "")
     title = (f"CAM maps, checkpoint A vs B — {meta.get('architecture', '')} {meta.get('task', '')}".strip()
-             + ("\n(cases ordered by centroid displacement)" if d is not None and len(d) else "")
+             + ("\n(cases ordered by centroid displacement" + roi_note + ")" if d is not None and len(d)
+                else ("\n(" + roi_note[2:] + ")" if roi_note else ""))
              + ("\n3-D: axial slice through the peak of the first method's map A" if arrays["input_image"].ndim == 4
                 else ""))
     # fixed header height in inches (title lines + two-line column titles) so a one-row grid keeps them apart
@@ -99,6 +151,10 @@ def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=Non
         base_rgb = gray((base - lo) / (hi - lo) if hi > lo else np.zeros_like(base))[..., :3]
         axes[r, 0].imshow(base_rgb, interpolation="nearest")
         axes[r, 0].set_ylabel(ids[i], fontsize=7)
+        roi = rois.get(ids[i])
+        roi2 = None if roi is None else _slice(roi.astype(float), ref)
+        if roi2 is not None and roi2.any():
+            axes[r, 0].contour(roi2, levels=[0.5], colors="cyan", linewidths=0.8)
         for j, meth in enumerate(methods):
             for k, side in enumerate(("a", "b")):
                 ax = axes[r, 1 + 2 * j + k]
@@ -107,6 +163,8 @@ def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=Non
                 # part of a CAM-drift run
                 m = np.clip(_slice(arrays[f"{meth}__{side}"][i], ref), 0.0, 1.0)
                 ax.imshow((1 - alpha) * base_rgb + alpha * inferno(m)[..., :3], interpolation="nearest")
+                if roi2 is not None and roi2.any():
+                    ax.contour(roi2, levels=[0.5], colors="cyan", linewidths=0.8)
                 if side == "b" and d is not None and ids[i] in d.index:
                     dm = drift[(drift["method"] == meth) & (drift["case_id"] == ids[i])]
                     if "architecture" in meta and "architecture" in dm.columns:

@@ -61,7 +61,7 @@ def sig_column(long) -> str:
 
 
 def shift_heatmap(long, out_stem, value: str = "z", sig_level: float = 0.05, sig_col: str | None = None,
-                  title: str | None = None) -> list[Path]:
+                  title: str | None = None, xlabel: str = "downstream task (fine-tuned encoder)") -> list[Path]:
     """Heatmap radiomic feature (rows, grouped by class) × task (columns) of column ``value``; dots
     mark ``sig_col`` < sig_level (default: q_specific, else q)."""
     plt = use_agg()
@@ -76,7 +76,7 @@ def shift_heatmap(long, out_stem, value: str = "z", sig_level: float = 0.05, sig
     M = wide.loc[feats].to_numpy(float)
     n, t = M.shape
     fig_h = max(3.0, 0.125 * n + 1.6)
-    fig_w = 4.2 + 0.55 * t
+    fig_w = 4.2 + 0.55 * t if t > 1 else 3.9
     fig, ax = plt.subplots(figsize=(fig_w, fig_h))
     finite = M[np.isfinite(M)]
     diverging = value in ("z", "share_change", "shift_z", "common_z", "contrast_z")
@@ -94,7 +94,7 @@ def shift_heatmap(long, out_stem, value: str = "z", sig_level: float = 0.05, sig
     ax.set_xticklabels(list(wide.columns), rotation=35, ha="right", fontsize=8)
     ax.set_yticks(range(n))
     ax.set_yticklabels([short_name(f) for f in feats], fontsize=6 if n > 40 else 7)
-    ax.set_xlabel("downstream task (fine-tuned encoder)")
+    ax.set_xlabel(xlabel)
     pal = class_palette(classes.values)
     start = 0
     for c, fs in blocks:
@@ -130,10 +130,14 @@ def top_k_bars(long, out_stem, k: int = 15, sig_level: float = 0.05, value: str 
     pal = class_palette(long["feature_class"].unique())
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 0.22 * k * nrow + 1.4), squeeze=False)
     v, lo, hi = value, f"{value}_ci_low", f"{value}_ci_high"
-    xmax = float(np.nanmax(long[[v, hi]].to_numpy(float))) * 1.15
+    # signed scores (the emphasis change) are ranked by magnitude and drawn both ways from 0
+    top_all = long.assign(_key=long[v].abs()).sort_values("_key", ascending=False).groupby("task").head(k)
+    xmax = float(np.nanmax(top_all[[v, hi]].to_numpy(float))) * 1.15
+    xmin = min(0.0, float(np.nanmin(top_all[[v, lo]].to_numpy(float))) * 1.15)
     xmax = xmax if np.isfinite(xmax) and xmax > 0 else 1.0
+    xmin = xmin if np.isfinite(xmin) else 0.0
     for ax, task in zip(axes.ravel(), tasks):
-        d = long[long["task"] == task].sort_values(v, ascending=False).head(k)[::-1]
+        d = top_all[top_all["task"] == task][::-1]
         y = np.arange(len(d))
         err = np.vstack([d[v] - d[lo], d[hi] - d[v]]).clip(0)
         ax.barh(y, d[v], color=[pal[c] for c in d["feature_class"]], height=0.7)
@@ -144,7 +148,9 @@ def top_k_bars(long, out_stem, k: int = 15, sig_level: float = 0.05, value: str 
         ax.set_yticks(y)
         ax.set_yticklabels([short_name(f) + (" *" if q < sig_level else "") for f, q in zip(d["feature"], d[qcol])],
                            fontsize=7)
-        ax.set_xlim(0, xmax)
+        ax.set_xlim(xmin, xmax)
+        if xmin < 0:
+            ax.axvline(0, color="0.3", lw=0.8)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel(("emphasis change" if value == "emphasis" else value) + " (frame units per feature SD)")
     for ax in axes.ravel()[len(tasks):]:
@@ -156,8 +162,8 @@ def top_k_bars(long, out_stem, k: int = 15, sig_level: float = 0.05, value: str 
                           label="null mean (noise floor)"))
     fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=7, frameon=False,
                bbox_to_anchor=(0.5, -0.02))
-    fig.suptitle(f"Top-{k} radiomic {'emphasis changes' if value == 'emphasis' else value} per task "
-                 f"(bars: 95% bootstrap CI; * {qcol} < {sig_level:g})", fontsize=10)
+    fig.suptitle(f"Top-{k} radiomic {'emphasis changes (largest |change|; < 0: less emphasis)' if value == 'emphasis' else value} "
+                 f"per task (bars: 95% bootstrap CI; * {qcol} < {sig_level:g})", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return save_figure(fig, out_stem)
 
@@ -237,7 +243,7 @@ def alignment_scatter(assoc, alignment, out_stem) -> list[Path]:
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("|association with label| (" + ("|Spearman ρ|" if kind == "numeric" else "|AUC − 0.5|") + ")",
                       fontsize=8)
-        ax.set_ylabel("signed task-specific change (contrast,\nframe units per feature SD; < 0: others moved more)",
+        ax.set_ylabel("task-specific emphasis change\n(frame units per feature SD; < 0: others moved more)",
                       fontsize=7)
     for ax in axes.ravel()[len(tasks):]:
         ax.axis("off")

@@ -70,6 +70,14 @@ def plot_localization_scores(summary, out_stem, *, paired=None, scores: Sequence
         ax.set_xticklabels([str(c) for c in classes], rotation=30 if len(classes) > 3 else 0, ha="right"
                            if len(classes) > 3 else "center")
         ax.set_ylabel(pretty_score(sc), fontsize=7)
+        # honest axes: zero is always on the y axis, so a 0.0305 -> 0.0308 change is drawn as the small
+        # change it is (scores that can be negative, e.g. CNR, keep their negative range)
+        vals = part[["mean", "ci_low", "ci_high"]].to_numpy(float)
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            lo, hi = min(0.0, float(vals.min())), max(0.0, float(vals.max()))
+            pad = 0.06 * (hi - lo) if hi > lo else 1.0
+            ax.set_ylim(lo - (pad if lo < 0 else 0), hi + pad)
         if len(classes) > 1:
             ax.axvline(0.5, color="0.7", lw=0.8, ls="--")
             ax.set_xlabel(class_label or "class", fontsize=7)
@@ -78,22 +86,26 @@ def plot_localization_scores(summary, out_stem, *, paired=None, scores: Sequence
             r = paired[(paired["score"] == sc) & (paired["class"] == classes[0])]
             if len(r):
                 r = r.iloc[0]
-                title += f"\nΔ={r['mean_diff']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}], q={r['q_bh']:.2g}"
+                title += (f"\nΔ={r['mean_diff']:+.3g} [{r['ci_low']:+.3g}, {r['ci_high']:+.3g}], "
+                          f"q={r['q_bh']:.2g}")
         ax.set_title(title, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes.ravel()[len(scores):]:
         ax.axis("off")
     handles, labels = axes.ravel()[0].get_legend_handles_labels()
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.6 / fig.get_size_inches()[1]))
-    fig.legend(handles, labels, loc="upper right", ncol=len(sets), title="map set", frameon=False,
-               bbox_to_anchor=(1.0, 1.0))
+    h_in = fig.get_size_inches()[1]
+    # suptitle on top, legend in its own strip at the bottom: neither covers the other or a panel
+    fig.tight_layout(rect=(0, 0.45 / h_in, 1, 1 - (0.8 if paired is not None else 0.5) / h_in))
+    fig.legend(handles, [f"map set: {lab}" for lab in labels], loc="lower center", ncol=len(sets), frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
     if paired is not None and "map_set_a" in paired.columns and len(paired):
         diff = f"{paired['map_set_b'].iloc[0]} − {paired['map_set_a'].iloc[0]}"
     else:
         diff = "b − a"
     fig.suptitle("Localization scores: mean, 95% patient-bootstrap CI"
-                 + (f" (Δ = mean paired difference {diff}, BH q)" if paired is not None else ""), x=0.02,
-                 ha="left", y=0.99)
+                 + (f"\nΔ = mean paired difference {diff} [patient-bootstrap 95% CI]; q: Wilcoxon "
+                    "signed-rank test, BH-corrected (a different procedure from the CI)" if paired is not None else ""),
+                 x=0.02, ha="left", y=0.99, fontsize=9)
     return save_figure(fig, out_stem)
 
 

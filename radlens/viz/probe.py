@@ -202,7 +202,10 @@ def plot_pre_post(table, title: str | None = None):
     ax.invert_yaxis()
     ax.set_xlabel("AUC difference, post − pre (95% CI)")
     ax.set_title(title or "Pre vs post fine-tuning, per panel cell (★ BH q < 0.05)")
-    ax.legend(fontsize=7, frameon=False, loc="best")
+    ax.set_ylabel("panel cell (perturbation, footprint d, strength s)")
+    # right of the axes: never covers a point
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="pooling",
+              title_fontsize=7)
     fig.tight_layout()
     return fig
 

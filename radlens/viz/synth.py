@@ -7,17 +7,20 @@ import numpy as np
 
 
 def _pick_examples(df, n):
-    """Lesion cases spread over the task combinations, then a lesion-free one."""
+    """Lesion cases spread over the lesion sizes (quantiles of the radius, small to large), each size
+    slot preferring a task combination not shown yet; then a lesion-free one."""
     picks = []
-    les = df[df["has_lesion"] == 1]
+    les = df[df["has_lesion"] == 1].sort_values("lesion_radius", kind="stable").reset_index(drop=True)
     seen = set()
-    for _, r in les.sort_values("lesion_radius").iterrows():
-        key = (r.get("task_texture"), r.get("task_intensity"), r.get("task_shape"))
-        if key not in seen:
-            seen.add(key)
-            picks.append(r["case_id"])
-        if len(picks) >= n - 1:
-            break
+    n_les = min(n - 1, len(les))
+    if n_les > 0:
+        bounds = np.linspace(0, len(les), n_les + 1).round().astype(int)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            slot = les.iloc[lo:max(hi, lo + 1)]
+            keys = [(r.get("task_texture"), r.get("task_intensity"), r.get("task_shape")) for _, r in slot.iterrows()]
+            j = next((i for i, k in enumerate(keys) if k not in seen), len(keys) // 2)
+            seen.add(keys[j])
+            picks.append(slot["case_id"].iloc[j])
     free = df[df["has_lesion"] == 0]
     if len(free):
         picks.append(free["case_id"].iloc[0])
@@ -83,6 +86,7 @@ def plot_phantom_examples(manifest, out_stem, n: int = 8, ncols: int = 4):
         else:
             title = f"{cid}  lesion-free\ncontrol ROI r={r['lesion_radius']:.1f}px\n "
         ax.set_title(title, fontsize=7, loc="left")
-    fig.suptitle("Phantom cohort: planted lesions (orange = ROI outline); intensity scale [0, 1]", fontsize=9)
+    fig.suptitle("Phantom cohort: planted lesions from the smallest to the largest, then a lesion-free control\n"
+                 "(orange = ROI outline; intensity scale [0, 1])", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out_stem)

@@ -1,0 +1,473 @@
+"""Scheduling radiomics extraction over worker processes: largest cases first, large cases split.
+
+:func:`plan` turns the cases to extract into work units, most expensive first:
+
+* ``batch``: several whole cases (``extract_case`` each), the usual unit;
+* ``types``: one image type of a large case (filters: Wavelet, LoG, ...), each part loading the
+  case itself; the first part also computes the shape classes;
+* ``prep`` then ``classes``: a large case whose parameters allow cropping (Original image only,
+  no normalisation/resampling) is loaded, diagnosed and cropped once (``prep``); its feature
+  classes are then computed in parallel on the crop (``classes``, a few KB sent to each worker).
+
+:func:`run_scheduled` runs the units in a process pool that keeps at most one unit per worker in
+flight and always submits the most expensive unit waiting, so the parts of a split case go ahead of
+the small cases still queued. Parts are merged into the record a single ``execute`` gives (same
+features in the same order, bit for bit). ``jobs=1`` runs whole cases in-process; the Dask executor
+gets batches and image-type parts (no two-stage units).
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from radlens.radiomics.pyrad import Params, check_features
+
+log = logging.getLogger(__name__)
+
+#: relative cost of one image type (how many filtered images pyradiomics derives from it)
+TYPE_WEIGHT = {"Wavelet": 8.0, "LoG": 3.0}
+#: relative cost of the feature classes on a 3D crop (measured on pyradiomics' lung2/brain1:
+#: marching cubes and diameters dominate), and on a 2D crop
+CLASS_WEIGHT_3D = {"shape": 6.0, "glcm": 1.5, "glrlm": 1.2}
+CLASS_WEIGHT_2D = {"shape2D": 0.5, "glcm": 1.5, "glrlm": 1.2}
+
+
+def case_cost(row) -> float:
+    """A cheap estimate of a case's extraction time: its files' sizes (no file is opened). Image
+    reading dominates large 3D cases; the mask's (compressed) size grows with the ROI."""
+    cost = 1.0
+    for key, weight in (("image", 1.0), ("mask", 8.0)):
+        path = row.get(key)
+        if isinstance(path, (str, os.PathLike)) and str(path).strip():
+            try:
+                cost += weight * os.path.getsize(path)
+            except OSError:
+                pass
+    return cost
+
+
+def group_classes(classes, ndim: int, n_groups: int) -> list[tuple[str, ...]]:
+    """Feature classes in at most ``n_groups`` groups of similar cost (longest first), each group
+    in params order."""
+    weights = CLASS_WEIGHT_3D if ndim == 3 else CLASS_WEIGHT_2D
+    classes = list(classes)
+    loads = [[0.0, []] for _ in range(max(1, min(n_groups, len(classes))))]
+    for c in sorted(classes, key=lambda c: -weights.get(c, 1.0)):
+        g = min(loads, key=lambda x: x[0])
+        g[0] += weights.get(c, 1.0)
+        g[1].append(c)
+    return [tuple(c for c in classes if c in g[1]) for g in loads if g[1]]
+
+
+def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size: int | None = None,
+         two_stage: bool = True, mask_shape: bool = False) -> list[tuple[float, tuple]]:
+    """Work units ``(cost, (kind, ...))``, most expensive first.
+
+    A case is split when there are several workers, diagnostics are radlens' (``fast``) and the
+    case alone is more than half a worker's share of the run: by feature class after one shared
+    ``prep`` when cropping is safe (and ``two_stage``), otherwise by image type when there are
+    several. With ``mask_shape`` (radlens' engine computes the shape classes) a split case's
+    shape classes are a ``shape`` unit of their own that reads only the mask, so it starts at once
+    instead of after the image is read. Other cases go in ``batch`` units of ``batch_size`` (default: about 24 units per
+    worker, at most 16 cases each), largest cases first.
+    """
+    from radlens.radiomics.pyrad import _crop_safe
+
+    spec = prm.spec or {}
+    types = list(spec.get("imageType") or {"Original": {}})
+    classes = list(spec.get("featureClass") or {})
+    crop_safe = _crop_safe(spec.get("setting") or {}, spec.get("imageType") or {"Original": {}})
+    if mask_shape:  # only when radlens' engine computes every enabled shape class
+        from radlens.radiomics.engine import engine_classes
+
+        shapes = {"shape", "shape2D"} & set(classes)
+        mask_shape = bool(shapes) and shapes <= set(engine_classes(spec.get("setting") or {}, spec.get(
+            "featureClass") or {}, spec.get("imageType") or {"Original": {}}))
+    cost = {i: case_cost(rows[i]) for i in todo}
+    tw = sum(TYPE_WEIGHT.get(t, 1.0) for t in types)
+    share = sum(cost.values()) / max(workers, 1)
+    units: list[tuple[float, tuple]] = []
+    whole = []
+    for i in todo:
+        big = workers > 1 and diagnostics == "fast" and cost[i] > share / 2
+        if big and crop_safe and two_stage and len(classes) > 1:
+            units.append((cost[i], ("prep", i)))
+            if mask_shape and isinstance(rows[i].get("mask"), str) and rows[i]["mask"].strip():
+                units.append((cost[i] * 0.999, ("shape", i)))
+        elif big and len(types) > 1:
+            for k, t in enumerate(types):
+                units.append((cost[i] * (TYPE_WEIGHT.get(t, 1.0) + (k == 0)) / tw, ("types", i, (t,), k == 0)))
+        else:
+            whole.append(i)
+    whole.sort(key=lambda i: -cost[i])
+    bs = int(batch_size) if batch_size else max(1, min(16, -(-len(whole) // (24 * max(workers, 1)))))
+    for j in range(0, len(whole), bs):
+        b = tuple(whole[j:j + bs])
+        units.append((sum(cost[i] for i in b), ("batch", b)))
+    units.sort(key=lambda u: -u[0])  # stable: equal costs keep manifest order
+    return units
+
+
+def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case's record from the records of its parts (in part order: the features then come in
+    the order a single ``execute`` gives them: shape first, then image types in params order)."""
+    bad = next((p for p in parts if p.get("error")), None)
+    if bad is not None:
+        return {**bad, "warnings": [w for p in parts for w in p.get("warnings") or []]}
+    rec = {"case_id": parts[0]["case_id"], "features": {}, "diagnostics": {}, "stage": None, "error": None,
+           "warnings": []}
+    used: dict[str, list] = {"radlens_engine": [], "radlens_pyradiomics": []}
+    for p in parts:
+        rec["features"].update(p["features"] or {})
+        rec["diagnostics"].update(p.get("diagnostics") or {})
+        rec["warnings"].extend(p.get("warnings") or [])
+        for k, v in used.items():
+            v.extend(c for c in ((p.get("diagnostics") or {}).get(k) or "").split(",") if c and c not in v)
+    for k, v in used.items():
+        rec["diagnostics"][k] = ",".join(v) or None
+    return check_features(rec)
+
+
+def prepare_case(row: Mapping[str, Any], params: Params, *, resample_mask: bool = False) -> dict[str, Any]:
+    """First stage of a case split by feature class: load it, compute the (fast) diagnostics and
+    crop image and mask to the ROI's box. Only for parameters where cropping is safe.
+
+    Returns
+    -------
+    dict
+        A failure record (``stage='load'``), or a record without features whose ``crop`` entry
+        holds what :func:`extract_classes` needs: ``(image array, spacing, direction, origin,
+        ROI array)`` of the box (a few KB to MB: cheap to send between processes).
+    """
+    from radlens.errors import CaseError
+    from radlens.io.images import load_case
+    from radlens.radiomics.pyrad import _crop_to_roi, _roi_box, fast_diagnostics
+
+    rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
+                           "stage": None, "error": None, "warnings": []}
+    try:
+        case = load_case(row, resample_mask=resample_mask)
+    except CaseError as exc:
+        rec.update(stage="load", error=exc.message)
+        return rec
+    import SimpleITK as sitk
+
+    box = _roi_box(case.roi)
+    rec["diagnostics"] = fast_diagnostics(case, box)
+    image, mask = _crop_to_roi(case, box)
+    rec["crop"] = (sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetDirection(), image.GetOrigin(),
+                   sitk.GetArrayViewFromImage(mask).astype(bool))
+    return rec
+
+
+def extract_classes(case_id: str, crop: tuple, params: Params, classes: tuple[str, ...], *,
+                    engine: str = "radlens") -> dict[str, Any]:
+    """Second stage of a split case: the features of ``classes`` on a :func:`prepare_case` crop
+    (``diagnostics='fast'``). Never raises for a case problem."""
+    import SimpleITK as sitk
+
+    arr, spacing, direction, origin, roi = crop
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    image.SetOrigin(origin)
+    mask = sitk.GetImageFromArray(roi.astype(np.uint8))
+    mask.CopyInformation(image)
+    from radlens.radiomics.pyrad import _COLLECTOR, _PARTS, _extractors, run_features
+
+    ex2, ex3, _ = _extractors(params, "fast")
+    base = ex2 if arr.ndim == 2 else ex3
+    key = (id(base), "classes", classes)
+    ex = _PARTS.get(key)
+    if ex is None:
+        import copy
+
+        ex = copy.deepcopy(base)
+        ex.enabledFeatures = {c: v for c, v in base.enabledFeatures.items() if c in classes}
+        _PARTS[key] = ex
+    rec: dict[str, Any] = {"case_id": case_id, "features": None, "diagnostics": {}, "stage": None, "error": None,
+                           "warnings": []}
+    lg = logging.getLogger("radiomics")
+    if _COLLECTOR not in lg.handlers:
+        lg.addHandler(_COLLECTOR)
+    _COLLECTOR.local.buf = rec["warnings"]
+    try:
+        rec["features"] = run_features(ex, image, mask, rec, engine=engine)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()
+        rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
+    finally:
+        _COLLECTOR.local.buf = None
+    return rec
+
+
+#: CPU seconds spent in units per worker process id in the last pooled run (a parallel run's
+#: critical path on otherwise idle cores is about the largest of them)
+WORKER_CPU: dict[int, float] = {}
+
+
+def _timed_unit(unit: tuple) -> tuple[int, float, Any]:
+    """``run_unit`` in a pool worker, with the worker's pid and the CPU seconds it took."""
+    import time
+
+    c0 = time.process_time()
+    res = _call_unit(unit)
+    return os.getpid(), time.process_time() - c0, res
+
+
+def _call_unit(unit):
+    from radlens.parallel import _call
+
+    return _call(run_unit, unit)
+
+
+def run_unit(unit: tuple) -> Any:
+    """One scheduled unit of work (see :mod:`radlens.radiomics.schedule`), in a worker."""
+    from radlens.radiomics.pyrad import _extract_batch, _QuietPyradiomics
+
+    kind = unit[0]
+    if kind == "batch":
+        return _extract_batch(unit[1])
+    with _QuietPyradiomics():
+        if kind == "prep":
+            _, row, params, resample_mask = unit
+            return prepare_case(row, params, resample_mask=resample_mask)
+        if kind == "shape":
+            _, row, params = unit
+            return mask_shape(row, params)
+        _, case_id, crop, params, classes, engine = unit
+        return extract_classes(case_id, crop, params, classes, engine=engine)
+
+
+def mask_shape(row: Mapping[str, Any], params: Params) -> dict[str, Any]:
+    """The shape classes of a case from its mask alone (radlens' engine; shape does not depend
+    on the image): a unit that runs while another worker reads the image. The mask is read as
+    :func:`radlens.io.images.load_case` reads it; load problems are reported by the ``prep`` unit."""
+    import SimpleITK as sitk
+
+    from radlens.io.images import _read_raw, _squeeze
+    from radlens.radiomics import engine as eng
+    from radlens.radiomics.pyrad import _extractors, _roi_box
+
+    rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
+                           "stage": None, "error": None, "warnings": []}
+    try:
+        m = _squeeze(_read_raw(Path(row["mask"]), "mask"))
+        if m.GetNumberOfComponentsPerPixel() > 1:
+            m = sitk.VectorIndexSelectionCast(m, 0)
+        arr = sitk.GetArrayViewFromImage(m)
+        label = row.get("label")
+        if label is None or (isinstance(label, float) and np.isnan(label)):
+            label = 1
+            if not (arr == 1).any():
+                vals = np.unique(arr)
+                if vals[vals != 0].size == 1:
+                    label = vals[vals != 0][0]
+        roi = arr == int(label)
+        lo, hi = _roi_box(roi)
+        sub = roi[tuple(slice(a, b) for a, b in zip(lo, hi))]
+        ex2, ex3, _ = _extractors(params, "fast")
+        ex = ex2 if sub.ndim == 2 else ex3
+        classes = {c: ex.enabledFeatures[c] for c in ("shape", "shape2D") if c in ex.enabledFeatures}
+        eng.check_roi(sub, ex.settings)
+        rec["features"] = eng.compute_arrays(None, sub, m.GetSpacing(), ex.settings, classes)
+        rec["diagnostics"]["radlens_engine"] = ",".join(classes) or None
+    except Exception as exc:  # same message as the unsplit extraction's
+        msg = str(exc).strip().splitlines()
+        rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
+    return rec
+
+
+def _failure(case_id, msg) -> dict[str, Any]:
+    return {"case_id": str(case_id), "features": None, "diagnostics": {}, "stage": "extract",
+            "error": f"worker error: {msg}", "warnings": []}
+
+
+def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", scheduler=None,
+                  diagnostics: str = "fast", resample_mask: bool = False, batch_size: int | None = None,
+                  engine: str = "radlens") -> Iterator[tuple[int, dict, bool]]:
+    """Extract the ``todo`` cases; yield ``(case index, record, cacheable)`` as each completes.
+
+    ``cacheable`` is False for a case lost to a crashed worker (possibly transient).
+    """
+    from radlens.radiomics import pyrad
+
+    workers = 1 if (executor == "process" and jobs == 1) else jobs
+    units = plan(rows, todo, prm, workers=workers, diagnostics=diagnostics, batch_size=batch_size,
+                 two_stage=executor == "process", mask_shape=engine == "radlens" and not resample_mask)
+    n_split = sum(1 for _, u in units if u[0] == "prep") + len({u[1] for _, u in units if u[0] == "types"})
+    if n_split:
+        log.info("radiomics: %d large case(s) split across %d workers", n_split, workers)
+    state = _Merger(rows, prm, diagnostics, resample_mask, workers, engine)
+    state.has_shape = {u[1] for _, u in units if u[0] == "shape"}
+    if executor != "process" or workers == 1:
+        from radlens.parallel import iter_cases
+
+        payloads = [state.payload(u) for _, u in units]
+        threads = None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
+        for t, res in iter_cases(run_unit, payloads, jobs=jobs, executor=executor, scheduler=scheduler,
+                                 initializer=pyrad._worker_init, initargs=(threads,)):
+            for out in state.done(units[t][1], res):
+                yield out
+        return
+    WORKER_CPU.clear()
+    yield from _pool(units, state, workers)
+
+
+def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
+    """Process pool with at most one unit per worker in flight, most expensive unit first."""
+    import gc
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    from radlens.parallel import WorkerError, _mp_context
+    from radlens.radiomics import pyrad
+
+    seq = itertools.count()
+    heap = [(-c, next(seq), u) for c, u in units]
+    heapq.heapify(heap)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=pyrad._worker_init,
+                                 initargs=(threads,)) as pool:
+            inflight: dict = {}
+            try:
+                while heap or inflight:
+                    while heap and len(inflight) < workers:
+                        c, _, u = heapq.heappop(heap)
+                        inflight[pool.submit(_timed_unit, state.payload(u))] = (-c, u)
+                    finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        cost, u = inflight.pop(fut)
+                        try:
+                            pid, cpu, res = fut.result()
+                            WORKER_CPU[pid] = WORKER_CPU.get(pid, 0.0) + cpu
+                        except Exception as exc:  # a worker died: the pool is broken
+                            res = WorkerError(type(exc).__name__, f"worker process failed: {exc}", "")
+                        for out in state.done(u, res):
+                            yield out
+                        for c2, u2 in state.follow_ups(u, cost):
+                            heapq.heappush(heap, (-c2, next(seq), u2))
+            except BaseException:
+                for fut in inflight:
+                    fut.cancel()
+                raise
+    finally:
+        gc.unfreeze()
+
+
+class _Merger:
+    """Builds unit payloads and merges the parts of split cases back into one record each."""
+
+    def __init__(self, rows, prm, diagnostics, resample_mask, workers, engine):
+        self.rows, self.prm, self.diagnostics, self.resample_mask = rows, prm, diagnostics, resample_mask
+        self.engine = engine
+        self.workers = workers
+        self.types = list((prm.spec or {}).get("imageType") or {"Original": {}})
+        self.n_types = len(self.types)
+        self.parts: dict[int, dict[int, dict]] = {}
+        self.prep: dict[int, dict] = {}
+        self.groups: dict[int, list] = {}
+        self.has_shape: set[int] = set()  # split cases whose shape classes are a mask-only unit
+        self.finished: set[int] = set()
+        self._next: list = []
+
+    def payload(self, u):
+        kind = u[0]
+        if kind == "batch":
+            return ("batch", ([self.rows[i] for i in u[1]], self.prm, self.diagnostics, self.resample_mask, None,
+                              self.engine))
+        if kind == "types":
+            return ("batch", ([self.rows[u[1]]], self.prm, self.diagnostics, self.resample_mask, (u[2], u[3]),
+                              self.engine))
+        if kind == "prep":
+            return ("prep", self.rows[u[1]], self.prm, self.resample_mask)
+        if kind == "shape":
+            return ("shape", self.rows[u[1]], self.prm)
+        _, i, k = u  # classes
+        return ("classes", str(self.rows[i]["case_id"]), self.prep[i]["crop"], self.prm, self.groups[i][k],
+                self.engine)
+
+    def follow_ups(self, u, cost):
+        out, self._next = self._next, []
+        return out
+
+    def done(self, u, res) -> list[tuple[int, dict, bool]]:
+        from radlens.parallel import WorkerError
+        from radlens.radiomics.pyrad import _extractors
+
+        kind = u[0]
+        crashed = isinstance(res, WorkerError) or (kind == "batch" or kind == "types") and not isinstance(res, list)
+        if kind == "batch":
+            if crashed:
+                return [(i, _failure(self.rows[i]["case_id"], res), False) for i in u[1]]
+            return [(i, rec, True) for i, rec in zip(u[1], res)]
+        i = u[1]
+        if kind == "types":
+            got = self.parts.setdefault(i, {})
+            got[self.types.index(u[2][0])] = _failure(self.rows[i]["case_id"], res) if crashed else res[0]
+            got.setdefault("crashed", False)
+            got["crashed"] = got["crashed"] or crashed
+            if len(got) - 1 < self.n_types:
+                return []
+            was_crashed = got.pop("crashed")
+            del self.parts[i]
+            return [(i, merge_parts([got[k] for k in sorted(got)]), not was_crashed)]
+        if i in self.finished:  # the case already failed in another part
+            return []
+        if kind == "prep":
+            if crashed or res.get("error"):
+                self.finished.add(i)
+                self.parts.pop(i, None)
+                return [(i, _failure(self.rows[i]["case_id"], res), False) if crashed else (i, res, True)]
+            ndim = res["crop"][0].ndim
+            ex2, ex3, _ = _extractors(self.prm, "fast")
+            enabled = [c for c in (ex2 if ndim == 2 else ex3).enabledFeatures
+                       if not (i in self.has_shape and c.startswith("shape"))]
+            self.groups[i] = group_classes(enabled, ndim, self.workers)
+            self.prep[i] = res
+            self.parts.setdefault(i, {})
+            cost = case_cost(self.rows[i])
+            self._next = [(cost, ("classes", i, k)) for k in range(len(self.groups[i]))]
+            return self._finish(i)
+        # classes, shape
+        k = u[2] if kind == "classes" else -1  # the shape part first
+        self.parts.setdefault(i, {})[k] = _failure(self.rows[i]["case_id"], res) if crashed else res
+        return self._finish(i)
+
+    def _finish(self, i) -> list[tuple[int, dict, bool]]:
+        """The merged record of split case ``i`` once every part is in (else [])."""
+        from radlens.radiomics.pyrad import _extractors, order_features
+
+        got = self.parts.get(i, {})
+        if i not in self.groups or len(got) < len(self.groups[i]) + (i in self.has_shape):
+            return []
+        self.finished.add(i)
+        prep = self.prep.pop(i)
+        del self.parts[i], self.groups[i]
+        self.has_shape.discard(i)
+        bad = next((got[k2] for k2 in sorted(got) if got[k2].get("error")), None)
+        warnings = list(prep.get("warnings") or []) + [w for k2 in sorted(got) for w in got[k2].get("warnings") or []]
+        if bad is not None:
+            return [(i, {**bad, "diagnostics": prep["diagnostics"], "warnings": warnings},
+                     not any(isinstance(r, dict) and str(r.get("error", "")).startswith("worker error")
+                             for r in got.values()))]
+        ndim = prep["crop"][0].ndim
+        ex2, ex3, _ = _extractors(self.prm, "fast")
+        enabled = (ex2 if ndim == 2 else ex3).enabledFeatures
+        merged = merge_parts([{**prep, "warnings": []}] + [got[k2] for k2 in sorted(got)])
+        if merged.get("error"):
+            return [(i, {**merged, "warnings": warnings}, True)]
+        # the shape classes come first in any group: one execute's order, class by class
+        merged["features"] = order_features(merged["features"] or {}, enabled)
+        merged["warnings"] = warnings
+        for key in ("radlens_engine", "radlens_pyradiomics"):  # in params order
+            used = set((merged["diagnostics"].get(key) or "").split(","))
+            merged["diagnostics"][key] = ",".join(c for c in enabled if c in used) or None
+        return [(i, check_features(merged), True)]

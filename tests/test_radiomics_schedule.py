@@ -1,0 +1,132 @@
+"""Scheduling: largest cases first; large cases split across workers (by feature class after one
+shared load and crop, or by image type) and merged into exactly the record of an unsplit run."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from radlens.radiomics import pyrad, schedule
+from radlens.radiomics.extract import radiomics
+
+CLASSES = {"shape": None, "firstorder": None, "glcm": None, "glrlm": ["RunEntropy"], "glszm": None,
+           "gldm": ["DependenceEntropy"], "ngtdm": None}
+ORIGINAL = {"imageType": {"Original": {}}, "featureClass": CLASSES, "setting": {"binWidth": 0.25}}
+FILTERED = {"imageType": {"Original": {}, "Square": {}, "LoG": {"sigma": [1.0]}},
+            "featureClass": {"shape": None, "firstorder": None, "glcm": ["Contrast"]}, "setting": {"binWidth": 0.25}}
+
+
+@pytest.fixture(scope="module")
+def volumes(tmp_path_factory):
+    """Three 3D cases of different sizes (case 'big' has the largest files)."""
+    root = tmp_path_factory.mktemp("vols")
+    rng = np.random.default_rng(7)
+    rows = []
+    for cid, shape in (("small", (6, 16, 16)), ("big", (14, 40, 40)), ("mid", (10, 24, 24))):
+        vol = rng.normal(0, 1, shape).astype(np.float32)
+        zz, yy, xx = np.indices(shape)
+        c = np.array(shape) / 2
+        m = (((zz - c[0]) / (shape[0] / 3)) ** 2 + ((yy - c[1]) / (shape[1] / 3)) ** 2
+             + ((xx - c[2]) / (shape[2] / 4)) ** 2 <= 1).astype(np.uint8)
+        img = sitk.GetImageFromArray(vol)
+        img.SetSpacing((0.7, 0.7, 2.5))
+        msk = sitk.GetImageFromArray(m)
+        msk.CopyInformation(img)
+        sitk.WriteImage(img, str(root / f"{cid}.nrrd"))
+        sitk.WriteImage(msk, str(root / f"{cid}_m.nrrd"))
+        rows.append({"case_id": cid, "image": str(root / f"{cid}.nrrd"), "mask": str(root / f"{cid}_m.nrrd")})
+    pd.DataFrame(rows).to_csv(root / "m.csv", index=False)
+    return root / "m.csv"
+
+
+def test_plan_largest_first_and_split():
+    rows = [{"case_id": "a", "image": None}, {"case_id": "b", "image": None}]
+    prm = pyrad.load_params(ORIGINAL)
+    # no files: equal costs, manifest order kept, one case per unit, no split with one worker
+    assert [u for _, u in schedule.plan(rows, [0, 1], prm, workers=1, batch_size=1)] == [("batch", (0,)), ("batch", (1,))]
+
+
+def test_plan_orders_by_cost_and_splits_big_cases(volumes):
+    rows = pd.read_csv(volumes).to_dict("records")
+    prm = pyrad.load_params(ORIGINAL)
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=1, batch_size=1)]
+    assert units == [("batch", (1,)), ("batch", (2,)), ("batch", (0,))]  # big, mid, small
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=2, batch_size=1)]
+    assert units[0] == ("prep", 1)  # the big case is split (crop-safe params: by class)
+    assert ("batch", (0,)) in units  # the small one is not
+    assert ("shape", 1) not in units
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=2, batch_size=1, mask_shape=True)]
+    assert units[:2] == [("prep", 1), ("shape", 1)]  # shape from the mask alone, while the image is read
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], pyrad.load_params(FILTERED), workers=2, batch_size=1)]
+    assert [u for u in units if u[1] == 1] == [("types", 1, ("LoG",), False), ("types", 1, ("Original",), True),
+                                               ("types", 1, ("Square",), False)]  # LoG weighs most
+    assert schedule.plan(rows, [0, 1, 2], prm, workers=2, diagnostics="pyradiomics")[0][1][0] == "batch"
+
+
+def test_group_classes_balances_and_keeps_params_order():
+    groups = schedule.group_classes(list(CLASSES), 3, 2)
+    assert groups[0] == ("shape",) or "shape" in groups[0]
+    assert sorted(c for g in groups for c in g) == sorted(CLASSES) and len(groups) == 2
+    for g in groups:
+        assert list(g) == [c for c in CLASSES if c in g]
+    assert schedule.group_classes(["glcm"], 3, 4) == [("glcm",)]
+
+
+@pytest.mark.parametrize("params", [ORIGINAL, FILTERED], ids=["by-class", "by-image-type"])
+def test_split_cases_identical_to_serial(volumes, tmp_path, params):
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    serial = radiomics(volumes, params, out=tmp_path / "s.parquet", use_cache=False, show_progress=False)
+    split = radiomics(volumes, params, out=tmp_path / "p.parquet", jobs=2, use_cache=False, show_progress=False)
+    assert len(serial.features) == 3 and serial.n_failed == 0
+    assert list(split.features.columns) == list(serial.features.columns)  # pyradiomics' order
+    pd.testing.assert_frame_equal(split.features, serial.features, check_exact=True)
+    pd.testing.assert_frame_equal(split.diagnostics, serial.diagnostics, check_exact=True)
+    # and the serial run is plain pyradiomics (values and feature order)
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    r = pd.read_csv(volumes).iloc[1]
+    ref = RadiomicsFeatureExtractor(dict(params)).execute(r["image"], r["mask"])
+    ref = {k: float(v) for k, v in ref.items() if not k.startswith("diagnostics_")}
+    got = split.features.set_index("case_id").loc["big"]
+    assert list(ref) == list(got.index)
+    np.testing.assert_allclose(got.to_numpy(float), np.array(list(ref.values())), rtol=1e-9, atol=0)
+    eng = split.diagnostics.set_index("case_id").loc["big"]
+    if params is ORIGINAL:  # radlens' engine took first order and GLCM; pyradiomics the rest
+        assert eng["radlens_engine"] == "shape,firstorder,glcm,glrlm,glszm,gldm,ngtdm"
+        assert pd.isna(eng["radlens_pyradiomics"])
+    else:  # filters: every class by pyradiomics
+        assert pd.isna(eng["radlens_engine"]) and eng["radlens_pyradiomics"] == "shape,firstorder,glcm"
+
+
+def test_split_case_failing_roi_check_fails_like_serial(tmp_path):
+    """A split case whose ROI pyradiomics would refuse fails with the same message."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for cid, shape, n_roi in (("big", (16, 48, 48), 3), ("small", (4, 10, 10), 30)):
+        img = sitk.GetImageFromArray(rng.normal(0, 1, shape).astype(np.float32))
+        m = np.zeros(shape, np.uint8)
+        m.reshape(-1)[np.linspace(shape[1] * shape[2] + 5, m.size - 5, n_roi).astype(int)] = 1
+        msk = sitk.GetImageFromArray(m)
+        msk.CopyInformation(img)
+        sitk.WriteImage(img, str(tmp_path / f"{cid}.nrrd"))
+        sitk.WriteImage(msk, str(tmp_path / f"{cid}_m.nrrd"))
+        rows.append({"case_id": cid, "image": str(tmp_path / f"{cid}.nrrd"), "mask": str(tmp_path / f"{cid}_m.nrrd")})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    params = {**ORIGINAL, "setting": {"binWidth": 0.25, "minimumROISize": 5, "minimumROIDimensions": 1}}
+    r1 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "a.parquet", use_cache=False, show_progress=False)
+    r2 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "b.parquet", jobs=2, use_cache=False,
+                   show_progress=False)
+    assert r1.failures["case_id"].tolist() == ["big"]
+    assert "Size of the ROI is too small" in r1.failures["error"].iloc[0]
+    pd.testing.assert_frame_equal(r1.failures, r2.failures)
+    pd.testing.assert_frame_equal(r1.features, r2.features, check_exact=True)
+
+
+def test_order_features_matches_execute():
+    feats = {"original_glcm_A": 1.0, "original_shape_B": 2.0, "original_firstorder_C": 3.0, "original_glcm_D": 4.0}
+    enabled = {"firstorder": None, "glcm": None, "shape": None}
+    assert list(pyrad.order_features(feats, enabled)) == ["original_shape_B", "original_firstorder_C",
+                                                          "original_glcm_A", "original_glcm_D"]
