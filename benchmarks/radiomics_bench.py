@@ -30,6 +30,15 @@ repeats; ratios are per repeat (same round), then the median. "per core" compare
 (work), which the load of other users changes far less than wall time. Values: radlens' features
 must equal the plain loop's to 1e-9 relative on every feature (the benchmark fails otherwise).
 
+Peer (optional, ``--peer-fastrad PYTHON_EXE``): fastrad run by ``benchmarks/peer_fastrad.py`` in
+its own virtual environment (``PYTHON_EXE`` is that venv's python), one torch thread, on the five
+real 3D cases with the same bin width 25 settings file, in the same rounds as ``radlens --jobs 1``
+(order alternated). fastrad's CPU seconds are measured inside its process (load + extract of every
+case, after an untimed warm-up case: its torch import is not counted, as no contender's imports
+are); radlens' in this process. Values: fastrad's features (snake_case names, mapped to
+pyradiomics' by lower-casing and dropping ``_``/``th``) are compared with the plain pyradiomics
+loop's: how many agree within 1e-6 relative, and which do not.
+
 Start-up: the whole ``radlens radiomics`` command on a 2-case manifest vs pyradiomics' own
 command line on the same 2 cases (CPU seconds of the child process, min over repeats).
 """
@@ -142,6 +151,79 @@ def compare(ref: dict, got: dict) -> tuple[int, float]:
     return n, worst
 
 
+PLAIN_VALUES: dict[str, dict] = {}
+PEER_RTOL = 1e-6
+
+
+def _peer_key(name: str) -> str:
+    import re
+
+    cls, feat = name.split(":", 1)
+    return f"{cls}:" + re.sub(r"(\d+)th", r"\1", feat).replace("_", "").lower()
+
+
+def peer_fastrad(exe, manifest, cases, params, repeats, tmp, ref) -> dict:
+    """fastrad (own venv, subprocess) vs radlens --jobs 1, per core, same rounds; values vs ``ref``."""
+    script = ROOT / "benchmarks" / "peer_fastrad.py"
+    cj = tmp / "peer_cases.json"
+    cj.write_text(json.dumps([list(c) for c in cases]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+
+    def fastrad():
+        p = subprocess.run([exe, str(script), str(cj), str(params)], check=True, env=env, capture_output=True,
+                           text=True)
+        return json.loads(p.stdout)
+
+    cpu = {"fastrad": [], "radlens_j1": []}
+    wall = {"fastrad": [], "radlens_j1": []}
+    got = None
+    for rep in range(repeats):
+        for k in (("fastrad", "radlens_j1") if rep % 2 == 0 else ("radlens_j1", "fastrad")):
+            if k == "fastrad":
+                got = fastrad()
+                cpu[k].append(got["cpu_s"])
+                wall[k].append(got["wall_s"])
+            else:
+                t0, c0 = time.perf_counter(), time.process_time()
+                radlens_run(manifest, params, 1, tmp / "peer_j1.parquet")
+                cpu[k].append(time.process_time() - c0)
+                wall[k].append(time.perf_counter() - t0)
+    PROJECTED.pop("peer_j1", None)
+    # values: fastrad vs the plain pyradiomics loop
+    agree, differ, missing = 0, [], []
+    n_ref = 0
+    for cid, r in ref.items():
+        refk = {}
+        for k, v in r.items():
+            if k.startswith("original_"):
+                cls, feat = k[len("original_"):].split("_", 1)
+                refk[f"{cls}:{feat.lower()}"] = (k, v)
+        f = {_peer_key(k): v for k, v in got["features"][cid].items()}
+        for key, (orig, a) in refk.items():
+            n_ref += 1
+            if key not in f:
+                missing.append(f"{cid}:{orig}")
+                continue
+            b = f[key]
+            rel = abs(a - b) / abs(a) if a != 0 else abs(b)
+            if rel <= PEER_RTOL or (np.isnan(a) and np.isnan(b)):
+                agree += 1
+            else:
+                differ.append(f"{cid}:{orig} (rel {rel:.1e})")
+
+    def stats(v):
+        return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": list(v)}
+
+    ratios = [a / b for a, b in zip(cpu["fastrad"], cpu["radlens_j1"])]
+    return {"fastrad_version": got["fastrad"], "torch": got["torch"], "torch_threads": got["threads"],
+            "python": exe, "cpu_s": {k: stats(v) for k, v in cpu.items()},
+            "wall_s": {k: stats(v) for k, v in wall.items()},
+            "fastrad_cpu_over_radlens_j1_cpu": stats(ratios),
+            "values": {"pyradiomics_features": n_ref, "agree_within_1e-6": agree, "differ": differ,
+                       "not_computed_by_fastrad": missing}}
+
+
 def run_cohort(name, manifest, cases, params, repeats, tmp) -> dict:
     contenders = {
         "plain": lambda: plain(cases, params),
@@ -161,6 +243,7 @@ def run_cohort(name, manifest, cases, params, repeats, tmp) -> dict:
             values[k] = contenders[k]()
             times[k].append(time.perf_counter() - t0)
             cpus[k].append(_cpu() - c0)
+    PLAIN_VALUES[name] = values["plain"]
     n_vals, worst = compare(values["plain"], values["radlens_j1"])
     compare(values["plain"], values["radlens_j2"])
     compare(values["plain"], values["careful_pool2"])
@@ -237,6 +320,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--cohorts", default="2d,3d", help="comma-separated: 2d, 3d (default %(default)s)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "radiomics_bench.json"),
                     help="write the numbers here (default %(default)s; '' for none)")
+    ap.add_argument("--peer-fastrad", metavar="PYTHON_EXE", default=None,
+                    help="python of a venv with fastrad installed: also measure fastrad on the 3D cases")
     a = ap.parse_args(argv)
     _quiet()
     import pandas as pd
@@ -262,6 +347,9 @@ def main(argv=None) -> dict:
                 pd.DataFrame([{"case_id": c, "image": i, "mask": m_} for c, i, m_ in cases]).to_csv(man, index=False)
                 params = str(DEFAULT_PARAMS.with_name("radiomics_baseline.yaml"))
                 result["cohorts"]["3d_real"] = run_cohort("3d", man, cases, params, a.repeats, tmp)
+                if a.peer_fastrad:
+                    result["cohorts"]["3d_real"]["peer_fastrad"] = peer_fastrad(
+                        a.peer_fastrad, man, cases, params, a.repeats, tmp, PLAIN_VALUES["3d"])
             else:
                 result["cohorts"]["3d_real"] = {"skipped": f"pyradiomics test cases not found at {SHARED}"}
         result["startup_2_cases"] = startup(tmp, a.repeats)
@@ -287,6 +375,13 @@ def main(argv=None) -> dict:
               f"{sw['careful_pool2_over_radlens_j2']:.2f}x the careful 2-process pool (wall)")
         print(f"    radlens --jobs 2 vs --jobs 1 projected on 2 otherwise idle cores (parent CPU + busiest "
               f"worker's CPU): {r['projected_idle_cores_s']['radlens_j1_over_radlens_j2']:.2f}x")
+        pf = r.get("peer_fastrad")
+        if pf:
+            q, v = pf["fastrad_cpu_over_radlens_j1_cpu"], pf["values"]
+            print(f"    fastrad {pf['fastrad_version']} (1 torch thread) CPU / radlens --jobs 1 CPU: median "
+                  f"{q['median']:.2f}x (min {q['min']:.2f}, max {q['max']:.2f}); values: {v['agree_within_1e-6']}/"
+                  f"{v['pyradiomics_features']} agree with pyradiomics within 1e-6 ({len(v['differ'])} differ, "
+                  f"{len(v['not_computed_by_fastrad'])} not computed)")
     for k, v in (result["startup_2_cases"] or {}).items():
         print(f"  start-up, whole command on 2 cases: {k:16s} CPU {v['cpu_s_min']:.2f} s, wall {v['wall_s_min']:.2f} s")
     if a.json:

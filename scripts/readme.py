@@ -204,6 +204,15 @@ def _radiomics_cohorts(r: dict) -> str:
     for name, c in _g(r, "cohorts").items():
         sp = c.get("speedup_wall") or {}
         ratios = ", ".join(f"{_ratio_name(k)} {float(v):.2f}×" for k, v in sp.items())
+        cpu = c.get("speedup_cpu") or {}
+        if cpu:
+            ratios += "; per core (CPU): " + ", ".join(f"{_ratio_name(k)} {float(v):.2f}×" for k, v in cpu.items())
+        pf = c.get("peer_fastrad")
+        if isinstance(pf, dict) and "fastrad_cpu_over_radlens_j1_cpu" in pf:
+            v = pf.get("values", {})
+            ratios += (f"; fastrad {pf.get('fastrad_version', '?')} (own venv, 1 thread) / radlens --jobs 1 per core "
+                       f"{float(pf['fastrad_cpu_over_radlens_j1_cpu']['median']):.2f}× ({v.get('agree_within_1e-6', '?')}/"
+                       f"{v.get('pyradiomics_features', '?')} of fastrad's values within 1e-6 of pyradiomics')")
         same = f"; values equal to {float(c['worst_rel_diff']):.0e} relative" if "worst_rel_diff" in c else ""
         parts.append(f"{name.replace('_', ' ')} ({c.get('n_cases', '?')} cases): {ratios}{same}")
     m = r.get("machine", {})

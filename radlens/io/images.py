@@ -34,8 +34,9 @@ from radlens.io.dicom import (DICOM_SUFFIXES, SLICE_GAP_POLICIES, SLICE_STEP_RTO
                               _dicom_series_files, _is_dicom_file, _monochrome1_fix, _photometric,
                               _read_dicom_pydicom, dicom_series_problem)
 from radlens.io.masks import (GEOMETRY_RTOL, GEOMETRYLESS_SUFFIXES, LOSSY_SUFFIXES, MAX_LABEL_VALUES, Grid,  # noqa: F401
-                              _fmt, _geometry_problems, _size, infer_label, is_geometryless, label_map_problem,
+                              _fmt, _geometry_problems, _size, distinct_values, infer_label, is_geometryless, label_map_problem,
                               mask_grid_decision)
+from radlens.io.nifti import read_nifti_2d
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,10 @@ def _read_raw(path: Path, what: str, notes: list[str] | None = None, slice_gaps:
         img = reader.Execute()
         _check_dicom_spacing(files[0], what, notes)
         return img
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        img = read_nifti_2d(path)  # simple 2D axis-aligned NIfTI: ~10x faster, same image; else None
+        if img is not None:
+            return img
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -429,7 +434,7 @@ def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool | None,
     if mask_path is not None and str(mask_path).strip():
         given = _get(row, "label", None)
         mask_raw = read_mask(mask_path, notes=notes, slice_gaps=slice_gaps)
-        vals = np.unique(sitk.GetArrayViewFromImage(mask_raw))
+        vals = distinct_values(sitk.GetArrayViewFromImage(mask_raw))
         prob = label_map_problem(vals, mask_path, label_given=given is not None)
         if prob is not None:
             raise CaseError(case_id, "load", prob)

@@ -412,6 +412,7 @@ def _check_images(case_id, image_abs, mask_abs, box, label, label_given, check_l
 
     from radlens.errors import InputError as _InputError
     from radlens.io.images import image_grid, infer_label, label_map_problem, mask_grid_decision, read_mask
+    from radlens.io.masks import distinct_values
     from radlens.progress import progress
 
     probs: list[str] = []
@@ -453,7 +454,7 @@ def _check_images(case_id, image_abs, mask_abs, box, label, label_given, check_l
         if mp not in masks:
             try:
                 mimg = read_mask(mp)
-                masks[mp] = (np.unique(sitk.GetArrayViewFromImage(mimg)), image_grid(mp))
+                masks[mp] = (distinct_values(sitk.GetArrayViewFromImage(mimg)), image_grid(mp))
             except Exception as exc:
                 masks[mp] = exc
         got = masks[mp]

@@ -478,8 +478,18 @@ def sitk_array(img) -> np.ndarray:
 def order_features(feats: Mapping[str, float], enabled: Mapping[str, Any]) -> dict[str, float]:
     """Features of the Original image in the order one ``execute`` gives them: shape, shape2D,
     then the other classes in params order (stable within a class)."""
-    rank = {"shape": -2, "shape2D": -1, **{c: i for i, c in enumerate(enabled) if not c.startswith("shape")}}
-    return dict(sorted(feats.items(), key=lambda kv: rank.get(kv[0].split("_")[1], len(rank))))
+    key = (tuple(feats), tuple(enabled))
+    order = _ORDER.get(key)
+    if order is None:  # the same names in the same order for every case of a run: sort once
+        rank = {"shape": -2, "shape2D": -1, **{c: i for i, c in enumerate(enabled) if not c.startswith("shape")}}
+        order = sorted(feats, key=lambda k: rank.get(k.split("_")[1], len(rank)))
+        if len(_ORDER) > 64:
+            _ORDER.clear()
+        _ORDER[key] = order
+    return {k: feats[k] for k in order}
+
+
+_ORDER: dict[tuple, list] = {}
 
 
 def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "fast",
