@@ -2,11 +2,13 @@
 
 1. :func:`radlens.synth.make_cohort` draws chest-X-ray-like phantoms whose lesions carry independent
    texture, intensity and shape attributes, and three binary tasks each tied to **one** of them;
-2. :mod:`radlens.synth.train` trains a small MONAI ResNet and a tiny HF DINOv2 ViT on the spot
-   (contrastive pretext -> per task a transfer-learning and a fully fine-tuned checkpoint);
+2. :mod:`radlens.synth.train` trains a small MONAI ResNet, a small MONAI DenseNet and a tiny HF
+   DINOv2 ViT on the spot (local-statistics pretext -> per task a transfer-learning and a fully
+   fine-tuned checkpoint);
 3. a study YAML naming all of it is written (``<out>/study.yaml``) and run by :func:`radlens.study.run`
    into ``<out>`` — so the demo is also a template for a real study;
-4. ``<out>/report.html`` shows every analysis and the planted-truth checks.
+4. ``<out>/report.html`` shows every analysis and the planted-truth checks; ``<out>/demo.json`` holds
+   the key numbers (schema in ``docs/synth.md``).
 """
 from __future__ import annotations
 
@@ -30,7 +32,25 @@ EXPECTED_CLASSES = {"task_texture": ["glcm", "glrlm", "glszm", "gldm", "ngtdm"],
 #: embedding (held-out R², full demo, seed 0) and only 3/10 top intensity-task features were
 #: first-order. ``layer2`` (32x32 grid) keeps ROI tokens local: R² 0.55 and 8/10 first-order. The
 #: classifiers keep ``layer4`` for their head, predictions and CAMs.
-EMBED_LAYER = {"cnn": "layer2"}
+EMBED_LAYER = {"cnn": "layer2", "densenet": "features.transition1"}
+#: layers embedded from one forward pass per architecture (layer-wise lens, ``encoders.<arch>.layers``);
+#: HF ViT layers are ``hidden_states`` indices (i = output of block i)
+EMBED_LAYERS = {"cnn": ["layer2", "layer3", "layer4"],
+                "densenet": ["features.denseblock1", "features.transition1", "features"],
+                "vit": [2, 3, 4]}
+
+#: the demo cohort's attribute ranges (lengths at 64 px): lesions large enough at the models' 64 px
+#: input for texture and elongation to be visible (equivalent radius 7-11 px, 5-12 % of the image),
+#: a clearly elongated shape class and a texture amplitude well above the image noise
+#: Texture class 1 is the FINE (speckled) texture here: with class 1 = coarse, the fine-tuned models
+#: told the classes apart by the speckle of class 0, so the positive class's evidence was "no speckle
+#: anywhere" and its Grad-CAM maps lit up the background (pixel AUC 0.35-0.65 at validation AUC 1.0).
+DEMO_RANGES = {"radius": (7.0, 11.0), "elongation": ((1.0, 1.15), (4.0, 6.0)), "texture_amp": (0.10, 0.16),
+               "corr_len": ((2.0, 3.2), (0.5, 0.8))}
+DEMO_LESION_FREE = 0.1
+#: CAM methods of the demo: Grad-CAM first (the maps that are localised; for heads that read the
+#: mean of the target layer it is the exact per-position share of the logit, signed activations included)
+CAM_METHODS = ["gradcam", "layercam", "gradcam++"]
 
 
 @dataclass(frozen=True)
@@ -46,22 +66,24 @@ class DemoSize:
     cam_boot: int
     probe_panel: dict = field(default_factory=dict)
     loc_figures: bool = True  # per-pair localization score figures (the report shows the tables)
+    vit_epoch_factor: float = 1.5  # the ViT fine-tunes this many times finetune_epochs
+    sanity_cases: int = 16
 
 
-FULL = DemoSize(n_cases=240, image_size=64, pretext_epochs=4, finetune_epochs=8, n_null=200, n_boot=200,
+FULL = DemoSize(n_cases=400, image_size=64, pretext_epochs=4, finetune_epochs=20, n_null=200, n_boot=200,
                 cam_boot=1000, probe_panel={
                     "images": {"query": "has_lesion == 0", "max_images": 40},
                     "lesion": {"findings": ["has_lesion"]},
                     "jitter": {"levels": [0.0, 0.25, 0.5, 1.0]},
                     "probe": {"n_boot": 500}})
-QUICK = DemoSize(n_cases=80, image_size=64, pretext_epochs=2, finetune_epochs=3, n_null=40, n_boot=40,
+QUICK = DemoSize(n_cases=160, image_size=64, pretext_epochs=2, finetune_epochs=12, n_null=40, n_boot=40,
                  cam_boot=200, loc_figures=False, probe_panel={
                      "images": {"query": "has_lesion == 0", "max_images": 16},
                      "panel": {"footprints": [0.05, 0.2],
                                "perturbations": {"nodule": {"strengths": [1.0]}, "texture": {"strengths": [1.0]}}},
                      "lesion": {"findings": []},
                      "jitter": {"levels": [0.0, 0.5]},
-                     "probe": {"n_boot": 200}})
+                     "probe": {"n_boot": 200}}, vit_epoch_factor=1.0, sanity_cases=10)
 
 
 def study_dict(models: dict[str, dict[str, Any]], out: Path, size: DemoSize, seed: int = 0,
@@ -77,6 +99,8 @@ def study_dict(models: dict[str, dict[str, Any]], out: Path, size: DemoSize, see
                                     for t, v in specs.items() if t != "pre"}}
         if arch in EMBED_LAYER:
             encoders[arch]["layer"] = EMBED_LAYER[arch]
+        if arch in EMBED_LAYERS:
+            encoders[arch]["layers"] = list(EMBED_LAYERS[arch])
     return {
         "name": "radlens demo (phantom cohort, planted ground truth)",
         "manifest": "cohort/manifest.csv",
@@ -88,8 +112,8 @@ def study_dict(models: dict[str, dict[str, Any]], out: Path, size: DemoSize, see
         "embed": {"batch_size": 64, "device": "cpu"},
         "lens": {"enabled": True, "pooling": "auto", "top_k": 10, "n_permutations": 2000,
                  "n_null": size.n_null, "n_boot": size.n_boot, "expected_classes": EXPECTED_CLASSES},
-        "cam_drift": {"enabled": True, "methods": ["layercam", "gradcam++"], "n_boot": size.cam_boot,
-                      "options": {"sanity_cases": 8, "channels_last": True}},
+        "cam_drift": {"enabled": True, "methods": list(CAM_METHODS), "n_boot": size.cam_boot,
+                      "options": {"sanity_cases": size.sanity_cases, "channels_last": True}},
         "localization": {"enabled": True, "score": "auc", "positive_col": "has_lesion", "n_boot": size.cam_boot,
                          "options": {} if size.loc_figures else {"figure": False}},
         "pooling_probe": {"enabled": True, "post_task": "task_texture", "panel": size.probe_panel},
@@ -105,7 +129,7 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
     out : path
         Demo folder: ``cohort/``, ``models/``, ``study.yaml``, every stage's artefacts, ``report.html``.
     quick : bool
-        Smaller cohort and shorter training (about a minute on 2 CPU cores; used by the tests).
+        Smaller cohort (160 images) and shorter training (used by the tests).
     seed : int
         Same seed -> same cohort, checkpoints and numbers.
     force : bool
@@ -129,16 +153,19 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
     c0 = time.process_time()
     # the code that draws the cohort / trains the models is part of the stamp: an upgraded radlens
     # regenerates them instead of silently reusing stale ones
-    stamp = {"n_cases": size.n_cases, "image_size": size.image_size, "seed": seed,
+    stamp = {"n_cases": size.n_cases, "image_size": size.image_size, "seed": seed, "ranges": DEMO_RANGES,
+             "lesion_free_fraction": DEMO_LESION_FREE,
              "code": _code_hash("radlens.synth.cohort", "radlens.synth.volume")}
     stamp_path = out / "cohort" / "demo_cohort.json"
     manifest = out / "cohort" / "manifest.csv"
-    if force or not manifest.exists() or not stamp_path.exists() or read_json(stamp_path) != stamp:
+    if force or not manifest.exists() or not stamp_path.exists() or read_json(stamp_path) != _jsonable(stamp):
         log.info("demo: drawing %d phantoms (%d px)", size.n_cases, size.image_size)
-        make_cohort(out / "cohort", n_cases=size.n_cases, image_size=size.image_size, seed=seed)
-        write_json(stamp_path, stamp)
+        make_cohort(out / "cohort", n_cases=size.n_cases, image_size=size.image_size, seed=seed,
+                    lesion_free_fraction=DEMO_LESION_FREE, ranges=DEMO_RANGES)
+        write_json(stamp_path, _jsonable(stamp))
     t_cohort = time.perf_counter() - t0
-    tcfg = TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs, seed=seed)
+    tcfg = TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs,
+                       vit_epoch_factor=size.vit_epoch_factor, seed=seed)
     train_stamp = {"cohort": stamp, "train": vars(tcfg),
                    "code": _code_hash("radlens.synth.train", "radlens.synth.models")}
     train_json = out / "models" / "training.json"
@@ -146,7 +173,7 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
     if (force or not specs_path.exists() or not train_json.exists()
             or read_json(train_json).get("config") != _jsonable(vars(tcfg))
             or read_json(specs_path).get("stamp") != _jsonable(train_stamp)):
-        log.info("demo: training the demo encoders (CNN + ViT, %d pretext / %d fine-tuning epochs)",
+        log.info("demo: training the demo encoders (ResNet, DenseNet, ViT; %d pretext / %d fine-tuning epochs)",
                  size.pretext_epochs, size.finetune_epochs)
         res = train_demo(manifest, out / "models", tcfg)
         write_json(specs_path, {"stamp": train_stamp, "specs": res.specs})
@@ -156,10 +183,22 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
     atomic_write_text(study_path, "# written by `radlens demo`; edit and re-run with `radlens run study.yaml`\n"
                       + yaml.safe_dump(study_dict(specs, out, size, seed), sort_keys=False))
     result = run(study_path)
-    write_json(out / "demo.json", {"quick": quick, "seed": seed, "seconds": {
-        "cohort": round(t_cohort, 2), "training": round(t_train, 2),
-        "study": round(time.perf_counter() - t0 - t_cohort - t_train, 2),
-        "total": round(time.perf_counter() - t0, 2)}, "cpu_seconds_main_process": round(time.process_time() - c0, 2)})
+    seconds = {"cohort": round(t_cohort, 2), "training": round(t_train, 2),
+               "study": round(time.perf_counter() - t0 - t_cohort - t_train, 2),
+               "total": round(time.perf_counter() - t0, 2)}
+    from radlens.demo_summary import demo_summary
+
+    import pandas as pd
+
+    man = pd.read_csv(manifest)
+    cohort = {"n_cases": int(len(man)), "n_lesion": int(man["has_lesion"].sum()), "image_size": size.image_size,
+              "lesion_free_fraction": DEMO_LESION_FREE, "ranges": _jsonable(DEMO_RANGES),
+              "median_lesion_area_frac": round(float(man.loc[man["has_lesion"] == 1, "lesion_area_frac"].median()), 4)}
+    summary = demo_summary(out, quick=quick, seed=seed, seconds=seconds,
+                           cpu_seconds=round(time.process_time() - c0, 2), cohort=cohort)
+    write_json(out / "demo.json", summary)
+    for w in summary["warnings"]:
+        log.warning("demo: %s", w)
     return result
 
 

@@ -94,3 +94,33 @@ def test_bootstrap_reversal_rate_robust_vs_noise():
     same = pd.concat([df[df.method == "layercam"], df[df.method == "layercam"].assign(method="gradcam")])
     rev = ranking_reversals(architecture_rankings(summarize(same, ["centroid_disp"], n_boot=20)), same, n_boot=200)
     assert rev["boot_reversal_rate"].iloc[0] == pytest.approx(0.0)
+
+
+def test_sanity_exclusions_and_drop_combinations():
+    """A combination that fails the randomisation check for either checkpoint is listed once and
+    dropped from what the rankings read; the others stay."""
+    import pandas as pd
+
+    from radlens.cam.aggregate import architecture_rankings, drop_combinations, sanity_exclusions
+
+    san = pd.DataFrame({"architecture": ["cnn", "cnn", "vit", "vit", "vit", "vit"],
+                        "task": ["t"] * 6,
+                        "method": ["gradcam", "gradcam", "gradcam", "gradcam", "layercam", "layercam"],
+                        "model": ["a", "b", "a", "b", "a", "b"],
+                        "spearman_median": [0.1, 0.2, 0.3, 0.8, 0.7, 0.9],
+                        "threshold": [0.5] * 6,
+                        "passed": [True, True, True, False, False, False]})
+    exc = sanity_exclusions(san)
+    assert list(map(tuple, exc[["architecture", "method", "models_failed"]].to_numpy())) == \
+        [("vit", "gradcam", "b"), ("vit", "layercam", "a,b")]
+    assert exc["spearman_median_max"].tolist() == [0.8, 0.9]
+    assert all("sanity check failed" in r for r in exc["reason"])
+    summary = pd.DataFrame({"architecture": ["cnn", "vit", "cnn", "vit"], "task": ["t"] * 4,
+                            "method": ["gradcam", "gradcam", "layercam", "layercam"],
+                            "metric": ["pearson"] * 4, "median": [0.9, 0.1, 0.8, 0.2]})
+    kept = drop_combinations(summary, exc)
+    assert list(map(tuple, kept[["architecture", "method"]].to_numpy())) == [("cnn", "gradcam"), ("cnn", "layercam")]
+    rk = architecture_rankings(kept)
+    assert set(rk["architecture"]) == {"cnn"}
+    assert len(sanity_exclusions(san.assign(passed=True))) == 0
+    assert len(sanity_exclusions(pd.DataFrame())) == 0

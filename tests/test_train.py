@@ -8,7 +8,7 @@ import yaml
 from radlens.errors import InputError
 from radlens.synth.train import CohortArrays, TrainConfig, split_indices, train_demo_encoders
 
-TINY = dict(pretext_epochs=1, finetune_epochs=1, batch_size=16, finetune_batch_size=8, cnn_width=4,
+TINY = dict(pretext_epochs=1, finetune_epochs=1, batch_size=16, finetune_batch_size=8, cnn_width=4, densenet_width=8,
             vit_hidden=16, vit_layers=1, vit_heads=2, vit_patch=8)
 
 
@@ -42,26 +42,25 @@ def trained(tmp_path_factory):
 
 def test_specs_follow_the_contracts(trained):
     data, out, res = trained
-    assert set(res.specs) == {"cnn", "vit"}
+    assert set(res.specs) == {"cnn", "densenet", "vit"}
     enc = yaml.safe_load((out / "cnn" / "encoder_pre.yaml").read_text(encoding="utf-8"))
     assert enc["kind"] == "monai" and enc["name"] == "ResNet" and enc["layer"] == "layer4"
     assert enc["checkpoint"] == "pre.safetensors" and (out / "cnn" / "pre.safetensors").exists()
     assert enc["preprocess"]["spatial_size"] == [32, 32] and enc["preprocess"]["channels"] == 1
-    m, s = enc["preprocess"]["intensity"]["mean"][0], enc["preprocess"]["intensity"]["std"][0]
-    # radlens applies {mean, std} after a per-image min-max scaling to [0, 1]: the spec's numbers are
-    # the statistics of the min-max-scaled training images
-    tr = data.images[data.train_idx].astype(np.float64)
-    lo, hi = tr.min((1, 2), keepdims=True), tr.max((1, 2), keepdims=True)
-    assert m == pytest.approx(((tr - lo) / (hi - lo)).mean(), rel=1e-5)
-    assert s == pytest.approx(((tr - lo) / (hi - lo)).std(), rel=1e-4)
+    # a fixed [0, 1] window, never a per-image rescale (a per-image min-max let the intensity task be
+    # read from the background); the ViT gets a per-image z-score
+    assert enc["preprocess"]["clip"] == [0.0, 1.0] and enc["preprocess"]["intensity"] == "none"
+    denc = yaml.safe_load((out / "densenet" / "encoder_pre.yaml").read_text(encoding="utf-8"))
+    assert denc["kind"] == "monai" and denc["name"] == "DenseNet" and denc["layer"] == "features"
     venc = yaml.safe_load((out / "vit" / "encoder_pre.yaml").read_text(encoding="utf-8"))
     assert venc["kind"] == "hf" and (out / "vit" / "pre" / "config.json").exists()
-    for arch, pooling, target in (("cnn", "global", "layer4"), ("vit", "cls", "encoder.layer.0")):
+    assert venc["preprocess"]["intensity"] == "zscore"
+    for arch, pooling, target in (("cnn", "global", "layer4"), ("densenet", "global", "features"),
+                                  ("vit", "mean", "layernorm")):
         for kind in ("tl", "ft"):
             clf = yaml.safe_load((out / arch / f"classifier_{kind}_task_bright.yaml").read_text(encoding="utf-8"))
-            # a class-token ViT head never sees the last block's output patch tokens: explain its input
-            assert set(clf) == {"encoder", "head", "target_layer", "classes"} | ({"target_input"} if arch == "vit" else set())
-            assert clf.get("target_input", False) is (arch == "vit")
+            # every head reads the mean of its target layer: no target_input detour
+            assert set(clf) == {"encoder", "head", "target_layer", "classes"}
             assert clf["head"]["pooling"] == pooling and clf["target_layer"] == target
             from safetensors.torch import load_file
 
@@ -70,7 +69,7 @@ def test_specs_follow_the_contracts(trained):
         tl = yaml.safe_load((out / arch / "classifier_tl_task_bright.yaml").read_text(encoding="utf-8"))
         ft = yaml.safe_load((out / arch / "classifier_ft_task_bright.yaml").read_text(encoding="utf-8"))
         # transfer learning keeps the pre backbone; fine-tuning points at its own weights
-        assert tl["encoder"] == (enc if arch == "cnn" else venc)
+        assert tl["encoder"] == {"cnn": enc, "densenet": denc, "vit": venc}[arch]
         assert ft["encoder"] != tl["encoder"]
 
 
@@ -97,9 +96,7 @@ def test_loaded_classifier_reproduces_training_logits(trained):
 
     data, out, _ = trained
     clf = load_classifier(out / "cnn" / "classifier_ft_task_bright.yaml")
-    enc = yaml.safe_load((out / "cnn" / "encoder_pre.yaml").read_text(encoding="utf-8"))
-    m, s = enc["preprocess"]["intensity"]["mean"][0], enc["preprocess"]["intensity"]["std"][0]
-    x = torch.from_numpy((data.images[:4] - m) / s)[:, None].float()
+    x = torch.from_numpy(np.clip(data.images[:4], 0.0, 1.0))[:, None].float()  # the spec's fixed window
     net = build_cnn(cnn_args(4))
     net.load_state_dict(load_file(str(out / "cnn" / "ft_task_bright.safetensors")))
     net.eval()
@@ -145,7 +142,7 @@ def test_fine_tuning_learns_a_planted_task(tmp_path):
 
 
 def test_bad_inputs_name_the_parameter(tmp_path):
-    with pytest.raises(InputError, match=r"archs=\['resnet'\].*\['cnn', 'vit'\]"):
+    with pytest.raises(InputError, match=r"archs=\['resnet'\].*\['cnn', 'densenet', 'vit'\]"):
         TrainConfig(archs=("resnet",))
     with pytest.raises(InputError, match="finetune_epochs=-1"):
         TrainConfig(finetune_epochs=-1)
@@ -171,7 +168,7 @@ def test_youden_threshold_hand_worked():
     assert youden_threshold(np.array([1, 1]), np.array([0.3, 0.4])) == 0.0  # one class: no shift
 
 
-@pytest.mark.parametrize("arch", ["cnn", "vit"])
+@pytest.mark.parametrize("arch", ["cnn", "densenet", "vit"])
 def test_written_classifiers_reproduce_the_trained_models_through_radlens_preprocessing(trained, arch):
     """The specs the demo writes, loaded and preprocessed by radlens itself, give the validation AUC the
     training measured: every later analysis sees the models exactly as they were trained."""

@@ -165,6 +165,56 @@ def concentration_tests(df, bases: Sequence[str] | None = None, *, by: Sequence[
     return out
 
 
+def sanity_exclusions(sanity):
+    """Architecture x task x method combinations that failed the model-randomisation check.
+
+    A method's maps of an architecture enter the architecture rankings (and their reversals) only
+    when the maps of **both** checkpoints passed (:func:`radlens.cam.run._sanity`): a map that
+    survives re-initialising every weight reflects the input, not what the model learned, so its
+    drift says nothing about fine-tuning.
+
+    Parameters
+    ----------
+    sanity : DataFrame
+        ``architecture, task, method, model, spearman_median, threshold, passed`` (one row per
+        checkpoint).
+
+    Returns
+    -------
+    DataFrame: ``architecture, task, method, models_failed, spearman_median_max, threshold, reason``,
+    one row per excluded combination (empty when every combination passed or nothing was checked).
+    """
+    import pandas as pd
+
+    cols = ["architecture", "task", "method", "models_failed", "spearman_median_max", "threshold", "reason"]
+    if sanity is None or not len(sanity):
+        return pd.DataFrame(columns=cols)
+    rows = []
+    for (arch, task, method), g in sanity.groupby(["architecture", "task", "method"], sort=False):
+        bad = g[~g["passed"].astype(bool)]
+        if not len(bad):
+            continue
+        rho = float(np.nanmax(bad["spearman_median"].to_numpy(float)))
+        thr = float(bad["threshold"].iloc[0])
+        models = ",".join(str(m) for m in bad["model"])
+        rows.append({"architecture": arch, "task": task, "method": method, "models_failed": models,
+                     "spearman_median_max": rho, "threshold": thr,
+                     "reason": f"model-randomisation sanity check failed for model {models}: maps of the "
+                               f"re-initialised model keep median Spearman {rho:.2f} >= {thr:.2f} with the "
+                               "trained model's maps"})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def drop_combinations(table, excluded):
+    """Rows of ``table`` whose ``architecture, task, method`` is not listed in ``excluded``."""
+    if excluded is None or not len(excluded) or not len(table):
+        return table
+    key = ["architecture", "task", "method"]
+    bad = set(map(tuple, excluded[key].astype(str).to_numpy()))
+    mask = [tuple(r) not in bad for r in table[key].astype(str).to_numpy()]
+    return table[np.asarray(mask, dtype=bool)]
+
+
 def architecture_rankings(summary, metrics: Sequence[str] | None = None, *, stat: str = "median"):
     """Rank architectures by drift, per task x method x metric (rank 1 = most drift).
 

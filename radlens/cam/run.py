@@ -46,9 +46,12 @@ class CamDriftResult:
     paired : paired tests between methods on the same cases
     paired_architectures : paired tests between architectures on their common cases (per task x method)
     concentration : paired A-vs-B tests of each concentration measure
-    rankings, reversals : architecture rankings per metric and method; their agreement
+    rankings, reversals : architecture rankings per metric and method; their agreement (only
+        architecture x task x method combinations whose maps passed the sanity check)
     counts : per pair, the true-positive filter counts
-    sanity : model-randomisation check per pair x method x model
+    sanity : model-randomisation check per pair x method x model (``excluded_from_rankings``: this
+        combination's maps were left out of ``rankings`` / ``reversals``)
+    ranking_exclusions : one row per excluded architecture x task x method, with the reason
     series : drift along the checkpoint series (empty without series)
     failures : ``case_id, stage, error``
     """
@@ -64,6 +67,7 @@ class CamDriftResult:
     sanity: Any
     series: Any
     failures: Any
+    ranking_exclusions: Any = None
     outputs: dict = field(default_factory=dict)
 
 
@@ -87,7 +91,10 @@ def label_index(value, classes: Sequence[str]) -> int:
 
 
 def _prepare(clf, rows, cases, failures, stage_tag):
-    """Preprocess cases for ``clf``; returns (case ids, x (n, C, *sp), image shapes)."""
+    """Preprocess cases for ``clf``; returns (case ids, x (n, C, *sp), image shapes, ROI coverages).
+
+    The coverages are the ROI's covered fraction of every model-input pixel, ``(n, *sp)`` float32
+    (None when the encoder returned none)."""
     import torch
 
     from radlens.io.images import load_case
@@ -96,7 +103,7 @@ def _prepare(clf, rows, cases, failures, stage_tag):
 
     spec = clf.encoder.spec
     pkey = json.dumps([spec.get("preprocess"), spec.get("roi")], sort_keys=True, default=str)
-    ids, xs, shapes = [], [], []
+    ids, xs, shapes, covs = [], [], [], []
     for row in rows:
         cid = str(row["case_id"])
         try:
@@ -104,8 +111,8 @@ def _prepare(clf, rows, cases, failures, stage_tag):
                 cases[cid] = load_case(row)
             key = ("x", pkey, cid)  # encoders with the same preprocessing share the prepared input
             if key not in cases:
-                cases[key] = clf.preprocess(cases[cid])[0]
-            x = cases[key]
+                cases[key] = clf.preprocess(cases[cid])
+            x, cov = cases[key]
         except Exception as exc:  # noqa: BLE001 - recorded in the failures table, the rest proceed
             failures.append({"case_id": cid, "stage": f"cam-drift:{stage_tag}", "error": f"{type(exc).__name__}: {exc}"})
             log.warning("case %s skipped (%s): %s", cid, stage_tag, exc)
@@ -113,9 +120,11 @@ def _prepare(clf, rows, cases, failures, stage_tag):
         ids.append(cid)
         xs.append(torch.as_tensor(x, dtype=torch.float32))
         shapes.append(tuple(cases[cid].array.shape))
+        covs.append(None if cov is None else np.asarray(cov, dtype=np.float32).reshape(x.shape[1:]))
     if not xs:
-        return ids, None, shapes
-    return ids, torch.stack(xs), shapes
+        return ids, None, shapes, None
+    roi = np.stack(covs) if all(c is not None for c in covs) else None
+    return ids, torch.stack(xs), shapes, roi
 
 
 def _logits(module, x, batch_size):
@@ -161,18 +170,19 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
                          f"{[c for c in df.columns if c not in ('case_id', 'image', 'mask')][:20]}")
     clf_a, clf_b = _load_pair_models(pair, cfg["device"])
     rows = df.to_dict("records")
-    ids, x_a, shapes = _prepare(clf_a, rows, cases, failures, f"{tag}:a")
+    ids, x_a, shapes, roi_a = _prepare(clf_a, rows, cases, failures, f"{tag}:a")
     if x_a is None:
         raise InputError(f"{tag}: no case could be loaded and preprocessed; see the failures table")
     same_pre = all(clf_a.encoder.spec.get(k) == clf_b.encoder.spec.get(k) for k in ("preprocess", "roi"))
     if same_pre:
         x_b = x_a
     else:
-        ids_b, x_b, _ = _prepare(clf_b, rows, cases, failures, f"{tag}:b")
+        ids_b, x_b, _, _ = _prepare(clf_b, rows, cases, failures, f"{tag}:b")
         keep_ids = [c for c in ids if c in set(ids_b)]
         ia = [ids.index(c) for c in keep_ids]
         ib = [ids_b.index(c) for c in keep_ids]
         x_a, x_b, shapes, ids = x_a[ia], x_b[ib], [shapes[i] for i in ia], keep_ids
+        roi_a = roi_a[ia] if roi_a is not None else None
     bs = cfg["batch_size"]
     la, lb = _logits(clf_a.module, x_a, bs), _logits(clf_b.module, x_b, bs)
     sub = df.set_index("case_id").loc[ids]
@@ -217,6 +227,8 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
     series_rows = _series(pair, clf_a, clf_b, xa, targets, kept_ids, cfg) if pair.series else []
     maps_out["case_id"] = np.asarray(kept_ids, dtype=str)
     maps_out["input_image"] = xa[:, 0].numpy().astype(np.float32)
+    if roi_a is not None:  # the ROI on the map grid (covered fraction of each model-input pixel)
+        maps_out["roi"] = roi_a[kid].astype(np.float32)
     maps_out["image_shape"] = np.asarray([shapes[i] for i in kid], dtype=np.int64)
     maps_meta = {"architecture": pair.architecture, "task": pair.task, "methods": list(cfg["methods"]),
                  "models": {"a": str(clf_a.source), "b": str(clf_b.source)}, "target": targets.tolist(),
@@ -342,8 +354,8 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
     """
     import pandas as pd
 
-    from radlens.cam.aggregate import (architecture_rankings, concentration_tests, paired_tests,
-                                       ranking_reversals, summarize)
+    from radlens.cam.aggregate import (architecture_rankings, concentration_tests, drop_combinations,
+                                       paired_tests, ranking_reversals, sanity_exclusions, summarize)
     from radlens.io.manifest import Manifest, read_manifest
 
     if samples not in ("tp", "correct"):
@@ -387,12 +399,23 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
                                 compare="architecture", by=("task", "method"), n_boot=n_boot, seed=seed)
                    if len(drift_df) and drift_df["architecture"].nunique() > 1 else pd.DataFrame())
     conc = concentration_tests(drift_df, n_boot=n_boot, seed=seed) if len(drift_df) else pd.DataFrame()
-    rankings = architecture_rankings(summary) if len(summary) else pd.DataFrame()
-    reversals = (ranking_reversals(rankings, drift_df, n_boot=n_boot, seed=seed) if len(rankings)
-                 else pd.DataFrame())
+    sanity_df = pd.DataFrame(sanity_rows)
+    excluded = sanity_exclusions(sanity_df)
+    if len(sanity_df):
+        bad = set(map(tuple, excluded[["architecture", "task", "method"]].astype(str).to_numpy()))
+        sanity_df["excluded_from_rankings"] = [tuple(r) in bad for r in
+                                               sanity_df[["architecture", "task", "method"]].astype(str).to_numpy()]
+    for r in excluded.to_dict("records"):
+        log.warning("%s/%s %s EXCLUDED from the architecture rankings and reversals: %s", r["architecture"],
+                    r["task"], r["method"], r["reason"])
+    rank_summary = drop_combinations(summary, excluded) if len(summary) else summary
+    rankings = architecture_rankings(rank_summary) if len(rank_summary) else pd.DataFrame()
+    reversals = (ranking_reversals(rankings, drop_combinations(drift_df, excluded), n_boot=n_boot, seed=seed)
+                 if len(rankings) else pd.DataFrame())
     res = CamDriftResult(drift=drift_df, summary=summary, paired=paired, paired_architectures=paired_arch,
                          concentration=conc, rankings=rankings,
-                         reversals=reversals, counts=pd.DataFrame(counts), sanity=pd.DataFrame(sanity_rows),
+                         reversals=reversals, counts=pd.DataFrame(counts), sanity=sanity_df,
+                         ranking_exclusions=excluded,
                          series=pd.concat(series_rows, ignore_index=True) if series_rows else pd.DataFrame(),
                          failures=pd.DataFrame(failures, columns=["case_id", "stage", "error"]))
     prov_cfg = {**cfg, "pairs": [{k: (str(v) if k in ("model_a", "model_b") else v) for k, v in vars(p).items()}
@@ -413,9 +436,9 @@ def _write_outputs(res, maps, cfg, manifest, out, save_maps, figures):
         write_table(res.drift, out, meta)
         res.outputs["drift"] = str(out)
         for name in ("summary", "paired", "paired_architectures", "concentration", "rankings", "reversals", "counts",
-                     "sanity", "series"):
+                     "sanity", "series", "ranking_exclusions"):
             t = getattr(res, name)
-            if len(t):
+            if t is not None and (len(t) or name == "ranking_exclusions"):
                 p = out.with_name(f"{out.stem}.{name}{out.suffix}")
                 write_table(t, p, meta)
                 res.outputs[name] = str(p)

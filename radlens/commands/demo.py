@@ -4,22 +4,24 @@ from __future__ import annotations
 import argparse
 
 NAME = "demo"
-HELP = "complete study on a phantom cohort with planted ground truth (trains its own encoders; minutes on a laptop CPU)"
+HELP = "complete study on a phantom cohort with planted ground truth (trains its own three encoders; minutes on a laptop CPU)"
 DESCRIPTION = """Run radlens end to end on an embedded default:
 
-1. a phantom cohort whose lesions carry independent texture, intensity and shape attributes, with
-   three binary tasks each tied to one of them (task_texture, task_intensity, task_shape);
-2. a small CNN (MONAI ResNet) and a tiny ViT (HF DINOv2) trained on the spot: contrastive pretext
-   pre-training, then per task a transfer-learning (frozen backbone + head) and a fine-tuned checkpoint;
+1. a phantom cohort (400 images, 64 px; --quick: 160) whose lesions carry independent texture,
+   intensity and shape attributes, with three binary tasks each tied to one of them (task_texture,
+   task_intensity, task_shape);
+2. three encoders trained on the spot -- a small MONAI ResNet, a small MONAI DenseNet and a tiny HF
+   DINOv2 ViT: a self-supervised pretext, then per task a transfer-learning (frozen backbone + head)
+   and a fine-tuned checkpoint;
 3. OUT/study.yaml naming all of it, run by `radlens run` (radiomic lens, CAM drift, pooling probe,
-   localization); 4. OUT/report.html with planted-truth checks (is the texture task's top-k enriched
-   for texture features? does ROI pooling beat global pooling for small perturbations?).
+   localization); 4. OUT/report.html, and OUT/demo.json with the key numbers (validation AUCs,
+   pointing game / pixel AUC of the CAMs, sanity checks, planted-truth recovery, timings).
 
 Re-running reuses the cohort, the checkpoints and every unchanged stage.
 
 example:
   radlens demo --out radlens-demo         # the full demo (measured run times: README, OUT/demo.json)
-  radlens demo --out /tmp/q --quick       # smaller cohort, shorter training (several times faster)
+  radlens demo --out /tmp/q --quick       # smaller cohort, shorter training (the tests run it)
 """
 
 

@@ -582,11 +582,29 @@ def make_cohort(out_dir, n_cases: int = 200, image_size: int = 64, seed: int = 0
                   lesion_free_fraction=float(lesion_free_fraction), roi=roi, image_format=image_format,
                   images_per_patient=int(images_per_patient), test_fraction=float(test_fraction),
                   png_dtype=png_dtype, ranges=_resolve_ranges(ranges))
-    meta = provenance("synth", config, attributes=ATTRIBUTE_DOCS)
+    meta = provenance("synth", config, attributes=attribute_docs(ranges))
     path = write_table(man, out / "manifest.csv", meta=meta)
     log.info("wrote %d phantom cases (%d lesion-free) to %s", len(man), int((man.has_lesion == 0).sum()),
              os.fspath(path))
     return path
+
+
+def attribute_docs(ranges: dict | None = None) -> dict:
+    """:data:`ATTRIBUTE_DOCS` with the task classes' ranges as resolved from ``ranges`` overrides
+    (a swapped range pair swaps what class 1 means, e.g. ``corr_len`` ``((2.0, 3.2), (0.5, 0.8))``
+    makes ``task_texture = 1`` the fine texture)."""
+    rg = _resolve_ranges(ranges)
+    d = dict(ATTRIBUTE_DOCS)
+    fine_is_one = rg["corr_len"][1][1] < rg["corr_len"][0][0]
+    d["lesion_intensity"] = ("planted mean intensity inside the lesion on the [0, 1] scale "
+                             "(task_intensity=1: %s, 0: %s)" % (rg["intensity"][1], rg["intensity"][0]))
+    d["texture_corr_len"] = ("Gaussian-random-field smoothing sigma in px at 64 px, scaled with size "
+                             "(task_texture=1: %s, 0: %s)" % (rg["corr_len"][1], rg["corr_len"][0]))
+    d["elongation"] = "major / minor axis (task_shape=1: %s, 0: %s)" % (rg["elongation"][1], rg["elongation"][0])
+    d["texture_amp"] = "std of the texture field, drawn independently of every task: %s" % (rg["texture_amp"],)
+    d["task_texture"] = ("1 = %s texture (%s correlation length); empty when has_lesion=0"
+                         % (("fine", "short") if fine_is_one else ("coarse", "long")))
+    return d
 
 
 ATTRIBUTE_DOCS = {

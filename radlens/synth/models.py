@@ -1,4 +1,4 @@
-"""Demo network definitions: a small MONAI ResNet and a tiny HF DINOv2 ViT.
+"""Demo network definitions: a small MONAI ResNet, a small MONAI DenseNet and a tiny HF DINOv2 ViT.
 
 Both are built exactly the way a user's own encoder is described to radlens (an encoder spec with
 ``kind: monai`` + ``name``/``args``, or ``kind: hf`` + a ``save_pretrained`` folder), so the demo
@@ -15,9 +15,13 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: The two demo architectures and what their linear heads read.
+#: The demo architectures and what their linear heads read. Every head reads the spatial / token mean
+#: of the CAM target layer's output, so ``logit = bias + sum over positions of (head weight . activation) / N``
+#: exactly: Grad-CAM on that layer is the per-position share of the logit (Zhou et al.'s CAM), signed
+#: activations included (the ViT's final layer norm and the DenseNet's last batch norm emit signed values).
 ARCHS = {"cnn": {"kind": "monai", "pooling": "global", "layer": "layer4", "target_layer": "layer4"},
-         "vit": {"kind": "hf", "pooling": "cls", "layer": None, "target_layer": None}}
+         "densenet": {"kind": "monai", "pooling": "global", "layer": "features", "target_layer": "features"},
+         "vit": {"kind": "hf", "pooling": "mean", "layer": None, "target_layer": "layernorm"}}
 
 
 def cnn_args(width: int = 8) -> dict[str, Any]:
@@ -30,6 +34,25 @@ def cnn_args(width: int = 8) -> dict[str, Any]:
     return {"block": "basic", "layers": [1, 1, 1, 1], "block_inplanes": [width, 2 * width, 4 * width, 8 * width],
             "spatial_dims": 2, "n_input_channels": 1, "conv1_t_size": 3, "conv1_t_stride": 1,
             "no_max_pool": True, "feed_forward": False}
+
+
+def densenet_args(width: int = 16) -> dict[str, Any]:
+    """Constructor arguments of the demo DenseNet (``monai.networks.nets.DenseNet``).
+
+    A 7x7 stride-2 stem and a max-pool (64 px -> 16x16), two dense blocks of three layers (growth
+    ``width // 2``) with one transition, so a 64x64 input gives an 8x8 ``features`` grid (the last
+    batch norm's output, read by the head through a spatial mean). ``out_channels`` sizes MONAI's own
+    classification layers, which the demo never runs (the encoder stops at ``features``).
+    """
+    return {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "init_features": int(width),
+            "growth_rate": max(int(width) // 2, 2), "block_config": [3, 3], "bn_size": 2}
+
+
+def build_densenet(args: dict[str, Any] | None = None):
+    """The demo DenseNet backbone: ``monai.networks.nets.DenseNet(**args)`` (see :func:`densenet_args`)."""
+    from monai.networks.nets import DenseNet
+
+    return DenseNet(**(args or densenet_args()))
 
 
 def build_cnn(args: dict[str, Any] | None = None):
@@ -61,9 +84,9 @@ def build_vit(config=None):
     return model
 
 
-def vit_target_layer(config) -> str:
-    """Dotted name of the last transformer block of a DINOv2 model (the ViT CAM layer)."""
-    return f"encoder.layer.{config.num_hidden_layers - 1}"
+def vit_target_layer(config=None) -> str:
+    """Dotted name of the ViT CAM layer: the final layer norm, whose patch tokens the mean-pooled head reads."""
+    return "layernorm"
 
 
 def pooled_features(backbone, x, arch: str):
@@ -75,9 +98,11 @@ def pooled_features(backbone, x, arch: str):
         :func:`build_cnn` or :func:`build_vit` output.
     x : Tensor, shape (B, 1, H, W)
         Preprocessed images.
-    arch : {"cnn", "vit"}
+    arch : {"cnn", "densenet", "vit"}
         ``cnn``: global average of the ``layer4`` feature map (pooling ``global``);
-        ``vit``: the CLS token of ``last_hidden_state`` (after the final layer norm; pooling ``cls``).
+        ``densenet``: global average of the ``features`` output (last batch norm; pooling ``global``);
+        ``vit``: mean of the patch tokens of ``last_hidden_state`` (after the final layer norm; pooling
+        ``mean``).
 
     Returns
     -------
@@ -85,8 +110,30 @@ def pooled_features(backbone, x, arch: str):
     """
     if arch == "cnn":
         return backbone(x)  # MONAI ResNet without fc: flattened adaptive average pool of layer4
+    if arch == "densenet":
+        return backbone.features(x).mean(dim=(2, 3))
     if arch == "vit":
-        return backbone(pixel_values=x).last_hidden_state[:, 0]
+        return backbone(pixel_values=x).last_hidden_state[:, 1:].mean(dim=1)
+    raise ValueError(f"arch {arch!r} not supported; use one of {sorted(ARCHS)}")
+
+
+def grid_features(backbone, x, arch: str):
+    """The target layer's output on its grid, ``(B, C, h, w)`` (ViT: patch tokens put on the patch grid).
+
+    :func:`pooled_features` is its mean over ``(h, w)`` for every architecture.
+    """
+    if arch == "cnn":
+        f = backbone.act(backbone.bn1(backbone.conv1(x)))  # demo ResNet: no max-pool (cnn_args)
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            f = getattr(backbone, name)(f)
+        return f
+    if arch == "densenet":
+        return backbone.features(x)
+    if arch == "vit":
+        tok = backbone(pixel_values=x).last_hidden_state[:, 1:]
+        b, n, d = tok.shape
+        side = int(round(n ** 0.5))
+        return tok.transpose(1, 2).reshape(b, d, side, n // side)
     raise ValueError(f"arch {arch!r} not supported; use one of {sorted(ARCHS)}")
 
 
@@ -95,6 +142,8 @@ def feature_dim(backbone, arch: str) -> int:
     if arch == "cnn":
         return int(backbone.layer4[-1].conv2.out_channels) if hasattr(backbone.layer4[-1], "conv2") else \
             int(backbone.in_planes)
+    if arch == "densenet":
+        return int(backbone.features.norm5.num_features)
     return int(backbone.config.hidden_size)
 
 
@@ -113,6 +162,9 @@ def make_classifier(backbone, arch: str, n_classes: int = 2):
 
         def features(self, x):
             return pooled_features(self.backbone, x, self.arch)
+
+        def grid(self, x):
+            return grid_features(self.backbone, x, self.arch)
 
         def forward(self, x):
             return self.head(self.features(x))

@@ -1,6 +1,7 @@
 """Demo encoder training: pretext pre-training, transfer learning and fine-tuning on a cohort.
 
-For each architecture (a small MONAI ResNet and a tiny HF DINOv2 ViT, :mod:`radlens.synth.models`):
+For each architecture (a small MONAI ResNet, a small MONAI DenseNet and a tiny HF DINOv2 ViT,
+:mod:`radlens.synth.models`):
 
 1. **pre** — self-supervised pretext pre-training on every image of the cohort (SimCLR-style
    contrastive learning: two augmented views of each image — flips, 90-degree rotations, shifts,
@@ -9,9 +10,12 @@ For each architecture (a small MONAI ResNet and a tiny HF DINOv2 ViT, :mod:`radl
 2. per downstream task (``task_texture``, ``task_intensity``, ``task_shape``):
 
    * **tl** — transfer learning: the pre backbone frozen, an L2 logistic-regression linear head fitted
-     on its pooled features (global average for the CNN, CLS token for the ViT);
-   * **ft** — full fine-tuning, initialised from pre backbone + tl head (linear-probe-then-fine-tune),
-     Adam on every parameter with flip/rotation augmentation.
+     on its pooled features (global average for the CNNs, patch-token mean for the ViT);
+   * **ft** — full fine-tuning of the pre backbone with a fresh (zero) head: AdamW with a one-cycle
+     learning-rate schedule (warm-up, cosine decay) on every parameter, flip/rotation augmentation.
+     Starting from the tl head instead was a bug: the logistic head is fitted on standardised
+     features, so in raw-feature units its weights are large (1 / feature std); the first steps then
+     blew the backbone up (final training loss 3.8, validation AUC at chance on every task).
 
 Checkpoints are written as ``.safetensors`` (CNN) or ``save_pretrained`` folders (ViT), with encoder
 and classifier spec YAMLs in the formats of ``docs/contracts.md``. Everything is seeded, runs with
@@ -45,18 +49,27 @@ class TrainConfig:
 
     Parameters
     ----------
-    archs : tuple of {"cnn", "vit"}
+    archs : tuple of {"cnn", "densenet", "vit"}
     tasks : tuple of str
         Binary label columns of the manifest, one transfer-learning and one fine-tuned checkpoint each.
     pretext_epochs, finetune_epochs : int
     batch_size, finetune_batch_size : int
         Images per step of the pretext task (contrastive negatives) and of fine-tuning.
     lr_pretext, lr_finetune : float
-        Adam learning rates (fine-tuning: backbone; the head gets 3x).
+        AdamW peak learning rates (fine-tuning: backbone; the head gets 3x), one-cycle schedule.
+    vit_lr_finetune : float
+        Peak fine-tuning learning rate of the ViT.
+    vit_epoch_factor : float
+        The ViT fine-tunes ``round(vit_epoch_factor * finetune_epochs)`` epochs (transformers trained
+        from scratch need more steps; a ViT step is cheaper than a CNN step here).
+    weight_decay : float
+        AdamW weight decay of fine-tuning.
     temperature : float
         NT-Xent temperature.
     cnn_width : int
         CNN stem width (stages: width x 1, 2, 4, 8).
+    densenet_width : int
+        DenseNet stem width (growth rate width / 2).
     vit_hidden, vit_layers, vit_heads, vit_patch : int
         Tiny DINOv2 size.
     val_fraction : float
@@ -66,16 +79,20 @@ class TrainConfig:
         torch intra-op threads used while training (fixed, so numbers do not depend on the machine load).
     """
 
-    archs: tuple = ("cnn", "vit")
+    archs: tuple = ("cnn", "densenet", "vit")
     tasks: tuple = TASKS
     pretext_epochs: int = 4
     finetune_epochs: int = 8
     batch_size: int = 32
-    finetune_batch_size: int = 16
+    finetune_batch_size: int = 32
     lr_pretext: float = 2e-3
-    lr_finetune: float = 2e-3
+    lr_finetune: float = 3e-3
+    vit_lr_finetune: float = 2e-3
+    vit_epoch_factor: float = 2.0
+    weight_decay: float = 0.05
     temperature: float = 0.2
     cnn_width: int = 8
+    densenet_width: int = 16
     vit_hidden: int = 64
     vit_layers: int = 4
     vit_heads: int = 4
@@ -88,7 +105,7 @@ class TrainConfig:
         bad = [a for a in self.archs if a not in ARCHS]
         if bad or not self.archs:
             raise InputError(f"TrainConfig.archs={list(self.archs)!r}: allowed values are {sorted(ARCHS)}")
-        for name in ("pretext_epochs", "finetune_epochs", "batch_size", "finetune_batch_size", "cnn_width", "vit_hidden",
+        for name in ("pretext_epochs", "finetune_epochs", "batch_size", "finetune_batch_size", "cnn_width", "densenet_width", "vit_hidden",
                      "vit_layers", "vit_heads", "vit_patch", "threads"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (0 if name.endswith("epochs") else 1):
@@ -213,9 +230,12 @@ def _augment(x, gen, strong: bool):
         dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
         dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
         x = torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+        # brightness / contrast jitter and noise in units of the batch's intensity SD (the inputs are
+        # no longer standardised: on the [0, 1] scale a fixed 0.1 noise drowned the lesion texture)
+        sd = x.std().clamp_min(1e-6)
         scale = 0.75 + 0.5 * torch.rand(b, 1, 1, 1, generator=gen)
-        shift = 0.4 * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
-        x = x * scale + shift + 0.1 * torch.randn(x.shape, generator=gen)
+        shift = 0.4 * sd * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
+        x = x * scale + shift + 0.1 * sd * torch.randn(x.shape, generator=gen)
     return x
 
 
@@ -266,25 +286,78 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------- training stages
-def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> None:
-    """Contrastive pretext pre-training of ``model.backbone`` (+ a 2-layer projection head)."""
-    import torch
+def local_statistics(x, grid: tuple[int, int]):
+    """Hand-crafted per-cell image statistics, the regression targets of the pretext task.
 
-    d = model.head.in_features
-    proj = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Linear(d, 32))
-    params = list(model.backbone.parameters()) + list(proj.parameters())
+    Parameters
+    ----------
+    x : Tensor, shape (B, 1, H, W)
+    grid : (h, w)
+        Cells per axis (the feature grid of the model; ``H % h == W % w == 0``).
+
+    Returns
+    -------
+    Tensor, shape (B, 7, h, w)
+        Per cell: mean, standard deviation, mean |d/dx|, mean |d/dy|, mean |Laplacian| (fine
+        structure), the standard deviation of a 2-px box-smoothed copy (coarse structure) and the
+        cell's share of the image above its 75th percentile (bright mass).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, w = grid
+    ky, kx = x.shape[2] // h, x.shape[3] // w
+    pool = lambda t: F.avg_pool2d(t, (ky, kx))  # noqa: E731
+    xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    dx = (xp[:, :, 1:-1, 2:] - xp[:, :, 1:-1, :-2]).abs()
+    dy = (xp[:, :, 2:, 1:-1] - xp[:, :, :-2, 1:-1]).abs()
+    lap = (xp[:, :, 1:-1, 2:] + xp[:, :, 1:-1, :-2] + xp[:, :, 2:, 1:-1] + xp[:, :, :-2, 1:-1] - 4 * x).abs()
+    smooth = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    mean = pool(x)
+    sd = (pool(x ** 2) - mean ** 2).clamp_min(0).sqrt()
+    msm = pool(smooth)
+    sd_smooth = (pool(smooth ** 2) - msm ** 2).clamp_min(0).sqrt()
+    q = torch.quantile(x.flatten(1), 0.75, dim=1)[:, None, None, None]
+    bright = pool((x > q).float())
+    return torch.cat([mean, sd, pool(dx), pool(dy), pool(lap), sd_smooth, bright], dim=1)
+
+
+def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> None:
+    """Self-supervised pretext pre-training of ``model.backbone``: from each cell of its feature grid,
+    a linear read-out predicts the hand-crafted statistics of that image cell
+    (:func:`local_statistics`, standardised over the cohort), on strongly augmented images
+    (a MaskFeat-style feature-prediction pretext without the masking). It never sees a task label
+    or a planted attribute; it teaches every architecture -- the ViT in particular, which learns
+    little from a couple of hundred labelled images alone -- to encode local intensity and
+    structure, as a generic pre-trained encoder would."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        g0 = model.grid(x[:2])
+        grid = tuple(int(v) for v in g0.shape[2:])
+        d = int(g0.shape[1])
+        stats = torch.cat([local_statistics(x[i:i + 256], grid) for i in range(0, len(x), 256)])
+        mu, sd = stats.mean((0, 2, 3), keepdim=True), stats.std((0, 2, 3), keepdim=True) + 1e-6
+    readout = torch.nn.Conv2d(d, stats.shape[1], 1)
+    params = list(model.backbone.parameters()) + list(readout.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr_pretext, weight_decay=1e-4)
+    n_steps = max(cfg.pretext_epochs * len(_batches(len(x), cfg.batch_size, gen, shuffle=False)), 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr_pretext, total_steps=n_steps, pct_start=0.2)
+    step = 0
     for epoch in range(cfg.pretext_epochs):
         model.train()
         losses = []
         for idx in _batches(len(x), cfg.batch_size, gen):
-            xb = x[idx]
-            z1 = proj(model.features(_augment(xb, gen, strong=True)))
-            z2 = proj(model.features(_augment(xb, gen, strong=True)))
-            loss = _nt_xent(z1, z2, cfg.temperature)
+            xb = _augment(x[idx], gen, strong=True)
+            target = (local_statistics(xb, grid) - mu) / sd
+            loss = F.mse_loss(readout(model.grid(xb)), target)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            step += 1
+            if step < n_steps:
+                sched.step()
             losses.append(float(loss.detach()))
         log_rows.append({"arch": model.arch, "stage": "pretext", "task": "", "epoch": epoch + 1,
                          "loss": float(np.mean(losses))})
@@ -306,38 +379,47 @@ def fit_linear_head(model, x, y: np.ndarray, train_idx: np.ndarray, seed: int) -
         model.head.bias.copy_(torch.tensor([0.0, b], dtype=torch.float32))
 
 
-def model_inputs(images: np.ndarray, train_idx: np.ndarray):
+#: the demo encoders' intensity preprocessing: the phantoms' fixed [0, 1] scale, clipped, never rescaled
+#: per image. A per-image min-max rescale (the earlier ``intensity: {mean, std}``) let the intensity
+#: task be read from the *background*: a bright lesion raises the image maximum, so everything else
+#: comes out darker. The fine-tuned CNNs learned exactly that shortcut (Grad-CAM pixel AUC 0.14-0.21,
+#: pointing game 0.00: the maps lit up everything but the lesion).
+DEMO_INTENSITY = {"clip": [0.0, 1.0], "intensity": "none"}
+#: per architecture: the ViT (layer norms everywhere, trained from scratch) learns nothing from the
+#: un-centred [0, 1] scale (validation AUC 0.27-0.65), so it gets a per-image z-score -- a far weaker
+#: global coupling than min-max (a 5-12 % lesion moves an image's mean and SD by a few percent)
+ARCH_INTENSITY = {"cnn": DEMO_INTENSITY, "densenet": DEMO_INTENSITY, "vit": {"clip": None, "intensity": "zscore"}}
+
+
+def model_inputs(images: np.ndarray, train_idx: np.ndarray | None = None, intensity: dict | None = None):
     """The demo models' inputs, produced by radlens' own encoder preprocessing.
 
-    The encoder specs the demo writes say ``intensity: {mean, std}``, which radlens applies after a
-    per-image min-max scaling to [0, 1] (:mod:`radlens.encoders.preprocess`). Training on anything else
-    would make every later analysis feed the models inputs they were not trained on, so the training
+    The encoder specs the demo writes say :data:`DEMO_INTENSITY`; training on anything else would
+    make every later analysis feed the models inputs they were not trained on, so the training
     tensors come from the same :class:`~radlens.encoders.preprocess.Preprocessor`.
 
     Parameters
     ----------
     images : ndarray, shape (n, H, W)
-    train_idx : ndarray of int
-        Cases whose min-max-scaled pixels define the normalisation ``(mean, std)``.
+    train_idx : ignored (kept for callers of the earlier signature)
+    intensity : dict, optional
+        ``clip`` and ``intensity`` preprocessing entries (default :data:`DEMO_INTENSITY`).
 
     Returns
     -------
     x : Tensor float32, shape (n, 1, H, W)
-    norm : (float, float)
-        ``mean, std`` written into the encoder specs.
+    norm : None
+        (The earlier per-cohort ``(mean, std)``; the fixed window needs none.)
     """
     import torch
 
     from radlens.encoders.preprocess import Preprocessor
 
     h, w = images.shape[1:]
-    base = {"spatial_size": [int(h), int(w)], "clip": None, "interpolation": "auto"}
+    base = {"spatial_size": [int(h), int(w)], "interpolation": "auto", **(intensity or DEMO_INTENSITY)}
     roi = {"rule": "overlap", "min_overlap": 0.5, "mode": "full", "crop_margin": 0.25}
-    minmax = Preprocessor({**base, "intensity": "minmax"}, roi, 1)
-    scaled = np.stack([minmax(im).x[0].numpy() for im in images[train_idx]])
-    norm = (float(scaled.mean()), float(scaled.std() + 1e-6))
-    final = Preprocessor({**base, "intensity": {"mean": [norm[0]], "std": [norm[1]]}}, roi, 1)
-    return torch.stack([final(im).x for im in images]), norm
+    final = Preprocessor(base, roi, 1)
+    return torch.stack([final(im).x for im in images]), None
 
 
 def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
@@ -373,14 +455,24 @@ def place_operating_point(model, x, y: np.ndarray, train_idx: np.ndarray) -> flo
 
 def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, gen, task: str,
              log_rows: list) -> None:
-    """Full fine-tuning of backbone + head with cross-entropy and flip/rotation augmentation."""
+    """Full fine-tuning of backbone + a fresh zero head: cross-entropy, flip/rotation augmentation,
+    AdamW with a one-cycle schedule (20 % warm-up, cosine decay; the head at 3x the backbone's rate)."""
     import torch
     import torch.nn.functional as F
 
-    opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": cfg.lr_finetune},
-                             {"params": model.head.parameters(), "lr": 3 * cfg.lr_finetune}], weight_decay=1e-4)
+    vit = model.arch == "vit"
+    lr = cfg.vit_lr_finetune if vit else cfg.lr_finetune
+    epochs = int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit else cfg.finetune_epochs
+    with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": lr},
+                             {"params": model.head.parameters(), "lr": 3 * lr}], weight_decay=cfg.weight_decay)
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
-    for epoch in range(cfg.finetune_epochs):
+    n_steps = max(epochs * len(_batches(len(xt), cfg.finetune_batch_size, gen, shuffle=False)), 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 3 * lr], total_steps=n_steps, pct_start=0.2)
+    step = 0
+    for epoch in range(epochs):
         model.train()
         losses = []
         for idx in _batches(len(xt), cfg.finetune_batch_size, gen):
@@ -388,6 +480,9 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
             opt.zero_grad()
             loss.backward()
             opt.step()
+            step += 1
+            if step < n_steps:
+                sched.step()
             losses.append(float(loss.detach()))
         log_rows.append({"arch": model.arch, "stage": "finetune", "task": task, "epoch": epoch + 1,
                          "loss": float(np.mean(losses))})
@@ -458,39 +553,38 @@ def _save_state(module, path: Path) -> None:
 
 def _encoder_spec(arch: str, name: str, cfg: TrainConfig, image_shape, norm: tuple[float, float], vit_cfg) -> dict:
     """Encoder spec dict (paths relative to the folder the YAMLs are written in)."""
-    from radlens.synth.models import cnn_args
+    from radlens.synth.models import cnn_args, densenet_args
 
-    pre = {"spatial_size": [int(s) for s in image_shape], "intensity": {"mean": [norm[0]], "std": [norm[1]]},
-           "channels": 1}
+    pre = {"spatial_size": [int(s) for s in image_shape], **ARCH_INTENSITY[arch], "channels": 1}
     roi = {"rule": "overlap", "min_overlap": 0.5, "mode": "full", "crop_margin": 0.25}
     if arch == "cnn":
         return {"kind": "monai", "name": "ResNet", "args": cnn_args(cfg.cnn_width),
                 "checkpoint": f"{name}.safetensors", "layer": "layer4", "preprocess": pre, "roi": roi}
+    if arch == "densenet":
+        return {"kind": "monai", "name": "DenseNet", "args": densenet_args(cfg.densenet_width),
+                "checkpoint": f"{name}.safetensors", "layer": "features", "preprocess": pre, "roi": roi}
     return {"kind": "hf", "path": f"{name}/", "preprocess": pre, "roi": roi}
 
 
 def _write_checkpoint(model, arch: str, name: str, arch_dir: Path, spec: dict) -> None:
-    if arch == "cnn":
-        _save_state(model.backbone, arch_dir / f"{name}.safetensors")
-    else:
+    if arch == "vit":
         model.backbone.save_pretrained(str(arch_dir / name), safe_serialization=True)
+    else:
+        _save_state(model.backbone, arch_dir / f"{name}.safetensors")
     _write_yaml(arch_dir / f"encoder_{name}.yaml", spec)
 
 
 def _write_classifier(model, arch: str, kind: str, task: str, arch_dir: Path, enc_spec: dict, vit_cfg) -> Path:
     from safetensors.torch import save_file
 
-    from radlens.synth.models import vit_target_layer
-
     head_path = arch_dir / f"head_{kind}_{task}.safetensors"
     save_file({"weight": model.head.weight.detach().contiguous().clone(),
                "bias": model.head.bias.detach().contiguous().clone()}, str(head_path))
+    # every head reads the mean over positions of the target layer's output (see radlens.synth.models.ARCHS)
     spec = {"encoder": copy.deepcopy(enc_spec),
             "head": {"checkpoint": head_path.name, "pooling": ARCHS[arch]["pooling"]},
-            "target_layer": "layer4" if arch == "cnn" else vit_target_layer(vit_cfg),
+            "target_layer": ARCHS[arch]["target_layer"],
             "classes": ["negative", "positive"]}
-    if arch != "cnn":  # class-token head: the last block's output patch tokens never reach it, its input does
-        spec["target_input"] = True
     return _write_yaml(arch_dir / f"classifier_{kind}_{task}.yaml", spec)
 
 
@@ -514,7 +608,8 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
     import torch
 
     from radlens.io.artifacts import write_json, write_table
-    from radlens.synth.models import build_cnn, build_vit, cnn_args, make_classifier, vit_config
+    from radlens.synth.models import (build_cnn, build_densenet, build_vit, cnn_args, densenet_args,
+                                      make_classifier, vit_config)
 
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
@@ -522,11 +617,11 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
     if missing:
         raise InputError(f"tasks {missing}: not columns of the manifest; available: {list(data.table.columns)}")
     n, h, w = data.images.shape
-    x_all, norm = model_inputs(data.images, data.train_idx)
+    norm = None
     result = TrainResult(out_dir)
     metrics: dict[str, Any] = {"config": asdict(cfg), "n_cases": int(n), "n_train": int(data.train_idx.size),
                                "n_val": int(data.val_idx.size), "image_shape": [int(h), int(w)],
-                               "intensity_norm": list(norm), "archs": {}}
+                               "preprocess": ARCH_INTENSITY, "archs": {}}
     log_rows: list[dict] = []
     for ai, arch in enumerate(cfg.archs):
         t0 = time.perf_counter()
@@ -535,9 +630,11 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
         vit_cfg = vit_config(image_size=h, patch_size=cfg.vit_patch, hidden_size=cfg.vit_hidden,
                              num_layers=cfg.vit_layers, num_heads=cfg.vit_heads) if arch == "vit" else None
         am: dict[str, Any] = {"tasks": {}}
+        x_all, _ = model_inputs(data.images, intensity=ARCH_INTENSITY[arch])
         with torch_determinism(cfg.seed + 1000 * ai, cfg.threads):
             gen = torch.Generator().manual_seed(cfg.seed + 1000 * ai)
-            backbone = build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else build_vit(vit_cfg)
+            backbone = (build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else
+                        build_densenet(densenet_args(cfg.densenet_width)) if arch == "densenet" else build_vit(vit_cfg))
             pre_model = make_classifier(backbone, arch)
             pretrain(pre_model, x_all, cfg, gen, log_rows)
             pre_model.eval()
