@@ -2,11 +2,11 @@
 
 For each task, its **radiomic signature** is measured on the cohort's own radiomics: the features
 whose values best separate the task's labels among the lesion cases (univariate ROC AUC, ranked by
-``|AUC - 0.5|``). Whether fine-tuning moved each encoder toward that signature is then asked with lens v2
-(``radlens.lens.crosstask.compare_tasks``): the task **alignment** (does the task-specific change
-point at the features that separate the task's labels; permutation p over patients) and the
-task-specific **contrast** (how many of its top-10 features are of the planted class / in the
-signature). ``recovered`` = alignment > 0 with p < 0.05.
+``|AUC - 0.5|``). Whether fine-tuning moved each encoder toward that signature is then read from the
+study's lens v2 ``compare`` outputs (per layer for a layer-wise lens): the task **alignment** (does
+the task-specific change point at the features that separate the task's labels; permutation p over
+patients) and the task-specific **contrast** (how many of its top-10 features are of the planted
+class / in the signature). ``recovered`` = alignment > 0 with p < 0.05 / (number of layers).
 """
 from __future__ import annotations
 
@@ -96,37 +96,52 @@ def planted_truth(out) -> dict[str, Any]:
     return res
 
 
-def _alignment(out: Path, man, signatures: dict) -> list[dict[str, Any]]:
-    """Lens v2 cross-task contrast + task alignment of every architecture (one row per arch x task).
+def _compare_dirs(arch_dir: Path) -> list[tuple[str | None, Path]]:
+    """The study's lens-v2 compare folders of one architecture: ``[(None, compare/)]`` for a
+    single-layer lens, ``[(layer, compare/<layer>/), ...]`` (in depth order) for a layer-wise one."""
+    import json
 
-    Runs :func:`radlens.lens.crosstask.compare_tasks` on the study's lens and fine-tuned embeddings
-    with the manifest's task labels; its tables and figures go to ``<out>/planted/<arch>/``.
+    cmp = arch_dir / "compare"
+    index = cmp / "layers.json"
+    if index.exists():
+        layers = [str(x) for x in json.loads(index.read_text(encoding="utf-8")).get("layers", [])]
+        return [(layer, cmp / layer) for layer in layers if (cmp / layer / "alignment.csv").exists()]
+    return [(None, cmp)] if (cmp / "alignment.csv").exists() else []
+
+
+def _alignment(out: Path, man, signatures: dict) -> list[dict[str, Any]]:
+    """Lens v2 task alignment and task-specific contrast of every architecture x task (x layer).
+
+    Reads what the study's ``compare`` stage wrote (``lens/<arch>/compare[/<layer>]/alignment.csv``
+    and ``contrast.csv``: the lens, the fine-tuned embeddings and the manifest's task labels), so
+    nothing is fitted twice. A layer-wise lens gives one row per layer; ``recovered`` is then read
+    with a Bonferroni correction over the architecture's layers (alignment > 0 and
+    ``p < 0.05 / n_layers``), so looking at several layers does not buy a recovery.
     """
     from radlens.io.artifacts import read_table
-    from radlens.lens.crosstask import compare_tasks
 
     rows = []
-    for lens_dir in sorted((out / "lens").glob("*/lens")):
-        arch = lens_dir.parent.name
-        emb = {t: out / "embeddings" / arch / f"{t}.npz" for t in TASKS}
-        emb = {t: p for t, p in emb.items() if p.exists()}
-        if len(emb) < 2:
+    for arch_dir in sorted(p for p in (out / "lens").iterdir() if p.is_dir()):
+        dirs = _compare_dirs(arch_dir)
+        if not dirs:
             continue
-        dest = out / "planted" / arch
-        compare_tasks(lens_dir, emb, dest, labels=out / "cohort" / "manifest.csv", n_null=100, n_boot=50,
-                      n_perm=499, seed=0)
-        al = read_table(dest / "alignment.csv")
-        con = read_table(dest / "contrast.csv")
-        for r in al.to_dict("records"):
-            a, p = float(r["alignment"]), float(r["alignment_p"])
-            task = str(r["task"])
-            top = con[con["task"] == task].sort_values("contrast_rank").head(TOP_K)
-            want = PLANTED_CLASSES[task]
-            kind = float(np.mean([any(str(f).startswith(f"original_{k}_") or f"_{k}_" in str(f) for k in want)
-                                  for f in top["feature"]])) if len(top) else float("nan")
-            sig = {d["feature"] for d in signatures.get(task, [])}
-            rows.append({"architecture": arch, "task": task, "alignment": round(a, 4), "alignment_p": round(p, 4),
-                         "contrast_top10_planted_share": round(kind, 3),
-                         "contrast_top10_in_signature": int(sum(f in sig for f in top["feature"])),
-                         "recovered": bool(a > 0 and p < 0.05)})
+        level = 0.05 / len(dirs)
+        for layer, cdir in dirs:
+            al = read_table(cdir / "alignment.csv")
+            con = read_table(cdir / "contrast.csv") if (cdir / "contrast.csv").exists() else None
+            for r in al.to_dict("records"):
+                a, p = float(r["alignment"]), float(r["alignment_p"])
+                task = str(r["task"])
+                top = (con[con["task"] == task].sort_values("contrast_rank").head(TOP_K)
+                       if con is not None else None)
+                want = PLANTED_CLASSES.get(task, ())
+                kind = (float(np.mean([any(f"_{k}_" in str(f) for k in want) for f in top["feature"]]))
+                        if top is not None and len(top) else float("nan"))
+                sig = {d["feature"] for d in signatures.get(task, [])}
+                rows.append({"architecture": arch_dir.name, "layer": layer, "task": task,
+                             "alignment": round(a, 4), "alignment_p": round(p, 4), "level": round(level, 4),
+                             "contrast_top10_planted_share": round(kind, 3),
+                             "contrast_top10_in_signature": (int(sum(f in sig for f in top["feature"]))
+                                                             if top is not None else 0),
+                             "recovered": bool(a > 0 and p < level)})
     return rows

@@ -17,3 +17,32 @@ def test_signature_ranks_by_separation_either_direction():
                                        "original_shape2D_Elongation"]
     np.testing.assert_allclose(sig["auc"], [1.0, 0.0, 5 / 9])
     np.testing.assert_allclose(sig["separation"], [0.5, 0.5, 5 / 9 - 0.5])
+
+
+def _write_alignment(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["task", "alignment", "alignment_p", "n_features"]).to_csv(
+        folder / "alignment.csv", index=False)
+
+
+def test_recovery_reads_the_study_compare_outputs_with_bonferroni_over_layers(tmp_path):
+    """Single-layer and layer-wise compare folders; p = 0.03 recovers alone but not among 3 layers."""
+    import json
+
+    from radlens.demo_planted import _alignment
+
+    single = tmp_path / "lens" / "cnn" / "compare"
+    _write_alignment(single, [("task_shape", 0.4, 0.03, 102), ("task_texture", -0.2, 0.001, 102)])
+    layered = tmp_path / "lens" / "vit" / "compare"
+    layered.mkdir(parents=True)
+    (layered / "layers.json").write_text(json.dumps({"layers": ["2", "3", "4"]}), encoding="utf-8")
+    for layer, p in (("2", 0.03), ("3", 0.2), ("4", 0.004)):
+        _write_alignment(layered / layer, [("task_shape", 0.5, p, 102)])
+    rows = _alignment(tmp_path, None, {})
+    got = {(r["architecture"], r["layer"], r["task"]): r["recovered"] for r in rows}
+    assert got == {("cnn", None, "task_shape"): True,          # 0.03 < 0.05
+                   ("cnn", None, "task_texture"): False,       # significant, but the change points away
+                   ("vit", "2", "task_shape"): False,          # 0.03 > 0.05 / 3
+                   ("vit", "3", "task_shape"): False,
+                   ("vit", "4", "task_shape"): True}           # 0.004 < 0.05 / 3
+    assert {r["level"] for r in rows if r["architecture"] == "vit"} == {round(0.05 / 3, 4)}

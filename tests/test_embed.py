@@ -207,3 +207,15 @@ def test_several_rois_of_one_image_are_decoded_once(cohort, spec, tmp_path, monk
                               loader="process"))
     for k in g.pools:
         np.testing.assert_array_equal(t.pools[k], g.pools[k])
+
+
+def test_auto_loader_uses_only_cores_the_model_leaves_free():
+    """On the CPU, ``auto`` loads inline when torch's threads take every core (2-core CI machine)."""
+    from radlens.encoders.loader import loader_workers
+
+    assert loader_workers("auto", "cpu", 2, cores=2, model_threads=2) == 0
+    assert loader_workers("auto", "cpu", 2, cores=3, model_threads=2) == 1
+    assert loader_workers("auto", "cpu", 2, cores=16, model_threads=4) == 2
+    assert loader_workers("auto", "cuda:0", 2, cores=2, model_threads=2) == 2    # GPU: loading must overlap
+    assert loader_workers("process", "cpu", 2, cores=2, model_threads=2) == 2    # explicit choice is kept
+    assert loader_workers("auto", "cpu", 0, cores=16, model_threads=1) == 0

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from radlens.encoders.encoder import Encoder, load_encoder, resolve_device
-from radlens.encoders.loader import CasePreparer, prepared_cases, resolve_loader
+from radlens.encoders.loader import CasePreparer, loader_workers, prepared_cases, resolve_loader
 from radlens.encoders.pooling import pool_tokens, resolve_poolings, to_numpy
 from radlens.encoders.spec import ROI_MODES
 from radlens.encoders.tokens import box_to_mask, select_tokens
@@ -389,7 +389,8 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     loader : {"auto", "thread", "process"}
         ``auto``: worker processes with one torch thread each (on CUDA, Python preprocessing must
         not starve the GPU; on the CPU, loader threads would run torch kernels multi-threaded next
-        to the model's own threads).
+        to the model's own threads); on the CPU only as many as there are cores the model's
+        threads leave free, none when it uses them all (:func:`radlens.encoders.loader.loader_workers`).
     keep_parts : keep ``<out>.parts/`` after merging
     show_progress : progress bar (default: when stderr is a terminal)
     layers : list or comma-separated str, optional
@@ -462,6 +463,7 @@ def embed(manifest: Any, encoder: Any, out: str | Path, *, pooling: Sequence[str
     need_roi = "roi" in names or mode == "crop"
     prepare = CasePreparer(enc.preprocessor, enc.grids, enc.spec["roi"], need_roi, "roi" in names, roi_mode)
     kind = resolve_loader(loader, enc.device, workers)
+    workers = loader_workers(loader, enc.device, workers)
     chunk_files, reused, pending = [], 0, []
 
     def chunk_rows(s0: int) -> list[dict]:
