@@ -190,3 +190,21 @@ def test_written_classifiers_reproduce_the_trained_models_through_radlens_prepro
             d = np.diff(clf.module(x).numpy(), axis=1)[:, 0]
         want = metrics["archs"][arch]["tasks"]["task_bright"]["val_auc"][kind]
         assert roc_auc_score(y, d) == pytest.approx(want, abs=1e-9)
+
+
+def test_training_in_processes_equals_training_in_one_process(trained, tmp_path):
+    """The fixture trains its three architectures in spawned processes (2+ cores) or in-process (1 core);
+    ``processes=1`` must give the same checkpoints and metrics bit for bit."""
+    from safetensors.torch import load_file
+
+    data, out, res = trained
+    res1 = train_demo_encoders(data, tmp_path, TrainConfig(tasks=("task_bright", "task_other"), **TINY), processes=1)
+    for arch in ("cnn", "densenet", "vit"):
+        name = "head_ft_task_bright.safetensors" if arch == "vit" else "ft_task_bright.safetensors"
+        a = load_file(str(out / arch / name))
+        b = load_file(str(tmp_path / arch / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), arch
+        for task in ("task_bright", "task_other"):
+            assert res1.metrics["archs"][arch]["tasks"][task] == res.metrics["archs"][arch]["tasks"][task]
+    with pytest.raises(InputError, match="processes=0"):
+        train_demo_encoders(data, tmp_path, TrainConfig(tasks=("task_bright",), **TINY), processes=0)

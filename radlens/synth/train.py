@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -588,7 +589,8 @@ def _write_classifier(model, arch: str, kind: str, task: str, arch_dir: Path, en
     return _write_yaml(arch_dir / f"classifier_{kind}_{task}.yaml", spec)
 
 
-def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfig | None = None) -> TrainResult:
+def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfig | None = None,
+                        processes: int | None = None) -> TrainResult:
     """Pre-train, transfer-learn and fine-tune the demo encoders; write checkpoints, specs and metrics.
 
     Parameters
@@ -599,85 +601,119 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
         Receives ``<arch>/`` folders with checkpoints and ``encoder_*.yaml`` / ``classifier_*.yaml``
         specs, ``training.json`` (metrics) and ``training_log.csv`` (loss per epoch).
     cfg : TrainConfig
+    processes : int, optional
+        Architectures trained at once, each in its own (spawned) process on ``cfg.threads`` torch
+        threads (default: as many as this process has cores, at most one per architecture; 1 = all
+        in this process). Every architecture is seeded on its own and runs on a fixed thread count,
+        so the checkpoints and metrics are the same whatever ``processes`` is.
 
     Returns
     -------
     TrainResult
     """
     import pandas as pd
-    import torch
 
     from radlens.io.artifacts import write_json, write_table
-    from radlens.synth.models import (build_cnn, build_densenet, build_vit, cnn_args, densenet_args,
-                                      make_classifier, vit_config)
 
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
     missing = [t for t in cfg.tasks if t not in data.table.columns]
     if missing:
         raise InputError(f"tasks {missing}: not columns of the manifest; available: {list(data.table.columns)}")
+    if processes is not None and (not isinstance(processes, int) or processes < 1):
+        raise InputError(f"processes={processes!r} must be a positive integer (or None: one per core)")
     n, h, w = data.images.shape
-    norm = None
     result = TrainResult(out_dir)
     metrics: dict[str, Any] = {"config": asdict(cfg), "n_cases": int(n), "n_train": int(data.train_idx.size),
                                "n_val": int(data.val_idx.size), "image_shape": [int(h), int(w)],
                                "preprocess": ARCH_INTENSITY, "archs": {}}
+    jobs = list(enumerate(cfg.archs))
+    if processes is None:
+        try:
+            processes = len(os.sched_getaffinity(0)) // max(int(cfg.threads), 1)
+        except AttributeError:  # not on Linux
+            processes = (os.cpu_count() or 1) // max(int(cfg.threads), 1)
+    processes = max(1, min(processes, len(jobs)))
+    if processes == 1:
+        done = [_train_arch(ai, arch, data, out_dir, cfg) for ai, arch in jobs]
+    else:
+        import concurrent.futures as cf
+        import multiprocessing as mp
+
+        log.info("training %d architectures in %d processes", len(jobs), processes)
+        with cf.ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+            futs = [pool.submit(_train_arch, ai, arch, data, out_dir, cfg) for ai, arch in jobs]
+            done = [f.result() for f in futs]  # in architecture order; an error is raised here
     log_rows: list[dict] = []
-    for ai, arch in enumerate(cfg.archs):
-        t0 = time.perf_counter()
-        arch_dir = out_dir / arch
-        arch_dir.mkdir(parents=True, exist_ok=True)
-        vit_cfg = vit_config(image_size=h, patch_size=cfg.vit_patch, hidden_size=cfg.vit_hidden,
-                             num_layers=cfg.vit_layers, num_heads=cfg.vit_heads) if arch == "vit" else None
-        am: dict[str, Any] = {"tasks": {}}
-        x_all, _ = model_inputs(data.images, intensity=ARCH_INTENSITY[arch])
-        with torch_determinism(cfg.seed + 1000 * ai, cfg.threads):
-            gen = torch.Generator().manual_seed(cfg.seed + 1000 * ai)
-            backbone = (build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else
-                        build_densenet(densenet_args(cfg.densenet_width)) if arch == "densenet" else build_vit(vit_cfg))
-            pre_model = make_classifier(backbone, arch)
-            pretrain(pre_model, x_all, cfg, gen, log_rows)
-            pre_model.eval()
-            pre_spec = _encoder_spec(arch, "pre", cfg, (h, w), norm, vit_cfg)
-            _write_checkpoint(pre_model, arch, "pre", arch_dir, pre_spec)
-            pre_feats = _features(pre_model, x_all)
-            am["decodability"] = {"pre": attribute_decodability(pre_feats, data.table, data.train_idx, data.val_idx)}
-            am["pretext_seconds"] = round(time.perf_counter() - t0, 2)
-            specs: dict[str, Any] = {"pre": str(arch_dir / "encoder_pre.yaml")}
-            for task in cfg.tasks:
-                yf = data.table[task].to_numpy(dtype=float)
-                labelled = np.isfinite(yf)  # lesion-free phantoms carry no task label
-                y = np.where(labelled, yf, 0).astype(int)
-                tr = data.train_idx[labelled[data.train_idx]]
-                va = data.val_idx[labelled[data.val_idx]]
-                tl = copy.deepcopy(pre_model)
-                fit_linear_head(tl, x_all, y, tr, cfg.seed)
-                place_operating_point(tl, x_all, y, tr)
-                tl_path = _write_classifier(tl, arch, "tl", task, arch_dir, pre_spec, vit_cfg)
-                ft = copy.deepcopy(tl)
-                finetune(ft, x_all, y, tr, cfg, gen, task, log_rows)
-                place_operating_point(ft, x_all, y, tr)
-                ft.eval()
-                ft_name = f"ft_{task}"
-                ft_spec = _encoder_spec(arch, ft_name, cfg, (h, w), norm, vit_cfg)
-                _write_checkpoint(ft, arch, ft_name, arch_dir, ft_spec)
-                ft_path = _write_classifier(ft, arch, "ft", task, arch_dir, ft_spec, vit_cfg)
-                auc = {k: _auc(y[va], np.diff(_logits(m, x_all[va]), axis=1)[:, 0])
-                       for k, m in (("tl", tl), ("ft", ft))}
-                ft_feats = _features(ft, x_all)
-                am["decodability"][ft_name] = attribute_decodability(ft_feats, data.table, data.train_idx,
-                                                                     data.val_idx)
-                am["tasks"][task] = {"val_auc": auc, "backbone_change": backbone_change(pre_model.backbone, ft.backbone)}
-                specs[task] = {"tl": str(tl_path), "ft": str(ft_path), "ft_encoder": str(arch_dir / f"encoder_{ft_name}.yaml")}
-                log.info("%s %s: val AUC tl=%.3f ft=%.3f, backbone change %.3f", arch, task, auc["tl"], auc["ft"],
-                         am["tasks"][task]["backbone_change"]["total"])
-        am["seconds"] = round(time.perf_counter() - t0, 2)
+    for arch, am, specs, rows in done:
         metrics["archs"][arch] = am
         result.specs[arch] = specs
+        log_rows.extend(rows)
     write_json(out_dir / "training.json", metrics)
     write_table(pd.DataFrame(log_rows, columns=["arch", "stage", "task", "epoch", "loss"]), out_dir / "training_log.csv")
     result.metrics = metrics
     return result
+
+
+def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: TrainConfig):
+    """One architecture of :func:`train_demo_encoders`: ``(arch, metrics, specs, loss rows)``."""
+    import torch
+
+    from radlens.synth.models import (build_cnn, build_densenet, build_vit, cnn_args, densenet_args,
+                                      make_classifier, vit_config)
+
+    n, h, w = data.images.shape
+    norm = None
+    log_rows: list[dict] = []
+    t0 = time.perf_counter()
+    arch_dir = out_dir / arch
+    arch_dir.mkdir(parents=True, exist_ok=True)
+    vit_cfg = vit_config(image_size=h, patch_size=cfg.vit_patch, hidden_size=cfg.vit_hidden,
+                         num_layers=cfg.vit_layers, num_heads=cfg.vit_heads) if arch == "vit" else None
+    am: dict[str, Any] = {"tasks": {}}
+    x_all, _ = model_inputs(data.images, intensity=ARCH_INTENSITY[arch])
+    with torch_determinism(cfg.seed + 1000 * ai, cfg.threads):
+        gen = torch.Generator().manual_seed(cfg.seed + 1000 * ai)
+        backbone = (build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else
+                    build_densenet(densenet_args(cfg.densenet_width)) if arch == "densenet" else build_vit(vit_cfg))
+        pre_model = make_classifier(backbone, arch)
+        pretrain(pre_model, x_all, cfg, gen, log_rows)
+        pre_model.eval()
+        pre_spec = _encoder_spec(arch, "pre", cfg, (h, w), norm, vit_cfg)
+        _write_checkpoint(pre_model, arch, "pre", arch_dir, pre_spec)
+        pre_feats = _features(pre_model, x_all)
+        am["decodability"] = {"pre": attribute_decodability(pre_feats, data.table, data.train_idx, data.val_idx)}
+        am["pretext_seconds"] = round(time.perf_counter() - t0, 2)
+        specs: dict[str, Any] = {"pre": str(arch_dir / "encoder_pre.yaml")}
+        for task in cfg.tasks:
+            yf = data.table[task].to_numpy(dtype=float)
+            labelled = np.isfinite(yf)  # lesion-free phantoms carry no task label
+            y = np.where(labelled, yf, 0).astype(int)
+            tr = data.train_idx[labelled[data.train_idx]]
+            va = data.val_idx[labelled[data.val_idx]]
+            tl = copy.deepcopy(pre_model)
+            fit_linear_head(tl, x_all, y, tr, cfg.seed)
+            place_operating_point(tl, x_all, y, tr)
+            tl_path = _write_classifier(tl, arch, "tl", task, arch_dir, pre_spec, vit_cfg)
+            ft = copy.deepcopy(tl)
+            finetune(ft, x_all, y, tr, cfg, gen, task, log_rows)
+            place_operating_point(ft, x_all, y, tr)
+            ft.eval()
+            ft_name = f"ft_{task}"
+            ft_spec = _encoder_spec(arch, ft_name, cfg, (h, w), norm, vit_cfg)
+            _write_checkpoint(ft, arch, ft_name, arch_dir, ft_spec)
+            ft_path = _write_classifier(ft, arch, "ft", task, arch_dir, ft_spec, vit_cfg)
+            auc = {k: _auc(y[va], np.diff(_logits(m, x_all[va]), axis=1)[:, 0])
+                   for k, m in (("tl", tl), ("ft", ft))}
+            ft_feats = _features(ft, x_all)
+            am["decodability"][ft_name] = attribute_decodability(ft_feats, data.table, data.train_idx,
+                                                                 data.val_idx)
+            am["tasks"][task] = {"val_auc": auc, "backbone_change": backbone_change(pre_model.backbone, ft.backbone)}
+            specs[task] = {"tl": str(tl_path), "ft": str(ft_path), "ft_encoder": str(arch_dir / f"encoder_{ft_name}.yaml")}
+            log.info("%s %s: val AUC tl=%.3f ft=%.3f, backbone change %.3f", arch, task, auc["tl"], auc["ft"],
+                     am["tasks"][task]["backbone_change"]["total"])
+    am["seconds"] = round(time.perf_counter() - t0, 2)
+    return arch, am, specs, log_rows
 
 
 def train_demo(manifest_path: str | Path, out_dir: str | Path, cfg: TrainConfig | None = None) -> TrainResult:
