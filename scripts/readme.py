@@ -57,12 +57,34 @@ def figure_plan(demo: Path) -> list[dict]:
         if (demo / "probe").is_dir() else []
     for i, arch in enumerate(archs):
         first = i == 0
-        plan += [(f"lens/{arch}/compare/heatmap.png", f"lens_heatmap_{arch}", first,
-                  f"Radiomic lens, {arch}: shift (z against the permutation null) of every radiomic feature per task"),
-                 (f"lens/{arch}/compare/top_k_bars.png", f"lens_top_features_{arch}", False,
-                  f"Radiomic lens, {arch}: the most shifted features per task with bootstrap 95% CIs"),
-                 (f"lens/{arch}/compare/class_totals.png", f"lens_class_totals_{arch}", False,
-                  f"Radiomic lens, {arch}: shift per feature class and task"),
+        cmp, lay = f"lens/{arch}/compare", ""
+        index = demo / cmp / "layers.json"
+        if index.exists():  # layer-wise lens: the deepest layer's tables, plus the across-layer figures
+            layers = [str(x) for x in json.loads(index.read_text(encoding="utf-8")).get("layers", [])]
+            run = demo / "run.json"
+            want = ((json.loads(run.read_text(encoding="utf-8")).get("config") or {}).get("encoders", {})
+                    .get(arch, {}).get("layer")) if run.exists() else None
+            if layers:  # the main layer, as the report shows it: encoders.<arch>.layer, else the deepest
+                name = str(want) if want is not None and str(want) in layers else layers[-1]
+                cmp, lay = f"{cmp}/{name}", f", {'block ' + name if name.isdigit() else name}"
+            plan += [(f"lens/{arch}/compare/layer_heatmap.png", f"lens_layers_{arch}", first,
+                      f"Layer-wise lens, {arch}: emphasis change per layer and feature class (mean z; numbers: "
+                      "features with q < 0.05), per task and task-specific"),
+                     (f"lens/{arch}/compare/layer_depth.png", f"lens_depth_{arch}", False,
+                      f"Layer-wise lens, {arch}: linear CKA pre vs post and held-out lens R² against depth "
+                      "(patient-bootstrap 95% CIs)")]
+        plan += [(f"{cmp}/heatmap.png", f"lens_heatmap_{arch}", first,
+                  f"Radiomic lens, {arch}{lay}: emphasis change (z against the permutation null) of every "
+                  "radiomic feature per task"),
+                 (f"{cmp}/contrast_heatmap.png", f"lens_contrast_{arch}", first,
+                  f"Radiomic lens, {arch}{lay}: task-specific change (each task minus the mean of the others)"),
+                 (f"{cmp}/alignment.png", f"lens_alignment_{arch}", False,
+                  f"Radiomic lens, {arch}{lay}: task alignment (does each task's specific change point at its "
+                  "own radiomic signature; patient-permutation p)"),
+                 (f"{cmp}/top_k_bars.png", f"lens_top_features_{arch}", False,
+                  f"Radiomic lens, {arch}{lay}: the most changed features per task with bootstrap 95% CIs"),
+                 (f"{cmp}/class_totals.png", f"lens_class_totals_{arch}", False,
+                  f"Radiomic lens, {arch}{lay}: emphasis change per feature class and task"),
                  (f"probe/{arch}/probe_panel.png", f"probe_panel_{arch}", first,
                   f"Pooling probe, {arch}: probe AUC per pooling vs perturbation footprint (95% CIs)"),
                  (f"probe/{arch}/probe_pre_post.png", f"probe_pre_post_{arch}", False,

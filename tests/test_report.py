@@ -253,3 +253,31 @@ def test_lens_v2_tables_feed_verdict_and_alignment_warning(tmp_path):
     assert "x 0.61 (p = 0.002), y 0.05 (p = 0.410)" in text
     ws = [w for w in collect_warnings(ctx) if w["section"] == "lens-cnn"]
     assert len(ws) == 1 and "in 1 of 2 tasks" in ws[0]["message"] and "y 0.05 (p = 0.410)" in ws[0]["message"]
+
+
+def test_layerwise_lens_feeds_verdicts_and_checks_at_its_main_layer(tmp_path):
+    """A layer-wise compare folder: verdict and weak-fit check read the main (deepest) layer, the R² over
+    depth and CKA come from layer_summary.csv, and the alignment of every layer is stated."""
+    from radlens.report.findings import collect_warnings
+    from radlens.report.sections import Context
+    from radlens.report.verdicts import collect_verdicts
+
+    run = _run_folder(tmp_path, [])
+    d = run / "lens" / "cnn" / "compare"
+    (d / "2").mkdir(parents=True)
+    (d / "5").mkdir(parents=True)
+    write_json(d / "layers.json", {"layers": ["2", "5"]})
+    write_table(pd.DataFrame({"layer": ["2", "5"], "task": ["task_x", "task_x"], "cka": [0.99, 0.4],
+                              "cka_ci_low": [0.98, 0.3], "cka_ci_high": [1.0, 0.5],
+                              "r2_pre_heldout": [0.8, 0.2]}), d / "layer_summary.csv")
+    write_table(pd.DataFrame({"task": ["task_x"], "r2_pre_heldout": [0.2], "n_significant": [7]}),
+                d / "5" / "global_summary.csv")
+    for lay, a, p in (("2", 0.1, 0.6), ("5", 0.7, 0.001)):
+        write_table(pd.DataFrame({"task": ["task_x"], "alignment": [a], "alignment_p": [p], "n_features": [9]}),
+                    d / lay / "alignment.csv")
+    ctx = Context.load(run)
+    text = " ".join(v["text"] for v in collect_verdicts(ctx))
+    assert "cnn, block 5 (main layer of block 2, block 5): explains 20.0%" in text
+    assert "held-out R² over depth 80% → 20%" in text and "x 0.40 [0.30, 0.50]" in text
+    assert "block 2: x 0.10 (p = 0.600); block 5: x 0.70 (p = 0.001)" in text
+    assert any("weak lens fit for cnn (block 5)" in w["message"] for w in collect_warnings(ctx))

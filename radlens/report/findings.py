@@ -54,6 +54,30 @@ def _read(path: Path):
     return read_table(path) if Path(path).exists() else None
 
 
+def lens_compare_dir(ctx, arch: str) -> tuple[Path, str | None, list[str]]:
+    """Where an architecture's lens ``compare`` tables are: ``(folder, layer, layers)``. For a
+    layer-wise lens the folder of its main layer (``encoders.<arch>.layer`` when it is one of the
+    layers, else the deepest; the one the report's lens section shows) and every layer in depth
+    order; otherwise ``compare/`` itself, ``None`` and ``[]``."""
+    import json
+
+    d = Path(ctx.run_dir) / "lens" / arch / "compare"
+    index = d / "layers.json"
+    if index.exists():
+        layers = [str(x) for x in json.loads(index.read_text(encoding="utf-8")).get("layers", [])]
+        if layers:
+            want = (((getattr(ctx, "config", None) or {}).get("encoders") or {}).get(arch) or {}).get("layer")
+            main = str(want) if want is not None and str(want) in layers else layers[-1]
+            return d / main, main, layers
+    return d, None, []
+
+
+def layer_label(layer) -> str:
+    """``layer4`` stays ``layer4``; a bare index (a ViT's ``hidden_states`` index) reads ``block 4``."""
+    layer = str(layer)
+    return f"block {layer}" if layer.isdigit() else layer
+
+
 def _f(v, digits: int = 2) -> str:
     try:
         x = float(v)
@@ -185,13 +209,15 @@ def check_lens_fit(ctx) -> list[dict]:
     """A lens that explains little of the pre embedding on held-out cases."""
     out = []
     for arch in ctx.archs:
-        gs = _read(ctx.run_dir / "lens" / arch / "compare" / "global_summary.csv")
+        d, layer, _ = lens_compare_dir(ctx, arch)
+        gs = _read(d / "global_summary.csv")
         if gs is None or "r2_pre_heldout" not in gs.columns:
             continue
         r2 = gs["r2_pre_heldout"].dropna()
+        where = f"{arch} ({layer_label(layer)})" if layer else arch
         if len(r2) and float(r2.max()) < WEAK_LENS_R2:
             out.append(warning(
-                "lens", f"weak lens fit for {arch}: it explains {100 * float(r2.max()):.1f}% of the held-out pre "
+                "lens", f"weak lens fit for {where}: it explains {100 * float(r2.max()):.1f}% of the held-out pre "
                 f"embedding (R² < {WEAK_LENS_R2}); the shifts describe only that radiomic part of the embedding",
                 f"lens-{arch}"))
     return out
@@ -349,7 +375,7 @@ def check_lens_v2(ctx) -> list[dict]:
     their labels (``alignment_p`` ≥ 0.05)."""
     out = []
     for arch in ctx.archs:
-        d = ctx.run_dir / "lens" / arch / "compare"
+        d, _, _ = lens_compare_dir(ctx, arch)
         for name in ("common", "contrast", "alignment"):
             t = _read(d / f"{name}.csv")
             if t is None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from radlens.report.findings import (METHOD_NAMES, WEAK_LENS_R2, _ci, _f, _p, _read, _task, task_performance,
-                                     warning)
+from radlens.report.findings import (METHOD_NAMES, WEAK_LENS_R2, _ci, _f, _p, _read, _task, layer_label,
+                                     lens_compare_dir, task_performance, warning)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def v_training(ctx) -> list[dict]:
 def v_lens(ctx) -> list[dict]:
     out = []
     for arch in ctx.archs:
-        gs = _read(ctx.run_dir / "lens" / arch / "compare" / "global_summary.csv")
+        d, layer, layers = lens_compare_dir(ctx, arch)
+        gs = _read(d / "global_summary.csv")
         if gs is None or not len(gs):
             continue
         r2 = float(gs["r2_pre_heldout"].max()) if "r2_pre_heldout" in gs.columns else float("nan")
@@ -61,7 +62,18 @@ def v_lens(ctx) -> list[dict]:
         if "n_significant" in gs.columns:
             sig = ("; features with a significant change of emphasis (permutation null, BH q < 0.05) per task: "
                    + ", ".join(f"{_task(r.task)} {int(r.n_significant)}" for r in gs.itertuples()))
-        text = (f"Radiomic lens, {arch}: explains {100 * r2:.1f}% of the held-out pre embedding (R²){sig}.")
+        where, depth = arch, ""
+        if layer:
+            where = f"{arch}, {layer_label(layer)} (main layer of {', '.join(layer_label(x) for x in layers)})"
+            ls = _read(ctx.run_dir / "lens" / arch / "compare" / "layer_summary.csv")
+            if ls is not None and {"layer", "r2_pre_heldout", "cka", "task"} <= set(ls.columns):
+                r2s = ls.groupby("layer", sort=False)["r2_pre_heldout"].first()
+                main = ls[ls["layer"].astype(str) == layer]
+                depth = (f"; held-out R² over depth {' → '.join(f'{100 * float(r2s[lay]):.0f}%' for lay in r2s.index)}"
+                         f"; linear CKA pre vs post at {layer_label(layer)} (patient-bootstrap 95% CI): "
+                         + ", ".join(f"{_task(r.task)} {_f(r.cka)} {_ci(r.cka_ci_low, r.cka_ci_high)}"
+                                     for r in main.itertuples()))
+        text = (f"Radiomic lens, {where}: explains {100 * r2:.1f}% of the held-out pre embedding (R²){sig}{depth}.")
         out.append(verdict("Radiomic lens", text, f"lens-{arch}", "ok" if r2 >= WEAK_LENS_R2 else "mixed"))
     out += _lens_v2(ctx)
     import pandas as pd
@@ -87,7 +99,7 @@ def _lens_v2(ctx) -> list[dict]:
     """Common change (every task), task-specific contrast and task alignment, when ``compare`` wrote them."""
     out = []
     for arch in ctx.archs:
-        d = ctx.run_dir / "lens" / arch / "compare"
+        d, layer, layers = lens_compare_dir(ctx, arch)
         parts = []
         common = _read(d / "common.csv")
         if common is not None and len(common) and "common_q" in common.columns:
@@ -99,14 +111,22 @@ def _lens_v2(ctx) -> list[dict]:
         if con is not None and len(con) and {"contrast_q", "task"} <= set(con.columns):
             per = con.groupby("task")["contrast_q"].apply(lambda q: int((q < 0.05).sum()))
             parts.append("task-specific changes (q < 0.05): " + ", ".join(f"{_task(t)} {n}" for t, n in per.items()))
-        al = _read(d / "alignment.csv")
-        if al is not None and len(al) and {"task", "alignment"} <= set(al.columns):
+        per = []
+        for lay in (layers or [layer]):  # a layer-wise lens: the alignment of every layer, shallow to deep
+            al = _read((d.parent / lay if layers else d) / "alignment.csv")
+            if al is None or not len(al) or not {"task", "alignment"} <= set(al.columns):
+                continue
             pc = "alignment_p" if "alignment_p" in al.columns else None
-            parts.append("alignment of each task's change with the features that separate its labels: " + ", ".join(
+            per.append((f"{layer_label(lay)}: " if layers else "") + ", ".join(
                 f"{_task(r.task)} {_f(r.alignment)}" + (f" (p = {_p(getattr(r, pc))})" if pc else "")
                 for r in al.itertuples()))
+        if per:
+            parts.append("alignment of each task's change with the features that separate its labels"
+                         + (" (per layer, shallow to deep; permutation p, not corrected across layers)" if layers
+                            else "") + ": " + "; ".join(per))
         if parts:
-            out.append(verdict("Radiomic lens", f"Radiomic lens, {arch}, across tasks: " + "; ".join(parts) + ".",
+            where = f"{arch}, {layer_label(layer)}" if layer else arch
+            out.append(verdict("Radiomic lens", f"Radiomic lens, {where}, across tasks: " + "; ".join(parts) + ".",
                                f"lens-{arch}", "info"))
     return out
 
