@@ -11,7 +11,7 @@ import pytest
 
 from radlens.lens.compare import class_enrichment, precision_at_k
 from radlens.lens.estimator import RadiomicLens
-from radlens.lens.planted import planted_change, planted_embeddings, planted_radiomics
+from radlens.lens.planted import planted_change, planted_lenses
 
 N, P, D = 200, 20, 16
 PLANTED = [2, 9, 15]
@@ -31,18 +31,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def lenses():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    out = {}
-    with threadpool_limits(1):
-        for s in SEEDS:
-            df = planted_radiomics(N, P, seed=s)
-            X = df.drop(columns="case_id").to_numpy()
-            Z = planted_embeddings(X, D, seed=s)
-            out[s] = (df, X, Z, RadiomicLens(random_state=s, **PARAMS).fit(df, Z))
-    return out
+    return planted_lenses(SEEDS, N, P, D, **PARAMS)
 
 
 def test_planted_features_rank_on_top(lenses):

@@ -8,8 +8,7 @@ import pytest
 from radlens.lens.compare import precision_at_k
 from radlens.lens.crosstask import (COMMON_COLUMNS, CONTRAST_COLUMNS, cross_task, decompose, task_alignment,
                                     task_changes)
-from radlens.lens.estimator import RadiomicLens
-from radlens.lens.planted import planted_change, planted_embeddings, planted_labels, planted_radiomics, planted_tasks
+from radlens.lens.planted import planted_change, planted_labels, planted_lenses, planted_tasks
 
 N, P, D = 300, 20, 32
 PARAMS = dict(hidden=32, n_seeds=2, max_epochs=150, patience=15)
@@ -31,18 +30,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def lenses():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    out = {}
-    with threadpool_limits(1):
-        for s in SEEDS:
-            df = planted_radiomics(N, P, seed=s)
-            X = df.drop(columns="case_id").to_numpy()
-            Z = planted_embeddings(X, D, seed=s)
-            out[s] = (df, X, Z, RadiomicLens(random_state=s, **PARAMS).fit(df, Z))
-    return out
+    return planted_lenses(SEEDS, N, P, D, **PARAMS)
 
 
 @pytest.fixture(scope="module")

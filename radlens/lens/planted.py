@@ -116,3 +116,23 @@ def planted_labels(X, features, *, seed: int = 0, kind: str = "binary", groups=N
             first.setdefault(gi, score[i])
         score = np.array([first[gi] for gi in g])
     return (score > np.median(score)).astype(int) if kind == "binary" else score
+
+
+def planted_lenses(seeds, n: int, p: int, d: int, **params) -> dict:
+    """Per data seed ``s``: ``(radiomics df, X (n, p), Z_pre (n, d), RadiomicLens fitted on them)``,
+    fitted on one torch and one BLAS thread (so the planted tests give the same numbers everywhere).
+    ``params`` go to :class:`radlens.lens.estimator.RadiomicLens` (with ``random_state=s``)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from radlens.lens.estimator import RadiomicLens
+
+    torch.set_num_threads(1)
+    out = {}
+    with threadpool_limits(1):
+        for s in seeds:
+            df = planted_radiomics(n, p, seed=s)
+            X = df.drop(columns="case_id").to_numpy()
+            Z = planted_embeddings(X, d, seed=s)
+            out[s] = (df, X, Z, RadiomicLens(random_state=s, **params).fit(df, Z))
+    return out
