@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 
 def gd_refit(H, Y, alpha, target_loss, tol, max_iter=20000, lr=1e-2):
@@ -53,6 +54,7 @@ def main(argv=None):
     ap.add_argument("--tasks", type=int, default=5, help="tasks of the cross-task decomposition (compare --lens)")
     ap.add_argument("--compare-only", action="store_true", help="skip refit-post and the gradient-descent reference")
     ap.add_argument("--no-gd", action="store_true", help="skip the gradient-descent reference (refit-post timing only)")
+    ap.add_argument("--json", default=None, help="also write the record here (e.g. benchmarks/results/lens_bench.json)")
     args = ap.parse_args(argv)
 
     import numpy as np
@@ -96,8 +98,7 @@ def main(argv=None):
         rec["compare_tasks"] = args.tasks
         rec["compare_alignment_p"] = al["alignment_p"].round(4).tolist()
         if args.compare_only:
-            print(json.dumps(rec, indent=2))
-            return rec
+            return _finish(rec, args)
         t = time.perf_counter()
         tab, summ = lens.shift_scores(Zp, n_null=args.n_null, n_boot=args.n_boot, seed=0)
         rec["refit_post_s"] = time.perf_counter() - t
@@ -109,8 +110,7 @@ def main(argv=None):
         rec["specific_test_s"] = time.perf_counter() - t - rec["refit_post_no_replicates_s"]
         if args.no_gd:
             rec["n_significant"] = summ["n_significant"]
-            print(json.dumps(rec, indent=2))
-            return rec
+            return _finish(rec, args)
         # one refit = one head on one seed; post head + null + bootstrap (bootstrap refits pre and post)
         n_refits = args.seeds * (1 + args.n_null + 2 * args.n_boot)
         rec["n_head_refits"] = n_refits
@@ -142,6 +142,33 @@ def main(argv=None):
     rec["n_significant"] = summ["n_significant"]
     rec["n_significant_specific"] = summ.get("n_significant_specific")
     rec["n_planted"] = len(range(0, args.p, 10))
+    return _finish(rec, args)
+
+
+def readme_result(rec: dict) -> str:
+    """The README table's cell for this record (``readme.result``, read by scripts/readme.py)."""
+    parts = [f"compare --lens, {rec['compare_tasks']} tasks × {rec['n']} cases × {rec['p']} features × "
+             f"{rec['d']} dims, {rec['seeds']} lens seeds: {rec['n_null']}-replicate null "
+             f"{rec['compare_cross_task_null_only_s']:.1f} s, + {rec['n_boot']} bootstrap "
+             f"{rec['compare_cross_task_s']:.1f} s, alignment {rec['compare_alignment_s']:.2f} s"]
+    if "refit_post_s" in rec:
+        parts.append(f"refit-post (null + bootstrap) {rec['refit_post_s']:.1f} s")
+    if "ratio_gd_over_closed_form" in rec:
+        parts.append(f"closed form vs gradient-descent heads {rec['ratio_gd_over_closed_form']:.0f}×")
+    return "; ".join(parts) + (f" ({rec['date'][:10]}, {rec['cpu_count']} CPUs, {rec['threads']} threads, "
+                               f"1-min load {rec['load_avg_1min']:.1f})")
+
+
+def _finish(rec: dict, args) -> dict:
+    if args.json:
+        import datetime
+        import platform
+
+        rec["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        rec["machine"] = {"platform": platform.platform(), "cpu_count": os.cpu_count()}
+        rec["readme"] = {"result": readme_result(rec)}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rec, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(rec, indent=2))
     return rec
 

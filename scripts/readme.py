@@ -279,7 +279,8 @@ BENCHMARKS = [
      "(values to 1e-9 of pyradiomics')", "≥2×", _radiomics),
     ("embed_bench.json", "embed_bench.py", "all three poolings vs bare `model(x)` (same batches / from disk); "
      "peak memory 10k vs 1k images", "≥0.9×; ≤1.2×", _embed),
-    ("lens_bench.json", "lens_bench.py", "refit-post with a 200-replicate null, 1k×100×768", "seconds", None),
+    ("lens_bench.json", "lens_bench.py", "compare --lens (common / task-specific / alignment) and refit-post, "
+     "200-replicate null + 200 bootstrap, 1k×100×768", "seconds", None),
     ("lens_layers_bench.json", "lens_layers_bench.py", "layer-wise lens: 4 layers × 3 tasks × 1k cases × 100 "
      "features, 5 seeds, 200 null + 200 bootstrap", "seconds", _lens_layers),
     ("cam_bench.json", "cam_bench.py", "batched vs per-sample CAMs, batch 16", "≥3×", None),
