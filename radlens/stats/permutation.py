@@ -89,14 +89,18 @@ def squared_norm_null_summary(T, T_null, *, degenerate: bool = False) -> dict:
     rn = np.sqrt(np.clip(np.asarray(T_null, float), 0, None))
     mean, sd = rn.mean(0), rn.std(0, ddof=1)
     if degenerate:
-        one = np.ones_like(T)
-        return {"null_mean": mean, "null_sd": sd, "z": np.zeros_like(T), "p": one, "p_perm": one.copy(),
-                "q": one.copy()}
+        return _no_change(mean, sd, T)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (np.sqrt(T) - mean) / sd
     p = gamma_tail(T, T_null)
     return {"null_mean": mean, "null_sd": sd, "z": z, "p": p, "p_perm": empirical_tail(T, T_null),
             "q": bh_qvalues(p)}
+
+
+def _no_change(mean, sd, like) -> dict:
+    """The summary of a statistic that cannot have changed: z = 0, p = p_perm = q = 1."""
+    return {"null_mean": mean, "null_sd": sd, "z": np.zeros_like(like), "p": np.ones_like(like),
+            "p_perm": np.ones_like(like), "q": np.ones_like(like)}
 
 
 def signed_null_summary(obs, null, *, degenerate: bool = False) -> dict:
@@ -118,9 +122,7 @@ def signed_null_summary(obs, null, *, degenerate: bool = False) -> dict:
     null = np.asarray(null, float)
     mean, sd = null.mean(0), null.std(0, ddof=1)
     if degenerate:
-        one = np.ones_like(obs)
-        return {"null_mean": mean, "null_sd": sd, "z": np.zeros_like(obs), "p": one, "p_perm": one.copy(),
-                "q": one.copy()}
+        return _no_change(mean, sd, obs)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (obs - mean) / sd
     p = 2 * st.norm.sf(np.abs(z))
