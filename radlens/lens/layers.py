@@ -427,7 +427,8 @@ def layer_summary_table(summaries: dict, layers: list[str]):
     return df[cols]
 
 
-def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 15, **compare_kw) -> dict:
+def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 15, figure_layers=None,
+                   **compare_kw) -> dict:
     """Layer-wise ``compare``: the single-layer comparison of every layer in ``out/<layer>/``, then
     the layer × feature table, the per-layer summary and the layer figures.
 
@@ -439,6 +440,8 @@ def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 1
     value, top_k, **compare_kw : passed to :func:`radlens.lens.compare.compare` for each layer; a
         layer-wise ``lens`` folder is passed as that layer's sub-folder, with ``layer=<layer>`` so that
         the multi-layer ``embeddings`` files are read at that layer.
+    figure_layers : sequence of str, optional   layers whose single-layer figures are drawn (default:
+        all); the others get their tables only. The layer-wise figures are always drawn.
 
     Returns
     -------
@@ -463,6 +466,8 @@ def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 1
         kw = dict(compare_kw)
         if lens is not None:   # cross-task decomposition: this layer's lens and this layer of each file
             kw.update(lens=Path(lens) / lmeta["dirs"][L], layer=L)
+        if figure_layers is not None:
+            kw["figures"] = L in set(map(str, figure_layers))
         compare([str(p) for p in per], cdirs[L], value=value, top_k=top_k, **kw)
         tabs[L] = {t: read_table(paths[t][L]) for t in summaries}
     _remove_stale(out, ("compare.json",))
