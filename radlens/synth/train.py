@@ -65,6 +65,9 @@ class TrainConfig:
         from scratch need more steps; a ViT step is cheaper than a CNN step here).
     weight_decay : float
         AdamW weight decay of fine-tuning.
+    centered_head_archs : tuple of str
+        Architectures whose fine-tuning head reads batch-standardised pooled features while training
+        (folded back into a plain linear head afterwards, see :func:`finetune`).
     temperature : float
         NT-Xent temperature.
     cnn_width : int
@@ -91,6 +94,7 @@ class TrainConfig:
     vit_lr_finetune: float = 2e-3
     vit_epoch_factor: float = 2.0
     weight_decay: float = 0.05
+    centered_head_archs: tuple = ("cnn", "densenet")
     temperature: float = 0.2
     cnn_width: int = 8
     densenet_width: int = 16
@@ -467,6 +471,11 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
         model.head.weight.zero_()
         model.head.bias.zero_()
+    centered = model.arch in tuple(cfg.centered_head_archs)
+    if centered:  # standardise the pooled features per batch while training (folded back below)
+        linear = model.head
+        model.head = torch.nn.Sequential(torch.nn.BatchNorm1d(linear.in_features, affine=False,
+                                                              track_running_stats=False), linear)
     opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": lr},
                              {"params": model.head.parameters(), "lr": 3 * lr}], weight_decay=cfg.weight_decay)
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
@@ -487,6 +496,14 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
             losses.append(float(loss.detach()))
         log_rows.append({"arch": model.arch, "stage": "finetune", "task": task, "epoch": epoch + 1,
                          "loss": float(np.mean(losses))})
+    if centered:  # fold the standardisation (eval-mode feature statistics) into the linear head
+        model.head = linear
+        f = torch.as_tensor(_features(model, xt), dtype=torch.float32)
+        mu, sd = f.mean(0), (f.var(0, unbiased=False) + 1e-5).sqrt()
+        with torch.no_grad():
+            w = linear.weight / sd
+            linear.bias.sub_(w @ mu)
+            linear.weight.copy_(w)
 
 
 def backbone_change(pre, post) -> dict[str, float]:
