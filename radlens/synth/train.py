@@ -66,7 +66,7 @@ class TrainConfig:
     weight_decay : float
         AdamW weight decay of fine-tuning.
     centered_head_archs : tuple of str
-        Architectures whose fine-tuning head reads batch-standardised pooled features while training
+        Architectures whose fine-tuning head reads batch-centred pooled features while training
         (folded back into a plain linear head afterwards, see :func:`finetune`).
     temperature : float
         NT-Xent temperature.
@@ -461,7 +461,18 @@ def place_operating_point(model, x, y: np.ndarray, train_idx: np.ndarray) -> flo
 def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, gen, task: str,
              log_rows: list) -> None:
     """Full fine-tuning of backbone + a fresh zero head: cross-entropy, flip/rotation augmentation,
-    AdamW with a one-cycle schedule (20 % warm-up, cosine decay; the head at 3x the backbone's rate)."""
+    AdamW with a one-cycle schedule (20 % warm-up, cosine decay; the head at 3x the backbone's rate).
+
+    For ``cfg.centered_head_archs`` the head reads the pooled features minus their batch mean while
+    training; afterwards the training images' mean is folded into the bias, so the saved head is the
+    plain linear head of the spec. Why: the demo ResNet's pooled ``layer4`` features sit on a large
+    common offset (mean 0.48, case-to-case SD 0.05), and each batch's label imbalance times that offset
+    swamped the class signal in the head's gradient: on the shape task the loss stayed at 0.69 for 6 of
+    20 epochs (train loss 0.31 at the end, validation AUC 0.89); centred, it falls from epoch 3 (0.12,
+    0.93). Standardising as well (dividing by the SD) also removed the plateau, but put large weights
+    on near-constant background channels, and Grad-CAM's pointing game on the intensity task fell
+    from ~0.8 to 0.37 (quick run).
+    """
     import torch
     import torch.nn.functional as F
 
@@ -472,10 +483,9 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
         model.head.weight.zero_()
         model.head.bias.zero_()
     centered = model.arch in tuple(cfg.centered_head_archs)
-    if centered:  # standardise the pooled features per batch while training (folded back below)
+    if centered:  # centre the pooled features per batch while training (folded back below)
         linear = model.head
-        model.head = torch.nn.Sequential(torch.nn.BatchNorm1d(linear.in_features, affine=False,
-                                                              track_running_stats=False), linear)
+        model.head = torch.nn.Sequential(_BatchCentre(), linear)
     opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": lr},
                              {"params": model.head.parameters(), "lr": 3 * lr}], weight_decay=cfg.weight_decay)
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
@@ -496,14 +506,22 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
             losses.append(float(loss.detach()))
         log_rows.append({"arch": model.arch, "stage": "finetune", "task": task, "epoch": epoch + 1,
                          "loss": float(np.mean(losses))})
-    if centered:  # fold the standardisation (eval-mode feature statistics) into the linear head
+    if centered:  # fold the centring (eval-mode mean over the training images) into the bias
         model.head = linear
-        f = torch.as_tensor(_features(model, xt), dtype=torch.float32)
-        mu, sd = f.mean(0), (f.var(0, unbiased=False) + 1e-5).sqrt()
+        mu = torch.as_tensor(_features(model, xt), dtype=torch.float32).mean(0)
         with torch.no_grad():
-            w = linear.weight / sd
-            linear.bias.sub_(w @ mu)
-            linear.weight.copy_(w)
+            linear.bias.sub_(linear.weight @ mu)
+
+
+def _BatchCentre():
+    """``f - f.mean(0)``: a batch-centring module for the fine-tuning head (see :func:`finetune`)."""
+    import torch
+
+    class BatchCentre(torch.nn.Module):
+        def forward(self, f):
+            return f - f.mean(0, keepdim=True)
+
+    return BatchCentre()
 
 
 def backbone_change(pre, post) -> dict[str, float]:
