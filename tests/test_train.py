@@ -9,7 +9,7 @@ from radlens.errors import InputError
 from radlens.synth.train import CohortArrays, TrainConfig, split_indices, train_demo_encoders
 
 TINY = dict(pretext_epochs=1, finetune_epochs=1, batch_size=16, finetune_batch_size=8, cnn_width=4, densenet_width=8,
-            vit_hidden=16, vit_layers=1, vit_heads=2, vit_patch=8)
+            vit_hidden=16, vit_layers=1, vit_heads=2, vit_patch=8, vit_pretext_epochs=1, vit_finetune_batch_size=8)
 
 
 def _blob_data(n=48, size=32, seed=0):
