@@ -143,8 +143,10 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
     out : path
         Feature table (``.parquet`` or ``.csv``); side files ``<stem>.diagnostics.<ext>`` and
         ``<stem>.failures.csv`` go next to it.
-    jobs : int, default 1
-        Parallel worker processes (``<= 0``: one per CPU).
+    jobs : int or "auto", default 1
+        Parallel worker processes (``<= 0``: one per CPU). ``"auto"``: one per CPU, or 1 when the
+        cases to extract are too few/small for a pool to win
+        (:func:`radlens.radiomics.schedule.auto_jobs`).
     executor : {"process", "dask"}
     scheduler : str, distributed.Client or None
         Dask scheduler address or client (``executor="dask"``); None starts a LocalCluster.
@@ -198,7 +200,8 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
         raise ConfigError(f"diagnostics={diagnostics!r} is not allowed; use one of {list(DIAGNOSTICS)}")
     if engine not in ENGINES:
         raise ConfigError(f"engine={engine!r} is not allowed; use one of {list(ENGINES)}")
-    jobs = check_executor(jobs, executor)
+    auto = isinstance(jobs, str) and jobs.strip().lower() == "auto"
+    jobs = check_executor(0 if auto else jobs, executor)
     if batch_size is not None and int(batch_size) < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed; use an integer >= 1")
     out = Path(out)
@@ -237,8 +240,12 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
         records = [None if r is not None and r.get("error") else r for r in records]
     todo = [i for i in range(n) if records[i] is None]
     n_cached = n - len(todo)
-    log.info("radiomics: %d cases, %d from cache, %d to extract (jobs=%d, executor=%s)", n, n_cached,
-             len(todo), jobs, executor)
+    if auto and executor == "process":
+        from radlens.radiomics.schedule import auto_jobs
+
+        jobs = auto_jobs(rows, todo, jobs)
+    log.info("radiomics: %d cases, %d from cache, %d to extract (jobs=%d%s, executor=%s)", n, n_cached,
+             len(todo), jobs, " auto" if auto else "", executor)
     spec = cache.params_spec(prm.hash) if not todo else None
     if spec is None:
         prm = validate_params(prm)
