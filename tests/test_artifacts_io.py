@@ -60,3 +60,12 @@ def test_radiomics_command_imports_no_pandas_no_torch(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "HEAVY []" in p.stdout
     assert len(read_table(tmp_path / "f.parquet")) == 2
+
+
+def test_help_imports_no_heavy_library():
+    code = ("import sys\nfrom radlens.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', [m for m in ('pandas', 'pyarrow', 'torch', 'monai', 'transformers', 'SimpleITK') "
+            "if m in sys.modules])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "HEAVY []" in p.stdout
