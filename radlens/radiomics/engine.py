@@ -29,6 +29,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from radlens.radiomics.kernels import shape3d
+
 log = logging.getLogger(__name__)
 
 #: classes the engine computes, in the form pyradiomics names them
@@ -291,10 +293,14 @@ def shape(roi: np.ndarray, spacing_xyz) -> dict[str, float]:
     """pyradiomics' 3D shape features (its C marching cubes and diameters)."""
     from radiomics import cShape
 
-    sp = np.array(spacing_xyz[::-1])
+    sp = np.array(spacing_xyz[::-1], dtype=np.float64)
     m = np.pad(roi, 1)
     coords = np.where(m)
-    area, vol, diam = cShape.calculate_coefficients(m, sp)
+    if shape3d.available():  # numpy mesh + pruned diameters (pyradiomics' C compares all vertex pairs)
+        area, vol = shape3d.mesh(m, sp)
+        diam = shape3d.diameters(m, sp)
+    else:
+        area, vol, diam = cShape.calculate_coefficients(m, sp)
     ev = _axes(coords, sp)
     z, y, x = sp
     f = {"Elongation": np.nan if ev[1] < 0 or ev[2] < 0 else np.sqrt(ev[1] / ev[2]),
