@@ -232,7 +232,8 @@ def test_roi_checks_same_errors_as_pyradiomics(tmp_path, roi, settings):
 
 
 def test_volume_count_same_with_scipy_or_simpleitk(monkeypatch):
-    """fast diagnostics count fully connected components with scipy (large runs) or SimpleITK."""
+    """fast diagnostics count fully connected components with scipy (large runs) or, without
+    scipy.ndimage, radlens' numpy union-find (small box; this one)."""
     import sys
 
     import scipy.ndimage  # noqa: F401
@@ -277,3 +278,18 @@ def test_shape3d_kernel_equals_pyradiomics_c():
         assert abs(area - area0) <= RTOL * area0
         assert abs(vol - vol0) <= RTOL * abs(vol0) + 1e-12
         np.testing.assert_allclose(diam, diam0, rtol=RTOL, atol=0)
+
+
+def test_component_count_equals_simpleitk():
+    """radlens' numpy component count against SimpleITK's fully connected labelling (what
+    pyradiomics' VolumeNum uses) on random 2D and 3D masks, sparse to dense."""
+    from radlens.radiomics.kernels.components import count_components
+
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        nd = 2 + i % 2
+        r = rng.random(rng.integers(1, 9 if nd == 3 else 25, nd)) < rng.uniform(0.05, 0.8)
+        cc = sitk.ConnectedComponentImageFilter()
+        cc.FullyConnectedOn()
+        cc.Execute(sitk.GetImageFromArray(r.astype(np.uint8)))
+        assert count_components(r) == cc.GetObjectCount(), f"mask {i} {r.shape}"
