@@ -38,6 +38,12 @@ CLASSES = ("shape", "shape2D", "firstorder", "glcm", "glrlm", "glszm", "gldm", "
 EPS = np.spacing(1)
 
 
+def _sum(a, axis=None, keepdims=False):
+    """``numpy.sum`` without its dispatch layer (the same ``add.reduce``): thousands of calls
+    per ROI on tiny arrays, where the wrapper costs more than the sum."""
+    return np.add.reduce(a, axis=axis, keepdims=keepdims)
+
+
 def _names(cls: str) -> list[str]:
     """Non-deprecated feature names of a pyradiomics class, in the order it computes them."""
     from radiomics import getFeatureClasses
@@ -122,12 +128,12 @@ def firstorder(image: np.ndarray, roi: np.ndarray, binned: np.ndarray, spacing, 
     m3 = np.mean(dev ** 3)
     m4 = np.mean(dev ** 4)
     p10, p25, p75, p90 = np.percentile(x, [10, 25, 75, 90])
-    energy = np.sum((x + shift) ** 2)
+    energy = _sum((x + shift) ** 2)
     sel = x[(x >= p10) & (x <= p90)]
     m2d = m2 if m2 != 0 else 1.0
     f = {
         "10Percentile": p10, "90Percentile": p90, "Energy": energy,
-        "Entropy": -1.0 * np.sum(p * np.log2(p + EPS)),
+        "Entropy": -1.0 * _sum(p * np.log2(p + EPS)),
         "InterquartileRange": p75 - p25,
         "Kurtosis": m4 / m2d ** 2.0,
         "Maximum": x.max(),
@@ -137,7 +143,7 @@ def firstorder(image: np.ndarray, roi: np.ndarray, binned: np.ndarray, spacing, 
         "RootMeanSquared": np.sqrt(energy / float(n)) if n else 0.0,
         "Skewness": m3 / m2d ** 1.5,
         "TotalEnergy": energy * np.multiply.reduce(spacing),
-        "Uniformity": np.sum(p ** 2),
+        "Uniformity": _sum(p ** 2),
         "Variance": np.std(x) ** 2,
     }
     return f
@@ -182,43 +188,43 @@ def glcm(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> dict[str, fl
     Pk = flat[nz]  # (K, A)
     ri, rj = nz // n, nz % n
     gi, gj = g[ri], g[rj]
-    ux = np.sum(g[:, None, None] * P, (0, 1))  # dense, as pyradiomics sums them: the centred
-    uy = np.sum(g[None, :, None] * P, (0, 1))  # moments below are sensitive to their last bits
+    ux = _sum(g[:, None, None] * P, (0, 1))  # dense, as pyradiomics sums them: the centred
+    uy = _sum(g[None, :, None] * P, (0, 1))  # moments below are sensitive to their last bits
     k_sum = np.arange(2, ng * 2 + 1, dtype="float")
     k_diff = np.arange(0, ng, dtype="float")
     p_add = (k_sum[:, None] == (gi + gj)[None, :]).astype(float) @ Pk  # (2 Ng - 1, A)
     p_sub = (k_diff[:, None] == np.abs(gi - gj)[None, :]).astype(float) @ Pk  # (Ng, A)
-    HXY = -np.sum(Pk * np.log2(Pk + EPS), 0)
+    HXY = -_sum(Pk * np.log2(Pk + EPS), 0)
     # per-angle values of every feature, averaged over angles in one nanmean at the end
     v: dict[str, Any] = {}
     v["Autocorrelation"] = (gi * gj) @ Pk
     c = (gi + gj)[:, None] - ux - uy
-    v["ClusterProminence"] = np.sum(Pk * c ** 4, 0)
-    v["ClusterShade"] = np.sum(Pk * c ** 3, 0)
-    v["ClusterTendency"] = np.sum(Pk * c ** 2, 0)
+    v["ClusterProminence"] = _sum(Pk * c ** 4, 0)
+    v["ClusterShade"] = _sum(Pk * c ** 3, 0)
+    v["ClusterTendency"] = _sum(Pk * c ** 2, 0)
     v["Contrast"] = (np.abs(gi - gj) ** 2) @ Pk
     di, dj = gi[:, None] - ux, gj[:, None] - uy
-    ss = np.sum(Pk * di ** 2, 0)
+    ss = _sum(Pk * di ** 2, 0)
     sigx = ss ** 0.5
-    sigy = np.sum(Pk * dj ** 2, 0) ** 0.5
-    corm = np.sum(Pk * di * dj, 0)
+    sigy = _sum(Pk * dj ** 2, 0) ** 0.5
+    corm = _sum(Pk * di * dj, 0)
     corr = corm / (sigx * sigy + EPS)
     corr[sigx * sigy == 0] = 1
     v["Correlation"] = corr
     kd = k_diff[:, None]
-    diffavg = np.sum(kd * p_sub, 0)
+    diffavg = _sum(kd * p_sub, 0)
     v["DifferenceAverage"] = diffavg
-    v["DifferenceEntropy"] = -np.sum(p_sub * np.log2(p_sub + EPS), 0)
-    v["DifferenceVariance"] = np.sum(p_sub * (kd - diffavg[None, :]) ** 2, 0)
-    v["Id"] = np.sum(p_sub / (1 + kd), 0)
-    v["Idm"] = np.sum(p_sub / (1 + kd ** 2), 0)
-    v["Idmn"] = np.sum(p_sub / (1 + (kd ** 2) / (ng ** 2)), 0)
-    v["Idn"] = np.sum(p_sub / (1 + (kd / ng)), 0)
-    HX = -np.sum(px * np.log2(px + EPS), 0)
-    HY = -np.sum(py * np.log2(py + EPS), 0)
-    HXY1 = -np.sum(Pk * np.log2(px[ri] * py[rj] + EPS), 0)
+    v["DifferenceEntropy"] = -_sum(p_sub * np.log2(p_sub + EPS), 0)
+    v["DifferenceVariance"] = _sum(p_sub * (kd - diffavg[None, :]) ** 2, 0)
+    v["Id"] = _sum(p_sub / (1 + kd), 0)
+    v["Idm"] = _sum(p_sub / (1 + kd ** 2), 0)
+    v["Idmn"] = _sum(p_sub / (1 + (kd ** 2) / (ng ** 2)), 0)
+    v["Idn"] = _sum(p_sub / (1 + (kd / ng)), 0)
+    HX = -_sum(px * np.log2(px + EPS), 0)
+    HY = -_sum(py * np.log2(py + EPS), 0)
+    HXY1 = -_sum(Pk * np.log2(px[ri] * py[rj] + EPS), 0)
     pxy = px[:, None, :] * py[None, :, :]
-    HXY2 = -np.sum(pxy * np.log2(pxy + EPS), (0, 1))
+    HXY2 = -_sum(pxy * np.log2(pxy + EPS), (0, 1))
     div = np.fmax(HX, HY)
     imc1 = HXY - HXY1
     imc1[div != 0] /= div[div != 0]
@@ -227,12 +233,12 @@ def glcm(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> dict[str, fl
     imc2 = (1 - np.e ** (-2 * (HXY2 - HXY))) ** 0.5
     imc2[HXY2 == HXY] = 0
     v["Imc2"] = imc2
-    v["InverseVariance"] = np.sum(p_sub[1:, :] / k_diff[1:, None] ** 2, 0)
-    v["JointEnergy"] = np.sum(Pk ** 2, 0)
+    v["InverseVariance"] = _sum(p_sub[1:, :] / k_diff[1:, None] ** 2, 0)
+    v["JointEnergy"] = _sum(Pk ** 2, 0)
     v["JointEntropy"] = HXY
     v["MaximumProbability"] = np.amax(Pk, 0)
-    v["SumAverage"] = np.sum(k_sum[:, None] * p_add, 0)
-    v["SumEntropy"] = -np.sum(p_add * np.log2(p_add + EPS), 0)
+    v["SumAverage"] = _sum(k_sum[:, None] * p_add, 0)
+    v["SumEntropy"] = -_sum(p_add * np.log2(p_add + EPS), 0)
     v["SumSquares"] = ss
     names = list(v)
     with np.errstate(all="ignore"):
@@ -288,7 +294,7 @@ def check_roi(roi: np.ndarray, settings: Mapping[str, Any]) -> None:
     """pyradiomics' ``checkMask`` on a ROI cropped to its box (same errors, same messages)."""
     if not roi.any():
         raise ValueError("Label (%g) not present in mask" % 1)
-    ndims = int(np.sum(np.array(roi.shape) > 1))
+    ndims = int(_sum(np.array(roi.shape) > 1))
     min_dims = settings.get("minimumROIDimensions", 2)
     if ndims == 0:
         raise ValueError("mask only contains 1 segmented voxel! Cannot extract features for a single voxel.")
@@ -371,41 +377,41 @@ def glrlm(binned, roi, settings, gl, ng) -> dict[str, float]:
     P, _ = cMatrices.calculate_glrlm(binned, roi, ng, np.max(binned.shape), settings.get("force2D", False),
                                      settings.get("force2Ddimension", 0))
     P = _present(P, gl)  # (levels, run lengths, angles)
-    Nr = np.sum(P, (0, 1))
+    Nr = _sum(P, (0, 1))
     if P.shape[2] > 1 and not (Nr != 0).all():
         keep = Nr != 0
         P, Nr = P[:, :, keep], Nr[keep]
     Nr = Nr.astype(float)
     Nr[Nr == 0] = np.nan
-    pr = np.sum(P, 0)  # (runs, angles)
-    pg = np.sum(P, 1)  # (levels, angles)
+    pr = _sum(P, 0)  # (runs, angles)
+    pg = _sum(P, 1)  # (levels, angles)
     iv = gl.astype(float)
     jv = np.arange(1, P.shape[1] + 1, dtype=np.float64)
-    keep = np.sum(pr, 1) != 0
+    keep = _sum(pr, 1) != 0
     P, jv, pr = P[:, keep], jv[keep], pr[keep]
     i2, j2 = (iv ** 2)[:, None, None], (jv ** 2)[None, :, None]
     v: dict[str, Any] = {}
-    v["ShortRunEmphasis"] = np.sum(pr / (jv[:, None] ** 2), 0) / Nr
-    v["LongRunEmphasis"] = np.sum(pr * (jv[:, None] ** 2), 0) / Nr
-    v["GrayLevelNonUniformity"] = np.sum(pg ** 2, 0) / Nr
-    v["GrayLevelNonUniformityNormalized"] = np.sum(pg ** 2, 0) / (Nr ** 2)
-    v["RunLengthNonUniformity"] = np.sum(pr ** 2, 0) / Nr
-    v["RunLengthNonUniformityNormalized"] = np.sum(pr ** 2, 0) / Nr ** 2
-    v["RunPercentage"] = Nr / np.sum(pr * jv[:, None], 0)
+    v["ShortRunEmphasis"] = _sum(pr / (jv[:, None] ** 2), 0) / Nr
+    v["LongRunEmphasis"] = _sum(pr * (jv[:, None] ** 2), 0) / Nr
+    v["GrayLevelNonUniformity"] = _sum(pg ** 2, 0) / Nr
+    v["GrayLevelNonUniformityNormalized"] = _sum(pg ** 2, 0) / (Nr ** 2)
+    v["RunLengthNonUniformity"] = _sum(pr ** 2, 0) / Nr
+    v["RunLengthNonUniformityNormalized"] = _sum(pr ** 2, 0) / Nr ** 2
+    v["RunPercentage"] = Nr / _sum(pr * jv[:, None], 0)
     pgn = pg / Nr[None, :]
-    u_i = np.sum(pgn * iv[:, None], 0, keepdims=True)
-    v["GrayLevelVariance"] = np.sum(pgn * (iv[:, None] - u_i) ** 2, 0)
+    u_i = _sum(pgn * iv[:, None], 0, keepdims=True)
+    v["GrayLevelVariance"] = _sum(pgn * (iv[:, None] - u_i) ** 2, 0)
     prn = pr / Nr[None, :]
-    u_j = np.sum(prn * jv[:, None], 0, keepdims=True)
-    v["RunVariance"] = np.sum(prn * (jv[:, None] - u_j) ** 2, 0)
+    u_j = _sum(prn * jv[:, None], 0, keepdims=True)
+    v["RunVariance"] = _sum(prn * (jv[:, None] - u_j) ** 2, 0)
     pn = P / Nr[None, None, :]
-    v["RunEntropy"] = -np.sum(pn * np.log2(pn + EPS), (0, 1))
-    v["LowGrayLevelRunEmphasis"] = np.sum(pg / (iv[:, None] ** 2), 0) / Nr
-    v["HighGrayLevelRunEmphasis"] = np.sum(pg * (iv[:, None] ** 2), 0) / Nr
-    v["ShortRunLowGrayLevelEmphasis"] = np.sum(P / (i2 * j2), (0, 1)) / Nr
-    v["ShortRunHighGrayLevelEmphasis"] = np.sum(P * i2 / j2, (0, 1)) / Nr
-    v["LongRunLowGrayLevelEmphasis"] = np.sum(P * j2 / i2, (0, 1)) / Nr
-    v["LongRunHighGrayLevelEmphasis"] = np.sum(P * (j2 * i2), (0, 1)) / Nr
+    v["RunEntropy"] = -_sum(pn * np.log2(pn + EPS), (0, 1))
+    v["LowGrayLevelRunEmphasis"] = _sum(pg / (iv[:, None] ** 2), 0) / Nr
+    v["HighGrayLevelRunEmphasis"] = _sum(pg * (iv[:, None] ** 2), 0) / Nr
+    v["ShortRunLowGrayLevelEmphasis"] = _sum(P / (i2 * j2), (0, 1)) / Nr
+    v["ShortRunHighGrayLevelEmphasis"] = _sum(P * i2 / j2, (0, 1)) / Nr
+    v["LongRunLowGrayLevelEmphasis"] = _sum(P * j2 / i2, (0, 1)) / Nr
+    v["LongRunHighGrayLevelEmphasis"] = _sum(P * (j2 * i2), (0, 1)) / Nr
     names = list(v)
     with np.errstate(all="ignore"):
         return dict(zip(names, np.nanmean(np.stack([v[k] for k in names]), axis=1)))
@@ -413,30 +419,30 @@ def glrlm(binned, roi, settings, gl, ng) -> dict[str, float]:
 
 def _zone_features(P, iv, jv, Nz, prefix) -> dict[str, Any]:
     """GLSZM / GLDM features shared by formula: P (levels, sizes), Nz the zone (voxel) count."""
-    ps = np.sum(P, 0)
-    pg = np.sum(P, 1)
+    ps = _sum(P, 0)
+    pg = _sum(P, 1)
     i2, j2 = (iv ** 2)[:, None], (jv ** 2)[None, :]
     f: dict[str, Any] = {}
-    f["small"] = np.sum(ps / (jv ** 2)) / Nz
-    f["large"] = np.sum(ps * (jv ** 2)) / Nz
-    f["GrayLevelNonUniformity"] = np.sum(pg ** 2) / Nz
-    f["GrayLevelNonUniformityNormalized"] = np.sum(pg ** 2) / Nz ** 2
-    f["sizeNU"] = np.sum(ps ** 2) / Nz
-    f["sizeNUN"] = np.sum(ps ** 2) / Nz ** 2
+    f["small"] = _sum(ps / (jv ** 2)) / Nz
+    f["large"] = _sum(ps * (jv ** 2)) / Nz
+    f["GrayLevelNonUniformity"] = _sum(pg ** 2) / Nz
+    f["GrayLevelNonUniformityNormalized"] = _sum(pg ** 2) / Nz ** 2
+    f["sizeNU"] = _sum(ps ** 2) / Nz
+    f["sizeNUN"] = _sum(ps ** 2) / Nz ** 2
     pgn = pg / Nz
-    u_i = np.sum(pgn * iv)
-    f["GrayLevelVariance"] = np.sum(pgn * (iv - u_i) ** 2)
+    u_i = _sum(pgn * iv)
+    f["GrayLevelVariance"] = _sum(pgn * (iv - u_i) ** 2)
     psn = ps / Nz
-    u_j = np.sum(psn * jv)
-    f["sizeVar"] = np.sum(psn * (jv - u_j) ** 2)
+    u_j = _sum(psn * jv)
+    f["sizeVar"] = _sum(psn * (jv - u_j) ** 2)
     pn = P / Nz
-    f["entropy"] = -np.sum(pn * np.log2(pn + EPS))
-    f["low"] = np.sum(pg / (iv ** 2)) / Nz
-    f["high"] = np.sum(pg * (iv ** 2)) / Nz
-    f["smallLow"] = np.sum(P / (i2 * j2)) / Nz
-    f["smallHigh"] = np.sum(P * i2 / j2) / Nz
-    f["largeLow"] = np.sum(P * j2 / i2) / Nz
-    f["largeHigh"] = np.sum(P * (j2 * i2)) / Nz
+    f["entropy"] = -_sum(pn * np.log2(pn + EPS))
+    f["low"] = _sum(pg / (iv ** 2)) / Nz
+    f["high"] = _sum(pg * (iv ** 2)) / Nz
+    f["smallLow"] = _sum(P / (i2 * j2)) / Nz
+    f["smallHigh"] = _sum(P * i2 / j2) / Nz
+    f["largeLow"] = _sum(P * j2 / i2) / Nz
+    f["largeHigh"] = _sum(P * (j2 * i2)) / Nz
     return f
 
 
@@ -444,14 +450,14 @@ def glszm(binned, roi, settings, gl, ng) -> dict[str, float]:
     """pyradiomics' GLSZM features (segment-based)."""
     from radiomics import cMatrices
 
-    P = cMatrices.calculate_glszm(binned, roi, ng, np.sum(roi), settings.get("force2D", False),
+    P = cMatrices.calculate_glszm(binned, roi, ng, _sum(roi), settings.get("force2D", False),
                                   settings.get("force2Ddimension", 0))
     P = _present(P, gl)  # (levels, zone sizes)
-    ps = np.sum(P, 0)
+    ps = _sum(P, 0)
     jv = np.arange(1, P.shape[1] + 1, dtype=np.float64)
-    Nz = np.sum(P)
+    Nz = _sum(P)
     Nz = Nz if Nz != 0 else 1
-    Np = np.sum(ps * jv)
+    Np = _sum(ps * jv)
     Np = Np if Np != 0 else 1
     keep = ps != 0
     f = _zone_features(P[:, keep], gl.astype(float), jv[keep], Nz, "zone")
@@ -475,9 +481,9 @@ def gldm(binned, roi, settings, gl, ng) -> dict[str, float]:
                                  settings.get("force2Ddimension", 0))
     P = _present(P, gl)  # (levels, dependence sizes)
     jv = np.arange(1, P.shape[1] + 1, dtype="float64")
-    keep = np.sum(P, 0) != 0
+    keep = _sum(P, 0) != 0
     P, jv = P[:, keep], jv[keep]
-    Nz = np.sum(np.sum(P, 0))
+    Nz = _sum(_sum(P, 0))
     Nz = Nz if Nz != 0 else 1
     f = _zone_features(P, gl.astype(float), jv, Nz, "dep")
     return {"DependenceEntropy": f["entropy"], "DependenceNonUniformity": f["sizeNU"],
@@ -497,26 +503,26 @@ def ngtdm(binned, roi, settings, gl, ng) -> dict[str, float]:
     P = cMatrices.calculate_ngtdm(binned, roi, np.array(settings.get("distances", [1])), ng,
                                   settings.get("force2D", False), settings.get("force2Ddimension", 0))[0]
     P = P[P[:, 0] != 0]  # (levels present, [count, s, level])
-    Nvp = np.sum(P[:, 0])
+    Nvp = _sum(P[:, 0])
     p = P[:, 0] / Nvp
     s_ = P[:, 1]
     i = P[:, 2]
-    ngp = np.sum(P[:, 0] > 0)
+    ngp = _sum(P[:, 0] > 0)
     f: dict[str, Any] = {}
-    coarse = np.sum(p * s_)
+    coarse = _sum(p * s_)
     f["Coarseness"] = 1 / coarse if coarse != 0 else 1e6
     div = ngp * (ngp - 1)
-    contrast = np.sum(p[:, None] * p[None, :] * (i[:, None] - i[None, :]) ** 2) * np.sum(s_) / Nvp
+    contrast = _sum(p[:, None] * p[None, :] * (i[:, None] - i[None, :]) ** 2) * _sum(s_) / Nvp
     f["Contrast"] = contrast / div if div != 0 else 0
     i_p = i * p
-    absdiff = np.sum(np.abs(i_p[:, None] - i_p[None, :]))
-    f["Busyness"] = np.sum(p * s_) / absdiff if absdiff != 0 else 0
+    absdiff = _sum(np.abs(i_p[:, None] - i_p[None, :]))
+    f["Busyness"] = _sum(p * s_) / absdiff if absdiff != 0 else 0
     ps = p * s_
     divisor = p[:, None] + p[None, :]
     divisor[divisor == 0] = 1
-    f["Complexity"] = np.sum(np.abs(i[:, None] - i[None, :]) * (ps[:, None] + ps[None, :]) / divisor) / Nvp
-    sum_s = np.sum(s_)
-    strength = np.sum((p[:, None] + p[None, :]) * (i[:, None] - i[None, :]) ** 2)
+    f["Complexity"] = _sum(np.abs(i[:, None] - i[None, :]) * (ps[:, None] + ps[None, :]) / divisor) / Nvp
+    sum_s = _sum(s_)
+    strength = _sum((p[:, None] + p[None, :]) * (i[:, None] - i[None, :]) ** 2)
     f["Strength"] = strength / sum_s if sum_s != 0 else 0
     return f
 
