@@ -116,35 +116,43 @@ def discretise(image: np.ndarray, roi: np.ndarray, settings: Mapping[str, Any]) 
 
 # --------------------------------------------------------------------------- first order
 def firstorder(image: np.ndarray, roi: np.ndarray, binned: np.ndarray, spacing, settings) -> dict[str, float]:
-    """pyradiomics' first-order features of one ROI (segment-based)."""
+    """pyradiomics' first-order features of one ROI (segment-based).
+
+    Means as ``add.reduce / n`` (what ``numpy.mean`` computes for float64), the variance as
+    ``numpy.std(x) ** 2`` computes it, every percentile and the median in one call (the median
+    as the 50th percentile: the same value up to its last bit)."""
     x = image[roi].astype("float")
     shift = settings.get("voxelArrayShift", 0)
-    _, counts = np.unique(binned[roi], return_counts=True)
-    p = counts.astype("float") / float(counts.sum())
+    counts = np.bincount(binned[roi])
+    counts = counts[counts > 0]
+    p = counts / float(counts.sum())
     n = x.size
-    mean = np.mean(x)
+    add = np.add.reduce
+    mean = add(x) / n
     dev = x - mean
-    m2 = np.mean(dev ** 2)
-    m3 = np.mean(dev ** 3)
-    m4 = np.mean(dev ** 4)
-    p10, p25, p75, p90 = np.percentile(x, [10, 25, 75, 90])
-    energy = _sum((x + shift) ** 2)
+    d2 = dev * dev
+    m2 = add(d2) / n
+    m3 = add(dev ** 3) / n
+    m4 = add(d2 * d2) / n
+    p10, p25, p50, p75, p90 = np.percentile(x, [10, 25, 50, 75, 90]).tolist()
+    energy = add((x + shift) ** 2)
     sel = x[(x >= p10) & (x <= p90)]
     m2d = m2 if m2 != 0 else 1.0
+    hi, lo = x.max(), x.min()
     f = {
         "10Percentile": p10, "90Percentile": p90, "Energy": energy,
-        "Entropy": -1.0 * _sum(p * np.log2(p + EPS)),
+        "Entropy": -1.0 * add(p * np.log2(p + EPS)),
         "InterquartileRange": p75 - p25,
         "Kurtosis": m4 / m2d ** 2.0,
-        "Maximum": x.max(),
-        "MeanAbsoluteDeviation": np.mean(np.absolute(dev)),
-        "Mean": mean, "Median": np.median(x), "Minimum": x.min(), "Range": x.max() - x.min(),
-        "RobustMeanAbsoluteDeviation": np.mean(np.absolute(sel - np.mean(sel))),
+        "Maximum": hi,
+        "MeanAbsoluteDeviation": add(np.absolute(dev)) / n,
+        "Mean": mean, "Median": p50, "Minimum": lo, "Range": hi - lo,
+        "RobustMeanAbsoluteDeviation": add(np.absolute(sel - add(sel) / sel.size)) / sel.size,
         "RootMeanSquared": np.sqrt(energy / float(n)) if n else 0.0,
         "Skewness": m3 / m2d ** 1.5,
         "TotalEnergy": energy * np.multiply.reduce(spacing),
-        "Uniformity": _sum(p ** 2),
-        "Variance": np.std(x) ** 2,
+        "Uniformity": add(p ** 2),
+        "Variance": np.sqrt(m2) ** 2,
     }
     return f
 
