@@ -38,12 +38,6 @@ CLASSES = ("shape", "shape2D", "firstorder", "glcm", "glrlm", "glszm", "gldm", "
 EPS = np.spacing(1)
 
 
-def _sum(a, axis=None, keepdims=False):
-    """``numpy.sum`` without its dispatch layer (the same ``add.reduce``): thousands of calls
-    per ROI on tiny arrays, where the wrapper costs more than the sum."""
-    return np.add.reduce(a, axis=axis, keepdims=keepdims)
-
-
 def _names(cls: str) -> list[str]:
     """Non-deprecated feature names of a pyradiomics class, in the order it computes them."""
     from radiomics import getFeatureClasses
@@ -187,7 +181,7 @@ def _angle_mean(rows: dict[str, np.ndarray]) -> dict[str, float]:
         with np.errstate(all="ignore"):
             m = np.nanmean(V, axis=1)
     else:  # nanmean without NaN: the same sum and division
-        m = _sum(V, 1) / V.shape[1]
+        m = np.add.reduce(V, 1) / V.shape[1]
     return dict(zip(rows, m.tolist()))
 
 
@@ -210,27 +204,27 @@ def glcm(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> dict[str, fl
     Pk = np.ascontiguousarray(flat[nz].T)  # (A, K)
     ri, rj = nz // n, nz % n
     gi, gj = g[ri], g[rj]
-    ux = _sum(g[:, None, None] * P, (0, 1))  # dense, as pyradiomics sums them: the centred
-    uy = _sum(g[None, :, None] * P, (0, 1))  # moments below are sensitive to their last bits
+    ux = np.add.reduce(g[:, None, None] * P, (0, 1))  # dense, as pyradiomics sums them: the centred
+    uy = np.add.reduce(g[None, :, None] * P, (0, 1))  # moments below are sensitive to their last bits
     k_sum = np.arange(2, ng * 2 + 1, dtype="float")
     k_diff = np.arange(0, ng, dtype="float")
     p_add = Pk @ (k_sum[None, :] == (gi + gj)[:, None]).astype(float)  # (A, 2 Ng - 1)
     p_sub = Pk @ (k_diff[None, :] == np.abs(gi - gj)[:, None]).astype(float)  # (A, Ng)
-    HXY = -_sum(Pk * np.log2(Pk + EPS), 1)
+    HXY = -np.add.reduce(Pk * np.log2(Pk + EPS), 1)
     v: dict[str, Any] = {}  # per-angle values, averaged over angles at the end
     lin = Pk @ np.stack([gi * gj, np.abs(gi - gj) ** 2], 1)  # (A, 2)
     v["Autocorrelation"] = lin[:, 0]
     c = (gi + gj)[None, :] - ux[:, None] - uy[:, None]
     c2 = c ** 2
-    v["ClusterProminence"] = _sum(Pk * (c2 * c2), 1)
-    v["ClusterShade"] = _sum(Pk * (c2 * c), 1)
-    v["ClusterTendency"] = _sum(Pk * c2, 1)
+    v["ClusterProminence"] = np.add.reduce(Pk * (c2 * c2), 1)
+    v["ClusterShade"] = np.add.reduce(Pk * (c2 * c), 1)
+    v["ClusterTendency"] = np.add.reduce(Pk * c2, 1)
     v["Contrast"] = lin[:, 1]
     di, dj = gi[None, :] - ux[:, None], gj[None, :] - uy[:, None]
-    ss = _sum(Pk * di ** 2, 1)
+    ss = np.add.reduce(Pk * di ** 2, 1)
     sigx = ss ** 0.5
-    sigy = _sum(Pk * dj ** 2, 1) ** 0.5
-    corm = _sum(Pk * di * dj, 1)
+    sigy = np.add.reduce(Pk * dj ** 2, 1) ** 0.5
+    corm = np.add.reduce(Pk * di * dj, 1)
     corr = corm / (sigx * sigy + EPS)
     corr[sigx * sigy == 0] = 1
     v["Correlation"] = corr
@@ -242,14 +236,14 @@ def glcm(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> dict[str, fl
                              1 / (1 + (k_diff / ng)), inv], 1)  # (A, 6)
     diffavg = wsub[:, 0]
     v["DifferenceAverage"] = diffavg
-    v["DifferenceEntropy"] = -_sum(p_sub * np.log2(p_sub + EPS), 1)
-    v["DifferenceVariance"] = _sum(p_sub * (kd - diffavg[:, None]) ** 2, 1)
+    v["DifferenceEntropy"] = -np.add.reduce(p_sub * np.log2(p_sub + EPS), 1)
+    v["DifferenceVariance"] = np.add.reduce(p_sub * (kd - diffavg[:, None]) ** 2, 1)
     v["Id"], v["Idm"], v["Idmn"], v["Idn"] = wsub[:, 1], wsub[:, 2], wsub[:, 3], wsub[:, 4]
-    HX = -_sum(px * np.log2(px + EPS), 1)
-    HY = -_sum(py * np.log2(py + EPS), 1)
-    HXY1 = -_sum(Pk * np.log2(px[:, ri] * py[:, rj] + EPS), 1)
+    HX = -np.add.reduce(px * np.log2(px + EPS), 1)
+    HY = -np.add.reduce(py * np.log2(py + EPS), 1)
+    HXY1 = -np.add.reduce(Pk * np.log2(px[:, ri] * py[:, rj] + EPS), 1)
     pxy = px[:, :, None] * py[:, None, :]
-    HXY2 = -_sum(pxy * np.log2(pxy + EPS), (1, 2))
+    HXY2 = -np.add.reduce(pxy * np.log2(pxy + EPS), (1, 2))
     div = np.fmax(HX, HY)
     imc1 = HXY - HXY1
     imc1[div != 0] /= div[div != 0]
@@ -259,11 +253,11 @@ def glcm(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> dict[str, fl
     imc2[HXY2 == HXY] = 0
     v["Imc2"] = imc2
     v["InverseVariance"] = wsub[:, 5]
-    v["JointEnergy"] = _sum(Pk ** 2, 1)
+    v["JointEnergy"] = np.add.reduce(Pk ** 2, 1)
     v["JointEntropy"] = HXY
     v["MaximumProbability"] = np.max(Pk, 1)
     v["SumAverage"] = p_add @ k_sum
-    v["SumEntropy"] = -_sum(p_add * np.log2(p_add + EPS), 1)
+    v["SumEntropy"] = -np.add.reduce(p_add * np.log2(p_add + EPS), 1)
     v["SumSquares"] = ss
     f: dict[str, Any] = _angle_mean(v)
     f["JointAverage"] = ux.mean()
@@ -303,7 +297,7 @@ def _mcc_symmetric(Q, px):
     r = np.sqrt(np.where(px > 0, px, 1.0))  # (angles, n)
     M = Q * (r[:, :, None] / r[:, None, :])
     S = (M + M.transpose(0, 2, 1)) * 0.5
-    asym = np.sqrt(_sum((M - S) ** 2, (1, 2)))
+    asym = np.sqrt(np.add.reduce((M - S) ** 2, (1, 2)))
     lam = np.linalg.eigvalsh(S)[:, -2]  # ascending per angle: the second largest
     if not ((lam > 0).all() and (asym <= 1e-11 * lam).all()):
         return None
@@ -315,7 +309,7 @@ def check_roi(roi: np.ndarray, settings: Mapping[str, Any]) -> None:
     """pyradiomics' ``checkMask`` on a ROI cropped to its box (same errors, same messages)."""
     if not roi.any():
         raise ValueError("Label (%g) not present in mask" % 1)
-    ndims = int(_sum(np.array(roi.shape) > 1))
+    ndims = int(np.add.reduce(np.array(roi.shape) > 1, None))
     min_dims = settings.get("minimumROIDimensions", 2)
     if ndims == 0:
         raise ValueError("mask only contains 1 segmented voxel! Cannot extract features for a single voxel.")
@@ -398,41 +392,41 @@ def glrlm(binned, roi, settings, gl, ng) -> dict[str, float]:
     P, _ = cMatrices.calculate_glrlm(binned, roi, ng, np.max(binned.shape), settings.get("force2D", False),
                                      settings.get("force2Ddimension", 0))
     P = _present(P, gl)  # (levels, run lengths, angles)
-    Nr = _sum(P, (0, 1))
+    Nr = np.add.reduce(P, (0, 1))
     if P.shape[2] > 1 and not (Nr != 0).all():
         keep = Nr != 0
         P, Nr = P[:, :, keep], Nr[keep]
     Nr = Nr.astype(float)
     Nr[Nr == 0] = np.nan
-    pr = _sum(P, 0)  # (runs, angles)
-    pg = _sum(P, 1)  # (levels, angles)
+    pr = np.add.reduce(P, 0)  # (runs, angles)
+    pg = np.add.reduce(P, 1)  # (levels, angles)
     iv = gl.astype(float)
     jv = np.arange(1, P.shape[1] + 1, dtype=np.float64)
-    keep = _sum(pr, 1) != 0
+    keep = np.add.reduce(pr, 1) != 0
     P, jv, pr = P[:, keep], jv[keep], pr[keep]
     i2, j2 = (iv ** 2)[:, None, None], (jv ** 2)[None, :, None]
     v: dict[str, Any] = {}
-    v["ShortRunEmphasis"] = _sum(pr / (jv[:, None] ** 2), 0) / Nr
-    v["LongRunEmphasis"] = _sum(pr * (jv[:, None] ** 2), 0) / Nr
-    v["GrayLevelNonUniformity"] = _sum(pg ** 2, 0) / Nr
-    v["GrayLevelNonUniformityNormalized"] = _sum(pg ** 2, 0) / (Nr ** 2)
-    v["RunLengthNonUniformity"] = _sum(pr ** 2, 0) / Nr
-    v["RunLengthNonUniformityNormalized"] = _sum(pr ** 2, 0) / Nr ** 2
-    v["RunPercentage"] = Nr / _sum(pr * jv[:, None], 0)
+    v["ShortRunEmphasis"] = np.add.reduce(pr / (jv[:, None] ** 2), 0) / Nr
+    v["LongRunEmphasis"] = np.add.reduce(pr * (jv[:, None] ** 2), 0) / Nr
+    v["GrayLevelNonUniformity"] = np.add.reduce(pg ** 2, 0) / Nr
+    v["GrayLevelNonUniformityNormalized"] = np.add.reduce(pg ** 2, 0) / (Nr ** 2)
+    v["RunLengthNonUniformity"] = np.add.reduce(pr ** 2, 0) / Nr
+    v["RunLengthNonUniformityNormalized"] = np.add.reduce(pr ** 2, 0) / Nr ** 2
+    v["RunPercentage"] = Nr / np.add.reduce(pr * jv[:, None], 0)
     pgn = pg / Nr[None, :]
-    u_i = _sum(pgn * iv[:, None], 0, keepdims=True)
-    v["GrayLevelVariance"] = _sum(pgn * (iv[:, None] - u_i) ** 2, 0)
+    u_i = np.add.reduce(pgn * iv[:, None], 0, keepdims=True)
+    v["GrayLevelVariance"] = np.add.reduce(pgn * (iv[:, None] - u_i) ** 2, 0)
     prn = pr / Nr[None, :]
-    u_j = _sum(prn * jv[:, None], 0, keepdims=True)
-    v["RunVariance"] = _sum(prn * (jv[:, None] - u_j) ** 2, 0)
+    u_j = np.add.reduce(prn * jv[:, None], 0, keepdims=True)
+    v["RunVariance"] = np.add.reduce(prn * (jv[:, None] - u_j) ** 2, 0)
     pn = P / Nr[None, None, :]
-    v["RunEntropy"] = -_sum(pn * np.log2(pn + EPS), (0, 1))
-    v["LowGrayLevelRunEmphasis"] = _sum(pg / (iv[:, None] ** 2), 0) / Nr
-    v["HighGrayLevelRunEmphasis"] = _sum(pg * (iv[:, None] ** 2), 0) / Nr
-    v["ShortRunLowGrayLevelEmphasis"] = _sum(P / (i2 * j2), (0, 1)) / Nr
-    v["ShortRunHighGrayLevelEmphasis"] = _sum(P * i2 / j2, (0, 1)) / Nr
-    v["LongRunLowGrayLevelEmphasis"] = _sum(P * j2 / i2, (0, 1)) / Nr
-    v["LongRunHighGrayLevelEmphasis"] = _sum(P * (j2 * i2), (0, 1)) / Nr
+    v["RunEntropy"] = -np.add.reduce(pn * np.log2(pn + EPS), (0, 1))
+    v["LowGrayLevelRunEmphasis"] = np.add.reduce(pg / (iv[:, None] ** 2), 0) / Nr
+    v["HighGrayLevelRunEmphasis"] = np.add.reduce(pg * (iv[:, None] ** 2), 0) / Nr
+    v["ShortRunLowGrayLevelEmphasis"] = np.add.reduce(P / (i2 * j2), (0, 1)) / Nr
+    v["ShortRunHighGrayLevelEmphasis"] = np.add.reduce(P * i2 / j2, (0, 1)) / Nr
+    v["LongRunLowGrayLevelEmphasis"] = np.add.reduce(P * j2 / i2, (0, 1)) / Nr
+    v["LongRunHighGrayLevelEmphasis"] = np.add.reduce(P * (j2 * i2), (0, 1)) / Nr
     names = list(v)
     with np.errstate(all="ignore"):
         return dict(zip(names, np.nanmean(np.stack([v[k] for k in names]), axis=1)))
@@ -440,30 +434,30 @@ def glrlm(binned, roi, settings, gl, ng) -> dict[str, float]:
 
 def _zone_features(P, iv, jv, Nz, prefix) -> dict[str, Any]:
     """GLSZM / GLDM features shared by formula: P (levels, sizes), Nz the zone (voxel) count."""
-    ps = _sum(P, 0)
-    pg = _sum(P, 1)
+    ps = np.add.reduce(P, 0)
+    pg = np.add.reduce(P, 1)
     i2, j2 = (iv ** 2)[:, None], (jv ** 2)[None, :]
     f: dict[str, Any] = {}
-    f["small"] = _sum(ps / (jv ** 2)) / Nz
-    f["large"] = _sum(ps * (jv ** 2)) / Nz
-    f["GrayLevelNonUniformity"] = _sum(pg ** 2) / Nz
-    f["GrayLevelNonUniformityNormalized"] = _sum(pg ** 2) / Nz ** 2
-    f["sizeNU"] = _sum(ps ** 2) / Nz
-    f["sizeNUN"] = _sum(ps ** 2) / Nz ** 2
+    f["small"] = np.add.reduce(ps / (jv ** 2), None) / Nz
+    f["large"] = np.add.reduce(ps * (jv ** 2), None) / Nz
+    f["GrayLevelNonUniformity"] = np.add.reduce(pg ** 2, None) / Nz
+    f["GrayLevelNonUniformityNormalized"] = np.add.reduce(pg ** 2, None) / Nz ** 2
+    f["sizeNU"] = np.add.reduce(ps ** 2, None) / Nz
+    f["sizeNUN"] = np.add.reduce(ps ** 2, None) / Nz ** 2
     pgn = pg / Nz
-    u_i = _sum(pgn * iv)
-    f["GrayLevelVariance"] = _sum(pgn * (iv - u_i) ** 2)
+    u_i = np.add.reduce(pgn * iv, None)
+    f["GrayLevelVariance"] = np.add.reduce(pgn * (iv - u_i) ** 2, None)
     psn = ps / Nz
-    u_j = _sum(psn * jv)
-    f["sizeVar"] = _sum(psn * (jv - u_j) ** 2)
+    u_j = np.add.reduce(psn * jv, None)
+    f["sizeVar"] = np.add.reduce(psn * (jv - u_j) ** 2, None)
     pn = P / Nz
-    f["entropy"] = -_sum(pn * np.log2(pn + EPS))
-    f["low"] = _sum(pg / (iv ** 2)) / Nz
-    f["high"] = _sum(pg * (iv ** 2)) / Nz
-    f["smallLow"] = _sum(P / (i2 * j2)) / Nz
-    f["smallHigh"] = _sum(P * i2 / j2) / Nz
-    f["largeLow"] = _sum(P * j2 / i2) / Nz
-    f["largeHigh"] = _sum(P * (j2 * i2)) / Nz
+    f["entropy"] = -np.add.reduce(pn * np.log2(pn + EPS), None)
+    f["low"] = np.add.reduce(pg / (iv ** 2), None) / Nz
+    f["high"] = np.add.reduce(pg * (iv ** 2), None) / Nz
+    f["smallLow"] = np.add.reduce(P / (i2 * j2), None) / Nz
+    f["smallHigh"] = np.add.reduce(P * i2 / j2, None) / Nz
+    f["largeLow"] = np.add.reduce(P * j2 / i2, None) / Nz
+    f["largeHigh"] = np.add.reduce(P * (j2 * i2), None) / Nz
     return f
 
 
@@ -471,14 +465,14 @@ def glszm(binned, roi, settings, gl, ng) -> dict[str, float]:
     """pyradiomics' GLSZM features (segment-based)."""
     from radiomics import cMatrices
 
-    P = cMatrices.calculate_glszm(binned, roi, ng, _sum(roi), settings.get("force2D", False),
+    P = cMatrices.calculate_glszm(binned, roi, ng, np.add.reduce(roi, None), settings.get("force2D", False),
                                   settings.get("force2Ddimension", 0))
     P = _present(P, gl)  # (levels, zone sizes)
-    ps = _sum(P, 0)
+    ps = np.add.reduce(P, 0)
     jv = np.arange(1, P.shape[1] + 1, dtype=np.float64)
-    Nz = _sum(P)
+    Nz = np.add.reduce(P, None)
     Nz = Nz if Nz != 0 else 1
-    Np = _sum(ps * jv)
+    Np = np.add.reduce(ps * jv, None)
     Np = Np if Np != 0 else 1
     keep = ps != 0
     f = _zone_features(P[:, keep], gl.astype(float), jv[keep], Nz, "zone")
@@ -502,9 +496,9 @@ def gldm(binned, roi, settings, gl, ng) -> dict[str, float]:
                                  settings.get("force2Ddimension", 0))
     P = _present(P, gl)  # (levels, dependence sizes)
     jv = np.arange(1, P.shape[1] + 1, dtype="float64")
-    keep = _sum(P, 0) != 0
+    keep = np.add.reduce(P, 0) != 0
     P, jv = P[:, keep], jv[keep]
-    Nz = _sum(_sum(P, 0))
+    Nz = np.add.reduce(np.add.reduce(P, 0), None)
     Nz = Nz if Nz != 0 else 1
     f = _zone_features(P, gl.astype(float), jv, Nz, "dep")
     return {"DependenceEntropy": f["entropy"], "DependenceNonUniformity": f["sizeNU"],
@@ -524,26 +518,26 @@ def ngtdm(binned, roi, settings, gl, ng) -> dict[str, float]:
     P = cMatrices.calculate_ngtdm(binned, roi, np.array(settings.get("distances", [1])), ng,
                                   settings.get("force2D", False), settings.get("force2Ddimension", 0))[0]
     P = P[P[:, 0] != 0]  # (levels present, [count, s, level])
-    Nvp = _sum(P[:, 0])
+    Nvp = np.add.reduce(P[:, 0], None)
     p = P[:, 0] / Nvp
     s_ = P[:, 1]
     i = P[:, 2]
-    ngp = _sum(P[:, 0] > 0)
+    ngp = np.add.reduce(P[:, 0] > 0, None)
     f: dict[str, Any] = {}
-    coarse = _sum(p * s_)
+    coarse = np.add.reduce(p * s_, None)
     f["Coarseness"] = 1 / coarse if coarse != 0 else 1e6
     div = ngp * (ngp - 1)
-    contrast = _sum(p[:, None] * p[None, :] * (i[:, None] - i[None, :]) ** 2) * _sum(s_) / Nvp
+    contrast = np.add.reduce(p[:, None] * p[None, :] * (i[:, None] - i[None, :]) ** 2, None) * np.add.reduce(s_, None) / Nvp
     f["Contrast"] = contrast / div if div != 0 else 0
     i_p = i * p
-    absdiff = _sum(np.abs(i_p[:, None] - i_p[None, :]))
-    f["Busyness"] = _sum(p * s_) / absdiff if absdiff != 0 else 0
+    absdiff = np.add.reduce(np.abs(i_p[:, None] - i_p[None, :]), None)
+    f["Busyness"] = np.add.reduce(p * s_, None) / absdiff if absdiff != 0 else 0
     ps = p * s_
     divisor = p[:, None] + p[None, :]
     divisor[divisor == 0] = 1
-    f["Complexity"] = _sum(np.abs(i[:, None] - i[None, :]) * (ps[:, None] + ps[None, :]) / divisor) / Nvp
-    sum_s = _sum(s_)
-    strength = _sum((p[:, None] + p[None, :]) * (i[:, None] - i[None, :]) ** 2)
+    f["Complexity"] = np.add.reduce(np.abs(i[:, None] - i[None, :]) * (ps[:, None] + ps[None, :]) / divisor, None) / Nvp
+    sum_s = np.add.reduce(s_, None)
+    strength = np.add.reduce((p[:, None] + p[None, :]) * (i[:, None] - i[None, :]) ** 2, None)
     f["Strength"] = strength / sum_s if sum_s != 0 else 0
     return f
 
