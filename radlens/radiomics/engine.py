@@ -386,50 +386,55 @@ def _present(P: np.ndarray, gl: np.ndarray) -> np.ndarray:
 
 
 def glrlm(binned, roi, settings, gl, ng) -> dict[str, float]:
-    """pyradiomics' GLRLM features (segment-based, no weighting)."""
+    """pyradiomics' GLRLM features (segment-based, no weighting), laid out (angles, levels, runs):
+    sums along contiguous memory, the weighted sums of the matrix as matrix products."""
     from radiomics import cMatrices
 
     P, _ = cMatrices.calculate_glrlm(binned, roi, ng, np.max(binned.shape), settings.get("force2D", False),
                                      settings.get("force2Ddimension", 0))
     P = _present(P, gl)  # (levels, run lengths, angles)
-    Nr = np.add.reduce(P, (0, 1))
+    add = np.add.reduce
+    Nr = add(P, (0, 1))
     if P.shape[2] > 1 and not (Nr != 0).all():
         keep = Nr != 0
         P, Nr = P[:, :, keep], Nr[keep]
     Nr = Nr.astype(float)
     Nr[Nr == 0] = np.nan
-    pr = np.add.reduce(P, 0)  # (runs, angles)
-    pg = np.add.reduce(P, 1)  # (levels, angles)
+    keep = add(P, (0, 2)) != 0  # run lengths that occur (pyradiomics drops the others)
+    T = np.ascontiguousarray(P[:, keep].transpose(2, 0, 1), dtype=np.float64)  # (A, L, R)
     iv = gl.astype(float)
-    jv = np.arange(1, P.shape[1] + 1, dtype=np.float64)
-    keep = np.add.reduce(pr, 1) != 0
-    P, jv, pr = P[:, keep], jv[keep], pr[keep]
-    i2, j2 = (iv ** 2)[:, None, None], (jv ** 2)[None, :, None]
+    jv = np.arange(1, P.shape[1] + 1, dtype=np.float64)[keep]
+    pr = add(T, 1)  # (A, R)
+    pg = add(T, 2)  # (A, L)
+    i2, j2 = iv ** 2, jv ** 2
+    wr = pr @ np.stack([1 / j2, j2, jv], 1)  # (A, 3)
+    wg = pg @ np.stack([1 / i2, i2], 1)  # (A, 2)
+    wp = np.einsum("alk,lm->amk", T @ np.stack([1 / j2, j2], 1), np.stack([1 / i2, i2], 1))  # (A, i, j)
     v: dict[str, Any] = {}
-    v["ShortRunEmphasis"] = np.add.reduce(pr / (jv[:, None] ** 2), 0) / Nr
-    v["LongRunEmphasis"] = np.add.reduce(pr * (jv[:, None] ** 2), 0) / Nr
-    v["GrayLevelNonUniformity"] = np.add.reduce(pg ** 2, 0) / Nr
-    v["GrayLevelNonUniformityNormalized"] = np.add.reduce(pg ** 2, 0) / (Nr ** 2)
-    v["RunLengthNonUniformity"] = np.add.reduce(pr ** 2, 0) / Nr
-    v["RunLengthNonUniformityNormalized"] = np.add.reduce(pr ** 2, 0) / Nr ** 2
-    v["RunPercentage"] = Nr / np.add.reduce(pr * jv[:, None], 0)
-    pgn = pg / Nr[None, :]
-    u_i = np.add.reduce(pgn * iv[:, None], 0, keepdims=True)
-    v["GrayLevelVariance"] = np.add.reduce(pgn * (iv[:, None] - u_i) ** 2, 0)
-    prn = pr / Nr[None, :]
-    u_j = np.add.reduce(prn * jv[:, None], 0, keepdims=True)
-    v["RunVariance"] = np.add.reduce(prn * (jv[:, None] - u_j) ** 2, 0)
-    pn = P / Nr[None, None, :]
-    v["RunEntropy"] = -np.add.reduce(pn * np.log2(pn + EPS), (0, 1))
-    v["LowGrayLevelRunEmphasis"] = np.add.reduce(pg / (iv[:, None] ** 2), 0) / Nr
-    v["HighGrayLevelRunEmphasis"] = np.add.reduce(pg * (iv[:, None] ** 2), 0) / Nr
-    v["ShortRunLowGrayLevelEmphasis"] = np.add.reduce(P / (i2 * j2), (0, 1)) / Nr
-    v["ShortRunHighGrayLevelEmphasis"] = np.add.reduce(P * i2 / j2, (0, 1)) / Nr
-    v["LongRunLowGrayLevelEmphasis"] = np.add.reduce(P * j2 / i2, (0, 1)) / Nr
-    v["LongRunHighGrayLevelEmphasis"] = np.add.reduce(P * (j2 * i2), (0, 1)) / Nr
-    names = list(v)
-    with np.errstate(all="ignore"):
-        return dict(zip(names, np.nanmean(np.stack([v[k] for k in names]), axis=1)))
+    v["ShortRunEmphasis"] = wr[:, 0] / Nr
+    v["LongRunEmphasis"] = wr[:, 1] / Nr
+    gln = add(pg * pg, 1)
+    v["GrayLevelNonUniformity"] = gln / Nr
+    v["GrayLevelNonUniformityNormalized"] = gln / (Nr ** 2)
+    rln = add(pr * pr, 1)
+    v["RunLengthNonUniformity"] = rln / Nr
+    v["RunLengthNonUniformityNormalized"] = rln / Nr ** 2
+    v["RunPercentage"] = Nr / wr[:, 2]
+    pgn = pg / Nr[:, None]
+    u_i = pgn @ iv
+    v["GrayLevelVariance"] = add(pgn * (iv[None, :] - u_i[:, None]) ** 2, 1)
+    prn = pr / Nr[:, None]
+    u_j = prn @ jv
+    v["RunVariance"] = add(prn * (jv[None, :] - u_j[:, None]) ** 2, 1)
+    pn = T / Nr[:, None, None]
+    v["RunEntropy"] = -add(pn * np.log2(pn + EPS), (1, 2))
+    v["LowGrayLevelRunEmphasis"] = wg[:, 0] / Nr
+    v["HighGrayLevelRunEmphasis"] = wg[:, 1] / Nr
+    v["ShortRunLowGrayLevelEmphasis"] = wp[:, 0, 0] / Nr
+    v["ShortRunHighGrayLevelEmphasis"] = wp[:, 1, 0] / Nr
+    v["LongRunLowGrayLevelEmphasis"] = wp[:, 0, 1] / Nr
+    v["LongRunHighGrayLevelEmphasis"] = wp[:, 1, 1] / Nr
+    return _angle_mean(v)
 
 
 def _zone_features(P, iv, jv, Nz, prefix) -> dict[str, Any]:
