@@ -191,6 +191,7 @@ def test_engine_failure_falls_back_to_pyradiomics_visibly(tmp_path, monkeypatch)
         raise FloatingPointError("boom")
 
     monkeypatch.setattr(engine, "compute", broken)
+    monkeypatch.setattr(engine, "compute_arrays", broken)  # the path on arrays (no SimpleITK crop)
     res = radiomics(man, out=tmp_path / "r.parquet", show_progress=False)
     assert res.n_failed == 0
     np.testing.assert_array_equal(res.features.drop(columns="case_id").to_numpy(float),
