@@ -152,13 +152,36 @@ def _max_sq(X: np.ndarray) -> float:
     return max(low, _pairs_max(S, S))
 
 
+def _line_extremes(P: np.ndarray, u) -> np.ndarray:
+    """The points of ``P`` (n, 3) ints that are first or last on their line along ``u`` (a line
+    is identified by ``P x u``). A hull vertex is extreme on every line through it."""
+    if len(P) < 3:
+        return P
+    c = np.cross(P, np.asarray(u))
+    c = c - c.min(0)
+    span = c.max(0) + 1
+    key = (c[:, 0] * span[1] + c[:, 1]) * span[2] + c[:, 2]
+    order = np.lexsort((P @ np.asarray(u), key))
+    ks = key[order]
+    change = ks[1:] != ks[:-1]
+    ends = np.concatenate([[True], change]) | np.concatenate([change, [True]])
+    return P[np.sort(order[ends])]
+
+
+#: in-plane diagonals per plane axis (the axis-aligned lines are filtered on the grid)
+_PLANE_DIAGONALS = {0: ((0, 1, 1), (0, 1, -1)), 1: ((1, 0, 1), (1, 0, -1)), 2: ((1, 1, 0), (1, -1, 0))}
+
+
 def _plane_max_sq(G: np.ndarray, axis: int, spacing: np.ndarray) -> float:
     """Largest squared distance between two True points of the doubled grid ``G`` sharing their
-    coordinate along ``axis``: all planes at once, each plane's points padded to the largest
-    plane's count with copies of its first point (distance 0)."""
+    coordinate along ``axis``: the points extreme on their in-plane diagonals too, then all
+    planes at once, each plane's points padded to the largest plane's count with copies of its
+    first point (distance 0)."""
     P = np.stack(np.nonzero(G), 1)
     if len(P) < 2:
         return 0.0
+    for u in _PLANE_DIAGONALS[axis]:
+        P = _line_extremes(P, u)
     P = P[np.argsort(P[:, axis], kind="stable")]
     _, start, count = np.unique(P[:, axis], return_index=True, return_counts=True)
     k = int(count.max())
