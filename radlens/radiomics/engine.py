@@ -208,8 +208,12 @@ def glcm(binned: np.ndarray, roi: np.ndarray, settings, gl=None) -> dict[str, fl
     uy = np.add.reduce(g[None, :, None] * P, (0, 1))  # moments below are sensitive to their last bits
     k_sum = np.arange(2, ng * 2 + 1, dtype="float")
     k_diff = np.arange(0, ng, dtype="float")
-    p_add = Pk @ (k_sum[None, :] == (gi + gj)[:, None]).astype(float)  # (A, 2 Ng - 1)
-    p_sub = Pk @ (k_diff[None, :] == np.abs(gi - gj)[:, None]).astype(float)  # (A, Ng)
+    # p_add / p_sub: probabilities of each grey-level sum (2..2Ng) / difference (0..Ng-1), per angle
+    rows = (np.arange(A) * (2 * ng - 1))[:, None]
+    isum = (gi + gj).astype(np.int64) - 2
+    idiff = np.abs(gi - gj).astype(np.int64)
+    p_add = np.bincount((rows + isum[None, :]).ravel(), Pk.ravel(), A * (2 * ng - 1)).reshape(A, 2 * ng - 1)
+    p_sub = np.bincount(((np.arange(A) * ng)[:, None] + idiff[None, :]).ravel(), Pk.ravel(), A * ng).reshape(A, ng)
     HXY = -np.add.reduce(Pk * np.log2(Pk + EPS), 1)
     v: dict[str, Any] = {}  # per-angle values, averaged over angles at the end
     lin = Pk @ np.stack([gi * gj, np.abs(gi - gj) ** 2], 1)  # (A, 2)
