@@ -17,27 +17,30 @@ from __future__ import annotations
 import numpy as np
 
 
-def dsigma_moment(dsig, weights=None) -> np.ndarray:
+def dsigma_moment(dsig, weights=None, outer=None) -> np.ndarray:
     """``C = Σ_i w_i σ'_i σ'_i^T / Σ_i w_i``.
 
     Parameters
     ----------
     dsig : ndarray, shape (n, m)   activation derivatives per case.
     weights : ndarray, shape (n,) or (B, n), optional
+    outer : ndarray, shape (n, m(m+1)/2), optional   ``upper_outer(dsig)`` when already computed
+        (batched weights only).
 
     Returns
     -------
     ndarray, shape (m, m) or (B, m, m)
     """
+    from radlens.stats.ridge import unpack_upper, upper_outer
+
     dsig = np.asarray(dsig, float)
     if weights is None:
         return dsig.T @ dsig / dsig.shape[0]
     w = np.asarray(weights, float)
     if w.ndim == 1:
         return (dsig * w[:, None]).T @ dsig / w.sum()
-    n, m = dsig.shape
-    outer = (dsig[:, :, None] * dsig[:, None, :]).reshape(n, m * m)
-    return ((w @ outer) / w.sum(1)[:, None]).reshape(-1, m, m)
+    outer = upper_outer(dsig) if outer is None else outer
+    return unpack_upper((w @ outer) / w.sum(1)[:, None], dsig.shape[1])
 
 
 def quad_scores(W1, M) -> np.ndarray:
