@@ -19,9 +19,13 @@ from radlens.lens.scores import dsigma_moment, quad_scores, shift_sq
 
 log = logging.getLogger(__name__)
 
+#: smallest ‖change‖ / ‖embedding‖ (centred) for which a bootstrap head delta is taken as the
+#: difference of two replicate heads (``boot_diff``): float32 products then keep ≥ 4 digits of it
+DIFF_MIN = 1e-3
+
 
 def score_changes(lens, changes: dict, *, n_null: int = 200, n_boot: int = 200, seed: int = 0, boot_for=None,
-                  specific_for=(), cross_for=None, sens_boot=None, batch: int = 25) -> dict:
+                  specific_for=(), cross_for=None, sens_boot=None, boot_diff=None, batch: int = 25) -> dict:
     """Per-feature squared RMS Jacobian change of each change, null and bootstrap replicates.
 
     Parameters
@@ -43,6 +47,13 @@ def score_changes(lens, changes: dict, *, n_null: int = 200, n_boot: int = 200, 
         squared RMS sensitivities per replicate and lens seed come back under the key
         ``"sens_boot"`` (name -> (S, B1, p)), from the same resamples, smoothers and GEMM as the
         changes' bootstrap (the emphasis CI of ``refit-post``).
+    boot_diff : dict change name -> (post name, pre name) of ``sens_boot``, optional
+        Changes that are exactly ``sens_boot[post] − sens_boot[pre]``: their bootstrap head deltas
+        are taken as the difference of those two embeddings' replicate heads, which the GEMM computes
+        anyway (same resamples, same estimator: equal up to float32 rounding). Used only where it is
+        accurate: both embeddings factored in the identity basis (``d ≤ n``) and the change at
+        least ``DIFF_MIN`` of their size (a difference of two rounded products loses the digits the
+        two share); otherwise the change gets its own factor.
 
     Returns
     -------
@@ -78,6 +89,16 @@ def score_changes(lens, changes: dict, *, n_null: int = 200, n_boot: int = 200, 
     res = {k: {"T_seeds": [], "null": [], "boot": [], "spec_mean": [], "spec_sd": [], "null_sens_post_seeds": [],
                "degenerate": bool(np.linalg.norm(changes[k]) < NO_CHANGE_TOL * max(ref, 1e-300))} for k in names}
     bnames = [k for k in names if k in boot_for]
+    diff = {}
+    for k, (a, b) in (boot_diff or {}).items():
+        if k not in bnames or a not in sens_boot or b not in sens_boot or not sfac:
+            continue
+        Ya, Yb, E = (np.asarray(v, float) for v in (sens_boot[a], sens_boot[b], changes[k]))
+        size = max(np.linalg.norm(Ya - Ya.mean(0)), np.linalg.norm(Yb - Yb.mean(0)))
+        if (Ya.shape[1] <= n and Ya.shape == Yb.shape == E.shape and np.array_equal(E, Ya - Yb)
+                and np.linalg.norm(E - E.mean(0)) >= DIFF_MIN * size):
+            diff[k] = (list(sfac).index(a), list(sfac).index(b))
+    bnames = [k for k in bnames if k not in diff]
     for s in progress(range(S_seeds), desc="lens seeds", unit="seed"):
         W1 = lens.W1_[s]
         alpha = float(lens.alpha_[s])
@@ -106,10 +127,11 @@ def score_changes(lens, changes: dict, *, n_null: int = 200, n_boot: int = 200, 
                 for k, G, X in zip(cross_for, rep["null"], rep["null_cross"]):
                     res[k]["null_sens_post_seeds"].append(quad_scores(W1, (Gpre + X + X.transpose(0, 2, 1) + G) * C))
         if boot_w is not None:   # one pass: smoothers, moments and one GEMM for changes and embeddings
+            off = len(bnames)
             rep = replicate_grams(H, alpha, [fac[k][0] for k in bnames] + list(sfac.values()), None, boot_w, batch,
-                                  dsig=dsig)
+                                  dsig=dsig, diffs=[(off + i, off + j) for i, j in diff.values()])
             Cb = rep["boot_C"]
-            for k, G in zip(bnames, rep["boot"]):
+            for k, G in zip(bnames + list(diff), rep["boot"][:off] + rep.get("boot_diff", [])):
                 res[k]["boot"].append(quad_scores(W1, G * Cb))
             for k, G in zip(sfac, rep["boot"][len(bnames):]):
                 sens_out[k].append(quad_scores(W1, G * Cb))

@@ -55,7 +55,7 @@ def low_rank_factor(E) -> tuple[np.ndarray, np.ndarray]:
 
 
 def replicate_grams(H, alpha: float, factors, perms=None, boot_w=None, batch: int = 25, dtype=np.float32,
-                    cross=None, dsig=None) -> dict:
+                    cross=None, dsig=None, diffs=()) -> dict:
     """Head-delta Gram matrices ``D_b D_b^T`` (m, m) of null and bootstrap replicates for several
     per-case changes at once (one smoother per replicate, one GEMM for all changes).
 
@@ -77,6 +77,10 @@ def replicate_grams(H, alpha: float, factors, perms=None, boot_w=None, batch: in
     dsig : ndarray, shape (n, m), optional
         Activation derivatives: also return the resampled Jacobian moments ``C_b`` of the bootstrap
         (:func:`radlens.lens.scores.dsigma_moment` with the bootstrap weights).
+    diffs : sequence of (i, j) factor indices
+        Bootstrap only: also return the Grams of ``S_b (F_i − F_j)`` from the two products already
+        computed (key ``boot_diff``), for a change that is the difference of two factored embeddings
+        with the same (identity) basis ``V`` — no GEMM of its own.
 
     Returns
     -------
@@ -93,12 +97,13 @@ def replicate_grams(H, alpha: float, factors, perms=None, boot_w=None, batch: in
     m, n = S.shape
     J = len(factors)
 
-    def grams(Sg):
+    def grams(Sg, pairs=()):
         b = Sg.shape[0]
         Y = (Sg.reshape(-1, n).astype(dtype, copy=False) @ Fd).reshape(b, m, -1)
         # contiguous blocks so that the batched product runs as BLAS GEMMs (a strided view does not);
         # a Gram of (m, r) float32 blocks is accurate to ~1e-6 relative, far below any null spread
         parts = [np.ascontiguousarray(P) for P in np.split(Y, splits, axis=2)] if len(factors) > 1 else [Y]
+        parts += [parts[i] - parts[j] for i, j in pairs]
         with single_thread():   # tiny GEMMs: extra BLAS threads only add hand-off latency
             return [np.stack([np.dot(Pi, Pi.T) for Pi in P]).astype(float) for P in parts], parts
 
@@ -108,29 +113,41 @@ def replicate_grams(H, alpha: float, factors, perms=None, boot_w=None, batch: in
     if perms is not None:
         acc, accx = [[] for _ in range(J)], [[] for _ in cross]
         inv = np.argsort(perms, axis=1)                          # D_b = S[:, inv_b] @ E
-        Sd = S.astype(dtype)                                     # gather the rounded smoother once
+        ST = np.ascontiguousarray(S.T, dtype=dtype)              # (n, m): gather whole rows, once rounded
+        FT = Fd.T
+        offs = np.concatenate([[0], np.cumsum(sizes)])
         for s in range(0, perms.shape[0], batch):
-            G, parts = grams(Sd[:, inv[s:s + batch]].transpose(1, 0, 2))
-            for j in range(J):
-                acc[j].append(G[j])
-            for j, cx in enumerate(cross):
-                accx[j].append(cx[None] @ parts[j].transpose(0, 2, 1).astype(float))
+            idx = inv[s:s + batch]
+            b = idx.shape[0]
+            # (n, b·m) gathered smoothers, contiguous: D_b^T = F^T S[:, inv_b]^T for the whole batch in one GEMM
+            Y = FT @ ST[idx.T].reshape(n, b * m)                 # (Σ r_j, b·m)
+            with single_thread():
+                for j in range(J):
+                    Yj = Y[offs[j]:offs[j + 1]]
+                    acc[j].append(np.stack([np.dot(Yj[:, i * m:(i + 1) * m].T, Yj[:, i * m:(i + 1) * m])
+                                            for i in range(b)]).astype(float))
+                for j, cx in enumerate(cross):
+                    Yj = Y[offs[j]:offs[j + 1]].astype(float)
+                    accx[j].append(np.stack([cx @ Yj[:, i * m:(i + 1) * m] for i in range(b)]))
         out["null"] = [np.concatenate(a) for a in acc]
         if cross:
             out["null_cross"] = [np.concatenate(a) for a in accx]
             if one:
                 out["null_cross"] = out["null_cross"][0]
     if boot_w is not None:
-        acc, accc = [[] for _ in range(J)], []
+        diffs = list(diffs)
+        acc, accc = [[] for _ in range(J + len(diffs))], []
         outer = upper_outer(H)                                   # weight-free: once for every batch
         outer_d = upper_outer(dsig) if dsig is not None else None
         for s in range(0, boot_w.shape[0], batch):
-            G, _ = grams(batched_ridge_smoothers(H, alpha, boot_w[s:s + batch], outer=outer))
-            for j in range(J):
+            G, _ = grams(batched_ridge_smoothers(H, alpha, boot_w[s:s + batch], outer=outer), diffs)
+            for j in range(J + len(diffs)):
                 acc[j].append(G[j])
             if dsig is not None:
                 accc.append(dsigma_moment(dsig, boot_w[s:s + batch], outer=outer_d))
-        out["boot"] = [np.concatenate(a) for a in acc]
+        out["boot"] = [np.concatenate(a) for a in acc[:J]]
+        if diffs:
+            out["boot_diff"] = [np.concatenate(a) for a in acc[J:]]
         if dsig is not None:
             out["boot_C"] = np.concatenate(accc)
     return out

@@ -183,20 +183,25 @@ def shift_tables(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, s
     res = score_changes(lens, changes, n_null=n_null, n_boot=n_boot, seed=seed, boot_for=raws,
                         specific_for=raws if specific else (), cross_for=[f"{i}/aligned" for i in range(len(tasks))],
                         sens_boot={"pre": lens.Z_pre_, **{f"{i}/post": prep[t][0] for i, t in enumerate(tasks)}},
-                        batch=batch)
+                        boot_diff={f"{i}/raw": (f"{i}/post", "pre") for i in range(len(tasks))}, batch=batch)
+    seed_C, mean_norms = [], []
+    for s in range(S):   # Jacobian moments, and the literal mean-norm shift of every task in one GEMM
+        dsig = lens.hidden_activations(s)[1]
+        seed_C.append(dsigma_moment(dsig))
+        if literal_mean_norm:
+            mean_norms.append(mean_norm_shift(lens.W1_[s], [prep[t][1].coef[s] - head_pre.coef[s] for t in tasks],
+                                              dsig))
     out = {}
     for i, task in enumerate(tasks):
         Y_post, head_post, E, al = prep[task]
         raw, ali = res[f"{i}/raw"], res[f"{i}/aligned"]
-        s_pre, s_post, mn = [], [], []
+        s_pre, s_post = [], []
         for s in range(S):
             W1 = lens.W1_[s]
-            dsig = lens.hidden_activations(s)[1]
-            C = dsigma_moment(dsig)
+            C = seed_C[s]
             s_pre.append(sensitivity_sq(W1, head_pre.coef[s], C))
             s_post.append(sensitivity_sq(W1, head_post.coef[s], C))
-            if literal_mean_norm:
-                mn.append(mean_norm_shift(W1, head_post.coef[s] - head_pre.coef[s], dsig))
+        mn = [m_[i] for m_ in mean_norms] if literal_mean_norm else []
         s_pre, s_post = np.stack(s_pre), np.stack(s_post)
         sp, sq = np.sqrt(s_pre), np.sqrt(s_post)
         emp_seeds, rho = emphasis_scores(sp, sq)                            # (S, p), (S,)

@@ -46,7 +46,7 @@ def change_basis(E) -> tuple[np.ndarray, np.ndarray]:
     return Ec @ V[:, keep], lam[keep]
 
 
-def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 16,
+def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 32,
                      basis=None) -> tuple[np.ndarray, np.ndarray]:
     """Null mean and variance of the squared shift of every feature under its own H0_r.
 
@@ -65,7 +65,7 @@ def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 16
                                  chunk)[0]
 
 
-def specific_moments_many(W1, b1, X, bases, S, C, alpha: float, act: str, chunk: int = 16) -> list:
+def specific_moments_many(W1, b1, X, bases, S, C, alpha: float, act: str, chunk: int = 32) -> list:
     """:func:`specific_moments` of several changes through one lens seed: the reduced lenses
     (one per feature: hidden activations, Gram, inverse, smoother products) are built once and serve
     every change.
@@ -101,29 +101,34 @@ def specific_moments_many(W1, b1, X, bases, S, C, alpha: float, act: str, chunk:
         trMS = np.einsum("cjj->c", MS)
         trMS2 = np.einsum("cjk,ckj->c", MS, MS)
         GA = G @ Ainv
-        # B = [P; K] = L P with L = [I; Ainv]; R^T R = Omega + B^T Mid B, Mid = [[0, -I], [-I, G]]
-        L = np.concatenate([np.broadcast_to(I, (c, m, m)), Ainv], axis=1)   # (c, 2m, m)
-        Mid = np.zeros((c, 2 * m, 2 * m))
-        Mid[:, :m, m:] = -I
-        Mid[:, m:, :m] = -I
-        Mid[:, m:, m:] = G
         SSMw = SS[None] @ Mw
+        tr = lambda X, Y: np.einsum("cjk,ckj->c", X, Y)   # noqa: E731   tr(X Y), batched
+        # The residual second moments below are written in (m, m) blocks: with L = [I; Ainv] and
+        # Mid = [[0, -I], [-I, G]], R^T R = Omega + B^T Mid B, B = L P (see specific_moments' algebra)
         for (mean, var), F32, lam in zip(out, F32s, lams):
             # P = Hc^T F (c, m, q) is the only O(n q) product; everything else needs only P P^T and P Λ P^T
             P = (Hc32 @ F32).reshape(c, m, -1).astype(float)
             Q1 = P @ P.transpose(0, 2, 1)                            # (c, m, m)
             QL = (P * lam[None, None, :]) @ P.transpose(0, 2, 1)
+            K = Ainv @ Q1                                            # Ainv P P^T
             # ‖R_r‖² = Σλ − 2 tr(K P^T) + tr(K^T G K), K = Ainv P
-            r2 = lam.sum() - 2 * np.einsum("cjk,ckj->c", Ainv, Q1) + np.einsum("cjk,ckj->c", GA, Q1 @ Ainv)
+            r2 = lam.sum() - 2 * np.einsum("cjj->c", K) + tr(GA, Q1 @ Ainv)
             AAt = NA @ Q1 @ NA.transpose(0, 2, 1)                    # A A^T
             mean[rs] = np.einsum("cjk,ckj->c", Mw, AAt) + r2 / (n - 1) * trMS
-            BB = L @ Q1 @ L.transpose(0, 2, 1)
-            BOB = L @ QL @ L.transpose(0, 2, 1)
-            AB = NA @ Q1 @ L.transpose(0, 2, 1)                      # A B^T  (c, m, 2m)
-            ARRA = NA @ QL @ NA.transpose(0, 2, 1) + AB @ Mid @ AB.transpose(0, 2, 1)   # A R^T R A^T
+            # A R^T R A^T = NA QL NA^T + AB Mid AB^T with AB = [U1, U1 Ainv], U1 = NA Q1
+            U1 = NA @ Q1
+            U2 = U1 @ Ainv
+            U1U2 = U1 @ U2.transpose(0, 2, 1)
+            ARRA = NA @ QL @ NA.transpose(0, 2, 1) - U1U2 - U1U2.transpose(0, 2, 1) + U2 @ G @ U2.transpose(0, 2, 1)
             t1 = 4 * np.einsum("cjj->c", SSMw @ ARRA @ Mw) / (n - 1)
-            MB = Mid @ BB
-            trS2 = ((lam ** 2).sum() + 2 * np.einsum("cjj->c", Mid @ BOB) + np.einsum("cjk,ckj->c", MB, MB)) / (n - 1) ** 2
+            # tr(Mid L QL L^T) = −2 tr(Ainv QL) + tr(G Ainv QL Ainv);  tr((Mid L Q1 L^T)²) with
+            # Mid L Q1 L^T = [[−K, −K Ainv], [Z, Z Ainv]], Z = G K − Q1:  tr(K²) − 2 tr(K Ainv Z) + tr((Z Ainv)²)
+            AQL = Ainv @ QL
+            trMBOB = -2 * np.einsum("cjj->c", AQL) + tr(GA, QL @ Ainv)
+            Z = G @ K - Q1
+            ZA = Z @ Ainv
+            trMB2 = tr(K, K) - 2 * tr(K @ Ainv, Z) + tr(ZA, ZA)
+            trS2 = ((lam ** 2).sum() + 2 * trMBOB + trMB2) / (n - 1) ** 2
             t2 = 2 * trS2 * trMS2
             var[rs] = np.clip(t1 + t2, 0, None)
     return out
