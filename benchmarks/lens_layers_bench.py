@@ -135,6 +135,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, help="repeats of the CKA bootstrap comparison")
     ap.add_argument("--baseline-src", default=None,
                     help="folder holding an older radlens package: time its lens too (child process)")
+    ap.add_argument("--baseline-label", default=None, help="name of that version in the record (default: the folder name)")
     ap.add_argument("--lens-only", default=None, help=argparse.SUPPRESS)   # child: DATA_DIR,OUT_DIR
     ap.add_argument("--out", "--json", dest="out",
                     default=str(Path(__file__).parent / "results" / "lens_layers_bench.json"))
@@ -192,6 +193,7 @@ def main(argv=None):
             b = {k: min(rec["baseline_before"][k], rec["baseline_after"][k])
                  for k in ("fit_pre_s", "refit_post_all_s", "compare_s", "lens_after_fit_s")}
             rec["baseline_src"] = str(args.baseline_src)
+            rec["baseline_label"] = args.baseline_label or Path(args.baseline_src).name
             rec["speedup_vs_baseline"] = {k: b[k] / rec[k] for k in b}   # baseline's faster run / this run
             rec["max_rel_difference_vs_baseline"] = table_difference(base_out, new_out, tasks)
         import pandas as pd
@@ -224,10 +226,11 @@ def main(argv=None):
             f"compare {rec['compare_s']:.0f} s")
     if "speedup_vs_baseline" in rec:
         sp = rec["speedup_vs_baseline"]
-        cell += (f" ({sp['refit_post_all_s']:.1f}× / {sp['fit_pre_s']:.1f}× faster than {Path(args.baseline_src).name} "
-                 "in the same run)")
+        cell += (f" (refit-post {sp['refit_post_all_s']:.1f}×, fit-pre {sp['fit_pre_s']:.1f}× faster than "
+                 f"{rec['baseline_label']} in the same run)")
     cell += (f"; CKA bootstrap Gram form vs explicit resamples {rec['cka_bootstrap']['speedup_median']:.0f}× (median) "
-             f"({rec['date'][:10]}, {m['cpu_count']} CPUs, {m['threads']} threads, {m['jobs']} jobs)")
+             f"({rec['date'][:10]}, {m['cpu_count']} CPUs, {m['threads']} threads, {m['jobs']} jobs, load average "
+             f"{rec['load_avg_1min_start']:.1f} → {rec['load_avg_1min_end']:.1f})")
     rec["readme"] = {"result": cell}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
