@@ -48,8 +48,9 @@ def count_components(roi: np.ndarray) -> int:
         if not diff.any():
             break
         pu, pv = pu[diff], pv[diff]
-        lo = np.minimum(pu, pv)
-        np.minimum.at(parent, np.maximum(pu, pv), lo)  # hook the larger root onto the smaller
+        # hook the larger root onto the smaller (a root hooked by several edges takes one of
+        # them; the others join in a later round): labels only ever point lower, so no cycles
+        parent[np.maximum(pu, pv)] = np.minimum(pu, pv)
         while True:  # pointer jumping: every node points at its root again
             nxt = parent[parent]
             if np.array_equal(nxt, parent):
