@@ -49,7 +49,16 @@ names features by IBSI code and aggregation, so a pyradiomics feature counts as 
 some pictologics feature equals it within 1e-6 relative on every case (matched by value).
 
 Start-up: the whole ``radlens radiomics`` command on a 2-case manifest vs pyradiomics' own
-command line on the same 2 cases (CPU seconds of the child process, min over repeats).
+command line on the same 2 cases (wall and CPU seconds of the child process, min/median/max over
+``--startup-repeats``, commands alternated; ``--startup-ref DIR`` also times the radlens of
+another checkout, e.g. ``/work/main``, in the same rounds: a before/after).
+
+Jobs (``jobs`` in the JSON; ``--jobs-only`` runs just this part and start-up): ``radiomics(...,
+jobs=1)`` vs ``jobs=2`` alone (no other contender in between), alternated, ``--jobs-repeats``
+rounds, on both cohorts; per round the wall ratio jobs1/jobs2, then min/median/max, with the
+1-minute load average before and after (on a shared 2-core machine the wall ratio mostly
+measures the other users). The projected time on otherwise idle cores (this process's CPU + the
+busiest worker's CPU) is reported next to it.
 """
 from __future__ import annotations
 
@@ -136,7 +145,12 @@ def radlens_run(manifest, params, jobs, out):
     schedule.WORKER_CPU.clear()
     res = radiomics(manifest, params, out=out, jobs=jobs, use_cache=False, show_progress=False)
     busiest = max(schedule.WORKER_CPU.values()) if jobs > 1 and schedule.WORKER_CPU else 0.0
-    PROJECTED.setdefault(f"{out.stem}", []).append(time.process_time() - c0 + busiest)
+    parent = time.process_time() - c0
+    PROJECTED.setdefault(f"{out.stem}", []).append(parent + busiest)
+    # the same with the workers' CPU evenly shared (on a busy machine the dynamic hand-out gives more
+    # units to the worker that happens to be scheduled more: 'busiest' is then pessimistic)
+    balanced = sum(schedule.WORKER_CPU.values()) / jobs if jobs > 1 and schedule.WORKER_CPU else 0.0
+    PROJECTED.setdefault(f"{out.stem}_balanced", []).append(parent + balanced)
     assert res.n_failed == 0, res.failures
     f = res.features.set_index("case_id")
     return {cid: {k: float(v) for k, v in row.items()} for cid, row in f.iterrows()}
@@ -171,10 +185,6 @@ def _peer_key(name: str) -> str:
     return f"{cls}:" + re.sub(r"(\d+)th", r"\1", feat).replace("_", "").lower()
 
 
-def _stats(v):
-    return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": list(v)}
-
-
 def _alternate(peer, name, manifest, params, repeats, tmp) -> tuple[dict, dict, dict]:
     """``peer()`` (a subprocess returning its own cpu_s/wall_s) and radlens ``--jobs 1``, alternated
     in the same rounds. Returns (cpu, wall, the peer's last output)."""
@@ -193,6 +203,7 @@ def _alternate(peer, name, manifest, params, repeats, tmp) -> tuple[dict, dict, 
                 cpu[k].append(time.process_time() - c0)
                 wall[k].append(time.perf_counter() - t0)
     PROJECTED.pop(f"peer_{name}_j1", None)
+    PROJECTED.pop(f"peer_{name}_j1_balanced", None)
     return cpu, wall, got
 
 
@@ -336,13 +347,46 @@ def run_cohort(name, manifest, cases, params, repeats, tmp) -> dict:
     r["speedup_wall"]["careful_pool2_over_radlens_j2"] = ratio("careful_pool2", "radlens_j2", times)
     r["speedup_wall"]["radlens_j1_over_radlens_j2"] = ratio("radlens_j1", "radlens_j2", times)
     proj = {"radlens_j1": PROJECTED.pop(f"{name}_j1"), "radlens_j2": PROJECTED.pop(f"{name}_j2")}
+    for j in (1, 2):
+        PROJECTED.pop(f"{name}_j{j}_balanced", None)
     r["projected_idle_cores_s"] = {k: stats(v) for k, v in proj.items()}
     r["projected_idle_cores_s"]["radlens_j1_over_radlens_j2"] = ratio("radlens_j1", "radlens_j2", proj)
     return r
 
 
-def startup(tmp, repeats) -> dict | None:
-    """CPU seconds of whole commands on 2 cases: radlens radiomics vs pyradiomics' CLI."""
+def _stats(v) -> dict:
+    return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": [float(x) for x in v]}
+
+
+def jobs_scaling(name, manifest, params, repeats, tmp) -> dict:
+    """radlens jobs=1 vs jobs=2 wall (and CPU, projected on idle cores), alternated, per-round ratios."""
+    for j in (1, 2):  # warm-up (extractors, engine set-up in this process), paid by nobody
+        radlens_run(manifest, params, j, tmp / f"{name}_jobs_j{j}.parquet")
+    wall = {1: [], 2: []}
+    cpu = {1: [], 2: []}
+    load = [os.getloadavg()[0]]
+    for rep in range(repeats):
+        for j in ((1, 2) if rep % 2 == 0 else (2, 1)):
+            t0, c0 = time.perf_counter(), _cpu()
+            radlens_run(manifest, params, j, tmp / f"{name}_jobs_j{j}.parquet")
+            wall[j].append(time.perf_counter() - t0)
+            cpu[j].append(_cpu() - c0)
+    load.append(os.getloadavg()[0])
+    proj = {j: PROJECTED.pop(f"{name}_jobs_j{j}")[1:] for j in (1, 2)}  # the warm-up run dropped
+    bal = {j: PROJECTED.pop(f"{name}_jobs_j{j}_balanced")[1:] for j in (1, 2)}
+    return {"repeats": repeats, "load_avg_1min": load,
+            "wall_s": {f"jobs{j}": _stats(wall[j]) for j in (1, 2)},
+            "cpu_s": {f"jobs{j}": _stats(cpu[j]) for j in (1, 2)},
+            "jobs1_over_jobs2_wall": _stats([a / b for a, b in zip(wall[1], wall[2])]),
+            "jobs1_over_jobs2_wall_of_mins": min(wall[1]) / min(wall[2]),
+            "projected_idle_cores_s": {f"jobs{j}": _stats(proj[j]) for j in (1, 2)},
+            "jobs1_over_jobs2_projected": _stats([a / b for a, b in zip(proj[1], proj[2])]),
+            "jobs1_over_jobs2_projected_balanced": _stats([a / b for a, b in zip(bal[1], bal[2])])}
+
+
+def startup(tmp, repeats, ref: str | None = None) -> dict | None:
+    """Wall and CPU seconds of whole commands on 2 cases: radlens radiomics vs pyradiomics' CLI
+    (and the radlens of checkout ``ref``)."""
     from radlens.synth import make_cohort
 
     man = make_cohort(tmp / "tiny", n_cases=2, image_size=40, seed=0, show_progress=False)
@@ -353,23 +397,48 @@ def startup(tmp, repeats) -> dict | None:
                   "Mask": [str(man.parent / p) for p in m["mask"]]}).to_csv(tmp / "tiny_pyrad.csv", index=False)
     from radlens.radiomics.extract import DEFAULT_PARAMS
 
-    env = {**os.environ, "RADLENS_PROGRESS": "0", "PYTHONPATH": str(ROOT)}
+    import radlens
+
+    here = str(Path(radlens.__file__).resolve().parents[1])  # the radlens this benchmark imported
+    env = {**os.environ, "RADLENS_PROGRESS": "0"}
     bindir = Path(sys.executable).parent
-    cmds = {"radlens": [sys.executable, "-m", "radlens.cli", "radiomics", str(man), "--no-cache", "--out",
-                        str(tmp / "tiny_out.parquet")]}
+    rl = ["-m", "radlens.cli", "radiomics", str(man), "--no-cache", "--out", str(tmp / "tiny_out.parquet")]
+    cmds = {"radlens": ([sys.executable, *rl], here)}
+    if ref:
+        cmds["radlens_ref"] = ([sys.executable, *rl], str(Path(ref).resolve()))
     if (bindir / "pyradiomics").exists():
-        cmds["pyradiomics_cli"] = [str(bindir / "pyradiomics"), str(tmp / "tiny_pyrad.csv"), "--param",
-                                   str(DEFAULT_PARAMS), "-o", str(tmp / "tiny_pyrad_out.csv"), "-f", "csv"]
-    out = {}
-    for name, cmd in cmds.items():
-        cpu, wall = [], []
-        for _ in range(repeats):
+        cmds["pyradiomics_cli"] = ([str(bindir / "pyradiomics"), str(tmp / "tiny_pyrad.csv"), "--param",
+                                    str(DEFAULT_PARAMS), "-o", str(tmp / "tiny_pyrad_out.csv"), "-f", "csv"], None)
+    cpu = {k: [] for k in cmds}
+    wall = {k: [] for k in cmds}
+    load = [os.getloadavg()[0]]
+    for rep in range(repeats + 1):  # round 0: warm-up (file system caches), not counted
+        names = list(cmds) if rep % 2 == 0 else list(cmds)[::-1]
+        for name in names:
+            cmd, path = cmds[name]
+            e = {**env, "PYTHONPATH": path} if path else {k: v for k, v in env.items() if k != "PYTHONPATH"}
             c0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # cwd: `python -m` puts it first on sys.path, ahead of PYTHONPATH
+            subprocess.run(cmd, check=True, env=e, cwd=path or tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-            wall.append(time.perf_counter() - t0)
-            cpu.append(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime)
-        out[name] = {"cpu_s_min": min(cpu), "wall_s_min": min(wall), "cpu_s": cpu, "wall_s": wall}
+            if rep:
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(c1.ru_utime + c1.ru_stime - c0.ru_utime - c0.ru_stime)
+    load.append(os.getloadavg()[0])
+    out = {name: {"cpu_s_min": min(cpu[name]), "wall_s_min": min(wall[name]), "cpu_s": _stats(cpu[name]),
+                  "wall_s": _stats(wall[name]), "radlens_path": cmds[name][1]} for name in cmds}
+    out["load_avg_1min"] = load
+    if "pyradiomics_cli" in out:
+        for name in [k for k in cmds if k.startswith("radlens")]:
+            out[f"{name}_over_pyradiomics_cli"] = {
+                "wall_of_mins": min(wall[name]) / min(wall["pyradiomics_cli"]),
+                "cpu_of_mins": min(cpu[name]) / min(cpu["pyradiomics_cli"]),
+                "wall_per_round": _stats([a / b for a, b in zip(wall[name], wall["pyradiomics_cli"])])}
+    if ref:
+        out["radlens_over_radlens_ref"] = {"wall_of_mins": min(wall["radlens"]) / min(wall["radlens_ref"]),
+                                           "cpu_of_mins": min(cpu["radlens"]) / min(cpu["radlens_ref"]),
+                                           "wall_per_round": _stats([a / b for a, b in zip(wall["radlens"],
+                                                                                          wall["radlens_ref"])])}
     return out
 
 
@@ -399,7 +468,15 @@ def main(argv=None) -> dict:
                     help="python of a venv with fastrad installed: also measure fastrad on the 3D cases")
     ap.add_argument("--peer-pictologics", metavar="PYTHON_EXE", default=None,
                     help="python of a venv with pictologics installed: also measure it on the 2D ROIs")
+    ap.add_argument("--jobs-only", action="store_true",
+                    help="only radlens jobs=1 vs jobs=2 and start-up (JSON default: benchmarks/results/radiomics_jobs.json)")
+    ap.add_argument("--jobs-repeats", type=int, default=10, help="rounds of jobs=1 vs jobs=2 (default %(default)s)")
+    ap.add_argument("--startup-repeats", type=int, default=10, help="rounds of start-up commands (default %(default)s)")
+    ap.add_argument("--startup-ref", metavar="DIR", default=None,
+                    help="also time `radlens radiomics` of this checkout (e.g. /work/main) in the start-up rounds")
     a = ap.parse_args(argv)
+    if a.jobs_only and a.json == ap.get_default("json"):
+        a.json = str(ROOT / "benchmarks" / "results" / "radiomics_jobs.json")
     _quiet()
     import pandas as pd
 
@@ -408,7 +485,7 @@ def main(argv=None) -> dict:
 
     load0 = os.getloadavg()
     result = {"benchmark": "radiomics", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "repeats": a.repeats, "cohorts": {}}
+              "machine": machine(), "repeats": a.repeats, "cohorts": {}, "jobs": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         todo = [c.strip() for c in a.cohorts.split(",") if c.strip()]
@@ -416,23 +493,27 @@ def main(argv=None) -> dict:
             man = make_cohort(tmp / "c2d", n_cases=a.n, image_size=64, seed=0, show_progress=False)
             m = pd.read_csv(man)
             cases = [(r.case_id, str(man.parent / r.image), str(man.parent / r.mask)) for r in m.itertuples()]
-            result["cohorts"]["2d_phantoms"] = run_cohort("2d", man, cases, str(DEFAULT_PARAMS), a.repeats, tmp)
-            if a.peer_pictologics:
-                result["cohorts"]["2d_phantoms"]["peer_pictologics"] = peer_pictologics(
-                    a.peer_pictologics, man, cases, str(DEFAULT_PARAMS), a.repeats, tmp, PLAIN_VALUES["2d"])
+            if not a.jobs_only:
+                result["cohorts"]["2d_phantoms"] = run_cohort("2d", man, cases, str(DEFAULT_PARAMS), a.repeats, tmp)
+                if a.peer_pictologics:
+                    result["cohorts"]["2d_phantoms"]["peer_pictologics"] = peer_pictologics(
+                        a.peer_pictologics, man, cases, str(DEFAULT_PARAMS), a.repeats, tmp, PLAIN_VALUES["2d"])
+            result["jobs"]["2d_phantoms"] = jobs_scaling("2d", man, str(DEFAULT_PARAMS), a.jobs_repeats, tmp)
         if "3d" in todo:
             if SHARED.is_dir():
                 cases = [(c, str(SHARED / f"{c}_image.nrrd"), str(SHARED / f"{c}_label.nrrd")) for c in REAL]
                 man = tmp / "real3d.csv"
                 pd.DataFrame([{"case_id": c, "image": i, "mask": m_} for c, i, m_ in cases]).to_csv(man, index=False)
                 params = str(DEFAULT_PARAMS.with_name("radiomics_baseline.yaml"))
-                result["cohorts"]["3d_real"] = run_cohort("3d", man, cases, params, a.repeats, tmp)
-                if a.peer_fastrad:
+                if not a.jobs_only:
+                    result["cohorts"]["3d_real"] = run_cohort("3d", man, cases, params, a.repeats, tmp)
+                result["jobs"]["3d_real"] = jobs_scaling("3d", man, params, a.jobs_repeats, tmp)
+                if a.peer_fastrad and not a.jobs_only:
                     result["cohorts"]["3d_real"]["peer_fastrad"] = peer_fastrad(
                         a.peer_fastrad, man, cases, params, a.repeats, tmp, PLAIN_VALUES["3d"])
             else:
                 result["cohorts"]["3d_real"] = {"skipped": f"pyradiomics test cases not found at {SHARED}"}
-        result["startup_2_cases"] = startup(tmp, a.repeats)
+        result["startup_2_cases"] = startup(tmp, a.startup_repeats, a.startup_ref)
     result["load_avg_1min"] = [load0[0], os.getloadavg()[0]]
 
     print(f"radiomics benchmark, {result['date']}, {result['machine']['cpus']} CPUs ({result['machine']['cpu']}), "
@@ -469,8 +550,23 @@ def main(argv=None) -> dict:
                   f"{q['median']:.2f}x (min {q['min']:.2f}, max {q['max']:.2f}); values: {v['agree_within_1e-6']}/"
                   f"{v['pyradiomics_features']} pyradiomics features equal (1e-6) to a pictologics feature on "
                   f"every case")
-    for k, v in (result["startup_2_cases"] or {}).items():
-        print(f"  start-up, whole command on 2 cases: {k:16s} CPU {v['cpu_s_min']:.2f} s, wall {v['wall_s_min']:.2f} s")
+    for name, r in result["jobs"].items():
+        q, pq_ = r["jobs1_over_jobs2_wall"], r["jobs1_over_jobs2_projected"]
+        w1, w2 = r["wall_s"]["jobs1"], r["wall_s"]["jobs2"]
+        print(f"  {name}: radlens --jobs 1 wall {w1['median']:.3f} s (min {w1['min']:.3f}), --jobs 2 {w2['median']:.3f} s "
+              f"(min {w2['min']:.3f}); jobs1/jobs2 per round: median {q['median']:.2f}x (min {q['min']:.2f}, max "
+              f"{q['max']:.2f}), of the mins {r['jobs1_over_jobs2_wall_of_mins']:.2f}x; projected on idle cores "
+              f"{pq_['median']:.2f}x (busiest worker), {r['jobs1_over_jobs2_projected_balanced']['median']:.2f}x "
+              f"(workers' CPU evenly shared); load {r['load_avg_1min'][0]:.1f} -> {r['load_avg_1min'][1]:.1f}")
+    su = result["startup_2_cases"] or {}
+    for k, v in su.items():
+        if isinstance(v, dict) and "cpu_s_min" in v:
+            print(f"  start-up, whole command on 2 cases: {k:16s} CPU min {v['cpu_s_min']:.3f} s (median "
+                  f"{v['cpu_s']['median']:.3f}), wall min {v['wall_s_min']:.3f} s (median {v['wall_s']['median']:.3f})")
+    for k, v in su.items():
+        if k.endswith("_over_pyradiomics_cli") or k == "radlens_over_radlens_ref":
+            print(f"    {k}: wall {v['wall_of_mins']:.2f}x (of the mins; per round median "
+                  f"{v['wall_per_round']['median']:.2f}x), CPU {v['cpu_of_mins']:.2f}x")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -196,3 +196,47 @@ def test_validate_images_subset_and_parallel(folder):
         assert len(probs) == 1 and probs[0].startswith("row 5 (case_id 'c4'): box (x=30")
     full = validate_images(m.subset(["c0", "c1", "c2", "c3", "c5"]), jobs=2)
     assert full.df["label"].tolist() == [255] * 5
+
+
+FAST_CASES = {
+    "good": "case_id,image,mask,label,bbox_x,bbox_y,bbox_w,bbox_h,grade,patient_id,split\n"
+            "c1,a.png,m255.png,255,,,,,1,p1,\nc2,a.png,,,2,3,10,5,0,p1,test\nc3,v.nii.gz,vm.nii.gz,,,,,,1,NA,\n",
+    "na_texts_and_blank_lines": "case_id,image,mask,label,slice_gaps\n\nc1,a.png,m255.png,255,WARN\n"
+                                "NA,a.png,m255.png,null,\nc3, a.png ,m255.png,1.0,n/a\n",
+    "problems": "case_id,image,mask,label,bbox_x,bbox_y,bbox_w,bbox_h,slice_gap\n"
+                "c1,a.png,m255.png,0,,,,,\nc1,nothere.png,,,a,1,-2,3,\n,a.png,m255.png,x,1,1,1,1,\n",
+    "missing_columns": "id,img\nc1,a.png\n",
+    "box_incomplete": "case_id,image,bbox_x,bbox_y\nc1,a.png,1,2\n",
+    "ragged_falls_back": "case_id,image,mask\nc1,a.png,m255.png,extra\nc2,a.png\n",
+    "quoted_falls_back": 'case_id,image,mask\n"c,1",a.png,m255.png\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAST_CASES))
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_read_without_pandas_same_manifest_and_messages(folder, name, suffix):
+    """frame=False (radlens radiomics: no pandas import) validates exactly as the pandas reader."""
+    text = FAST_CASES[name]
+    if suffix == ".tsv":
+        text = text.replace(",", "\t")
+    p = folder / f"m{suffix}"
+    p.write_text(text)
+    outcomes = []
+    for frame in (True, False):
+        try:
+            m = read_manifest(p, check_images=False, frame=frame)
+        except ManifestError as exc:
+            outcomes.append(("error", str(exc)))
+            continue
+        rows = [{k: v for k, v in r.items() if k in RESERVED} for r in m.rows()]
+        outcomes.append(("ok", rows, list(np.asarray(m.label_given)), m.case_ids, len(m), m.task_columns,
+                         m.df.to_dict("list")))
+    a, b = outcomes
+    assert a[0] == b[0]
+    if a[0] == "error":
+        assert a[1] == b[1]
+        return
+    assert repr(a[1]) == repr(b[1])  # same values and types (NaN boxes, int labels, None masks)
+    assert a[2:] == b[2:] or (a[2:6] == b[2:6] and pd.DataFrame(a[6]).equals(pd.DataFrame(b[6])))
+    if name == "good":
+        assert a[1][2]["patient_id"] == "c3" and a[1][1]["mask"] is None and np.isnan(a[1][0]["bbox_x"])

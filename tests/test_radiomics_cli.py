@@ -53,6 +53,23 @@ def test_cli_writes_tables_and_reports(cohort, tmp_path, capsys):
     assert "(0 extracted, 24 from cache)" in capsys.readouterr().out
 
 
+def test_cli_jobs_auto_and_bad_jobs(cohort, tmp_path, capsys, caplog):
+    manifest, params = cohort
+    out = tmp_path / "auto.parquet"
+    with caplog.at_level("INFO", logger="radlens.radiomics.extract"):
+        assert main(["radiomics", str(manifest), "--params", str(params), "--out", str(out), "--jobs", "auto",
+                     "--no-progress", "--no-cache"]) == 0
+    # 24 64-px ROIs: ~0.07 s of work by the cost model, too little for a pool
+    assert any("(jobs=1 auto" in r.getMessage() for r in caplog.records)
+    ref = tmp_path / "j1.parquet"
+    assert main(["radiomics", str(manifest), "--params", str(params), "--out", str(ref), "--no-progress",
+                 "--no-cache"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(ref), check_exact=True)
+    with pytest.raises(SystemExit):
+        main(["radiomics", str(manifest), "--jobs", "many"])
+    assert "'many' is not a number of processes" in capsys.readouterr().err
+
+
 def test_cli_user_errors_without_traceback(cohort, tmp_path, capsys):
     manifest, _ = cohort
     bad = tmp_path / "bad.csv"

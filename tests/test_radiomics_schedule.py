@@ -130,3 +130,34 @@ def test_order_features_matches_execute():
     enabled = {"firstorder": None, "glcm": None, "shape": None}
     assert list(pyrad.order_features(feats, enabled)) == ["original_shape_B", "original_firstorder_C",
                                                           "original_glcm_A", "original_glcm_D"]
+
+
+def test_auto_jobs_pool_only_when_it_can_win(tmp_path):
+    """jobs='auto': no pool for a couple of small cases, one worker per CPU (at most one per case)
+    for enough work; the estimate reads only file sizes."""
+    small = tmp_path / "s.nrrd"
+    small.write_bytes(b"x" * 2_000)
+    big = tmp_path / "b.nrrd"
+    big.write_bytes(b"x" * 4_000_000)  # ~4 MB: a CT volume's worth (~0.06 s by the cost model)
+    rows = [{"case_id": f"c{i}", "image": str(small), "mask": str(small)} for i in range(60)]
+    # 2 small cases: 2 x (2.5 ms + 18 KB x 14 ns) ~ 5.5 ms << 0.1 s
+    assert schedule.auto_jobs(rows, [0, 1], 2) == 1
+    # 60 small cases: ~0.17 s: a pool wins, one worker per CPU
+    assert schedule.auto_jobs(rows, list(range(60)), 2) == 2
+    assert schedule.auto_jobs(rows, list(range(60)), 1) == 1
+    rows_big = [{"case_id": f"b{i}", "image": str(big), "mask": str(small)} for i in range(3)]
+    assert schedule.auto_jobs(rows_big, [0, 1, 2], 8) == 3  # ~0.18 s; never more workers than cases
+    assert schedule.auto_jobs(rows_big, [0], 8) == 1
+
+
+def test_split_small_roi_finishes_in_preparing_worker(volumes, tmp_path, monkeypatch):
+    """Both ways a split case can go (classes computed where the case was prepared, or spread
+    over the workers) give the serial run's record, bit for bit."""
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    serial = radiomics(volumes, ORIGINAL, out=tmp_path / "s.parquet", use_cache=False, show_progress=False)
+    for voxels in (0, 10**9):  # 0: always spread; 10**9: always finish in the preparing worker
+        monkeypatch.setattr(schedule, "SPLIT_VOXELS", voxels)
+        split = radiomics(volumes, ORIGINAL, out=tmp_path / f"p{voxels}.parquet", jobs=2, use_cache=False,
+                          show_progress=False)
+        pd.testing.assert_frame_equal(split.features, serial.features, check_exact=True)
+        pd.testing.assert_frame_equal(split.diagnostics, serial.diagnostics, check_exact=True)

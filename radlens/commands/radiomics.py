@@ -19,8 +19,19 @@ params + pyradiomics version): a re-run extracts nothing, an interrupted run res
 
 examples:
   radlens radiomics manifest.csv --out radiomics.parquet --jobs 4
+  radlens radiomics manifest.csv --jobs auto      # a pool only when the cohort is large enough to gain
   radlens radiomics manifest.csv --params configs/radiomics_ct.yaml --executor dask --scheduler tcp://host:8786
 """
+
+
+def _jobs(text: str):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of processes; use an integer (0 = one per "
+                                         "CPU) or 'auto'") from None
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,8 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pyradiomics params file (default: radlens' radiomics_default.yaml)")
     p.add_argument("--out", default="radiomics.parquet", metavar="OUT",
                    help="feature table, .parquet or .csv (default: %(default)s)")
-    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N",
-                   help="parallel worker processes (0 = one per CPU; default: %(default)s)")
+    p.add_argument("--jobs", "-j", type=_jobs, default=1, metavar="N",
+                   help="parallel worker processes (0 = one per CPU; auto = one per CPU unless the cases to "
+                        "extract are too few/small for a pool to win; default: %(default)s)")
     p.add_argument("--executor", choices=["process", "dask"], default="process",
                    help="local process pool or a Dask cluster (default: %(default)s)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",

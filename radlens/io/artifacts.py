@@ -13,6 +13,7 @@ never leaves a half-written artifact.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -107,18 +108,53 @@ def obj_hash(obj: Any) -> str:
 
 
 # --------------------------------------------------------------------------- provenance
+VERSIONED = ("radlens", "numpy", "scipy", "pandas", "scikit-learn", "torch", "monai", "transformers",
+             "pyradiomics-bhklab", "SimpleITK")
+
+
 def versions() -> dict[str, str]:
     """Versions of Python and the libraries whose numbers matter for reproducibility."""
-    import importlib.metadata as md
+    return dict(_versions())
 
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("radlens", "numpy", "scipy", "pandas", "scikit-learn", "torch", "monai",
-                 "transformers", "pyradiomics-bhklab", "SimpleITK"):
+    # what importlib.metadata.version() returns, read from the wheel-standard folder names
+    # (<name>-<version>.dist-info, first on sys.path wins) in one listing per path entry: its
+    # metadata parsing costs ~25 ms per run; anything else still goes through it
+    want = {_norm(n): n for n in VERSIONED}
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for d in names:
+            if d.endswith(".dist-info") and d.count("-") == 1:
+                name, version = d[: -len(".dist-info")].split("-")
+                key = _norm(name)
+                if key in want and want[key] not in found:
+                    found[want[key]] = version
+        if len(found) == len(want):
+            break
+    for name in VERSIONED:
+        if name in found:
+            out[name] = found[name]
+            continue
+        import importlib.metadata as md
+
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             pass
-    return out
+    return tuple(out.items())
+
+
+def _norm(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def provenance(command: str, config: Mapping[str, Any] | None = None,
@@ -156,6 +192,56 @@ def write_table(df, path: str | os.PathLike, meta: Mapping[str, Any] | None = No
     else:
         raise InputError(f"table path {str(path)!r}: suffix {path.suffix!r} not supported; use .parquet or .csv")
     return path
+
+
+def write_columns(columns: Mapping[str, Any], path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> Path:
+    """Write a table given as columns without building a DataFrame (no pandas import): ``.parquet``
+    through pyarrow, read back by :func:`read_table` as the DataFrame :func:`write_table` would
+    have written. Columns: float arrays, or lists of str/None (string columns). ``.csv`` goes
+    through :func:`write_table`."""
+    path = Path(path)
+    if path.suffix != ".parquet":
+        import pandas as pd
+
+        return write_table(pd.DataFrame({k: (pd.Series(v, dtype=object) if isinstance(v, list) else v)
+                                         for k, v in columns.items()}), path, meta)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_arrays([_arrow_strings(v) if isinstance(v, list) else _arrow_floats(v)
+                                  for v in columns.values()], names=list(columns))
+    if meta is not None:
+        table = table.replace_schema_metadata({META_KEY: json.dumps(meta, default=_json_default).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+# pa.array() imports pandas (~0.15 s) to look for pandas objects: build arrays from buffers instead
+def _validity(valid: np.ndarray):
+    import pyarrow as pa
+
+    return None if valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+
+
+def _arrow_floats(values):
+    """float64 arrow array, NaN as null (as ``Table.from_pandas`` writes it)."""
+    import pyarrow as pa
+
+    v = np.ascontiguousarray(values, dtype=np.float64)
+    return pa.Array.from_buffers(pa.float64(), len(v), [_validity(~np.isnan(v)), pa.py_buffer(v)])
+
+
+def _arrow_strings(values: list):
+    """utf-8 arrow array of str/None."""
+    import pyarrow as pa
+
+    enc = [b"" if s is None else str(s).encode("utf-8") for s in values]
+    offsets = np.zeros(len(enc) + 1, np.int32)
+    offsets[1:] = np.cumsum([len(e) for e in enc], dtype=np.int64)
+    valid = np.array([s is not None for s in values], bool)
+    return pa.Array.from_buffers(pa.string(), len(enc), [_validity(valid), pa.py_buffer(offsets),
+                                                         pa.py_buffer(b"".join(enc))])
 
 
 def read_table(path: str | os.PathLike):
@@ -367,8 +453,16 @@ def align_case_ids(left: np.ndarray, right: np.ndarray, left_name: str, right_na
 
 
 def write_failures(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:
-    """Failures table (``case_id``, ``stage``, ``error``) as CSV, always written (empty = none)."""
-    import pandas as pd
+    """Failures table (``case_id``, ``stage``, ``error``) as CSV, always written (empty = none);
+    the bytes pandas' ``to_csv`` writes, without importing pandas."""
+    import csv
+    import io
 
-    df = pd.DataFrame(rows, columns=["case_id", "stage", "error"])
-    return write_table(df, path)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["case_id", "stage", "error"])
+    for r in rows:
+        w.writerow(["" if r.get(k) is None else str(r[k]) for k in ("case_id", "stage", "error")])
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
+    return Path(path)

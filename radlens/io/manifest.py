@@ -21,7 +21,6 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -39,7 +38,6 @@ TYPO_CUTOFF = 0.75
 MAX_LISTED = 200
 
 
-@dataclass
 class Manifest:
     """A validated manifest.
 
@@ -49,33 +47,61 @@ class Manifest:
         One row per ROI in file order: ``case_id`` (str, unique), ``image`` (absolute path),
         ``mask`` (absolute path or None), ``label`` (int), ``bbox_x, bbox_y, bbox_w, bbox_h``
         (float, NaN when a mask is given), ``patient_id`` (str), ``split`` (str or None), then
-        the other columns as read.
+        the other columns as read. A manifest read with ``frame=False`` builds it (with pandas)
+        on first access.
     path : pathlib.Path or None
         The manifest file (None when built from a DataFrame).
     root : pathlib.Path
         Folder that relative paths were resolved against.
+    label_given : numpy.ndarray of bool, shape (n,), or None
+        True where the manifest gave ``label`` explicitly (None: unknown).
     """
 
-    df: Any
-    path: Path | None
-    root: Path
-    #: bool array (n,): True where the manifest gave ``label`` explicitly (None: unknown)
-    label_given: Any = None
+    def __init__(self, df: Any, path: Path | None, root: Path, label_given: Any = None, *,
+                 columns: dict[str, list] | None = None):
+        self._df, self.path, self.root, self.label_given = df, path, root, label_given
+        #: without a DataFrame: the validated columns (reserved ones typed, the others as read)
+        self._columns = columns
+
+    def __repr__(self) -> str:
+        return f"Manifest({str(self.path) if self.path is not None else '<DataFrame>'!r}, {len(self)} rows)"
+
+    @property
+    def df(self):
+        if self._df is None:  # read with frame=False: the DataFrame read_manifest would have built
+            self._df = manifest_from_frame(_read_frame(self.path), root=self.root, check_images=False,
+                                           path=self.path).df
+            self._columns = None
+        return self._df
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._columns) if self._columns is not None else [str(c) for c in self.df.columns]
 
     @property
     def task_columns(self) -> list[str]:
         """Columns that are not reserved: candidate task-label / attribute columns."""
-        return [c for c in self.df.columns if c not in RESERVED]
+        return [c for c in self.columns if c not in RESERVED]
 
     @property
     def case_ids(self) -> list[str]:
+        if self._columns is not None:
+            return list(self._columns["case_id"])
         return self.df["case_id"].tolist()
 
     def __len__(self) -> int:
+        if self._columns is not None:
+            return len(self._columns["case_id"])
         return len(self.df)
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        """Rows as plain dicts (what :func:`radlens.io.images.load_case` takes)."""
+        """Rows as plain dicts (what :func:`radlens.io.images.load_case` takes). Without a
+        DataFrame (``frame=False``) the non-reserved columns are the text read."""
+        if self._columns is not None:
+            cols = list(self._columns)
+            for values in zip(*self._columns.values()):
+                yield dict(zip(cols, values))
+            return
         cols = list(self.df.columns)
         for values in self.df.itertuples(index=False, name=None):
             yield dict(zip(cols, values))
@@ -109,8 +135,44 @@ def _read_frame(path: Path):
     return df
 
 
+#: cells pandas' CSV reader turns into NaN by default (``keep_default_na``)
+_NA_TEXT = frozenset(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                      "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"])
+
+
+def _read_text_columns(path: Path) -> tuple[list[str], dict[str, list]] | None:
+    """A plain CSV/TSV manifest as (column names, {name: cells}) without pandas (cells pandas
+    would read as NaN are None), or None for anything a plain reader could read differently from
+    pandas (other suffixes, ragged rows, repeated or empty column names, stray quotes): the caller
+    then reads it with pandas."""
+    import csv
+
+    suf = path.suffix.lower()
+    if suf not in (".csv", ".tsv", ".txt"):
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if '"' in text or "\r" in text:  # quoting / old line ends: pandas' rules, pandas' reader
+        return None
+    lines = [ln for ln in text.split("\n") if ln]  # pandas skips empty lines
+    if not lines:
+        return None
+    rows = list(csv.reader(lines, delimiter="\t" if suf == ".tsv" else ","))
+    header = [h.strip() for h in rows[0]]  # as manifest_from_frame strips them
+    if any(not h for h in header) or len(set(header)) != len(header):
+        return None
+    if any(len(r) != len(header) for r in rows[1:]):
+        return None
+    cols = {h: [None if v in _NA_TEXT else v for v in col] for h, col in
+            zip(header, zip(*rows[1:]) if len(rows) > 1 else [()] * len(header))}
+    return header, {h: list(v) for h, v in cols.items()}
+
+
 def read_manifest(path: str | os.PathLike, *, check_images: bool = True,
-                  resample_mask: bool | None = None) -> Manifest:
+                  resample_mask: bool | None = None, frame: bool = True) -> Manifest:
     """Read and validate a manifest.
 
     Parameters
@@ -127,6 +189,10 @@ def read_manifest(path: str | os.PathLike, *, check_images: bool = True,
     resample_mask : bool or None
         As in :func:`~radlens.io.images.load_case`: True accepts grid mismatches that resampling
         repairs; False names ``--resample-mask`` in the advice; None names no option.
+    frame : bool, default True
+        False: a plain CSV/TSV is read and validated without pandas (same checks, same
+        messages); :attr:`Manifest.df` is built on first access. For commands that only need
+        :meth:`Manifest.rows` (pandas costs ~0.15 s to import).
 
     Returns
     -------
@@ -145,6 +211,13 @@ def read_manifest(path: str | os.PathLike, *, check_images: bool = True,
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(f"manifest {str(path)!r} does not exist")
+    if not frame:
+        got = _read_text_columns(path)
+        if got is not None:
+            names, cols = got
+            return _validate(names, cols.__getitem__, len(cols[names[0]]), path.resolve().parent,
+                             check_images=check_images, path=path.resolve(), resample_mask=resample_mask,
+                             build_frame=False)
     df = _read_frame(path)
     return manifest_from_frame(df, root=path.resolve().parent, check_images=check_images, path=path.resolve(),
                                resample_mask=resample_mask)
@@ -160,16 +233,21 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
     root : path-like
         Folder that relative paths are resolved against.
     """
-    import pandas as pd
-
-    root = Path(root).expanduser().resolve()
-    where = str(path) if path is not None else "<DataFrame>"
     df = df.copy()
     df.columns = [str(c).strip() for c in df.columns]
+    return _validate(list(df.columns), lambda c: df[c].tolist(), len(df), root, check_images=check_images,
+                     path=path, resample_mask=resample_mask, frame=df)
+
+
+def _validate(cols: list[str], column, n: int, root, *, check_images: bool, path, resample_mask,
+              frame=None, build_frame: bool = True) -> Manifest:
+    """Validate a manifest's columns (``column(name)`` gives a column's cells as a list; column
+    names already stripped); the Manifest, with a DataFrame when ``build_frame``."""
+    root = Path(root).expanduser().resolve()
+    where = str(path) if path is not None else "<DataFrame>"
     problems: list[str] = []
 
     # ---- columns
-    cols = list(df.columns)
     for c in cols:
         if c in RESERVED:
             continue
@@ -197,22 +275,21 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
     if structural:  # row checks would only repeat the same problem on every row
         _raise(where, problems)
 
-    n = len(df)
     if n == 0:
         _raise(where, ["the manifest has no rows"])
 
     # ---- normalise columns
     def text(col) -> list:
-        if col not in df.columns:
+        if col not in cols:
             return [None] * n
-        return [None if _isna(v) or str(v).strip() == "" else str(v).strip() for v in df[col].tolist()]
+        return [None if _isna(v) or str(v).strip() == "" else str(v).strip() for v in column(col)]
 
     case_id = text("case_id")
     image = text("image")
     mask = text("mask")
     box, box_present = {}, {}
     for c in BOX_COLUMNS:
-        raw = df[c].tolist() if c in df.columns else [None] * n
+        raw = column(c) if c in cols else [None] * n
         present = np.array([not (_isna(v) or str(v).strip() == "") for v in raw], bool)
         num = np.full(n, np.nan)
         for i in np.flatnonzero(present):
@@ -224,8 +301,8 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
     label_given = np.zeros(n, bool)
     label_bad = np.zeros(n, bool)
     label = np.ones(n, np.int64)
-    if "label" in df.columns:
-        for i, raw in enumerate(df["label"].tolist()):
+    if "label" in cols:
+        for i, raw in enumerate(column("label")):
             if _isna(raw) or str(raw).strip() == "":
                 continue
             label_given[i] = True
@@ -316,6 +393,18 @@ def manifest_from_frame(df, root: str | os.PathLike = ".", *, check_images: bool
     if problems:
         _raise(where, problems)
 
+    if not build_frame:
+        mask_rows = has_mask.tolist()
+        out = {"case_id": case_id, "image": image_abs, "mask": mask_abs, "label": label.tolist(),
+               **{c: [float("nan") if m else float(v) for m, v in zip(mask_rows, box[c].tolist())]
+                  for c in BOX_COLUMNS},
+               "patient_id": [p if p is not None else c for p, c in zip(text("patient_id"), case_id)],
+               "split": text("split"), "slice_gaps": gaps}
+        out.update({c: column(c) for c in cols if c not in RESERVED})
+        return Manifest(None, Path(path) if path is not None else None, root, label_given, columns=out)
+    import pandas as pd
+
+    df = frame
     idx = pd.RangeIndex(n)
     cols_out = {
         "case_id": pd.Series(case_id, index=idx, dtype=object),
@@ -482,7 +571,11 @@ def _check_images(case_id, image_abs, mask_abs, box, label, label_given, check_l
 
 
 def _isna(v) -> bool:
-    import pandas as pd
+    if v is None or (isinstance(v, float) and v != v):
+        return True
+    if isinstance(v, str):
+        return False
+    import pandas as pd  # pandas' own missing values (pd.NA, NaT, ...) come only from pandas frames
 
     try:
         return bool(pd.isna(v))

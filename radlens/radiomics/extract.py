@@ -94,6 +94,8 @@ class RadiomicsResult:
         self._tables = {"features": features, "diagnostics": diagnostics, "failures": failures}
 
     def _table(self, name: str, path: Path):
+        if callable(self._tables[name]):  # built from what the run computed, on first access
+            self._tables[name] = self._tables[name]()
         if self._tables[name] is None:
             from radlens.io.artifacts import read_table
 
@@ -141,8 +143,10 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
     out : path
         Feature table (``.parquet`` or ``.csv``); side files ``<stem>.diagnostics.<ext>`` and
         ``<stem>.failures.csv`` go next to it.
-    jobs : int, default 1
-        Parallel worker processes (``<= 0``: one per CPU).
+    jobs : int or "auto", default 1
+        Parallel worker processes (``<= 0``: one per CPU). ``"auto"``: one per CPU, or 1 when the
+        cases to extract are too few/small for a pool to win
+        (:func:`radlens.radiomics.schedule.auto_jobs`).
     executor : {"process", "dask"}
     scheduler : str, distributed.Client or None
         Dask scheduler address or client (``executor="dask"``); None starts a LocalCluster.
@@ -196,7 +200,8 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
         raise ConfigError(f"diagnostics={diagnostics!r} is not allowed; use one of {list(DIAGNOSTICS)}")
     if engine not in ENGINES:
         raise ConfigError(f"engine={engine!r} is not allowed; use one of {list(ENGINES)}")
-    jobs = check_executor(jobs, executor)
+    auto = isinstance(jobs, str) and jobs.strip().lower() == "auto"
+    jobs = check_executor(0 if auto else jobs, executor)
     if batch_size is not None and int(batch_size) < 1:
         raise ConfigError(f"batch_size={batch_size!r} is not allowed; use an integer >= 1")
     out = Path(out)
@@ -205,7 +210,7 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
     diag_path, fail_path = side_paths(out)
     prm = load_params(params, validate=False)
     given_manifest = isinstance(manifest, Manifest)
-    man = manifest if given_manifest else read_manifest(manifest, check_images=False)
+    man = manifest if given_manifest else read_manifest(manifest, check_images=False, frame=False)
     rows = list(man.rows())
     n = len(rows)
     label_given = np.ones(n, bool) if man.label_given is None else np.asarray(man.label_given, bool)
@@ -235,8 +240,12 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
         records = [None if r is not None and r.get("error") else r for r in records]
     todo = [i for i in range(n) if records[i] is None]
     n_cached = n - len(todo)
-    log.info("radiomics: %d cases, %d from cache, %d to extract (jobs=%d, executor=%s)", n, n_cached,
-             len(todo), jobs, executor)
+    if auto and executor == "process":
+        from radlens.radiomics.schedule import auto_jobs
+
+        jobs = auto_jobs(rows, todo, jobs)
+    log.info("radiomics: %d cases, %d from cache, %d to extract (jobs=%d%s, executor=%s)", n, n_cached,
+             len(todo), jobs, " auto" if auto else "", executor)
     spec = cache.params_spec(prm.hash) if not todo else None
     if spec is None:
         prm = validate_params(prm)
@@ -306,10 +315,9 @@ class _NoBar:
 
 
 def _write_tables(rows, records, out, diag_path, fail_path, meta_extra, manifest_path) -> RadiomicsResult:
-    """Assemble and atomically write the feature, diagnostics and failures tables."""
-    import pandas as pd
-
-    from radlens.io.artifacts import provenance, write_failures, write_table
+    """Assemble and atomically write the feature, diagnostics and failures tables (parquet through
+    pyarrow alone: no pandas import; the result's DataFrames are built on first access)."""
+    from radlens.io.artifacts import provenance, write_columns, write_failures
 
     feat_ids, feat_vals, diag_rows, fails, columns, seen = [], [], [], [], [], set()
     for r, rec in zip(rows, records):
@@ -325,28 +333,51 @@ def _write_tables(rows, records, out, diag_path, fail_path, meta_extra, manifest
                 columns.append(k)
         feat_ids.append(cid)
         feat_vals.append(rec["features"])
-    data: dict[str, Any] = {"case_id": pd.Series(feat_ids, dtype=object)}
+    feats: dict[str, Any] = {"case_id": feat_ids}
     for k in columns:
-        data[k] = np.array([f.get(k, np.nan) for f in feat_vals], dtype=np.float64)
-    features = pd.DataFrame(data)
-    diag = pd.DataFrame(diag_rows)
-    for c in diag.columns[1:]:
-        vals = diag[c].tolist()
-        if all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            diag[c] = pd.to_numeric(diag[c], errors="coerce").astype(float)
-        else:
-            diag[c] = pd.Series([None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-                                 for v in vals], dtype=object)
-    failures = pd.DataFrame(fails, columns=["case_id", "stage", "error"])
+        feats[k] = np.array([f.get(k, np.nan) for f in feat_vals], dtype=np.float64)
+    diag = _diag_columns(diag_rows)
     meta = provenance("radiomics", config={k: v for k, v in meta_extra.items() if k != "run_key"},
                       inputs={"manifest": manifest_path} if manifest_path is not None else None,
                       run_key=meta_extra["run_key"], n_cases=len(rows), n_features=len(columns),
                       n_failed=len(fails))
     # the feature table last: its run_key marks the set complete
-    write_table(diag, diag_path, meta)
+    write_columns(diag, diag_path, meta)
     write_failures(fail_path, fails)
-    write_table(features, out, meta)
+    write_columns(feats, out, meta)
     if fails:
         log.warning("radiomics: %d of %d cases failed; see %s", len(fails), len(rows), fail_path)
     return RadiomicsResult(out, diag_path, fail_path, n_cases=len(rows), n_features=len(columns),
-                           n_failed=len(fails), features=features, diagnostics=diag, failures=failures)
+                           n_failed=len(fails), features=lambda: _frame(feats, id_object=True),
+                           diagnostics=lambda: _frame(diag, id_object=False),
+                           failures=lambda: _failures_frame(fails))
+
+
+def _diag_columns(diag_rows: list[dict]) -> dict[str, Any]:
+    """Diagnostics columns: ``case_id`` (str), then each key in order of first appearance: float
+    when every value is a number or missing, else str/None."""
+    keys = list(dict.fromkeys(k for d in diag_rows for k in d))
+    out: dict[str, Any] = {"case_id": [d["case_id"] for d in diag_rows]}
+    for k in keys[1:]:
+        vals = [d.get(k) for d in diag_rows]
+        if all(v is None or isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+               for v in vals):
+            out[k] = np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
+        else:
+            out[k] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in vals]
+    return out
+
+
+def _frame(cols: dict[str, Any], id_object: bool):
+    """The DataFrame of a table's columns (string columns object dtype; ``case_id`` too when
+    ``id_object``, else as pandas infers it)."""
+    import pandas as pd
+
+    return pd.DataFrame({k: v if k == "case_id" and not id_object else
+                         pd.Series(v, dtype=object) if isinstance(v, list) else v for k, v in cols.items()})
+
+
+def _failures_frame(fails: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(fails, columns=["case_id", "stage", "error"])

@@ -9,7 +9,7 @@
   no normalisation/resampling) is loaded, diagnosed and cropped once (``prep``); its feature
   classes are then computed in parallel on the crop (``classes``, a few KB sent to each worker).
 
-:func:`run_scheduled` runs the units in a process pool that keeps at most one unit per worker in
+:func:`run_scheduled` runs the units in a process pool that keeps two units per worker in
 flight and always submits the most expensive unit waiting, so the parts of a split case go ahead of
 the small cases still queued. Parts are merged into the record a single ``execute`` gives (same
 features in the same order, bit for bit). ``jobs=1`` runs whole cases in-process; the Dask executor
@@ -36,6 +36,11 @@ TYPE_WEIGHT = {"Wavelet": 8.0, "LoG": 3.0}
 #: marching cubes and diameters dominate), and on a 2D crop
 CLASS_WEIGHT_3D = {"shape": 6.0, "glcm": 1.5, "glrlm": 1.2}
 CLASS_WEIGHT_2D = {"shape2D": 0.5, "glcm": 1.5, "glrlm": 1.2}
+#: ROI box size (voxels) from which a split case's feature classes go to several workers; below
+#: it the worker that prepared the case computes them all (on pyradiomics' lung1, a 1,900-voxel
+#: box, the classes take ~4 ms: a round trip and a crop transfer would cost more than they save;
+#: lung2's 63,000-voxel box takes ~45 ms)
+SPLIT_VOXELS = 16384
 
 
 def case_cost(row) -> float:
@@ -50,6 +55,21 @@ def case_cost(row) -> float:
             except OSError:
                 pass
     return cost
+
+
+#: rough seconds per case and per unit of :func:`case_cost` (fitted on pyradiomics' five real 3D
+#: cases and 64-px 2D phantoms, radlens' engine, one 2-core machine) and the work from which a
+#: 2-process pool wins (forking, handing out units and tearing down cost ~30-50 ms)
+SECONDS_PER_CASE, SECONDS_PER_COST, POOL_WINS_FROM_S = 2.5e-3, 1.4e-8, 0.1
+
+
+def auto_jobs(rows, todo, cpus: int) -> int:
+    """Workers for ``jobs='auto'``: one per CPU (at most one per case), or 1 when the estimated
+    work (:func:`case_cost`, no file opened) is too small for a pool to win."""
+    if cpus <= 1 or len(todo) < 2:
+        return 1
+    est = SECONDS_PER_CASE * len(todo) + SECONDS_PER_COST * sum(case_cost(rows[i]) for i in todo)
+    return 1 if est < POOL_WINS_FROM_S else min(cpus, len(todo))
 
 
 def group_classes(classes, ndim: int, n_groups: int) -> list[tuple[str, ...]]:
@@ -94,11 +114,14 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
     share = sum(cost.values()) / max(workers, 1)
     units: list[tuple[float, tuple]] = []
     whole = []
+    # a mask-only shape unit reads the mask a second time: worth it only for the few largest cases,
+    # whose image read it overlaps (file sizes say little about the ROI: lung1's is tiny)
+    largest = set(sorted(todo, key=lambda i: -cost[i])[:max(workers - 1, 0)])
     for i in todo:
         big = workers > 1 and diagnostics == "fast" and cost[i] > share / 2
         if big and crop_safe and two_stage and len(classes) > 1:
             units.append((cost[i], ("prep", i)))
-            if mask_shape and isinstance(rows[i].get("mask"), str) and rows[i]["mask"].strip():
+            if mask_shape and i in largest and isinstance(rows[i].get("mask"), str) and rows[i]["mask"].strip():
                 units.append((cost[i] * 0.999, ("shape", i)))
         elif big and len(types) > 1:
             for k, t in enumerate(types):
@@ -134,16 +157,22 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return check_features(rec)
 
 
-def prepare_case(row: Mapping[str, Any], params: Params, *, resample_mask: bool = False) -> dict[str, Any]:
+def prepare_case(row: Mapping[str, Any], params: Params, *, resample_mask: bool = False, finish_below: int = 0,
+                 skip_shape: bool = False, engine: str = "radlens") -> dict[str, Any]:
     """First stage of a case split by feature class: load it, compute the (fast) diagnostics and
     crop image and mask to the ROI's box. Only for parameters where cropping is safe.
+
+    When the ROI's box has fewer than ``finish_below`` voxels, the classes are cheap: they are
+    computed here (all enabled classes but the shape classes when ``skip_shape``) and returned
+    in ``part`` (what :func:`extract_classes` returns for them), with no crop.
 
     Returns
     -------
     dict
-        A failure record (``stage='load'``), or a record without features whose ``crop`` entry
-        holds what :func:`extract_classes` needs: ``(image array, spacing, direction, origin,
-        ROI array)`` of the box (a few KB to MB: cheap to send between processes).
+        A failure record (``stage='load'``), or a record without features with ``ndim`` and
+        either ``part`` (see above; ``crop`` None) or ``crop``: what :func:`extract_classes`
+        needs, ``(image array, spacing, direction, origin, ROI array)`` of the box (a few KB to
+        MB: cheap to send between processes).
     """
     from radlens.errors import CaseError
     from radlens.io.images import load_case
@@ -158,11 +187,22 @@ def prepare_case(row: Mapping[str, Any], params: Params, *, resample_mask: bool 
         return rec
     import SimpleITK as sitk
 
+    rec["warnings"].extend(case.warnings)  # what loading assumed, as extract_case reports it
     box = _roi_box(case.roi)
     rec["diagnostics"] = fast_diagnostics(case, box)
     image, mask = _crop_to_roi(case, box)
     rec["crop"] = (sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetDirection(), image.GetOrigin(),
                    sitk.GetArrayViewFromImage(mask).astype(bool))
+    rec["ndim"] = rec["crop"][0].ndim
+    rec["part"] = None
+    if rec["crop"][4].size < finish_below:
+        from radlens.radiomics.pyrad import _extractors
+
+        ex2, ex3, _ = _extractors(params, "fast")
+        classes = tuple(c for c in (ex2 if rec["ndim"] == 2 else ex3).enabledFeatures
+                        if not (skip_shape and c.startswith("shape")))
+        rec["part"] = extract_classes(rec["case_id"], rec["crop"], params, classes, engine=engine)
+        rec["crop"] = None
     return rec
 
 
@@ -236,8 +276,9 @@ def run_unit(unit: tuple) -> Any:
         return _extract_batch(unit[1])
     with _QuietPyradiomics():
         if kind == "prep":
-            _, row, params, resample_mask = unit
-            return prepare_case(row, params, resample_mask=resample_mask)
+            _, row, params, resample_mask, finish_below, skip_shape, engine = unit
+            return prepare_case(row, params, resample_mask=resample_mask, finish_below=finish_below,
+                                skip_shape=skip_shape, engine=engine)
         if kind == "shape":
             _, row, params = unit
             return mask_shape(row, params)
@@ -320,8 +361,13 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
     yield from _pool(units, state, workers)
 
 
+#: units submitted per worker: one running, one waiting, so a worker never idles while the parent
+#: (on a busy machine, late to be scheduled) hands it the next unit
+IN_FLIGHT = 2
+
+
 def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
-    """Process pool with at most one unit per worker in flight, most expensive unit first."""
+    """Process pool with at most ``IN_FLIGHT`` units per worker submitted, most expensive unit first."""
     import gc
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -333,31 +379,35 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     heapq.heapify(heap)
     threads = max(1, (os.cpu_count() or 1) // workers)
     gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=pyrad._worker_init,
+                               initargs=(threads,))
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=pyrad._worker_init,
-                                 initargs=(threads,)) as pool:
-            inflight: dict = {}
-            try:
-                while heap or inflight:
-                    while heap and len(inflight) < workers:
-                        c, _, u = heapq.heappop(heap)
-                        inflight[pool.submit(_timed_unit, state.payload(u))] = (-c, u)
-                    finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        cost, u = inflight.pop(fut)
-                        try:
-                            pid, cpu, res = fut.result()
-                            WORKER_CPU[pid] = WORKER_CPU.get(pid, 0.0) + cpu
-                        except Exception as exc:  # a worker died: the pool is broken
-                            res = WorkerError(type(exc).__name__, f"worker process failed: {exc}", "")
-                        for out in state.done(u, res):
-                            yield out
-                        for c2, u2 in state.follow_ups(u, cost):
-                            heapq.heappush(heap, (-c2, next(seq), u2))
-            except BaseException:
-                for fut in inflight:
-                    fut.cancel()
-                raise
+        inflight: dict = {}
+        try:
+            while heap or inflight:
+                while heap and len(inflight) < workers * IN_FLIGHT:
+                    c, _, u = heapq.heappop(heap)
+                    inflight[pool.submit(_timed_unit, state.payload(u))] = (-c, u)
+                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    cost, u = inflight.pop(fut)
+                    try:
+                        pid, cpu, res = fut.result()
+                        WORKER_CPU[pid] = WORKER_CPU.get(pid, 0.0) + cpu
+                    except Exception as exc:  # a worker died: the pool is broken
+                        res = WorkerError(type(exc).__name__, f"worker process failed: {exc}", "")
+                    for out in state.done(u, res):
+                        yield out
+                    for c2, u2 in state.follow_ups(u, cost):
+                        heapq.heappush(heap, (-c2, next(seq), u2))
+        except BaseException:
+            for fut in inflight:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        # every result is in: the workers exit while the caller writes the tables (joining them
+        # here would put their tear-down on the run's critical path)
+        pool.shutdown(wait=False)
     finally:
         gc.unfreeze()
 
@@ -387,7 +437,8 @@ class _Merger:
             return ("batch", ([self.rows[u[1]]], self.prm, self.diagnostics, self.resample_mask, (u[2], u[3]),
                               self.engine))
         if kind == "prep":
-            return ("prep", self.rows[u[1]], self.prm, self.resample_mask)
+            return ("prep", self.rows[u[1]], self.prm, self.resample_mask, SPLIT_VOXELS, u[1] in self.has_shape,
+                    self.engine)
         if kind == "shape":
             return ("shape", self.rows[u[1]], self.prm)
         _, i, k = u  # classes
@@ -426,13 +477,18 @@ class _Merger:
                 self.finished.add(i)
                 self.parts.pop(i, None)
                 return [(i, _failure(self.rows[i]["case_id"], res), False) if crashed else (i, res, True)]
-            ndim = res["crop"][0].ndim
+            ndim = res["ndim"]
             ex2, ex3, _ = _extractors(self.prm, "fast")
             enabled = [c for c in (ex2 if ndim == 2 else ex3).enabledFeatures
                        if not (i in self.has_shape and c.startswith("shape"))]
-            self.groups[i] = group_classes(enabled, ndim, self.workers)
+            part = res.pop("part", None)
             self.prep[i] = res
             self.parts.setdefault(i, {})
+            if part is not None:  # a small ROI: the preparing worker computed every class
+                self.groups[i] = [tuple(enabled)]
+                self.parts[i][0] = part
+                return self._finish(i)
+            self.groups[i] = group_classes(enabled, ndim, self.workers)
             cost = case_cost(self.rows[i])
             self._next = [(cost, ("classes", i, k)) for k in range(len(self.groups[i]))]
             return self._finish(i)
@@ -458,7 +514,7 @@ class _Merger:
             return [(i, {**bad, "diagnostics": prep["diagnostics"], "warnings": warnings},
                      not any(isinstance(r, dict) and str(r.get("error", "")).startswith("worker error")
                              for r in got.values()))]
-        ndim = prep["crop"][0].ndim
+        ndim = prep["ndim"]
         ex2, ex3, _ = _extractors(self.prm, "fast")
         enabled = (ex2 if ndim == 2 else ex3).enabledFeatures
         merged = merge_parts([{**prep, "warnings": []}] + [got[k2] for k2 in sorted(got)])
