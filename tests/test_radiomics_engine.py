@@ -283,13 +283,18 @@ def test_shape3d_kernel_equals_pyradiomics_c():
 
 def test_component_count_equals_simpleitk():
     """radlens' numpy component count against SimpleITK's fully connected labelling (what
-    pyradiomics' VolumeNum uses) on random 2D and 3D masks, sparse to dense."""
+    pyradiomics' VolumeNum uses) on random 2D and 3D masks, sparse to dense, and 2D blobs/rings."""
     from radlens.radiomics.kernels.components import count_components
 
     rng = np.random.default_rng(3)
     for i in range(300):
         nd = 2 + i % 2
         r = rng.random(rng.integers(1, 9 if nd == 3 else 25, nd)) < rng.uniform(0.05, 0.8)
+        if nd == 2 and i % 4 == 0:  # blobs and rings: the one-run-per-row shortcut and its refusals
+            h, w = r.shape
+            yy, xx = np.mgrid[:h, :w]
+            d = ((yy - h / 2) / (h / 2 + 0.1)) ** 2 + ((xx - w / 2) / (w / 2 + 0.1)) ** 2
+            r = (d < rng.uniform(0.2, 1.2)) & ((d > 0.3) if i % 8 == 0 else True)
         cc = sitk.ConnectedComponentImageFilter()
         cc.FullyConnectedOn()
         cc.Execute(sitk.GetImageFromArray(r.astype(np.uint8)))
