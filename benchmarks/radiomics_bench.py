@@ -466,14 +466,14 @@ def main(argv=None) -> dict:
                     help="write the numbers here (default %(default)s; '' for none)")
     ap.add_argument("--peer-fastrad", metavar="PYTHON_EXE", default=None,
                     help="python of a venv with fastrad installed: also measure fastrad on the 3D cases")
-    ap.add_argument("--peer-pictologics", metavar="PYTHON_EXE", default=None,
-                    help="python of a venv with pictologics installed: also measure it on the 2D ROIs")
     ap.add_argument("--jobs-only", action="store_true",
                     help="only radlens jobs=1 vs jobs=2 and start-up (JSON default: benchmarks/results/radiomics_jobs.json)")
     ap.add_argument("--jobs-repeats", type=int, default=10, help="rounds of jobs=1 vs jobs=2 (default %(default)s)")
     ap.add_argument("--startup-repeats", type=int, default=10, help="rounds of start-up commands (default %(default)s)")
     ap.add_argument("--startup-ref", metavar="DIR", default=None,
                     help="also time `radlens radiomics` of this checkout (e.g. /work/main) in the start-up rounds")
+    ap.add_argument("--peer-pictologics", metavar="PYTHON_EXE", default=None,
+                    help="python of a venv with pictologics installed: also measure it on the 2D ROIs")
     a = ap.parse_args(argv)
     if a.jobs_only and a.json == ap.get_default("json"):
         a.json = str(ROOT / "benchmarks" / "results" / "radiomics_jobs.json")
