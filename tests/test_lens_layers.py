@@ -97,7 +97,7 @@ def test_layerwise_cli(study):
     assert main(["compare", str(d / "shifts_texture.parquet"), str(d / "shifts_shape.parquet"), "--lens",
                  str(d / "lens"), "--embeddings", f"texture={d / 'texture.npz'}", "--embeddings",
                  f"shape={d / 'shape.npz'}", "--n-null", "40", "--n-boot", "20", "--layers", "stem,block2",
-                 "--out", str(d / "cmp2")]) == 0
+                 "--jobs", "2", "--out", str(d / "cmp2")]) == 0
     f = read_table(d / "cmp2" / "layer_features.csv")
     assert sorted(f["layer"].unique()) == ["block2", "stem"] and set(f["kind"]) == {"task", "common", "contrast"}
     stem = f[f["layer"] == "stem"]
@@ -113,6 +113,11 @@ def test_layer_errors_name_the_fix(study, capsys):
                "--layers", "block9", "--out", str(d / "lens_bad"), *FIT])
     err = capsys.readouterr().err
     assert rc != 0 and "block9" in err and "available" in err
+    # --jobs runs layers in parallel: without --layers it is refused with the fix
+    rc = main(["fit-pre", "--radiomics", str(d / "radiomics.parquet"), "--embeddings", str(d / "pre.npz"),
+               "--jobs", "2", "--out", str(d / "lens_bad2"), *FIT])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--jobs 2" in err and "--layers" in err
 
 
 def test_study_layers_run_the_lens_layer_wise(tmp_path, monkeypatch):
