@@ -185,10 +185,6 @@ def _peer_key(name: str) -> str:
     return f"{cls}:" + re.sub(r"(\d+)th", r"\1", feat).replace("_", "").lower()
 
 
-def _stats(v):
-    return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": list(v)}
-
-
 def _alternate(peer, name, manifest, params, repeats, tmp) -> tuple[dict, dict, dict]:
     """``peer()`` (a subprocess returning its own cpu_s/wall_s) and radlens ``--jobs 1``, alternated
     in the same rounds. Returns (cpu, wall, the peer's last output)."""
@@ -207,6 +203,7 @@ def _alternate(peer, name, manifest, params, repeats, tmp) -> tuple[dict, dict, 
                 cpu[k].append(time.process_time() - c0)
                 wall[k].append(time.perf_counter() - t0)
     PROJECTED.pop(f"peer_{name}_j1", None)
+    PROJECTED.pop(f"peer_{name}_j1_balanced", None)
     return cpu, wall, got
 
 

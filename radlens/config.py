@@ -72,6 +72,8 @@ class LensConfig:
                               help="layer-wise lens: compare figures of every layer, or only of the main layer "
                                    "(encoders.<arch>.layer, else the deepest; the one the report shows); "
                                    "tables are written for every layer either way")
+    jobs: int = _opt(1, minimum=1, help="worker processes over the layers of a layer-wise lens (fit-pre, "
+                     "refit-post, compare); results do not depend on it")
 
 
 @dataclass

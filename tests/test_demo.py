@@ -52,7 +52,7 @@ def test_demo_writes_everything(demo_dir):
               and not (k.startswith("localize/") and v["status"] == "skipped"
                        and (v["error"] or "").startswith("nothing to do: no CAM maps"))}
     assert not failed, failed
-    for name in ("radiomics", "embed/cnn/pre", "embed/vit/task_shape", "fit-pre/cnn", "refit-post/vit/task_texture",
+    for name in ("radiomics", "embed/cnn/pre", "embed/vit/task_shape", "fit-pre/cnn", "refit-post/vit",
                  "compare/cnn", "enrichment/vit", "predictions", "cam-drift", "tradeoff", "pooling-probe/cnn",
                  "pooling-probe/vit"):
         assert name in st, name
