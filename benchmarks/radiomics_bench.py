@@ -39,6 +39,15 @@ are); radlens' in this process. Values: fastrad's features (snake_case names, ma
 pyradiomics' by lower-casing and dropping ``_``/``th``) are compared with the plain pyradiomics
 loop's: how many agree within 1e-6 relative, and which do not.
 
+Peer (optional, ``--peer-pictologics PYTHON_EXE``): pictologics run by
+``benchmarks/peer_pictologics.py`` in its own virtual environment, one numba thread, on the same
+``--n`` 2D phantom ROIs (files), with the configuration closest to radlens' default params (no
+resampling, fixed bin number = ``binCount`` 32, intensity + morphology + texture families), in
+the same rounds as ``radlens --jobs 1`` (order alternated); its CPU seconds measured inside its
+process after an untimed warm-up case (its numba compilation is not counted). Values: pictologics
+names features by IBSI code and aggregation, so a pyradiomics feature counts as agreeing when
+some pictologics feature equals it within 1e-6 relative on every case (matched by value).
+
 Start-up: the whole ``radlens radiomics`` command on a 2-case manifest vs pyradiomics' own
 command line on the same 2 cases (wall and CPU seconds of the child process, min/median/max over
 ``--startup-repeats``, commands alternated; ``--startup-ref DIR`` also times the radlens of
@@ -176,35 +185,50 @@ def _peer_key(name: str) -> str:
     return f"{cls}:" + re.sub(r"(\d+)th", r"\1", feat).replace("_", "").lower()
 
 
+def _stats(v):
+    return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": list(v)}
+
+
+def _alternate(peer, name, manifest, params, repeats, tmp) -> tuple[dict, dict, dict]:
+    """``peer()`` (a subprocess returning its own cpu_s/wall_s) and radlens ``--jobs 1``, alternated
+    in the same rounds. Returns (cpu, wall, the peer's last output)."""
+    cpu = {name: [], "radlens_j1": []}
+    wall = {name: [], "radlens_j1": []}
+    got = None
+    for rep in range(repeats):
+        for k in ((name, "radlens_j1") if rep % 2 == 0 else ("radlens_j1", name)):
+            if k == name:
+                got = peer()
+                cpu[k].append(got["cpu_s"])
+                wall[k].append(got["wall_s"])
+            else:
+                t0, c0 = time.perf_counter(), time.process_time()
+                radlens_run(manifest, params, 1, tmp / f"peer_{name}_j1.parquet")
+                cpu[k].append(time.process_time() - c0)
+                wall[k].append(time.perf_counter() - t0)
+    PROJECTED.pop(f"peer_{name}_j1", None)
+    return cpu, wall, got
+
+
+def _peer_env() -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+           "PICTOLOGICS_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 def peer_fastrad(exe, manifest, cases, params, repeats, tmp, ref) -> dict:
     """fastrad (own venv, subprocess) vs radlens --jobs 1, per core, same rounds; values vs ``ref``."""
     script = ROOT / "benchmarks" / "peer_fastrad.py"
     cj = tmp / "peer_cases.json"
     cj.write_text(json.dumps([list(c) for c in cases]))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
 
     def fastrad():
-        p = subprocess.run([exe, str(script), str(cj), str(params)], check=True, env=env, capture_output=True,
-                           text=True)
+        p = subprocess.run([exe, str(script), str(cj), str(params)], check=True, env=_peer_env(),
+                           capture_output=True, text=True)
         return json.loads(p.stdout)
 
-    cpu = {"fastrad": [], "radlens_j1": []}
-    wall = {"fastrad": [], "radlens_j1": []}
-    got = None
-    for rep in range(repeats):
-        for k in (("fastrad", "radlens_j1") if rep % 2 == 0 else ("radlens_j1", "fastrad")):
-            if k == "fastrad":
-                got = fastrad()
-                cpu[k].append(got["cpu_s"])
-                wall[k].append(got["wall_s"])
-            else:
-                t0, c0 = time.perf_counter(), time.process_time()
-                radlens_run(manifest, params, 1, tmp / "peer_j1.parquet")
-                cpu[k].append(time.process_time() - c0)
-                wall[k].append(time.perf_counter() - t0)
-    PROJECTED.pop("peer_j1", None)
-    PROJECTED.pop("peer_j1_balanced", None)
+    cpu, wall, got = _alternate(fastrad, "fastrad", manifest, params, repeats, tmp)
     # values: fastrad vs the plain pyradiomics loop
     agree, differ, missing = 0, [], []
     n_ref = 0
@@ -227,16 +251,66 @@ def peer_fastrad(exe, manifest, cases, params, repeats, tmp, ref) -> dict:
             else:
                 differ.append(f"{cid}:{orig} (rel {rel:.1e})")
 
-    def stats(v):
-        return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": list(v)}
-
     ratios = [a / b for a, b in zip(cpu["fastrad"], cpu["radlens_j1"])]
     return {"fastrad_version": got["fastrad"], "torch": got["torch"], "torch_threads": got["threads"],
-            "python": exe, "cpu_s": {k: stats(v) for k, v in cpu.items()},
-            "wall_s": {k: stats(v) for k, v in wall.items()},
-            "fastrad_cpu_over_radlens_j1_cpu": stats(ratios),
+            "python": exe, "cpu_s": {k: _stats(v) for k, v in cpu.items()},
+            "wall_s": {k: _stats(v) for k, v in wall.items()},
+            "fastrad_cpu_over_radlens_j1_cpu": _stats(ratios),
             "values": {"pyradiomics_features": n_ref, "agree_within_1e-6": agree, "differ": differ,
                        "not_computed_by_fastrad": missing}}
+
+
+def match_by_value(ref: dict, peer: dict, rtol: float = PEER_RTOL) -> tuple[dict, list]:
+    """Peer features equal to a pyradiomics feature on every case (``ref``/``peer``: case ->
+    name -> value): {pyradiomics name: [peer names]} and the pyradiomics features with none.
+    Matching by value, not by name: pictologics names features by IBSI (code and aggregation),
+    and a definition that agrees gives the same number on every case."""
+    cids = [c for c in ref if c in peer]
+    rnames = [k for k in ref[cids[0]] if k.startswith("original_")]
+    pnames = sorted({k for c in cids for k in peer[c]})
+    A = np.array([[ref[c][k] for k in rnames] for c in cids], dtype=float)  # (cases, ref)
+    B = np.array([[np.nan if peer[c].get(k) is None else peer[c][k] for k in pnames] for c in cids], dtype=float)
+    match, none = {}, []
+    for j, k in enumerate(rnames):
+        a = A[:, j:j + 1]
+        both_nan = np.isnan(a) & np.isnan(B)
+        with np.errstate(invalid="ignore"):
+            close = np.abs(B - a) <= rtol * np.abs(a) + 1e-300
+        ok = np.all(close | both_nan, axis=0) & ~np.all(both_nan, axis=0)
+        if ok.any():
+            match[k] = [pnames[i] for i in np.flatnonzero(ok)]
+        else:
+            none.append(k)
+    return match, none
+
+
+def peer_pictologics(exe, manifest, cases, params, repeats, tmp, ref) -> dict:
+    """pictologics (own venv, subprocess, one numba thread) vs radlens --jobs 1 on the same 2D
+    ROIs, per core, same rounds; values matched to the plain pyradiomics loop's (``ref``)."""
+    import yaml
+
+    script = ROOT / "benchmarks" / "peer_pictologics.py"
+    cj = tmp / "peer_picto_cases.json"
+    cj.write_text(json.dumps([list(c) for c in cases]))
+    n_bins = (yaml.safe_load(Path(params).read_text()).get("setting") or {}).get("binCount")
+    if n_bins is None:
+        raise SystemExit(f"--peer-pictologics needs binCount in {params} (fixed bin number)")
+
+    def picto():
+        p = subprocess.run([exe, str(script), str(cj), str(n_bins)], check=True, env=_peer_env(),
+                           capture_output=True, text=True)
+        return json.loads(p.stdout)
+
+    cpu, wall, got = _alternate(picto, "pictologics", manifest, params, repeats, tmp)
+    match, none = match_by_value(ref, got["features"])
+    ratios = [a / b for a, b in zip(cpu["pictologics"], cpu["radlens_j1"])]
+    return {"pictologics_version": got["pictologics"], "numba_threads": got["threads"], "python": exe,
+            "n_bins": n_bins, "cpu_s": {k: _stats(v) for k, v in cpu.items()},
+            "wall_s": {k: _stats(v) for k, v in wall.items()},
+            "pictologics_cpu_over_radlens_j1_cpu": _stats(ratios),
+            "values": {"pyradiomics_features": len(match) + len(none), "agree_within_1e-6": len(match),
+                       "matches": match, "no_equal_pictologics_feature": none,
+                       "pictologics_features": len(next(iter(got["features"].values())))}}
 
 
 def run_cohort(name, manifest, cases, params, repeats, tmp) -> dict:
@@ -476,6 +550,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--startup-repeats", type=int, default=10, help="rounds of start-up commands (default %(default)s)")
     ap.add_argument("--startup-ref", metavar="DIR", default=None,
                     help="also time `radlens radiomics` of this checkout (e.g. /work/main) in the start-up rounds")
+    ap.add_argument("--peer-pictologics", metavar="PYTHON_EXE", default=None,
+                    help="python of a venv with pictologics installed: also measure it on the 2D ROIs")
     a = ap.parse_args(argv)
     if a.jobs_only and a.json == ap.get_default("json"):
         a.json = str(ROOT / "benchmarks" / "results" / "radiomics_jobs.json")
@@ -497,6 +573,9 @@ def main(argv=None) -> dict:
             cases = [(r.case_id, str(man.parent / r.image), str(man.parent / r.mask)) for r in m.itertuples()]
             if not a.jobs_only:
                 result["cohorts"]["2d_phantoms"] = run_cohort("2d", man, cases, str(DEFAULT_PARAMS), a.repeats, tmp)
+                if a.peer_pictologics:
+                    result["cohorts"]["2d_phantoms"]["peer_pictologics"] = peer_pictologics(
+                        a.peer_pictologics, man, cases, str(DEFAULT_PARAMS), a.repeats, tmp, PLAIN_VALUES["2d"])
             result["jobs"]["2d_phantoms"] = jobs_scaling("2d", man, str(DEFAULT_PARAMS), a.jobs_repeats, tmp)
         if "3d" in todo:
             if SHARED.is_dir():
@@ -542,6 +621,13 @@ def main(argv=None) -> dict:
                   f"{q['median']:.2f}x (min {q['min']:.2f}, max {q['max']:.2f}); values: {v['agree_within_1e-6']}/"
                   f"{v['pyradiomics_features']} agree with pyradiomics within 1e-6 ({len(v['differ'])} differ, "
                   f"{len(v['not_computed_by_fastrad'])} not computed)")
+        pp = r.get("peer_pictologics")
+        if pp:
+            q, v = pp["pictologics_cpu_over_radlens_j1_cpu"], pp["values"]
+            print(f"    pictologics {pp['pictologics_version']} (1 numba thread) CPU / radlens --jobs 1 CPU: median "
+                  f"{q['median']:.2f}x (min {q['min']:.2f}, max {q['max']:.2f}); values: {v['agree_within_1e-6']}/"
+                  f"{v['pyradiomics_features']} pyradiomics features equal (1e-6) to a pictologics feature on "
+                  f"every case")
     for name, r in result["jobs"].items():
         q, pq_ = r["jobs1_over_jobs2_wall"], r["jobs1_over_jobs2_projected"]
         w1, w2 = r["wall_s"]["jobs1"], r["wall_s"]["jobs2"]

@@ -191,6 +191,7 @@ def test_engine_failure_falls_back_to_pyradiomics_visibly(tmp_path, monkeypatch)
         raise FloatingPointError("boom")
 
     monkeypatch.setattr(engine, "compute", broken)
+    monkeypatch.setattr(engine, "compute_arrays", broken)  # the path on arrays (no SimpleITK crop)
     res = radiomics(man, out=tmp_path / "r.parquet", show_progress=False)
     assert res.n_failed == 0
     np.testing.assert_array_equal(res.features.drop(columns="case_id").to_numpy(float),
@@ -232,7 +233,8 @@ def test_roi_checks_same_errors_as_pyradiomics(tmp_path, roi, settings):
 
 
 def test_volume_count_same_with_scipy_or_simpleitk(monkeypatch):
-    """fast diagnostics count fully connected components with scipy (large runs) or SimpleITK."""
+    """fast diagnostics count fully connected components with scipy (large runs) or, without
+    scipy.ndimage, radlens' numpy union-find (small box; this one)."""
     import sys
 
     import scipy.ndimage  # noqa: F401
@@ -249,3 +251,46 @@ def test_volume_count_same_with_scipy_or_simpleitk(monkeypatch):
     with_sitk = pyrad.fast_diagnostics(case)
     assert with_scipy == with_sitk
     assert with_sitk["diagnostics_Mask-original_VolumeNum"] == 2
+
+
+def test_shape3d_kernel_equals_pyradiomics_c():
+    """The numpy mesh (area, volume) and pruned diameters against pyradiomics' C function
+    (``cShape.calculate_coefficients``, which compares every pair of mesh vertices) on random
+    masks of every thickness (1..9 voxels per axis), anisotropic spacing, and on a large blob
+    where the pruning path (> 256 candidates) runs."""
+    from radiomics import cShape
+
+    from radlens.radiomics.kernels import shape3d
+
+    assert shape3d.available(), "pyradiomics' triangle table was not found in its _cshape extension"
+    rng = np.random.default_rng(7)
+    masks = []
+    for _ in range(150):
+        r = rng.random(rng.integers(1, 10, 3)) < rng.uniform(0.2, 0.95)
+        if r.sum() >= 2:
+            masks.append((np.pad(r, 1), rng.uniform(0.3, 3.0, 3)))
+    z, y, x = np.mgrid[:14, :40, :52]
+    blob = ((z - 7) / 6.0) ** 2 + ((y - 20) / 17.0) ** 2 + ((x - 26) / 23.0) ** 2 < 1 + 0.3 * rng.random((14, 40, 52))
+    masks.append((np.pad(blob, 1), np.array([5.0, 0.7, 0.7])))
+    for m, sp in masks:
+        area0, vol0, diam0 = cShape.calculate_coefficients(m, sp)
+        area, vol = shape3d.mesh(m, sp)
+        diam = shape3d.diameters(m, sp)
+        assert abs(area - area0) <= RTOL * area0
+        assert abs(vol - vol0) <= RTOL * abs(vol0) + 1e-12
+        np.testing.assert_allclose(diam, diam0, rtol=RTOL, atol=0)
+
+
+def test_component_count_equals_simpleitk():
+    """radlens' numpy component count against SimpleITK's fully connected labelling (what
+    pyradiomics' VolumeNum uses) on random 2D and 3D masks, sparse to dense."""
+    from radlens.radiomics.kernels.components import count_components
+
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        nd = 2 + i % 2
+        r = rng.random(rng.integers(1, 9 if nd == 3 else 25, nd)) < rng.uniform(0.05, 0.8)
+        cc = sitk.ConnectedComponentImageFilter()
+        cc.FullyConnectedOn()
+        cc.Execute(sitk.GetImageFromArray(r.astype(np.uint8)))
+        assert count_components(r) == cc.GetObjectCount(), f"mask {i} {r.shape}"

@@ -9,7 +9,7 @@ from radlens.errors import InputError
 from radlens.synth.train import CohortArrays, TrainConfig, split_indices, train_demo_encoders
 
 TINY = dict(pretext_epochs=1, finetune_epochs=1, batch_size=16, finetune_batch_size=8, cnn_width=4, densenet_width=8,
-            vit_hidden=16, vit_layers=1, vit_heads=2, vit_patch=8)
+            vit_hidden=16, vit_layers=1, vit_heads=2, vit_patch=8, vit_pretext_epochs=1, vit_finetune_batch_size=8)
 
 
 def _blob_data(n=48, size=32, seed=0):
@@ -208,3 +208,34 @@ def test_training_in_processes_equals_training_in_one_process(trained, tmp_path)
             assert res1.metrics["archs"][arch]["tasks"][task] == res.metrics["archs"][arch]["tasks"][task]
     with pytest.raises(InputError, match="processes=0"):
         train_demo_encoders(data, tmp_path, TrainConfig(tasks=("task_bright",), **TINY), processes=0)
+
+
+def test_vit_gradcam_is_the_per_token_logit_share_of_the_written_checkpoint(trained):
+    """The fine-tuned ViT as the demo writes it (save_pretrained folder + a head trained on standardised
+    features and folded back into raw units), loaded by radlens: Grad-CAM on its target layer equals the
+    per-sample reference computed from the HF model's own tokens and the head file, ReLU(w_c . t_i) / N
+    per patch token, and those shares plus the bias add up to the logit."""
+    from safetensors.torch import load_file
+    from transformers import Dinov2Model
+
+    from radlens.cam.methods import attribute_methods
+    from radlens.cam.model import load_classifier
+
+    data, out, _ = trained
+    clf = load_classifier(out / "vit" / "classifier_ft_task_bright.yaml")
+    x = torch.from_numpy(data.images[:6])[:, None].float()
+    x = (x - x.mean((1, 2, 3), keepdim=True)) / x.std((1, 2, 3), keepdim=True)  # the spec's per-image z-score
+    targets = [1, 0, 1, 1, 0, 1]
+    res = attribute_methods(["gradcam"], clf.module, clf.target_layer, x, targets, token_layout=clf.token_layout)
+    net = Dinov2Model.from_pretrained(str(out / "vit" / "ft_task_bright")).eval()
+    head = load_file(str(out / "vit" / "head_ft_task_bright.safetensors"))
+    with torch.no_grad():
+        tok = net(pixel_values=x).last_hidden_state[:, 1:].double()      # (B, N, D) patch tokens
+    n = tok.shape[1]
+    side = int(round(n ** 0.5))
+    w, b = head["weight"].double(), head["bias"].double()
+    for i, t in enumerate(targets):
+        share = tok[i] @ w[t] / n                                          # (N,) signed shares
+        assert float(share.sum() + b[t]) == pytest.approx(float(res["gradcam"].logits[i, t]), abs=1e-4)
+        ref = np.maximum(share.numpy(), 0).reshape(side, side)
+        np.testing.assert_allclose(res["gradcam"].raw[i], ref, rtol=1e-4, atol=1e-6)

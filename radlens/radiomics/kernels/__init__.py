@@ -1,0 +1,1 @@
+"""Vectorised kernels of radlens' radiomics engine (numpy), each at parity with pyradiomics."""
