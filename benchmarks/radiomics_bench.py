@@ -185,8 +185,8 @@ def _peer_key(name: str) -> str:
     return f"{cls}:" + re.sub(r"(\d+)th", r"\1", feat).replace("_", "").lower()
 
 
-def _stats(v):
-    return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": list(v)}
+def _stats(v) -> dict:
+    return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": [float(x) for x in v]}
 
 
 def _alternate(peer, name, manifest, params, repeats, tmp) -> tuple[dict, dict, dict]:
@@ -355,10 +355,6 @@ def run_cohort(name, manifest, cases, params, repeats, tmp) -> dict:
     r["projected_idle_cores_s"] = {k: stats(v) for k, v in proj.items()}
     r["projected_idle_cores_s"]["radlens_j1_over_radlens_j2"] = ratio("radlens_j1", "radlens_j2", proj)
     return r
-
-
-def _stats(v) -> dict:
-    return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": [float(x) for x in v]}
 
 
 def simulate_pool(manifest, params, tmp, workers: int = 2) -> dict:
