@@ -185,10 +185,6 @@ def _peer_key(name: str) -> str:
     return f"{cls}:" + re.sub(r"(\d+)th", r"\1", feat).replace("_", "").lower()
 
 
-def _stats(v) -> dict:
-    return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": [float(x) for x in v]}
-
-
 def _alternate(peer, name, manifest, params, repeats, tmp) -> tuple[dict, dict, dict]:
     """``peer()`` (a subprocess returning its own cpu_s/wall_s) and radlens ``--jobs 1``, alternated
     in the same rounds. Returns (cpu, wall, the peer's last output)."""
@@ -207,6 +203,7 @@ def _alternate(peer, name, manifest, params, repeats, tmp) -> tuple[dict, dict, 
                 cpu[k].append(time.process_time() - c0)
                 wall[k].append(time.perf_counter() - t0)
     PROJECTED.pop(f"peer_{name}_j1", None)
+    PROJECTED.pop(f"peer_{name}_j1_balanced", None)
     return cpu, wall, got
 
 
@@ -357,76 +354,8 @@ def run_cohort(name, manifest, cases, params, repeats, tmp) -> dict:
     return r
 
 
-def simulate_pool(manifest, params, tmp, workers: int = 2) -> dict:
-    """radlens' pool replayed on a virtual clock, as on ``workers`` otherwise idle cores: the real
-    plan, merging and hand-out policy (most expensive first, ``IN_FLIGHT`` units per worker, split
-    cases' follow-ups), each unit run in a forked one-process pool, one at a time, and lasting its
-    CPU seconds there. Returns the makespan, the units' CPU and this process's CPU in a real
-    ``jobs=workers`` run (pool start, hand-out, merging, tables): their sum is the wall time on idle
-    cores, free of what other users of a shared machine do to wall times."""
-    import heapq
-    import itertools
-    from concurrent.futures import ProcessPoolExecutor
-
-    from radlens.parallel import _mp_context
-    from radlens.radiomics import pyrad, schedule
-    from radlens.radiomics.extract import radiomics
-
-    got = {}
-    real_pool = schedule._pool
-
-    def capture(units, state, w):
-        got["units"], got["state"] = list(units), state
-        return real_pool(units, state, w)
-
-    schedule._pool = capture
-    try:
-        c0 = time.process_time()
-        radiomics(manifest, params, out=tmp / "sim.parquet", jobs=workers, use_cache=False, show_progress=False)
-        parent = time.process_time() - c0
-    finally:
-        schedule._pool = real_pool
-    units, s0 = got["units"], got["state"]
-    state = schedule._Merger(s0.rows, s0.prm, s0.diagnostics, s0.resample_mask, workers, s0.engine)
-    state.has_shape = {u[1] for _, u in units if u[0] == "shape"}
-    depth = getattr(schedule, "IN_FLIGHT", 1)
-    seq = itertools.count()
-    heap = [(-c, next(seq), u) for c, u in units]
-    heapq.heapify(heap)
-    fifo, running, free = [], [], [0.0] * workers  # running: (end, worker, cost, unit, result)
-    n_sub, total = 0, 0.0
-    with ProcessPoolExecutor(1, mp_context=_mp_context(), initializer=pyrad._worker_init, initargs=(1,)) as pool:
-        def refill(t):
-            nonlocal n_sub
-            while heap and n_sub < workers * depth:
-                c, _, u = heapq.heappop(heap)
-                fifo.append((t, -c, u))
-                n_sub += 1
-
-        def start():
-            nonlocal total
-            for w in range(workers):
-                if fifo and all(r[1] != w for r in running):
-                    t_sub, cost, u = fifo.pop(0)
-                    _, cpu, res = pool.submit(schedule._timed_unit, state.payload(u)).result()
-                    total += cpu
-                    t0 = max(free[w], t_sub)
-                    running.append((t0 + cpu, w, cost, u, res))
-
-        refill(0.0)
-        start()
-        now = 0.0
-        while running:
-            running.sort(key=lambda r: r[0])
-            now, w, cost, u, res = running.pop(0)
-            free[w] = now
-            n_sub -= 1
-            state.done(u, res)
-            for c2, u2 in state.follow_ups(u, cost):
-                heapq.heappush(heap, (-c2, next(seq), u2))
-            refill(now)
-            start()
-    return {"makespan_s": now, "units_cpu_s": total, "parent_cpu_s": parent, "idle_cores_wall_s": now + parent}
+def _stats(v) -> dict:
+    return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": [float(x) for x in v]}
 
 
 def jobs_scaling(name, manifest, params, repeats, tmp) -> dict:
@@ -443,7 +372,6 @@ def jobs_scaling(name, manifest, params, repeats, tmp) -> dict:
             wall[j].append(time.perf_counter() - t0)
             cpu[j].append(_cpu() - c0)
     load.append(os.getloadavg()[0])
-    sims = [simulate_pool(manifest, params, tmp) for _ in range(max(1, min(repeats, 3)))]
     proj = {j: PROJECTED.pop(f"{name}_jobs_j{j}")[1:] for j in (1, 2)}  # the warm-up run dropped
     bal = {j: PROJECTED.pop(f"{name}_jobs_j{j}_balanced")[1:] for j in (1, 2)}
     return {"repeats": repeats, "load_avg_1min": load,
@@ -453,9 +381,7 @@ def jobs_scaling(name, manifest, params, repeats, tmp) -> dict:
             "jobs1_over_jobs2_wall_of_mins": min(wall[1]) / min(wall[2]),
             "projected_idle_cores_s": {f"jobs{j}": _stats(proj[j]) for j in (1, 2)},
             "jobs1_over_jobs2_projected": _stats([a / b for a, b in zip(proj[1], proj[2])]),
-            "jobs1_over_jobs2_projected_balanced": _stats([a / b for a, b in zip(bal[1], bal[2])]),
-            "simulated_idle_cores": {"runs": sims, "jobs1_cpu_over_simulated_jobs2": _stats(
-                [float(np.median(cpu[1])) / sm["idle_cores_wall_s"] for sm in sims])}}
+            "jobs1_over_jobs2_projected_balanced": _stats([a / b for a, b in zip(bal[1], bal[2])])}
 
 
 def startup(tmp, repeats, ref: str | None = None) -> dict | None:
@@ -632,10 +558,6 @@ def main(argv=None) -> dict:
               f"{q['max']:.2f}), of the mins {r['jobs1_over_jobs2_wall_of_mins']:.2f}x; projected on idle cores "
               f"{pq_['median']:.2f}x (busiest worker), {r['jobs1_over_jobs2_projected_balanced']['median']:.2f}x "
               f"(workers' CPU evenly shared); load {r['load_avg_1min'][0]:.1f} -> {r['load_avg_1min'][1]:.1f}")
-        sm = r["simulated_idle_cores"]
-        print(f"    --jobs 2 replayed on 2 idle cores (virtual clock, units' CPU): {sm['runs'][0]['idle_cores_wall_s']:.3f} s "
-              f"(makespan {sm['runs'][0]['makespan_s']:.3f} + parent {sm['runs'][0]['parent_cpu_s']:.3f}); --jobs 1 CPU "
-              f"over it: median {sm['jobs1_cpu_over_simulated_jobs2']['median']:.2f}x")
     su = result["startup_2_cases"] or {}
     for k, v in su.items():
         if isinstance(v, dict) and "cpu_s_min" in v:

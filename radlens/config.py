@@ -68,6 +68,8 @@ class LensConfig:
     expected_classes: dict = _opt({}, help="task -> radiomic feature classes expected on top (e.g. "
                                   "{task_texture: [glcm, glrlm, glszm]}); enables the enrichment check")
     options: dict = _opt({}, help="extra RadiomicLens parameters passed to fit-pre")
+    jobs: int = _opt(1, minimum=1, help="worker processes over the layers of a layer-wise lens (fit-pre, "
+                     "refit-post, compare); results do not depend on it")
 
 
 @dataclass

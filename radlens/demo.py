@@ -66,7 +66,7 @@ class DemoSize:
     cam_boot: int
     probe_panel: dict = field(default_factory=dict)
     loc_figures: bool = True  # per-pair localization score figures (the report shows the tables)
-    vit_epoch_factor: float = 1.0  # the ViT fine-tunes this many times finetune_epochs
+    vit_epoch_factor: float = 0.75  # the ViT fine-tunes this many times finetune_epochs (its training then fits beside the ResNet's)
     sanity_cases: int = 16
 
 

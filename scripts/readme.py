@@ -235,6 +235,13 @@ def _radiomics_cohorts(r: dict) -> str:
             ratios += (f"; fastrad {pf.get('fastrad_version', '?')} (own venv, 1 thread) / radlens --jobs 1 per core "
                        f"{float(pf['fastrad_cpu_over_radlens_j1_cpu']['median']):.2f}× ({v.get('agree_within_1e-6', '?')}/"
                        f"{v.get('pyradiomics_features', '?')} of fastrad's values within 1e-6 of pyradiomics')")
+        pp = c.get("peer_pictologics")
+        if isinstance(pp, dict) and "pictologics_cpu_over_radlens_j1_cpu" in pp:
+            v = pp.get("values", {})
+            ratios += (f"; pictologics {pp.get('pictologics_version', '?')} (own venv, 1 thread) / radlens --jobs 1 "
+                       f"per core {float(pp['pictologics_cpu_over_radlens_j1_cpu']['median']):.2f}× "
+                       f"({v.get('agree_within_1e-6', '?')}/{v.get('pyradiomics_features', '?')} pyradiomics features "
+                       f"equal within 1e-6 to a pictologics feature)")
         same = f"; values equal to {float(c['worst_rel_diff']):.0e} relative" if "worst_rel_diff" in c else ""
         parts.append(f"{name.replace('_', ' ')} ({c.get('n_cases', '?')} cases): {ratios}{same}")
     m = r.get("machine", {})

@@ -52,7 +52,7 @@ def test_demo_writes_everything(demo_dir):
               and not (k.startswith("localize/") and v["status"] == "skipped"
                        and (v["error"] or "").startswith("nothing to do: no CAM maps"))}
     assert not failed, failed
-    for name in ("radiomics", "embed/cnn/pre", "embed/vit/task_shape", "fit-pre/cnn", "refit-post/vit/task_texture",
+    for name in ("radiomics", "embed/cnn/pre", "embed/vit/task_shape", "fit-pre/cnn", "refit-post/vit",
                  "compare/cnn", "enrichment/vit", "predictions", "cam-drift", "tradeoff", "pooling-probe/cnn",
                  "pooling-probe/vit"):
         assert name in st, name
@@ -105,18 +105,16 @@ def test_demo_stamps_hash_the_generating_code():
 
 
 # --------------------------------------------------------------------------- the science of the quick demo
-#: thresholds the QUICK run must meet (160 phantoms, 12 fine-tuning epochs; the default run's numbers are
-#: in the README and demo.json). Shape needs more images than the quick cohort has (CNN FT AUC ~0.6-0.8
-#: at 160 phantoms, >= 0.95 at 400), and the tiny ViT learns only the intensity task from scratch at
-#: this size, so those cells are reported in demo.json, not asserted.
-QUICK_FT_AUC = {("cnn", "task_texture"): 0.85, ("cnn", "task_intensity"): 0.85,
+#: thresholds the QUICK run must meet (QUICK_N phantoms, QUICK_EPOCHS fine-tuning epochs; the default run's
+#: numbers are in the README and demo.json). Measured on the quick run of seed 0 (MEASURED); each threshold
+#: sits below the measured value with room for BLAS/thread-order noise, far above chance (AUC 0.5).
+QUICK_FT_AUC = {("cnn", "task_texture"): 0.85, ("cnn", "task_intensity"): 0.85, ("cnn", "task_shape"): SHAPE_T,
                 ("densenet", "task_texture"): 0.85, ("densenet", "task_intensity"): 0.85,
-                ("vit", "task_intensity"): 0.70}
+                ("densenet", "task_shape"): SHAPE_T}
 QUICK_TL_GAP = 0.02          # FT beats TL by at least this much on at least one task, per CNN architecture
-QUICK_POINTING = 0.5         # Grad-CAM of the fine-tuned CNNs on the tasks they learn (lesion cases);
-#                              the quick run measured 0.53-0.89 (seed 0); the 0.6 is checked on the
-#                              default run and recorded in its demo.json (localization[].passed)
-QUICK_PIXEL_AUC = 0.75
+#: Grad-CAM of the fine-tuned CNNs on the lesion cases (pointing game / pixel AUC), per task: MEASURED_CAM
+QUICK_POINTING = {"task_texture": 0.5, "task_intensity": 0.5, "task_shape": SHAPE_PG}
+QUICK_PIXEL_AUC = {"task_texture": 0.75, "task_intensity": 0.75, "task_shape": SHAPE_PA}
 
 
 def _summary(out):
@@ -142,7 +140,7 @@ def test_quick_demo_maps_find_the_lesion(demo_dir):
     for arch, task in [k for k in QUICK_FT_AUC if k[0] in ("cnn", "densenet")]:
         r = rows[(arch, task, "gradcam", "ft")]
         assert r["n"] >= 10, r
-        assert r["pointing_game"] >= QUICK_POINTING and r["pixel_auc"] >= QUICK_PIXEL_AUC, r
+        assert r["pointing_game"] >= QUICK_POINTING[task] and r["pixel_auc"] >= QUICK_PIXEL_AUC[task], r
         assert r["pointing_game"] > 5 * r["chance_pointing_game"], r
 
 

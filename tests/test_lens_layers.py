@@ -97,7 +97,7 @@ def test_layerwise_cli(study):
     assert main(["compare", str(d / "shifts_texture.parquet"), str(d / "shifts_shape.parquet"), "--lens",
                  str(d / "lens"), "--embeddings", f"texture={d / 'texture.npz'}", "--embeddings",
                  f"shape={d / 'shape.npz'}", "--n-null", "40", "--n-boot", "20", "--layers", "stem,block2",
-                 "--out", str(d / "cmp2")]) == 0
+                 "--jobs", "2", "--out", str(d / "cmp2")]) == 0
     f = read_table(d / "cmp2" / "layer_features.csv")
     assert sorted(f["layer"].unique()) == ["block2", "stem"] and set(f["kind"]) == {"task", "common", "contrast"}
     stem = f[f["layer"] == "stem"]
@@ -113,6 +113,11 @@ def test_layer_errors_name_the_fix(study, capsys):
                "--layers", "block9", "--out", str(d / "lens_bad"), *FIT])
     err = capsys.readouterr().err
     assert rc != 0 and "block9" in err and "available" in err
+    # --jobs runs layers in parallel: without --layers it is refused with the fix
+    rc = main(["fit-pre", "--radiomics", str(d / "radiomics.parquet"), "--embeddings", str(d / "pre.npz"),
+               "--jobs", "2", "--out", str(d / "lens_bad2"), *FIT])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--jobs 2" in err and "--layers" in err
 
 
 def test_study_layers_run_the_lens_layer_wise(tmp_path, monkeypatch):
@@ -138,13 +143,16 @@ def test_study_layers_run_the_lens_layer_wise(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(LL, "fit_pre_layers", lambda *a, **kw: calls.append(("fit", kw.get("layers"))))
-    monkeypatch.setattr(LL, "refit_post_layers", lambda *a, **kw: calls.append(("refit", kw.get("task"))))
+    monkeypatch.setattr(LL, "refit_post_layers_tasks",
+                        lambda lens, post, outs, **kw: calls.append(("refit", sorted(post), kw.get("jobs"))))
     monkeypatch.setattr(LL, "compare_layers", lambda tables, out, **kw: calls.append(("compare", len(tables))))
     stages = {s.name: s for s in build_stages(cfg, tmp_path / "run", M())}
-    for name in ("fit-pre/cnn", "refit-post/cnn/t", "compare/cnn"):
+    for name in ("fit-pre/cnn", "refit-post/cnn", "compare/cnn"):
         assert stages[name].outputs[0].name == "layers.json" or name.startswith("refit"), name
         stages[name].fn()
-    assert calls == [("fit", ["layer1", "layer3"]), ("refit", "t"), ("compare", 1)]
+    # one refit-post stage per architecture: every task in one pass, layers over lens.jobs workers
+    assert calls == [("fit", ["layer1", "layer3"]), ("refit", ["t"], 1), ("compare", 1)]
+    assert set(stages["refit-post/cnn"].outputs) == {tmp_path / "run" / "lens" / "cnn" / "shifts_t.parquet"}
     assert stages["fit-pre/vit"].outputs[0].name == "lens.json"
     assert stages["compare/vit"].outputs[0].name == "compare.json"
 

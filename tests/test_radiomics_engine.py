@@ -283,14 +283,34 @@ def test_shape3d_kernel_equals_pyradiomics_c():
 
 def test_component_count_equals_simpleitk():
     """radlens' numpy component count against SimpleITK's fully connected labelling (what
-    pyradiomics' VolumeNum uses) on random 2D and 3D masks, sparse to dense."""
+    pyradiomics' VolumeNum uses) on random 2D and 3D masks, sparse to dense, and 2D blobs/rings."""
     from radlens.radiomics.kernels.components import count_components
 
     rng = np.random.default_rng(3)
     for i in range(300):
         nd = 2 + i % 2
         r = rng.random(rng.integers(1, 9 if nd == 3 else 25, nd)) < rng.uniform(0.05, 0.8)
+        if nd == 2 and i % 4 == 0:  # blobs and rings: the one-run-per-row shortcut and its refusals
+            h, w = r.shape
+            yy, xx = np.mgrid[:h, :w]
+            d = ((yy - h / 2) / (h / 2 + 0.1)) ** 2 + ((xx - w / 2) / (w / 2 + 0.1)) ** 2
+            r = (d < rng.uniform(0.2, 1.2)) & ((d > 0.3) if i % 8 == 0 else True)
         cc = sitk.ConnectedComponentImageFilter()
         cc.FullyConnectedOn()
         cc.Execute(sitk.GetImageFromArray(r.astype(np.uint8)))
         assert count_components(r) == cc.GetObjectCount(), f"mask {i} {r.shape}"
+
+
+def test_percentiles_bit_identical_to_numpy():
+    """The first-order percentiles (one sort, numpy's own interpolation arithmetic) against
+    ``numpy.percentile`` itself (what pyradiomics calls), bit for bit, on sizes 1..400, ties,
+    integers and constants."""
+    rng = np.random.default_rng(11)
+    for i in range(3000):
+        n = int(rng.integers(1, 400))
+        x = rng.normal(0, 1, n) * 10 ** rng.uniform(-3, 4)
+        if i % 3 == 0:
+            x = np.round(x)
+        if i % 11 == 0:
+            x = np.full(n, 3.7)
+        np.testing.assert_array_equal(engine._percentiles(x), np.percentile(x, [10, 25, 50, 75, 90]))

@@ -69,6 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layers", default=None, metavar="all|L1,L2,...",
                    help="layer-wise tables only: the layers to compare (default: all)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="layer-wise tables only: compare N layers at once in worker processes (default 1)")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -82,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
     cmp, kw = compare, {}
     if any(is_layered_table(t) for t in args.tables) or args.layers is not None:
-        cmp, kw = compare_layers, {"layers": parse_layers(args.layers)}
+        cmp, kw = compare_layers, {"layers": parse_layers(args.layers), "jobs": args.jobs}
+    elif args.jobs != 1:
+        raise InputError(f"--jobs {args.jobs} compares the layers of layer-wise shift tables in parallel; these "
+                         "tables are single-layer: leave --jobs out")
     cmp(args.tables, args.out, value=args.value, top_k=args.top_k, lens=args.lens, embeddings=emb or None, **kw,
         labels=args.labels, pooling=args.pooling, n_null=args.n_null, n_boot=args.n_boot, n_perm=args.n_perm,
         seed=args.seed, aligned=args.align)

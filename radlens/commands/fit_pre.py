@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", default=None, metavar="all|L1,L2,...",
                    help="layer-wise lens: one lens per layer of a multi-layer embeddings file (all, or a "
                         "comma-separated subset), in LENS_DIR/<layer>/")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="layer-wise lens: fit N layers at once in worker processes (default 1; the lenses do "
+                        "not depend on it)")
     p.add_argument("--out", required=True, help="lens folder")
 
 
@@ -65,7 +68,12 @@ def run(args: argparse.Namespace) -> int:
     if args.layers is not None:
         from radlens.lens.layers import fit_pre_layers, parse_layers
 
-        fit, kw = fit_pre_layers, {"layers": parse_layers(args.layers)}
+        fit, kw = fit_pre_layers, {"layers": parse_layers(args.layers), "jobs": args.jobs}
+    elif args.jobs != 1:
+        from radlens.errors import InputError
+
+        raise InputError(f"--jobs {args.jobs} runs the layers of a layer-wise lens in parallel; add --layers "
+                         "(e.g. --layers all) or leave --jobs out")
     fit(args.radiomics, args.embeddings, args.out, pooling=args.pooling, manifest=args.manifest, **kw,
         groups=args.groups, hidden=args.hidden, activation=args.activation, n_seeds=args.seeds,
         weight_decay=args.weight_decay, lr=args.lr, max_epochs=args.max_epochs, patience=args.patience,

@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the feature-specific (Freedman-Lane) test of the raw shift (shift_*_specific)")
     p.add_argument("--layers", default=None, metavar="all|L1,L2,...",
                    help="layer-wise lens only: the layers to refit (default: every layer of the lens)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="layer-wise lens only: refit N layers at once in worker processes (default 1; the "
+                        "tables do not depend on it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="shift table (.parquet or .csv)")
 
@@ -53,12 +56,13 @@ def run(args: argparse.Namespace) -> int:
 
     refit, kw = refit_post, {}
     if is_layered_lens(args.lens):
-        refit, kw = refit_post_layers, {"layers": parse_layers(args.layers)}
-    elif args.layers is not None:
+        refit, kw = refit_post_layers, {"layers": parse_layers(args.layers), "jobs": args.jobs}
+    elif args.layers is not None or args.jobs != 1:
         from radlens.errors import InputError
 
-        raise InputError(f"--layers given, but lens {args.lens!r} is a single-layer lens; fit it with "
-                         "`radlens fit-pre --layers ...` or leave --layers out")
+        opt = "--layers" if args.layers is not None else "--jobs"
+        raise InputError(f"{opt} given, but lens {args.lens!r} is a single-layer lens; fit it with "
+                         f"`radlens fit-pre --layers ...` or leave {opt} out")
     refit(args.lens, args.embeddings, args.out, task=args.task, pooling=args.pooling, n_null=args.n_null,
           n_boot=args.n_boot, seed=args.seed, specific=not args.no_specific, **kw)
     return 0

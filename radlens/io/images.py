@@ -446,7 +446,11 @@ def _load_case(case_id: str, row: Mapping[str, Any], resample_mask: bool | None,
             raise CaseError(case_id, "load", f"label {label} of mask {Path(str(mask_path)).name!r} covers no pixel of "
                             "the image after resampling onto its grid (the mask lies outside the image?); check the "
                             "mask's origin and direction")
-        mask = sitk.GetImageFromArray(roi.astype(np.uint8))
+        if (not resampled and mask_raw.GetPixelID() == sitk.sitkUInt8 and label == 1
+                and all(v in (0, 1) for v in np.asarray(vals).tolist())):
+            mask = mask_raw  # already the 0/1 uint8 ROI image: no second copy (16 MB on a CT volume)
+        else:
+            mask = sitk.GetImageFromArray(roi.astype(np.uint8))
         mask.CopyInformation(image)
         bbox = _roi_bbox(roi)
     else:

@@ -93,8 +93,33 @@ def read_layered_lens(path) -> dict:
 
 
 # --------------------------------------------------------------------------- fit-pre / refit-post
+def _fit_layer(item) -> dict:
+    """Worker of :func:`fit_pre_layers`: one layer's lens (module level: pickled)."""
+    from radlens.lens.pipeline import fit_pre
+
+    L, radiomics, embeddings, out, kw, one_thread = item
+    try:
+        if not one_thread:
+            fit_pre(radiomics, embeddings, out, layer=L, **kw)
+            return {}
+        import torch
+
+        from radlens.lens.null import single_thread
+
+        prev = torch.get_num_threads()
+        torch.set_num_threads(1)   # one thread per worker process: the workers share the cores
+        try:
+            with single_thread():
+                fit_pre(radiomics, embeddings, out, layer=L, **kw)
+        finally:
+            torch.set_num_threads(prev)
+    except InputError as exc:   # this layer cannot be fitted: the others proceed
+        return {"layer": L, "stage": "fit-pre", "error": str(exc)}
+    return {}
+
+
 def fit_pre_layers(radiomics, embeddings, out, *, layers=None, pooling: str | None = None, manifest=None,
-                   groups=None, **lens_params) -> Path:
+                   groups=None, jobs: int = 1, **lens_params) -> Path:
     """Fit one :class:`~radlens.lens.estimator.RadiomicLens` per layer of a multi-layer
     embeddings file; ``out/<layer>/`` has the single-layer lens layout, ``out/layers.json`` the layers.
 
@@ -104,15 +129,18 @@ def fit_pre_layers(radiomics, embeddings, out, *, layers=None, pooling: str | No
     embeddings : path   multi-layer pre embeddings (``radlens embed --layers``).
     out : path   lens folder.
     layers : sequence of str, optional   layers to fit (default: every layer in the file).
+    jobs : int   worker processes over layers (1: in this process). Every layer's lens is trained
+        exactly as with ``jobs=1`` (own seeds, one thread), so the lenses are the same.
 
     Returns
     -------
     Path of the lens folder.
     """
     from radlens.io.artifacts import read_embeddings, write_json
-    from radlens.lens.pipeline import fit_pre
+    from radlens.parallel import WorkerError, run_cases
 
-    avail = embedding_layers(read_embeddings(embeddings))
+    emb = read_embeddings(embeddings)
+    avail = embedding_layers(emb)
     if not avail:
         raise InputError(f"embeddings {str(embeddings)!r} hold a single layer; fit them without --layers, or "
                          "embed several with `radlens embed --layers L1,L2,...`")
@@ -121,15 +149,21 @@ def fit_pre_layers(radiomics, embeddings, out, *, layers=None, pooling: str | No
     dirs = {L: layer_dirname(L) for L in layers}
     if len(set(dirs.values())) < len(dirs):
         raise InputError(f"layers {layers} map to clashing folder names {dirs}; rename the layers")
+    jobs = max(1, min(int(jobs), len(layers)))
+    kw = dict(pooling=pooling, manifest=manifest, groups=groups, **lens_params)
+    items = [(L, radiomics, embeddings, out / dirs[L], kw, jobs > 1) for L in layers]
+    width = {L: int(np.prod(select_layer(emb, L).get(select_layer(emb, L).default_pooling()).shape[1:]))
+             for L in layers}
+    order = sorted(range(len(items)), key=lambda i: -width[layers[i]]) if jobs > 1 else list(range(len(items)))
+    log.info("fit-pre: %d layers (%d worker process%s)", len(layers), jobs, "es" if jobs > 1 else "")
     failed = []
-    for i, L in enumerate(layers):
-        log.info("fit-pre layer %s (%d/%d)", L, i + 1, len(layers))
-        try:
-            fit_pre(radiomics, embeddings, out / dirs[L], pooling=pooling, manifest=manifest, groups=groups,
-                    layer=L, **lens_params)
-        except InputError as exc:   # this layer cannot be fitted: the others proceed
-            failed.append({"layer": L, "stage": "fit-pre", "error": str(exc)})
-            log.error("fit-pre layer %s failed: %s", L, exc)
+    for i, r in zip(order, run_cases(_fit_layer, [items[i] for i in order], jobs=jobs)):
+        if isinstance(r, WorkerError):
+            raise RuntimeError(f"fit-pre layer {layers[i]} failed: {r}\n{r.traceback}")
+        if r:
+            failed.append(r)
+            log.error("fit-pre layer %s failed: %s", r["layer"], r["error"])
+    failed.sort(key=lambda f: layers.index(f["layer"]))
     out.mkdir(parents=True, exist_ok=True)
     layers = _check_failures(out / "layer_failures.csv", layers, failed, "fit-pre")
     dirs = {L: dirs[L] for L in layers}
@@ -245,7 +279,8 @@ def layer_statistics(lens, Z_post, *, n_boot: int = 200, seed: int = 0, alpha_le
 
 
 def refit_post_layers(lens, embeddings, out, *, task: str | None = None, layers=None, pooling: str | None = None,
-                      n_null: int = 200, n_boot: int = 200, seed: int = 0, specific: bool = True) -> Path:
+                      n_null: int = 200, n_boot: int = 200, seed: int = 0, specific: bool = True,
+                      jobs: int = 1) -> Path:
     """``refit_post`` for every layer of a layer-wise lens folder, plus per-layer CKA and R² with CIs.
 
     Parameters
@@ -258,64 +293,116 @@ def refit_post_layers(lens, embeddings, out, *, task: str | None = None, layers=
         (``{"task", "layers", "by_layer": {layer: summary}}``) and the table's metadata.
     layers : sequence of str, optional   subset of the lens's layers (default: all).
     task, pooling, n_null, n_boot, seed, specific : as :func:`radlens.lens.pipeline.refit_post`.
+    jobs : int   worker processes over layers (see :func:`refit_post_layers_tasks`).
 
     Returns
     -------
     Path of the long table.
     """
+    out = Path(out)
+    if task is None:
+        task = out.stem[len("shifts_"):] if out.stem.startswith("shifts_") else out.stem
+    return refit_post_layers_tasks(lens, {task: embeddings}, {task: out}, layers=layers, pooling=pooling,
+                                   n_null=n_null, n_boot=n_boot, seed=seed, specific=specific, jobs=jobs)[task]
+
+
+def _refit_layer(item) -> dict:
+    """Worker of :func:`refit_post_layers_tasks`: every task at one layer (module level: pickled)."""
+    from radlens.lens.null import single_thread
+    from radlens.lens.pipeline import refit_post_tasks
+
+    L, lens_dir, embeddings, outs, kw, one_thread = item
+    try:
+        if one_thread:   # one BLAS thread per worker process: the workers share the cores
+            with single_thread():
+                refit_post_tasks(lens_dir, embeddings, outs, layer=L, layer_stats=True, **kw)
+        else:
+            refit_post_tasks(lens_dir, embeddings, outs, layer=L, layer_stats=True, **kw)
+    except InputError as exc:   # this layer cannot be refitted: the others proceed
+        return {"layer": L, "stage": "refit-post", "error": str(exc)}
+    return {}
+
+
+def refit_post_layers_tasks(lens, embeddings: dict, outs: dict, *, layers=None, pooling: str | None = None,
+                            n_null: int = 200, n_boot: int = 200, seed: int = 0, specific: bool = True,
+                            jobs: int = 1) -> dict:
+    """:func:`refit_post_layers` for several tasks of one layer-wise lens: per layer the tasks share
+    the permutations, resamples, smoothers and reduced lenses
+    (:func:`radlens.lens.pipeline.refit_post_tasks`), and the layers run in ``jobs`` worker processes
+    (one BLAS thread each; every layer is computed exactly as with ``jobs=1``). Each task's files
+    equal those of its own :func:`refit_post_layers` call.
+
+    Parameters
+    ----------
+    lens : path   folder from :func:`fit_pre_layers`.
+    embeddings : dict task -> path   multi-layer post embeddings, one file per task.
+    outs : dict task -> path   long shift table of each task (layout as :func:`refit_post_layers`).
+    layers, pooling, n_null, n_boot, seed, specific : as :func:`refit_post_layers`.
+    jobs : int   worker processes over layers (1: in this process).
+
+    Returns
+    -------
+    dict task -> Path of the long table.
+    """
     import pandas as pd
 
-    from radlens.io.artifacts import (align_case_ids, provenance, read_embeddings, read_json, read_table,
-                                      write_json, write_table)
-    from radlens.lens.io import load_lens
-    from radlens.lens.pipeline import refit_post
+    from radlens.io.artifacts import provenance, read_embeddings, read_json, read_table, write_json, write_table
+    from radlens.parallel import WorkerError, run_cases
 
     lens = Path(lens)
     meta = read_layered_lens(lens)
     layers = resolve_layers(meta["layers"], layers, f"lens {lens}")
-    emb = read_embeddings(embeddings)
-    missing = [L for L in layers if L not in embedding_layers(emb)]
-    if missing:
-        raise InputError(f"post embeddings {str(embeddings)!r} lack layer(s) {missing} of lens {str(lens)!r}; "
-                         f"embed the fine-tuned checkpoint with `radlens embed --layers {','.join(layers)}`")
-    out = Path(out)
-    if task is None:
-        task = out.stem[len("shifts_"):] if out.stem.startswith("shifts_") else out.stem
-    frames, by_layer, failed = [], {}, []
-    for i, L in enumerate(layers):
-        d = meta["dirs"][L]
-        lout = out.parent / d / out.name
-        try:
-            refit_post(lens / d, embeddings, lout, task=task, pooling=pooling, n_null=n_null, n_boot=n_boot,
-                       seed=seed, specific=specific, layer=L)
-        except InputError as exc:   # this layer cannot be refitted: the others proceed
-            failed.append({"layer": L, "stage": "refit-post", "error": str(exc)})
-            log.error("refit-post %s layer %s failed: %s", task, L, exc)
-            continue
-        summ = read_json(lout.with_suffix(".json"))
-        lo = load_lens(lens / d)
-        sub = select_layer(emb, L)
-        pool = pooling or lo.extra_.get("pooling") or sub.default_pooling()
-        cid, Z = sub.case_id, sub.get(pool).astype(float)
-        keep = ~np.isin(cid, list(lo.extra_.get("excluded_case_ids", [])))
-        _, ei = align_case_ids(lo.case_ids_, cid[keep], f"lens {lens / d}", f"embeddings {embeddings}")
-        summ.update(layer_statistics(lo, Z[keep][ei], n_boot=n_boot, seed=seed))
-        summ.update(layer=L, layer_index=i)
-        write_json(lout.with_suffix(".json"), summ)
-        by_layer[L] = summ
-        t = read_table(lout)
-        t.insert(0, "layer_index", i)
-        t.insert(0, "layer", L)
-        frames.append(t)
-    layers = _check_failures(out.with_name(f"{out.stem}.layer_failures.csv"), layers, failed, f"refit-post {task}")
-    summary = {"task": task, "layers": layers, "dirs": {L: meta["dirs"][L] for L in layers}, "by_layer": by_layer}
-    prov = provenance("refit-post --layers", {"task": task, "layers": layers, "pooling": pooling, "n_null": n_null,
-                                              "n_boot": n_boot, "seed": seed, "specific": specific},
-                      {"embeddings": embeddings}, summary=summary)
-    write_table(pd.concat(frames, ignore_index=True), out, meta=prov)
-    write_json(out.with_suffix(".json"), summary)
-    log.info("%s: %d layers -> %s", task, len(layers), out)
-    return out
+    width = {}
+    for task, path in embeddings.items():
+        emb = read_embeddings(path)
+        missing = [L for L in layers if L not in embedding_layers(emb)]
+        if missing:
+            raise InputError(f"post embeddings {str(path)!r} lack layer(s) {missing} of lens {str(lens)!r}; "
+                             f"embed the fine-tuned checkpoint with `radlens embed --layers {','.join(layers)}`")
+        for L in layers:
+            sub = select_layer(emb, L)
+            width[L] = max(width.get(L, 0), int(np.prod(sub.get(sub.default_pooling()).shape[1:])))
+    outs = {t: Path(o) for t, o in outs.items()}
+    kw = dict(pooling=pooling, n_null=n_null, n_boot=n_boot, seed=seed, specific=specific)
+    jobs = max(1, min(int(jobs), len(layers)))
+    items = [(L, lens / meta["dirs"][L], dict(embeddings), {t: o.parent / meta["dirs"][L] / o.name for t, o in outs.items()},
+              kw, jobs > 1) for L in layers]
+    # widest layers first: the workers finish together
+    order = sorted(range(len(items)), key=lambda i: -width[layers[i]]) if jobs > 1 else list(range(len(items)))
+    res = run_cases(_refit_layer, [items[i] for i in order], jobs=jobs)
+    failed = []
+    for i, r in zip(order, res):
+        if isinstance(r, WorkerError):
+            raise RuntimeError(f"refit-post layer {layers[i]} failed: {r}\n{r.traceback}")
+        if r:
+            failed.append(r)
+            log.error("refit-post layer %s failed: %s", r["layer"], r["error"])
+    failed.sort(key=lambda f: layers.index(f["layer"]))
+    written = {}
+    for task, out in outs.items():
+        frames, by_layer = [], {}
+        ok = [L for L in layers if L not in {f["layer"] for f in failed}]
+        for L in ok:
+            lout = out.parent / meta["dirs"][L] / out.name
+            summ = read_json(lout.with_suffix(".json"))
+            summ.update(layer=L, layer_index=layers.index(L))
+            write_json(lout.with_suffix(".json"), summ)
+            by_layer[L] = summ
+            t = read_table(lout)
+            t.insert(0, "layer_index", layers.index(L))
+            t.insert(0, "layer", L)
+            frames.append(t)
+        kept = _check_failures(out.with_name(f"{out.stem}.layer_failures.csv"), layers,
+                               failed, f"refit-post {task}")
+        summary = {"task": task, "layers": kept, "dirs": {L: meta["dirs"][L] for L in kept}, "by_layer": by_layer}
+        prov = provenance("refit-post --layers", {"task": task, "layers": kept, "pooling": pooling, "n_null": n_null,
+                                                  "n_boot": n_boot, "seed": seed, "specific": specific},
+                          {"embeddings": embeddings[task]}, summary=summary)
+        write_table(pd.concat(frames, ignore_index=True), out, meta=prov)
+        write_json(out.with_suffix(".json"), summary)
+        log.info("%s: %d layers -> %s", task, len(kept), out)
+        written[task] = out
+    return written
 
 
 # --------------------------------------------------------------------------- compare
@@ -427,7 +514,22 @@ def layer_summary_table(summaries: dict, layers: list[str]):
     return df[cols]
 
 
-def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 15, **compare_kw) -> dict:
+def _compare_layer(item) -> None:
+    """Worker of :func:`compare_layers`: one layer's single-layer ``compare`` (module level: pickled)."""
+    from radlens.lens.compare import compare
+
+    per, out, kw, one_thread = item
+    if not one_thread:
+        compare(per, out, **kw)
+        return
+    from radlens.lens.null import single_thread
+
+    with single_thread():
+        compare(per, out, **kw)
+
+
+def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 15, jobs: int = 1,
+                   **compare_kw) -> dict:
     """Layer-wise ``compare``: the single-layer comparison of every layer in ``out/<layer>/``, then
     the layer × feature table, the per-layer summary and the layer figures.
 
@@ -439,13 +541,14 @@ def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 1
     value, top_k, **compare_kw : passed to :func:`radlens.lens.compare.compare` for each layer; a
         layer-wise ``lens`` folder is passed as that layer's sub-folder, with ``layer=<layer>`` so that
         the multi-layer ``embeddings`` files are read at that layer.
+    jobs : int   worker processes over layers (1: in this process); the outputs do not depend on it.
 
     Returns
     -------
     dict name -> list of written paths.
     """
     from radlens.io.artifacts import read_table, write_json, write_table
-    from radlens.lens.compare import compare
+    from radlens.parallel import WorkerError, run_cases
     from radlens.viz import lens_layers as vz
 
     all_layers, summaries, paths = _layer_summaries(tables)
@@ -457,13 +560,20 @@ def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 1
     lens = compare_kw.pop("lens", None)
     if lens is not None:
         lmeta = read_layered_lens(lens)
+    jobs = max(1, min(int(jobs), len(layers)))
+    items = []
     for L in layers:
         cdirs[L] = out / layer_dirname(L)
         per = [paths[t][L] for t in summaries]
-        kw = dict(compare_kw)
+        kw = dict(compare_kw, value=value, top_k=top_k)
         if lens is not None:   # cross-task decomposition: this layer's lens and this layer of each file
             kw.update(lens=Path(lens) / lmeta["dirs"][L], layer=L)
-        compare([str(p) for p in per], cdirs[L], value=value, top_k=top_k, **kw)
+        items.append(([str(p) for p in per], cdirs[L], kw, jobs > 1))
+    for L, r in zip(layers, run_cases(_compare_layer, items, jobs=jobs)):
+        if isinstance(r, WorkerError):
+            if r.type == "InputError":
+                raise InputError(r.message)
+            raise RuntimeError(f"compare layer {L} failed: {r}\n{r.traceback}")
         tabs[L] = {t: read_table(paths[t][L]) for t in summaries}
     _remove_stale(out, ("compare.json",))
     feats = layer_feature_table(tabs, cdirs, summaries)

@@ -142,30 +142,65 @@ def refit_post(lens, embeddings, out, *, task: str | None = None, pooling: str |
     -------
     Path of the table.
     """
+    out = Path(out)
+    if task is None:
+        task = out.stem[len("shifts_"):] if out.stem.startswith("shifts_") else out.stem
+    return refit_post_tasks(lens, {task: embeddings}, {task: out}, pooling=pooling, n_null=n_null, n_boot=n_boot,
+                            seed=seed, specific=specific, layer=layer)[task]
+
+
+def refit_post_tasks(lens, embeddings: dict, outs: dict, *, pooling: str | None = None, n_null: int = 200,
+                     n_boot: int = 200, seed: int = 0, specific: bool = True, layer: str | None = None,
+                     layer_stats: bool = False) -> dict:
+    """:func:`refit_post` for several tasks of one lens in one pass (the lens is read once and the
+    permutations, resamples, smoothers and reduced lenses serve every task:
+    :func:`radlens.lens.shift.shift_tables`); each task's table equals its own ``refit_post``.
+
+    Parameters
+    ----------
+    lens : path   lens folder from :func:`fit_pre`.
+    embeddings : dict task -> path   post embeddings of the same cases, one file per task.
+    outs : dict task -> path   shift table of each task (same keys).
+    pooling, n_null, n_boot, seed, specific, layer : as :func:`refit_post`.
+    layer_stats : bool
+        Also put :func:`radlens.lens.layers.layer_statistics` (CKA and held-out R² pre/post with
+        bootstrap CIs, ``n_boot`` resamples) and ``layer`` in each summary.
+
+    Returns
+    -------
+    dict task -> Path of the table.
+    """
     from radlens.io.artifacts import align_case_ids, provenance, write_json, write_table
     from radlens.lens.io import load_lens
+    from radlens.lens.shift import shift_tables
 
-    out = Path(out)
     lens_obj = load_lens(lens)
-    pool = pooling or lens_obj.extra_.get("pooling")
-    cid, Z, pool, emeta = _load_embeddings(embeddings, pool, layer)
     if lens_obj.case_ids_ is None:
         raise InputError(f"lens {str(lens)!r} stores no case ids; refit it with `radlens fit-pre`")
     excluded = set(lens_obj.extra_.get("excluded_case_ids", []))
-    if excluded:   # cases fit-pre left out (failures.csv) are ignored here too
-        keep = ~np.isin(cid, list(excluded))
-        cid, Z = cid[keep], Z[keep]
-    _, ei = align_case_ids(lens_obj.case_ids_, cid, f"lens {lens}", f"embeddings {embeddings}")
-    if task is None:
-        task = out.stem[len("shifts_"):] if out.stem.startswith("shifts_") else out.stem
-    table, summary = lens_obj.shift_scores(Z[ei], n_null=n_null, n_boot=n_boot, seed=seed, task=task,
-                                           specific=specific)
-    summary.update(pooling=pool, post_checkpoint_sha256=emeta.get("checkpoint_sha256"),
-                   pre_checkpoint_sha256=lens_obj.extra_.get("checkpoint_sha256"))
-    prov = provenance("refit-post", {"task": task, "pooling": pool, "n_null": n_null, "n_boot": n_boot, "seed": seed,
-                                     "specific": specific},
-                      {"lens": lens, "embeddings": embeddings}, summary=summary)
-    write_table(table, out, meta=prov)
-    write_json(out.with_suffix(".json"), summary)
-    log.info("%s: %d features, %s with q<0.05 -> %s", task, len(table), summary.get("n_significant"), out)
-    return out
+    Zs, pools, metas = {}, {}, {}
+    for task, path in embeddings.items():
+        cid, Z, pools[task], metas[task] = _load_embeddings(path, pooling or lens_obj.extra_.get("pooling"), layer)
+        if excluded:   # cases fit-pre left out (failures.csv) are ignored here too
+            keep = ~np.isin(cid, list(excluded))
+            cid, Z = cid[keep], Z[keep]
+        _, ei = align_case_ids(lens_obj.case_ids_, cid, f"lens {lens}", f"embeddings {path}")
+        Zs[task] = Z[ei]
+    results = shift_tables(lens_obj, Zs, n_null=n_null, n_boot=n_boot, seed=seed, specific=specific)
+    written = {}
+    for task, (table, summary) in results.items():
+        out = Path(outs[task])
+        summary.update(pooling=pools[task], post_checkpoint_sha256=metas[task].get("checkpoint_sha256"),
+                       pre_checkpoint_sha256=lens_obj.extra_.get("checkpoint_sha256"))
+        if layer_stats:
+            from radlens.lens.layers import layer_statistics
+
+            summary.update(layer_statistics(lens_obj, Zs[task], n_boot=n_boot, seed=seed))
+        prov = provenance("refit-post", {"task": task, "pooling": pools[task], "n_null": n_null, "n_boot": n_boot,
+                                         "seed": seed, "specific": specific},
+                          {"lens": lens, "embeddings": embeddings[task]}, summary=summary)
+        write_table(table, out, meta=prov)
+        write_json(out.with_suffix(".json"), summary)
+        log.info("%s: %d features, %s with q<0.05 -> %s", task, len(table), summary.get("n_significant"), out)
+        written[task] = out
+    return written

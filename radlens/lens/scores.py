@@ -17,27 +17,30 @@ from __future__ import annotations
 import numpy as np
 
 
-def dsigma_moment(dsig, weights=None) -> np.ndarray:
+def dsigma_moment(dsig, weights=None, outer=None) -> np.ndarray:
     """``C = Σ_i w_i σ'_i σ'_i^T / Σ_i w_i``.
 
     Parameters
     ----------
     dsig : ndarray, shape (n, m)   activation derivatives per case.
     weights : ndarray, shape (n,) or (B, n), optional
+    outer : ndarray, shape (n, m(m+1)/2), optional   ``upper_outer(dsig)`` when already computed
+        (batched weights only).
 
     Returns
     -------
     ndarray, shape (m, m) or (B, m, m)
     """
+    from radlens.stats.ridge import unpack_upper, upper_outer
+
     dsig = np.asarray(dsig, float)
     if weights is None:
         return dsig.T @ dsig / dsig.shape[0]
     w = np.asarray(weights, float)
     if w.ndim == 1:
         return (dsig * w[:, None]).T @ dsig / w.sum()
-    n, m = dsig.shape
-    outer = (dsig[:, :, None] * dsig[:, None, :]).reshape(n, m * m)
-    return ((w @ outer) / w.sum(1)[:, None]).reshape(-1, m, m)
+    outer = upper_outer(dsig) if outer is None else outer
+    return unpack_upper((w @ outer) / w.sum(1)[:, None], dsig.shape[1])
 
 
 def quad_scores(W1, M) -> np.ndarray:
@@ -51,7 +54,12 @@ def quad_scores(W1, M) -> np.ndarray:
     -------
     ndarray, shape (..., p)
     """
-    return np.einsum("...jk,jr,kr->...r", M, W1, W1, optimize=True)
+    W1 = np.asarray(W1, float)
+    M = np.asarray(M, float)
+    m, p = W1.shape
+    # one GEMM (..., m²) @ (m², p) with the column outer products w_r w_r^T (a batched einsum runs
+    # one small product per matrix)
+    return (M.reshape(-1, m * m) @ (W1[:, None, :] * W1[None, :, :]).reshape(m * m, p)).reshape(M.shape[:-2] + (p,))
 
 
 def sensitivity_sq(W1, coef, C) -> np.ndarray:
@@ -71,16 +79,29 @@ def shares(sq) -> np.ndarray:
     return np.divide(sq, tot, out=np.zeros_like(sq), where=tot > 0)
 
 
-def mean_norm_shift(W1, delta, dsig, chunk: int = 256) -> np.ndarray:
+def mean_norm_shift(W1, delta, dsig, chunk: int = 256, outer=None) -> np.ndarray:
     """The literal (mean of norms) shift ``mean_i ‖delta^T diag(σ'_i) W1[:, r]‖``, shape (p,).
 
     Exact, O(n p m²); reported next to the RMS shift for reference (it is never larger).
+    ``delta`` may also be a list of head changes (then a list of results); ``outer`` is
+    ``upper_outer(dsig)`` when already computed. The squared norm per case and feature is
+    ``Σ_jk G_jk σ'_ij σ'_ik W1_jr W1_kr`` (``G = delta delta^T``): one GEMM of the packed outer
+    products of ``σ'_i`` (n, m(m+1)/2) with the packed ``G_jk W1_jr W1_kr`` of every change.
     """
-    G = delta @ delta.T
-    n = dsig.shape[0]
-    out = np.zeros(W1.shape[1])
+    from radlens.stats.ridge import upper_outer
+
+    many = isinstance(delta, (list, tuple))
+    deltas = list(delta) if many else [delta]
+    W1 = np.asarray(W1, float)
+    m, p = W1.shape
+    iu = np.triu_indices(m)
+    twice = np.where(iu[0] == iu[1], 1.0, 2.0)[:, None]              # off-diagonal pairs count twice
+    WW = W1[iu[0]] * W1[iu[1]] * twice                                # (m(m+1)/2, p)
+    K = np.hstack([(d @ d.T)[iu][:, None] * WW for d in deltas])      # (m(m+1)/2, p·J)
+    outer = upper_outer(dsig) if outer is None else outer
+    n = outer.shape[0]
+    out = np.zeros(K.shape[1])
     for s in range(0, n, chunk):
-        a = dsig[s:s + chunk, :, None] * W1[None, :, :]          # (c, m, p)
-        q = np.einsum("cjr,jk,ckr->cr", a, G, a, optimize=True)
-        out += np.sqrt(np.clip(q, 0, None)).sum(0)
-    return out / n
+        out += np.sqrt(np.clip(outer[s:s + chunk] @ K, 0, None)).sum(0)
+    out = (out / n).reshape(len(deltas), p)
+    return list(out) if many else out[0]

@@ -46,7 +46,7 @@ def change_basis(E) -> tuple[np.ndarray, np.ndarray]:
     return Ec @ V[:, keep], lam[keep]
 
 
-def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 16,
+def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 32,
                      basis=None) -> tuple[np.ndarray, np.ndarray]:
     """Null mean and variance of the squared shift of every feature under its own H0_r.
 
@@ -61,14 +61,31 @@ def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 16
     -------
     mean, var : ndarray, shape (p,)
     """
+    return specific_moments_many(W1, b1, X, [change_basis(E) if basis is None else basis], S, C, alpha, act,
+                                 chunk)[0]
+
+
+def specific_moments_many(W1, b1, X, bases, S, C, alpha: float, act: str, chunk: int = 32) -> list:
+    """:func:`specific_moments` of several changes through one lens seed: the reduced lenses
+    (one per feature: hidden activations, Gram, inverse, smoother products) are built once and serve
+    every change.
+
+    Parameters
+    ----------
+    bases : list of ``change_basis(E_j)``;  the other parameters as :func:`specific_moments`.
+
+    Returns
+    -------
+    list of (mean, var), each ndarray of shape (p,), in the order of ``bases``.
+    """
     n, p = X.shape
     m = W1.shape[0]
-    F, lam = change_basis(E) if basis is None else basis
-    F32 = np.ascontiguousarray(F, dtype=np.float32)
+    F32s = [np.ascontiguousarray(F, dtype=np.float32) for F, _ in bases]
+    lams = [lam for _, lam in bases]
     SS = S @ S.T
     U = X @ W1.T + b1
     I = np.eye(m)
-    mean, var = np.empty(p), np.empty(p)
+    out = [(np.empty(p), np.empty(p)) for _ in bases]
     for s0 in range(0, p, chunk):
         rs = np.arange(s0, min(p, s0 + chunk))
         c = rs.size
@@ -77,34 +94,44 @@ def specific_moments(W1, b1, X, E, S, C, alpha: float, act: str, chunk: int = 16
         Hc = Hr - Hr.mean(1, keepdims=True)
         G = np.einsum("cnj,cnk->cjk", Hc, Hc, optimize=True)        # (c, m, m)
         Ainv = np.linalg.inv(G + alpha * n * I)
-        # P = Hc^T F (c, m, q) is the only O(n q) product; everything else needs only P P^T and P Λ P^T
-        P = (Hc.transpose(0, 2, 1).reshape(c * m, n).astype(np.float32) @ F32).reshape(c, m, -1).astype(float)
-        Q1 = P @ P.transpose(0, 2, 1)                                # (c, m, m)
-        QL = (P * lam[None, None, :]) @ P.transpose(0, 2, 1)
+        Hc32 = Hc.transpose(0, 2, 1).reshape(c * m, n).astype(np.float32)
         NA = np.einsum("jn,cnk->cjk", S, Hc, optimize=True) @ Ainv   # A = NA P
         Mw = C[None] * (Wc[:, :, None] * Wc[:, None, :])             # (c, m, m)
         MS = Mw @ SS
         trMS = np.einsum("cjj->c", MS)
-        # ‖R_r‖² = Σλ − 2 tr(K P^T) + tr(K^T G K), K = Ainv P
-        r2 = lam.sum() - 2 * np.einsum("cjk,ckj->c", Ainv, Q1) + np.einsum("cjk,ckj->c", G @ Ainv, Q1 @ Ainv)
-        AAt = NA @ Q1 @ NA.transpose(0, 2, 1)                        # A A^T
-        mean[rs] = np.einsum("cjk,ckj->c", Mw, AAt) + r2 / (n - 1) * trMS
-        # B = [P; K] = L P with L = [I; Ainv]; R^T R = Omega + B^T Mid B, Mid = [[0, -I], [-I, G]]
-        L = np.concatenate([np.broadcast_to(I, (c, m, m)), Ainv], axis=1)   # (c, 2m, m)
-        Mid = np.zeros((c, 2 * m, 2 * m))
-        Mid[:, :m, m:] = -I
-        Mid[:, m:, :m] = -I
-        Mid[:, m:, m:] = G
-        BB = L @ Q1 @ L.transpose(0, 2, 1)
-        BOB = L @ QL @ L.transpose(0, 2, 1)
-        AB = NA @ Q1 @ L.transpose(0, 2, 1)                          # A B^T  (c, m, 2m)
-        ARRA = NA @ QL @ NA.transpose(0, 2, 1) + AB @ Mid @ AB.transpose(0, 2, 1)   # A R^T R A^T
-        t1 = 4 * np.einsum("cjj->c", SS[None] @ Mw @ ARRA @ Mw) / (n - 1)
-        MB = Mid @ BB
-        trS2 = ((lam ** 2).sum() + 2 * np.einsum("cjj->c", Mid @ BOB) + np.einsum("cjk,ckj->c", MB, MB)) / (n - 1) ** 2
-        t2 = 2 * trS2 * np.einsum("cjk,ckj->c", MS, MS)
-        var[rs] = np.clip(t1 + t2, 0, None)
-    return mean, var
+        trMS2 = np.einsum("cjk,ckj->c", MS, MS)
+        GA = G @ Ainv
+        SSMw = SS[None] @ Mw
+        tr = lambda X, Y: np.einsum("cjk,ckj->c", X, Y)   # noqa: E731   tr(X Y), batched
+        # The residual second moments below are written in (m, m) blocks: with L = [I; Ainv] and
+        # Mid = [[0, -I], [-I, G]], R^T R = Omega + B^T Mid B, B = L P (see specific_moments' algebra)
+        for (mean, var), F32, lam in zip(out, F32s, lams):
+            # P = Hc^T F (c, m, q) is the only O(n q) product; everything else needs only P P^T and P Λ P^T
+            P = (Hc32 @ F32).reshape(c, m, -1).astype(float)
+            Q1 = P @ P.transpose(0, 2, 1)                            # (c, m, m)
+            QL = (P * lam[None, None, :]) @ P.transpose(0, 2, 1)
+            K = Ainv @ Q1                                            # Ainv P P^T
+            # ‖R_r‖² = Σλ − 2 tr(K P^T) + tr(K^T G K), K = Ainv P
+            r2 = lam.sum() - 2 * np.einsum("cjj->c", K) + tr(GA, Q1 @ Ainv)
+            AAt = NA @ Q1 @ NA.transpose(0, 2, 1)                    # A A^T
+            mean[rs] = np.einsum("cjk,ckj->c", Mw, AAt) + r2 / (n - 1) * trMS
+            # A R^T R A^T = NA QL NA^T + AB Mid AB^T with AB = [U1, U1 Ainv], U1 = NA Q1
+            U1 = NA @ Q1
+            U2 = U1 @ Ainv
+            U1U2 = U1 @ U2.transpose(0, 2, 1)
+            ARRA = NA @ QL @ NA.transpose(0, 2, 1) - U1U2 - U1U2.transpose(0, 2, 1) + U2 @ G @ U2.transpose(0, 2, 1)
+            t1 = 4 * np.einsum("cjj->c", SSMw @ ARRA @ Mw) / (n - 1)
+            # tr(Mid L QL L^T) = −2 tr(Ainv QL) + tr(G Ainv QL Ainv);  tr((Mid L Q1 L^T)²) with
+            # Mid L Q1 L^T = [[−K, −K Ainv], [Z, Z Ainv]], Z = G K − Q1:  tr(K²) − 2 tr(K Ainv Z) + tr((Z Ainv)²)
+            AQL = Ainv @ QL
+            trMBOB = -2 * np.einsum("cjj->c", AQL) + tr(GA, QL @ Ainv)
+            Z = G @ K - Q1
+            ZA = Z @ Ainv
+            trMB2 = tr(K, K) - 2 * tr(K @ Ainv, Z) + tr(ZA, ZA)
+            trS2 = ((lam ** 2).sum() + 2 * trMBOB + trMB2) / (n - 1) ** 2
+            t2 = 2 * trS2 * trMS2
+            var[rs] = np.clip(t1 + t2, 0, None)
+    return out
 
 
 def gamma_sf_moments(obs, mean, var) -> np.ndarray:

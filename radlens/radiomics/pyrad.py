@@ -592,7 +592,7 @@ def check_features(rec: dict[str, Any]) -> dict[str, Any]:
     if not feats:
         rec.update(stage="extract", features=None, error="pyradiomics computed no features: enable feature "
                    "classes / image types in the params file (for 2D images, 'shape' is 3D-only: use 'shape2D')")
-    elif all(np.isnan(v) for v in feats.values()):
+    elif all(v != v for v in feats.values()):  # every value NaN (float NaN is the only x != x)
         rec.update(stage="extract", features=None,
                    error=f"all {len(feats)} features are NaN (degenerate ROI or intensities)")
     return rec

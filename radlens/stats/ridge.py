@@ -82,7 +82,26 @@ def ridge_smoother(H, alpha: float, weights=None) -> np.ndarray:
     return batched_ridge_smoothers(H, alpha, None if weights is None else np.asarray(weights, float)[None])[0]
 
 
-def batched_ridge_smoothers(H, alpha: float, weights=None) -> np.ndarray:
+def upper_outer(A) -> np.ndarray:
+    """Row-wise outer products ``a_i a_i^T`` packed as their upper triangles, shape (n, m(m+1)/2);
+    ``weights @ upper_outer(A)`` gives every weighted Gram ``Σ_i w_bi a_i a_i^T`` of a batch with half
+    the work of the full (n, m²) outer products (see :func:`unpack_upper`)."""
+    A = np.asarray(A, float)
+    iu = np.triu_indices(A.shape[1])
+    return A[:, iu[0]] * A[:, iu[1]]
+
+
+def unpack_upper(V, m: int) -> np.ndarray:
+    """Symmetric (..., m, m) matrices from packed upper triangles (..., m(m+1)/2)."""
+    V = np.asarray(V)
+    iu = np.triu_indices(m)
+    out = np.empty(V.shape[:-1] + (m, m), dtype=V.dtype)
+    out[..., iu[0], iu[1]] = V
+    out[..., iu[1], iu[0]] = V
+    return out
+
+
+def batched_ridge_smoothers(H, alpha: float, weights=None, outer=None) -> np.ndarray:
     """Ridge smoothers for a batch of case-weight vectors in one vectorised pass.
 
     Parameters
@@ -90,6 +109,8 @@ def batched_ridge_smoothers(H, alpha: float, weights=None) -> np.ndarray:
     H : ndarray, shape (n, m)
     alpha : float
     weights : ndarray, shape (B, n), optional (default: one all-ones vector)
+    outer : ndarray, shape (n, m(m+1)/2), optional   ``upper_outer(H)`` when already computed
+        (it does not depend on the weights: compute it once for many batches).
 
     Returns
     -------
@@ -100,8 +121,12 @@ def batched_ridge_smoothers(H, alpha: float, weights=None) -> np.ndarray:
     w = np.ones((1, n)) if weights is None else np.asarray(weights, float)
     N = w.sum(1)                                          # (B,)
     hbar = (w @ H) / N[:, None]                           # (B, m)
-    outer = (H[:, :, None] * H[:, None, :]).reshape(n, m * m)
-    gram = (w @ outer).reshape(-1, m, m) - N[:, None, None] * hbar[:, :, None] * hbar[:, None, :]
+    if weights is None:                                   # unweighted: the plain centred Gram
+        Hc = H - hbar[0]
+        gram = (Hc.T @ Hc)[None]
+    else:
+        outer = upper_outer(H) if outer is None else outer
+        gram = unpack_upper(w @ outer, m) - N[:, None, None] * hbar[:, :, None] * hbar[:, None, :]
     gram += (alpha * N)[:, None, None] * np.eye(m)
     ainv = np.linalg.inv(gram)                            # (B, m, m), SPD and small
     # S_b[:, i] = w_bi * A_b^-1 (h_i - hbar_b)

@@ -5,7 +5,7 @@ Stages (each calls one library function, never the CLI)::
     radiomics                      radiomics/radiomics.parquet
     embed/<arch>/pre|<task>        embeddings/<arch>/<ckpt>.npz
     fit-pre/<arch>                 lens/<arch>/lens/
-    refit-post/<arch>/<task>       lens/<arch>/shifts_<task>.parquet
+    refit-post/<arch>              lens/<arch>/shifts_<task>.parquet  (all tasks in one pass)
     compare/<arch>                 lens/<arch>/compare/
     enrichment/<arch>              lens/<arch>/enrichment.csv   (planted-truth / expected-class check)
     predictions                    predictions.parquet          (task scores of every classifier)

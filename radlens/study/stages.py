@@ -85,7 +85,7 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                 from radlens.lens.layers import fit_pre_layers, remove_layer_index
                 from radlens.lens.pipeline import fit_pre
 
-                fit, kw = (fit_pre_layers, {"layers": layers}) if layers else (fit_pre, {})
+                fit, kw = (fit_pre_layers, {"layers": layers, "jobs": cfg.lens.jobs}) if layers else (fit_pre, {})
                 if not layers:   # a folder of an earlier layer-wise run
                     remove_layer_index(lens_dir)
                 fit(rad_out, emb[(arch, "pre")], lens_dir, pooling=pooling, manifest=manifest.path, **kw,
@@ -98,28 +98,32 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                                 {"pooling": cfg.lens.pooling, "options": cfg.lens.options, "seed": seed,
                                  **({"layers": layers} if layers else {})},
                                 ["radiomics", f"embed/{arch}/pre"]))
-            shift_paths = []
-            for task in enc.tasks:
-                out = run_dir / "lens" / arch / f"shifts_{task}.parquet"
-                shift_paths.append(out)
+            # refit-post: every task of one architecture in one stage, so the tasks share the lens's
+            # permutations, resamples and smoothers (radlens.lens.shift.shift_tables) and, for a
+            # layer-wise lens, the layers run in `lens.jobs` worker processes. Each task's table equals
+            # its own `radlens refit-post` output.
+            shift_of = {task: run_dir / "lens" / arch / f"shifts_{task}.parquet" for task in enc.tasks}
+            shift_paths = list(shift_of.values())
 
-                def do_refit(arch=arch, task=task, out=out, lens_dir=lens_dir, layers=layers):
-                    from radlens.lens.layers import refit_post_layers
-                    from radlens.lens.pipeline import refit_post
+            def do_refit(arch=arch, shift_of=dict(shift_of), lens_dir=lens_dir, layers=layers):
+                from radlens.lens.layers import refit_post_layers_tasks
+                from radlens.lens.pipeline import refit_post_tasks
 
-                    (refit_post_layers if layers else refit_post)(
-                        lens_dir, emb[(arch, task)], out, task=task, pooling=pooling, n_null=cfg.lens.n_null,
-                        n_boot=cfg.lens.n_boot, seed=seed)
+                post = {t: emb[(arch, t)] for t in shift_of}
+                kw = {"layers": layers, "jobs": cfg.lens.jobs} if layers else {}
+                (refit_post_layers_tasks if layers else refit_post_tasks)(
+                    lens_dir, post, shift_of, pooling=pooling, n_null=cfg.lens.n_null, n_boot=cfg.lens.n_boot,
+                    seed=seed, **kw)
 
-                stages.append(Stage(f"refit-post/{arch}/{task}", "refit-post", do_refit, [out],
-                                    {"lens": lens_dir, "embeddings": emb[(arch, task)]} if layers else
-                                    {"lens": lens_dir / "lens.json", "lens_npz": lens_dir / "lens.npz",
-                                     "embeddings": emb[(arch, task)]},
-                                    {"n_null": cfg.lens.n_null, "n_boot": cfg.lens.n_boot, "seed": seed,
-                                     "pooling": cfg.lens.pooling},
-                                    [f"fit-pre/{arch}", f"embed/{arch}/{task}"]))
+            lens_in = {"lens": lens_dir} if layers else {"lens": lens_dir / "lens.json",
+                                                         "lens_npz": lens_dir / "lens.npz"}
+            stages.append(Stage(f"refit-post/{arch}", "refit-post", do_refit, shift_paths,
+                                {**lens_in, "embeddings": [emb[(arch, t)] for t in enc.tasks]},
+                                {"n_null": cfg.lens.n_null, "n_boot": cfg.lens.n_boot, "seed": seed,
+                                 "pooling": cfg.lens.pooling, "tasks": list(enc.tasks)},
+                                [f"fit-pre/{arch}"] + [f"embed/{arch}/{t}" for t in enc.tasks]))
             cmp_dir = run_dir / "lens" / arch / "compare"
-            needs = [f"refit-post/{arch}/{t}" for t in enc.tasks]
+            needs = [f"refit-post/{arch}"]
 
             task_emb = {t: emb[(arch, t)] for t in enc.tasks}
             label_cols = {t: (tc.label or t) for t, tc in enc.tasks.items()}
@@ -137,7 +141,7 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                     [str(p) for p in shift_paths], cmp_dir, top_k=cfg.lens.top_k, lens=lens_dir,
                     embeddings={t: str(p) for t, p in task_emb.items()}, labels=manifest.path,
                     label_columns=label_cols, pooling=pooling, n_null=cfg.lens.n_null, n_boot=cfg.lens.n_boot,
-                    seed=seed)
+                    seed=seed, **({"jobs": cfg.lens.jobs} if layers else {}))
 
             stages.append(Stage(f"compare/{arch}", "compare", do_compare,
                                 [cmp_dir / "layers.json"] if layers else

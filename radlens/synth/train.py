@@ -59,10 +59,7 @@ class TrainConfig:
     lr_pretext, lr_finetune : float
         AdamW peak learning rates (fine-tuning: backbone; the head gets 3x), one-cycle schedule.
     vit_lr_finetune : float
-        Peak fine-tuning learning rate of the ViT backbone (its head: ``vit_head_lr_factor`` times it, on
-        standardised features, see :func:`finetune`).
-    vit_head_lr_factor : float
-        The ViT head's peak learning rate over the backbone's.
+        Peak fine-tuning learning rate of the ViT backbone (its head: 3x).
     vit_pretext_epochs, vit_batch_size, vit_finetune_batch_size, vit_lr_pretext :
         The ViT's own pretext length, pretext / fine-tuning batch sizes and pretext learning rate. A
         transformer trained from scratch needs more optimiser steps than the CNNs: with the CNNs' 4
@@ -71,10 +68,14 @@ class TrainConfig:
         steps) give 0.91 (default demo cohort, seed 0). Its steps are cheaper than the ResNet's, so the
         ViT still trains faster than the ResNet.
     vit_epoch_factor : float
-        The ViT fine-tunes ``round(vit_epoch_factor * finetune_epochs)`` epochs (transformers trained
-        from scratch need more steps; a ViT step is cheaper than a CNN step here).
+        The ViT fine-tunes ``round(vit_epoch_factor * finetune_epochs)`` epochs (0.75: with its smaller
+        batches it still takes more steps than the CNNs, and its training, run beside the DenseNet's,
+        then fits within the ResNet's).
     weight_decay : float
         AdamW weight decay of fine-tuning.
+    centered_head_archs : tuple of str
+        Architectures whose fine-tuning head reads batch-standardised pooled features while training
+        (folded back into a plain linear head afterwards, see :func:`finetune`).
     temperature : float
         NT-Xent temperature.
     cnn_width : int
@@ -99,13 +100,13 @@ class TrainConfig:
     lr_pretext: float = 2e-3
     lr_finetune: float = 3e-3
     vit_lr_finetune: float = 3e-4
-    vit_epoch_factor: float = 1.0
-    vit_head_lr_factor: float = 10.0
+    vit_epoch_factor: float = 0.75
     vit_pretext_epochs: int = 8
     vit_batch_size: int = 16
     vit_finetune_batch_size: int = 16
     vit_lr_pretext: float = 2e-3
     weight_decay: float = 0.05
+    centered_head_archs: tuple = ("cnn", "densenet", "vit")
     temperature: float = 0.2
     cnn_width: int = 8
     densenet_width: int = 16
@@ -479,43 +480,39 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     """Full fine-tuning of backbone + a fresh zero head: cross-entropy, flip/rotation augmentation,
     AdamW with a one-cycle schedule (20 % warm-up, cosine decay; the head at 3x the backbone's rate).
 
-    The ViT's head is trained on **standardised** pooled features (per-feature mean and SD of the
-    training cases under the pre-fine-tuning backbone, held fixed) at ``vit_head_lr_factor`` times the
-    backbone's rate, then folded back into the raw-unit head the classifier spec describes (the same
-    function, so the CAM reading of :mod:`radlens.synth.models` holds unchanged). Reason: the mean of
-    the layer-normed patch tokens varies little between images (SD 0.03-0.07 per feature against
-    token SDs near 0.8: a lesion is a few of 64 tokens), so a raw-unit head needs weights of order 20
-    that AdamW's bounded steps never reach -- with a raw zero head the ViT's training loss stayed at
-    ln 2 on every task, even with the backbone frozen."""
+    For ``centered_head_archs`` the head reads batch-standardised pooled features while training and
+    the standardisation is folded into the plain linear head afterwards (the same function, so the
+    classifier spec and the exact Grad-CAM reading of :mod:`radlens.synth.models` hold unchanged). The
+    ViT needs it most: the mean of its layer-normed patch tokens varies little between images
+    (per-feature SD 0.03-0.07 against token SDs near 0.8: a lesion is a few of 64 tokens), so a
+    raw-unit head needs weights of order 20 that AdamW's bounded steps never reach -- with a raw zero
+    head the ViT's training loss stayed at ln 2 on every task, even with the backbone frozen."""
     import torch
     import torch.nn.functional as F
 
     vit = model.arch == "vit"
     lr = cfg.vit_lr_finetune if vit else cfg.lr_finetune
     epochs = int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit else cfg.finetune_epochs
-    hf = cfg.vit_head_lr_factor if vit else 3.0
     fbs = cfg.vit_finetune_batch_size if vit else cfg.finetune_batch_size
-    head, mu, sd = model.head, None, None
-    if vit:  # the head trains on standardised pooled features and is folded back into raw units at the end
-        feats = torch.as_tensor(_features(model, x[train_idx]), dtype=torch.float32)
-        mu, sd = feats.mean(0), feats.std(0)
-        sd = torch.clamp(sd, min=1e-3 * max(float(sd.median()), 1e-12))  # dead features stay tame
-        head = torch.nn.Linear(model.head.in_features, model.head.out_features)
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
-        head.weight.zero_()
-        head.bias.zero_()
-    fwd = (lambda xb: head((model.features(xb) - mu) / sd)) if vit else model
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    centered = model.arch in tuple(cfg.centered_head_archs)
+    if centered:  # standardise the pooled features per batch while training (folded back below)
+        linear = model.head
+        model.head = torch.nn.Sequential(torch.nn.BatchNorm1d(linear.in_features, affine=False,
+                                                              track_running_stats=False), linear)
     opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": lr},
-                             {"params": head.parameters(), "lr": hf * lr}], weight_decay=cfg.weight_decay)
+                             {"params": model.head.parameters(), "lr": 3 * lr}], weight_decay=cfg.weight_decay)
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
     n_steps = max(epochs * len(_batches(len(xt), fbs, gen, shuffle=False)), 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, hf * lr], total_steps=n_steps, pct_start=0.2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 3 * lr], total_steps=n_steps, pct_start=0.2)
     step = 0
     for epoch in range(epochs):
         model.train()
         losses = []
         for idx in _batches(len(xt), fbs, gen):
-            loss = F.cross_entropy(fwd(_augment(xt[idx], gen, strong=False)), yt[idx])
+            loss = F.cross_entropy(model(_augment(xt[idx], gen, strong=False)), yt[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -525,10 +522,14 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
             losses.append(float(loss.detach()))
         log_rows.append({"arch": model.arch, "stage": "finetune", "task": task, "epoch": epoch + 1,
                          "loss": float(np.mean(losses))})
-    if vit:  # logits = W (f - mu) / sd + b = (W / sd) f + (b - (W / sd) mu): the same model, raw units
+    if centered:  # fold the standardisation (eval-mode feature statistics) into the linear head
+        model.head = linear
+        f = torch.as_tensor(_features(model, xt), dtype=torch.float32)
+        mu, sd = f.mean(0), (f.var(0, unbiased=False) + 1e-5).sqrt()
         with torch.no_grad():
-            model.head.weight.copy_(head.weight / sd)
-            model.head.bias.copy_(head.bias - (head.weight / sd) @ mu)
+            w = linear.weight / sd
+            linear.bias.sub_(w @ mu)
+            linear.weight.copy_(w)
 
 
 def backbone_change(pre, post) -> dict[str, float]:

@@ -22,9 +22,27 @@ def _half_offsets(nd: int) -> list[tuple[int, ...]]:
     return [o for o in offs if o > tuple(-x for x in o)]
 
 
+def _one_run_per_row(roi: np.ndarray) -> bool:
+    """True when a 2D ROI is visibly one 8-connected component: every row has at most one run,
+    the rows with pixels are consecutive, and each run touches the next row's (8-neighbours).
+    (The blob-shaped ROIs of most 2D cohorts; anything else goes to the union-find.)"""
+    rows = np.flatnonzero(roi.any(1))
+    sub = roi[rows[0]:rows[-1] + 1]
+    if len(rows) != len(sub):
+        return False
+    d = np.diff(sub.astype(np.int8), axis=1, prepend=0, append=0)
+    if (np.count_nonzero(d == 1, axis=1) != 1).any():
+        return False
+    start = np.argmax(d == 1, axis=1)
+    end = np.argmax(d == -1, axis=1) - 1  # last pixel of the run
+    return bool(((start[1:] <= end[:-1] + 1) & (start[:-1] <= end[1:] + 1)).all())
+
+
 def count_components(roi: np.ndarray) -> int:
     """Number of fully connected (8 in 2D, 26 in 3D) components of the boolean array ``roi``."""
     roi = np.asarray(roi, dtype=bool)
+    if roi.ndim == 2 and roi.any() and _one_run_per_row(roi):
+        return 1
     pad = np.pad(roi, 1)
     pos = np.flatnonzero(pad)
     n = len(pos)
@@ -48,8 +66,9 @@ def count_components(roi: np.ndarray) -> int:
         if not diff.any():
             break
         pu, pv = pu[diff], pv[diff]
-        lo = np.minimum(pu, pv)
-        np.minimum.at(parent, np.maximum(pu, pv), lo)  # hook the larger root onto the smaller
+        # hook the larger root onto the smaller (a root hooked by several edges takes one of
+        # them; the others join in a later round): labels only ever point lower, so no cycles
+        parent[np.maximum(pu, pv)] = np.minimum(pu, pv)
         while True:  # pointer jumping: every node points at its root again
             nxt = parent[parent]
             if np.array_equal(nxt, parent):
