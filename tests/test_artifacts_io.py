@@ -69,3 +69,28 @@ def test_help_imports_no_heavy_library():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert "HEAVY []" in p.stdout
+
+
+def test_radiomics_tables_mixed_feature_sets_and_failures(tmp_path):
+    """Cases with different feature sets (e.g. 2D and 3D): columns in first-seen order, NaN where a
+    case lacks a feature; a failure goes to the failures table only; diagnostics typed per column."""
+    from radlens.radiomics.extract import _write_tables
+
+    rows = [{"case_id": c} for c in ("a", "b", "c", "d")]
+    recs = [{"features": {"f1": 1.0, "f2": 2.0}, "diagnostics": {"n": 3, "s": "x"}},
+            {"features": {"f2": 5.0, "f3": 6.0}, "diagnostics": {"n": None, "s": None}, "warnings": ["w", "w"]},
+            {"features": None, "error": "bad", "stage": "load", "diagnostics": {}},
+            {"features": {"f1": 7.0, "f2": 8.0}, "diagnostics": {"n": 2.5, "s": 4}}]
+    res = _write_tables(rows, recs, tmp_path / "t.parquet", tmp_path / "t.diagnostics.parquet",
+                        tmp_path / "t.failures.csv", {"run_key": "k"}, None)
+    f = read_table(tmp_path / "t.parquet")
+    assert list(f.columns) == ["case_id", "f1", "f2", "f3"] and f["case_id"].tolist() == ["a", "b", "d"]
+    np.testing.assert_array_equal(f[["f1", "f2", "f3"]].to_numpy(), [[1, 2, np.nan], [np.nan, 5, 6], [7, 8, np.nan]])
+    pd.testing.assert_frame_equal(res.features, f, check_dtype=False)
+    d = read_table(tmp_path / "t.diagnostics.parquet")
+    np.testing.assert_array_equal(d["n"].to_numpy(float), [3, np.nan, np.nan, 2.5])
+    assert d["s"].tolist()[0] == "x" and d["s"].tolist()[3] == "4" and pd.isna(d["s"].tolist()[1])
+    assert d["radlens_warnings"].tolist()[1] == "w"
+    assert read_table(tmp_path / "t.failures.csv").to_dict("records") == [{"case_id": "c", "stage": "load",
+                                                                           "error": "bad"}]
+    assert res.n_failed == 1 and res.n_features == 3

@@ -13,14 +13,7 @@ from radlens.lens.planted import planted_change, planted_embeddings, planted_rad
 FIT = ["--hidden", "12", "--seeds", "2", "--max-epochs", "60", "--patience", "10"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

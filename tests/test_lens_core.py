@@ -13,14 +13,7 @@ from radlens.lens.scores import dsigma_moment, mean_norm_shift, sensitivity_sq, 
 from radlens.stats.ridge import batched_ridge_smoothers, group_kfold, ridge_cv, ridge_fit
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 FAST = dict(hidden=12, n_seeds=2, max_epochs=60, patience=10, batch_size=64)

@@ -15,14 +15,7 @@ FIT = ["--hidden", "12", "--seeds", "2", "--max-epochs", "60", "--patience", "10
 LAYERS = ["stem", "block1.conv", "block2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _write(path, cid, arrays):

@@ -23,13 +23,7 @@ LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 FIT = ["--hidden", "12", "--seeds", "2", "--max-epochs", "80", "--patience", "10"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _images(n, size=32, seed=0):

@@ -19,14 +19,7 @@ PARAMS = dict(hidden=16, n_seeds=2, max_epochs=150, patience=15)
 SEEDS = (0, 1, 2, 3, 4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,7 @@ from radlens.lens.estimator import RadiomicLens
 from radlens.lens.planted import planted_change, planted_embeddings, planted_radiomics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 cross-task decomposition (common vs task-specific change), the null in every table, and task
 alignment. Our own generator: radlens.lens.planted (planted_tasks, planted_labels)."""
 import numpy as np
-import pandas as pd
 import pytest
 
 from radlens.lens.compare import precision_at_k
@@ -18,14 +17,7 @@ COMMON = [0, 1, 2, 3]
 SPECIFIC = {"a": [5, 6, 7], "b": [10, 11, 12], "c": [15, 16, 17]}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,23 @@ def _fit_layer(item) -> dict:
     return {}
 
 
+def _run_layers(fn, items: list, layers: list[str], width: dict, jobs: int, stage: str) -> list[dict]:
+    """Run ``fn`` on one item per layer (``jobs`` worker processes, widest layers first so the
+    workers finish together). A layer whose input is bad returns ``{"layer", "stage", "error"}``
+    (logged, returned sorted by layer order); a crash is re-raised with the worker's traceback."""
+    from radlens.parallel import WorkerError, run_cases
+
+    order = sorted(range(len(items)), key=lambda i: -width[layers[i]]) if jobs > 1 else list(range(len(items)))
+    failed = []
+    for i, r in zip(order, run_cases(fn, [items[i] for i in order], jobs=jobs)):
+        if isinstance(r, WorkerError):
+            raise RuntimeError(f"{stage} layer {layers[i]} failed: {r}\n{r.traceback}")
+        if r:
+            failed.append(r)
+            log.error("%s layer %s failed: %s", stage, r["layer"], r["error"])
+    return sorted(failed, key=lambda f: layers.index(f["layer"]))
+
+
 def fit_pre_layers(radiomics, embeddings, out, *, layers=None, pooling: str | None = None, manifest=None,
                    groups=None, jobs: int = 1, **lens_params) -> Path:
     """Fit one :class:`~radlens.lens.estimator.RadiomicLens` per layer of a multi-layer
@@ -137,7 +154,6 @@ def fit_pre_layers(radiomics, embeddings, out, *, layers=None, pooling: str | No
     Path of the lens folder.
     """
     from radlens.io.artifacts import read_embeddings, write_json
-    from radlens.parallel import WorkerError, run_cases
 
     emb = read_embeddings(embeddings)
     avail = embedding_layers(emb)
@@ -154,16 +170,8 @@ def fit_pre_layers(radiomics, embeddings, out, *, layers=None, pooling: str | No
     items = [(L, radiomics, embeddings, out / dirs[L], kw, jobs > 1) for L in layers]
     width = {L: int(np.prod(select_layer(emb, L).get(select_layer(emb, L).default_pooling()).shape[1:]))
              for L in layers}
-    order = sorted(range(len(items)), key=lambda i: -width[layers[i]]) if jobs > 1 else list(range(len(items)))
     log.info("fit-pre: %d layers (%d worker process%s)", len(layers), jobs, "es" if jobs > 1 else "")
-    failed = []
-    for i, r in zip(order, run_cases(_fit_layer, [items[i] for i in order], jobs=jobs)):
-        if isinstance(r, WorkerError):
-            raise RuntimeError(f"fit-pre layer {layers[i]} failed: {r}\n{r.traceback}")
-        if r:
-            failed.append(r)
-            log.error("fit-pre layer %s failed: %s", r["layer"], r["error"])
-    failed.sort(key=lambda f: layers.index(f["layer"]))
+    failed = _run_layers(_fit_layer, items, layers, width, jobs, "fit-pre")
     out.mkdir(parents=True, exist_ok=True)
     layers = _check_failures(out / "layer_failures.csv", layers, failed, "fit-pre")
     dirs = {L: dirs[L] for L in layers}
@@ -347,7 +355,6 @@ def refit_post_layers_tasks(lens, embeddings: dict, outs: dict, *, layers=None, 
     import pandas as pd
 
     from radlens.io.artifacts import provenance, read_embeddings, read_json, read_table, write_json, write_table
-    from radlens.parallel import WorkerError, run_cases
 
     lens = Path(lens)
     meta = read_layered_lens(lens)
@@ -367,17 +374,7 @@ def refit_post_layers_tasks(lens, embeddings: dict, outs: dict, *, layers=None, 
     jobs = max(1, min(int(jobs), len(layers)))
     items = [(L, lens / meta["dirs"][L], dict(embeddings), {t: o.parent / meta["dirs"][L] / o.name for t, o in outs.items()},
               kw, jobs > 1) for L in layers]
-    # widest layers first: the workers finish together
-    order = sorted(range(len(items)), key=lambda i: -width[layers[i]]) if jobs > 1 else list(range(len(items)))
-    res = run_cases(_refit_layer, [items[i] for i in order], jobs=jobs)
-    failed = []
-    for i, r in zip(order, res):
-        if isinstance(r, WorkerError):
-            raise RuntimeError(f"refit-post layer {layers[i]} failed: {r}\n{r.traceback}")
-        if r:
-            failed.append(r)
-            log.error("refit-post layer %s failed: %s", r["layer"], r["error"])
-    failed.sort(key=lambda f: layers.index(f["layer"]))
+    failed = _run_layers(_refit_layer, items, layers, width, jobs, "refit-post")
     written = {}
     for task, out in outs.items():
         frames, by_layer = [], {}

@@ -333,9 +333,19 @@ def _write_tables(rows, records, out, diag_path, fail_path, meta_extra, manifest
                 columns.append(k)
         feat_ids.append(cid)
         feat_vals.append(rec["features"])
+    # one row per case: most records hold exactly `columns` in order (a C-level list copy), the
+    # others are filled by name (NaN where a feature is missing)
+    mat = np.full((len(feat_vals), len(columns)), np.nan)
+    col_index = {k: j for j, k in enumerate(columns)}
+    for r, f in enumerate(feat_vals):
+        if list(f) == columns:
+            mat[r] = list(f.values())
+        else:
+            for k, v in f.items():
+                mat[r, col_index[k]] = v
     feats: dict[str, Any] = {"case_id": feat_ids}
-    for k in columns:
-        feats[k] = np.array([f.get(k, np.nan) for f in feat_vals], dtype=np.float64)
+    for j, k in enumerate(columns):
+        feats[k] = np.ascontiguousarray(mat[:, j])
     diag = _diag_columns(diag_rows)
     meta = provenance("radiomics", config={k: v for k, v in meta_extra.items() if k != "run_key"},
                       inputs={"manifest": manifest_path} if manifest_path is not None else None,
