@@ -68,6 +68,10 @@ class LensConfig:
     expected_classes: dict = _opt({}, help="task -> radiomic feature classes expected on top (e.g. "
                                   "{task_texture: [glcm, glrlm, glszm]}); enables the enrichment check")
     options: dict = _opt({}, help="extra RadiomicLens parameters passed to fit-pre")
+    layer_figures: str = _opt("all", choices=("all", "main"),
+                              help="layer-wise lens: compare figures of every layer, or only of the main layer "
+                                   "(encoders.<arch>.layer, else the deepest; the one the report shows); "
+                                   "tables are written for every layer either way")
     jobs: int = _opt(1, minimum=1, help="worker processes over the layers of a layer-wise lens (fit-pre, "
                      "refit-post, compare); results do not depend on it")
 

@@ -98,6 +98,17 @@ def test_layerwise_cli(study):
     c2 = f[(f["layer"] == "block2") & (f["kind"] == "contrast")]
     assert set(c2["task"]) == {"texture", "shape"} and (c2["q"] < 0.05).any()
     assert (d / "cmp2" / "block2" / "contrast.csv").exists()
+    # figure_layers: every layer's tables, the single-layer figures of the named layer only
+    from radlens.lens.layers import compare_layers
+
+    compare_layers([str(d / "shifts_texture.parquet"), str(d / "shifts_shape.parquet")], d / "cmp3",
+                   layers=["stem", "block2"], figure_layers=["block2"], lens=d / "lens",
+                   embeddings={"texture": str(d / "texture.npz"), "shape": str(d / "shape.npz")}, n_null=0, n_boot=0)
+    for L in ("stem", "block2"):
+        assert (d / "cmp3" / L / "contrast.csv").exists() and (d / "cmp3" / L / "top_k.csv").exists()
+    assert (d / "cmp3" / "block2" / "heatmap.png").exists() and (d / "cmp3" / "block2" / "contrast_heatmap.png").exists()
+    assert not list((d / "cmp3" / "stem").glob("*.png")) and not list((d / "cmp3" / "stem").glob("*.svg"))
+    assert (d / "cmp3" / "layer_heatmap.png").exists()
 
 
 def test_layer_errors_name_the_fix(study, capsys):
@@ -138,14 +149,22 @@ def test_study_layers_run_the_lens_layer_wise(tmp_path, monkeypatch):
     monkeypatch.setattr(LL, "fit_pre_layers", lambda *a, **kw: calls.append(("fit", kw.get("layers"))))
     monkeypatch.setattr(LL, "refit_post_layers_tasks",
                         lambda lens, post, outs, **kw: calls.append(("refit", sorted(post), kw.get("jobs"))))
-    monkeypatch.setattr(LL, "compare_layers", lambda tables, out, **kw: calls.append(("compare", len(tables))))
+    monkeypatch.setattr(LL, "compare_layers", lambda tables, out, **kw: calls.append(
+        ("compare", len(tables), kw.get("figure_layers"))))
     stages = {s.name: s for s in build_stages(cfg, tmp_path / "run", M())}
     for name in ("fit-pre/cnn", "refit-post/cnn", "compare/cnn"):
         assert stages[name].outputs[0].name == "layers.json" or name.startswith("refit"), name
         stages[name].fn()
     # one refit-post stage per architecture: every task in one pass, layers over lens.jobs workers
-    assert calls == [("fit", ["layer1", "layer3"]), ("refit", ["t"], 1), ("compare", 1)]
+    assert calls == [("fit", ["layer1", "layer3"]), ("refit", ["t"], 1), ("compare", 1, None)]
     assert set(stages["refit-post/cnn"].outputs) == {tmp_path / "run" / "lens" / "cnn" / "shifts_t.parquet"}
+    # lens.layer_figures: main -> the compare figures of the deepest layer only (no encoders.cnn.layer)
+    study["lens"] = {"layer_figures": "main"}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(study), encoding="utf-8")
+    calls.clear()
+    st2 = {s.name: s for s in build_stages(load_study(tmp_path / "s.yaml"), tmp_path / "run", M())}
+    st2["compare/cnn"].fn()
+    assert calls == [("compare", 1, ["layer3"])]
     assert stages["fit-pre/vit"].outputs[0].name == "lens.json"
     assert stages["compare/vit"].outputs[0].name == "compare.json"
 

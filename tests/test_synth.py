@@ -198,6 +198,7 @@ def test_read_by_manifest_layer(tmp_path):
     (dict(image_format="jpg"), ["image_format='jpg'", "png"]),
     (dict(ranges={"size": (1, 2)}), ["'size'", "radius"]),
     (dict(ranges={"elongation": (1, 2)}), ["ranges['elongation']", "per class"]),
+    (dict(placement="lung"), ["placement='lung'", "center", "inside"]),
 ])
 def test_bad_arguments(tmp_path, kwargs, words):
     with pytest.raises(InputError) as ei:
@@ -212,6 +213,31 @@ def test_ranges_override(tmp_path):
     assert les.loc[les.task_shape == 1, "elongation"].between(4.0, 5.0).all()
     assert les.loc[les.task_shape == 0, "elongation"].between(1.0, 1.1).all()
     assert att.lesion_radius.between(5, 6).all()
+
+
+def test_orientation_range_and_inside_placement():
+    """``ranges['orientation']`` bounds the angle; ``placement='inside'`` puts the whole lesion in a lung
+    field (where ``center`` lets a long lesion reach into the mediastinum)."""
+    from radlens.synth import render_cohort
+    from radlens.synth.cohort import chest_background, iter_cases
+
+    rg = {"radius": (7, 10), "elongation": ((1.0, 1.15), (3.0, 4.5)), "orientation": (1.2, 1.9)}
+    att = sample_attributes(40, seed=3, ranges=rg)
+    assert att.orientation.between(1.2, 1.9).all()
+    share = {}
+    for placement in ("center", "inside"):
+        im, roi, t = render_cohort(40, 64, 3, lesion_free_fraction=0.0, ranges=rg, placement=placement)
+        # the lung weight under each ROI, recomputed from the same background draw (same rng stream)
+        lung_share = []
+        for (rec, _, m, _), i in zip(iter_cases(t, 64, 3, placement=placement), range(len(t))):
+            from radlens.synth.cohort import patient_anatomy
+
+            anat = patient_anatomy(np.random.default_rng([3, 0xA7A, int(rec["patient_id"][3:])]))
+            _, lungs = chest_background(64, anat, np.random.default_rng([3, 0x1AA9E, i]))
+            lung_share.append(float(lungs[m].mean()))
+        share[placement] = np.asarray(lung_share)
+    assert share["inside"].min() >= 0.6 and np.median(share["inside"]) >= 0.8, share["inside"]
+    assert share["center"].min() < 0.6  # the long vertical lesions do not all fit with the centre rule
 
 
 def test_cli(tmp_path, capsys):

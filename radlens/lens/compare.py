@@ -141,7 +141,8 @@ def precision_at_k(table, truth, k: int | None = None, by: str = "emphasis") -> 
 
 def compare(tables, out, *, value: str = "z", top_k: int = 15, lens=None, embeddings: dict | None = None,
             labels=None, label_columns: dict | None = None, pooling: str | None = None, n_null: int = 200,
-            n_boot: int = 200, n_perm: int = 999, seed: int = 0, aligned="scale", layer: str | None = None) -> dict:
+            n_boot: int = 200, n_perm: int = 999, seed: int = 0, aligned="scale", layer: str | None = None,
+            figures: bool = True) -> dict:
     """Compare shift tables across tasks and write figures (PNG+SVG) and CSV tables to ``out``;
     with ``lens`` and ``embeddings`` also the cross-task decomposition (``common.csv``,
     ``contrast.csv``) and, with ``labels``, task alignment (``alignment.csv``)
@@ -155,6 +156,7 @@ def compare(tables, out, *, value: str = "z", top_k: int = 15, lens=None, embedd
     top_k : int   features per task in the top-k bars / table.
     lens : path, optional   lens folder;  embeddings : dict task -> path of post embeddings.
     labels, label_columns, pooling, n_null, n_boot, n_perm, seed, aligned, layer : see ``compare_tasks``.
+    figures : bool   False: tables only (no PNG/SVG).
 
     Returns
     -------
@@ -169,18 +171,18 @@ def compare(tables, out, *, value: str = "z", top_k: int = 15, lens=None, embedd
 
         written.update(compare_tasks(lens, embeddings, out, labels=labels, label_columns=label_columns,
                                      pooling=pooling, n_null=n_null, n_boot=n_boot, n_perm=n_perm, seed=seed,
-                                     aligned=aligned, layer=layer))
+                                     aligned=aligned, layer=layer, figures=figures))
     elif labels is not None:
         raise InputError("compare: --labels is used by task alignment, which needs --lens and --embeddings")
     if not tables:
         if not written:
             raise InputError("compare: no shift tables given (and no --lens/--embeddings)")
         return written
-    written.update(_compare_tables(tables, out, value=value, top_k=top_k))
+    written.update(_compare_tables(tables, out, value=value, top_k=top_k, figures=figures))
     return written
 
 
-def _compare_tables(tables, out, *, value: str = "z", top_k: int = 15) -> dict:
+def _compare_tables(tables, out, *, value: str = "z", top_k: int = 15, figures: bool = True) -> dict:
     """Shift-table-only comparison (heatmap, top-k bars, rank correlations, class totals)."""
     from radlens.io.artifacts import write_json, write_table
     from radlens.viz import lens as vz
@@ -210,6 +212,10 @@ def _compare_tables(tables, out, *, value: str = "z", top_k: int = 15) -> dict:
     import pandas as pd
 
     written["global"] = [write_table(pd.DataFrame(gsum), out / "global_summary.csv")]
+    if not figures:
+        write_json(out / "compare.json", {"tasks": list(summaries), "kendall_w_tasks": w, "value": value,
+                                         "files": {k: [str(p) for p in v] for k, v in written.items()}})
+        return written
     written["heatmap"] = vz.shift_heatmap(long, out / "heatmap", value=value,
                                           title=f"Change of radiomic emphasis per feature and task ({value})")
     written["top_bars"] = vz.top_k_bars(long, out / "top_k_bars", k=top_k)

@@ -323,7 +323,7 @@ def _label_column(df, task: str, label_columns: dict | None):
 
 def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns: dict | None = None,
                   pooling: str | None = None, n_null: int = 200, n_boot: int = 200, n_perm: int = 999,
-                  seed: int = 0, aligned="scale", layer: str | None = None) -> dict:
+                  seed: int = 0, aligned="scale", layer: str | None = None, figures: bool = True) -> dict:
     """File-level cross-task decomposition and task alignment (``radlens compare --lens``).
 
     Parameters
@@ -338,6 +338,7 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
     pooling : str, optional   default: the pooling the lens was fitted on.
     n_null, n_boot, seed, aligned : see :func:`cross_task`;  n_perm : alignment permutations.
     layer : str, optional   layer of multi-layer embeddings files (:mod:`radlens.lens.layers`).
+    figures : bool   False: tables only (no PNG/SVG).
 
     Returns
     -------
@@ -372,13 +373,14 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
     written = {"common": [write_table(common[list(COMMON_COLUMNS)], out / "common.csv", prov)],
                "contrast": [write_table(contrast[list(CONTRAST_COLUMNS)], out / "contrast.csv", prov)]}
     mirror = " (two tasks: the specific changes are mirror images, so both columns are identical)" if summary["mirror"] else ""
-    written["common_heatmap"] = vz.shift_heatmap(
-        common.assign(task="common"), out / "common_heatmap", value="common_z", sig_col="common_q",
-        title="What every fine-tuning changed: common change per radiomic feature",
-        xlabel=f"mean change of {summary['n_tasks']} tasks")
-    written["contrast_heatmap"] = vz.shift_heatmap(
-        contrast, out / "contrast_heatmap", value="contrast_z", sig_col="contrast_q",
-        title="What each task changed beyond the others: task-specific change" + mirror)
+    if figures:
+        written["common_heatmap"] = vz.shift_heatmap(
+            common.assign(task="common"), out / "common_heatmap", value="common_z", sig_col="common_q",
+            title="What every fine-tuning changed: common change per radiomic feature",
+            xlabel=f"mean change of {summary['n_tasks']} tasks")
+        written["contrast_heatmap"] = vz.shift_heatmap(
+            contrast, out / "contrast_heatmap", value="contrast_z", sig_col="contrast_q",
+            title="What each task changed beyond the others: task-specific change" + mirror)
     summary["alignment"] = []
     if labels is not None:
         lab = read_table(labels)
@@ -410,7 +412,8 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
             fcls = dict(zip(lens.feature_names_in_, _feature_classes(lens)))
             assoc.insert(2, "feature_class", assoc["feature"].map(fcls))
             written["association"] = [write_table(assoc, out / "association.csv", prov)]
-            written["alignment_fig"] = vz.alignment_scatter(assoc, al, out / "alignment")
+            if figures:
+                written["alignment_fig"] = vz.alignment_scatter(assoc, al, out / "alignment")
         summary["alignment"] = al.to_dict("records")
     write_json(out / "decomposition.json", {**summary, "provenance": prov,
                                            "files": {k: [str(p) for p in v] for k, v in written.items()}})

@@ -526,6 +526,7 @@ def _compare_layer(item) -> None:
 
 
 def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 15, jobs: int = 1,
+                   figure_layers=None,
                    **compare_kw) -> dict:
     """Layer-wise ``compare``: the single-layer comparison of every layer in ``out/<layer>/``, then
     the layer × feature table, the per-layer summary and the layer figures.
@@ -538,6 +539,8 @@ def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 1
     value, top_k, **compare_kw : passed to :func:`radlens.lens.compare.compare` for each layer; a
         layer-wise ``lens`` folder is passed as that layer's sub-folder, with ``layer=<layer>`` so that
         the multi-layer ``embeddings`` files are read at that layer.
+    figure_layers : sequence of str, optional   layers whose single-layer figures are drawn (default:
+        all); the others get their tables only. The layer-wise figures are always drawn.
     jobs : int   worker processes over layers (1: in this process); the outputs do not depend on it.
 
     Returns
@@ -565,6 +568,8 @@ def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 1
         kw = dict(compare_kw, value=value, top_k=top_k)
         if lens is not None:   # cross-task decomposition: this layer's lens and this layer of each file
             kw.update(lens=Path(lens) / lmeta["dirs"][L], layer=L)
+        if figure_layers is not None:
+            kw["figures"] = L in set(map(str, figure_layers))
         items.append(([str(p) for p in per], cdirs[L], kw, jobs > 1))
     for L, r in zip(layers, run_cases(_compare_layer, items, jobs=jobs)):
         if isinstance(r, WorkerError):

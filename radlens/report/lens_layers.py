@@ -32,7 +32,8 @@ def layers_block(ctx, arch: str, cmp_dir: Path) -> tuple[Path, str]:
             "layer and radiomic feature class, the mean z of the change of emphasis (red: more, blue: less; "
             "numbers: features with q &lt; 0.05). "
             f"The single-layer figures above are those of layer <b>{H.esc(main)}</b>; every layer's "
-            f"comparison is in <code>lens/{H.esc(arch)}/compare/&lt;layer&gt;/</code>.</p>")
+            f"comparison tables are in <code>lens/{H.esc(arch)}/compare/&lt;layer&gt;/</code> (its figures too "
+            "unless the study sets <code>lens.layer_figures: main</code>).</p>")
     body += H.figs(H.image(d / "layer_depth.png", f"{arch}: CKA pre vs post and held-out R² against depth"))
     body += H.figs(H.image(d / "layer_heatmap.png", f"{arch}: change per layer and feature class, per task"))
     if (d / "layer_summary.csv").exists():

@@ -129,7 +129,7 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             label_cols = {t: (tc.label or t) for t, tc in enc.tasks.items()}
 
             def do_compare(shift_paths=list(shift_paths), cmp_dir=cmp_dir, lens_dir=lens_dir, task_emb=task_emb,
-                           label_cols=label_cols, layers=layers):
+                           label_cols=label_cols, layers=layers, enc=enc):
                 from radlens.lens.compare import compare
                 from radlens.lens.layers import compare_layers, remove_layer_index
 
@@ -137,11 +137,14 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                     remove_layer_index(cmp_dir)
                 # shift tables + cross-task decomposition (common / contrast) + task alignment on the
                 # manifest's label columns (layer-wise: per layer, with that layer's lens)
+                kw = {}
+                if layers and cfg.lens.layer_figures == "main":   # the layer the report shows
+                    kw["figure_layers"] = [enc.layer if enc.layer in layers else layers[-1]]
                 (compare_layers if layers else compare)(
                     [str(p) for p in shift_paths], cmp_dir, top_k=cfg.lens.top_k, lens=lens_dir,
                     embeddings={t: str(p) for t, p in task_emb.items()}, labels=manifest.path,
                     label_columns=label_cols, pooling=pooling, n_null=cfg.lens.n_null, n_boot=cfg.lens.n_boot,
-                    seed=seed, **({"jobs": cfg.lens.jobs} if layers else {}))
+                    seed=seed, **kw, **({"jobs": cfg.lens.jobs} if layers else {}))
 
             stages.append(Stage(f"compare/{arch}", "compare", do_compare,
                                 [cmp_dir / "layers.json"] if layers else
@@ -151,7 +154,8 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                                     {"lens": lens_dir / "lens.json", "lens_npz": lens_dir / "lens.npz"}),
                                  "embeddings": list(task_emb.values()), "manifest": mpath},
                                 {"top_k": cfg.lens.top_k, "n_null": cfg.lens.n_null, "n_boot": cfg.lens.n_boot,
-                                 "seed": seed, "labels": label_cols, "pooling": cfg.lens.pooling}, needs))
+                                 "seed": seed, "labels": label_cols, "pooling": cfg.lens.pooling,
+                                 "layer_figures": cfg.lens.layer_figures}, needs))
             if cfg.lens.expected_classes:
                 enr_out = run_dir / "lens" / arch / "enrichment.csv"
 

@@ -41,6 +41,7 @@ CORR_LEN_RANGES = ((0.5, 0.8), (2.0, 3.2))         # task_texture 0 / 1 (Gaussia
 TEXTURE_AMP_RANGE = (0.06, 0.12)    # std of the lesion texture field (nuisance, independent)
 ELONGATION_RANGES = ((1.0, 1.1), (4.0, 6.0))         # task_shape 0 / 1 (major / minor axis)
 NOISE_RANGE = (0.012, 0.022)        # image noise std
+ORIENTATION_RANGE = (0.0, np.pi)    # major-axis angle, radians (pi / 2 = vertical); drawn uniform
 
 ATTRIBUTE_COLUMNS = (
     "has_lesion", "lesion_radius", "lesion_area_frac", "lesion_intensity", "texture_corr_len",
@@ -64,7 +65,9 @@ def _balanced(rng: np.random.Generator, n: int) -> np.ndarray:
 DEFAULT_RANGES = {
     "radius": RADIUS_RANGE, "intensity": INTENSITY_RANGES, "corr_len": CORR_LEN_RANGES,
     "texture_amp": TEXTURE_AMP_RANGE, "elongation": ELONGATION_RANGES, "noise": NOISE_RANGE,
+    "orientation": ORIENTATION_RANGE,
 }
+_PLACEMENTS = ("center", "inside")
 
 
 def _resolve_ranges(ranges) -> dict:
@@ -151,7 +154,7 @@ def sample_attributes(n_cases: int = 200, seed: int = 0, *, lesion_free_fraction
     amp = rng.uniform(*rg["texture_amp"], n)
     elong = draw(rg["elongation"], ts)
     noise = rng.uniform(*rg["noise"], n)
-    orient = rng.uniform(0.0, np.pi, n)
+    orient = rng.uniform(*rg["orientation"], n)
     for arr in (intensity, corr, amp):
         arr[has == 0] = np.nan
 
@@ -190,6 +193,11 @@ def _check_common(n_cases, image_size, dim, lesion_free_fraction):
         raise InputError(f"image_size={image_size!r} must be an integer in [{lo}, {hi}] for dim={dim}")
     if not 0.0 <= float(lesion_free_fraction) < 1.0:
         raise InputError(f"lesion_free_fraction={lesion_free_fraction!r} must be in [0, 1), e.g. 0.2")
+
+
+def _check_placement(placement):
+    if placement not in _PLACEMENTS:
+        raise InputError(f"placement={placement!r} is not allowed; use one of {list(_PLACEMENTS)}")
 
 
 # --------------------------------------------------------------------------- rendering helpers
@@ -322,6 +330,24 @@ def _pick_center(weight: np.ndarray, extent: float, rng: np.random.Generator, th
     return size / 2.0
 
 
+def _pick_inside(weight: np.ndarray, footprint: np.ndarray, rng: np.random.Generator, thresh=0.8):
+    """A centre (numpy order, 2D) where the lesion ``footprint`` lies inside ``weight``: the mean of
+    ``weight`` under the footprint (outside the image counts as 0) is >= ``thresh``.
+
+    The threshold is relaxed step by step when the lesion fits nowhere; the best-covered position is
+    the last resort. ``footprint`` is the lesion's coverage on an odd-sided grid centred on the lesion.
+    """
+    from scipy import ndimage
+
+    k = footprint / max(float(footprint.sum()), 1e-12)
+    cover = ndimage.correlate(weight.astype(np.float64), k, mode="constant", cval=0.0)
+    for t in (thresh, 0.6, 0.4):
+        cand = np.argwhere(cover >= t)
+        if len(cand):
+            return cand[rng.integers(len(cand))] + rng.uniform(-0.5, 0.5, weight.ndim)
+    return np.asarray(np.unravel_index(int(np.argmax(cover)), cover.shape), dtype=float)
+
+
 def _paint_lesion(img, center, radii, angle, attrs, rng, shape_only=False):
     """Blend a textured lesion into ``img`` (in place) and return its boolean mask."""
     cov = soft_ellipse(img.shape, center, radii, angle, supersample=4)
@@ -340,7 +366,8 @@ def _paint_lesion(img, center, radii, angle, attrs, rng, shape_only=False):
     return mask
 
 
-def render_case_2d(attrs: dict, image_size: int, anatomy: dict, rng: np.random.Generator):
+def render_case_2d(attrs: dict, image_size: int, anatomy: dict, rng: np.random.Generator,
+                   placement: str = "center"):
     """Render one chest-X-ray-like image with its lesion (or control ROI).
 
     Parameters
@@ -352,6 +379,10 @@ def render_case_2d(attrs: dict, image_size: int, anatomy: dict, rng: np.random.G
     anatomy : dict
         :func:`patient_anatomy` output.
     rng : numpy.random.Generator
+    placement : {"center", "inside"}
+        ``center``: the lesion's centre lies in a lung field (a long lesion may reach into the
+        mediastinum); ``inside``: the whole lesion lies in a lung field where it fits (mean lung
+        weight under it >= 0.8), so its outline is seen against lung everywhere.
 
     Returns
     -------
@@ -363,7 +394,13 @@ def render_case_2d(attrs: dict, image_size: int, anatomy: dict, rng: np.random.G
     img, lungs = chest_background(image_size, anatomy, rng)
     r, e = float(attrs["lesion_radius"]), float(attrs["elongation"])
     major, minor = r * np.sqrt(e), r / np.sqrt(e)
-    center = _pick_center(lungs, major + 1, rng)
+    if placement == "inside":
+        half = int(np.ceil(major)) + 1
+        foot = soft_ellipse((2 * half + 1,) * 2, (half, half), (minor, major),
+                            float(attrs["orientation"]), supersample=2)
+        center = _pick_inside(lungs, foot, rng)
+    else:
+        center = _pick_center(lungs, major + 1, rng)
     roi = _paint_lesion(img, center, (minor, major), float(attrs["orientation"]), attrs, rng,
                         shape_only=not int(attrs["has_lesion"]))
     img += rng.normal(0.0, float(attrs["noise_sd"]), img.shape).astype(np.float32)
@@ -394,7 +431,7 @@ def _bbox(roi: np.ndarray):
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
-def iter_cases(table, image_size: int, seed: int, dim: int = 2):
+def iter_cases(table, image_size: int, seed: int, dim: int = 2, placement: str = "center"):
     """Render the cases of an attribute table one by one (what :func:`make_cohort` writes).
 
     Case ``i`` depends only on ``seed``, ``i``, its row and its patient's anatomy, never on the
@@ -407,6 +444,8 @@ def iter_cases(table, image_size: int, seed: int, dim: int = 2):
     image_size : int
     seed : int
     dim : {2, 3}
+    placement : {"center", "inside"}
+        Where 2D lesions go (see :func:`render_case_2d`); volumes ignore it.
 
     Yields
     ------
@@ -427,19 +466,19 @@ def iter_cases(table, image_size: int, seed: int, dim: int = 2):
             anatomies[pid] = patient_anatomy(prng) if dim == 2 else patient_anatomy_3d(prng)
         rng = np.random.default_rng([int(seed), 0x1AA9E, i])
         if dim == 2:
-            img, m, c = render_case_2d(rec, image_size, anatomies[pid], rng)
+            img, m, c = render_case_2d(rec, image_size, anatomies[pid], rng, placement)
         else:
             img, m, c = render_case_3d(rec, image_size, anatomies[pid], rng)
         yield rec, img, m, c
 
 
 def render_cohort(n_cases: int = 200, image_size: int = 64, seed: int = 0, dim: int = 2,
-                  lesion_free_fraction: float = 0.2, **kwargs):
+                  lesion_free_fraction: float = 0.2, placement: str = "center", **kwargs):
     """The cohort :func:`make_cohort` would write, in memory (same pixels, nothing on disk).
 
     Parameters
     ----------
-    n_cases, image_size, seed, dim, lesion_free_fraction
+    n_cases, image_size, seed, dim, lesion_free_fraction, placement
         As in :func:`make_cohort`.
     **kwargs
         ``images_per_patient``, ``test_fraction``, ``ranges`` (see :func:`sample_attributes`).
@@ -452,10 +491,11 @@ def render_cohort(n_cases: int = 200, image_size: int = 64, seed: int = 0, dim: 
         :func:`sample_attributes` plus ``center_x``, ``center_y`` (``center_z``) and
         ``lesion_area_frac``.
     """
+    _check_placement(placement)
     table = sample_attributes(n_cases, seed, lesion_free_fraction=lesion_free_fraction, image_size=image_size,
                               dim=dim, **kwargs)
     imgs, rois, cents = [], [], []
-    for _, img, m, c in iter_cases(table, image_size, seed, dim):
+    for _, img, m, c in iter_cases(table, image_size, seed, dim, placement):
         imgs.append(img)
         rois.append(m)
         cents.append(c)
@@ -472,7 +512,8 @@ def render_cohort(n_cases: int = 200, image_size: int = 64, seed: int = 0, dim: 
 def make_cohort(out_dir, n_cases: int = 200, image_size: int = 64, seed: int = 0, dim: int = 2,
                 lesion_free_fraction: float = 0.2, roi: str = "mask", image_format: str = "nii.gz", *,
                 images_per_patient: int = 2, test_fraction: float = 0.3, png_dtype: str = "uint8",
-                ranges: dict | None = None, show_progress: bool | None = None) -> Path:
+                ranges: dict | None = None, placement: str = "center",
+                show_progress: bool | None = None) -> Path:
     """Generate a phantom cohort with planted ground truth and write its manifest.
 
     Parameters
@@ -503,6 +544,9 @@ def make_cohort(out_dir, n_cases: int = 200, image_size: int = 64, seed: int = 0
     png_dtype : {"uint8", "uint16"}
     ranges : dict, optional
         Overrides of the attribute ranges (see :func:`sample_attributes`).
+    placement : {"center", "inside"}
+        ``center``: each lesion's centre lies in a lung field; ``inside``: the whole lesion does, where
+        it fits (see :func:`render_case_2d`; 2D only, volumes ignore it).
     show_progress : bool or None
         Progress bar (None: only on an interactive terminal).
 
@@ -525,6 +569,7 @@ def make_cohort(out_dir, n_cases: int = 200, image_size: int = 64, seed: int = 0
     if png_dtype not in _PNG_DTYPES:
         raise InputError(f"png_dtype={png_dtype!r} is not allowed; use one of {list(_PNG_DTYPES)}")
     _check_common(n_cases, image_size, dim, lesion_free_fraction)
+    _check_placement(placement)
     if dim == 3 and (roi == "bbox" or image_format == "png"):
         raise InputError(f"dim=3 volumes need roi='mask' and image_format='nii.gz' "
                          f"(got roi={roi!r}, image_format={image_format!r}); boxes and PNG are 2D only")
@@ -537,7 +582,7 @@ def make_cohort(out_dir, n_cases: int = 200, image_size: int = 64, seed: int = 0
                            image_size=image_size, dim=dim, ranges=ranges)
     ext = ".png" if image_format == "png" else ".nii.gz"
     images, masks, cx, cy, cz, area, boxes = [], [], [], [], [], [], []
-    cases = iter_cases(df, image_size, seed, dim)
+    cases = iter_cases(df, image_size, seed, dim, placement)
     for rec, img, m, c in progress(cases, total=len(df), desc="phantoms", disable=(
             None if show_progress is None else not show_progress)):
         ip = out / "images" / f"{rec['case_id']}{ext}"
@@ -581,7 +626,7 @@ def make_cohort(out_dir, n_cases: int = 200, image_size: int = 64, seed: int = 0
     config = dict(n_cases=int(n_cases), image_size=int(image_size), seed=int(seed), dim=int(dim),
                   lesion_free_fraction=float(lesion_free_fraction), roi=roi, image_format=image_format,
                   images_per_patient=int(images_per_patient), test_fraction=float(test_fraction),
-                  png_dtype=png_dtype, ranges=_resolve_ranges(ranges))
+                  png_dtype=png_dtype, ranges=_resolve_ranges(ranges), placement=placement)
     meta = provenance("synth", config, attributes=attribute_docs(ranges))
     path = write_table(man, out / "manifest.csv", meta=meta)
     log.info("wrote %d phantom cases (%d lesion-free) to %s", len(man), int((man.has_lesion == 0).sum()),
@@ -618,7 +663,8 @@ ATTRIBUTE_DOCS = {
                         "(task_texture=1: %s, 0: %s)" % (CORR_LEN_RANGES[1], CORR_LEN_RANGES[0]),
     "texture_amp": "std of the texture field, drawn independently of every task: %s" % (TEXTURE_AMP_RANGE,),
     "elongation": "major / minor axis (task_shape=1: %s, 0: %s)" % (ELONGATION_RANGES[1], ELONGATION_RANGES[0]),
-    "orientation": "major-axis angle in radians, [0, pi), counter-clockwise from the image x axis as displayed",
+    "orientation": "major-axis angle in radians, counter-clockwise from the image x axis as displayed "
+                   "(pi/2 = vertical); uniform over [0, pi) unless ranges['orientation'] narrows it",
     "noise_sd": "std of the additive image noise (3D: of each Rician component)",
     "center_x": "ROI centre column (px)", "center_y": "ROI centre row (px)",
     "task_texture": "1 = coarse texture (long correlation length); empty when has_lesion=0",

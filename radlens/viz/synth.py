@@ -59,7 +59,11 @@ def plot_phantom_examples(manifest, out_stem, n: int = 8, ncols: int = 4):
     df = pd.read_csv(manifest)
     ids = _pick_examples(df, n)
     nrows = int(np.ceil(len(ids) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 2.95 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.4 * ncols, 3.2 * nrows), squeeze=False)
+    # which texture class is the fine one: read from the data (a cohort may swap what class 1 means)
+    les = df[df["has_lesion"] == 1]
+    cl = les.groupby("task_texture")["texture_corr_len"].mean() if len(les) else pd.Series(dtype=float)
+    fine_class = int(cl.idxmin()) if len(cl) == 2 else 0
     for ax in axes.ravel():
         ax.axis("off")
     for ax, cid in zip(axes.ravel(), ids):
@@ -81,7 +85,7 @@ def plot_phantom_examples(manifest, out_stem, n: int = 8, ncols: int = 4):
         if int(r["has_lesion"]):
             title = (f"{cid}  r={r['lesion_radius']:.1f}px\n"
                      f"I={r['lesion_intensity']:.2f} ({'hi' if r['task_intensity'] else 'lo'})  "
-                     f"corr={r['texture_corr_len']:.1f}px ({'coarse' if r['task_texture'] else 'fine'})\n"
+                     f"corr={r['texture_corr_len']:.1f}px ({'fine' if int(r['task_texture']) == fine_class else 'coarse'})\n"
                      f"elong={r['elongation']:.1f} ({'long' if r['task_shape'] else 'round'})")
         else:
             title = f"{cid}  lesion-free\ncontrol ROI r={r['lesion_radius']:.1f}px\n "
