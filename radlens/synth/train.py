@@ -101,7 +101,7 @@ class TrainConfig:
     finetune_batch_size: int = 32
     lr_pretext: float = 2e-3
     lr_finetune: float = 3e-3
-    vit_lr_finetune: float = 3e-4
+    vit_lr_finetune: float = 1e-4
     vit_epoch_factor: float = 0.75
     vit_pretext_epochs: int = 8
     vit_batch_size: int = 16
