@@ -184,3 +184,47 @@ def test_compare_lens_errors_name_the_fix(study, capsys):
     assert main(["compare", str(d / "shifts_texture.parquet"), "--labels", str(d / "groups.csv"),
                  "--out", str(d / "x")]) == 2
     assert "needs --lens" in capsys.readouterr().err
+
+
+def test_class_enrichment_signed_ranks_the_largest_positive_values():
+    """signed=True: the top-k are the largest values, not the largest |values| (a task's signed
+    specific change: what it emphasised more than the other tasks did)."""
+    from radlens.lens.compare import class_enrichment
+
+    tab = pd.DataFrame({"feature": list("abcdef"), "feature_class": ["s", "s", "g", "g", "s", "s"],
+                        "specific_change": [-9.0, -8.0, 3.0, 2.0, 1.0, 0.5]})
+    r = class_enrichment(tab, "g", k=2, n_perm=2000, seed=0, by="specific_change", signed=True)
+    assert r["top_features"] == ["c", "d"] and r["hits"] == 2
+    assert r["p_hypergeom"] == pytest.approx(1 / 15)          # both 'g' among 2 of 6: 1 / C(6, 2)
+    r = class_enrichment(tab, "g", k=2, n_perm=2000, seed=0, by="specific_change")
+    assert r["top_features"] == ["a", "b"] and r["hits"] == 0  # |value|: the negative ones lead
+
+
+def test_enrichment_stage_ranks_by_the_task_specific_change(tmp_path):
+    """With several tasks and compare's association.csv, the study's enrichment check ranks each task
+    by its signed specific change; the shared emphasis ranking (same features on top for every task)
+    is used only without it."""
+    from radlens.io.artifacts import read_table, write_table
+    from radlens.study.stages import enrichment
+
+    feats = [f"f{i}" for i in range(8)]
+    cls = ["firstorder"] * 4 + ["glcm"] * 4
+    shared = [8.0, 7.0, 6.0, 5.0, 1.0, 0.5, 0.4, 0.3]   # every task's emphasis: first order on top
+    paths = []
+    for task in ("texture", "intensity"):
+        p = tmp_path / f"shifts_{task}.parquet"
+        write_table(pd.DataFrame({"task": task, "feature": feats, "feature_class": cls, "emphasis": shared}), p)
+        paths.append(p)
+    assoc = pd.DataFrame({"task": ["texture"] * 8 + ["intensity"] * 8, "feature": feats * 2,
+                          "association": 0.0,
+                          "specific_change": [-1, -1, -1, -1, 2, 3, 1, 0.5] + [2, 3, 1, 0.5, -1, -1, -1, -1]})
+    write_table(assoc, tmp_path / "association.csv")
+    exp = {"texture": ["glcm"], "intensity": "firstorder"}
+    enrichment(paths, exp, tmp_path / "enr.csv", k=4, n_perm=500, seed=0, association=tmp_path / "association.csv")
+    t = read_table(tmp_path / "enr.csv").set_index("task")
+    assert set(t["ranked_by"]) == {"specific_change"}
+    assert t.loc["texture", "hits"] == 4 and t.loc["intensity", "hits"] == 4
+    assert t.loc["texture", "p_hypergeom"] == pytest.approx(1 / 70)   # 4 of 4 glcm among 4 of 8: 1 / C(8, 4)
+    enrichment(paths, exp, tmp_path / "enr2.csv", k=4, n_perm=500, seed=0)   # no association: emphasis
+    t2 = read_table(tmp_path / "enr2.csv").set_index("task")
+    assert set(t2["ranked_by"]) == {"emphasis"} and t2.loc["texture", "hits"] == 0

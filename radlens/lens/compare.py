@@ -84,7 +84,7 @@ def class_totals(long):
 
 
 def class_enrichment(table, feature_class, k: int = 10, by: str = "emphasis", n_perm: int = 10000,
-                     seed: int = 0, class_column: str = "feature_class") -> dict:
+                     seed: int = 0, class_column: str = "feature_class", signed: bool = False) -> dict:
     """Is the top-k of a shift table enriched for a feature class (planted-truth check)?
 
     Parameters
@@ -95,6 +95,8 @@ def class_enrichment(table, feature_class, k: int = 10, by: str = "emphasis", n_
     k : int   size of the top set (largest ``by``).
     by : str  column to rank by (larger absolute value = stronger; the emphasis score is signed).
     n_perm : int   random k-subsets for the permutation p-value.
+    signed : bool  rank by ``by`` itself, largest first (e.g. a task's signed specific change: the
+        features it emphasised more than the other tasks did), instead of by its absolute value.
 
     Returns
     -------
@@ -116,7 +118,8 @@ def class_enrichment(table, feature_class, k: int = 10, by: str = "emphasis", n_
         raise InputError(f"class_enrichment: feature_class {sorted(classes)} not in the table; "
                          f"classes present: {sorted(set(table[class_column]))}")
     hit = table[class_column].isin(classes).to_numpy()
-    order = np.argsort(-np.abs(table[by].to_numpy(float)), kind="stable")
+    v = table[by].to_numpy(float)
+    order = np.argsort(-(v if signed else np.abs(v)), kind="stable")
     top = order[:k]
     hits = int(hit[top].sum())
     rng = np.random.default_rng(seed)

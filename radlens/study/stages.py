@@ -159,19 +159,22 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             if cfg.lens.expected_classes:
                 enr_out = run_dir / "lens" / arch / "enrichment.csv"
 
-                def do_enrich(shift_paths=list(shift_paths), enr_out=enr_out, layers=layers, enc=enc):
+                def do_enrich(shift_paths=list(shift_paths), enr_out=enr_out, layers=layers, enc=enc,
+                              cmp_dir=cmp_dir):
                     if layers:   # the layer the study names (encoders.<arch>.layer), else the deepest
                         from radlens.lens.layers import layer_dirname
 
                         main = enc.layer if enc.layer in layers else layers[-1]
                         shift_paths = [p.parent / layer_dirname(main) / p.name for p in shift_paths]
+                        cmp_dir = cmp_dir / layer_dirname(main)
                     enrichment(shift_paths, cfg.lens.expected_classes, enr_out, k=cfg.lens.top_k,
-                               n_perm=cfg.lens.n_permutations, seed=seed)
+                               n_perm=cfg.lens.n_permutations, seed=seed, association=cmp_dir / "association.csv")
 
                 stages.append(Stage(f"enrichment/{arch}", "enrichment", do_enrich, [enr_out],
-                                    {"shifts": list(shift_paths)},
+                                    {"shifts": list(shift_paths), "compare": cmp_dir},
                                     {"expected": cfg.lens.expected_classes, "k": cfg.lens.top_k,
-                                     "n_perm": cfg.lens.n_permutations, "seed": seed}, needs))
+                                     "n_perm": cfg.lens.n_permutations, "seed": seed, "ranking": "specific"},
+                                    needs + [f"compare/{arch}"]))
 
     # ---------------------------------------------------------------- classifier pairs
     pairs = []
@@ -322,12 +325,19 @@ def _accepts_random_state() -> bool:
 
 
 # --------------------------------------------------------------------------- small stages of our own
-def enrichment(shift_paths, expected: dict[str, Any], out: Path, *, k: int, n_perm: int, seed: int):
-    """Class enrichment of each task's top-``k`` features by the emphasis headline (largest
-    |emphasis|; one row per task with expectations).
+def enrichment(shift_paths, expected: dict[str, Any], out: Path, *, k: int, n_perm: int, seed: int,
+               association: Path | None = None):
+    """Class enrichment of each task's top-``k`` features (one row per task with expectations).
 
-    Writes ``out`` (CSV): ``task, expected_classes, k, hits, fraction, expected_fraction, p_perm,
-    p_hypergeom, top_features, top_classes``.
+    With two or more tasks and ``compare``'s ``association`` table, the top-``k`` are the features
+    with the largest *signed specific change of emphasis* (``specific_change``: what the task made
+    the encoder emphasise more than the other tasks did; the profile the task alignment tests).
+    Otherwise (one task, no table) the largest |emphasis| of the task's own shift table: with
+    several tasks that ranking is dominated by the change every fine-tuning shares, so every task
+    shows the same features on top (docs/lens.md §9b).
+
+    Writes ``out`` (CSV): ``task, ranked_by, expected_classes, k, hits, fraction, expected_fraction,
+    p_perm, p_hypergeom, top_features, top_classes``.
     """
     import numpy as np
     import pandas as pd
@@ -335,6 +345,11 @@ def enrichment(shift_paths, expected: dict[str, Any], out: Path, *, k: int, n_pe
     from radlens.io.artifacts import read_table, write_table
     from radlens.lens.compare import class_enrichment
 
+    assoc = None
+    if association is not None and len(shift_paths) >= 2 and Path(association).exists():
+        assoc = read_table(association)
+        if "specific_change" not in assoc.columns:
+            assoc = None
     rows = []
     for p in shift_paths:
         t = read_table(p)
@@ -343,10 +358,17 @@ def enrichment(shift_paths, expected: dict[str, Any], out: Path, *, k: int, n_pe
             continue
         classes = expected[task]
         classes = [classes] if isinstance(classes, str) else list(classes)
+        by, signed = "emphasis", False
+        if assoc is not None and (assoc["task"] == task).any():
+            spec = assoc.loc[assoc["task"] == task, ["feature", "specific_change"]]
+            t = t[["feature", "feature_class"]].merge(spec, on="feature", how="inner")
+            by, signed = "specific_change", True
         kk = min(k, len(t))
-        r = class_enrichment(t, classes, k=kk, by="emphasis", n_perm=n_perm, seed=seed)
-        top = t.iloc[np.argsort(-t["emphasis"].abs().to_numpy(), kind="stable")].head(kk)
-        rows.append({"task": task, "expected_classes": ",".join(classes), "k": r["k"], "hits": r["hits"],
+        r = class_enrichment(t, classes, k=kk, by=by, n_perm=n_perm, seed=seed, signed=signed)
+        v = t[by].to_numpy(float)
+        top = t.iloc[np.argsort(-(v if signed else np.abs(v)), kind="stable")].head(kk)
+        rows.append({"task": task, "ranked_by": by, "expected_classes": ",".join(classes), "k": r["k"],
+                     "hits": r["hits"],
                      "fraction": r["fraction"], "expected_fraction": r["expected"], "p_perm": r["p_perm"],
                      "p_hypergeom": r["p_hypergeom"], "top_features": ";".join(map(str, r["top_features"])),
                      "top_classes": ";".join(map(str, top["feature_class"]))})
