@@ -337,8 +337,10 @@ def refit_post_layers_tasks(lens, embeddings: dict, outs: dict, *, layers=None, 
     """:func:`refit_post_layers` for several tasks of one layer-wise lens: per layer the tasks share
     the permutations, resamples, smoothers and reduced lenses
     (:func:`radlens.lens.pipeline.refit_post_tasks`), and the layers run in ``jobs`` worker processes
-    (one BLAS thread each; every layer is computed exactly as with ``jobs=1``). Each task's files
-    equal those of its own :func:`refit_post_layers` call.
+    (one BLAS thread each). The statistics are those of ``jobs=1``; the float32 replicate products
+    may round differently when the calling process runs several BLAS threads (measured: at most 1e-5
+    absolute in the quick demo's shift tables). Each task's files equal those of its own
+    :func:`refit_post_layers` call.
 
     Parameters
     ----------
