@@ -74,7 +74,7 @@ class LensConfig:
                                    "tables are written for every layer either way")
     jobs: int = _opt(1, minimum=1, help="worker processes over the layers of a layer-wise lens (fit-pre, "
                      "refit-post, compare); results agree with jobs=1 to float32 rounding (max 1e-5 absolute in "
-                     "the quick demo's shift tables: workers run one BLAS thread)")
+                     "the quick demo's shift tables)")
 
 
 @dataclass

@@ -338,8 +338,8 @@ def refit_post_layers_tasks(lens, embeddings: dict, outs: dict, *, layers=None, 
     the permutations, resamples, smoothers and reduced lenses
     (:func:`radlens.lens.pipeline.refit_post_tasks`), and the layers run in ``jobs`` worker processes
     (one BLAS thread each). The statistics are those of ``jobs=1``; the float32 replicate products
-    may round differently when the calling process runs several BLAS threads (measured: at most 1e-5
-    absolute in the quick demo's shift tables). Each task's files equal those of its own
+    may round differently in a worker (measured: at most 1e-5 absolute in the quick demo's shift
+    tables; the cause was not traced). Each task's files equal those of its own
     :func:`refit_post_layers` call.
 
     Parameters
