@@ -536,20 +536,16 @@ def main(argv=None) -> dict:
               f"{sw['careful_pool2_over_radlens_j2']:.2f}x the careful 2-process pool (wall)")
         print(f"    radlens --jobs 2 vs --jobs 1 projected on 2 otherwise idle cores (parent CPU + busiest "
               f"worker's CPU): {r['projected_idle_cores_s']['radlens_j1_over_radlens_j2']:.2f}x")
-        pf = r.get("peer_fastrad")
-        if pf:
-            q, v = pf["fastrad_cpu_over_radlens_j1_cpu"], pf["values"]
-            print(f"    fastrad {pf['fastrad_version']} (1 torch thread) CPU / radlens --jobs 1 CPU: median "
+        for peer, threads in (("fastrad", "torch"), ("pictologics", "numba")):
+            pr = r.get(f"peer_{peer}")
+            if not pr:
+                continue
+            q, v = pr[f"{peer}_cpu_over_radlens_j1_cpu"], pr["values"]
+            extra = (f" ({len(v['differ'])} differ, {len(v['not_computed_by_fastrad'])} not computed)"
+                     if peer == "fastrad" else " (a pyradiomics feature equal to one of the peer's on every case)")
+            print(f"    {peer} {pr[f'{peer}_version']} (1 {threads} thread) CPU / radlens --jobs 1 CPU: median "
                   f"{q['median']:.2f}x (min {q['min']:.2f}, max {q['max']:.2f}); values: {v['agree_within_1e-6']}/"
-                  f"{v['pyradiomics_features']} agree with pyradiomics within 1e-6 ({len(v['differ'])} differ, "
-                  f"{len(v['not_computed_by_fastrad'])} not computed)")
-        pp = r.get("peer_pictologics")
-        if pp:
-            q, v = pp["pictologics_cpu_over_radlens_j1_cpu"], pp["values"]
-            print(f"    pictologics {pp['pictologics_version']} (1 numba thread) CPU / radlens --jobs 1 CPU: median "
-                  f"{q['median']:.2f}x (min {q['min']:.2f}, max {q['max']:.2f}); values: {v['agree_within_1e-6']}/"
-                  f"{v['pyradiomics_features']} pyradiomics features equal (1e-6) to a pictologics feature on "
-                  f"every case")
+                  f"{v['pyradiomics_features']} agree with pyradiomics within 1e-6{extra}")
     for name, r in result["jobs"].items():
         q, pq_ = r["jobs1_over_jobs2_wall"], r["jobs1_over_jobs2_projected"]
         w1, w2 = r["wall_s"]["jobs1"], r["wall_s"]["jobs2"]

@@ -22,20 +22,14 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from radlens.errors import CaseError, ManifestError
 from radlens.io.images import load_case
 from radlens.io.manifest import read_manifest
+from _images import write_image
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 CT = "1.2.840.10008.5.1.4.1.1.2"
 
 
 # --------------------------------------------------------------------------- writers
-def _sitk_write(arr, path, spacing=None, origin=None):
-    img = sitk.GetImageFromArray(arr)
-    if spacing is not None:
-        img.SetSpacing(spacing)
-    if origin is not None:
-        img.SetOrigin(origin)
-    sitk.WriteImage(img, str(path))
-    return str(path)
+_sitk_write = write_image  # tests/_images.py
 
 
 def _dcm(path, px, *, spacing=(1.0, 1.0), z=0.0, pixel_spacing=None, series=None, sop=MR, number=1):

@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from radlens.errors import CaseError, InputError
 from radlens.io import images
 from radlens.io.images import box_to_mask, image_size, load_case, load_image, read_image_array
+from _images import write_image
 
 DATA = Path(__file__).resolve().parent / "data"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -20,14 +21,7 @@ IMG2D = RNG.integers(0, 4000, size=(24, 30)).astype(np.int16)          # (H, W)
 VOL = RNG.integers(-1000, 1000, size=(5, 12, 14)).astype(np.int16)     # (D, H, W)
 
 
-def _write(arr, path, spacing=None, origin=None):
-    img = sitk.GetImageFromArray(arr)
-    if spacing is not None:
-        img.SetSpacing(spacing)
-    if origin is not None:
-        img.SetOrigin(origin)
-    sitk.WriteImage(img, str(path))
-    return str(path)
+_write = write_image  # tests/_images.py
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha", ".nii"])

@@ -31,15 +31,21 @@ def volumes(tmp_path_factory):
         c = np.array(shape) / 2
         m = (((zz - c[0]) / (shape[0] / 3)) ** 2 + ((yy - c[1]) / (shape[1] / 3)) ** 2
              + ((xx - c[2]) / (shape[2] / 4)) ** 2 <= 1).astype(np.uint8)
-        img = sitk.GetImageFromArray(vol)
-        img.SetSpacing((0.7, 0.7, 2.5))
-        msk = sitk.GetImageFromArray(m)
-        msk.CopyInformation(img)
-        sitk.WriteImage(img, str(root / f"{cid}.nrrd"))
-        sitk.WriteImage(msk, str(root / f"{cid}_m.nrrd"))
-        rows.append({"case_id": cid, "image": str(root / f"{cid}.nrrd"), "mask": str(root / f"{cid}_m.nrrd")})
+        rows.append(_write_case(root, cid, vol, m, spacing=(0.7, 0.7, 2.5)))
     pd.DataFrame(rows).to_csv(root / "m.csv", index=False)
     return root / "m.csv"
+
+
+def _write_case(root, cid, vol, mask, spacing=None) -> dict:
+    """Write ``cid``'s image and mask (same geometry) as NRRD; the manifest row."""
+    img = sitk.GetImageFromArray(vol)
+    if spacing is not None:
+        img.SetSpacing(spacing)
+    msk = sitk.GetImageFromArray(mask)
+    msk.CopyInformation(img)
+    sitk.WriteImage(img, str(root / f"{cid}.nrrd"))
+    sitk.WriteImage(msk, str(root / f"{cid}_m.nrrd"))
+    return {"case_id": cid, "image": str(root / f"{cid}.nrrd"), "mask": str(root / f"{cid}_m.nrrd")}
 
 
 def test_plan_largest_first_and_split():
@@ -106,14 +112,10 @@ def test_split_case_failing_roi_check_fails_like_serial(tmp_path):
     rng = np.random.default_rng(2)
     rows = []
     for cid, shape, n_roi in (("big", (16, 48, 48), 3), ("small", (4, 10, 10), 30)):
-        img = sitk.GetImageFromArray(rng.normal(0, 1, shape).astype(np.float32))
+        vol = rng.normal(0, 1, shape).astype(np.float32)
         m = np.zeros(shape, np.uint8)
         m.reshape(-1)[np.linspace(shape[1] * shape[2] + 5, m.size - 5, n_roi).astype(int)] = 1
-        msk = sitk.GetImageFromArray(m)
-        msk.CopyInformation(img)
-        sitk.WriteImage(img, str(tmp_path / f"{cid}.nrrd"))
-        sitk.WriteImage(msk, str(tmp_path / f"{cid}_m.nrrd"))
-        rows.append({"case_id": cid, "image": str(tmp_path / f"{cid}.nrrd"), "mask": str(tmp_path / f"{cid}_m.nrrd")})
+        rows.append(_write_case(tmp_path, cid, vol, m))
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
     params = {**ORIGINAL, "setting": {"binWidth": 0.25, "minimumROISize": 5, "minimumROIDimensions": 1}}
     r1 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "a.parquet", use_cache=False, show_progress=False)

@@ -347,15 +347,11 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
     import pandas as pd
 
     from radlens.io.artifacts import align_case_ids, provenance, read_table, write_json, write_table
-    from radlens.lens.io import load_lens
-    from radlens.lens.pipeline import _load_embeddings
+    from radlens.lens.pipeline import _load_embeddings, load_paired_lens
     from radlens.viz import lens as vz
 
-    lens = load_lens(lens_dir)
-    if lens.case_ids_ is None:
-        raise InputError(f"lens {str(lens_dir)!r} stores no case ids; refit it with `radlens fit-pre`")
+    lens, excluded = load_paired_lens(lens_dir)
     pool = pooling or lens.extra_.get("pooling")
-    excluded = set(lens.extra_.get("excluded_case_ids", []))
     Z_posts = {}
     for t, path in embeddings.items():
         cid, Z, _, _ = _load_embeddings(path, pool, layer)

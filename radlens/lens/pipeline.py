@@ -45,6 +45,17 @@ def read_groups(case_ids, manifest=None, groups=None) -> np.ndarray:
     return np.array([lut[c] for c in case_ids])
 
 
+def load_paired_lens(path):
+    """The lens at ``path`` and the case ids it excluded; a lens without stored case ids (it cannot be
+    paired with post embeddings) is an :class:`InputError` naming the fix."""
+    from radlens.lens.io import load_lens
+
+    lens = load_lens(path)
+    if lens.case_ids_ is None:
+        raise InputError(f"lens {str(path)!r} stores no case ids; refit it with `radlens fit-pre`")
+    return lens, set(lens.extra_.get("excluded_case_ids", []))
+
+
 def _load_embeddings(path, pooling, layer=None):
     from radlens.io.artifacts import read_embeddings
 
@@ -171,13 +182,9 @@ def refit_post_tasks(lens, embeddings: dict, outs: dict, *, pooling: str | None 
     dict task -> Path of the table.
     """
     from radlens.io.artifacts import align_case_ids, provenance, write_json, write_table
-    from radlens.lens.io import load_lens
     from radlens.lens.shift import shift_tables
 
-    lens_obj = load_lens(lens)
-    if lens_obj.case_ids_ is None:
-        raise InputError(f"lens {str(lens)!r} stores no case ids; refit it with `radlens fit-pre`")
-    excluded = set(lens_obj.extra_.get("excluded_case_ids", []))
+    lens_obj, excluded = load_paired_lens(lens)
     Zs, pools, metas = {}, {}, {}
     for task, path in embeddings.items():
         cid, Z, pools[task], metas[task] = _load_embeddings(path, pooling or lens_obj.extra_.get("pooling"), layer)
