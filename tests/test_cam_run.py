@@ -242,6 +242,9 @@ def test_target_layer_override(study, tmp_path):
                     target_layer="layer3", save_maps=tmp_path / "maps.npz")
     arrays, meta = read_npz(tmp_path / "maps.npz")
     assert meta["target_layer"] == "layer3"
+    from radlens.report.extra import _cam_target_layers
+
+    assert _cam_target_layers(tmp_path) == {"ResNet": "layer3"}  # the report names the layer the maps explain
     # the saved map equals Grad-CAM computed directly on layer3, whose grid (8x8 at 32 px) is finer than layer4's (4x4)
     df = read_manifest(study["manifest"]).df.set_index("case_id", drop=False)
     cid = str(arrays["case_id"][0])
