@@ -102,6 +102,9 @@ class TrainConfig:
     lr_pretext: float = 2e-3
     lr_finetune: float = 3e-3
     vit_lr_finetune: float = 1e-4
+    vit_lr_head: float | None = None
+    vit_rot90_finetune: bool = True
+    vit_pre_rot90: bool = True
     vit_epoch_factor: float = 0.75
     vit_pretext_epochs: int = 8
     vit_batch_size: int = 16
@@ -229,7 +232,7 @@ def split_indices(df, val_fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
-def _augment(x, gen, strong: bool):
+def _augment(x, gen, strong: bool, rotate: bool = True):
     """Random flips / 90-degree rotations (+ shift, intensity jitter and noise when ``strong``).
 
     x : Tensor (B, 1, H, W); gen : torch.Generator. Square images assumed for rotations.
@@ -241,7 +244,7 @@ def _augment(x, gen, strong: bool):
     flip_w = torch.rand(b, generator=gen) < 0.5
     x = torch.where(flip_h[:, None, None, None], x.flip(2), x)
     x = torch.where(flip_w[:, None, None, None], x.flip(3), x)
-    if x.shape[2] == x.shape[3]:
+    if rotate and x.shape[2] == x.shape[3]:
         k = torch.randint(0, 4, (b,), generator=gen)
         x = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
     if strong:
@@ -374,7 +377,7 @@ def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> None:
         model.train()
         losses = []
         for idx in _batches(len(x), bs, gen):
-            xb = _augment(x[idx], gen, strong=True)
+            xb = _augment(x[idx], gen, strong=True, rotate=not vit or cfg.vit_pre_rot90)
             target = (local_statistics(xb, grid) - mu) / sd
             loss = F.mse_loss(readout(model.grid(xb)), target)
             opt.zero_grad()
@@ -500,6 +503,7 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
 
     vit = model.arch == "vit"
     lr = cfg.vit_lr_finetune if vit else cfg.lr_finetune
+    lr_head = cfg.vit_lr_head if vit and cfg.vit_lr_head is not None else 3 * lr
     epochs = int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit else cfg.finetune_epochs
     fbs = cfg.vit_finetune_batch_size if vit else cfg.finetune_batch_size
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
@@ -513,16 +517,17 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
                                                               track_running_stats=False) if scaled
                                          else _BatchCentre(), linear)
     opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": lr},
-                             {"params": model.head.parameters(), "lr": 3 * lr}], weight_decay=cfg.weight_decay)
+                             {"params": model.head.parameters(), "lr": lr_head}], weight_decay=cfg.weight_decay)
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
     n_steps = max(epochs * len(_batches(len(xt), fbs, gen, shuffle=False)), 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 3 * lr], total_steps=n_steps, pct_start=0.2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, lr_head], total_steps=n_steps, pct_start=0.2)
     step = 0
     for epoch in range(epochs):
         model.train()
         losses = []
         for idx in _batches(len(xt), fbs, gen):
-            loss = F.cross_entropy(model(_augment(xt[idx], gen, strong=False)), yt[idx])
+            loss = F.cross_entropy(model(_augment(xt[idx], gen, strong=False, rotate=not vit or cfg.vit_rot90_finetune)),
+                                   yt[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
