@@ -61,8 +61,8 @@ class TrainConfig:
         AdamW peak learning rates (fine-tuning: backbone; the head gets 3x), one-cycle schedule.
     vit_lr_finetune : float
         Peak fine-tuning learning rate of the ViT backbone (its head: 3x). 2e-4 (with flips only, see
-        ``rot90_finetune_archs``): the lowest validation AUC over tasks and seeds 0-3 was 0.90, against
-        0.84 at 1e-4 and 0.81 at 3e-4.
+        ``rot90_finetune_archs``): the lowest validation AUC over tasks and seeds 0-3 was 0.90 (demo
+        cohort), against 0.84 at 1e-4 (seeds 0-3) and 0.81 at 3e-4 (seed 0).
     vit_pretext_epochs, vit_batch_size, vit_finetune_batch_size, vit_lr_pretext :
         The ViT's own pretext length, pretext / fine-tuning batch sizes and pretext learning rate. A
         transformer trained from scratch needs more optimiser steps than the CNNs: with the CNNs' 4
