@@ -180,12 +180,13 @@ def _geometry(f: dict[str, str], dim: int, sizes: list[int]) -> Grid:
             raise _NotHandled(f"space direction {t!r} has {len(v)} components for a {dim}D space")
         cols.append([s * x for s, x in zip(flip, v)])
     spacing = []
-    for c in cols:  # ITK: spacing = the vector's norm, the direction column = the vector / norm
+    for c in cols:  # ITK: spacing = the vector's norm, the direction column = the vector * (1 / norm)
         n = math.sqrt(sum(x * x for x in c))
         if not n > 0:
             raise _NotHandled("a zero-length space direction")
         spacing.append(n)
-    direction = tuple(cols[c][r] / spacing[c] for r in range(dim) for c in range(dim))
+    inv = [1.0 / n for n in spacing]  # teem's nrrdSpaceVecScale(dir, 1/norm, vec), as ITK calls it
+    direction = tuple(cols[c][r] * inv[c] for r in range(dim) for c in range(dim))
     if "space origin" in f:
         o = _vector(f["space origin"])
         if len(o) != dim:
