@@ -13,8 +13,8 @@ diameters, the distance between **every pair of border voxels** (O(B²): ~0.1 s 
   or last ROI voxel on every grid line through it (else it lies between two ROI voxels). Such
   voxels are border voxels in pyradiomics' sense, so the maximum over them is the maximum over
   pyradiomics' border pairs, computed with the same arithmetic (bit-identical). In-plane
-  diameters use the voxels extreme on both in-plane lines, and only the planes whose bounding
-  box's diagonal can beat the best diameter found so far (branch and bound).
+  diameters use the voxels extreme on both in-plane lines, and only the planes whose widths
+  along 8 directions say they can hold the maximum (branch and bound, see :func:`_plane_max_sq`).
 
 When the table cannot be read (another pyradiomics build), :func:`available` is False and the
 engine calls pyradiomics' C function as before.
@@ -63,6 +63,12 @@ def available() -> bool:
     return tables() is not None
 
 
+def _coords(mask: np.ndarray) -> np.ndarray:
+    """``np.stack(np.nonzero(mask), 1)`` (same rows, same order), several times faster on a
+    sparse 3D mask: flat indices first, then unravelled."""
+    return np.stack(np.unravel_index(np.flatnonzero(mask), mask.shape), 1)
+
+
 def mesh(m: np.ndarray, spacing: np.ndarray) -> tuple[float, float]:
     """(surface area, mesh volume) of the padded boolean ROI ``m`` (z, y, x) with ``spacing``
     (z, y, x), as pyradiomics' marching cubes computes them."""
@@ -74,7 +80,7 @@ def mesh(m: np.ndarray, spacing: np.ndarray) -> tuple[float, float]:
         idx |= m[dz:Z - 1 + dz, dy:Y - 1 + dy, dx:X - 1 + dx] << np.uint8(bit)
     flip = idx >= 128
     idx = np.where(flip, idx ^ np.uint8(0xFF), idx)
-    act = np.nonzero((idx > 0) & (idx < 128))
+    act = tuple(_coords((idx > 0) & (idx < 128)).T)
     cfg = idx[act].astype(np.int64)
     sign = np.where(flip[act], -1.0, 1.0)
     pos = np.stack(act, 1).astype(np.float64)  # (cubes, 3)
@@ -153,14 +159,22 @@ def _max_sq(X: np.ndarray) -> float:
     return max(low, _pairs_max(S, S))
 
 
+#: directions (angles k pi / 8) whose widths bound a planar point set's diameter: the diameter is
+#: the largest width over all directions, so max_k width_k <= diameter <= max_k width_k / cos(pi / 16)
+_ANGLES = np.arange(8) * np.pi / 8
+_UNIT = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)])  # (2, 8)
+_WIDTH_SLACK = (1.0 / np.cos(np.pi / 16)) ** 2 * (1 + 1e-6)
+
+
 def _plane_max_sq(G: np.ndarray, axis: int, spacing: np.ndarray) -> float:
     """Largest squared distance between two True points of the doubled grid ``G`` sharing their
-    coordinate along ``axis``, by branch and bound over the planes: a plane's diameter is at most
-    its bounding box's diagonal, so planes are taken by decreasing diagonal and each computed
-    exactly (:func:`_max_sq`, the same pair arithmetic) until the next diagonal is shorter than
-    the best diameter found (a relative slack of 1e-9 covers rounding). On a tumour a few planes
-    of dozens are computed."""
-    P = np.stack(np.nonzero(G), 1)
+    coordinate along ``axis``, by branch and bound over the planes: each plane's widths along 8
+    directions bound its diameter from below (the largest width) and from above (that width over
+    cos(pi/16), 2 % more); only planes whose upper bound reaches the largest lower bound can hold
+    the maximum, and those are computed exactly (:func:`_max_sq`, the same pair arithmetic as
+    pyradiomics), best first, until the next bound falls below the best diameter found. On a
+    tumour a handful of planes of dozens are computed."""
+    P = _coords(G)
     if len(P) < 2:
         return 0.0
     if axis:
@@ -168,16 +182,16 @@ def _plane_max_sq(G: np.ndarray, axis: int, spacing: np.ndarray) -> float:
     k = P[:, axis]
     start = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
     stop = np.concatenate([start[1:], [len(P)]])
-    sp = np.asarray(spacing, float)
-    upper = np.zeros(len(start))
-    for a in range(3):
-        if a != axis:
-            upper += ((np.maximum.reduceat(P[:, a], start) - np.minimum.reduceat(P[:, a], start)) * (0.5 * sp[a])) ** 2
+    X = (P * 0.5) * spacing
+    proj = X[:, [a for a in range(3) if a != axis]] @ _UNIT  # (n, 8)
+    width = (np.maximum.reduceat(proj, start) - np.minimum.reduceat(proj, start)).max(1)
+    lower = float((width * width).max())
+    upper = width * width * _WIDTH_SLACK
     best = 0.0
     for i in np.argsort(-upper, kind="stable"):
-        if upper[i] * (1 + 1e-9) < best:
+        if upper[i] < max(best, lower):
             break
-        best = max(best, _max_sq((P[start[i]:stop[i]] * 0.5) * sp))
+        best = max(best, _max_sq(X[start[i]:stop[i]]))
     return best
 
 
@@ -199,7 +213,7 @@ def diameters(m: np.ndarray, spacing: np.ndarray) -> tuple[float, float, float, 
     (z, y, x): largest distances between mesh vertices (in one plane for the first three)."""
     G = vertex_grid(m)
     ez, ey, ex = (_extremes(G, a) for a in range(3))
-    P3 = np.stack(np.nonzero(ex & ey & ez), 1)
+    P3 = _coords(ex & ey & ez)
     d3 = _max_sq((P3 * 0.5) * spacing)
     d_slice = _plane_max_sq(ex & ey, 0, spacing)
     d_col = _plane_max_sq(ex & ez, 1, spacing)
