@@ -551,6 +551,36 @@ def order_features(feats: Mapping[str, float], enabled: Mapping[str, Any]) -> di
 _ORDER: dict[tuple, list] = {}
 
 
+def load_engine_case(row: Mapping[str, Any], *, resample_mask: bool = False, fast: bool = True):
+    """(case, reader) of a manifest row for extraction. ``fast`` (the engine covers the settings
+    and the diagnostics are radlens'): NRRD image and mask are read by radlens' numpy reader
+    (:func:`radlens.io.arraycase.load_array_case`, into this thread's reused buffers: done with
+    the case before loading the next), ``reader`` e.g. ``"nrrd/libdeflate"``; anything it does
+    not take is loaded by :func:`radlens.io.images.load_case` (SimpleITK) and ``reader`` says
+    why (``"SimpleITK (<reason>)"``). Not ``fast``: ``load_case``, ``reader`` None.
+
+    Raises
+    ------
+    CaseError
+        A problem with the case (same messages through either reader).
+    """
+    from radlens.errors import CaseError
+    from radlens.io.arraycase import load_array_case
+    from radlens.io.images import load_case
+
+    if not fast:
+        return load_case(row, resample_mask=resample_mask), None
+    try:
+        case, why = load_array_case(row, resample_mask=resample_mask, reuse=True)
+    except CaseError:
+        raise
+    except Exception as exc:  # never lose a case to the fast reader: SimpleITK reads it
+        case, why = None, f"numpy reader failed: {type(exc).__name__}: {exc}"
+    if case is not None:
+        return case, case.reader
+    return load_case(row, resample_mask=resample_mask), f"SimpleITK ({why})"
+
+
 def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "fast",
                  resample_mask: bool = False, part: tuple | None = None, engine: str = "radlens") -> dict[str, Any]:
     """Extract one case; never raises for a case problem.
@@ -568,25 +598,14 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
         ``stage`` and ``error`` (None on success), ``warnings`` (list of pyradiomics warnings).
     """
     from radlens.errors import CaseError
-    from radlens.io.arraycase import load_array_case
-    from radlens.io.images import load_case
 
     case_id = str(row.get("case_id"))
     rec: dict[str, Any] = {"case_id": case_id, "features": None, "diagnostics": {}, "stage": None,
                            "error": None, "warnings": []}
     ex2, ex3, crop_safe = _extractors(params, diagnostics)
     fast = diagnostics == "fast" and crop_safe and engine == "radlens"
-    case, why = None, ""
     try:
-        if fast:  # NRRD image and mask: numpy reader, no SimpleITK image (radlens.io.arraycase)
-            try:
-                case, why = load_array_case(row, resample_mask=resample_mask, reuse=True)  # done before the next
-            except CaseError:
-                raise
-            except Exception as exc:  # never lose a case to the fast reader: SimpleITK reads it
-                why = f"numpy reader failed: {type(exc).__name__}: {exc}"
-        if case is None:
-            case = load_case(row, resample_mask=resample_mask)
+        case, reader = load_engine_case(row, resample_mask=resample_mask, fast=fast)
     except CaseError as exc:
         rec.update(stage="load", error=exc.message)
         return rec
@@ -603,9 +622,8 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
             box = case.box if hasattr(case, "roi_box") else _roi_box(case.roi)
             if part is None or part[1]:
                 rec["diagnostics"] = fast_diagnostics(case, box)
-                if fast:  # which reader loaded the files, and why SimpleITK when it did
-                    rec["diagnostics"]["radlens_reader"] = (case.reader if hasattr(case, "roi_box")
-                                                            else f"SimpleITK ({why})")
+                if reader is not None:  # which reader loaded the files, and why SimpleITK when it did
+                    rec["diagnostics"]["radlens_reader"] = reader
             if crop_safe and engine == "radlens":
                 image, mask = ArrayCrop(case, box), None  # SimpleITK images only if pyradiomics needs them
             else:
