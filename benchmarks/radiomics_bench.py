@@ -137,20 +137,23 @@ PROJECTED: dict[str, list] = {}
 
 def radlens_run(manifest, params, jobs, out):
     """radlens' run; also records its projected wall time on ``jobs`` otherwise idle cores:
-    this process's CPU + the busiest worker's CPU (per-unit CPU measured in the workers)."""
+    this process's CPU outside units + the busiest participant's CPU in units (this process computes
+    units too; per-unit CPU measured where each ran)."""
     from radlens.radiomics import schedule
     from radlens.radiomics.extract import radiomics
 
     c0 = time.process_time()
     schedule.WORKER_CPU.clear()
     res = radiomics(manifest, params, out=out, jobs=jobs, use_cache=False, show_progress=False)
-    busiest = max(schedule.WORKER_CPU.values()) if jobs > 1 and schedule.WORKER_CPU else 0.0
     parent = time.process_time() - c0
-    PROJECTED.setdefault(f"{out.stem}", []).append(parent + busiest)
-    # the same with the workers' CPU evenly shared (on a busy machine the dynamic hand-out gives more
+    # this process computes units too (schedule._pool): its serial part is its CPU outside them
+    serial = parent - schedule.WORKER_CPU.get(os.getpid(), 0.0)
+    busiest = max(schedule.WORKER_CPU.values()) if jobs > 1 and schedule.WORKER_CPU else 0.0
+    PROJECTED.setdefault(f"{out.stem}", []).append(serial + busiest if jobs > 1 else parent)
+    # the same with the units' CPU evenly shared (on a busy machine the dynamic hand-out gives more
     # units to the worker that happens to be scheduled more: 'busiest' is then pessimistic)
     balanced = sum(schedule.WORKER_CPU.values()) / jobs if jobs > 1 and schedule.WORKER_CPU else 0.0
-    PROJECTED.setdefault(f"{out.stem}_balanced", []).append(parent + balanced)
+    PROJECTED.setdefault(f"{out.stem}_balanced", []).append(serial + balanced if jobs > 1 else parent)
     assert res.n_failed == 0, res.failures
     f = res.features.set_index("case_id")
     return {cid: {k: float(v) for k, v in row.items()} for cid, row in f.iterrows()}
