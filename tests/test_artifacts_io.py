@@ -23,6 +23,15 @@ def test_versions_equal_importlib_metadata():
             assert name not in v
 
 
+def test_platform_string_equals_platform_platform():
+    import platform
+
+    from radlens.io.artifacts import platform_string
+
+    assert platform_string() == platform.platform()
+    assert versions()["platform"] == platform.platform()
+
+
 def test_write_columns_reads_back_as_write_table(tmp_path):
     cols = {"case_id": ["a", "b", "é"], "x": np.array([1.5, np.nan, -2.0]), "note": ["ok", None, "x,y"]}
     meta = {"n": 3}
