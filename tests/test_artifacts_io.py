@@ -15,6 +15,10 @@ from radlens.io.artifacts import VERSIONED, read_table, read_table_meta, version
 
 
 def test_versions_equal_importlib_metadata():
+    code = ("import sys; from radlens.io.artifacts import versions; versions(); "
+            "print('importlib.metadata' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # read from the .dist-info folder names, not by importlib.metadata
     v = versions()
     for name in VERSIONED:
         try:

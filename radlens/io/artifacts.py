@@ -131,7 +131,7 @@ def _versions() -> tuple[tuple[str, str], ...]:
         except OSError:
             continue
         for d in names:
-            if d.endswith(".dist-info") and d.count("-") == 1:
+            if d.endswith(".dist-info") and d.count("-") == 2:  # <name>-<version>.dist-info
                 name, version = d[: -len(".dist-info")].split("-")
                 key = _norm(name)
                 if key in want and want[key] not in found:
