@@ -409,6 +409,17 @@ def startup(tmp, repeats, ref: str | None = None) -> dict | None:
     cmds = {"radlens": ([sys.executable, *rl], here)}
     if ref:
         cmds["radlens_ref"] = ([sys.executable, *rl], str(Path(ref).resolve()))
+    # radlens as installed: pip compiles an installed package's bytecode (pyradiomics' is); a
+    # checkout run with PYTHONDONTWRITEBYTECODE=1 would compile ~40 modules from source every run
+    bytecode = {}
+    for name, (_, path) in cmds.items():
+        r = subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(path) / "radlens")],
+                           capture_output=True)
+        bytecode[name] = "compiled" if r.returncode == 0 else "source (compileall failed)"
+    # a params file radlens has not seen before: pyradiomics' schema validation (pykwalify) runs
+    # (the others use the validation remembered from the warm-up round, as any later run does)
+    cmds["radlens_new_params"] = ([sys.executable, *rl], here)
+    extra_env = {"radlens_new_params": {"RADLENS_PARAMS_MEMO": "0"}}
     if (bindir / "pyradiomics").exists():
         cmds["pyradiomics_cli"] = ([str(bindir / "pyradiomics"), str(tmp / "tiny_pyrad.csv"), "--param",
                                     str(DEFAULT_PARAMS), "-o", str(tmp / "tiny_pyrad_out.csv"), "-f", "csv"], None)
@@ -420,6 +431,7 @@ def startup(tmp, repeats, ref: str | None = None) -> dict | None:
         for name in names:
             cmd, path = cmds[name]
             e = {**env, "PYTHONPATH": path} if path else {k: v for k, v in env.items() if k != "PYTHONPATH"}
+            e.update(extra_env.get(name, {}))
             c0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
             # cwd: `python -m` puts it first on sys.path, ahead of PYTHONPATH
             subprocess.run(cmd, check=True, env=e, cwd=path or tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -430,6 +442,8 @@ def startup(tmp, repeats, ref: str | None = None) -> dict | None:
     load.append(os.getloadavg()[0])
     out = {name: {"cpu_s_min": min(cpu[name]), "wall_s_min": min(wall[name]), "cpu_s": _stats(cpu[name]),
                   "wall_s": _stats(wall[name]), "radlens_path": cmds[name][1]} for name in cmds}
+    for name in bytecode:
+        out[name]["bytecode"] = bytecode[name]
     out["load_avg_1min"] = load
     if "pyradiomics_cli" in out:
         for name in [k for k in cmds if k.startswith("radlens")]:
