@@ -48,6 +48,11 @@ process after an untimed warm-up case (its numba compilation is not counted). Va
 names features by IBSI code and aggregation, so a pyradiomics feature counts as agreeing when
 some pictologics feature equals it within 1e-6 relative on every case (matched by value).
 
+Breakdown (``radlens_j1_breakdown`` in the 3D cohort): where ``radlens --jobs 1``'s CPU goes on the
+real cases, per stage (loading, of which inflating the gzip NRRD payloads; diagnostics; each
+feature class; writing the tables; the rest), from extra runs after the timed ones with radlens'
+own functions wrapped by timers.
+
 Start-up: the whole ``radlens radiomics`` command on a 2-case manifest vs pyradiomics' own
 command line on the same 2 cases (wall and CPU seconds of the child process, min/median/max over
 ``--startup-repeats``, commands alternated; ``--startup-ref DIR`` also times the radlens of
@@ -361,6 +366,70 @@ def _stats(v) -> dict:
     return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": [float(x) for x in v]}
 
 
+def radlens_breakdown(manifest, params, repeats, tmp) -> dict:
+    """Where ``radlens --jobs 1``'s CPU goes on a cohort: CPU seconds per stage of the run whose
+    total is the median of ``repeats`` runs (stages timed by wrapping radlens' own functions for
+    these runs only; the wrappers cost microseconds per call). ``load`` includes ``inflate``
+    (the gzip payloads) when the numpy NRRD reader is used, ``load_simpleitk`` is the SimpleITK
+    path (other formats); ``features`` includes the classes listed under ``classes``; ``other``
+    is the rest (manifest, parameters, scheduling, assembling records)."""
+    from radlens.io import arraycase, images, nrrd
+    from radlens.radiomics import engine, extract, pyrad
+
+    acc: dict[str, float] = {}
+    saved = []
+
+    def wrap(obj, name, key, dict_=False):
+        f = obj[name] if dict_ else getattr(obj, name)
+
+        def timed(*a, **k):
+            c0 = time.process_time()
+            try:
+                return f(*a, **k)
+            finally:
+                acc[key] = acc.get(key, 0.0) + time.process_time() - c0
+        saved.append((obj, name, f, dict_))
+        if dict_:
+            obj[name] = timed
+        else:
+            setattr(obj, name, timed)
+
+    wrap(nrrd, "_inflate", "inflate")
+    wrap(arraycase, "load_array_case", "load")
+    wrap(images, "load_case", "load_simpleitk")
+    wrap(pyrad, "fast_diagnostics", "diagnostics")
+    wrap(pyrad, "run_features", "features")
+    wrap(extract, "_write_tables", "write_tables")
+    for cls in ("shape", "shape2d", "firstorder", "glcm", "discretise"):
+        wrap(engine, cls, f"class_{cls}")
+    for cls in list(engine._MATRIX_CLASSES):
+        wrap(engine._MATRIX_CLASSES, cls, f"class_{cls}", dict_=True)
+    runs = []
+    try:
+        radlens_run(manifest, params, 1, tmp / "breakdown.parquet")  # warm-up
+        for _ in range(repeats):
+            acc.clear()
+            c0 = time.process_time()
+            radlens_run(manifest, params, 1, tmp / "breakdown.parquet")
+            runs.append((time.process_time() - c0, dict(acc)))
+    finally:
+        for obj, name, f, dict_ in reversed(saved):
+            if dict_:
+                obj[name] = f
+            else:
+                setattr(obj, name, f)
+        PROJECTED.pop("breakdown", None)
+        PROJECTED.pop("breakdown_balanced", None)
+    runs.sort(key=lambda r: r[0])
+    total, st = runs[len(runs) // 2]
+    top = ("load", "load_simpleitk", "diagnostics", "features", "write_tables")
+    stages = {k: st.get(k, 0.0) for k in top}
+    stages["inflate_within_load"] = st.get("inflate", 0.0)
+    stages["other"] = total - sum(stages[k] for k in top)
+    return {"repeats": repeats, "total_cpu_s": total, "stages_cpu_s": stages,
+            "classes_cpu_s": {k[len("class_"):]: v for k, v in st.items() if k.startswith("class_")}}
+
+
 def jobs_scaling(name, manifest, params, repeats, tmp) -> dict:
     """radlens jobs=1 vs jobs=2 wall (and CPU, projected on idle cores), alternated, per-round ratios."""
     for j in (1, 2):  # warm-up (extractors, engine set-up in this process), paid by nobody
@@ -525,6 +594,9 @@ def main(argv=None) -> dict:
                 if not a.jobs_only:
                     result["cohorts"]["3d_real"] = run_cohort("3d", man, cases, params, a.repeats, tmp)
                 result["jobs"]["3d_real"] = jobs_scaling("3d", man, params, a.jobs_repeats, tmp)
+                if not a.jobs_only:
+                    result["cohorts"]["3d_real"]["radlens_j1_breakdown"] = radlens_breakdown(
+                        man, params, a.repeats, tmp)
                 if a.peer_fastrad and not a.jobs_only:
                     result["cohorts"]["3d_real"]["peer_fastrad"] = peer_fastrad(
                         a.peer_fastrad, man, cases, params, a.repeats, tmp, PLAIN_VALUES["3d"])
@@ -563,6 +635,11 @@ def main(argv=None) -> dict:
             print(f"    {peer} {pr[f'{peer}_version']} (1 {threads} thread) CPU / radlens --jobs 1 CPU: median "
                   f"{q['median']:.2f}x (min {q['min']:.2f}, max {q['max']:.2f}); values: {v['agree_within_1e-6']}/"
                   f"{v['pyradiomics_features']} agree with pyradiomics within 1e-6{extra}")
+    bd = result["cohorts"].get("3d_real", {}).get("radlens_j1_breakdown")
+    if bd:
+        parts = ", ".join(f"{k} {v * 1000:.0f}" for k, v in bd["stages_cpu_s"].items())
+        cls = ", ".join(f"{k} {v * 1000:.0f}" for k, v in bd["classes_cpu_s"].items())
+        print(f"  3d_real: radlens --jobs 1 CPU {bd['total_cpu_s'] * 1000:.0f} ms: {parts} (ms); classes: {cls}")
     for name, r in result["jobs"].items():
         q, pq_ = r["jobs1_over_jobs2_wall"], r["jobs1_over_jobs2_projected"]
         w1, w2 = r["wall_s"]["jobs1"], r["wall_s"]["jobs2"]

@@ -415,6 +415,15 @@ def _crop_to_roi(case, box=None):
     """Image and mask cropped to the ROI's bounding box (same physical positions and spacing)."""
     import SimpleITK as sitk
 
+    if hasattr(case, "roi_box"):  # an ArrayCase (radlens.io.arraycase): no SimpleITK image yet
+        sl = tuple(slice(a, b) for a, b in zip(*case.box))
+        image = sitk.GetImageFromArray(np.ascontiguousarray(case.pixels[sl]))
+        image.SetSpacing(case.grid.spacing)
+        image.SetDirection(case.grid.direction)
+        image.SetOrigin(case.box_origin())
+        mask = sitk.GetImageFromArray(case.roi_box.astype(np.uint8))
+        mask.CopyInformation(image)
+        return image, mask
     roi = case.roi
     lo, hi = box if box is not None else _roi_box(roi)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
@@ -425,6 +434,15 @@ def _crop_to_roi(case, box=None):
     mask = sitk.GetImageFromArray(roi[sl].astype(np.uint8))
     mask.CopyInformation(image)
     return image, mask
+
+
+def image_mean(arr: np.ndarray) -> float:
+    """``numpy.mean(arr)`` of an image, bit for bit, about twice as fast for 8/16-bit integers:
+    the sum is exact in both (integer partial sums below 2**53 are exact in float64), so the
+    row sums are taken in int32 and the total in int64, then divided by the voxel count once."""
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and 0 < arr.shape[-1] < (1 << 15) and arr.size < (1 << 36):
+        return int(np.add.reduce(arr, axis=-1, dtype=np.int32).sum(dtype=np.int64)) / arr.size
+    return float(np.mean(arr, dtype=np.float64))
 
 
 def fast_diagnostics(case, box=None) -> dict[str, Any]:
@@ -440,12 +458,17 @@ def fast_diagnostics(case, box=None) -> dict[str, Any]:
 
     import SimpleITK as sitk
 
-    arr = sitk.GetArrayViewFromImage(case.image)  # native dtype, no copy (pyradiomics' numpy.mean(im_arr))
-    roi = case.roi
+    if hasattr(case, "roi_box"):  # an ArrayCase: pixels, grid and the ROI's box already there
+        arr, grid = case.pixels, case.grid
+        lo, hi = case.box
+        sub = case.roi_box
+    else:
+        arr = sitk.GetArrayViewFromImage(case.image)  # native dtype, no copy (pyradiomics' numpy.mean(im_arr))
+        grid = case.image
+        lo, hi = box if box is not None else _roi_box(case.roi)
+        sub = case.roi[tuple(slice(a, b) for a, b in zip(lo, hi))]
     nd = arr.ndim
-    lo, hi = box if box is not None else _roi_box(roi)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-    sub = roi[sl]
     ndi = sys.modules.get("scipy.ndimage")
     if ndi is not None:
         n_comp = int(ndi.label(sub, structure=np.ones((3,) * nd, bool))[1])
@@ -464,9 +487,9 @@ def fast_diagnostics(case, box=None) -> dict[str, Any]:
     com = tuple(float(np.mean(a)) + o for a, o in zip(idx, lo))[::-1]
     return {
         "diagnostics_Image-original_Dimensionality": f"{nd}D",
-        "diagnostics_Image-original_Spacing": str(tuple(case.image.GetSpacing())),
-        "diagnostics_Image-original_Size": str(tuple(case.image.GetSize())),
-        "diagnostics_Image-original_Mean": float(np.mean(arr, dtype=np.float64)),
+        "diagnostics_Image-original_Spacing": str(tuple(grid.GetSpacing())),
+        "diagnostics_Image-original_Size": str(tuple(grid.GetSize())),
+        "diagnostics_Image-original_Mean": image_mean(arr),
         "diagnostics_Image-original_Minimum": float(arr.min()),
         "diagnostics_Image-original_Maximum": float(arr.max()),
         "diagnostics_Mask-original_BoundingBox": str(tuple(lo[::-1]) + tuple(h - l for l, h in zip(lo, hi))[::-1]),
@@ -536,10 +559,13 @@ class ArrayCrop:
     :func:`_crop_to_roi` gives, for what pyradiomics itself computes."""
 
     def __init__(self, case, box):
-        import SimpleITK as sitk
-
         self.case, self.box = case, box
         sl = tuple(slice(a, b) for a, b in zip(*box))
+        if hasattr(case, "roi_box"):  # an ArrayCase: no SimpleITK image at all
+            self.arr, self.roi, self.spacing = case.pixels[sl], case.roi_box, case.grid.spacing
+            return
+        import SimpleITK as sitk
+
         self.arr = sitk.GetArrayViewFromImage(case.image)[sl]
         self.roi = np.ascontiguousarray(case.roi[sl])
         self.spacing = case.image.GetSpacing()
@@ -630,6 +656,36 @@ def order_features(feats: Mapping[str, float], enabled: Mapping[str, Any]) -> di
 _ORDER: dict[tuple, list] = {}
 
 
+def load_engine_case(row: Mapping[str, Any], *, resample_mask: bool = False, fast: bool = True):
+    """(case, reader) of a manifest row for extraction. ``fast`` (the engine covers the settings
+    and the diagnostics are radlens'): NRRD image and mask are read by radlens' numpy reader
+    (:func:`radlens.io.arraycase.load_array_case`, into this thread's reused buffers: done with
+    the case before loading the next), ``reader`` e.g. ``"nrrd/libdeflate"``; anything it does
+    not take is loaded by :func:`radlens.io.images.load_case` (SimpleITK) and ``reader`` says
+    why (``"SimpleITK (<reason>)"``). Not ``fast``: ``load_case``, ``reader`` None.
+
+    Raises
+    ------
+    CaseError
+        A problem with the case (same messages through either reader).
+    """
+    from radlens.errors import CaseError
+    from radlens.io.arraycase import load_array_case
+    from radlens.io.images import load_case
+
+    if not fast:
+        return load_case(row, resample_mask=resample_mask), None
+    try:
+        case, why = load_array_case(row, resample_mask=resample_mask, reuse=True)
+    except CaseError:
+        raise
+    except Exception as exc:  # never lose a case to the fast reader: SimpleITK reads it
+        case, why = None, f"numpy reader failed: {type(exc).__name__}: {exc}"
+    if case is not None:
+        return case, case.reader
+    return load_case(row, resample_mask=resample_mask), f"SimpleITK ({why})"
+
+
 def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "fast",
                  resample_mask: bool = False, part: tuple | None = None, engine: str = "radlens") -> dict[str, Any]:
     """Extract one case; never raises for a case problem.
@@ -647,18 +703,18 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
         ``stage`` and ``error`` (None on success), ``warnings`` (list of pyradiomics warnings).
     """
     from radlens.errors import CaseError
-    from radlens.io.images import load_case
 
     case_id = str(row.get("case_id"))
     rec: dict[str, Any] = {"case_id": case_id, "features": None, "diagnostics": {}, "stage": None,
                            "error": None, "warnings": []}
+    ex2, ex3, crop_safe = _extractors(params, diagnostics)
+    fast = diagnostics == "fast" and crop_safe and engine == "radlens"
     try:
-        case = load_case(row, resample_mask=resample_mask)
+        case, reader = load_engine_case(row, resample_mask=resample_mask, fast=fast)
     except CaseError as exc:
         rec.update(stage="load", error=exc.message)
         return rec
     rec["warnings"].extend(case.warnings)  # what loading assumed (pixel-grid mask, accepted slice gaps, ...)
-    ex2, ex3, crop_safe = _extractors(params, diagnostics)
     ex = ex2 if case.ndim == 2 else ex3
     if part is not None:
         ex = _part_extractor(ex, part)
@@ -668,9 +724,11 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
     _COLLECTOR.local.buf = rec["warnings"]
     try:
         if diagnostics == "fast":
-            box = _roi_box(case.roi)
+            box = case.box if hasattr(case, "roi_box") else _roi_box(case.roi)
             if part is None or part[1]:
                 rec["diagnostics"] = fast_diagnostics(case, box)
+                if reader is not None:  # which reader loaded the files, and why SimpleITK when it did
+                    rec["diagnostics"]["radlens_reader"] = reader
             if crop_safe and engine == "radlens":
                 image, mask = ArrayCrop(case, box), None  # SimpleITK images only if pyradiomics needs them
             else:

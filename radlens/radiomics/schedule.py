@@ -183,21 +183,22 @@ def prepare_case(row: Mapping[str, Any], params: Params, *, resample_mask: bool 
         MB: cheap to send between processes).
     """
     from radlens.errors import CaseError
-    from radlens.io.images import load_case
-    from radlens.radiomics.pyrad import _crop_to_roi, _roi_box, fast_diagnostics
+    from radlens.radiomics.pyrad import _crop_to_roi, _roi_box, fast_diagnostics, load_engine_case
 
     rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
                            "stage": None, "error": None, "warnings": []}
-    try:
-        case = load_case(row, resample_mask=resample_mask)
+    try:  # as extract_case loads it (numpy NRRD reader where it applies)
+        case, reader = load_engine_case(row, resample_mask=resample_mask, fast=engine == "radlens")
     except CaseError as exc:
         rec.update(stage="load", error=exc.message)
         return rec
     import SimpleITK as sitk
 
     rec["warnings"].extend(case.warnings)  # what loading assumed, as extract_case reports it
-    box = _roi_box(case.roi)
+    box = case.box if hasattr(case, "roi_box") else _roi_box(case.roi)
     rec["diagnostics"] = fast_diagnostics(case, box)
+    if reader is not None:
+        rec["diagnostics"]["radlens_reader"] = reader
     image, mask = _crop_to_roi(case, box)
     rec["crop"] = (sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetDirection(), image.GetOrigin(),
                    sitk.GetArrayViewFromImage(mask).astype(bool))
