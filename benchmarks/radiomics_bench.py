@@ -142,20 +142,23 @@ PROJECTED: dict[str, list] = {}
 
 def radlens_run(manifest, params, jobs, out):
     """radlens' run; also records its projected wall time on ``jobs`` otherwise idle cores:
-    this process's CPU + the busiest worker's CPU (per-unit CPU measured in the workers)."""
+    this process's CPU outside units + the busiest participant's CPU in units (this process computes
+    units too; per-unit CPU measured where each ran)."""
     from radlens.radiomics import schedule
     from radlens.radiomics.extract import radiomics
 
     c0 = time.process_time()
     schedule.WORKER_CPU.clear()
     res = radiomics(manifest, params, out=out, jobs=jobs, use_cache=False, show_progress=False)
-    busiest = max(schedule.WORKER_CPU.values()) if jobs > 1 and schedule.WORKER_CPU else 0.0
     parent = time.process_time() - c0
-    PROJECTED.setdefault(f"{out.stem}", []).append(parent + busiest)
-    # the same with the workers' CPU evenly shared (on a busy machine the dynamic hand-out gives more
+    # this process computes units too (schedule._pool): its serial part is its CPU outside them
+    serial = parent - schedule.WORKER_CPU.get(os.getpid(), 0.0)
+    busiest = max(schedule.WORKER_CPU.values()) if jobs > 1 and schedule.WORKER_CPU else 0.0
+    PROJECTED.setdefault(f"{out.stem}", []).append(serial + busiest if jobs > 1 else parent)
+    # the same with the units' CPU evenly shared (on a busy machine the dynamic hand-out gives more
     # units to the worker that happens to be scheduled more: 'busiest' is then pessimistic)
     balanced = sum(schedule.WORKER_CPU.values()) / jobs if jobs > 1 and schedule.WORKER_CPU else 0.0
-    PROJECTED.setdefault(f"{out.stem}_balanced", []).append(parent + balanced)
+    PROJECTED.setdefault(f"{out.stem}_balanced", []).append(serial + balanced if jobs > 1 else parent)
     assert res.n_failed == 0, res.failures
     f = res.features.set_index("case_id")
     return {cid: {k: float(v) for k, v in row.items()} for cid, row in f.iterrows()}
@@ -475,6 +478,17 @@ def startup(tmp, repeats, ref: str | None = None) -> dict | None:
     cmds = {"radlens": ([sys.executable, *rl], here)}
     if ref:
         cmds["radlens_ref"] = ([sys.executable, *rl], str(Path(ref).resolve()))
+    # radlens as installed: pip compiles an installed package's bytecode (pyradiomics' is); a
+    # checkout run with PYTHONDONTWRITEBYTECODE=1 would compile ~40 modules from source every run
+    bytecode = {}
+    for name, (_, path) in cmds.items():
+        r = subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(path) / "radlens")],
+                           capture_output=True)
+        bytecode[name] = "compiled" if r.returncode == 0 else "source (compileall failed)"
+    # a params file radlens has not seen before: pyradiomics' schema validation (pykwalify) runs
+    # (the others use the validation remembered from the warm-up round, as any later run does)
+    cmds["radlens_new_params"] = ([sys.executable, *rl], here)
+    extra_env = {"radlens_new_params": {"RADLENS_PARAMS_MEMO": "0"}}
     if (bindir / "pyradiomics").exists():
         cmds["pyradiomics_cli"] = ([str(bindir / "pyradiomics"), str(tmp / "tiny_pyrad.csv"), "--param",
                                     str(DEFAULT_PARAMS), "-o", str(tmp / "tiny_pyrad_out.csv"), "-f", "csv"], None)
@@ -486,6 +500,7 @@ def startup(tmp, repeats, ref: str | None = None) -> dict | None:
         for name in names:
             cmd, path = cmds[name]
             e = {**env, "PYTHONPATH": path} if path else {k: v for k, v in env.items() if k != "PYTHONPATH"}
+            e.update(extra_env.get(name, {}))
             c0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
             # cwd: `python -m` puts it first on sys.path, ahead of PYTHONPATH
             subprocess.run(cmd, check=True, env=e, cwd=path or tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -496,6 +511,8 @@ def startup(tmp, repeats, ref: str | None = None) -> dict | None:
     load.append(os.getloadavg()[0])
     out = {name: {"cpu_s_min": min(cpu[name]), "wall_s_min": min(wall[name]), "cpu_s": _stats(cpu[name]),
                   "wall_s": _stats(wall[name]), "radlens_path": cmds[name][1]} for name in cmds}
+    for name in bytecode:
+        out[name]["bytecode"] = bytecode[name]
     out["load_avg_1min"] = load
     if "pyradiomics_cli" in out:
         for name in [k for k in cmds if k.startswith("radlens")]:

@@ -169,7 +169,112 @@ def _new_extractor(source, **overrides):
         import copy
 
         return RadiomicsFeatureExtractor(copy.deepcopy(source), **overrides)
-    return RadiomicsFeatureExtractor(str(source), **overrides)
+    with _validated_once(source):
+        return RadiomicsFeatureExtractor(str(source), **overrides)
+
+
+def params_memo_dir() -> Path | None:
+    """Where params files pyradiomics validated are remembered (:func:`_validated_once`):
+    ``$RADLENS_PARAMS_MEMO`` (empty or ``0``: nowhere), else ``$XDG_CACHE_HOME/radlens/params``
+    (``~/.cache/radlens/params``)."""
+    d = os.environ.get("RADLENS_PARAMS_MEMO")
+    if d is not None:
+        return Path(d) if d.strip() not in ("", "0") else None
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "radlens" / "params"
+
+
+_MEMO_LOCK = __import__("threading").Lock()
+
+
+class _validated_once:
+    """Context around ``RadiomicsFeatureExtractor(path)``: pyradiomics' schema validation (pykwalify:
+    the schema and the file parsed by a pure-Python YAML parser, ~30 ms per run) is done once per
+    params file content, pyradiomics version and schema files. What the validation returned (the
+    parsed file, which pyradiomics then applies with its own code) is remembered as JSON under
+    :func:`params_memo_dir`; a file with a memo is not parsed or validated again, a file that fails
+    validation is never remembered (the same error every time), and a file whose parsed content
+    JSON cannot hold exactly (types, key types) is not remembered either."""
+
+    def __init__(self, source):
+        self.source = str(source)
+
+    def __enter__(self):
+        self.patched = False
+        d = params_memo_dir()
+        if d is None:
+            return self
+        import json
+
+        import radiomics
+        from radiomics import featureextractor as fe
+
+        from radlens.io.artifacts import bytes_hash
+
+        try:
+            schema, funcs = radiomics.getParameterValidationFiles()
+            key = bytes_hash(b"\0".join([Path(self.source).read_bytes(), str(radiomics.__version__).encode(),
+                                         Path(schema).read_bytes(), Path(funcs).read_bytes()]))
+        except OSError:
+            return self
+        self.path = d / f"{key}.json"
+        try:
+            memo = self.path.read_text(encoding="utf-8")
+            if not isinstance(json.loads(memo), dict):
+                memo = None
+        except (OSError, ValueError):  # none yet, or unreadable: validate (and remember) again
+            memo = None
+        self.real = fe.pykwalify
+        real = fe.pykwalify.core.Core
+        self.captured = captured = []
+
+        class Core:  # what RadiomicsFeatureExtractor._applyParams calls: Core(...).validate()
+            def __init__(self, *args, **kwargs):
+                self.core = None if memo is not None else real(*args, **kwargs)
+
+            def validate(self, *args, **kwargs):
+                if self.core is None:
+                    return json.loads(memo)
+                out = self.core.validate(*args, **kwargs)
+                captured.append(out)
+                return out
+
+        from types import SimpleNamespace
+
+        _MEMO_LOCK.acquire()  # featureextractor's own name 'pykwalify' (pykwalify itself untouched)
+        fe.pykwalify = SimpleNamespace(core=SimpleNamespace(Core=Core, log=fe.pykwalify.core.log))
+        self.patched = True
+        self.fe = fe
+        return self
+
+    def __exit__(self, exc_type, *rest):
+        if not self.patched:
+            return False
+        self.fe.pykwalify = self.real
+        _MEMO_LOCK.release()
+        if exc_type is None and len(self.captured) == 1:
+            import json
+
+            try:
+                text = json.dumps(self.captured[0])
+                if _json_exact(self.captured[0], json.loads(text)):
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")
+                    tmp.write_text(text, encoding="utf-8")
+                    os.replace(tmp, self.path)
+            except (OSError, TypeError, ValueError):  # unwritable folder, not JSON: validate next time
+                pass
+        return False
+
+
+def _json_exact(a, b) -> bool:
+    """``a`` and its JSON round trip ``b`` are the same values of the same types, keys in order."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_json_exact(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_json_exact(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def load_params(params: str | os.PathLike | Mapping | None = None, *, validate: bool = True) -> Params:
