@@ -357,6 +357,11 @@ def _worker_init(sitk_threads: int | None) -> None:
         import SimpleITK as sitk
 
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(sitk_threads))
+    import sys
+
+    nrrd = sys.modules.get("radlens.io.nrrd")
+    if nrrd is not None:  # a forked worker: writing into the parent's reading buffers (tens of MB
+        nrrd.release_buffers()  # for a CT volume) would copy every page (copy-on-write) in both
 
 
 def _extractors(params: Params, diagnostics: str):
