@@ -397,6 +397,12 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     n_proc = max(workers - 1, 1)
     threads = max(1, (os.cpu_count() or 1) // workers)
     me = os.getpid()
+    # what the first case imports (readers, numpy.ma through numpy.unique: ~20 ms), imported before
+    # the fork: the caller imports it anyway, the workers then inherit it instead of importing it too
+    import numpy.ma  # noqa: F401
+
+    import radlens.io.arraycase  # noqa: F401
+    import radlens.io.images  # noqa: F401
     gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
     pool = ProcessPoolExecutor(max_workers=n_proc, mp_context=_mp_context(), initializer=pyrad._worker_init,
                                initargs=(threads,))
