@@ -125,7 +125,9 @@ QUICK_TL_GAP = 0.02          # FT beats TL by at least this much on at least one
 #: Measured (pointing game / pixel AUC; quick run of seed 0, 20:47, branch camshape: the ResNet explained
 #: at layer3, radlens.demo.CAM_TARGET_LAYERS): texture ResNet 0.90 / 0.90, DenseNet 0.72 / 0.96;
 #: intensity ResNet 0.40 / 0.92, DenseNet 0.85 / 0.98 (ResNet at layer4: texture 0.82 / 0.96, intensity
-#: 0.37 / 0.92). The quick ResNet's intensity maps cover the lesion (pixel AUC 0.92) but their single
+#: 0.37 / 0.92; DenseNet with one dense block, 16x16 `features`, flips-only fine-tuning, measured by
+#: benchmarks/densenet_cam.py --quick, seed 0, branch dense: texture 0.98 / 0.98, intensity 0.88 / 0.98).
+#: The quick ResNet's intensity maps cover the lesion (pixel AUC 0.92) but their single
 #: maximum often falls on the lesion's rim, just outside the mask; chance pointing game is the lesion
 #: share, ~0.05.
 QUICK_POINTING = {"task_texture": 0.6, "task_intensity": 0.3}
