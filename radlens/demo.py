@@ -58,7 +58,7 @@ EMBED_LAYERS = {"cnn": ["layer2", "layer3", "layer4"],
 DEMO_RANGES = {"radius": (6.5, 9.0), "elongation": ((1.0, 1.15), (4.0, 5.5)), "texture_amp": (0.10, 0.16),
                "corr_len": ((2.0, 3.2), (0.5, 0.8)), "intensity": ((0.44, 0.54), (0.62, 0.76)),
                "orientation": (math.pi / 2 - math.pi / 6, math.pi / 2 + math.pi / 6)}
-#: the whole lesion inside a lung field where it fits (radlens.synth.cohort.render_case_2d)
+#: the whole lesion inside a lung field where it fits (radlens.synth.render.render_case_2d)
 DEMO_PLACEMENT = "inside"
 DEMO_LESION_FREE = 0.1
 #: CAM methods of the demo: Grad-CAM first (the maps that are localised; for heads that read the
