@@ -228,9 +228,11 @@ def test_rest_and_shape_split_identical_to_serial(volumes, tmp_path, monkeypatch
     _rest_split(monkeypatch)
     seen = []
     real = schedule.run_unit
-    monkeypatch.setattr(schedule, "run_unit", lambda u: (seen.append(u[0]), real(u))[1])
+    monkeypatch.setattr(schedule, "run_unit", lambda u: (seen.append(u), real(u))[1])
     split = radiomics(volumes, ORIGINAL, out=tmp_path / "p.parquet", jobs=2, use_cache=False, show_progress=False)
-    assert "rest" in seen  # the caller took the largest unit: the big case without its shape classes
+    # the caller took the largest unit: the big case as one extraction without its shape classes
+    assert [u[1][4] for u in seen if u[0] == "batch" and u[1][4]] == [(("Original",), False, True)]
+    assert "shape" not in [u[0] for u in seen]  # the forked worker computed it (no trace here)
     assert list(split.features.columns) == list(serial.features.columns)
     pd.testing.assert_frame_equal(split.features, serial.features, check_exact=True)
     pd.testing.assert_frame_equal(split.diagnostics, serial.diagnostics, check_exact=True)
