@@ -426,6 +426,10 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
 #: units submitted per worker: one running, one waiting, so a worker never idles while the parent
 #: (busy with a unit of its own, or late to be scheduled on a busy machine) hands it the next one
 IN_FLIGHT = 2
+#: before the caller computes a unit itself, each forked worker is stocked with this many times the
+#: unit's estimated cost (file sizes under-rate a large ROI's features: pyradiomics' lung2 costs
+#: ~1.5x lung1 per byte; the caller hands out nothing while it computes)
+STOCK_MARGIN = 1.25
 
 
 def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
@@ -477,7 +481,7 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
         try:
             while heap or inflight:
                 own = heapq.heappop(heap) if heap and workers > 1 else None
-                need = n_proc * (-own[0] if own else 0.0)
+                need = n_proc * STOCK_MARGIN * (-own[0] if own else 0.0)
                 queued = sum(c for c, _ in inflight.values())
                 while heap and (len(inflight) < n_proc * IN_FLIGHT or queued < need):
                     c, _, u = heapq.heappop(heap)
