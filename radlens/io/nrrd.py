@@ -321,6 +321,40 @@ def buffer(slot: str, nbytes: int) -> np.ndarray:
     return b[:nbytes]
 
 
+def drop_inherited_buffers() -> None:
+    """In a forked process: give back to the kernel this process's copies of the parent's reading
+    buffers (``madvise(MADV_DONTNEED)`` on their whole pages, then :func:`release_buffers`). The
+    parent, still writing into them, then faults on each page without copying it (copy-on-write
+    ends when only one process maps a page). Pages of a dropped buffer read as zeros here."""
+    import ctypes
+    import mmap
+
+    libc = _libc()
+    page = mmap.PAGESIZE
+    for b in list(_LOCAL.buffers.values()):
+        if libc is None or b.nbytes < 4 * page:
+            continue
+        start = b.ctypes.data
+        lo = (start + page - 1) // page * page + page  # whole pages strictly inside the buffer
+        hi = (start + b.nbytes) // page * page - page
+        if hi > lo:
+            libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # MADV_DONTNEED
+    release_buffers()
+
+
+def _libc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        name = ctypes.util.find_library("c")
+        lib = ctypes.CDLL(name or "libc.so.6", use_errno=True)
+        lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
 def release_buffers() -> None:
     """Free this thread's reusable buffers (arrays read with ``reuse=`` become invalid)."""
     _LOCAL.buffers.clear()

@@ -259,7 +259,9 @@ def _worker_init(sitk_threads: int | None) -> None:
 
     nrrd = sys.modules.get("radlens.io.nrrd")
     if nrrd is not None:  # a forked worker: writing into the parent's reading buffers (tens of MB
-        nrrd.release_buffers()  # for a CT volume) would copy every page (copy-on-write) in both
+        # for a CT volume) would copy every page (copy-on-write) in both; this process's copies of
+        # them are given back, so the parent writes into its own without copying either
+        nrrd.drop_inherited_buffers()
 
 
 def _extractors(params: Params, diagnostics: str):
