@@ -73,8 +73,8 @@ class LensConfig:
                                    "(encoders.<arch>.layer, else the deepest; the one the report shows); "
                                    "tables are written for every layer either way")
     jobs: int = _opt(1, minimum=1, help="worker processes over the layers of a layer-wise lens (fit-pre, "
-                     "refit-post, compare); results agree with jobs=1 to float32 rounding (max 1e-5 absolute in "
-                     "the quick demo's shift tables)")
+                     "refit-post, compare); every layer runs on one BLAS thread, so the results equal jobs=1's "
+                     "bit for bit")
 
 
 @dataclass
