@@ -67,6 +67,9 @@ class TrainConfig:
         validation AUC 0.69 (transfer) and fine-tuning never left chance; 8 epochs of 16 images (200
         steps) give 0.91 (default demo cohort, seed 0). Its steps are cheaper than the ResNet's, so the
         ViT still trains faster than the ResNet.
+    task_epochs : dict task -> int
+        Fine-tuning epochs of the CNNs (ResNet, DenseNet) for these tasks instead of ``finetune_epochs``
+        (the ViT keeps its own). The quick demo gives the shape task more: see ``radlens.demo.QUICK``.
     vit_epoch_factor : float
         The ViT fine-tunes ``round(vit_epoch_factor * finetune_epochs)`` epochs (0.75: with its smaller
         batches it still takes more steps than the CNNs, and its training, run beside the DenseNet's,
@@ -102,6 +105,7 @@ class TrainConfig:
     lr_pretext: float = 2e-3
     lr_finetune: float = 3e-3
     vit_lr_finetune: float = 1e-4
+    task_epochs: dict = field(default_factory=dict)
     vit_epoch_factor: float = 0.75
     vit_pretext_epochs: int = 8
     vit_batch_size: int = 16
@@ -131,6 +135,11 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (0 if name.endswith("epochs") else 1):
                 raise InputError(f"TrainConfig.{name}={v!r}: must be a positive integer")
+        bad = {t: e for t, e in dict(self.task_epochs).items()
+               if t not in self.tasks or not isinstance(e, (int, np.integer)) or e < 0}
+        if bad:
+            raise InputError(f"TrainConfig.task_epochs={dict(self.task_epochs)!r}: keys must be among tasks "
+                             f"{list(self.tasks)} and values epochs >= 0; bad: {bad}")
         if not 0.0 < self.val_fraction < 0.9:
             raise InputError(f"TrainConfig.val_fraction={self.val_fraction!r}: must be in (0, 0.9)")
 
@@ -500,7 +509,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
 
     vit = model.arch == "vit"
     lr = cfg.vit_lr_finetune if vit else cfg.lr_finetune
-    epochs = int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit else cfg.finetune_epochs
+    epochs = (int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit
+              else int(dict(cfg.task_epochs).get(task, cfg.finetune_epochs)))
     fbs = cfg.vit_finetune_batch_size if vit else cfg.finetune_batch_size
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
         model.head.weight.zero_()
