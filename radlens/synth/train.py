@@ -677,7 +677,7 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
         specs, ``training.json`` (metrics) and ``training_log.csv`` (loss per epoch).
     cfg : TrainConfig
     processes : int, optional
-        Architectures trained at once, each in its own (spawned) process on ``cfg.threads`` torch
+        Architectures trained at once, each in its own (forked on Linux) process on ``cfg.threads`` torch
         threads (default: as many as this process has cores, at most one per architecture; 1 = all
         in this process). Every architecture is seeded on its own and runs on a fixed thread count,
         so the checkpoints and metrics are the same whatever ``processes`` is.
@@ -713,10 +713,18 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
         done = [_train_arch(ai, arch, data, out_dir, cfg) for ai, arch in jobs]
     else:
         import concurrent.futures as cf
-        import multiprocessing as mp
 
-        log.info("training %d architectures in %d processes", len(jobs), processes)
-        with cf.ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+        from radlens.parallel import _mp_context
+
+        ctx = _mp_context()   # forked on Linux (RADLENS_MP_START=spawn overrides)
+        if ctx.get_start_method() == "fork":
+            # the workers inherit the imports instead of paying for them (monai alone: ~6 s of CPU each)
+            from radlens.synth.models import import_dependencies
+
+            import_dependencies(cfg.archs)
+        log.info("training %d architectures in %d %s processes", len(jobs), processes, ctx.get_start_method())
+        with cf.ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_threads,
+                                    initargs=(int(cfg.threads),)) as pool:
             futs = [pool.submit(_train_arch, ai, arch, data, out_dir, cfg) for ai, arch in jobs]
             done = [f.result() for f in futs]  # in architecture order; an error is raised here
     log_rows: list[dict] = []
@@ -728,6 +736,14 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
     write_table(pd.DataFrame(log_rows, columns=["arch", "stage", "task", "epoch", "loss"]), out_dir / "training_log.csv")
     result.metrics = metrics
     return result
+
+
+def _worker_threads(threads: int) -> None:
+    """Training worker start-up: its torch thread count before any torch op (a forked worker must not
+    run the parent's OpenMP thread team)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: TrainConfig):
