@@ -105,25 +105,31 @@ def test_demo_stamps_hash_the_generating_code():
 
 
 # --------------------------------------------------------------------------- the science of the quick demo
-#: Thresholds the QUICK run must meet (160 phantoms, 12 fine-tuning epochs; the default run's numbers are
-#: in the README and demo.json, where all three tasks are checked against the issue's 0.85 / 0.6 / 0.75).
-#: Measured on the quick run of seed 0 (2026-11-29, radlens cohort branch): fine-tuned validation AUC
-#: ResNet texture 1.00, intensity 0.99; DenseNet texture 0.94, intensity 1.00. Every threshold sits
-#: below the measured value, far above chance (AUC 0.5).
-#: NOT asserted here: the shape task. At 160 phantoms (about 100 labelled training images) and 12
-#: epochs neither CNN learns it (fine-tuned AUC 0.44 / 0.56, transfer 0.54 / 0.72); with 400 phantoms
-#: and 20 epochs they do (default demo). The tiny ViT is not asserted either (its recipe: docs/synth.md).
+#: Thresholds the QUICK run must meet (160 phantoms, about 100 labelled training images; CNNs fine-tuned
+#: 12 epochs on texture and intensity, 40 on shape (radlens.demo.QUICK.task_epochs); the default run's
+#: numbers are in the README and demo.json, where all three tasks are checked against the issue's
+#: 0.85 / 0.6 / 0.75). Measured on the quick run of seed 0 (2026-11-29, radlens quick branch): fine-tuned
+#: validation AUC ResNet texture 1.00, intensity 0.99; DenseNet texture 0.94, intensity 1.00, shape 0.89
+#: (0.85 on the seed-1 cohort, training only). Every threshold sits below the measured value, far above
+#: chance (AUC 0.5; the shape validation set has ~43 lesions, so an AUC's SE is ~0.05).
+#: NOT asserted here: the ResNet on shape. It fits its ~100 training images but does not generalise
+#: reliably: fine-tuned validation AUC 0.65 (seed 0; transfer 0.54) and 0.79 (seed-1 cohort), and over
+#: the recipes tried (12-40 epochs, batch 16/32, 2/4 pretext epochs) 0.41-0.86 -- it needs more images
+#: (240 phantoms: 0.73-0.82, 400 in the default demo: learned). With 12 epochs neither CNN learned shape
+#: (training loss near ln 2; DenseNet 0.56). The tiny ViT is not asserted either (its recipe: docs/synth.md).
 QUICK_FT_AUC = {("cnn", "task_texture"): 0.85, ("cnn", "task_intensity"): 0.85,
-                ("densenet", "task_texture"): 0.85, ("densenet", "task_intensity"): 0.85}
+                ("densenet", "task_texture"): 0.85, ("densenet", "task_intensity"): 0.85,
+                ("densenet", "task_shape"): 0.75}
 QUICK_TL_GAP = 0.02          # FT beats TL by at least this much on at least one task, per CNN architecture
 #                              (measured: texture 0.55 -> 1.00 ResNet, 0.56 -> 0.94 DenseNet)
 #: Grad-CAM of the fine-tuned CNNs on the lesion cases both checkpoints call positive, per task.
 #: Measured (pointing game / pixel AUC): texture ResNet 0.82 / 0.96, DenseNet 0.72 / 0.96; intensity
-#: ResNet 0.37 / 0.92, DenseNet 0.85 / 0.98. The ResNet's intensity maps cover the lesion (pixel AUC
-#: 0.92) but their single maximum often falls on the lesion's rim, just outside the mask (lesions are
-#: 3-6 % of the image, an 8x8 map upsampled); chance pointing game is the lesion share, ~0.05.
-QUICK_POINTING = {"task_texture": 0.6, "task_intensity": 0.3}
-QUICK_PIXEL_AUC = {"task_texture": 0.85, "task_intensity": 0.85}
+#: ResNet 0.37 / 0.92, DenseNet 0.85 / 0.98; shape DenseNet 0.36 / 0.82 (n = 42). The ResNet's intensity
+#: maps cover the lesion (pixel AUC 0.92) but their single maximum often falls on the lesion's rim, just
+#: outside the mask (lesions are 3-6 % of the image, an 8x8 map upsampled); the shape maps' maximum often
+#: sits at an end of the elongated lesion. Chance pointing game is the lesion share, ~0.05.
+QUICK_POINTING = {"task_texture": 0.6, "task_intensity": 0.3, "task_shape": 0.25}
+QUICK_PIXEL_AUC = {"task_texture": 0.85, "task_intensity": 0.85, "task_shape": 0.75}
 
 
 def _summary(out):
@@ -196,7 +202,9 @@ def test_quick_demo_recovers_planted_truth(demo_dir):
     alignment or the signed top-10's signature overlap, Bonferroni over layers and the two checks).
     Measured (best layer): ResNet intensity alignment 0.41 (p 0.007) with 9 of its signed top-10 in the
     intensity signature (chance 1.0, p < 1e-4), texture alignment 0.74 (p 0.001); DenseNet intensity
-    8/10 in the signature (p < 1e-4), texture alignment 0.50 (p 0.005); level 0.05 / 6 = 0.0083."""
+    8/10 in the signature (p < 1e-4), texture alignment 0.50 (p 0.005); level 0.05 / 6 = 0.0083.
+    Not asserted: DenseNet shape, recovered at the edge of the level (4 of its signed top-10 in the
+    shape signature, p 0.0076; alignment 0.25, p 0.034)."""
     out, _ = demo_dir
     pt = _summary(out)["planted_truth"]
     assert pt["status"] == "ok", pt["status"]
@@ -204,7 +212,7 @@ def test_quick_demo_recovers_planted_truth(demo_dir):
         assert {"architecture", "layer", "task", "alignment", "alignment_p", "recovered", "top10_in_signature",
                 "top10_in_signature_p", "top10_planted", "top10_planted_chance"} <= set(r)
     by = {(r["architecture"], r["task"]): r for r in pt["recovery_by_task"]}
-    for arch, task in QUICK_FT_AUC:
+    for arch, task in [k for k in QUICK_FT_AUC if k[1] != "task_shape"]:
         assert by[(arch, task)]["recovered"], by[(arch, task)]
     for arch in ("cnn", "densenet"):   # the intensity change is first-order: far above the 18/102 chance share
         best = max(r["top10_planted"] for r in pt["recovery"]
