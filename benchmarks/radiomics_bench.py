@@ -48,6 +48,11 @@ process after an untimed warm-up case (its numba compilation is not counted). Va
 names features by IBSI code and aggregation, so a pyradiomics feature counts as agreeing when
 some pictologics feature equals it within 1e-6 relative on every case (matched by value).
 
+Breakdown (``radlens_j1_breakdown`` in the 3D cohort): where ``radlens --jobs 1``'s CPU goes on the
+real cases, per stage (loading, of which inflating the gzip NRRD payloads; diagnostics; each
+feature class; writing the tables; the rest), from extra runs after the timed ones with radlens'
+own functions wrapped by timers.
+
 Start-up: the whole ``radlens radiomics`` command on a 2-case manifest vs pyradiomics' own
 command line on the same 2 cases (wall and CPU seconds of the child process, min/median/max over
 ``--startup-repeats``, commands alternated; ``--startup-ref DIR`` also times the radlens of
@@ -137,20 +142,23 @@ PROJECTED: dict[str, list] = {}
 
 def radlens_run(manifest, params, jobs, out):
     """radlens' run; also records its projected wall time on ``jobs`` otherwise idle cores:
-    this process's CPU + the busiest worker's CPU (per-unit CPU measured in the workers)."""
+    this process's CPU outside units + the busiest participant's CPU in units (this process computes
+    units too; per-unit CPU measured where each ran)."""
     from radlens.radiomics import schedule
     from radlens.radiomics.extract import radiomics
 
     c0 = time.process_time()
     schedule.WORKER_CPU.clear()
     res = radiomics(manifest, params, out=out, jobs=jobs, use_cache=False, show_progress=False)
-    busiest = max(schedule.WORKER_CPU.values()) if jobs > 1 and schedule.WORKER_CPU else 0.0
     parent = time.process_time() - c0
-    PROJECTED.setdefault(f"{out.stem}", []).append(parent + busiest)
-    # the same with the workers' CPU evenly shared (on a busy machine the dynamic hand-out gives more
+    # this process computes units too (schedule._pool): its serial part is its CPU outside them
+    serial = parent - schedule.WORKER_CPU.get(os.getpid(), 0.0)
+    busiest = max(schedule.WORKER_CPU.values()) if jobs > 1 and schedule.WORKER_CPU else 0.0
+    PROJECTED.setdefault(f"{out.stem}", []).append(serial + busiest if jobs > 1 else parent)
+    # the same with the units' CPU evenly shared (on a busy machine the dynamic hand-out gives more
     # units to the worker that happens to be scheduled more: 'busiest' is then pessimistic)
     balanced = sum(schedule.WORKER_CPU.values()) / jobs if jobs > 1 and schedule.WORKER_CPU else 0.0
-    PROJECTED.setdefault(f"{out.stem}_balanced", []).append(parent + balanced)
+    PROJECTED.setdefault(f"{out.stem}_balanced", []).append(serial + balanced if jobs > 1 else parent)
     assert res.n_failed == 0, res.failures
     f = res.features.set_index("case_id")
     return {cid: {k: float(v) for k, v in row.items()} for cid, row in f.iterrows()}
@@ -358,6 +366,70 @@ def _stats(v) -> dict:
     return {"min": float(np.min(v)), "median": float(np.median(v)), "max": float(np.max(v)), "all": [float(x) for x in v]}
 
 
+def radlens_breakdown(manifest, params, repeats, tmp) -> dict:
+    """Where ``radlens --jobs 1``'s CPU goes on a cohort: CPU seconds per stage of the run whose
+    total is the median of ``repeats`` runs (stages timed by wrapping radlens' own functions for
+    these runs only; the wrappers cost microseconds per call). ``load`` includes ``inflate``
+    (the gzip payloads) when the numpy NRRD reader is used, ``load_simpleitk`` is the SimpleITK
+    path (other formats); ``features`` includes the classes listed under ``classes``; ``other``
+    is the rest (manifest, parameters, scheduling, assembling records)."""
+    from radlens.io import arraycase, images, nrrd
+    from radlens.radiomics import engine, extract, pyrad
+
+    acc: dict[str, float] = {}
+    saved = []
+
+    def wrap(obj, name, key, dict_=False):
+        f = obj[name] if dict_ else getattr(obj, name)
+
+        def timed(*a, **k):
+            c0 = time.process_time()
+            try:
+                return f(*a, **k)
+            finally:
+                acc[key] = acc.get(key, 0.0) + time.process_time() - c0
+        saved.append((obj, name, f, dict_))
+        if dict_:
+            obj[name] = timed
+        else:
+            setattr(obj, name, timed)
+
+    wrap(nrrd, "_inflate", "inflate")
+    wrap(arraycase, "load_array_case", "load")
+    wrap(images, "load_case", "load_simpleitk")
+    wrap(pyrad, "fast_diagnostics", "diagnostics")
+    wrap(pyrad, "run_features", "features")
+    wrap(extract, "_write_tables", "write_tables")
+    for cls in ("shape", "shape2d", "firstorder", "glcm", "discretise"):
+        wrap(engine, cls, f"class_{cls}")
+    for cls in list(engine._MATRIX_CLASSES):
+        wrap(engine._MATRIX_CLASSES, cls, f"class_{cls}", dict_=True)
+    runs = []
+    try:
+        radlens_run(manifest, params, 1, tmp / "breakdown.parquet")  # warm-up
+        for _ in range(repeats):
+            acc.clear()
+            c0 = time.process_time()
+            radlens_run(manifest, params, 1, tmp / "breakdown.parquet")
+            runs.append((time.process_time() - c0, dict(acc)))
+    finally:
+        for obj, name, f, dict_ in reversed(saved):
+            if dict_:
+                obj[name] = f
+            else:
+                setattr(obj, name, f)
+        PROJECTED.pop("breakdown", None)
+        PROJECTED.pop("breakdown_balanced", None)
+    runs.sort(key=lambda r: r[0])
+    total, st = runs[len(runs) // 2]
+    top = ("load", "load_simpleitk", "diagnostics", "features", "write_tables")
+    stages = {k: st.get(k, 0.0) for k in top}
+    stages["inflate_within_load"] = st.get("inflate", 0.0)
+    stages["other"] = total - sum(stages[k] for k in top)
+    return {"repeats": repeats, "total_cpu_s": total, "stages_cpu_s": stages,
+            "classes_cpu_s": {k[len("class_"):]: v for k, v in st.items() if k.startswith("class_")}}
+
+
 def jobs_scaling(name, manifest, params, repeats, tmp) -> dict:
     """radlens jobs=1 vs jobs=2 wall (and CPU, projected on idle cores), alternated, per-round ratios."""
     for j in (1, 2):  # warm-up (extractors, engine set-up in this process), paid by nobody
@@ -406,6 +478,17 @@ def startup(tmp, repeats, ref: str | None = None) -> dict | None:
     cmds = {"radlens": ([sys.executable, *rl], here)}
     if ref:
         cmds["radlens_ref"] = ([sys.executable, *rl], str(Path(ref).resolve()))
+    # radlens as installed: pip compiles an installed package's bytecode (pyradiomics' is); a
+    # checkout run with PYTHONDONTWRITEBYTECODE=1 would compile ~40 modules from source every run
+    bytecode = {}
+    for name, (_, path) in cmds.items():
+        r = subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(path) / "radlens")],
+                           capture_output=True)
+        bytecode[name] = "compiled" if r.returncode == 0 else "source (compileall failed)"
+    # a params file radlens has not seen before: pyradiomics' schema validation (pykwalify) runs
+    # (the others use the validation remembered from the warm-up round, as any later run does)
+    cmds["radlens_new_params"] = ([sys.executable, *rl], here)
+    extra_env = {"radlens_new_params": {"RADLENS_PARAMS_MEMO": "0"}}
     if (bindir / "pyradiomics").exists():
         cmds["pyradiomics_cli"] = ([str(bindir / "pyradiomics"), str(tmp / "tiny_pyrad.csv"), "--param",
                                     str(DEFAULT_PARAMS), "-o", str(tmp / "tiny_pyrad_out.csv"), "-f", "csv"], None)
@@ -417,6 +500,7 @@ def startup(tmp, repeats, ref: str | None = None) -> dict | None:
         for name in names:
             cmd, path = cmds[name]
             e = {**env, "PYTHONPATH": path} if path else {k: v for k, v in env.items() if k != "PYTHONPATH"}
+            e.update(extra_env.get(name, {}))
             c0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
             # cwd: `python -m` puts it first on sys.path, ahead of PYTHONPATH
             subprocess.run(cmd, check=True, env=e, cwd=path or tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -427,6 +511,8 @@ def startup(tmp, repeats, ref: str | None = None) -> dict | None:
     load.append(os.getloadavg()[0])
     out = {name: {"cpu_s_min": min(cpu[name]), "wall_s_min": min(wall[name]), "cpu_s": _stats(cpu[name]),
                   "wall_s": _stats(wall[name]), "radlens_path": cmds[name][1]} for name in cmds}
+    for name in bytecode:
+        out[name]["bytecode"] = bytecode[name]
     out["load_avg_1min"] = load
     if "pyradiomics_cli" in out:
         for name in [k for k in cmds if k.startswith("radlens")]:
@@ -508,6 +594,9 @@ def main(argv=None) -> dict:
                 if not a.jobs_only:
                     result["cohorts"]["3d_real"] = run_cohort("3d", man, cases, params, a.repeats, tmp)
                 result["jobs"]["3d_real"] = jobs_scaling("3d", man, params, a.jobs_repeats, tmp)
+                if not a.jobs_only:
+                    result["cohorts"]["3d_real"]["radlens_j1_breakdown"] = radlens_breakdown(
+                        man, params, a.repeats, tmp)
                 if a.peer_fastrad and not a.jobs_only:
                     result["cohorts"]["3d_real"]["peer_fastrad"] = peer_fastrad(
                         a.peer_fastrad, man, cases, params, a.repeats, tmp, PLAIN_VALUES["3d"])
@@ -546,6 +635,11 @@ def main(argv=None) -> dict:
             print(f"    {peer} {pr[f'{peer}_version']} (1 {threads} thread) CPU / radlens --jobs 1 CPU: median "
                   f"{q['median']:.2f}x (min {q['min']:.2f}, max {q['max']:.2f}); values: {v['agree_within_1e-6']}/"
                   f"{v['pyradiomics_features']} agree with pyradiomics within 1e-6{extra}")
+    bd = result["cohorts"].get("3d_real", {}).get("radlens_j1_breakdown")
+    if bd:
+        parts = ", ".join(f"{k} {v * 1000:.0f}" for k, v in bd["stages_cpu_s"].items())
+        cls = ", ".join(f"{k} {v * 1000:.0f}" for k, v in bd["classes_cpu_s"].items())
+        print(f"  3d_real: radlens --jobs 1 CPU {bd['total_cpu_s'] * 1000:.0f} ms: {parts} (ms); classes: {cls}")
     for name, r in result["jobs"].items():
         q, pq_ = r["jobs1_over_jobs2_wall"], r["jobs1_over_jobs2_projected"]
         w1, w2 = r["wall_s"]["jobs1"], r["wall_s"]["jobs2"]

@@ -18,9 +18,19 @@ class UserError(Exception):
     """An error whose message is meant for the user (no traceback shown)."""
 
 
-def _command_modules():
+def _command_modules(argv: list[str] | None = None):
+    """The sub-command modules; only the one ``argv`` names when it names one (a run imports and
+    builds one sub-command's parser, not all of them: ``radlens --help`` lists them all)."""
     import radlens.commands as pkg
 
+    name = _command_name(argv) if argv else None
+    if name is not None and not name.startswith("_"):
+        try:
+            mod = importlib.import_module(f"radlens.commands.{name.replace('-', '_')}")
+        except ImportError:
+            mod = None
+        if getattr(mod, "NAME", None) == name and hasattr(mod, "run"):
+            return [mod]
     mods = []
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
@@ -31,7 +41,18 @@ def _command_modules():
     return mods
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_name(argv: list[str]) -> str | None:
+    """The first argument that is not one of the top-level options (the sub-command), if any."""
+    for a in argv:
+        if a in ("-v", "--verbose", "-q", "--quiet") or (a.startswith("-v") and set(a[1:]) == {"v"}):
+            continue
+        return None if a.startswith("-") else a
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with ``argv``, only the sub-command it names (when it names one) is
+    registered (same parser for that command; ``radlens --help`` still lists every command)."""
     parser = argparse.ArgumentParser(
         prog="radlens",
         description="What did fine-tuning change inside my encoder? Radiomic lens, CAM drift, "
@@ -44,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="progress detail: INFO log lines and nested progress bars (-vv: debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="errors only (no warnings, no progress bars)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for mod in _command_modules():
+    for mod in _command_modules([] if argv is None else argv):
         p = sub.add_parser(
             mod.NAME,
             help=mod.HELP,
@@ -92,7 +113,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -257,6 +257,24 @@ def _radiomics(r: dict) -> str:
             f"{r.get('identical_values', '?')} values identical; cached re-run {float(_g(r, 'ratio_cached')):.0f}×")
 
 
+def _radiomics_jobs(r: dict) -> str:
+    """``radiomics_bench.py --jobs-only``: --jobs 2 vs --jobs 1 per cohort, start-up vs pyradiomics' CLI."""
+    parts = []
+    for name, j in _g(r, "jobs").items():
+        w, p = _g(j, "jobs1_over_jobs2_wall"), _g(j, "jobs1_over_jobs2_projected")
+        load = j.get("load_avg_1min") or []
+        parts.append(f"{name.replace('_', ' ')}: --jobs 1 / --jobs 2 wall {float(w['median']):.2f}× (median per round, "
+                     f"{float(w['min']):.2f}–{float(w['max']):.2f}×), projected on idle cores "
+                     f"{float(p['median']):.2f}×" + (f" (load {float(load[0]):.1f})" if load else ""))
+    su = r.get("startup_2_cases") or {}
+    if "radlens_over_pyradiomics_cli" in su:
+        x = su["radlens_over_pyradiomics_cli"]
+        parts.append(f"start-up (whole command, 2 cases): radlens / pyradiomics CLI {float(x['wall_of_mins']):.2f}× wall "
+                     f"(of the mins; per round median {float(x['wall_per_round']['median']):.2f}×)")
+    m = r.get("machine", {})
+    return "; ".join(parts) + f" ({str(r.get('date', ''))[:10]}, {m.get('cpus', '?')} CPUs)"
+
+
 def _embed(r: dict) -> str:
     parts = []
     if "throughput" in r:
@@ -284,6 +302,8 @@ def _lens_layers(r: dict) -> str:
 BENCHMARKS = [
     ("radiomics_bench.json", "radiomics_bench.py", "radlens vs a plain pyradiomics loop on the same ROIs "
      "(values to 1e-9 of pyradiomics')", "≥2×", _radiomics),
+    ("radiomics_jobs.json", "radiomics_bench.py --jobs-only", "radlens radiomics --jobs 2 vs --jobs 1 (wall, and "
+     "projected on idle cores); start-up of the whole command vs pyradiomics' CLI", "≥1.7× (3D)", _radiomics_jobs),
     ("embed_bench.json", "embed_bench.py", "all three poolings vs bare `model(x)` (same batches / from disk); "
      "peak memory 10k vs 1k images", "≥0.9×; ≤1.2×", _embed),
     ("lens_bench.json", "lens_bench.py", "compare --lens (common / task-specific / alignment) and refit-post, "

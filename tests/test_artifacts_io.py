@@ -15,12 +15,25 @@ from radlens.io.artifacts import VERSIONED, read_table, read_table_meta, version
 
 
 def test_versions_equal_importlib_metadata():
+    code = ("import sys; from radlens.io.artifacts import versions; versions(); "
+            "print('importlib.metadata' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # read from the .dist-info folder names, not by importlib.metadata
     v = versions()
     for name in VERSIONED:
         try:
             assert v[name] == md.version(name), name
         except md.PackageNotFoundError:
             assert name not in v
+
+
+def test_platform_string_equals_platform_platform():
+    import platform
+
+    from radlens.io.artifacts import platform_string
+
+    assert platform_string() == platform.platform()
+    assert versions()["platform"] == platform.platform()
 
 
 def test_write_columns_reads_back_as_write_table(tmp_path):

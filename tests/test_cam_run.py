@@ -222,3 +222,45 @@ def test_3d_volumes_end_to_end(tmp_path):
     arrays, meta = read_npz(tmp_path / "m.npz")
     assert arrays["layercam__a"].shape == arrays["ig__b"].shape == (n_pos, 16, 16, 16)
     assert (tmp_path / "figs" / "cam_overlays_m.png").exists()
+
+
+def test_target_layer_override(study, tmp_path):
+    """--target-layer / target_layers explain another layer of the same checkpoints; the spec file is untouched."""
+    from radlens.cam.methods import GradCAM
+    from radlens.cam.model import load_classifier
+    from radlens.cam.run import cam_drift, cam_drift_study
+    from radlens.io.artifacts import read_npz
+    from radlens.io.images import load_case
+    from radlens.io.manifest import read_manifest
+
+    a, _, b = study["cnn"]
+    text = Path(b).read_text(encoding="utf-8")
+    clf = load_classifier(b, target_layer="layer3")
+    assert clf.target_name == "layer3" and clf.target_layer is dict(clf.module.encoder.named_modules())["layer3"]
+    assert Path(b).read_text(encoding="utf-8") == text
+    res = cam_drift(study["manifest"], a, b, label_col="task_shape", methods=["gradcam"], sanity=False, n_boot=20,
+                    target_layer="layer3", save_maps=tmp_path / "maps.npz")
+    arrays, meta = read_npz(tmp_path / "maps.npz")
+    assert meta["target_layer"] == "layer3"
+    from radlens.report.extra import _cam_target_layers
+
+    assert _cam_target_layers(tmp_path) == {"ResNet": "layer3"}  # the report names the layer the maps explain
+    # the saved map equals Grad-CAM computed directly on layer3, whose grid (8x8 at 32 px) is finer than layer4's (4x4)
+    df = read_manifest(study["manifest"]).df.set_index("case_id", drop=False)
+    cid = str(arrays["case_id"][0])
+    x, _ = clf.preprocess(load_case(df.loc[cid].to_dict()))
+    ref = GradCAM(clf.module, clf.target_layer)(x[None], [1])
+    assert ref.raw.shape == (1, SIZE // 4, SIZE // 4)
+    np.testing.assert_allclose(arrays["gradcam__b"][0], ref.maps[0], atol=1e-5)
+    l4 = load_classifier(b)
+    ref4 = GradCAM(l4.module, l4.target_layer)(x[None], [1])
+    assert ref4.raw.shape == (1, SIZE // 8, SIZE // 8)
+    assert not np.allclose(ref4.maps[0], ref.maps[0], atol=1e-3)
+    assert len(res.drift) > 0
+    with pytest.raises(InputError, match="target_layers names architecture"):
+        cam_drift_study(study["manifest"], [dict(architecture="cnn", task="t", model_a=a, model_b=b,
+                                                 label_col="task_shape")], target_layers={"resnet": "layer3"})
+    with pytest.raises(InputError, match="--target-layer has 2"):
+        cam_drift(study["manifest"], a, b, label_col="task_shape", target_layer=["layer3", "layer2"])
+    with pytest.raises(ConfigError, match="target_layer 'layer9'"):
+        load_classifier(b, target_layer="layer9")

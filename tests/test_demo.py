@@ -123,11 +123,13 @@ QUICK_FT_AUC = {("cnn", "task_texture"): 0.85, ("cnn", "task_intensity"): 0.85,
 QUICK_TL_GAP = 0.02          # FT beats TL by at least this much on at least one task, per CNN architecture
 #                              (measured: texture 0.55 -> 1.00 ResNet, 0.56 -> 0.94 DenseNet)
 #: Grad-CAM of the fine-tuned CNNs on the lesion cases both checkpoints call positive, per task.
-#: Measured (pointing game / pixel AUC): texture ResNet 0.82 / 0.96, DenseNet 0.72 / 0.96; intensity
-#: ResNet 0.37 / 0.92, DenseNet 0.85 / 0.98; shape DenseNet 0.36 / 0.82 (n = 42). The ResNet's intensity
-#: maps cover the lesion (pixel AUC 0.92) but their single maximum often falls on the lesion's rim, just
-#: outside the mask (lesions are 3-6 % of the image, an 8x8 map upsampled); the shape maps' maximum often
-#: sits at an end of the elongated lesion. Chance pointing game is the lesion share, ~0.05.
+#: Measured (pointing game / pixel AUC; quick run of seed 0, 20:47, branch camshape: the ResNet explained
+#: at layer3, radlens.demo.CAM_TARGET_LAYERS): texture ResNet 0.90 / 0.90, DenseNet 0.72 / 0.96;
+#: intensity ResNet 0.40 / 0.92, DenseNet 0.85 / 0.98 (ResNet at layer4: texture 0.82 / 0.96, intensity
+#: 0.37 / 0.92); shape DenseNet SHAPE_MEASURED (branch quick). The quick ResNet's intensity maps cover the
+#: lesion (pixel AUC 0.92) but their single maximum often falls on the lesion's rim, just outside the
+#: mask; the shape maps' maximum often sits at an end of the elongated lesion. Chance pointing game is
+#: the lesion share, ~0.05.
 QUICK_POINTING = {"task_texture": 0.6, "task_intensity": 0.3, "task_shape": 0.25}
 QUICK_PIXEL_AUC = {"task_texture": 0.85, "task_intensity": 0.85, "task_shape": 0.75}
 
@@ -158,6 +160,16 @@ def test_quick_demo_maps_find_the_lesion(demo_dir):
         assert r["n"] >= 10, r
         assert r["pointing_game"] >= QUICK_POINTING[task] and r["pixel_auc"] >= QUICK_PIXEL_AUC[task], r
         assert r["pointing_game"] > 5 * r["chance_pointing_game"], r
+
+
+def test_quick_demo_explains_the_resnet_at_layer3(demo_dir):
+    """The demo's CAMs use radlens.demo.CAM_TARGET_LAYERS (ResNet layer3, 16x16) and the specs' layer otherwise."""
+    out, _ = demo_dir
+    from radlens.io.artifacts import read_npz
+
+    arrays, meta = read_npz(out / "cam" / "maps.cnn.task_texture.npz")
+    assert meta["target_layer"] == "layer3"
+    assert read_npz(out / "cam" / "maps.densenet.task_texture.npz")[1]["target_layer"] == "features"
 
 
 def test_quick_demo_rankings_use_only_maps_that_pass_sanity(demo_dir):

@@ -116,3 +116,20 @@ def test_killed_run_resumes_with_identical_output(cohort, tmp_path):
                                   pd.read_parquet(out.with_name("r.diagnostics.parquet")))
     meta = read_table_meta(out)
     assert meta["n_cases"] == 24 and meta["n_failed"] == 0 and meta["config"]["params"]["setting"]["binCount"] == 24
+
+
+def test_cli_builds_only_the_named_command_with_the_same_arguments():
+    """A run registers only its sub-command (start-up: 15 other command modules not imported);
+    the arguments parse exactly as with every command registered."""
+    from radlens.cli import build_parser
+
+    argv = ["-v", "radiomics", "m.csv", "--jobs", "auto", "--no-cache", "--out", "x.parquet"]
+    one, full = build_parser(argv), build_parser()
+    sub = next(a for a in one._actions if a.dest == "command")
+    assert list(sub.choices) == ["radiomics"]
+    assert len(next(a for a in full._actions if a.dest == "command").choices) > 5
+    a, b = vars(one.parse_args(argv)), vars(full.parse_args(argv))
+    assert a == b and a["jobs"] == "auto" and a["verbose"] == 1
+    # anything else (unknown command, top-level help) gets the full parser
+    for other in (["radiomcs"], ["--help"], ["--version"], []):
+        assert len(next(x for x in build_parser(other)._actions if x.dest == "command").choices) > 5

@@ -292,3 +292,50 @@ def test_params_travel_to_workers_without_the_file(tmp_path):
     copy = elsewhere.local_source()
     assert copy != elsewhere.source and open(copy, "rb").read() == f.read_bytes()
     assert load_params(copy).spec == load_params(f).spec
+
+
+def test_params_validated_once_per_file_content(tmp_path, monkeypatch):
+    """A params file pyradiomics validated is remembered (by content, pyradiomics version and
+    schema): the next extractor is built without pykwalify and equals pyradiomics' own; invalid
+    files are never remembered; edited files are validated again."""
+    import pykwalify.core
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    memo = tmp_path / "memo"
+    monkeypatch.setenv("RADLENS_PARAMS_MEMO", str(memo))
+    f = tmp_path / "p.yaml"
+    f.write_text("setting:\n  binWidth: 5\n  distances: [1, 2]\n  geometryTolerance: 1.0e-4\nimageType:\n"
+                 "  Original: {}\nfeatureClass:\n  glcm: [Contrast, Idmn]\n  firstorder:\n", encoding="utf-8")
+    first = pyrad._new_extractor(f)
+    assert len(list(memo.glob("*.json"))) == 1
+    calls = []
+    real = pykwalify.core.Core.validate
+    monkeypatch.setattr(pykwalify.core.Core, "validate", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    again = pyrad._new_extractor(f)
+    assert calls == []  # not validated again
+    ref = RadiomicsFeatureExtractor(str(f))  # pyradiomics alone (validates)
+    assert calls == [1]
+    for ex_ in (first, again):
+        assert ex_.settings == ref.settings and ex_.enabledImagetypes == ref.enabledImagetypes
+        assert list(ex_.enabledFeatures.items()) == list(ref.enabledFeatures.items())
+    assert again.settings["distances"] == [1, 2] and again.settings["geometryTolerance"] == 1e-4
+    # edited file: validated (and remembered) anew
+    f.write_text("setting:\n  binWidth: 7\n", encoding="utf-8")
+    assert pyrad._new_extractor(f).settings["binWidth"] == 7 and calls == [1, 1]
+    assert len(list(memo.glob("*.json"))) == 2
+    # an invalid file fails with pyradiomics' message every time and leaves no memo
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("setting:\n  binWidht: 25\n", encoding="utf-8")
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="(?s)not valid pyradiomics parameters.*binWidht"):
+            pyrad.validate_params(pyrad.load_params(bad, validate=False))
+    assert len(list(memo.glob("*.json"))) == 2
+    # an unreadable memo is ignored (validated again, rewritten)
+    for p in memo.glob("*.json"):
+        p.write_text("{not json", encoding="utf-8")
+    assert pyrad._new_extractor(f).settings["binWidth"] == 7
+    # RADLENS_PARAMS_MEMO=0: nothing remembered
+    monkeypatch.setenv("RADLENS_PARAMS_MEMO", "0")
+    f.write_text("setting:\n  binWidth: 9\n", encoding="utf-8")
+    assert pyrad._new_extractor(f).settings["binWidth"] == 9
+    assert len(list(memo.glob("*.json"))) == 2

@@ -150,6 +150,8 @@ def test_bad_inputs_name_the_parameter(tmp_path):
         TrainConfig(val_fraction=1.5)
     with pytest.raises(InputError, match=r"task_epochs=\{'task_nope': 3\}.*keys must be among tasks"):
         TrainConfig(task_epochs={"task_nope": 3})
+    with pytest.raises(InputError, match=r"rot90_finetune_archs=\['resnet'\].*\['cnn', 'densenet', 'vit'\]"):
+        TrainConfig(rot90_finetune_archs=("resnet",))
     data = _blob_data(n=16)
     with pytest.raises(InputError, match=r"tasks \['task_missing'\]: not columns"):
         train_demo_encoders(data, tmp_path, TrainConfig(tasks=("task_missing",), **TINY))
@@ -256,3 +258,20 @@ def test_task_epochs_set_the_cnn_epochs_of_one_task(tmp_path):
     n = log[log["stage"] == "finetune"].groupby(["arch", "task"]).size().to_dict()
     assert n == {("densenet", "task_bright"): 2, ("densenet", "task_other"): 3,
                  ("vit", "task_bright"): 2, ("vit", "task_other"): 2}
+
+
+def test_augment_without_rotation_keeps_orientation():
+    """Fine-tuning augmentation of archs outside ``rot90_finetune_archs``: flips only, so a vertical bar stays
+    vertical (a quarter turn would make it horizontal); with rotations some bars come out horizontal."""
+    from radlens.synth.train import _augment
+
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, 0, 1:7, 3] = 1.0  # a vertical bar, off-centre in x
+    flips = {x[0].numpy().tobytes(), x[0].flip(1).numpy().tobytes(), x[0].flip(2).numpy().tobytes(),
+             x[0].flip(1).flip(2).numpy().tobytes()}
+    out = _augment(x, torch.Generator().manual_seed(0), strong=False, rotate=False)
+    assert all(o.numpy().tobytes() in flips for o in out)
+    assert all(float(o[0, :, 3:5].sum()) == 6.0 for o in out)  # the bar stays in a column
+    rot = _augment(x, torch.Generator().manual_seed(0), strong=False, rotate=True)
+    horizontal = [float(o[0].sum(1).max()) == 6.0 for o in rot]  # all 6 bright pixels in one row
+    assert 0 < sum(horizontal) < len(rot)

@@ -166,7 +166,7 @@ def _find_layer(module, name: str, source: str):
     return mods[name]
 
 
-def load_classifier(spec_or_path, device: str = "cpu") -> Classifier:
+def load_classifier(spec_or_path, device: str = "cpu", target_layer: str | None = None) -> Classifier:
     """Build a classifier from a classifier spec.
 
     Parameters
@@ -175,6 +175,10 @@ def load_classifier(spec_or_path, device: str = "cpu") -> Classifier:
         Classifier spec (YAML file, inline YAML or dict).
     device : str
         ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (passed to the encoder loader).
+    target_layer : str, optional
+        CAM target layer (dotted module name inside the encoder module) used instead of the spec's
+        ``target_layer``; the spec file is not changed (``radlens cam-drift --target-layer``,
+        study ``cam_drift.options.target_layers``).
 
     Returns
     -------
@@ -186,6 +190,11 @@ def load_classifier(spec_or_path, device: str = "cpu") -> Classifier:
     from radlens.encoders import load_encoder
 
     spec, base, source = read_classifier_spec(spec_or_path)
+    if target_layer is not None:
+        if not isinstance(target_layer, str) or not target_layer:
+            raise ConfigError(f"classifier spec {source}: target_layer override {target_layer!r} must be a dotted "
+                              "module name of the encoder, e.g. 'layer3'")
+        spec["target_layer"] = target_layer
     head_spec = spec["head"]
     if not isinstance(head_spec, dict) or "checkpoint" not in head_spec:
         raise ConfigError(f"classifier spec {source}: head must be a mapping with 'checkpoint' (safetensors with "

@@ -146,10 +146,11 @@ def _maps(clf, methods, x, targets, cfg):
                              channels_last=cfg["channels_last"])
 
 
-def _load_pair_models(pair, device):
+def _load_pair_models(pair, device, target_layer=None):
     from radlens.cam.model import load_classifier
 
-    a, b = load_classifier(pair.model_a, device=device), load_classifier(pair.model_b, device=device)
+    a = load_classifier(pair.model_a, device=device, target_layer=target_layer)
+    b = load_classifier(pair.model_b, device=device, target_layer=target_layer)
     if a.spatial_size != b.spatial_size:
         raise ConfigError(f"{pair.architecture}/{pair.task}: model A input {a.spatial_size} and model B input "
                           f"{b.spatial_size} differ; CAM drift compares maps on one grid")
@@ -168,7 +169,7 @@ def _run_pair(pair: ModelPair, df, cases, cfg, failures):
     if pair.label_col not in df.columns:
         raise InputError(f"label column {pair.label_col!r} is not in the manifest; task columns: "
                          f"{[c for c in df.columns if c not in ('case_id', 'image', 'mask')][:20]}")
-    clf_a, clf_b = _load_pair_models(pair, cfg["device"])
+    clf_a, clf_b = _load_pair_models(pair, cfg["device"], (cfg["target_layers"] or {}).get(pair.architecture))
     rows = df.to_dict("records")
     ids, x_a, shapes, roi_a = _prepare(clf_a, rows, cases, failures, f"{tag}:a")
     if x_a is None:
@@ -285,7 +286,8 @@ def _series(pair, clf_a, clf_b, x, targets, kept_ids, cfg):
     first: dict = {}
     prev: dict = {}
     for step, spec in enumerate(specs):
-        clf = clf_a if step == 0 else (clf_b if spec is pair.model_b else load_classifier(spec, device=cfg["device"]))
+        clf = clf_a if step == 0 else (clf_b if spec is pair.model_b else load_classifier(
+            spec, device=cfg["device"], target_layer=(cfg["target_layers"] or {}).get(pair.architecture)))
         logits = _logits(clf.module, x, cfg["batch_size"])
         still = float(np.mean(logits.argmax(1) == targets))
         step_maps = _maps(clf, cfg["methods"], x, targets, cfg)
@@ -312,7 +314,8 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
                     batch_size: int = 16, sanity: bool = True, sanity_cases: int = 16,
                     sanity_max_spearman: float = 0.5, ig_steps: int = 32, n_boot: int = 1000, seed: int = 0,
                     out=None, save_maps=None, figures=None, max_cases: int | None = None,
-                    device: str = "cpu", channels_last: bool = False) -> CamDriftResult:
+                    device: str = "cpu", channels_last: bool = False,
+                    target_layers: dict | None = None) -> CamDriftResult:
     """CAM drift for several architectures and tasks over one cohort.
 
     Parameters
@@ -342,6 +345,12 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
         Store the loaded classifiers' convolution weights channels-last (values unchanged): CNN
         CAM batches run much faster on CPU. Off by default because a model that calls ``.view`` on
         a spatial feature map fails with channels-last tensors.
+    target_layers : dict, optional
+        ``{architecture: layer}``: the CAM target layer of that architecture's checkpoints (A, B and
+        any series), instead of the ``target_layer`` in their classifier specs. Architectures not
+        named keep their specs' layer. For CNNs whose last stage is coarse (8x8 for a 64 px input)
+        an earlier stage gives finer maps; check them with the randomisation sanity check
+        (docs/cam.md "Which CNN layer").
 
     Notes
     -----
@@ -366,6 +375,15 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
     if len(set(methods)) != len(methods) or not methods:
         raise InputError(f"methods={list(methods)!r}: give at least one method, each once")
     pairs = [p if isinstance(p, ModelPair) else ModelPair(**p) for p in pairs]
+    if target_layers is not None:
+        if not isinstance(target_layers, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                         for k, v in target_layers.items()):
+            raise InputError(f"target_layers={target_layers!r}: give a mapping architecture -> layer name, "
+                             "e.g. {'cnn': 'layer3'}")
+        unknown = sorted(set(target_layers) - {p.architecture for p in pairs})
+        if unknown:
+            raise InputError(f"target_layers names architecture(s) {unknown} that no pair has; pairs' "
+                             f"architectures: {sorted({p.architecture for p in pairs})}")
     keys = [(p.architecture, p.task) for p in pairs]
     if len(set(keys)) != len(keys):
         raise InputError(f"pairs: duplicate (architecture, task) in {keys}; name architectures uniquely")
@@ -374,7 +392,8 @@ def cam_drift_study(manifest, pairs: Sequence[ModelPair | dict], *, methods: Seq
     cfg = dict(methods=methods, samples=samples, top_k=tuple(float(k) for k in top_k),
                thresholds=tuple(float(t) for t in thresholds), batch_size=batch_size, sanity=sanity,
                sanity_cases=sanity_cases, sanity_max_spearman=sanity_max_spearman, ig_steps=ig_steps, seed=seed,
-               device=device, channels_last=bool(channels_last))
+               device=device, channels_last=bool(channels_last),
+               target_layers=dict(target_layers) if target_layers else None)
     import torch
 
     torch.manual_seed(seed)
@@ -474,7 +493,7 @@ def _write_outputs(res, maps, cfg, manifest, out, save_maps, figures):
 
 
 def cam_drift(manifest, model_a, model_b, *, label_col: str, positive=1, architecture=None, task=None,
-              series: Sequence = (), **kwargs) -> CamDriftResult:
+              series: Sequence = (), target_layer=None, **kwargs) -> CamDriftResult:
     """``radlens cam-drift``: maps of checkpoint A vs B on the cases both classify correctly.
 
     Parameters
@@ -486,6 +505,9 @@ def cam_drift(manifest, model_a, model_b, *, label_col: str, positive=1, archite
     architecture : name(s) of the architecture(s) (default: the encoder name or the spec's folder).
     task : task name (default: ``label_col``).
     series : intermediate checkpoints (one pair only).
+    target_layer : str or list of str, optional
+        CAM target layer instead of the specs' ``target_layer``: one name for every pair, or one
+        per pair (same order as ``model_a``).
     **kwargs : passed to :func:`cam_drift_study`.
     """
     a = [model_a] if isinstance(model_a, (str, Path, dict)) else list(model_a)
@@ -503,6 +525,14 @@ def cam_drift(manifest, model_a, model_b, *, label_col: str, positive=1, archite
             archs = [f"{n}{i + 1}" for i, n in enumerate(archs)]
     pairs = [ModelPair(arch, task or label_col, pa, pb, label_col, positive, tuple(series))
              for arch, pa, pb in zip(archs, a, b)]
+    if target_layer is not None:
+        layers = [target_layer] if isinstance(target_layer, str) else list(target_layer)
+        if len(layers) == 1:
+            layers = layers * len(archs)
+        if len(layers) != len(archs):
+            raise InputError(f"--target-layer has {len(layers)} name(s) for {len(archs)} model pair(s); give one "
+                             "for all pairs or one per pair, in --model-a order")
+        kwargs["target_layers"] = dict(zip(archs, layers))
     return cam_drift_study(manifest, pairs, **kwargs)
 
 

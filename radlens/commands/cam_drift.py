@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="classifier spec(s) of checkpoint B (fine-tuned), same order as --model-a")
     p.add_argument("--arch", nargs="+", default=None, metavar="NAME",
                    help="architecture name per pair (default: encoder name or spec folder)")
+    p.add_argument("--target-layer", nargs="+", default=None, metavar="LAYER",
+                   help="CAM target layer (dotted module name in the encoder) instead of the specs' target_layer: "
+                        "one for all pairs or one per pair, in --model-a order (e.g. layer3 for a finer CNN map)")
     p.add_argument("--label-col", required=True, help="manifest column with the task labels")
     p.add_argument("--positive", default="1", help="positive class value in --label-col (default 1)")
     p.add_argument("--task", default=None, help="task name in the tables (default: --label-col)")
@@ -86,7 +89,8 @@ def run(args) -> int:
                     ig_steps=args.ig_steps, sanity=not args.no_sanity, sanity_cases=args.sanity_cases,
                     sanity_max_spearman=args.sanity_max_spearman,
                     n_boot=args.n_boot, seed=args.seed, max_cases=args.max_cases, device=args.device, out=args.out,
-                    save_maps=args.save_maps, figures=args.figures, channels_last=args.channels_last)
+                    save_maps=args.save_maps, figures=args.figures, channels_last=args.channels_last,
+                    target_layer=args.target_layer)
     log = logging.getLogger("radlens.cam-drift")
     for c in res.counts.to_dict("records"):
         log.info("%s/%s: %d cases compared of %d (positives %d, TP A %d, TP B %d)", c["architecture"], c["task"],

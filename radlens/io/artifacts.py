@@ -119,7 +119,7 @@ def versions() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def _versions() -> tuple[tuple[str, str], ...]:
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    out = {"python": sys.version.split()[0], "platform": platform_string()}
     # what importlib.metadata.version() returns, read from the wheel-standard folder names
     # (<name>-<version>.dist-info, first on sys.path wins) in one listing per path entry: its
     # metadata parsing costs ~25 ms per run; anything else still goes through it
@@ -131,7 +131,7 @@ def _versions() -> tuple[tuple[str, str], ...]:
         except OSError:
             continue
         for d in names:
-            if d.endswith(".dist-info") and d.count("-") == 1:
+            if d.endswith(".dist-info") and d.count("-") == 2:  # <name>-<version>.dist-info
                 name, version = d[: -len(".dist-info")].split("-")
                 key = _norm(name)
                 if key in want and want[key] not in found:
@@ -149,6 +149,21 @@ def _versions() -> tuple[tuple[str, str], ...]:
         except md.PackageNotFoundError:
             pass
     return tuple(out.items())
+
+
+def platform_string() -> str:
+    """``platform.platform()``, without the ``uname -p`` subprocess it starts on Linux for the
+    processor field (5-10 ms per run): that field is left out of the string whenever it is
+    ``unknown`` or the machine name, which is what ``uname -p`` prints on common Linux systems."""
+    if sys.platform.startswith("linux") and hasattr(platform, "_platform"):
+        try:
+            lib = os.confstr("CS_GNU_LIBC_VERSION").split(maxsplit=1)
+        except (ValueError, OSError, AttributeError):
+            lib = []
+        if len(lib) == 2:
+            u = os.uname()
+            return platform._platform(u.sysname, u.release, u.machine, "", "with", lib[0] + lib[1])
+    return platform.platform()
 
 
 def _norm(name: str) -> str:

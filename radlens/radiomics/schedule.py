@@ -9,9 +9,10 @@
   no normalisation/resampling) is loaded, diagnosed and cropped once (``prep``); its feature
   classes are then computed in parallel on the crop (``classes``, a few KB sent to each worker).
 
-:func:`run_scheduled` runs the units in a process pool that keeps two units per worker in
-flight and always submits the most expensive unit waiting, so the parts of a split case go ahead of
-the small cases still queued. Parts are merged into the record a single ``execute`` gives (same
+:func:`run_scheduled` runs the units on ``jobs`` processes: the calling process and ``jobs - 1``
+forked workers. The caller computes the most expensive unit waiting itself after stocking every
+worker with two units (and at least as much estimated work), and always hands out the most
+expensive unit waiting, so the parts of a split case go ahead of the small cases still queued. Parts are merged into the record a single ``execute`` gives (same
 features in the same order, bit for bit). ``jobs=1`` runs whole cases in-process; the Dask executor
 gets batches and image-type parts (no two-stage units).
 """
@@ -41,6 +42,13 @@ CLASS_WEIGHT_2D = {"shape2D": 0.5, "glcm": 1.5, "glrlm": 1.2}
 #: box, the classes take ~4 ms: a round trip and a crop transfer would cost more than they save;
 #: lung2's 63,000-voxel box takes ~45 ms)
 SPLIT_VOXELS = 16384
+#: a case is split when its estimated cost exceeds one worker's share of the run (total / workers)
+#: by this factor. Below a worker's share, the largest-first hand-out already fits the case beside
+#: the others; just above it, splitting cannot win: the case's load (reading, diagnostics, crop;
+#: ~70 % of pyradiomics' lung2) is one unit anyway, and the split adds work (the mask read twice,
+#: the crop sent, two merges): on the five real 3D cases with ``--jobs 2`` lung2 is 1.04 shares and
+#: splitting it projected 1.42x against 1.46x unsplit (CPU critical path, same rounds).
+SPLIT_SHARE = 1.15
 
 
 def case_cost(row) -> float:
@@ -90,7 +98,7 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
     """Work units ``(cost, (kind, ...))``, most expensive first.
 
     A case is split when there are several workers, diagnostics are radlens' (``fast``) and the
-    case alone is more than half a worker's share of the run: by feature class after one shared
+    case alone exceeds a worker's share of the run by ``SPLIT_SHARE``: by feature class after one shared
     ``prep`` when cropping is safe (and ``two_stage``), otherwise by image type when there are
     several. With ``mask_shape`` (radlens' engine computes the shape classes) a split case's
     shape classes are a ``shape`` unit of their own that reads only the mask, so it starts at once
@@ -118,7 +126,7 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
     # whose image read it overlaps (file sizes say little about the ROI: lung1's is tiny)
     largest = set(sorted(todo, key=lambda i: -cost[i])[:max(workers - 1, 0)])
     for i in todo:
-        big = workers > 1 and diagnostics == "fast" and cost[i] > share / 2
+        big = workers > 1 and diagnostics == "fast" and cost[i] > SPLIT_SHARE * share
         if big and crop_safe and two_stage and len(classes) > 1:
             units.append((cost[i], ("prep", i)))
             if mask_shape and i in largest and isinstance(rows[i].get("mask"), str) and rows[i]["mask"].strip():
@@ -175,21 +183,22 @@ def prepare_case(row: Mapping[str, Any], params: Params, *, resample_mask: bool 
         MB: cheap to send between processes).
     """
     from radlens.errors import CaseError
-    from radlens.io.images import load_case
-    from radlens.radiomics.pyrad import _crop_to_roi, _roi_box, fast_diagnostics
+    from radlens.radiomics.pyrad import _crop_to_roi, _roi_box, fast_diagnostics, load_engine_case
 
     rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
                            "stage": None, "error": None, "warnings": []}
-    try:
-        case = load_case(row, resample_mask=resample_mask)
+    try:  # as extract_case loads it (numpy NRRD reader where it applies)
+        case, reader = load_engine_case(row, resample_mask=resample_mask, fast=engine == "radlens")
     except CaseError as exc:
         rec.update(stage="load", error=exc.message)
         return rec
     import SimpleITK as sitk
 
     rec["warnings"].extend(case.warnings)  # what loading assumed, as extract_case reports it
-    box = _roi_box(case.roi)
+    box = case.box if hasattr(case, "roi_box") else _roi_box(case.roi)
     rec["diagnostics"] = fast_diagnostics(case, box)
+    if reader is not None:
+        rec["diagnostics"]["radlens_reader"] = reader
     image, mask = _crop_to_roi(case, box)
     rec["crop"] = (sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetDirection(), image.GetOrigin(),
                    sitk.GetArrayViewFromImage(mask).astype(bool))
@@ -247,8 +256,8 @@ def extract_classes(case_id: str, crop: tuple, params: Params, classes: tuple[st
     return rec
 
 
-#: CPU seconds spent in units per worker process id in the last pooled run (a parallel run's
-#: critical path on otherwise idle cores is about the largest of them)
+#: CPU seconds spent in units per process id in the last pooled run, the calling process included
+#: (a parallel run's critical path on otherwise idle cores is about the largest of them)
 WORKER_CPU: dict[int, float] = {}
 
 
@@ -362,13 +371,21 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
 
 
 #: units submitted per worker: one running, one waiting, so a worker never idles while the parent
-#: (on a busy machine, late to be scheduled) hands it the next unit
+#: (busy with a unit of its own, or late to be scheduled on a busy machine) hands it the next one
 IN_FLIGHT = 2
 
 
 def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
-    """Process pool with at most ``IN_FLIGHT`` units per worker submitted, most expensive unit first."""
+    """``workers`` processes: this one and ``workers - 1`` forked workers, most expensive unit first.
+
+    The parent is one of the workers: it takes the most expensive unit waiting for itself, after
+    stocking every forked worker with at least ``IN_FLIGHT`` units and at least as much estimated
+    work as that unit (so none idles while the parent computes), then collects what finished. One
+    fork fewer, and the parent's own results are neither pickled nor sent; the parent was mostly
+    idle anyway, waiting for results.
+    """
     import gc
+    import time
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     from radlens.parallel import WorkerError, _mp_context
@@ -377,29 +394,48 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     seq = itertools.count()
     heap = [(-c, next(seq), u) for c, u in units]
     heapq.heapify(heap)
+    n_proc = max(workers - 1, 1)
     threads = max(1, (os.cpu_count() or 1) // workers)
+    me = os.getpid()
     gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context(), initializer=pyrad._worker_init,
+    pool = ProcessPoolExecutor(max_workers=n_proc, mp_context=_mp_context(), initializer=pyrad._worker_init,
                                initargs=(threads,))
     try:
         inflight: dict = {}
+
+        def collect(finished):
+            for fut in finished:
+                cost, u = inflight.pop(fut)
+                try:
+                    pid, cpu, res = fut.result()
+                    WORKER_CPU[pid] = WORKER_CPU.get(pid, 0.0) + cpu
+                except Exception as exc:  # a worker died: the pool is broken
+                    res = WorkerError(type(exc).__name__, f"worker process failed: {exc}", "")
+                yield from state.done(u, res)
+                for c2, u2 in state.follow_ups(u, cost):
+                    heapq.heappush(heap, (-c2, next(seq), u2))
+
         try:
             while heap or inflight:
-                while heap and len(inflight) < workers * IN_FLIGHT:
+                own = heapq.heappop(heap) if heap and workers > 1 else None
+                need = n_proc * (-own[0] if own else 0.0)
+                queued = sum(c for c, _ in inflight.values())
+                while heap and (len(inflight) < n_proc * IN_FLIGHT or queued < need):
                     c, _, u = heapq.heappop(heap)
                     inflight[pool.submit(_timed_unit, state.payload(u))] = (-c, u)
-                finished, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    cost, u = inflight.pop(fut)
-                    try:
-                        pid, cpu, res = fut.result()
-                        WORKER_CPU[pid] = WORKER_CPU.get(pid, 0.0) + cpu
-                    except Exception as exc:  # a worker died: the pool is broken
-                        res = WorkerError(type(exc).__name__, f"worker process failed: {exc}", "")
-                    for out in state.done(u, res):
-                        yield out
-                    for c2, u2 in state.follow_ups(u, cost):
+                    queued -= c
+                if own is not None:  # the parent's own unit, as jobs=1 runs it
+                    from radlens.parallel import _call
+
+                    c0 = time.process_time()
+                    res = _call(run_unit, state.payload(own[2]))
+                    WORKER_CPU[me] = WORKER_CPU.get(me, 0.0) + time.process_time() - c0
+                    yield from state.done(own[2], res)
+                    for c2, u2 in state.follow_ups(own[2], -own[0]):
                         heapq.heappush(heap, (-c2, next(seq), u2))
+                if inflight:  # collect what finished; wait only when the parent has nothing left to do
+                    finished, _ = wait(inflight, timeout=0 if heap else None, return_when=FIRST_COMPLETED)
+                    yield from collect(finished)
         except BaseException:
             for fut in inflight:
                 fut.cancel()

@@ -182,6 +182,10 @@ def cam(ctx) -> str:
     body = ("<p>LayerCAM and Grad-CAM++ maps of the transfer-learning (A) and fine-tuned (B) classifier of each "
             "architecture × task, on cases both classify correctly (true positives), compared without ground "
             "truth: centroid displacement, top-k overlap IoU, pattern correlation and concentration change.</p>")
+    layers = _cam_target_layers(d)
+    if layers:
+        body += ("<p class='muted'>CAM target layer: " + "; ".join(
+            f"{H.esc(a)} <code>{H.esc(v)}</code>" for a, v in layers.items()) + " (docs/cam.md).</p>")
     figs = sorted((d / "figures").glob("cam_overlays_*.png"))
     if figs:
         body += ("<h3>Overlays (A: transfer learning, B: fine-tuned)</h3><p class='muted'>Each row one case, picked "
@@ -222,6 +226,26 @@ def cam(ctx) -> str:
         body += '<h4 id="cam-sanity">Model-randomisation sanity check</h4>' + H.not_run(
             "no drift.sanity.parquet (cam_drift.options.sanity_cases: 0?)")
     return body
+
+
+def _cam_target_layers(d) -> dict:
+    """``{architecture: target layer}`` from the saved maps' metadata (``maps*.npz`` in ``d``)."""
+    import json
+
+    import numpy as np
+
+    from radlens.io.artifacts import NPZ_META
+
+    out: dict = {}
+    for p in sorted(d.glob("maps*.npz")):
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                meta = json.loads(str(z[NPZ_META])) if NPZ_META in z.files else {}
+        except (OSError, ValueError):
+            continue
+        if meta.get("architecture") and meta.get("target_layer"):
+            out.setdefault(str(meta["architecture"]), str(meta["target_layer"]))
+    return out
 
 
 def overlay_caption(stem: str) -> str:

@@ -13,7 +13,8 @@ diameters, the distance between **every pair of border voxels** (O(B²): ~0.1 s 
   or last ROI voxel on every grid line through it (else it lies between two ROI voxels). Such
   voxels are border voxels in pyradiomics' sense, so the maximum over them is the maximum over
   pyradiomics' border pairs, computed with the same arithmetic (bit-identical). In-plane
-  diameters use the voxels extreme on both in-plane lines, plane by plane.
+  diameters use the voxels extreme on both in-plane lines, and only the planes whose widths
+  along 8 directions say they can hold the maximum (branch and bound, see :func:`_plane_max_sq`).
 
 When the table cannot be read (another pyradiomics build), :func:`available` is False and the
 engine calls pyradiomics' C function as before.
@@ -62,6 +63,12 @@ def available() -> bool:
     return tables() is not None
 
 
+def _coords(mask: np.ndarray) -> np.ndarray:
+    """``np.stack(np.nonzero(mask), 1)`` (same rows, same order), several times faster on a
+    sparse 3D mask: flat indices first, then unravelled."""
+    return np.stack(np.unravel_index(np.flatnonzero(mask), mask.shape), 1)
+
+
 def mesh(m: np.ndarray, spacing: np.ndarray) -> tuple[float, float]:
     """(surface area, mesh volume) of the padded boolean ROI ``m`` (z, y, x) with ``spacing``
     (z, y, x), as pyradiomics' marching cubes computes them."""
@@ -73,7 +80,7 @@ def mesh(m: np.ndarray, spacing: np.ndarray) -> tuple[float, float]:
         idx |= m[dz:Z - 1 + dz, dy:Y - 1 + dy, dx:X - 1 + dx] << np.uint8(bit)
     flip = idx >= 128
     idx = np.where(flip, idx ^ np.uint8(0xFF), idx)
-    act = np.nonzero((idx > 0) & (idx < 128))
+    act = tuple(_coords((idx > 0) & (idx < 128)).T)
     cfg = idx[act].astype(np.int64)
     sign = np.where(flip[act], -1.0, 1.0)
     pos = np.stack(act, 1).astype(np.float64)  # (cubes, 3)
@@ -152,49 +159,39 @@ def _max_sq(X: np.ndarray) -> float:
     return max(low, _pairs_max(S, S))
 
 
-def _line_extremes(P: np.ndarray, u) -> np.ndarray:
-    """The points of ``P`` (n, 3) ints that are first or last on their line along ``u`` (a line
-    is identified by ``P x u``). A hull vertex is extreme on every line through it."""
-    if len(P) < 3:
-        return P
-    c = np.cross(P, np.asarray(u))
-    c = c - c.min(0)
-    span = c.max(0) + 1
-    key = (c[:, 0] * span[1] + c[:, 1]) * span[2] + c[:, 2]
-    order = np.lexsort((P @ np.asarray(u), key))
-    ks = key[order]
-    change = ks[1:] != ks[:-1]
-    ends = np.concatenate([[True], change]) | np.concatenate([change, [True]])
-    return P[np.sort(order[ends])]
-
-
-#: in-plane diagonals per plane axis (the axis-aligned lines are filtered on the grid)
-_PLANE_DIAGONALS = {0: ((0, 1, 1), (0, 1, -1)), 1: ((1, 0, 1), (1, 0, -1)), 2: ((1, 1, 0), (1, -1, 0))}
+#: directions (angles k pi / 8) whose widths bound a planar point set's diameter: the diameter is
+#: the largest width over all directions, so max_k width_k <= diameter <= max_k width_k / cos(pi / 16)
+_ANGLES = np.arange(8) * np.pi / 8
+_UNIT = np.stack([np.cos(_ANGLES), np.sin(_ANGLES)])  # (2, 8)
+_WIDTH_SLACK = (1.0 / np.cos(np.pi / 16)) ** 2 * (1 + 1e-6)
 
 
 def _plane_max_sq(G: np.ndarray, axis: int, spacing: np.ndarray) -> float:
     """Largest squared distance between two True points of the doubled grid ``G`` sharing their
-    coordinate along ``axis``: the points extreme on their in-plane diagonals too, then all
-    planes at once, each plane's points padded to the largest plane's count with copies of its
-    first point (distance 0)."""
-    P = np.stack(np.nonzero(G), 1)
+    coordinate along ``axis``, by branch and bound over the planes: each plane's widths along 8
+    directions bound its diameter from below (the largest width) and from above (that width over
+    cos(pi/16), 2 % more); only planes whose upper bound reaches the largest lower bound can hold
+    the maximum, and those are computed exactly (:func:`_max_sq`, the same pair arithmetic as
+    pyradiomics), best first, until the next bound falls below the best diameter found. On a
+    tumour a handful of planes of dozens are computed."""
+    P = _coords(G)
     if len(P) < 2:
         return 0.0
-    for u in _PLANE_DIAGONALS[axis]:
-        P = _line_extremes(P, u)
-    P = P[np.argsort(P[:, axis], kind="stable")]
-    _, start, count = np.unique(P[:, axis], return_index=True, return_counts=True)
-    k = int(count.max())
-    rank = np.arange(len(P)) - np.repeat(start, count)
-    B = np.repeat(P[start][:, None, :], k, axis=1)  # (planes, k, 3)
-    B[np.repeat(np.arange(len(start)), count), rank] = P
-    X = (B * 0.5) * spacing
+    if axis:
+        P = P[np.argsort(P[:, axis], kind="stable")]
+    k = P[:, axis]
+    start = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+    stop = np.concatenate([start[1:], [len(P)]])
+    X = (P * 0.5) * spacing
+    proj = X[:, [a for a in range(3) if a != axis]] @ _UNIT  # (n, 8)
+    width = (np.maximum.reduceat(proj, start) - np.minimum.reduceat(proj, start)).max(1)
+    lower = float((width * width).max())
+    upper = width * width * _WIDTH_SLACK
     best = 0.0
-    step = max(1, (1 << 22) // (k * k))
-    for s in range(0, len(X), step):
-        d = X[s:s + step, :, None, :] - X[s:s + step, None, :, :]
-        d *= d
-        best = max(best, float(np.max(d[..., 0] + d[..., 1] + d[..., 2])))
+    for i in np.argsort(-upper, kind="stable"):
+        if upper[i] < max(best, lower):
+            break
+        best = max(best, _max_sq(X[start[i]:stop[i]]))
     return best
 
 
@@ -216,7 +213,7 @@ def diameters(m: np.ndarray, spacing: np.ndarray) -> tuple[float, float, float, 
     (z, y, x): largest distances between mesh vertices (in one plane for the first three)."""
     G = vertex_grid(m)
     ez, ey, ex = (_extremes(G, a) for a in range(3))
-    P3 = np.stack(np.nonzero(ex & ey & ez), 1)
+    P3 = _coords(ex & ey & ez)
     d3 = _max_sq((P3 * 0.5) * spacing)
     d_slice = _plane_max_sq(ex & ey, 0, spacing)
     d_col = _plane_max_sq(ex & ez, 1, spacing)
