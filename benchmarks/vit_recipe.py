@@ -111,6 +111,7 @@ def main(argv=None) -> None:
         k, v = s.split("=", 1)
         over[k] = ast.literal_eval(v)
     over.setdefault("vit_epoch_factor", size.vit_epoch_factor)
+    over.setdefault("vit_pretext_epochs", size.vit_pretext_epochs)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     manifest = cohort(work, a.quick)

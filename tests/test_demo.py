@@ -114,10 +114,13 @@ def test_demo_stamps_hash_the_generating_code():
 #: below the measured value, far above chance (AUC 0.5; ~43 validation lesions, an AUC's SE ~0.05).
 #: Shape needs both changes: with quarter-turn augmentation and 12 epochs neither CNN learned it
 #: (0.44 / 0.56, training loss near ln 2); flips only, 12 epochs: 0.72 / 0.78; quarter turns, 40 epochs:
-#: 0.65 / 0.89 (docs/synth.md, "The quick demo"). The tiny ViT is not asserted (its recipe: docs/synth.md).
+#: 0.65 / 0.89 (docs/synth.md, "The quick demo"). The tiny ViT (32 pretext epochs in the quick run,
+#: flips-only fine-tuning; docs/synth.md) measured texture 0.96, intensity 0.97 (and shape 0.91, not
+#: asserted); its Grad-CAM is not asserted (quick ViT transfer maps fail the randomisation check on
+#: intensity and shape, and are excluded from the rankings).
 QUICK_FT_AUC = {("cnn", "task_texture"): 0.85, ("cnn", "task_intensity"): 0.85, ("cnn", "task_shape"): 0.85,
                 ("densenet", "task_texture"): 0.85, ("densenet", "task_intensity"): 0.85,
-                ("densenet", "task_shape"): 0.85}
+                ("densenet", "task_shape"): 0.85, ("vit", "task_texture"): 0.85, ("vit", "task_intensity"): 0.85}
 QUICK_TL_GAP = 0.02          # FT beats TL by at least this much on at least one task, per CNN architecture
 #                              (measured: texture 0.55 -> 1.00 ResNet, 0.56 -> 1.00 DenseNet)
 #: Grad-CAM of the fine-tuned CNNs on the lesion cases both checkpoints call positive, per task.
@@ -127,7 +130,7 @@ QUICK_TL_GAP = 0.02          # FT beats TL by at least this much on at least one
 #: maps cover the lesion but their single maximum often falls on the lesion's rim, just outside the mask.
 #: Chance pointing game is the lesion share, ~0.05. NOT asserted: the ResNet's shape maps (0.24 / 0.80,
 #: n = 51: they cover the lesion, but their maximum sits inside it in only a quarter of the cases).
-QUICK_MAPS = [k for k in QUICK_FT_AUC if k != ("cnn", "task_shape")]
+QUICK_MAPS = [k for k in QUICK_FT_AUC if k[0] in ("cnn", "densenet") and k != ("cnn", "task_shape")]
 QUICK_POINTING = {"task_texture": 0.6, "task_intensity": 0.3, "task_shape": 0.4}
 QUICK_PIXEL_AUC = {"task_texture": 0.85, "task_intensity": 0.85, "task_shape": 0.75}
 
@@ -142,7 +145,7 @@ def test_quick_demo_learns_its_tasks(demo_dir):
     for (arch, task), thr in QUICK_FT_AUC.items():
         assert tr[arch][task]["ft"] >= thr, (arch, task, tr[arch][task])
     assert set(tr["cnn"]) == {"task_texture", "task_intensity", "task_shape"}  # every task trained and reported
-    for arch in ("cnn", "densenet"):  # fine-tuning has something to change: TL measurably lower somewhere
+    for arch in ARCHS:  # fine-tuning has something to change: TL measurably lower somewhere
         assert max(t["ft"] - t["tl"] for t in tr[arch].values()) >= QUICK_TL_GAP, tr[arch]
 
 
@@ -212,8 +215,9 @@ def test_quick_demo_recovers_planted_truth(demo_dir):
     alignment or the signed top-10's signature overlap, Bonferroni over layers and the two checks).
     Measured (best layer): ResNet intensity alignment 0.41 (p 0.007) with 9 of its signed top-10 in the
     intensity signature (chance 1.0, p < 1e-4), texture alignment 0.74 (p 0.001); DenseNet intensity
-    8/10 in the signature (p < 1e-4), texture alignment 0.50 (p 0.005); level 0.05 / 6 = 0.0083.
-    Shape (branch quick, 21:18): 7 of the signed top-10 in the shape signature for both CNNs (p < 1e-4)."""
+    8/10 in the signature (p < 1e-4), texture alignment 0.50 (p 0.005); ViT intensity 8/10 in the signature
+    (p < 1e-4), texture alignment 0.74 (p 0.002); level 0.05 / 6 = 0.0083. Shape (branch quick, 21:18):
+    7 of the signed top-10 in the shape signature for both CNNs (p < 1e-4)."""
     out, _ = demo_dir
     pt = _summary(out)["planted_truth"]
     assert pt["status"] == "ok", pt["status"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -339,3 +340,27 @@ def test_params_validated_once_per_file_content(tmp_path, monkeypatch):
     f.write_text("setting:\n  binWidth: 9\n", encoding="utf-8")
     assert pyrad._new_extractor(f).settings["binWidth"] == 9
     assert len(list(memo.glob("*.json"))) == 2
+
+
+def test_lazy_pykwalify_loads_on_first_use_only(tmp_path):
+    """With the params validation remembered, a run never loads pykwalify.core (its date parser
+    stays unimported); code that uses pykwalify.core after the stand-in gets the real module."""
+    import subprocess
+    import sys
+
+    from radlens.synth import make_cohort
+
+    man = make_cohort(tmp_path / "c", n_cases=2, image_size=40, seed=0, show_progress=False)
+    code = (
+        "import sys\n"
+        "from radlens.radiomics.extract import radiomics\n"
+        f"radiomics({str(man)!r}, out={str(tmp_path / 'r.parquet')!r}, use_cache=False, show_progress=False)\n"
+        "print('dateutil.parser' in sys.modules, sys.modules['pykwalify.core'].__dict__.get('Core') is None)\n"
+        "import pykwalify.core\n"
+        "from pykwalify.core import Core\n"
+        "print(pykwalify.core.Core is Core, sys.modules['pykwalify.core'].__dict__.get('Core') is Core)\n")
+    env = {**os.environ, "RADLENS_PARAMS_MEMO": str(tmp_path / "memo"), "RADLENS_PROGRESS": "0"}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert first.stdout.split() == ["True", "False", "True", "True"]  # nothing remembered yet: validated
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert again.stdout.split() == ["False", "True", "True", "True"]  # remembered: never loaded

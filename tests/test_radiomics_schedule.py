@@ -163,3 +163,42 @@ def test_split_small_roi_finishes_in_preparing_worker(volumes, tmp_path, monkeyp
                           show_progress=False)
         pd.testing.assert_frame_equal(split.features, serial.features, check_exact=True)
         pd.testing.assert_frame_equal(split.diagnostics, serial.diagnostics, check_exact=True)
+
+
+def test_caller_computes_the_largest_unit_and_workers_the_rest(volumes, tmp_path, monkeypatch):
+    """jobs=2: the calling process and one forked worker; the caller takes the most expensive unit
+    (the big case, not split at 1.15 shares here), the worker the others; same tables as serial.
+    A unit that raises in the caller is that case's failure record; the others proceed."""
+    import os
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    monkeypatch.setattr(schedule, "SPLIT_SHARE", 10.0)  # no split: whole cases only
+    serial = radiomics(volumes, ORIGINAL, out=tmp_path / "s.parquet", use_cache=False, show_progress=False)
+    me, seen = os.getpid(), []
+    real = schedule.run_unit
+
+    def spy(unit):
+        if os.getpid() == me:
+            seen.append([r["case_id"] for r in unit[1][0]])
+        return real(unit)
+
+    monkeypatch.setattr(schedule, "run_unit", spy)
+    par = radiomics(volumes, ORIGINAL, out=tmp_path / "p.parquet", jobs=2, batch_size=1, use_cache=False,
+                    show_progress=False)
+    pd.testing.assert_frame_equal(par.features, serial.features, check_exact=True)
+    assert seen[0] == ["big"] and ["mid"] not in seen and ["small"] not in seen
+    assert me in schedule.WORKER_CPU and len(schedule.WORKER_CPU) == 2
+
+    def boom(unit):
+        if os.getpid() == me:
+            raise RuntimeError("boom")
+        return real(unit)
+
+    monkeypatch.setattr(schedule, "run_unit", boom)
+    bad = radiomics(volumes, ORIGINAL, out=tmp_path / "b.parquet", jobs=2, batch_size=1, use_cache=False,
+                    show_progress=False)
+    assert bad.failures["case_id"].tolist() == ["big"]
+    assert bad.failures["error"].iloc[0] == "worker error: RuntimeError: boom"
+    pd.testing.assert_frame_equal(bad.features.reset_index(drop=True),
+                                  serial.features[serial.features["case_id"] != "big"].reset_index(drop=True),
+                                  check_exact=True)

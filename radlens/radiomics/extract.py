@@ -189,6 +189,9 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
     ConfigError
         Bad params file, executor, jobs, batch_size or diagnostics value.
     """
+    from radlens.radiomics.pyrad import lazy_pykwalify
+
+    lazy_pykwalify()  # before pyradiomics is imported: its params validation may be remembered
     import radiomics as _pyradiomics_pkg
     from radlens.io.artifacts import obj_hash, read_table_meta
     from radlens.io.manifest import Manifest, read_manifest, validate_images

@@ -223,13 +223,17 @@ class _validated_once:
                 memo = None
         except (OSError, ValueError):  # none yet, or unreadable: validate (and remember) again
             memo = None
-        self.real = fe.pykwalify
-        real = fe.pykwalify.core.Core
+        self.real = fe.pykwalify  # (its 'core' is not touched here: it may be lazy, see lazy_pykwalify)
         self.captured = captured = []
 
         class Core:  # what RadiomicsFeatureExtractor._applyParams calls: Core(...).validate()
             def __init__(self, *args, **kwargs):
-                self.core = None if memo is not None else real(*args, **kwargs)
+                if memo is None:
+                    import pykwalify.core
+
+                    self.core = pykwalify.core.Core(*args, **kwargs)
+                else:
+                    self.core = None
 
             def validate(self, *args, **kwargs):
                 if self.core is None:
@@ -241,7 +245,7 @@ class _validated_once:
         from types import SimpleNamespace
 
         _MEMO_LOCK.acquire()  # featureextractor's own name 'pykwalify' (pykwalify itself untouched)
-        fe.pykwalify = SimpleNamespace(core=SimpleNamespace(Core=Core, log=fe.pykwalify.core.log))
+        fe.pykwalify = SimpleNamespace(core=SimpleNamespace(Core=Core, log=logging.getLogger("pykwalify.core")))
         self.patched = True
         self.fe = fe
         return self
@@ -264,6 +268,43 @@ class _validated_once:
             except (OSError, TypeError, ValueError):  # unwritable folder, not JSON: validate next time
                 pass
         return False
+
+
+def lazy_pykwalify() -> None:
+    """Make ``pykwalify.core`` (with the YAML and date parsers it imports: ~20 ms) load on first
+    use instead of when pyradiomics is imported: a run whose params validation is remembered
+    (:class:`_validated_once`) never uses it. Call before the first ``import radiomics``; no-op
+    when either is already imported. Until then ``pykwalify.core`` is a stand-in module whose
+    first attribute lookup imports the real one (which then replaces it everywhere); importing it
+    by name works as usual (``importlib.util.LazyLoader`` cannot do this on Python 3.11: the import
+    statement itself reads the module's ``__spec__`` and so loads it)."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    if "pykwalify.core" in sys.modules or "radiomics" in sys.modules:
+        return
+    try:
+        import pykwalify
+
+        spec = importlib.util.find_spec("pykwalify.core")
+    except ImportError:
+        return
+    if spec is None:
+        return
+    stub = types.ModuleType("pykwalify.core")
+    stub.__spec__ = spec
+
+    def __getattr__(name):
+        if sys.modules.get("pykwalify.core") is stub:
+            del sys.modules["pykwalify.core"]
+        real = importlib.import_module("pykwalify.core")  # also sets pykwalify.core = real
+        return getattr(real, name)
+
+    stub.__getattr__ = __getattr__
+    sys.modules["pykwalify.core"] = stub
+    pykwalify.core = stub
 
 
 def _json_exact(a, b) -> bool:
@@ -357,6 +398,11 @@ def _worker_init(sitk_threads: int | None) -> None:
         import SimpleITK as sitk
 
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(sitk_threads))
+    import sys
+
+    nrrd = sys.modules.get("radlens.io.nrrd")
+    if nrrd is not None:  # a forked worker: writing into the parent's reading buffers (tens of MB
+        nrrd.release_buffers()  # for a CT volume) would copy every page (copy-on-write) in both
 
 
 def _extractors(params: Params, diagnostics: str):

@@ -46,8 +46,8 @@ SPLIT_VOXELS = 16384
 #: by this factor. Below a worker's share, the largest-first hand-out already fits the case beside
 #: the others; just above it, splitting cannot win: the case's load (reading, diagnostics, crop;
 #: ~70 % of pyradiomics' lung2) is one unit anyway, and the split adds work (the mask read twice,
-#: the crop sent, two merges): on the five real 3D cases with ``--jobs 2`` lung2 is 1.04 shares and
-#: splitting it projected 1.42x against 1.46x unsplit (CPU critical path, same rounds).
+#: the crop sent, two merges): on the five real 3D cases with ``--jobs 2`` lung2 is ~1.05 shares;
+#: split, the busiest process took 119-123 ms CPU, unsplit 112-117 ms (same session).
 SPLIT_SHARE = 1.15
 
 
@@ -397,6 +397,12 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     n_proc = max(workers - 1, 1)
     threads = max(1, (os.cpu_count() or 1) // workers)
     me = os.getpid()
+    # what the first case imports (readers, numpy.ma through numpy.unique: ~20 ms), imported before
+    # the fork: the caller imports it anyway, the workers then inherit it instead of importing it too
+    import numpy.ma  # noqa: F401
+
+    import radlens.io.arraycase  # noqa: F401
+    import radlens.io.images  # noqa: F401
     gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
     pool = ProcessPoolExecutor(max_workers=n_proc, mp_context=_mp_context(), initializer=pyrad._worker_init,
                                initargs=(threads,))
