@@ -34,11 +34,11 @@ EXPECTED_CLASSES = {"task_texture": ["glcm", "glrlm", "glszm", "gldm", "ngtdm"],
 #: embedding (held-out R², full demo, seed 0) and only 3/10 top intensity-task features were
 #: first-order. ``layer2`` (32x32 grid) keeps ROI tokens local: R² 0.55 and 8/10 first-order. The
 #: classifiers keep ``layer4`` for their head, predictions and CAMs.
-EMBED_LAYER = {"cnn": "layer2", "densenet": "features.transition1"}
+EMBED_LAYER = {"cnn": "layer2", "densenet": "features.denseblock1.denselayer2"}
 #: layers embedded from one forward pass per architecture (layer-wise lens, ``encoders.<arch>.layers``);
 #: HF ViT layers are ``hidden_states`` indices (i = output of block i)
 EMBED_LAYERS = {"cnn": ["layer2", "layer3", "layer4"],
-                "densenet": ["features.denseblock1", "features.transition1", "features"],
+                "densenet": ["features.denseblock1.denselayer1", "features.denseblock1.denselayer2", "features"],
                 "vit": [2, 3, 4]}
 
 #: the demo cohort's attribute ranges (lengths at 64 px): lesions large enough at the models' 64 px
@@ -58,7 +58,7 @@ EMBED_LAYERS = {"cnn": ["layer2", "layer3", "layer4"],
 DEMO_RANGES = {"radius": (6.5, 9.0), "elongation": ((1.0, 1.15), (4.0, 5.5)), "texture_amp": (0.10, 0.16),
                "corr_len": ((2.0, 3.2), (0.5, 0.8)), "intensity": ((0.44, 0.54), (0.62, 0.76)),
                "orientation": (math.pi / 2 - math.pi / 6, math.pi / 2 + math.pi / 6)}
-#: the whole lesion inside a lung field where it fits (radlens.synth.cohort.render_case_2d)
+#: the whole lesion inside a lung field where it fits (radlens.synth.render.render_case_2d)
 DEMO_PLACEMENT = "inside"
 DEMO_LESION_FREE = 0.1
 #: CAM methods of the demo: Grad-CAM first (the maps that are localised; for heads that read the

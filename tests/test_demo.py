@@ -125,11 +125,13 @@ QUICK_TL_GAP = 0.02          # FT beats TL by at least this much on at least one
 #                              (measured: texture 0.55 -> 1.00 ResNet, 0.56 -> 1.00 DenseNet)
 #: Grad-CAM of the fine-tuned CNNs on the lesion cases both checkpoints call positive, per task.
 #: Measured (pointing game / pixel AUC; quick run of seed 0, 21:18, branch quick; the ResNet explained at
-#: layer3, radlens.demo.CAM_TARGET_LAYERS): texture ResNet 0.92 / 0.92, DenseNet 0.84 / 0.96; intensity
-#: ResNet 0.50 / 0.94, DenseNet 0.80 / 0.97; shape DenseNet 0.57 / 0.80. The quick ResNet's intensity
-#: maps cover the lesion but their single maximum often falls on the lesion's rim, just outside the mask.
-#: Chance pointing game is the lesion share, ~0.05. NOT asserted: the ResNet's shape maps (0.24 / 0.80,
-#: n = 51: they cover the lesion, but their maximum sits inside it in only a quarter of the cases).
+#: layer3, radlens.demo.CAM_TARGET_LAYERS; the DenseNet before its one-block 16x16 version):
+#: texture ResNet 0.92 / 0.92, DenseNet 0.84 / 0.96; intensity ResNet 0.50 / 0.94, DenseNet 0.80 / 0.97;
+#: shape DenseNet 0.57 / 0.80 (one-block DenseNet, benchmarks/densenet_cam.py --quick, branch dense:
+#: texture 0.98 / 0.98, intensity 0.88 / 0.98). The quick ResNet's intensity maps cover the lesion but
+#: their single maximum often falls on the lesion's rim, just outside the mask. Chance pointing game is
+#: the lesion share, ~0.05. NOT asserted: the ResNet's shape maps (0.24 / 0.80, n = 51: they cover the
+#: lesion, but their maximum sits inside it in only a quarter of the cases).
 QUICK_MAPS = [k for k in QUICK_FT_AUC if k[0] in ("cnn", "densenet") and k != ("cnn", "task_shape")]
 QUICK_POINTING = {"task_texture": 0.6, "task_intensity": 0.3, "task_shape": 0.4}
 QUICK_PIXEL_AUC = {"task_texture": 0.85, "task_intensity": 0.85, "task_shape": 0.75}

@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from radlens.io import arraycase, nrrd
-from radlens.radiomics.pyrad import image_mean
+from radlens.radiomics.cases import image_mean
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pyradiomics"
 REAL = ("brain1", "brain2", "breast1", "lung1", "lung2")
@@ -78,7 +78,7 @@ def _write(path, arr, *, space="left-posterior-superior", dirs=None, origin=None
     dt = arr.dtype.newbyteorder("<" if endian == "little" else ">")
     sizes = " ".join(str(s) for s in arr.shape[::-1])
     dirs = dirs or [tuple(float(i == j) * (j + 1) * 0.5 for j in range(dim)) for i in range(dim)]
-    head = [f"NRRD0004", "# written by the test", f"type: {names[arr.dtype.str[1:]]}", f"dimension: {dim}"]
+    head = ["NRRD0004", "# written by the test", f"type: {names[arr.dtype.str[1:]]}", f"dimension: {dim}"]
     head.append(f"space: {space}" if space else f"space dimension: {dim}")
     head += [f"sizes: {sizes}", "space directions: " + " ".join("(" + ",".join(repr(v) for v in d) + ")" for d in dirs),
              f"kinds: {' '.join(['domain'] * dim)}", f"endian: {endian}", f"encoding: {encoding}"]

@@ -219,7 +219,7 @@ def shape(roi: np.ndarray, spacing_xyz) -> dict[str, float]:
 
     sp = np.array(spacing_xyz[::-1], dtype=np.float64)
     m = np.pad(roi, 1)
-    coords = np.where(m)
+    coords = np.unravel_index(np.flatnonzero(m), m.shape)  # np.where(m), same order, faster in 3D
     if shape3d.available():  # numpy mesh + pruned diameters (pyradiomics' C compares all vertex pairs)
         area, vol = shape3d.mesh(m, sp)
         diam = shape3d.diameters(m, sp)

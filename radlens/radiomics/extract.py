@@ -189,7 +189,7 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
     ConfigError
         Bad params file, executor, jobs, batch_size or diagnostics value.
     """
-    from radlens.radiomics.pyrad import lazy_pykwalify
+    from radlens.radiomics.params_memo import lazy_pykwalify
 
     lazy_pykwalify()  # before pyradiomics is imported: its params validation may be remembered
     import radiomics as _pyradiomics_pkg

@@ -21,6 +21,19 @@ from typing import Any, Mapping
 import numpy as np
 
 from radlens.errors import ConfigError
+from radlens.radiomics.cases import (  # noqa: F401  (re-exported: callers and tests use them from here)
+    ArrayCrop,
+    _crop_to_roi,
+    _roi_box,
+    fast_diagnostics,
+    load_engine_case,
+)
+from radlens.radiomics.params_memo import (  # noqa: F401  (re-exported: callers and tests use them from here)
+    lazy_pykwalify,
+    new_extractor as _new_extractor,
+    params_memo_dir,
+    validated_once as _validated_once,
+)
 
 log = logging.getLogger(__name__)
 
@@ -162,162 +175,6 @@ def _skip_identity_crop(orig):
     return cropToTumorMask
 
 
-def _new_extractor(source, **overrides):
-    from radiomics.featureextractor import RadiomicsFeatureExtractor
-
-    if isinstance(source, dict):
-        import copy
-
-        return RadiomicsFeatureExtractor(copy.deepcopy(source), **overrides)
-    with _validated_once(source):
-        return RadiomicsFeatureExtractor(str(source), **overrides)
-
-
-def params_memo_dir() -> Path | None:
-    """Where params files pyradiomics validated are remembered (:func:`_validated_once`):
-    ``$RADLENS_PARAMS_MEMO`` (empty or ``0``: nowhere), else ``$XDG_CACHE_HOME/radlens/params``
-    (``~/.cache/radlens/params``)."""
-    d = os.environ.get("RADLENS_PARAMS_MEMO")
-    if d is not None:
-        return Path(d) if d.strip() not in ("", "0") else None
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "radlens" / "params"
-
-
-_MEMO_LOCK = __import__("threading").Lock()
-
-
-class _validated_once:
-    """Context around ``RadiomicsFeatureExtractor(path)``: pyradiomics' schema validation (pykwalify:
-    the schema and the file parsed by a pure-Python YAML parser, ~30 ms per run) is done once per
-    params file content, pyradiomics version and schema files. What the validation returned (the
-    parsed file, which pyradiomics then applies with its own code) is remembered as JSON under
-    :func:`params_memo_dir`; a file with a memo is not parsed or validated again, a file that fails
-    validation is never remembered (the same error every time), and a file whose parsed content
-    JSON cannot hold exactly (types, key types) is not remembered either."""
-
-    def __init__(self, source):
-        self.source = str(source)
-
-    def __enter__(self):
-        self.patched = False
-        d = params_memo_dir()
-        if d is None:
-            return self
-        import json
-
-        import radiomics
-        from radiomics import featureextractor as fe
-
-        from radlens.io.artifacts import bytes_hash
-
-        try:
-            schema, funcs = radiomics.getParameterValidationFiles()
-            key = bytes_hash(b"\0".join([Path(self.source).read_bytes(), str(radiomics.__version__).encode(),
-                                         Path(schema).read_bytes(), Path(funcs).read_bytes()]))
-        except OSError:
-            return self
-        self.path = d / f"{key}.json"
-        try:
-            memo = self.path.read_text(encoding="utf-8")
-            if not isinstance(json.loads(memo), dict):
-                memo = None
-        except (OSError, ValueError):  # none yet, or unreadable: validate (and remember) again
-            memo = None
-        self.real = fe.pykwalify  # (its 'core' is not touched here: it may be lazy, see lazy_pykwalify)
-        self.captured = captured = []
-
-        class Core:  # what RadiomicsFeatureExtractor._applyParams calls: Core(...).validate()
-            def __init__(self, *args, **kwargs):
-                if memo is None:
-                    import pykwalify.core
-
-                    self.core = pykwalify.core.Core(*args, **kwargs)
-                else:
-                    self.core = None
-
-            def validate(self, *args, **kwargs):
-                if self.core is None:
-                    return json.loads(memo)
-                out = self.core.validate(*args, **kwargs)
-                captured.append(out)
-                return out
-
-        from types import SimpleNamespace
-
-        _MEMO_LOCK.acquire()  # featureextractor's own name 'pykwalify' (pykwalify itself untouched)
-        fe.pykwalify = SimpleNamespace(core=SimpleNamespace(Core=Core, log=logging.getLogger("pykwalify.core")))
-        self.patched = True
-        self.fe = fe
-        return self
-
-    def __exit__(self, exc_type, *rest):
-        if not self.patched:
-            return False
-        self.fe.pykwalify = self.real
-        _MEMO_LOCK.release()
-        if exc_type is None and len(self.captured) == 1:
-            import json
-
-            try:
-                text = json.dumps(self.captured[0])
-                if _json_exact(self.captured[0], json.loads(text)):
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")
-                    tmp.write_text(text, encoding="utf-8")
-                    os.replace(tmp, self.path)
-            except (OSError, TypeError, ValueError):  # unwritable folder, not JSON: validate next time
-                pass
-        return False
-
-
-def lazy_pykwalify() -> None:
-    """Make ``pykwalify.core`` (with the YAML and date parsers it imports: ~20 ms) load on first
-    use instead of when pyradiomics is imported: a run whose params validation is remembered
-    (:class:`_validated_once`) never uses it. Call before the first ``import radiomics``; no-op
-    when either is already imported. Until then ``pykwalify.core`` is a stand-in module whose
-    first attribute lookup imports the real one (which then replaces it everywhere); importing it
-    by name works as usual (``importlib.util.LazyLoader`` cannot do this on Python 3.11: the import
-    statement itself reads the module's ``__spec__`` and so loads it)."""
-    import importlib
-    import importlib.util
-    import sys
-    import types
-
-    if "pykwalify.core" in sys.modules or "radiomics" in sys.modules:
-        return
-    try:
-        import pykwalify
-
-        spec = importlib.util.find_spec("pykwalify.core")
-    except ImportError:
-        return
-    if spec is None:
-        return
-    stub = types.ModuleType("pykwalify.core")
-    stub.__spec__ = spec
-
-    def __getattr__(name):
-        if sys.modules.get("pykwalify.core") is stub:
-            del sys.modules["pykwalify.core"]
-        real = importlib.import_module("pykwalify.core")  # also sets pykwalify.core = real
-        return getattr(real, name)
-
-    stub.__getattr__ = __getattr__
-    sys.modules["pykwalify.core"] = stub
-    pykwalify.core = stub
-
-
-def _json_exact(a, b) -> bool:
-    """``a`` and its JSON round trip ``b`` are the same values of the same types, keys in order."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(_json_exact(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_json_exact(x, y) for x, y in zip(a, b))
-    return a == b
-
-
 def load_params(params: str | os.PathLike | Mapping | None = None, *, validate: bool = True) -> Params:
     """Locate (and validate) pyradiomics parameters.
 
@@ -446,108 +303,6 @@ class _WarningCollector(logging.Handler):
 _COLLECTOR = _WarningCollector()
 
 
-def _roi_box(roi: np.ndarray) -> tuple[list[int], list[int]]:
-    """(lo, hi) array-order bounds of a non-empty boolean ROI: one projection per axis (much
-    cheaper than ``np.nonzero`` on a large volume)."""
-    lo, hi = [], []
-    for ax in range(roi.ndim):
-        prof = np.flatnonzero(roi.any(axis=tuple(a for a in range(roi.ndim) if a != ax)))
-        lo.append(int(prof[0]))
-        hi.append(int(prof[-1]) + 1)
-    return lo, hi
-
-
-def _crop_to_roi(case, box=None):
-    """Image and mask cropped to the ROI's bounding box (same physical positions and spacing)."""
-    import SimpleITK as sitk
-
-    if hasattr(case, "roi_box"):  # an ArrayCase (radlens.io.arraycase): no SimpleITK image yet
-        sl = tuple(slice(a, b) for a, b in zip(*case.box))
-        image = sitk.GetImageFromArray(np.ascontiguousarray(case.pixels[sl]))
-        image.SetSpacing(case.grid.spacing)
-        image.SetDirection(case.grid.direction)
-        image.SetOrigin(case.box_origin())
-        mask = sitk.GetImageFromArray(case.roi_box.astype(np.uint8))
-        mask.CopyInformation(image)
-        return image, mask
-    roi = case.roi
-    lo, hi = box if box is not None else _roi_box(roi)
-    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-    image = sitk.GetImageFromArray(np.ascontiguousarray(sitk.GetArrayViewFromImage(case.image)[sl]))
-    image.SetSpacing(case.image.GetSpacing())
-    image.SetDirection(case.image.GetDirection())
-    image.SetOrigin(case.image.TransformIndexToPhysicalPoint(lo[::-1]))
-    mask = sitk.GetImageFromArray(roi[sl].astype(np.uint8))
-    mask.CopyInformation(image)
-    return image, mask
-
-
-def image_mean(arr: np.ndarray) -> float:
-    """``numpy.mean(arr)`` of an image, bit for bit, about twice as fast for 8/16-bit integers:
-    the sum is exact in both (integer partial sums below 2**53 are exact in float64), so the
-    row sums are taken in int32 and the total in int64, then divided by the voxel count once."""
-    if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and 0 < arr.shape[-1] < (1 << 15) and arr.size < (1 << 36):
-        return int(np.add.reduce(arr, axis=-1, dtype=np.int32).sum(dtype=np.int64)) / arr.size
-    return float(np.mean(arr, dtype=np.float64))
-
-
-def fast_diagnostics(case, box=None) -> dict[str, Any]:
-    """pyradiomics-style diagnostics of the original image and ROI, computed with numpy.
-
-    Same names and meaning as pyradiomics' ``additionalInfo`` entries (``diagnostics_Image-original_*``,
-    ``diagnostics_Mask-original_*``); ``VolumeNum`` counts fully connected components on the ROI's
-    box (scipy's labelling when scipy.ndimage is already imported, e.g. before a large run forks its
-    workers; else, on a box of at most 4096 voxels, radlens' numpy union-find; else SimpleITK's,
-    as pyradiomics does: importing scipy costs more than a few cases).
-    """
-    import sys
-
-    import SimpleITK as sitk
-
-    if hasattr(case, "roi_box"):  # an ArrayCase: pixels, grid and the ROI's box already there
-        arr, grid = case.pixels, case.grid
-        lo, hi = case.box
-        sub = case.roi_box
-    else:
-        arr = sitk.GetArrayViewFromImage(case.image)  # native dtype, no copy (pyradiomics' numpy.mean(im_arr))
-        grid = case.image
-        lo, hi = box if box is not None else _roi_box(case.roi)
-        sub = case.roi[tuple(slice(a, b) for a, b in zip(lo, hi))]
-    nd = arr.ndim
-    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-    ndi = sys.modules.get("scipy.ndimage")
-    if ndi is not None:
-        n_comp = int(ndi.label(sub, structure=np.ones((3,) * nd, bool))[1])
-    elif sub.size <= 4096:  # small box: numpy union-find (no thread start-up, ~0.1 ms)
-        from radlens.radiomics.kernels.components import count_components
-
-        n_comp = count_components(sub)
-    else:
-        cc = sitk.ConnectedComponentImageFilter()
-        cc.FullyConnectedOn()
-        cc.SetNumberOfThreads(1)  # a few-voxel box: thread start-up would cost more than the work
-        cc.Execute(sitk.GetImageFromArray(sub.astype(np.uint8)))
-        n_comp = int(cc.GetObjectCount())
-    idx = np.nonzero(sub)
-    vals = arr[sl][sub].astype(np.float64)
-    com = tuple(float(np.mean(a)) + o for a, o in zip(idx, lo))[::-1]
-    return {
-        "diagnostics_Image-original_Dimensionality": f"{nd}D",
-        "diagnostics_Image-original_Spacing": str(tuple(grid.GetSpacing())),
-        "diagnostics_Image-original_Size": str(tuple(grid.GetSize())),
-        "diagnostics_Image-original_Mean": image_mean(arr),
-        "diagnostics_Image-original_Minimum": float(arr.min()),
-        "diagnostics_Image-original_Maximum": float(arr.max()),
-        "diagnostics_Mask-original_BoundingBox": str(tuple(lo[::-1]) + tuple(h - l for l, h in zip(lo, hi))[::-1]),
-        "diagnostics_Mask-original_VoxelNum": int(idx[0].size),
-        "diagnostics_Mask-original_VolumeNum": n_comp,
-        "diagnostics_Mask-original_CenterOfMassIndex": str(com),
-        "diagnostics_Mask-original_Mean": float(vals.mean()),
-        "diagnostics_Mask-original_Minimum": float(vals.min()),
-        "diagnostics_Mask-original_Maximum": float(vals.max()),
-    }
-
-
 def _diag_value(v):
     if isinstance(v, (bool, np.bool_)):
         return bool(v)
@@ -597,27 +352,6 @@ def _engine_split(ex, engine: str, crop_safe: bool):
             rest.enabledFeatures.pop(c)
         got = _PARTS[key] = ({c: ex.enabledFeatures[c] for c in classes}, rest)
     return got
-
-
-class ArrayCrop:
-    """Image and ROI cropped to the ROI's box as numpy arrays (no SimpleITK images: building one
-    costs ~70 us, a view ~15 us, per image and case). ``images()`` builds the SimpleITK pair
-    :func:`_crop_to_roi` gives, for what pyradiomics itself computes."""
-
-    def __init__(self, case, box):
-        self.case, self.box = case, box
-        sl = tuple(slice(a, b) for a, b in zip(*box))
-        if hasattr(case, "roi_box"):  # an ArrayCase: no SimpleITK image at all
-            self.arr, self.roi, self.spacing = case.pixels[sl], case.roi_box, case.grid.spacing
-            return
-        import SimpleITK as sitk
-
-        self.arr = sitk.GetArrayViewFromImage(case.image)[sl]
-        self.roi = np.ascontiguousarray(case.roi[sl])
-        self.spacing = case.image.GetSpacing()
-
-    def images(self):
-        return _crop_to_roi(self.case, self.box)
 
 
 def run_features(ex, image, mask, rec: dict[str, Any], *, engine: str = "radlens", crop_safe: bool = True) -> dict:
@@ -700,36 +434,6 @@ def order_features(feats: Mapping[str, float], enabled: Mapping[str, Any]) -> di
 
 
 _ORDER: dict[tuple, list] = {}
-
-
-def load_engine_case(row: Mapping[str, Any], *, resample_mask: bool = False, fast: bool = True):
-    """(case, reader) of a manifest row for extraction. ``fast`` (the engine covers the settings
-    and the diagnostics are radlens'): NRRD image and mask are read by radlens' numpy reader
-    (:func:`radlens.io.arraycase.load_array_case`, into this thread's reused buffers: done with
-    the case before loading the next), ``reader`` e.g. ``"nrrd/libdeflate"``; anything it does
-    not take is loaded by :func:`radlens.io.images.load_case` (SimpleITK) and ``reader`` says
-    why (``"SimpleITK (<reason>)"``). Not ``fast``: ``load_case``, ``reader`` None.
-
-    Raises
-    ------
-    CaseError
-        A problem with the case (same messages through either reader).
-    """
-    from radlens.errors import CaseError
-    from radlens.io.arraycase import load_array_case
-    from radlens.io.images import load_case
-
-    if not fast:
-        return load_case(row, resample_mask=resample_mask), None
-    try:
-        case, why = load_array_case(row, resample_mask=resample_mask, reuse=True)
-    except CaseError:
-        raise
-    except Exception as exc:  # never lose a case to the fast reader: SimpleITK reads it
-        case, why = None, f"numpy reader failed: {type(exc).__name__}: {exc}"
-    if case is not None:
-        return case, case.reader
-    return load_case(row, resample_mask=resample_mask), f"SimpleITK ({why})"
 
 
 def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "fast",

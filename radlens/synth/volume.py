@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from radlens.synth.cohort import gaussian_field, soft_ellipse
+from radlens.synth.render import gaussian_field, soft_ellipse
 
 
 def patient_anatomy_3d(rng: np.random.Generator) -> dict:
@@ -88,7 +88,7 @@ def render_case_3d(attrs: dict, image_size: int, anatomy: dict, rng: np.random.G
     center : ndarray (3,)
         ROI centre ``(z, row, col)`` in voxels.
     """
-    from radlens.synth.cohort import _pick_center
+    from radlens.synth.render import _pick_center
 
     vol, gland = pelvis_background(image_size, anatomy, rng)
     r, e = float(attrs["lesion_radius"]), float(attrs["elongation"])

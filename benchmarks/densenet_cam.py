@@ -1,0 +1,186 @@
+"""The demo DenseNet alone: training recipe -> validation AUCs and CAM localisation per task.
+
+    python benchmarks/densenet_cam.py                                        # demo cohort, seed 0
+    python benchmarks/densenet_cam.py --set "densenet_blocks=(6,)" --set "rot90_finetune_archs=('cnn',)"
+    python benchmarks/densenet_cam.py --target features.denseblock1 --png overlays.png
+
+Draws the demo's cohort (``radlens.demo`` ranges, placement and lesion-free share; ``--quick``: the
+quick demo's 160 images and 12 fine-tuning epochs) once into ``--work``, trains the DenseNet exactly as
+``radlens demo`` does (``_train_arch`` with the DenseNet's architecture index, so the same seeds; same
+``TrainConfig`` apart from ``--set``), then for each task explains the positive class on the lesion
+cases of that class that both checkpoints (tl and ft) call positive, as ``radlens cam-drift
+--samples tp`` does, at the classifier spec's target layer or ``--target``, and prints per task and
+checkpoint the mean pointing game and pixel AUC (``radlens.localization.scores.score_map``) of
+Grad-CAM, LayerCAM and Grad-CAM++, and the model-randomisation check's median Spearman (first 16
+kept cases; passes below 0.5). ``--png`` renders fine-tuned Grad-CAM overlays (ROI outline, map
+maximum). ``--out`` appends one JSON line.
+
+A recipe experiment harness, not a speed benchmark: see docs/cam.md ("Which CNN layer") for what it
+measured.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+DENSENET_INDEX = 1  # the demo's index of the DenseNet among its architectures (seeds: seed + 1000 * index)
+METHODS = ("gradcam", "layercam", "gradcam++")
+
+
+def cohort(work: Path, quick: bool) -> Path:
+    from radlens.demo import DEMO_LESION_FREE, DEMO_PLACEMENT, DEMO_RANGES, FULL, QUICK
+    from radlens.synth.cohort import make_cohort
+
+    size = QUICK if quick else FULL
+    out = work / f"cohort_{size.n_cases}"
+    if not (out / "manifest.csv").exists():
+        make_cohort(out, n_cases=size.n_cases, image_size=size.image_size, seed=0,
+                    lesion_free_fraction=DEMO_LESION_FREE, ranges=DEMO_RANGES, placement=DEMO_PLACEMENT)
+    return out / "manifest.csv"
+
+
+def _cases(manifest: Path, task: str, clf):
+    import pandas as pd
+    import torch
+
+    from radlens.io.images import load_case
+
+    man = pd.read_csv(manifest)
+    sub = man[(man.has_lesion == 1) & (man[task] == 1)]
+    xs, gts = [], []
+    for r in sub.to_dict("records"):
+        r["image"] = str(manifest.parent / r["image"])
+        r["mask"] = str(manifest.parent / r["mask"])
+        xi, cov = clf.preprocess(load_case(r))
+        xs.append(torch.as_tensor(xi, dtype=torch.float32))
+        gts.append(np.asarray(cov).reshape(xi.shape[1:]) >= 0.5)
+    return sub.case_id.to_numpy(), torch.stack(xs), gts
+
+
+def cam_scores(manifest: Path, specs: dict, task: str, target: str | None, sanity_cases: int = 16):
+    import torch
+
+    from radlens.cam.drift import drift_metrics
+    from radlens.cam.methods import attribute_methods
+    from radlens.cam.model import load_classifier
+    from radlens.localization.scores import score_map
+
+    clfs = {k: load_classifier(specs[task][k], target_layer=target) for k in ("tl", "ft")}
+    ids, x, gts = _cases(manifest, task, clfs["ft"])
+    out, maps = {}, {}
+    for k, clf in clfs.items():
+        with torch.no_grad():
+            out[k] = clf.module(x).argmax(1).numpy()
+    keep = np.flatnonzero((out["tl"] == 1) & (out["ft"] == 1))
+    res: dict = {"n": int(keep.size), "grid": None}
+    for k, clf in clfs.items():
+        r = attribute_methods(list(METHODS), clf.module, clf.target_layer, x[keep], [1] * keep.size,
+                              token_layout=clf.token_layout, batch_size=64, use_input=clf.use_input)
+        res["grid"] = list(r["gradcam"].raw.shape[1:])
+        n = min(sanity_cases, keep.size)
+        rc = clf.randomized(seed=0)
+        rr = attribute_methods(list(METHODS), rc.module, rc.target_layer, x[keep[:n]], [1] * n,
+                               token_layout=rc.token_layout, batch_size=64, use_input=rc.use_input)
+        for m in METHODS:
+            s = [score_map(r[m].upsampled[j], gts[i], binarize=("topk",)) for j, i in enumerate(keep)]
+            d = drift_metrics(r[m].upsampled[:n], rr[m].upsampled, top_k=(10.0,))
+            res[f"{k}/{m}"] = {"pg": float(np.mean([v["pointing_game"] for v in s])),
+                               "auc": float(np.nanmean([v["auc"] for v in s])),
+                               "mass": float(np.nanmean([v["mass_inside"] for v in s])),
+                               "sanity_rho": float(np.nanmedian(d["spearman"].to_numpy(float)))}
+        if k == "ft":
+            maps = {"x": x[keep].numpy()[:, 0], "gt": [gts[i] for i in keep], "ids": ids[keep],
+                    "gradcam": r["gradcam"].upsampled}
+    return res, maps
+
+
+def overlays(maps_by_task: dict, path: str, n: int = 6) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from radlens.localization.scores import score_map
+
+    tasks = list(maps_by_task)
+    fig, ax = plt.subplots(len(tasks), n, figsize=(1.9 * n, 2.1 * len(tasks)), squeeze=False)
+    for r, t in enumerate(tasks):
+        mp = maps_by_task[t]
+        for c in range(n):
+            a = ax[r, c]
+            a.set_xticks([]), a.set_yticks([])
+            if c >= len(mp["ids"]):
+                continue
+            m, gt = mp["gradcam"][c], mp["gt"][c]
+            a.imshow(mp["x"][c], cmap="gray")
+            a.imshow(m / max(m.max(), 1e-9), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            a.contour(gt, [0.5], colors="white", linewidths=0.8)
+            yy, xx = np.unravel_index(np.argmax(m), m.shape)
+            a.plot(xx, yy, "w+", ms=9, mew=1.8)
+            s = score_map(m, gt, binarize=("topk",))
+            a.set_title(f"{t.replace('task_', '')} {mp['ids'][c]}\npg {s['pointing_game']:.0f} AUC {s['auc']:.2f}",
+                        fontsize=7)
+    fig.suptitle("DenseNet fine-tuned Grad-CAM (jet, max-normalised), ROI outline (white), map maximum (+)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    from radlens.demo import FULL, QUICK
+    from radlens.synth import train as T
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--work", default="densenet-cam-work", help="cohort and checkpoint folder")
+    p.add_argument("--quick", action="store_true", help="the quick demo's cohort and epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="TrainConfig field (Python literal), e.g. \"densenet_blocks=(6,)\"; repeatable")
+    p.add_argument("--target", default=None, help="CAM target layer (default: the classifier spec's)")
+    p.add_argument("--png", default=None, help="render fine-tuned Grad-CAM overlays to this PNG")
+    p.add_argument("--out", default=None, help="append the results as one JSON line to this file")
+    a = p.parse_args(argv)
+    size = QUICK if a.quick else FULL
+    over = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in a.set)}
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = cohort(work, a.quick)
+    cfg = T.TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs, seed=a.seed,
+                        **over)
+    data = T.load_cohort_arrays(manifest, cfg.val_fraction, cfg.seed)
+    tag = "_".join(f"{k}-{v}" for k, v in sorted(over.items())).replace(" ", "").replace("'", "") or "default"
+    t0 = time.perf_counter()
+    mdir = work / f"models_{tag}_s{a.seed}"
+    if (mdir / "trained.json").exists():  # same settings trained before: explain those checkpoints again
+        am, specs, train_s = json.loads((mdir / "trained.json").read_text())
+    else:
+        _, am, specs, _ = T._train_arch(DENSENET_INDEX, "densenet", data, mdir, cfg)
+        train_s = time.perf_counter() - t0
+        (mdir / "trained.json").write_text(json.dumps([am, specs, train_s]))
+    result = {"set": over, "seed": a.seed, "quick": a.quick, "target": a.target, "train_seconds": round(train_s, 1),
+              "tasks": {}}
+    print(f"{tag} seed {a.seed}: DenseNet trained in {train_s:.0f} s; target {a.target or 'spec default'}", flush=True)
+    maps_by_task = {}
+    for task in cfg.tasks:
+        auc = am["tasks"][task]["val_auc"]
+        res, maps_by_task[task] = cam_scores(manifest, specs, task, a.target)
+        result["tasks"][task] = {"val_auc": auc, **res}
+        cells = "  ".join(f"{k}: {v['pg']:.2f}/{v['auc']:.2f} rho {v['sanity_rho']:+.2f}"
+                          for k, v in res.items() if isinstance(v, dict))
+        print(f"  {task:15s} val AUC tl {auc['tl']:.3f} ft {auc['ft']:.3f}; grid {res['grid']}, n {res['n']}; "
+              f"pointing/pixel AUC  {cells}", flush=True)
+    if a.png:
+        overlays(maps_by_task, a.png)
+    if a.out:
+        with open(a.out, "a", encoding="utf-8") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
