@@ -109,8 +109,9 @@ def test_demo_stamps_hash_the_generating_code():
 #: fine-tune with flips only, 12 epochs on texture and intensity and 24 on shape: radlens.demo.QUICK; the
 #: default run's numbers are in the README and demo.json, where all three tasks are checked against the
 #: issue's 0.85 / 0.6 / 0.75). Measured on the quick run of seed 0 (2026-11-29 21:18, branch quick):
-#: fine-tuned validation AUC ResNet texture 1.00, intensity 0.99, shape 0.95; DenseNet texture 1.00,
-#: intensity 1.00, shape 0.97 (training only, seed-1 cohort: shape 0.96 / 0.94). Every threshold sits
+#: fine-tuned validation AUC ResNet texture 1.00, intensity 0.99, shape 0.95; one-block DenseNet (21:46,
+#: after merging branch dense) texture 0.96, intensity 1.00, shape 1.00 (the earlier two-block DenseNet:
+#: 1.00 / 1.00 / 0.97; training only, seed-1 cohort: shape 0.96 / 0.94). Every threshold sits
 #: below the measured value, far above chance (AUC 0.5; ~43 validation lesions, an AUC's SE ~0.05).
 #: Shape needs both changes: with quarter-turn augmentation and 12 epochs neither CNN learned it
 #: (0.44 / 0.56, training loss near ln 2); flips only, 12 epochs: 0.72 / 0.78; quarter turns, 40 epochs:
@@ -127,8 +128,8 @@ QUICK_TL_GAP = 0.02          # FT beats TL by at least this much on at least one
 #: Measured (pointing game / pixel AUC; quick run of seed 0, 21:18, branch quick; the ResNet explained at
 #: layer3, radlens.demo.CAM_TARGET_LAYERS; the DenseNet before its one-block 16x16 version):
 #: texture ResNet 0.92 / 0.92, DenseNet 0.84 / 0.96; intensity ResNet 0.50 / 0.94, DenseNet 0.80 / 0.97;
-#: shape DenseNet 0.57 / 0.80 (one-block DenseNet, benchmarks/densenet_cam.py --quick, branch dense:
-#: texture 0.98 / 0.98, intensity 0.88 / 0.98). The quick ResNet's intensity maps cover the lesion but
+#: shape DenseNet 0.57 / 0.80 (one-block DenseNet, quick run 21:46 after merging branch dense: texture
+#: 0.98 / 0.98, intensity 0.89 / 0.98, shape 0.63 / 0.88). The quick ResNet's intensity maps cover the lesion but
 #: their single maximum often falls on the lesion's rim, just outside the mask. Chance pointing game is
 #: the lesion share, ~0.05. NOT asserted: the ResNet's shape maps (0.24 / 0.80, n = 51: they cover the
 #: lesion, but their maximum sits inside it in only a quarter of the cases).
