@@ -70,6 +70,9 @@ class TrainConfig:
         validation AUC 0.69 (transfer) and fine-tuning never left chance; 8 epochs of 16 images (200
         steps) give 0.91 (default demo cohort, seed 0). Its steps are cheaper than the ResNet's, so the
         ViT still trains faster than the ResNet.
+    task_epochs : dict task -> int
+        Fine-tuning epochs of the CNNs (ResNet, DenseNet) for these tasks instead of ``finetune_epochs``
+        (the ViT keeps its own). The quick demo gives the shape task more: see ``radlens.demo.QUICK``.
     vit_epoch_factor : float
         The ViT fine-tunes ``round(vit_epoch_factor * finetune_epochs)`` epochs (0.75: with its smaller
         batches it still takes more steps than the CNNs, and its training, run beside the DenseNet's,
@@ -122,6 +125,7 @@ class TrainConfig:
     lr_pretext: float = 2e-3
     lr_finetune: float = 3e-3
     vit_lr_finetune: float = 2e-4
+    task_epochs: dict = field(default_factory=dict)
     vit_epoch_factor: float = 0.75
     vit_pretext_epochs: int = 8
     vit_batch_size: int = 16
@@ -153,6 +157,11 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (0 if name.endswith("epochs") else 1):
                 raise InputError(f"TrainConfig.{name}={v!r}: must be a positive integer")
+        bad = {t: e for t, e in dict(self.task_epochs).items()
+               if t not in self.tasks or not isinstance(e, (int, np.integer)) or e < 0}
+        if bad:
+            raise InputError(f"TrainConfig.task_epochs={dict(self.task_epochs)!r}: keys must be among tasks "
+                             f"{list(self.tasks)} and values epochs >= 0; bad: {bad}")
         for name in ("rot90_finetune_archs", "centered_head_archs", "standardised_head_archs"):
             bad = [a for a in getattr(self, name) if a not in ARCHS]
             if bad:
@@ -527,7 +536,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
 
     vit = model.arch == "vit"
     lr = cfg.vit_lr_finetune if vit else cfg.lr_finetune
-    epochs = int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit else cfg.finetune_epochs
+    epochs = (int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit
+              else int(dict(cfg.task_epochs).get(task, cfg.finetune_epochs)))
     fbs = cfg.vit_finetune_batch_size if vit else cfg.finetune_batch_size
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
         model.head.weight.zero_()
@@ -695,7 +705,7 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
         specs, ``training.json`` (metrics) and ``training_log.csv`` (loss per epoch).
     cfg : TrainConfig
     processes : int, optional
-        Architectures trained at once, each in its own (spawned) process on ``cfg.threads`` torch
+        Architectures trained at once, each in its own (forked on Linux) process on ``cfg.threads`` torch
         threads (default: as many as this process has cores, at most one per architecture; 1 = all
         in this process). Every architecture is seeded on its own and runs on a fixed thread count,
         so the checkpoints and metrics are the same whatever ``processes`` is.
@@ -731,10 +741,18 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
         done = [_train_arch(ai, arch, data, out_dir, cfg) for ai, arch in jobs]
     else:
         import concurrent.futures as cf
-        import multiprocessing as mp
 
-        log.info("training %d architectures in %d processes", len(jobs), processes)
-        with cf.ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+        from radlens.parallel import _mp_context
+
+        ctx = _mp_context()   # forked on Linux (RADLENS_MP_START=spawn overrides)
+        if ctx.get_start_method() == "fork":
+            # the workers inherit the imports instead of paying for them (monai alone: ~6 s of CPU each)
+            from radlens.synth.models import import_dependencies
+
+            import_dependencies(cfg.archs)
+        log.info("training %d architectures in %d %s processes", len(jobs), processes, ctx.get_start_method())
+        with cf.ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_threads,
+                                    initargs=(int(cfg.threads),)) as pool:
             futs = [pool.submit(_train_arch, ai, arch, data, out_dir, cfg) for ai, arch in jobs]
             done = [f.result() for f in futs]  # in architecture order; an error is raised here
     log_rows: list[dict] = []
@@ -746,6 +764,14 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
     write_table(pd.DataFrame(log_rows, columns=["arch", "stage", "task", "epoch", "loss"]), out_dir / "training_log.csv")
     result.metrics = metrics
     return result
+
+
+def _worker_threads(threads: int) -> None:
+    """Training worker start-up: its torch thread count before any torch op (a forked worker must not
+    run the parent's OpenMP thread team)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: TrainConfig):
