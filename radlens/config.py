@@ -73,8 +73,8 @@ class LensConfig:
                                    "(encoders.<arch>.layer, else the deepest; the one the report shows); "
                                    "tables are written for every layer either way")
     jobs: int = _opt(1, minimum=1, help="worker processes over the layers of a layer-wise lens (fit-pre, "
-                     "refit-post, compare); results agree with jobs=1 to float32 rounding (max 1e-5 absolute in "
-                     "the quick demo's shift tables)")
+                     "refit-post, compare); every layer runs on one BLAS thread, so the results equal jobs=1's "
+                     "bit for bit")
 
 
 @dataclass
@@ -170,6 +170,8 @@ class StudyConfig:
     pooling_probe: ProbeConfig = _opt(None)
     localization: LocalizationConfig = _opt(None)
     report: bool = _opt(True, help="write report.html at the end")
+    figure_formats: list = _opt(["png", "svg"], help="file formats of every figure the run draws (png required: "
+                                "the report embeds it; [png] skips the SVG copies)")
     base_dir: str = _opt(".", help="folder relative paths are resolved against (set by load_study)")
 
     def resolve(self, p: str | None) -> Path | None:
@@ -319,6 +321,12 @@ def study_from_dict(raw: Mapping[str, Any], base_dir: str | Path = ".", source: 
     if enc_raw is None:
         raise ConfigError(f"{source}: key 'encoders' is required (architecture name -> pre/tasks checkpoints)")
     cfg = _build(StudyConfig, raw, source, required=("manifest",))
+    from radlens.viz.style import check_formats
+
+    try:
+        cfg.figure_formats = list(check_formats(cfg.figure_formats))
+    except ValueError as exc:
+        raise ConfigError(f"{source}: key 'figure_formats' has value {cfg.figure_formats!r}; {exc}") from None
     cfg.encoders = _build_encoders(enc_raw, source)
     cfg.base_dir = str(Path(base_dir).resolve())
     return cfg

@@ -89,6 +89,9 @@ class DemoSize:
     vit_epoch_factor: float = 0.75  # the ViT fine-tunes this many times finetune_epochs (its training then fits beside the ResNet's)
     vit_pretext_epochs: int = 8  # the ViT's pretext epochs (TrainConfig.vit_pretext_epochs; see QUICK)
     sanity_cases: int = 16
+    task_epochs: dict = field(default_factory=dict)   # CNN fine-tuning epochs per task (TrainConfig.task_epochs)
+    rot90_finetune_archs: tuple = ("cnn", "densenet")  # TrainConfig.rot90_finetune_archs
+    figure_formats: tuple = ("png", "svg")   # study figure_formats
 
 
 FULL = DemoSize(n_cases=400, image_size=64, pretext_epochs=4, finetune_epochs=20, n_null=200, n_boot=200,
@@ -104,7 +107,13 @@ QUICK = DemoSize(n_cases=160, image_size=64, pretext_epochs=2, finetune_epochs=1
                                "perturbations": {"nodule": {"strengths": [1.0]}, "texture": {"strengths": [1.0]}}},
                      "lesion": {"findings": []},
                      "jitter": {"levels": [0.0, 0.5]},
-                     "probe": {"n_boot": 200}}, vit_epoch_factor=1.0, sanity_cases=10, vit_pretext_epochs=32)
+                     "probe": {"n_boot": 200}}, vit_epoch_factor=1.0, sanity_cases=10, vit_pretext_epochs=32,
+                 task_epochs={"task_shape": 24}, rot90_finetune_archs=(), figure_formats=("png",))
+#: QUICK's CNN recipe (docs/synth.md, "The quick demo"): about 100 labelled training images. The CNNs
+#: fine-tune with flips only, like the ViT (TrainConfig.rot90_finetune_archs): with quarter turns they
+#: had to learn "elongated either way" from ~100 images and did not (shape validation AUC 0.44-0.86 over
+#: recipes), and texture and intensity do not need them. Shape gets 24 epochs (96 steps), the others
+#: 12. SVG copies are skipped (a third of the figure time; the report embeds the PNGs).
 #: QUICK's ViT pretext: 32 epochs of its 160 images (320 steps; the default demo: 8 of 400, 200 steps).
 #: With 8 (80 steps) its pooled features barely told the texture classes apart (transfer AUC 0.47-0.57)
 #: and fine-tuning did not learn texture (0.43-0.47, seeds 0-1); with 32, fine-tuned AUC texture
@@ -139,7 +148,7 @@ def study_dict(models: dict[str, dict[str, Any]], out: Path, size: DemoSize, see
         "embed": {"batch_size": 64, "device": "cpu"},
         "lens": {"enabled": True, "pooling": "auto", "top_k": 10, "n_permutations": 2000,
                  "n_null": size.n_null, "n_boot": size.n_boot, "expected_classes": EXPECTED_CLASSES,
-                 "layer_figures": "main"},
+                 "layer_figures": "main", "jobs": 2},
         "cam_drift": {"enabled": True, "methods": list(CAM_METHODS), "n_boot": size.cam_boot,
                       "options": {"sanity_cases": size.sanity_cases, "channels_last": True,
                                   "target_layers": {a: v for a, v in CAM_TARGET_LAYERS.items() if a in models}}},
@@ -147,6 +156,7 @@ def study_dict(models: dict[str, dict[str, Any]], out: Path, size: DemoSize, see
                          "options": {} if size.loc_figures else {"figure": False}},
         "pooling_probe": {"enabled": True, "post_task": "task_texture", "panel": size.probe_panel},
         "report": True,
+        "figure_formats": list(size.figure_formats),
     }
 
 
@@ -194,6 +204,7 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
         write_json(stamp_path, _jsonable(stamp))
     t_cohort = time.perf_counter() - t0
     tcfg = TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs,
+                       task_epochs=dict(size.task_epochs), rot90_finetune_archs=tuple(size.rot90_finetune_archs),
                        vit_epoch_factor=size.vit_epoch_factor, vit_pretext_epochs=size.vit_pretext_epochs, seed=seed)
     train_stamp = {"cohort": stamp, "train": vars(tcfg),
                    "code": _code_hash("radlens.synth.train", "radlens.synth.models")}

@@ -117,3 +117,20 @@ def test_example_config_in_repo_is_valid():
     assert set(cfg.encoders) == {"cnn", "vit"}
     assert cfg.encoders["vit"].tasks["task_shape"].transfer is None
     assert cfg.lens.expected_classes["task_intensity"] == ["firstorder"]
+
+
+def test_figure_formats(tmp_path):
+    """``figure_formats`` chooses the files of every figure (PNG required: the report embeds it)."""
+    assert study_from_dict(_minimal(), base_dir=tmp_path).figure_formats == ["png", "svg"]
+    assert study_from_dict(_minimal(figure_formats=["PNG"]), base_dir=tmp_path).figure_formats == ["png"]
+    for bad in (["svg"], ["png", "gif"]):
+        with pytest.raises(ConfigError, match=r"'figure_formats'.*png is required"):
+            study_from_dict(_minimal(figure_formats=bad), base_dir=tmp_path)
+    import matplotlib.pyplot as plt
+
+    from radlens.viz.style import figure_formats, save_figure
+
+    with figure_formats(["png"]):
+        written = save_figure(plt.figure(), tmp_path / "a")
+    assert written == [tmp_path / "a.png"] and not (tmp_path / "a.svg").exists()
+    assert [p.suffix for p in save_figure(plt.figure(), tmp_path / "b")] == [".png", ".svg"]   # default again

@@ -147,3 +147,61 @@ def test_layers_in_worker_processes_and_tasks_in_one_pass_equal_the_plain_runs(t
     w = compare_layers(list(outs.values()), tmp_path / "cmp", jobs=2)
     assert all(p.exists() for v in w.values() for p in v)
     assert all((tmp_path / "cmp" / L / "rank_correlation.csv").exists() for L in layers)
+
+
+def test_jobs_1_and_jobs_2_write_identical_files_whatever_the_thread_count(tmp_path):
+    """The layer-wise lens runs every layer on one BLAS / torch thread in this process as in a worker
+    (radlens.lens.layers.one_thread). Before, the ``jobs=1`` path kept the caller's BLAS threads: two
+    OpenBLAS threads sum a float32 GEMM in another order than one, and the shift tables differed by up
+    to 1e-5 (quick demo). Here the caller runs two BLAS and two torch threads; the files must still be
+    equal bit for bit (n = 150 cases, d = 48: replicate GEMMs large enough for OpenBLAS to split)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from radlens.io.artifacts import Embeddings, read_table, write_embeddings, write_table
+    from radlens.lens.layers import compare_layers, fit_pre_layers, refit_post_layers_tasks
+
+    df = planted_radiomics(150, 10, seed=11)
+    X = df.drop(columns="case_id").to_numpy()
+    cid = df["case_id"].to_numpy()
+    layers = ["a", "b"]
+    pre = {L: planted_embeddings(X, 48, seed=30 + i) for i, L in enumerate(layers)}
+
+    def write(path, arrays):
+        write_embeddings(path, Embeddings(cid, {f"roi@{L}": a.astype(np.float32) for L, a in arrays.items()},
+                                          {"layers": list(arrays)}))
+
+    write(tmp_path / "pre.npz", pre)
+    tasks = ["t0", "t1"]
+    for k, t in enumerate(tasks):
+        write(tmp_path / f"{t}.npz", {L: planted_change(X, pre[L], [k, k + 3], "signal", 0.4, seed=k) for L in layers})
+    write_table(df, tmp_path / "rad.parquet")
+    prev = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with threadpool_limits(2):
+            for jobs in (1, 2):
+                d = tmp_path / f"jobs{jobs}"
+                fit_pre_layers(tmp_path / "rad.parquet", tmp_path / "pre.npz", d / "lens", jobs=jobs,
+                               hidden=8, n_seeds=2, max_epochs=30, patience=6)
+                outs = {t: d / f"shifts_{t}.parquet" for t in tasks}
+                refit_post_layers_tasks(d / "lens", {t: tmp_path / f"{t}.npz" for t in tasks}, outs,
+                                        n_null=30, n_boot=30, seed=4, jobs=jobs)
+                compare_layers(list(outs.values()), d / "cmp", jobs=jobs, lens=d / "lens",
+                               embeddings={t: str(tmp_path / f"{t}.npz") for t in tasks}, n_null=30, n_boot=30,
+                               figure_layers=[])
+    finally:
+        torch.set_num_threads(prev)
+    one, two = tmp_path / "jobs1", tmp_path / "jobs2"
+    for L in layers:
+        a, b = np.load(one / "lens" / L / "lens.npz"), np.load(two / "lens" / L / "lens.npz")
+        for f in a.files:
+            np.testing.assert_array_equal(a[f], b[f], err_msg=f"lens {L} {f}")
+    for t in tasks:
+        a, b = read_table(one / f"shifts_{t}.parquet"), read_table(two / f"shifts_{t}.parquet")
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    csvs = sorted(p.relative_to(one / "cmp") for p in (one / "cmp").rglob("*.csv"))
+    assert len(csvs) >= 8 and any(p.name == "contrast.csv" for p in csvs), csvs
+    for p in csvs:
+        pd.testing.assert_frame_equal(pd.read_csv(one / "cmp" / p), pd.read_csv(two / "cmp" / p),
+                                      check_exact=True, obj=str(p))

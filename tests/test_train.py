@@ -148,6 +148,8 @@ def test_bad_inputs_name_the_parameter(tmp_path):
         TrainConfig(finetune_epochs=-1)
     with pytest.raises(InputError, match="val_fraction=1.5"):
         TrainConfig(val_fraction=1.5)
+    with pytest.raises(InputError, match=r"task_epochs=\{'task_nope': 3\}.*keys must be among tasks"):
+        TrainConfig(task_epochs={"task_nope": 3})
     with pytest.raises(InputError, match=r"rot90_finetune_archs=\['resnet'\].*\['cnn', 'densenet', 'vit'\]"):
         TrainConfig(rot90_finetune_archs=("resnet",))
     data = _blob_data(n=16)
@@ -195,7 +197,7 @@ def test_written_classifiers_reproduce_the_trained_models_through_radlens_prepro
 
 
 def test_training_in_processes_equals_training_in_one_process(trained, tmp_path):
-    """The fixture trains its three architectures in spawned processes (2+ cores) or in-process (1 core);
+    """The fixture trains its three architectures in worker processes (forked on Linux; 2+ cores) or in-process (1 core);
     ``processes=1`` must give the same checkpoints and metrics bit for bit."""
     from safetensors.torch import load_file
 
@@ -241,6 +243,21 @@ def test_vit_gradcam_is_the_per_token_logit_share_of_the_written_checkpoint(trai
         assert float(share.sum() + b[t]) == pytest.approx(float(res["gradcam"].logits[i, t]), abs=1e-4)
         ref = np.maximum(share.numpy(), 0).reshape(side, side)
         np.testing.assert_allclose(res["gradcam"].raw[i], ref, rtol=1e-4, atol=1e-6)
+
+
+def test_task_epochs_set_the_cnn_epochs_of_one_task(tmp_path):
+    """``task_epochs`` gives a task its own number of CNN fine-tuning epochs; the ViT keeps its own."""
+    import pandas as pd
+
+    torch.set_num_threads(1)
+    data = _blob_data(n=32)
+    cfg = TrainConfig(tasks=("task_bright", "task_other"), archs=("densenet", "vit"),
+                      **{**TINY, "finetune_epochs": 2, "task_epochs": {"task_other": 3}, "vit_epoch_factor": 1.0})
+    train_demo_encoders(data, tmp_path, cfg, processes=1)
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    n = log[log["stage"] == "finetune"].groupby(["arch", "task"]).size().to_dict()
+    assert n == {("densenet", "task_bright"): 2, ("densenet", "task_other"): 3,
+                 ("vit", "task_bright"): 2, ("vit", "task_other"): 2}
 
 
 def test_augment_without_rotation_keeps_orientation():

@@ -17,6 +17,7 @@ The headline column read from the shift tables is :data:`HEADLINE` (one place to
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -93,26 +94,34 @@ def read_layered_lens(path) -> dict:
 
 
 # --------------------------------------------------------------------------- fit-pre / refit-post
+@contextlib.contextmanager
+def one_thread():
+    """One torch and one BLAS thread. Every layer of :func:`fit_pre_layers`, :func:`refit_post_layers_tasks`
+    and :func:`compare_layers` runs inside it, with ``jobs=1`` as in a worker process: two OpenBLAS
+    threads sum a float32 GEMM in another order than one (up to 1e-5 absolute in the quick demo's shift
+    tables), and on a busy 2-core machine they made the lens's small LAPACK calls up to 25x slower."""
+    import torch
+
+    from radlens.lens.null import single_thread
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with single_thread():
+            yield
+    finally:
+        torch.set_num_threads(prev)
+
+
 def _fit_layer(item) -> dict:
-    """Worker of :func:`fit_pre_layers`: one layer's lens (module level: pickled)."""
+    """Worker of :func:`fit_pre_layers`: one layer's lens (module level: pickled), on one thread
+    whatever ``jobs`` is (:func:`one_thread`: the same numbers in a worker and in this process)."""
     from radlens.lens.pipeline import fit_pre
 
-    L, radiomics, embeddings, out, kw, one_thread = item
+    L, radiomics, embeddings, out, kw = item
     try:
-        if not one_thread:
+        with one_thread():
             fit_pre(radiomics, embeddings, out, layer=L, **kw)
-            return {}
-        import torch
-
-        from radlens.lens.null import single_thread
-
-        prev = torch.get_num_threads()
-        torch.set_num_threads(1)   # one thread per worker process: the workers share the cores
-        try:
-            with single_thread():
-                fit_pre(radiomics, embeddings, out, layer=L, **kw)
-        finally:
-            torch.set_num_threads(prev)
     except InputError as exc:   # this layer cannot be fitted: the others proceed
         return {"layer": L, "stage": "fit-pre", "error": str(exc)}
     return {}
@@ -147,7 +156,8 @@ def fit_pre_layers(radiomics, embeddings, out, *, layers=None, pooling: str | No
     out : path   lens folder.
     layers : sequence of str, optional   layers to fit (default: every layer in the file).
     jobs : int   worker processes over layers (1: in this process). Every layer's lens is trained
-        exactly as with ``jobs=1`` (own seeds, one thread), so the lenses are the same.
+        on its own seeds and one thread whatever ``jobs`` is (:func:`one_thread`), so the lenses are
+        the same bit for bit.
 
     Returns
     -------
@@ -167,7 +177,7 @@ def fit_pre_layers(radiomics, embeddings, out, *, layers=None, pooling: str | No
         raise InputError(f"layers {layers} map to clashing folder names {dirs}; rename the layers")
     jobs = max(1, min(int(jobs), len(layers)))
     kw = dict(pooling=pooling, manifest=manifest, groups=groups, **lens_params)
-    items = [(L, radiomics, embeddings, out / dirs[L], kw, jobs > 1) for L in layers]
+    items = [(L, radiomics, embeddings, out / dirs[L], kw) for L in layers]
     width = {L: int(np.prod(select_layer(emb, L).get(select_layer(emb, L).default_pooling()).shape[1:]))
              for L in layers}
     log.info("fit-pre: %d layers (%d worker process%s)", len(layers), jobs, "es" if jobs > 1 else "")
@@ -315,16 +325,13 @@ def refit_post_layers(lens, embeddings, out, *, task: str | None = None, layers=
 
 
 def _refit_layer(item) -> dict:
-    """Worker of :func:`refit_post_layers_tasks`: every task at one layer (module level: pickled)."""
-    from radlens.lens.null import single_thread
+    """Worker of :func:`refit_post_layers_tasks`: every task at one layer (module level: pickled), on
+    one thread whatever ``jobs`` is (:func:`one_thread`)."""
     from radlens.lens.pipeline import refit_post_tasks
 
-    L, lens_dir, embeddings, outs, kw, one_thread = item
+    L, lens_dir, embeddings, outs, kw = item
     try:
-        if one_thread:   # one BLAS thread per worker process: the workers share the cores
-            with single_thread():
-                refit_post_tasks(lens_dir, embeddings, outs, layer=L, layer_stats=True, **kw)
-        else:
+        with one_thread():
             refit_post_tasks(lens_dir, embeddings, outs, layer=L, layer_stats=True, **kw)
     except InputError as exc:   # this layer cannot be refitted: the others proceed
         return {"layer": L, "stage": "refit-post", "error": str(exc)}
@@ -336,11 +343,11 @@ def refit_post_layers_tasks(lens, embeddings: dict, outs: dict, *, layers=None, 
                             jobs: int = 1) -> dict:
     """:func:`refit_post_layers` for several tasks of one layer-wise lens: per layer the tasks share
     the permutations, resamples, smoothers and reduced lenses
-    (:func:`radlens.lens.pipeline.refit_post_tasks`), and the layers run in ``jobs`` worker processes
-    (one BLAS thread each). The statistics are those of ``jobs=1``; the float32 replicate products
-    may round differently in a worker (measured: at most 1e-5 absolute in the quick demo's shift
-    tables; the cause was not traced). Each task's files equal those of its own
-    :func:`refit_post_layers` call.
+    (:func:`radlens.lens.pipeline.refit_post_tasks`), and the layers run in ``jobs`` worker processes.
+    Every layer runs on one BLAS and one torch thread, in a worker as in this process
+    (:func:`one_thread`), so the files of ``jobs=N`` equal those of ``jobs=1`` bit for bit. Each
+    task's files equal those of its own :func:`refit_post_layers` call up to float32 rounding (the
+    replicate products of one task alone are GEMMs of another shape).
 
     Parameters
     ----------
@@ -375,7 +382,7 @@ def refit_post_layers_tasks(lens, embeddings: dict, outs: dict, *, layers=None, 
     kw = dict(pooling=pooling, n_null=n_null, n_boot=n_boot, seed=seed, specific=specific)
     jobs = max(1, min(int(jobs), len(layers)))
     items = [(L, lens / meta["dirs"][L], dict(embeddings), {t: o.parent / meta["dirs"][L] / o.name for t, o in outs.items()},
-              kw, jobs > 1) for L in layers]
+              kw) for L in layers]
     failed = _run_layers(_refit_layer, items, layers, width, jobs, "refit-post")
     written = {}
     for task, out in outs.items():
@@ -514,16 +521,12 @@ def layer_summary_table(summaries: dict, layers: list[str]):
 
 
 def _compare_layer(item) -> None:
-    """Worker of :func:`compare_layers`: one layer's single-layer ``compare`` (module level: pickled)."""
+    """Worker of :func:`compare_layers`: one layer's single-layer ``compare`` (module level: pickled),
+    on one thread whatever ``jobs`` is (:func:`one_thread`)."""
     from radlens.lens.compare import compare
 
-    per, out, kw, one_thread = item
-    if not one_thread:
-        compare(per, out, **kw)
-        return
-    from radlens.lens.null import single_thread
-
-    with single_thread():
+    per, out, kw = item
+    with one_thread():
         compare(per, out, **kw)
 
 
@@ -572,7 +575,7 @@ def compare_layers(tables, out, *, layers=None, value: str = "z", top_k: int = 1
             kw.update(lens=Path(lens) / lmeta["dirs"][L], layer=L)
         if figure_layers is not None:
             kw["figures"] = L in set(map(str, figure_layers))
-        items.append(([str(p) for p in per], cdirs[L], kw, jobs > 1))
+        items.append(([str(p) for p in per], cdirs[L], kw))
     for L, r in zip(layers, run_cases(_compare_layer, items, jobs=jobs)):
         if isinstance(r, WorkerError):
             if r.type == "InputError":

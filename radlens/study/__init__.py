@@ -320,7 +320,9 @@ def run(study: str | os.PathLike | StudyConfig, out: str | os.PathLike | None = 
         stages = _select(stages, only)
     want_report = cfg.report if report is None else report
     t0 = time.perf_counter()
-    with _torch_threads(cfg.threads):
+    from radlens.viz.style import figure_formats
+
+    with _torch_threads(cfg.threads), figure_formats(cfg.figure_formats):
         results = execute(stages, run_dir, force=force)
     hashes = HashCache(run_dir / ".cache" / "hashes.json")
     inputs = {"manifest": {"path": str(manifest.path), "sha256": hashes(manifest.path)}}
@@ -340,7 +342,8 @@ def run(study: str | os.PathLike | StudyConfig, out: str | os.PathLike | None = 
         from radlens.report import report as make_report
 
         try:
-            res.report = make_report(run_dir)
+            with figure_formats(cfg.figure_formats):
+                res.report = make_report(run_dir)
         except Exception as exc:  # the run's artefacts stay valid without a report
             log.error("report failed: %s", _error_text(exc))
             from radlens.io.artifacts import atomic_write_text

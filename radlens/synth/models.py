@@ -51,6 +51,17 @@ def densenet_args(width: int = 16, blocks=(3,)) -> dict[str, Any]:
             "growth_rate": max(int(width) // 2, 2), "block_config": [int(b) for b in blocks], "bn_size": 2}
 
 
+def import_dependencies(archs=tuple(ARCHS)) -> None:
+    """Import what building ``archs`` needs (torch; monai for the CNNs, transformers for the ViT), e.g.
+    before forking worker processes that then inherit the modules."""
+    import torch  # noqa: F401
+
+    if {"cnn", "densenet"} & set(archs):
+        import monai.networks.nets  # noqa: F401
+    if "vit" in archs:
+        import transformers  # noqa: F401
+
+
 def build_densenet(args: dict[str, Any] | None = None):
     """The demo DenseNet backbone: ``monai.networks.nets.DenseNet(**args)`` (see :func:`densenet_args`)."""
     from monai.networks.nets import DenseNet

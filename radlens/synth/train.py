@@ -36,13 +36,30 @@ from typing import Any, Iterator
 import numpy as np
 
 from radlens.errors import InputError
+from radlens.synth.checkpoints import (  # noqa: F401  (re-exported)
+    ARCH_INTENSITY,
+    DEMO_INTENSITY,
+    _encoder_spec,
+    _write_checkpoint,
+    _write_classifier,
+)
 from radlens.synth.models import ARCHS
+from radlens.synth.steps import (  # noqa: F401  (re-exported)
+    ATTRIBUTES,
+    _auc,
+    _augment,
+    _batches,
+    _features,
+    _logits,
+    attribute_decodability,
+    backbone_change,
+    place_operating_point,
+    youden_threshold,
+)
 
 log = logging.getLogger(__name__)
 
 TASKS = ("task_texture", "task_intensity", "task_shape")
-#: planted attributes whose linear decodability from the pooled features is tracked pre -> ft
-ATTRIBUTES = ("texture_corr_len", "texture_amp", "lesion_intensity", "lesion_radius", "elongation")
 
 
 @dataclass
@@ -70,6 +87,9 @@ class TrainConfig:
         validation AUC 0.69 (transfer) and fine-tuning never left chance; 8 epochs of 16 images (200
         steps) give 0.91 (default demo cohort, seed 0). Its steps are cheaper than the ResNet's, so the
         ViT still trains faster than the ResNet.
+    task_epochs : dict task -> int
+        Fine-tuning epochs of the CNNs (ResNet, DenseNet) for these tasks instead of ``finetune_epochs``
+        (the ViT keeps its own). The quick demo gives the shape task more: see ``radlens.demo.QUICK``.
     vit_epoch_factor : float
         The ViT fine-tunes ``round(vit_epoch_factor * finetune_epochs)`` epochs (0.75: with its smaller
         batches it still takes more steps than the CNNs, and its training, run beside the DenseNet's,
@@ -122,6 +142,7 @@ class TrainConfig:
     lr_pretext: float = 2e-3
     lr_finetune: float = 3e-3
     vit_lr_finetune: float = 2e-4
+    task_epochs: dict = field(default_factory=dict)
     vit_epoch_factor: float = 0.75
     vit_pretext_epochs: int = 8
     vit_batch_size: int = 16
@@ -153,6 +174,11 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < (0 if name.endswith("epochs") else 1):
                 raise InputError(f"TrainConfig.{name}={v!r}: must be a positive integer")
+        bad = {t: e for t, e in dict(self.task_epochs).items()
+               if t not in self.tasks or not isinstance(e, (int, np.integer)) or e < 0}
+        if bad:
+            raise InputError(f"TrainConfig.task_epochs={dict(self.task_epochs)!r}: keys must be among tasks "
+                             f"{list(self.tasks)} and values epochs >= 0; bad: {bad}")
         for name in ("rot90_finetune_archs", "centered_head_archs", "standardised_head_archs"):
             bad = [a for a in getattr(self, name) if a not in ARCHS]
             if bad:
@@ -255,83 +281,6 @@ def split_indices(df, val_fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.flatnonzero(~val), np.flatnonzero(val)
 
 
-def _augment(x, gen, strong: bool, rotate: bool = True):
-    """Random flips / 90-degree rotations when ``rotate`` (+ shift, intensity jitter and noise when ``strong``).
-
-    x : Tensor (B, 1, H, W); gen : torch.Generator. Square images assumed for rotations.
-    """
-    import torch
-
-    b = x.shape[0]
-    flip_h = torch.rand(b, generator=gen) < 0.5
-    flip_w = torch.rand(b, generator=gen) < 0.5
-    x = torch.where(flip_h[:, None, None, None], x.flip(2), x)
-    x = torch.where(flip_w[:, None, None, None], x.flip(3), x)
-    if rotate and x.shape[2] == x.shape[3]:
-        k = torch.randint(0, 4, (b,), generator=gen)
-        x = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
-    if strong:
-        h, w = x.shape[2:]
-        pad = max(1, h // 16)
-        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        x = torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
-        # brightness / contrast jitter and noise in units of the batch's intensity SD (the inputs are
-        # no longer standardised: on the [0, 1] scale a fixed 0.1 noise drowned the lesion texture)
-        sd = x.std().clamp_min(1e-6)
-        scale = 0.75 + 0.5 * torch.rand(b, 1, 1, 1, generator=gen)
-        shift = 0.4 * sd * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
-        x = x * scale + shift + 0.1 * sd * torch.randn(x.shape, generator=gen)
-    return x
-
-
-def _nt_xent(z1, z2, temperature: float):
-    """SimCLR NT-Xent loss of two views, z1, z2: (B, D)."""
-    import torch
-    import torch.nn.functional as F
-
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    sim = z @ z.T / temperature
-    n = z1.shape[0]
-    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
-    return F.cross_entropy(sim, target)
-
-
-def _batches(n: int, batch_size: int, gen, shuffle: bool = True) -> list:
-    import torch
-
-    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
-    out = [order[i:i + batch_size] for i in range(0, n, batch_size)]
-    if len(out) > 1 and len(out[-1]) < 4:  # a 1-3 image tail batch destabilises BatchNorm/contrastive
-        out[-2] = torch.cat([out[-2], out.pop()])
-    return out
-
-
-def _features(model, x, batch_size: int = 128) -> np.ndarray:
-    """Pooled features (n, D) in eval mode."""
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        return np.concatenate([model.features(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
-
-
-def _logits(model, x, batch_size: int = 128) -> np.ndarray:
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        return np.concatenate([model(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
-
-
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, score)) if np.unique(y).size == 2 else float("nan")
-
-
 # --------------------------------------------------------------------------- training stages
 def local_statistics(x, grid: tuple[int, int]):
     """Hand-crafted per-cell image statistics, the regression targets of the pretext task.
@@ -430,18 +379,6 @@ def fit_linear_head(model, x, y: np.ndarray, train_idx: np.ndarray, seed: int) -
         model.head.bias.copy_(torch.tensor([0.0, b], dtype=torch.float32))
 
 
-#: the demo encoders' intensity preprocessing: the phantoms' fixed [0, 1] scale, clipped, never rescaled
-#: per image. A per-image min-max rescale (the earlier ``intensity: {mean, std}``) let the intensity
-#: task be read from the *background*: a bright lesion raises the image maximum, so everything else
-#: comes out darker. The fine-tuned CNNs learned exactly that shortcut (Grad-CAM pixel AUC 0.14-0.21,
-#: pointing game 0.00: the maps lit up everything but the lesion).
-DEMO_INTENSITY = {"clip": [0.0, 1.0], "intensity": "none"}
-#: per architecture: the ViT (layer norms everywhere, trained from scratch) learns nothing from the
-#: un-centred [0, 1] scale (validation AUC 0.27-0.65), so it gets a per-image z-score -- a far weaker
-#: global coupling than min-max (a 5-12 % lesion moves an image's mean and SD by a few percent)
-ARCH_INTENSITY = {"cnn": DEMO_INTENSITY, "densenet": DEMO_INTENSITY, "vit": {"clip": None, "intensity": "zscore"}}
-
-
 def model_inputs(images: np.ndarray, train_idx: np.ndarray | None = None, intensity: dict | None = None):
     """The demo models' inputs, produced by radlens' own encoder preprocessing.
 
@@ -473,37 +410,6 @@ def model_inputs(images: np.ndarray, train_idx: np.ndarray | None = None, intens
     return torch.stack([final(im).x for im in images]), None
 
 
-def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
-    """Score threshold maximising Youden's J = TPR - FPR (predict positive when ``score > t``).
-
-    Candidates are the midpoints between consecutive distinct scores (plus one below the minimum); ties
-    in J go to the threshold closest to 0, so a head that is already well placed keeps its bias.
-    """
-    y = np.asarray(y).astype(bool)
-    score = np.asarray(score, dtype=float)
-    if y.all() or not y.any():
-        return 0.0
-    u = np.unique(score)
-    cand = np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2]) if u.size > 1 else np.array([u[0] - 1.0])
-    pred = score[None, :] > cand[:, None]
-    j = pred[:, y].mean(1) - pred[:, ~y].mean(1)
-    best = np.flatnonzero(np.isclose(j, j.max()))
-    return float(cand[best[np.argmin(np.abs(cand[best]))]])
-
-
-def place_operating_point(model, x, y: np.ndarray, train_idx: np.ndarray) -> float:
-    """Shift the positive-class bias so the two-class head decides at the Youden-optimal threshold of the
-    training cases. A small fine-tuned head often ranks well (AUC) but calls nearly every case negative,
-    which would leave CAM drift almost no true positives to compare. Returns the shift applied."""
-    import torch
-
-    d = np.diff(_logits(model, x[train_idx]), axis=1)[:, 0]
-    t = youden_threshold(y[train_idx], d)
-    with torch.no_grad():
-        model.head.bias[1] -= t
-    return t
-
-
 def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, gen, task: str,
              log_rows: list) -> None:
     """Full fine-tuning of backbone + a fresh zero head: cross-entropy, flip augmentation (+ 90-degree
@@ -527,7 +433,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
 
     vit = model.arch == "vit"
     lr = cfg.vit_lr_finetune if vit else cfg.lr_finetune
-    epochs = int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit else cfg.finetune_epochs
+    epochs = (int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit
+              else int(dict(cfg.task_epochs).get(task, cfg.finetune_epochs)))
     fbs = cfg.vit_finetune_batch_size if vit else cfg.finetune_batch_size
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
         model.head.weight.zero_()
@@ -582,106 +489,6 @@ def _BatchCentre():
     return BatchCentre()
 
 
-def backbone_change(pre, post) -> dict[str, float]:
-    """Relative L2 change ``||w_post - w_pre|| / ||w_pre||`` of the backbone, overall and per top-level block."""
-    sp, sq = pre.state_dict(), post.state_dict()
-    groups: dict[str, list[float]] = {}
-    tot_num = tot_den = 0.0
-    for k, v in sp.items():
-        if not v.is_floating_point() or "running_" in k:
-            continue
-        num = float(((sq[k] - v) ** 2).sum())
-        den = float((v ** 2).sum())
-        parts = k.split(".")
-        g = ".".join(parts[:3]) if parts[0] == "encoder" else parts[0]
-        acc = groups.setdefault(g, [0.0, 0.0])
-        acc[0] += num
-        acc[1] += den
-        tot_num += num
-        tot_den += den
-    out = {"total": float(np.sqrt(tot_num / max(tot_den, 1e-12)))}
-    out.update({g: float(np.sqrt(a / max(b, 1e-12))) for g, (a, b) in groups.items()})
-    return out
-
-
-def attribute_decodability(feats: np.ndarray, table, train_idx, val_idx) -> dict[str, float]:
-    """Validation R^2 of a ridge regression from pooled features to each planted attribute (lesion cases)."""
-    from sklearn.linear_model import RidgeCV
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    out = {}
-    has = table["has_lesion"].to_numpy().astype(bool) if "has_lesion" in table.columns else np.ones(len(table), bool)
-    for a in ATTRIBUTES:
-        if a not in table.columns:
-            continue
-        t = table[a].to_numpy(dtype=float)
-        tr = [i for i in train_idx if has[i] and np.isfinite(t[i])]
-        va = [i for i in val_idx if has[i] and np.isfinite(t[i])]
-        if len(tr) < 10 or len(va) < 5 or np.std(t[va]) == 0:
-            continue
-        reg = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 11))).fit(feats[tr], t[tr])
-        out[a] = float(reg.score(feats[va], t[va]))
-    return out
-
-
-# --------------------------------------------------------------------------- writing checkpoints
-def _write_yaml(path: Path, obj: dict) -> Path:
-    import yaml
-
-    from radlens.io.artifacts import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
-    return path
-
-
-def _save_state(module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    from radlens.io.artifacts import atomic_path
-
-    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
-
-
-def _encoder_spec(arch: str, name: str, cfg: TrainConfig, image_shape, norm: tuple[float, float], vit_cfg) -> dict:
-    """Encoder spec dict (paths relative to the folder the YAMLs are written in)."""
-    from radlens.synth.models import cnn_args, densenet_args
-
-    pre = {"spatial_size": [int(s) for s in image_shape], **ARCH_INTENSITY[arch], "channels": 1}
-    roi = {"rule": "overlap", "min_overlap": 0.5, "mode": "full", "crop_margin": 0.25}
-    if arch == "cnn":
-        return {"kind": "monai", "name": "ResNet", "args": cnn_args(cfg.cnn_width),
-                "checkpoint": f"{name}.safetensors", "layer": "layer4", "preprocess": pre, "roi": roi}
-    if arch == "densenet":
-        return {"kind": "monai", "name": "DenseNet", "args": densenet_args(cfg.densenet_width, cfg.densenet_blocks),
-                "checkpoint": f"{name}.safetensors", "layer": "features", "preprocess": pre, "roi": roi}
-    return {"kind": "hf", "path": f"{name}/", "preprocess": pre, "roi": roi}
-
-
-def _write_checkpoint(model, arch: str, name: str, arch_dir: Path, spec: dict) -> None:
-    if arch == "vit":
-        model.backbone.save_pretrained(str(arch_dir / name), safe_serialization=True)
-    else:
-        _save_state(model.backbone, arch_dir / f"{name}.safetensors")
-    _write_yaml(arch_dir / f"encoder_{name}.yaml", spec)
-
-
-def _write_classifier(model, arch: str, kind: str, task: str, arch_dir: Path, enc_spec: dict, vit_cfg) -> Path:
-    from safetensors.torch import save_file
-
-    head_path = arch_dir / f"head_{kind}_{task}.safetensors"
-    save_file({"weight": model.head.weight.detach().contiguous().clone(),
-               "bias": model.head.bias.detach().contiguous().clone()}, str(head_path))
-    # every head reads the mean over positions of the target layer's output (see radlens.synth.models.ARCHS)
-    spec = {"encoder": copy.deepcopy(enc_spec),
-            "head": {"checkpoint": head_path.name, "pooling": ARCHS[arch]["pooling"]},
-            "target_layer": ARCHS[arch]["target_layer"],
-            "classes": ["negative", "positive"]}
-    return _write_yaml(arch_dir / f"classifier_{kind}_{task}.yaml", spec)
-
-
 def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfig | None = None,
                         processes: int | None = None) -> TrainResult:
     """Pre-train, transfer-learn and fine-tune the demo encoders; write checkpoints, specs and metrics.
@@ -695,7 +502,7 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
         specs, ``training.json`` (metrics) and ``training_log.csv`` (loss per epoch).
     cfg : TrainConfig
     processes : int, optional
-        Architectures trained at once, each in its own (spawned) process on ``cfg.threads`` torch
+        Architectures trained at once, each in its own (forked on Linux) process on ``cfg.threads`` torch
         threads (default: as many as this process has cores, at most one per architecture; 1 = all
         in this process). Every architecture is seeded on its own and runs on a fixed thread count,
         so the checkpoints and metrics are the same whatever ``processes`` is.
@@ -731,10 +538,18 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
         done = [_train_arch(ai, arch, data, out_dir, cfg) for ai, arch in jobs]
     else:
         import concurrent.futures as cf
-        import multiprocessing as mp
 
-        log.info("training %d architectures in %d processes", len(jobs), processes)
-        with cf.ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+        from radlens.parallel import _mp_context
+
+        ctx = _mp_context()   # forked on Linux (RADLENS_MP_START=spawn overrides)
+        if ctx.get_start_method() == "fork":
+            # the workers inherit the imports instead of paying for them (monai alone: ~6 s of CPU each)
+            from radlens.synth.models import import_dependencies
+
+            import_dependencies(cfg.archs)
+        log.info("training %d architectures in %d %s processes", len(jobs), processes, ctx.get_start_method())
+        with cf.ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_threads,
+                                    initargs=(int(cfg.threads),)) as pool:
             futs = [pool.submit(_train_arch, ai, arch, data, out_dir, cfg) for ai, arch in jobs]
             done = [f.result() for f in futs]  # in architecture order; an error is raised here
     log_rows: list[dict] = []
@@ -746,6 +561,14 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
     write_table(pd.DataFrame(log_rows, columns=["arch", "stage", "task", "epoch", "loss"]), out_dir / "training_log.csv")
     result.metrics = metrics
     return result
+
+
+def _worker_threads(threads: int) -> None:
+    """Training worker start-up: its torch thread count before any torch op (a forked worker must not
+    run the parent's OpenMP thread team)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: TrainConfig):

@@ -2,6 +2,7 @@
 with one function per figure kind; they read artifacts, never recompute analyses."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 
@@ -19,8 +20,35 @@ def use_agg():
     return plt
 
 
-def save_figure(fig, out_stem: str | Path, formats=("png", "svg")) -> list[Path]:
-    """Save ``fig`` as ``<out_stem>.png`` and ``.svg`` (atomic), close it, return the paths.
+#: formats :func:`save_figure` writes when its caller names none (:func:`figure_formats` changes it)
+FORMATS = ("png", "svg")
+_ALLOWED = ("png", "svg", "pdf")
+
+
+def check_formats(formats) -> tuple[str, ...]:
+    """``formats`` as a tuple, PNG first; ValueError naming what is allowed."""
+    fm = [str(f).lower().lstrip(".") for f in formats]
+    bad = [f for f in fm if f not in _ALLOWED]
+    if bad or "png" not in fm:
+        raise ValueError(f"allowed formats are {list(_ALLOWED)}, and png is required (the report embeds the PNGs)")
+    return tuple(dict.fromkeys(["png"] + fm))
+
+
+@contextlib.contextmanager
+def figure_formats(formats):
+    """Within the block, :func:`save_figure` writes ``formats`` by default (e.g. ``("png",)``: no SVG
+    copies). Module state: forked worker processes inherit it, spawned ones do not."""
+    global FORMATS
+    old, FORMATS = FORMATS, check_formats(formats)
+    try:
+        yield
+    finally:
+        FORMATS = old
+
+
+def save_figure(fig, out_stem: str | Path, formats=None) -> list[Path]:
+    """Save ``fig`` as ``<out_stem>.png`` and ``.svg`` (``formats``; default :data:`FORMATS`; atomic),
+    close it, return the paths (PNG first).
 
     The format extension is appended to the stem (``loc.v2_scores`` -> ``loc.v2_scores.png``); a stem
     that already ends in an image extension (``fig.png``) has it replaced.
@@ -31,7 +59,7 @@ def save_figure(fig, out_stem: str | Path, formats=("png", "svg")) -> list[Path]
     if out_stem.suffix.lower() in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
         out_stem = out_stem.with_suffix("")
     paths = []
-    for fmt in formats:
+    for fmt in (FORMATS if formats is None else formats):
         p = out_stem.with_name(f"{out_stem.name}.{fmt}")
         with atomic_path(p) as tmp:
             fig.savefig(tmp, format=fmt)

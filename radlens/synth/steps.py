@@ -1,0 +1,146 @@
+"""Training primitives of the demo encoders: augmentation, batching, model read-outs and the
+operating point, and measurements of what training changed."""
+from __future__ import annotations
+
+import numpy as np
+
+#: planted attributes whose linear decodability from the pooled features is tracked pre -> ft
+ATTRIBUTES = ("texture_corr_len", "texture_amp", "lesion_intensity", "lesion_radius", "elongation")
+
+
+def _augment(x, gen, strong: bool, rotate: bool = True):
+    """Random flips / 90-degree rotations when ``rotate`` (+ shift, intensity jitter and noise when ``strong``).
+
+    x : Tensor (B, 1, H, W); gen : torch.Generator. Square images assumed for rotations.
+    """
+    import torch
+
+    b = x.shape[0]
+    flip_h = torch.rand(b, generator=gen) < 0.5
+    flip_w = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip_h[:, None, None, None], x.flip(2), x)
+    x = torch.where(flip_w[:, None, None, None], x.flip(3), x)
+    if rotate and x.shape[2] == x.shape[3]:
+        k = torch.randint(0, 4, (b,), generator=gen)
+        x = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
+    if strong:
+        h, w = x.shape[2:]
+        pad = max(1, h // 16)
+        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        x = torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+        # brightness / contrast jitter and noise in units of the batch's intensity SD (the inputs are
+        # no longer standardised: on the [0, 1] scale a fixed 0.1 noise drowned the lesion texture)
+        sd = x.std().clamp_min(1e-6)
+        scale = 0.75 + 0.5 * torch.rand(b, 1, 1, 1, generator=gen)
+        shift = 0.4 * sd * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
+        x = x * scale + shift + 0.1 * sd * torch.randn(x.shape, generator=gen)
+    return x
+
+
+def _batches(n: int, batch_size: int, gen, shuffle: bool = True) -> list:
+    import torch
+
+    order = torch.randperm(n, generator=gen) if shuffle else torch.arange(n)
+    out = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    if len(out) > 1 and len(out[-1]) < 4:  # a 1-3 image tail batch destabilises BatchNorm/contrastive
+        out[-2] = torch.cat([out[-2], out.pop()])
+    return out
+
+
+def _features(model, x, batch_size: int = 128) -> np.ndarray:
+    """Pooled features (n, D) in eval mode."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model.features(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
+
+
+def _logits(model, x, batch_size: int = 128) -> np.ndarray:
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)])
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, score)) if np.unique(y).size == 2 else float("nan")
+
+
+def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
+    """Score threshold maximising Youden's J = TPR - FPR (predict positive when ``score > t``).
+
+    Candidates are the midpoints between consecutive distinct scores (plus one below the minimum); ties
+    in J go to the threshold closest to 0, so a head that is already well placed keeps its bias.
+    """
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, dtype=float)
+    if y.all() or not y.any():
+        return 0.0
+    u = np.unique(score)
+    cand = np.concatenate([[u[0] - 1.0], (u[:-1] + u[1:]) / 2]) if u.size > 1 else np.array([u[0] - 1.0])
+    pred = score[None, :] > cand[:, None]
+    j = pred[:, y].mean(1) - pred[:, ~y].mean(1)
+    best = np.flatnonzero(np.isclose(j, j.max()))
+    return float(cand[best[np.argmin(np.abs(cand[best]))]])
+
+
+def place_operating_point(model, x, y: np.ndarray, train_idx: np.ndarray) -> float:
+    """Shift the positive-class bias so the two-class head decides at the Youden-optimal threshold of the
+    training cases. A small fine-tuned head often ranks well (AUC) but calls nearly every case negative,
+    which would leave CAM drift almost no true positives to compare. Returns the shift applied."""
+    import torch
+
+    d = np.diff(_logits(model, x[train_idx]), axis=1)[:, 0]
+    t = youden_threshold(y[train_idx], d)
+    with torch.no_grad():
+        model.head.bias[1] -= t
+    return t
+
+
+def backbone_change(pre, post) -> dict[str, float]:
+    """Relative L2 change ``||w_post - w_pre|| / ||w_pre||`` of the backbone, overall and per top-level block."""
+    sp, sq = pre.state_dict(), post.state_dict()
+    groups: dict[str, list[float]] = {}
+    tot_num = tot_den = 0.0
+    for k, v in sp.items():
+        if not v.is_floating_point() or "running_" in k:
+            continue
+        num = float(((sq[k] - v) ** 2).sum())
+        den = float((v ** 2).sum())
+        parts = k.split(".")
+        g = ".".join(parts[:3]) if parts[0] == "encoder" else parts[0]
+        acc = groups.setdefault(g, [0.0, 0.0])
+        acc[0] += num
+        acc[1] += den
+        tot_num += num
+        tot_den += den
+    out = {"total": float(np.sqrt(tot_num / max(tot_den, 1e-12)))}
+    out.update({g: float(np.sqrt(a / max(b, 1e-12))) for g, (a, b) in groups.items()})
+    return out
+
+
+def attribute_decodability(feats: np.ndarray, table, train_idx, val_idx) -> dict[str, float]:
+    """Validation R^2 of a ridge regression from pooled features to each planted attribute (lesion cases)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    out = {}
+    has = table["has_lesion"].to_numpy().astype(bool) if "has_lesion" in table.columns else np.ones(len(table), bool)
+    for a in ATTRIBUTES:
+        if a not in table.columns:
+            continue
+        t = table[a].to_numpy(dtype=float)
+        tr = [i for i in train_idx if has[i] and np.isfinite(t[i])]
+        va = [i for i in val_idx if has[i] and np.isfinite(t[i])]
+        if len(tr) < 10 or len(va) < 5 or np.std(t[va]) == 0:
+            continue
+        reg = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 3, 11))).fit(feats[tr], t[tr])
+        out[a] = float(reg.score(feats[va], t[va]))
+    return out
