@@ -90,7 +90,7 @@ class DemoSize:
     vit_pretext_epochs: int = 8  # the ViT's pretext epochs (TrainConfig.vit_pretext_epochs; see QUICK)
     sanity_cases: int = 16
     task_epochs: dict = field(default_factory=dict)   # CNN fine-tuning epochs per task (TrainConfig.task_epochs)
-    rot90_finetune_archs: tuple = ("cnn", "densenet")  # TrainConfig.rot90_finetune_archs
+    rot90_finetune_archs: tuple | None = None  # TrainConfig.rot90_finetune_archs (None: TrainConfig's default)
     figure_formats: tuple = ("png", "svg")   # study figure_formats
 
 
@@ -120,6 +120,17 @@ QUICK = DemoSize(n_cases=160, image_size=64, pretext_epochs=2, finetune_epochs=1
 #: 0.93-1.00, intensity 0.93-0.97, shape 0.89-0.95 (seeds 0-2; docs/synth.md). Cost: the ViT trains
 #: 16.7 s instead of 9.6 s; it starts when the DenseNet (7.5 s) ends, so the training stage took
 #: 27.3-27.7 s instead of 20.1 s (two runs each, 2 cores; the ResNet: 14 s).
+
+
+def train_config(size: DemoSize, seed: int = 0):
+    """The :class:`radlens.synth.train.TrainConfig` of a demo flavour: what ``size`` sets, the rest
+    ``TrainConfig``'s defaults (``rot90_finetune_archs=None`` keeps its default)."""
+    from radlens.synth.train import TrainConfig
+
+    kw = {} if size.rot90_finetune_archs is None else {"rot90_finetune_archs": tuple(size.rot90_finetune_archs)}
+    return TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs,
+                       task_epochs=dict(size.task_epochs), vit_epoch_factor=size.vit_epoch_factor,
+                       vit_pretext_epochs=size.vit_pretext_epochs, seed=seed, **kw)
 
 
 def study_dict(models: dict[str, dict[str, Any]], out: Path, size: DemoSize, seed: int = 0,
@@ -183,7 +194,7 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
     from radlens.io.artifacts import atomic_write_text, read_json, write_json
     from radlens.study import run
     from radlens.synth.cohort import make_cohort
-    from radlens.synth.train import TrainConfig, train_demo
+    from radlens.synth.train import train_demo
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -203,11 +214,10 @@ def demo(out: str | os.PathLike = "radlens-demo", *, quick: bool = False, seed: 
                     lesion_free_fraction=DEMO_LESION_FREE, ranges=DEMO_RANGES, placement=DEMO_PLACEMENT)
         write_json(stamp_path, _jsonable(stamp))
     t_cohort = time.perf_counter() - t0
-    tcfg = TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs,
-                       task_epochs=dict(size.task_epochs), rot90_finetune_archs=tuple(size.rot90_finetune_archs),
-                       vit_epoch_factor=size.vit_epoch_factor, vit_pretext_epochs=size.vit_pretext_epochs, seed=seed)
+    tcfg = train_config(size, seed)
     train_stamp = {"cohort": stamp, "train": vars(tcfg),
-                   "code": _code_hash("radlens.synth.train", "radlens.synth.models")}
+                   "code": _code_hash("radlens.synth.train", "radlens.synth.models", "radlens.synth.steps",
+                                      "radlens.synth.checkpoints")}
     train_json = out / "models" / "training.json"
     specs_path = out / "models" / "specs.json"
     if (force or not specs_path.exists() or not train_json.exists()
