@@ -7,6 +7,7 @@ the same features, diagnostics and errors as through SimpleITK."""
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +235,28 @@ def test_png_cases_still_go_through_simpleitk_visibly(tmp_path, monkeypatch):
     res = _radiomics(tmp_path, man, "p", False, monkeypatch)
     assert res.n_failed == 0
     assert res.diagnostics["radlens_reader"].str.startswith("SimpleITK (").all()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_drop_inherited_buffers_leaves_parent_data_intact():
+    """A forked worker gives back its copies of the parent's reading buffers: the buffers are gone
+    there, and the parent's pixels are untouched (MADV_DONTNEED acts on the child's mapping only)."""
+    from radlens.io import nrrd
+
+    b = nrrd.buffer("test/drop", 1 << 20)
+    b[:] = np.arange(b.size, dtype=np.uint64).astype(np.uint8)
+    expect = b.copy()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            nrrd.drop_inherited_buffers()
+            os.write(w, b"ok" if not nrrd._LOCAL.buffers else b"kept")
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 8)
+    os.waitpid(pid, 0)
+    assert got == b"ok"
+    np.testing.assert_array_equal(b, expect)
+    nrrd.release_buffers()

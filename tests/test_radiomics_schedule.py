@@ -202,3 +202,58 @@ def test_caller_computes_the_largest_unit_and_workers_the_rest(volumes, tmp_path
     pd.testing.assert_frame_equal(bad.features.reset_index(drop=True),
                                   serial.features[serial.features["case_id"] != "big"].reset_index(drop=True),
                                   check_exact=True)
+
+
+def _rest_split(monkeypatch):
+    """Plan the largest case as ``rest`` + ``shape`` (below SPLIT_SHARE, above SHAPE_SPLIT_SHARE)."""
+    monkeypatch.setattr(schedule, "SPLIT_SHARE", 10.0)
+    monkeypatch.setattr(schedule, "SHAPE_SPLIT_SHARE", 0.0)
+
+
+def test_plan_rest_and_shape_just_above_a_share(volumes, monkeypatch):
+    rows = pd.read_csv(volumes).to_dict("records")
+    prm = pyrad.load_params(ORIGINAL)
+    _rest_split(monkeypatch)
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=2, batch_size=1, mask_shape=True)]
+    assert units[0] == ("rest", 1) and ("shape", 1) in units  # only the largest case (jobs - 1 of them)
+    assert ("batch", (2,)) in units and ("batch", (0,)) in units
+    # without radlens' shape (mask_shape False) nothing is split below SPLIT_SHARE
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=2, batch_size=1)]
+    assert all(u[0] == "batch" for u in units)
+
+
+def test_rest_and_shape_split_identical_to_serial(volumes, tmp_path, monkeypatch):
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    serial = radiomics(volumes, ORIGINAL, out=tmp_path / "s.parquet", use_cache=False, show_progress=False)
+    _rest_split(monkeypatch)
+    seen = []
+    real = schedule.run_unit
+    monkeypatch.setattr(schedule, "run_unit", lambda u: (seen.append(u), real(u))[1])
+    split = radiomics(volumes, ORIGINAL, out=tmp_path / "p.parquet", jobs=2, use_cache=False, show_progress=False)
+    # the caller took the largest unit: the big case as one extraction without its shape classes
+    assert [u[1][4] for u in seen if u[0] == "batch" and u[1][4]] == [(("Original",), False, True)]
+    assert "shape" not in [u[0] for u in seen]  # the forked worker computed it (no trace here)
+    assert list(split.features.columns) == list(serial.features.columns)
+    pd.testing.assert_frame_equal(split.features, serial.features, check_exact=True)
+    pd.testing.assert_frame_equal(split.diagnostics, serial.diagnostics, check_exact=True)
+    assert serial.diagnostics.set_index("case_id").loc["big", "radlens_engine"] == \
+        "shape,firstorder,glcm,glrlm,glszm,gldm,ngtdm"
+
+
+def test_rest_and_shape_split_failing_roi_like_serial(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    rows = []
+    for cid, shape, n_roi in (("big", (16, 48, 48), 3), ("small", (4, 10, 10), 30)):
+        vol = rng.normal(0, 1, shape).astype(np.float32)
+        m = np.zeros(shape, np.uint8)
+        m.reshape(-1)[np.linspace(shape[1] * shape[2] + 5, m.size - 5, n_roi).astype(int)] = 1
+        rows.append(_write_case(tmp_path, cid, vol, m))
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    params = {**ORIGINAL, "setting": {"binWidth": 0.25, "minimumROISize": 5, "minimumROIDimensions": 1}}
+    r1 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "a.parquet", use_cache=False, show_progress=False)
+    _rest_split(monkeypatch)
+    r2 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "b.parquet", jobs=2, use_cache=False,
+                   show_progress=False)
+    assert r1.failures["case_id"].tolist() == ["big"]
+    pd.testing.assert_frame_equal(r1.failures, r2.failures)
+    pd.testing.assert_frame_equal(r1.features, r2.features, check_exact=True)

@@ -259,7 +259,9 @@ def _worker_init(sitk_threads: int | None) -> None:
 
     nrrd = sys.modules.get("radlens.io.nrrd")
     if nrrd is not None:  # a forked worker: writing into the parent's reading buffers (tens of MB
-        nrrd.release_buffers()  # for a CT volume) would copy every page (copy-on-write) in both
+        # for a CT volume) would copy every page (copy-on-write) in both; this process's copies of
+        # them are given back, so the parent writes into its own without copying either
+        nrrd.drop_inherited_buffers()
 
 
 def _extractors(params: Params, diagnostics: str):
@@ -317,12 +319,12 @@ def _diag_value(v):
 
 def _part_extractor(ex, part):
     """``ex`` restricted to one part of a split case: ``part = (image types, with_shape)``."""
-    key = (id(ex), part)
+    key = (id(ex), tuple(part[:2]))
     sub = _PARTS.get(key)
     if sub is None:
         import copy
 
-        types, with_shape = part
+        types, with_shape = part[0], part[1]
         sub = copy.deepcopy(ex)
         sub.enabledImagetypes = {t: v for t, v in ex.enabledImagetypes.items() if t in types}
         if not with_shape:
@@ -441,7 +443,8 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
     """Extract one case; never raises for a case problem.
 
     ``part = (image types, with_shape)`` extracts only those image types (and the shape classes
-    when ``with_shape``): one piece of a case split across workers (joined by
+    and the diagnostics when ``with_shape``; ``(image types, False, True)``: every class but the
+    shape classes, with the diagnostics): one piece of a case split across workers (joined by
     :func:`radlens.radiomics.schedule.merge_parts`). ``engine='radlens'`` computes the classes
     radlens' engine covers with it (:mod:`radlens.radiomics.engine`; fast diagnostics and
     cropping-safe params only), ``'pyradiomics'`` leaves every class to pyradiomics.
@@ -475,7 +478,7 @@ def extract_case(row: Mapping[str, Any], params: Params, *, diagnostics: str = "
     try:
         if diagnostics == "fast":
             box = case.box if hasattr(case, "roi_box") else _roi_box(case.roi)
-            if part is None or part[1]:
+            if part is None or part[-1]:  # (types, with_shape[, with_diagnostics])
                 rec["diagnostics"] = fast_diagnostics(case, box)
                 if reader is not None:  # which reader loaded the files, and why SimpleITK when it did
                     rec["diagnostics"]["radlens_reader"] = reader

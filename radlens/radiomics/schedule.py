@@ -22,7 +22,6 @@ import heapq
 import itertools
 import logging
 import os
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
@@ -49,6 +48,16 @@ SPLIT_VOXELS = 16384
 #: the crop sent, two merges): on the five real 3D cases with ``--jobs 2`` lung2 is ~1.05 shares;
 #: split, the busiest process took 119-123 ms CPU, unsplit 112-117 ms (same session).
 SPLIT_SHARE = 1.15
+#: a case between ``SHAPE_SPLIT_SHARE`` and ``SPLIT_SHARE`` shares (one of the ``--jobs`` - 1
+#: largest, radlens' engine computing the shape classes) is split in two units only: its shape
+#: classes from the mask alone (``shape``, on another worker) and everything else as one whole-case
+#: extraction without them (``rest``: the same reader, reused buffers and code path as ``--jobs 1``,
+#: no crop sent). On the five real 3D cases with ``--jobs 2``, lung2 (1.04 shares, ~97 ms CPU
+#: of 183 ms) is split so: its shape (~15 ms warm, ~28 ms in a fresh worker with the mask read) goes to
+#: the worker that also takes lung1 and the small cases.
+SHAPE_SPLIT_SHARE = 0.8
+#: estimated share of a 3D case's cost in its shape classes (lung2: ~15 of ~97 ms CPU)
+SHAPE_FRACTION = 0.2
 
 
 def case_cost(row) -> float:
@@ -127,7 +136,13 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
     largest = set(sorted(todo, key=lambda i: -cost[i])[:max(workers - 1, 0)])
     for i in todo:
         big = workers > 1 and diagnostics == "fast" and cost[i] > SPLIT_SHARE * share
-        if big and crop_safe and two_stage and len(classes) > 1:
+        if (mask_shape and not big and workers > 1 and diagnostics == "fast" and crop_safe and i in largest
+                and cost[i] > SHAPE_SPLIT_SHARE * share and isinstance(rows[i].get("mask"), str)
+                and rows[i]["mask"].strip()):
+            # just above a share: only the shape classes go to another worker (read from the mask)
+            units.append((cost[i] * (1 - SHAPE_FRACTION), ("rest", i)))
+            units.append((cost[i] * SHAPE_FRACTION, ("shape", i)))
+        elif big and crop_safe and two_stage and len(classes) > 1:
             units.append((cost[i], ("prep", i)))
             if mask_shape and i in largest and isinstance(rows[i].get("mask"), str) and rows[i]["mask"].strip():
                 units.append((cost[i] * 0.999, ("shape", i)))
@@ -289,49 +304,12 @@ def run_unit(unit: tuple) -> Any:
             return prepare_case(row, params, resample_mask=resample_mask, finish_below=finish_below,
                                 skip_shape=skip_shape, engine=engine)
         if kind == "shape":
+            from radlens.radiomics.shape_unit import mask_shape
+
             _, row, params = unit
             return mask_shape(row, params)
         _, case_id, crop, params, classes, engine = unit
         return extract_classes(case_id, crop, params, classes, engine=engine)
-
-
-def mask_shape(row: Mapping[str, Any], params: Params) -> dict[str, Any]:
-    """The shape classes of a case from its mask alone (radlens' engine; shape does not depend
-    on the image): a unit that runs while another worker reads the image. The mask is read as
-    :func:`radlens.io.images.load_case` reads it; load problems are reported by the ``prep`` unit."""
-    import SimpleITK as sitk
-
-    from radlens.io.images import _read_raw, _squeeze
-    from radlens.radiomics import engine as eng
-    from radlens.radiomics.pyrad import _extractors, _roi_box
-
-    rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
-                           "stage": None, "error": None, "warnings": []}
-    try:
-        m = _squeeze(_read_raw(Path(row["mask"]), "mask"))
-        if m.GetNumberOfComponentsPerPixel() > 1:
-            m = sitk.VectorIndexSelectionCast(m, 0)
-        arr = sitk.GetArrayViewFromImage(m)
-        label = row.get("label")
-        if label is None or (isinstance(label, float) and np.isnan(label)):
-            label = 1
-            if not (arr == 1).any():
-                vals = np.unique(arr)
-                if vals[vals != 0].size == 1:
-                    label = vals[vals != 0][0]
-        roi = arr == int(label)
-        lo, hi = _roi_box(roi)
-        sub = roi[tuple(slice(a, b) for a, b in zip(lo, hi))]
-        ex2, ex3, _ = _extractors(params, "fast")
-        ex = ex2 if sub.ndim == 2 else ex3
-        classes = {c: ex.enabledFeatures[c] for c in ("shape", "shape2D") if c in ex.enabledFeatures}
-        eng.check_roi(sub, ex.settings)
-        rec["features"] = eng.compute_arrays(None, sub, m.GetSpacing(), ex.settings, classes)
-        rec["diagnostics"]["radlens_engine"] = ",".join(classes) or None
-    except Exception as exc:  # same message as the unsplit extraction's
-        msg = str(exc).strip().splitlines()
-        rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
-    return rec
 
 
 def _failure(case_id, msg) -> dict[str, Any]:
@@ -356,6 +334,7 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
         log.info("radiomics: %d large case(s) split across %d workers", n_split, workers)
     state = _Merger(rows, prm, diagnostics, resample_mask, workers, engine)
     state.has_shape = {u[1] for _, u in units if u[0] == "shape"}
+    state.rest = {u[1] for _, u in units if u[0] == "rest"}
     if executor != "process" or workers == 1:
         from radlens.parallel import iter_cases
 
@@ -373,6 +352,10 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
 #: units submitted per worker: one running, one waiting, so a worker never idles while the parent
 #: (busy with a unit of its own, or late to be scheduled on a busy machine) hands it the next one
 IN_FLIGHT = 2
+#: before the caller computes a unit itself, each forked worker is stocked with this many times the
+#: unit's estimated cost (file sizes under-rate a large ROI's features: pyradiomics' lung2 costs
+#: ~1.5x lung1 per byte; the caller hands out nothing while it computes)
+STOCK_MARGIN = 1.25
 
 
 def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
@@ -424,7 +407,7 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
         try:
             while heap or inflight:
                 own = heapq.heappop(heap) if heap and workers > 1 else None
-                need = n_proc * (-own[0] if own else 0.0)
+                need = n_proc * STOCK_MARGIN * (-own[0] if own else 0.0)
                 queued = sum(c for c, _ in inflight.values())
                 while heap and (len(inflight) < n_proc * IN_FLIGHT or queued < need):
                     c, _, u = heapq.heappop(heap)
@@ -467,6 +450,7 @@ class _Merger:
         self.prep: dict[int, dict] = {}
         self.groups: dict[int, list] = {}
         self.has_shape: set[int] = set()  # split cases whose shape classes are a mask-only unit
+        self.rest: set[int] = set()  # cases split into ``rest`` + ``shape`` only
         self.finished: set[int] = set()
         self._next: list = []
 
@@ -483,6 +467,9 @@ class _Merger:
                     self.engine)
         if kind == "shape":
             return ("shape", self.rows[u[1]], self.prm)
+        if kind == "rest":
+            return ("batch", ([self.rows[u[1]]], self.prm, self.diagnostics, self.resample_mask,
+                              (tuple(self.types), False, True), self.engine))
         _, i, k = u  # classes
         return ("classes", str(self.rows[i]["case_id"]), self.prep[i]["crop"], self.prm, self.groups[i][k],
                 self.engine)
@@ -496,7 +483,7 @@ class _Merger:
         from radlens.radiomics.pyrad import _extractors
 
         kind = u[0]
-        crashed = isinstance(res, WorkerError) or (kind == "batch" or kind == "types") and not isinstance(res, list)
+        crashed = isinstance(res, WorkerError) or kind in ("batch", "types", "rest") and not isinstance(res, list)
         if kind == "batch":
             if crashed:
                 return [(i, _failure(self.rows[i]["case_id"], res), False) for i in u[1]]
@@ -512,6 +499,8 @@ class _Merger:
             was_crashed = got.pop("crashed")
             del self.parts[i]
             return [(i, merge_parts([got[k] for k in sorted(got)]), not was_crashed)]
+        if kind == "rest" or (kind == "shape" and i in self.rest):
+            return self._rest_done(u, res, crashed)
         if i in self.finished:  # the case already failed in another part
             return []
         if kind == "prep":
@@ -538,6 +527,41 @@ class _Merger:
         k = u[2] if kind == "classes" else -1  # the shape part first
         self.parts.setdefault(i, {})[k] = _failure(self.rows[i]["case_id"], res) if crashed else res
         return self._finish(i)
+
+    def _rest_done(self, u, res, crashed) -> list[tuple[int, dict, bool]]:
+        """A ``rest`` or ``shape`` part of a case split in two; its record once both are in."""
+        from radlens.radiomics.pyrad import _extractors, order_features
+
+        kind, i = u[0], u[1]
+        if kind == "rest":
+            res = _failure(self.rows[i]["case_id"], res) if crashed else res[0]
+        elif crashed:
+            res = _failure(self.rows[i]["case_id"], res)
+        got = self.parts.setdefault(i, {})
+        got[kind] = res
+        got["crashed"] = got.get("crashed", False) or crashed
+        if len(got) < 3:
+            return []
+        del self.parts[i]
+        self.rest.discard(i)
+        self.has_shape.discard(i)
+        rest, shape, cacheable = got["rest"], got["shape"], not got["crashed"]
+        if rest.get("error"):  # a load or ROI problem: reported as the unsplit extraction reports it
+            return [(i, check_features(rest), cacheable)]
+        warnings = list(rest.get("warnings") or []) + list(shape.get("warnings") or [])
+        if shape.get("error"):
+            return [(i, {**shape, "diagnostics": rest["diagnostics"], "warnings": warnings}, cacheable)]
+        ex2, ex3, _ = _extractors(self.prm, "fast")
+        first = next(iter(shape["features"] or rest["features"] or {"": 0}), "")
+        enabled = (ex2 if "shape2D" in first.split("_")[1:2] else ex3).enabledFeatures
+        diag = dict(rest["diagnostics"] or {})
+        for key in ("radlens_engine", "radlens_pyradiomics"):  # in params order
+            used = {c for p in (rest, shape) for c in ((p.get("diagnostics") or {}).get(key) or "").split(",")}
+            if key in diag or used - {""}:
+                diag[key] = ",".join(c for c in enabled if c in used) or None
+        feats = order_features({**(shape["features"] or {}), **(rest["features"] or {})}, enabled)
+        rec = {**rest, "features": feats, "diagnostics": diag, "warnings": warnings}
+        return [(i, check_features(rec), cacheable)]
 
     def _finish(self, i) -> list[tuple[int, dict, bool]]:
         """The merged record of split case ``i`` once every part is in (else [])."""
