@@ -197,12 +197,6 @@ def _geometry(f: dict[str, str], dim: int, sizes: list[int]) -> Grid:
     return Grid(tuple(sizes), tuple(spacing), origin, direction)
 
 
-#: with ``reuse``, a file from this size is memory-mapped rather than read into a buffer: no copy,
-#: and the page cache's pages are mapped a few at a time (a fresh buffer faults in page by page: a
-#: forked worker reading pyradiomics' lung1, 12.5 MB of gzip, took ~3,000 faults more)
-MAP_FILE_BYTES = 1 << 20
-
-
 def _read(path: Path, reuse: str | None = None) -> Volume:
     if not is_nrrd(path):
         raise _NotHandled("not a .nrrd file (detached .nhdr headers are read by SimpleITK)")
@@ -210,14 +204,12 @@ def _read(path: Path, reuse: str | None = None) -> Volume:
         if reuse is None:
             data = memoryview(fh.read())
         else:
+            # read into a reused buffer, never memory-mapped: mapping large files (>= 1 MB) saved a forked
+            # worker ~4 ms on lung1 but cost --jobs 1 5-11 ms of inflate time (page faults on the
+            # mapped pages) over the five real 3D cases (lead's A/B, 2026-11-29)
             size = os.fstat(fh.fileno()).st_size
-            if size >= MAP_FILE_BYTES:  # mapped, not copied: see MAP_FILE_BYTES
-                import mmap
-
-                data = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
-            else:
-                raw = buffer(f"{reuse}/file", size)
-                data = memoryview(raw)[:fh.readinto(memoryview(raw))]
+            raw = buffer(f"{reuse}/file", size)
+            data = memoryview(raw)[:fh.readinto(memoryview(raw))]
     f, off = parse_header(bytes(data[:_MAX_HEADER]))
     for key in ("data file", "datafile"):
         if key in f:
