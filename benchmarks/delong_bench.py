@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
         out.update(date=date, machine={"cpu_count": os.cpu_count(), "load_avg_1min": load},
                    readme={"result": (
                        f"×{sp:,.0f} at n = {a.n:,} ({how}; fast {t_fast * 1e3:.0f} ms, best of {a.repeats}); "
-                       f"on the subsample ×{out['speedup_on_subsample']:,.0f} measured, max |Δcov| "
+                       f"on the subsample ×{out['speedup_on_subsample']:,.0f} measured, largest covariance difference "
                        f"{out['max_abs_diff_cov']:.1e} ({date[:10]}, {os.cpu_count()} CPUs, load {load:.1f})")})
         Path(a.json).write_text(json.dumps(out, indent=1), encoding="utf-8")
     return out
