@@ -26,22 +26,12 @@ import json
 import time
 from pathlib import Path
 
+from _demo_cohort import cohort  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 import numpy as np
 
 DENSENET_INDEX = 1  # the demo's index of the DenseNet among its architectures (seeds: seed + 1000 * index)
 METHODS = ("gradcam", "layercam", "gradcam++")
-
-
-def cohort(work: Path, quick: bool) -> Path:
-    from radlens.demo import DEMO_LESION_FREE, DEMO_PLACEMENT, DEMO_RANGES, FULL, QUICK
-    from radlens.synth.cohort import make_cohort
-
-    size = QUICK if quick else FULL
-    out = work / f"cohort_{size.n_cases}"
-    if not (out / "manifest.csv").exists():
-        make_cohort(out, n_cases=size.n_cases, image_size=size.image_size, seed=0,
-                    lesion_free_fraction=DEMO_LESION_FREE, ranges=DEMO_RANGES, placement=DEMO_PLACEMENT)
-    return out / "manifest.csv"
 
 
 def _cases(manifest: Path, task: str, clf):

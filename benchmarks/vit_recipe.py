@@ -26,24 +26,14 @@ import json
 import time
 from pathlib import Path
 
+from _demo_cohort import cohort  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 import numpy as np
 
 #: the demo's index of the ViT among its architectures (``TrainConfig.archs``): seeds are ``seed + 1000 * index``
 VIT_INDEX = 2
 PRETEXT_KEYS = ("vit_patch", "vit_hidden", "vit_layers", "vit_heads", "vit_pretext_epochs", "vit_batch_size",
                 "vit_lr_pretext", "seed")
-
-
-def cohort(work: Path, quick: bool) -> Path:
-    from radlens.demo import DEMO_LESION_FREE, DEMO_PLACEMENT, DEMO_RANGES, FULL, QUICK
-    from radlens.synth.cohort import make_cohort
-
-    size = QUICK if quick else FULL
-    out = work / f"cohort_{size.n_cases}"
-    if not (out / "manifest.csv").exists():
-        make_cohort(out, n_cases=size.n_cases, image_size=size.image_size, seed=0,
-                    lesion_free_fraction=DEMO_LESION_FREE, ranges=DEMO_RANGES, placement=DEMO_PLACEMENT)
-    return out / "manifest.csv"
 
 
 def run_seed(manifest: Path, work: Path, cfg, tasks: list[str]) -> dict:

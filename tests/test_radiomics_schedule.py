@@ -107,8 +107,9 @@ def test_split_cases_identical_to_serial(volumes, tmp_path, params):
         assert pd.isna(eng["radlens_engine"]) and eng["radlens_pyradiomics"] == "shape,firstorder,glcm"
 
 
-def test_split_case_failing_roi_check_fails_like_serial(tmp_path):
-    """A split case whose ROI pyradiomics would refuse fails with the same message."""
+def _failing_roi_cohort(tmp_path):
+    """``tmp_path/m.csv``: a large case ("big", 3 ROI voxels: pyradiomics refuses it) and a small valid
+    one; returns the params (minimumROISize 5)."""
     rng = np.random.default_rng(2)
     rows = []
     for cid, shape, n_roi in (("big", (16, 48, 48), 3), ("small", (4, 10, 10), 30)):
@@ -117,7 +118,12 @@ def test_split_case_failing_roi_check_fails_like_serial(tmp_path):
         m.reshape(-1)[np.linspace(shape[1] * shape[2] + 5, m.size - 5, n_roi).astype(int)] = 1
         rows.append(_write_case(tmp_path, cid, vol, m))
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
-    params = {**ORIGINAL, "setting": {"binWidth": 0.25, "minimumROISize": 5, "minimumROIDimensions": 1}}
+    return {**ORIGINAL, "setting": {"binWidth": 0.25, "minimumROISize": 5, "minimumROIDimensions": 1}}
+
+
+def test_split_case_failing_roi_check_fails_like_serial(tmp_path):
+    """A split case whose ROI pyradiomics would refuse fails with the same message."""
+    params = _failing_roi_cohort(tmp_path)
     r1 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "a.parquet", use_cache=False, show_progress=False)
     r2 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "b.parquet", jobs=2, use_cache=False,
                    show_progress=False)
@@ -241,15 +247,7 @@ def test_rest_and_shape_split_identical_to_serial(volumes, tmp_path, monkeypatch
 
 
 def test_rest_and_shape_split_failing_roi_like_serial(tmp_path, monkeypatch):
-    rng = np.random.default_rng(2)
-    rows = []
-    for cid, shape, n_roi in (("big", (16, 48, 48), 3), ("small", (4, 10, 10), 30)):
-        vol = rng.normal(0, 1, shape).astype(np.float32)
-        m = np.zeros(shape, np.uint8)
-        m.reshape(-1)[np.linspace(shape[1] * shape[2] + 5, m.size - 5, n_roi).astype(int)] = 1
-        rows.append(_write_case(tmp_path, cid, vol, m))
-    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
-    params = {**ORIGINAL, "setting": {"binWidth": 0.25, "minimumROISize": 5, "minimumROIDimensions": 1}}
+    params = _failing_roi_cohort(tmp_path)
     r1 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "a.parquet", use_cache=False, show_progress=False)
     _rest_split(monkeypatch)
     r2 = radiomics(tmp_path / "m.csv", params, out=tmp_path / "b.parquet", jobs=2, use_cache=False,
