@@ -90,6 +90,11 @@ def v_lens(ctx) -> list[dict]:
                            f"{100 * float(r.expected_fraction):.0f}%, p = {_p(r.p_perm)})" for r in t.itertuples())
         text = (f"Expected feature classes on top: {len(yes)} of {len(t)} architecture × task combinations enriched "
                 f"(permutation test over random top-k sets, p < 0.05): {detail}.")
+        weak = t[t["expected_fraction"].astype(float) >= 0.5] if "expected_fraction" in t.columns else t.iloc[:0]
+        if len(weak):
+            tasks = ", ".join(sorted({_task(x) for x in weak["task"]}))
+            text += (f" A class-level test has little power where the expected classes already hold most of the "
+                     f"features (chance ≥ 50%: {tasks}): there, a task's own radiomic signature is the sharper check.")
         out.append(verdict("Planted truth", text, "planted",
                            "ok" if len(yes) == len(t) else ("bad" if not len(yes) else "mixed")))
     return out
