@@ -23,6 +23,8 @@ def use_agg():
 #: formats :func:`save_figure` writes when its caller names none (:func:`figure_formats` changes it)
 FORMATS = ("png", "svg")
 _ALLOWED = ("png", "svg", "pdf")
+#: savefig metadata that leaves the creation date out, per format (PNG carries none)
+_NO_DATE = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}
 
 
 def check_formats(formats) -> tuple[str, ...]:
@@ -58,13 +60,15 @@ def save_figure(fig, out_stem: str | Path, formats=None) -> list[Path]:
     out_stem = Path(out_stem)
     if out_stem.suffix.lower() in (".png", ".svg", ".pdf", ".jpg", ".jpeg"):
         out_stem = out_stem.with_suffix("")
+    import matplotlib.pyplot as plt
+
     paths = []
     for fmt in (FORMATS if formats is None else formats):
         p = out_stem.with_name(f"{out_stem.name}.{fmt}")
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, format=fmt)
+        # the same figure gives the same bytes: no creation date, SVG ids from a fixed salt
+        with atomic_path(p) as tmp, plt.rc_context({"svg.hashsalt": "radlens"}):
+            fig.savefig(tmp, format=fmt, metadata=_NO_DATE.get(fmt))
         paths.append(p)
-    import matplotlib.pyplot as plt
 
     plt.close(fig)
     return paths
