@@ -95,6 +95,16 @@ def _label_values(m: np.ndarray, reuse: bool = False):
     return uniq, nz, vals
 
 
+def roi_in_box(m: np.ndarray, nz: np.ndarray, nzv: np.ndarray, label: int):
+    """``(lo, hi, roi)``: the bounding box (numpy axis order, ``hi`` exclusive) of the voxels of label
+    map ``m`` equal to ``label`` (non-zero, present), and the ROI inside it (bool, shape ``hi - lo``);
+    ``nz``, ``nzv``: the flat indices and values of ``m``'s non-zero voxels (:func:`_label_values`)."""
+    idx = np.unravel_index(nz[nzv == label], m.shape)
+    lo = [int(a.min()) for a in idx]
+    hi = [int(a.max()) + 1 for a in idx]
+    return lo, hi, m[tuple(slice(a, b) for a, b in zip(lo, hi))] == label
+
+
 def load_array_case(row: Mapping[str, Any], *, resample_mask: bool | None = None,
                     reuse: bool = False) -> tuple[ArrayCase | None, str]:
     """Load a manifest row as an :class:`ArrayCase`, or say why not.
@@ -156,10 +166,6 @@ def load_array_case(row: Mapping[str, Any], *, resample_mask: bool | None = None
         raise CaseError(case_id, "load", text)
     if action != "same":
         return None, f"mask needs {action.replace('_', ' ')} onto the image grid"
-    idx = np.unravel_index(nz[nzv == label], m.shape)  # label 0 is refused by infer_label: idx not empty
-    lo = [int(a.min()) for a in idx]
-    hi = [int(a.max()) + 1 for a in idx]
-    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-    roi_box = m[sl] == label
+    lo, hi, roi_box = roi_in_box(m, nz, nzv, label)  # label 0 is refused by infer_label: not empty
     return ArrayCase(case_id, image.array, image.grid, (lo, hi), roi_box, int(label),
                      f"nrrd/{image.inflate}", row=dict(row.items()) if hasattr(row, "items") else dict(row)), ""

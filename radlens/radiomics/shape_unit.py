@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 from radlens.radiomics.pyrad import Params
 
@@ -17,9 +16,11 @@ def mask_shape(row: Mapping[str, Any], params: Params) -> dict[str, Any]:
     :func:`radlens.io.images.load_case` reads it; load problems are reported by the ``prep`` unit."""
     import SimpleITK as sitk
 
+    from radlens.io.arraycase import _get, _label_values, roi_in_box
     from radlens.io.images import _read_raw, _squeeze
+    from radlens.io.masks import infer_label
     from radlens.radiomics import engine as eng
-    from radlens.radiomics.pyrad import _extractors, _roi_box
+    from radlens.radiomics.pyrad import _extractors
 
     rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
                            "stage": None, "error": None, "warnings": []}
@@ -30,16 +31,9 @@ def mask_shape(row: Mapping[str, Any], params: Params) -> dict[str, Any]:
             if m.GetNumberOfComponentsPerPixel() > 1:
                 m = sitk.VectorIndexSelectionCast(m, 0)
             arr = sitk.GetArrayViewFromImage(m)
-            label = row.get("label")
-            if label is None or (isinstance(label, float) and np.isnan(label)):
-                label = 1
-                if not (arr == 1).any():
-                    vals = np.unique(arr)
-                    if vals[vals != 0].size == 1:
-                        label = vals[vals != 0][0]
-            roi = arr == int(label)
-            lo, hi = _roi_box(roi)
-            sub, spacing = roi[tuple(slice(a, b) for a, b in zip(lo, hi))], m.GetSpacing()
+            vals, nz, nzv = _label_values(arr)
+            sub = roi_in_box(arr, nz, nzv, infer_label(vals, _get(row, "label"), row["mask"]))[2]
+            spacing = m.GetSpacing()
         else:
             sub, spacing = got
         ex2, ex3, _ = _extractors(params, "fast")
@@ -59,7 +53,7 @@ def _mask_roi_nrrd(row: Mapping[str, Any]):
     this thread's reused ``shape-mask`` buffers; no SimpleITK image, no full-size boolean mask),
     or None when that reader does not take the file or the label is not plain (the caller then
     reads it with SimpleITK; the ``prep`` unit reports load problems)."""
-    from radlens.io.arraycase import _label_values
+    from radlens.io.arraycase import _get, _label_values, roi_in_box
     from radlens.io.masks import infer_label
     from radlens.io.nrrd import is_nrrd, read_nrrd
 
@@ -72,15 +66,7 @@ def _mask_roi_nrrd(row: Mapping[str, Any]):
     m = vol.array
     try:
         vals, nz, nzv = _label_values(m, True)
-        given = row.get("label")
-        if given is not None and isinstance(given, float) and np.isnan(given):
-            given = None
-        label = infer_label(vals, given, path)
+        label = infer_label(vals, _get(row, "label"), path)
     except Exception:
         return None
-    sel = nz[nzv == label]
-    if not sel.size:
-        return None
-    idx = np.unravel_index(sel, m.shape)
-    sl = tuple(slice(int(a.min()), int(a.max()) + 1) for a in idx)
-    return m[sl] == label, tuple(vol.grid.spacing)
+    return roi_in_box(m, nz, nzv, label)[2], tuple(vol.grid.spacing)
