@@ -362,16 +362,18 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     """``workers`` processes: this one and ``workers - 1`` forked workers, most expensive unit first.
 
     The parent is one of the workers: it takes the most expensive unit waiting for itself, after
-    stocking every forked worker with at least ``IN_FLIGHT`` units and at least as much estimated
-    work as that unit (so none idles while the parent computes), then collects what finished. One
-    fork fewer, and the parent's own results are neither pickled nor sent; the parent was mostly
-    idle anyway, waiting for results.
+    stocking every forked worker with at least ``IN_FLIGHT`` units and at least ``STOCK_MARGIN``
+    times that unit's estimated work (so none idles while the parent computes), then collects what
+    finished. The workers are forked with their first stock (:class:`radlens.parallel.ForkedWorkers`:
+    they start on it at once, nothing pickled or sent; no helper threads here), and without the
+    parent's reading buffers (:func:`radlens.io.nrrd.excluded_from_fork`: the parent writes into
+    them next, without copy-on-write). The parent's own results are neither pickled nor sent.
     """
     import gc
     import time
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from radlens.parallel import WorkerError, _mp_context
+    from radlens.io import nrrd
+    from radlens.parallel import ForkedWorkers, WorkerError, _call
     from radlens.radiomics import pyrad
 
     seq = itertools.count()
@@ -386,53 +388,73 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
 
     import radlens.io.arraycase  # noqa: F401
     import radlens.io.images  # noqa: F401
+    held: dict[int, tuple[float, tuple, int]] = {}  # tag -> (cost, unit, worker)
+    load = [0.0] * n_proc  # estimated work each worker holds
+
+    def stock(need: float, pool=None) -> list[list]:
+        """Hand out units, most expensive first, to the least-loaded live worker until each holds
+        ``IN_FLIGHT`` units and ``need`` estimated work; before the fork (``pool`` None) the
+        units are returned per worker instead of sent."""
+        out: list[list] = [[] for _ in range(n_proc)]
+        live = [w for w in range(n_proc) if pool is None or pool.alive(w)]
+        count = [sum(1 for h in held.values() if h[2] == w) for w in range(n_proc)]
+        while heap and live:
+            w = min(live, key=lambda k: (load[k], k))
+            if count[w] >= IN_FLIGHT and load[w] >= need:
+                break
+            c, tag, u = heapq.heappop(heap)
+            held[tag] = (-c, u, w)
+            load[w] -= c
+            count[w] += 1
+            if pool is None:
+                out[w].append((tag, state.payload(u)))
+            else:
+                pool.send(w, tag, state.payload(u))
+        return out
+
+    def collect(results):
+        for w, tag, got in results:
+            cost, u, _ = held.pop(tag)
+            load[w] = max(load[w] - cost, 0.0)
+            if isinstance(got, WorkerError):  # the worker died
+                res = got
+            else:
+                pid, cpu, res = got
+                WORKER_CPU[pid] = WORKER_CPU.get(pid, 0.0) + cpu
+            yield from state.done(u, res)
+            for c2, u2 in state.follow_ups(u, cost):
+                heapq.heappush(heap, (-c2, next(seq), u2))
+
     gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
-    pool = ProcessPoolExecutor(max_workers=n_proc, mp_context=_mp_context(), initializer=pyrad._worker_init,
-                               initargs=(threads,))
+    pool = None
     try:
-        inflight: dict = {}
-
-        def collect(finished):
-            for fut in finished:
-                cost, u = inflight.pop(fut)
-                try:
-                    pid, cpu, res = fut.result()
-                    WORKER_CPU[pid] = WORKER_CPU.get(pid, 0.0) + cpu
-                except Exception as exc:  # a worker died: the pool is broken
-                    res = WorkerError(type(exc).__name__, f"worker process failed: {exc}", "")
-                yield from state.done(u, res)
-                for c2, u2 in state.follow_ups(u, cost):
+        own = heapq.heappop(heap) if heap else None
+        first = stock(STOCK_MARGIN * (-own[0] if own else 0.0))
+        with nrrd.excluded_from_fork():
+            pool = ForkedWorkers(_timed_unit, n_proc, stocks=first, initializer=pyrad._worker_init,
+                                 initargs=(threads,))
+        while True:
+            if own is not None:  # the parent's own unit, as jobs=1 runs it
+                c0 = time.process_time()
+                res = _call(run_unit, state.payload(own[2]))
+                WORKER_CPU[me] = WORKER_CPU.get(me, 0.0) + time.process_time() - c0
+                yield from state.done(own[2], res)
+                for c2, u2 in state.follow_ups(own[2], -own[0]):
                     heapq.heappush(heap, (-c2, next(seq), u2))
-
-        try:
-            while heap or inflight:
-                own = heapq.heappop(heap) if heap and workers > 1 else None
-                need = n_proc * STOCK_MARGIN * (-own[0] if own else 0.0)
-                queued = sum(c for c, _ in inflight.values())
-                while heap and (len(inflight) < n_proc * IN_FLIGHT or queued < need):
-                    c, _, u = heapq.heappop(heap)
-                    inflight[pool.submit(_timed_unit, state.payload(u))] = (-c, u)
-                    queued -= c
-                if own is not None:  # the parent's own unit, as jobs=1 runs it
-                    from radlens.parallel import _call
-
-                    c0 = time.process_time()
-                    res = _call(run_unit, state.payload(own[2]))
-                    WORKER_CPU[me] = WORKER_CPU.get(me, 0.0) + time.process_time() - c0
-                    yield from state.done(own[2], res)
-                    for c2, u2 in state.follow_ups(own[2], -own[0]):
-                        heapq.heappush(heap, (-c2, next(seq), u2))
-                if inflight:  # collect what finished; wait only when the parent has nothing left to do
-                    finished, _ = wait(inflight, timeout=0 if heap else None, return_when=FIRST_COMPLETED)
-                    yield from collect(finished)
-        except BaseException:
-            for fut in inflight:
-                fut.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        # every result is in: the workers exit while the caller writes the tables (joining them
+            # collect what finished; wait only when the parent has nothing left to do
+            yield from collect(pool.wait(0 if heap else None))
+            if not heap and not held:
+                break
+            own = heapq.heappop(heap) if heap else None
+            if own is not None:
+                stock(STOCK_MARGIN * -own[0], pool)
+        # every result is in: the workers exit while the caller writes the tables (waiting for them
         # here would put their tear-down on the run's critical path)
-        pool.shutdown(wait=False)
+        pool.close()
+    except BaseException:
+        if pool is not None:
+            pool.close(kill=True)
+        raise
     finally:
         gc.unfreeze()
 
