@@ -17,6 +17,8 @@ Executors
 (they inherit the already-imported libraries, so start-up costs milliseconds rather than the
 seconds a fresh interpreter needs to import SimpleITK/pyradiomics). Set ``RADLENS_MP_START`` to
 ``spawn`` or ``forkserver`` to override.
+:class:`ForkedWorkers` is the lean form used by radiomics scheduling (``radlens.radiomics.schedule``):
+workers forked with their first items, then fed one item at a time by the caller, no helper threads.
 ``"dask"`` submits to a ``distributed`` scheduler: ``scheduler`` is an address
 (``"tcp://host:8786"``), a :class:`distributed.Client`, or None for a temporary
 :class:`distributed.LocalCluster` with ``jobs`` single-threaded worker processes. The workers need

@@ -289,3 +289,21 @@ def test_a_worker_that_dies_fails_its_cases_only(volumes, tmp_path, monkeypatch)
                       show_progress=False)  # the same cache, new tables
     assert again.n_failed == 0 and again.n_computed == 1
     pd.testing.assert_frame_equal(again.features, serial.features, check_exact=True)
+
+
+def test_without_fork_a_plain_pool_gives_the_same_tables(volumes, tmp_path, monkeypatch):
+    """Where workers are not forked (RADLENS_MP_START=spawn/forkserver, macOS), the units run in a
+    plain process pool: no two-stage split (it needs the caller between the stages), same tables."""
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    serial = radiomics(volumes, ORIGINAL, out=tmp_path / "s.parquet", use_cache=False, show_progress=False)
+    monkeypatch.setattr(schedule, "SPLIT_SHARE", 0.5)  # 'big' would be split in two stages if forked
+    monkeypatch.setattr(schedule, "_forks", lambda: False)
+    seen = []
+    monkeypatch.setattr(schedule, "_pool", lambda *a, **k: seen.append("pool") or iter(()))
+    par = radiomics(volumes, ORIGINAL, out=tmp_path / "p.parquet", jobs=2, use_cache=False, show_progress=False)
+    assert seen == []
+    pd.testing.assert_frame_equal(par.features, serial.features, check_exact=True)
+    pd.testing.assert_frame_equal(par.diagnostics, serial.diagnostics, check_exact=True)
+    rows = pd.read_csv(volumes).to_dict("records")
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], pyrad.load_params(ORIGINAL), workers=2, two_stage=False)]
+    assert "prep" not in [u[0] for u in units]

@@ -327,15 +327,18 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
     from radlens.radiomics import pyrad
 
     workers = 1 if (executor == "process" and jobs == 1) else jobs
+    # the caller-as-worker pool forks (Linux; RADLENS_MP_START unset or 'fork'); elsewhere a plain
+    # process pool runs the units (no two-stage splits: they need the caller between the stages)
+    forked = executor == "process" and workers > 1 and _forks()
     units = plan(rows, todo, prm, workers=workers, diagnostics=diagnostics, batch_size=batch_size,
-                 two_stage=executor == "process", mask_shape=engine == "radlens" and not resample_mask)
+                 two_stage=forked, mask_shape=engine == "radlens" and not resample_mask)
     n_split = sum(1 for _, u in units if u[0] == "prep") + len({u[1] for _, u in units if u[0] == "types"})
     if n_split:
         log.info("radiomics: %d large case(s) split across %d workers", n_split, workers)
     state = _Merger(rows, prm, diagnostics, resample_mask, workers, engine)
     state.has_shape = {u[1] for _, u in units if u[0] == "shape"}
     state.rest = {u[1] for _, u in units if u[0] == "rest"}
-    if executor != "process" or workers == 1:
+    if not forked:
         from radlens.parallel import iter_cases
 
         payloads = [state.payload(u) for _, u in units]
@@ -347,6 +350,13 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
         return
     WORKER_CPU.clear()
     yield from _pool(units, state, workers)
+
+
+def _forks() -> bool:
+    """Whether worker processes are forked here (see :func:`radlens.parallel._mp_context`)."""
+    from radlens.parallel import _mp_context
+
+    return hasattr(os, "fork") and _mp_context().get_start_method() == "fork"
 
 
 #: units submitted per worker: one running, one waiting, so a worker never idles while the parent
