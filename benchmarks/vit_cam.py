@@ -17,7 +17,8 @@ and prints per task and checkpoint Grad-CAM / LayerCAM / Grad-CAM++ pointing gam
 seconds of ``_train_arch`` (one torch thread, so CPU seconds are the machine-load-robust measure),
 and whether the recipe meets issue 13's targets (``ok``: fine-tuned AUC >= 0.85 on every task,
 transfer lower on one, fine-tuned Grad-CAM pointing >= 0.6 and pixel AUC >= 0.75 on every task,
-every Grad-CAM sanity row < 0.5). ``--png`` renders fine-tuned Grad-CAM overlays. ``--out`` appends
+every Grad-CAM sanity row < 0.5), and where the fine-tuned Grad-CAM maxima fall (inside the ROI, within
+4 px of it, farther). ``--png`` renders fine-tuned Grad-CAM overlays. ``--out`` appends
 one JSON line per seed.
 
 A recipe experiment harness, not a speed benchmark: see docs/synth.md and docs/cam.md for what it
@@ -72,6 +73,22 @@ def overlays(maps_by_task: dict, path: str, title: str, n: int = 8) -> None:
     plt.close(fig)
 
 
+def peak_places(maps: dict, near_px: float = 4.0) -> dict:
+    """Where the fine-tuned Grad-CAM maxima lie relative to the ROI: shares ``inside`` the mask, ``near`` it
+    (within ``near_px`` px: beside a thin band) and ``far`` from it (elsewhere in the image), and the
+    median distance in px of the far ones (nan when none)."""
+    from scipy.ndimage import distance_transform_edt
+
+    d = []
+    for m, gt in zip(maps["gradcam"], maps["gt"]):
+        yy, xx = np.unravel_index(np.argmax(m), m.shape)
+        d.append(float(distance_transform_edt(~gt)[yy, xx]))
+    d = np.asarray(d)
+    far = d[d > near_px]
+    return {"inside": float(np.mean(d == 0)), "near": float(np.mean((d > 0) & (d <= near_px))),
+            "far": float(np.mean(d > near_px)), "far_median_px": float(np.median(far)) if far.size else float("nan")}
+
+
 def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: str | None, png: str | None):
     from radlens.synth import train as T
 
@@ -94,12 +111,13 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
     for task in cfg.tasks:
         auc = am["tasks"][task]["val_auc"]
         r, maps_by_task[task] = cam_scores(manifest, specs, task, target)
-        res["tasks"][task] = {"val_auc": auc, **r}
-        g = r["ft/gradcam"]
+        res["tasks"][task] = {"val_auc": auc, **r, "ft_gradcam_peak": peak_places(maps_by_task[task])}
+        g, pk = r["ft/gradcam"], res["tasks"][task]["ft_gradcam_peak"]
         cells = "  ".join(f"{k}: {v['pg']:.2f}/{v['auc']:.2f} rho {v['sanity_rho']:+.2f}"
                           for k, v in r.items() if isinstance(v, dict))
         print(f"  {task:15s} AUC tl {auc['tl']:.3f} ft {auc['ft']:.3f}; grid {r['grid']}, n {r['n']}; "
-              f"ft Grad-CAM {g['pg']:.2f}/{g['auc']:.2f}; {cells}", flush=True)
+              f"ft Grad-CAM {g['pg']:.2f}/{g['auc']:.2f} (peak inside / near / far {pk['inside']:.2f} / {pk['near']:.2f} / "
+              f"{pk['far']:.2f}); {cells}", flush=True)
     t = res["tasks"]
     res["ok"] = bool(all(v["val_auc"]["ft"] >= 0.85 for v in t.values())
                      and any(v["val_auc"]["ft"] - v["val_auc"]["tl"] >= 0.02 for v in t.values())
