@@ -105,8 +105,8 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
         (mdir / "trained.json").write_text(json.dumps([am, specs, wall, cpu]))
     res = {"set": over, "seed": seed, "target": target, "train_wall_s": round(wall, 1),
            "train_cpu_s": round(cpu, 1), "pretext_wall_s": am.get("pretext_seconds"), "tasks": {}}
-    print(f"{tag} seed {seed}: ViT trained in {wall:.0f} s wall, {cpu:.0f} s CPU (pretext {am.get('pretext_seconds')} s)",
-          flush=True)
+    print(f"{tag} seed {seed}: ViT trained in {wall:.0f} s wall, {cpu:.0f} s CPU "
+          f"(pretext {am.get('pretext_seconds')} s wall)", flush=True)
     maps_by_task = {}
     for task in cfg.tasks:
         auc = am["tasks"][task]["val_auc"]
@@ -116,8 +116,8 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
         cells = "  ".join(f"{k}: {v['pg']:.2f}/{v['auc']:.2f} rho {v['sanity_rho']:+.2f}"
                           for k, v in r.items() if isinstance(v, dict))
         print(f"  {task:15s} AUC tl {auc['tl']:.3f} ft {auc['ft']:.3f}; grid {r['grid']}, n {r['n']}; "
-              f"ft Grad-CAM {g['pg']:.2f}/{g['auc']:.2f} (peak inside / near / far {pk['inside']:.2f} / {pk['near']:.2f} / "
-              f"{pk['far']:.2f}); {cells}", flush=True)
+              f"ft Grad-CAM {g['pg']:.2f}/{g['auc']:.2f} (peak inside / near / far {pk['inside']:.2f} / "
+              f"{pk['near']:.2f} / {pk['far']:.2f}); {cells}", flush=True)
     t = res["tasks"]
     res["ok"] = bool(all(v["val_auc"]["ft"] >= 0.85 for v in t.values())
                      and any(v["val_auc"]["ft"] - v["val_auc"]["tl"] >= 0.02 for v in t.values())
