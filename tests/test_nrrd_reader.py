@@ -319,3 +319,22 @@ def test_buffers_excluded_from_fork_are_not_the_childs():
     assert (got, status) == (b"same", 0)
     np.testing.assert_array_equal(b, expect)
     nrrd.release_buffers()
+
+
+def test_buffer_headroom_is_capped_so_buffers_stay_kept(monkeypatch):
+    """A new buffer has HEADROOM x the size asked (the next, slightly larger volume fits without a
+    new allocation), but never so much that it would no longer be kept between calls."""
+    from radlens.io import nrrd
+
+    monkeypatch.setattr(nrrd, "MAX_KEPT_BYTES", 1000)
+    try:
+        a = nrrd.buffer("test/head", 400)
+        assert a.size == 400 and nrrd._LOCAL.buffers["test/head"].size == int(400 * nrrd.HEADROOM)
+        base = nrrd._LOCAL.buffers["test/head"]
+        assert nrrd.buffer("test/head", 550).base is base  # fits in the headroom: same memory
+        nrrd.buffer("test/head", 900)  # 900 * HEADROOM > MAX_KEPT_BYTES: capped, still kept
+        assert nrrd._LOCAL.buffers["test/head"].size == 1000
+        big = nrrd.buffer("test/head", 1200)  # above MAX_KEPT_BYTES: used once, not kept
+        assert big.size == 1200 and nrrd._LOCAL.buffers["test/head"].size == 1000
+    finally:
+        nrrd.release_buffers()

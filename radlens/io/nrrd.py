@@ -311,7 +311,8 @@ def buffer(slot: str, nbytes: int) -> np.ndarray:
     Its content is overwritten by the next user of the slot."""
     b = _LOCAL.buffers.get(slot)
     if b is None or b.size < nbytes:
-        b = np.empty(max(int(nbytes * HEADROOM), int(b.size * 1.25) if b is not None else 0), np.uint8)
+        want = max(nbytes, min(int(nbytes * HEADROOM), MAX_KEPT_BYTES))  # the headroom never stops it being kept
+        b = np.empty(max(want, min(int(b.size * 1.25), MAX_KEPT_BYTES) if b is not None else 0), np.uint8)
         if b.size <= MAX_KEPT_BYTES:
             _LOCAL.buffers[slot] = b
     return b[:nbytes]
