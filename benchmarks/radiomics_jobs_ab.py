@@ -78,9 +78,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--variant", action="append", default=[], metavar="MODULE:ATTR=VALUE")
     ap.add_argument("--json", default="", help="also write the numbers here")
+    ap.add_argument("--data", default=str(rb.SHARED), help="folder of the cases (default %(default)s)")
     a = ap.parse_args(argv)
-    if not rb.SHARED.is_dir():
-        print(f"pyradiomics test cases not found at {rb.SHARED}", file=sys.stderr)
+    data = Path(a.data)
+    if not data.is_dir():
+        print(f"pyradiomics test cases not found at {data}", file=sys.stderr)
         raise SystemExit(2)
     os.environ.setdefault("RADLENS_PROGRESS", "0")
     rb._quiet()
@@ -94,8 +96,8 @@ def main(argv=None) -> dict:
         import pandas as pd
 
         man = tmp / "real3d.csv"
-        pd.DataFrame([{"case_id": c, "image": str(rb.SHARED / f"{c}_image.nrrd"),
-                       "mask": str(rb.SHARED / f"{c}_label.nrrd")} for c in rb.REAL]).to_csv(man, index=False)
+        pd.DataFrame([{"case_id": c, "image": str(data / f"{c}_image.nrrd"),
+                       "mask": str(data / f"{c}_label.nrrd")} for c in rb.REAL]).to_csv(man, index=False)
         ref = None
         for mode in modes:  # warm-up, paid by nobody
             got = run_mode(mode, man, params, tmp, variant)[3]

@@ -338,3 +338,46 @@ def test_buffer_headroom_is_capped_so_buffers_stay_kept(monkeypatch):
         assert big.size == 1200 and nrrd._LOCAL.buffers["test/head"].size == 1000
     finally:
         nrrd.release_buffers()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_buffers_of_another_thread_excluded_when_a_helper_thread_forks():
+    """A helper thread forks inside ``excluded_from_fork(thread_buffers() of the main thread)``
+    (as radiomics scheduling does while the caller reads its first case): the child has no mapping
+    of the main thread's buffers (reading one would fault: the child reports it did not try, and
+    its own new buffers work), and the main thread's buffers keep what it writes after the fork."""
+    import threading
+
+    from radlens.io import nrrd
+
+    b = nrrd.buffer("test/main", 2 << 20)
+    b[:] = 3
+    mine = nrrd.thread_buffers()
+    assert mine["test/main"] is not None and nrrd.thread_buffers() is mine
+    out = {}
+
+    def fork_here():
+        with nrrd.excluded_from_fork(mine):
+            assert len(nrrd._EXCLUDING) >= 1 and any(x is mine["test/main"] for x in nrrd._EXCLUDING)
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    held = any(x is mine["test/main"] for x in nrrd._UNMAPPED)
+                    nb = nrrd.buffer("test/child", 2 << 20)
+                    nb[:] = 9
+                    os.write(w, b"ok" if held and int(nb.min()) == 9 else b"bad")
+                finally:
+                    os._exit(0)
+        os.close(w)
+        out["got"] = os.read(r, 8)
+        out["status"] = os.waitpid(pid, 0)[1]
+        os.close(r)
+
+    t = threading.Thread(target=fork_here)
+    t.start()
+    b[:] = 5  # the main thread writes meanwhile
+    t.join()
+    assert out == {"got": b"ok", "status": 0}
+    assert int(b.min()) == int(b.max()) == 5 and not nrrd._EXCLUDING
+    nrrd.release_buffers()
