@@ -307,30 +307,3 @@ def test_without_fork_a_plain_pool_gives_the_same_tables(volumes, tmp_path, monk
     rows = pd.read_csv(volumes).to_dict("records")
     units = [u for _, u in schedule.plan(rows, [0, 1, 2], pyrad.load_params(ORIGINAL), workers=2, two_stage=False)]
     assert "prep" not in [u[0] for u in units]
-
-
-@pytest.mark.parametrize("in_thread", [True, False])
-def test_fork_from_a_helper_thread_same_tables_and_errors_reraised(volumes, tmp_path, monkeypatch, in_thread):
-    """The workers are forked from a helper thread while the caller computes its first unit
-    (``FORK_IN_THREAD``) or before it: the same tables as serial either way, every case once; a
-    fork that fails is raised in the caller (not a hang, not lost), after the caller's unit."""
-    import os
-
-    from radlens import parallel
-
-    logging.getLogger("radiomics").setLevel(logging.ERROR)
-    monkeypatch.setattr(schedule, "FORK_IN_THREAD", in_thread)
-    serial = radiomics(volumes, ORIGINAL, out=tmp_path / "s.parquet", use_cache=False, show_progress=False)
-    par = radiomics(volumes, ORIGINAL, out=tmp_path / "p.parquet", jobs=2, batch_size=1, use_cache=False,
-                    show_progress=False)
-    pd.testing.assert_frame_equal(par.features, serial.features, check_exact=True)
-    assert len(schedule.WORKER_CPU) == 2 and os.getpid() in schedule.WORKER_CPU
-
-    class NoFork:
-        def __init__(self, *a, **k):
-            raise OSError(11, "Resource temporarily unavailable (fork)")
-
-    monkeypatch.setattr(parallel, "ForkedWorkers", NoFork)
-    with pytest.raises(OSError, match="fork"):
-        radiomics(volumes, ORIGINAL, out=tmp_path / "f.parquet", jobs=2, batch_size=1, use_cache=False,
-                  show_progress=False)

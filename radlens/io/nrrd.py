@@ -318,11 +318,6 @@ def buffer(slot: str, nbytes: int) -> np.ndarray:
     return b[:nbytes]
 
 
-def thread_buffers() -> dict:
-    """This thread's reading buffers by slot, live (see :class:`excluded_from_fork`)."""
-    return _LOCAL.buffers
-
-
 def drop_inherited_buffers() -> None:
     """In a forked process: give back to the kernel this process's copies of the parent's reading
     buffers (``madvise(MADV_DONTNEED)`` on their whole pages, then :func:`release_buffers`). The
@@ -361,14 +356,7 @@ class excluded_from_fork:
     parent then writes into them after the fork without copy-on-write faults (a CoW fault costs
     ~3 us per 4 KiB page here, ~10x a fresh page's), and the child has nothing to give back: a
     fork hook (``os.register_at_fork``) sets them aside there at once, never used nor freed
-    (their pages are not mapped there).
-
-    ``buffers``: the buffers to exclude, by slot (default: this thread's); :func:`thread_buffers`
-    called in another thread gives that thread's, for a fork from a helper thread while it reads
-    (the buffers it holds when the block is entered are excluded)."""
-
-    def __init__(self, buffers: dict | None = None):
-        self.buffers = buffers
+    (their pages are not mapped there)."""
 
     def __enter__(self):
         self.pid = os.getpid()
@@ -376,7 +364,7 @@ class excluded_from_fork:
         libc = _libc()
         if libc is None:
             return self
-        for b in list((_LOCAL.buffers if self.buffers is None else self.buffers).values()):
+        for b in list(_LOCAL.buffers.values()):
             lo, hi = _page_range(b)
             if hi > lo and libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 10) == 0:  # MADV_DONTFORK
                 self.done.append((lo, hi))

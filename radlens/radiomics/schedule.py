@@ -294,7 +294,8 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     import time
 
     from radlens.io import nrrd
-    from radlens.parallel import WorkerError, _call
+    from radlens.parallel import ForkedWorkers, WorkerError, _call
+    from radlens.radiomics import pyrad
 
     seq = itertools.count()
     heap = [(-c, next(seq), u) for c, u in units]
@@ -346,20 +347,18 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
                 heapq.heappush(heap, (-c2, next(seq), u2))
 
     gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
-    pool = forking = None
+    pool = None
     try:
         own = heapq.heappop(heap) if heap else None
         first = stock(STOCK_MARGIN * (-own[0] if own else 0.0))
-        forking = _Forker(first, n_proc, threads, nrrd.thread_buffers(), FORK_IN_THREAD and own is not None)
-        if not forking.is_alive():
-            pool = forking.result()
+        with nrrd.excluded_from_fork():
+            pool = ForkedWorkers(_timed_unit, n_proc, stocks=first, initializer=pyrad._worker_init,
+                                 initargs=(threads,))
         while True:
             if own is not None:  # the parent's own unit, as jobs=1 runs it
                 c0 = time.process_time()
                 res = _call(run_unit, state.payload(own[2]))
                 WORKER_CPU[me] = WORKER_CPU.get(me, 0.0) + time.process_time() - c0
-                if pool is None:  # forked from a helper thread while this unit ran
-                    pool = forking.result()
                 yield from state.done(own[2], res)
                 for c2, u2 in state.follow_ups(own[2], -own[0]):
                     heapq.heappush(heap, (-c2, next(seq), u2))
@@ -374,62 +373,11 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
         # here would put their tear-down on the run's critical path)
         pool.close()
     except BaseException:
-        if pool is None and forking is not None:
-            try:
-                pool = forking.result()
-            except BaseException:  # noqa: BLE001 - the error being raised matters more
-                pool = None
         if pool is not None:
             pool.close(kill=True)
         raise
     finally:
         gc.unfreeze()
-
-
-#: fork the workers from a helper thread while the caller starts its first unit (reading its
-#: first, largest case: file read and libdeflate's inflate release the interpreter lock, the fork
-#: holds it), instead of before that unit: the fork (~4 ms) then overlaps the caller's reading
-FORK_IN_THREAD = True
-
-
-class _Forker:
-    """Forks the :class:`~radlens.parallel.ForkedWorkers` of :func:`_pool`, without the caller's
-    reading buffers (``buffers``: its :func:`radlens.io.nrrd.thread_buffers`), in a helper thread
-    (``thread``) or at once; :meth:`result` gives the pool (re-raising what forking raised)."""
-
-    def __init__(self, stocks, n_proc, threads, buffers, thread: bool):
-        import threading
-
-        self.args, self.buffers = (stocks, n_proc, threads), buffers
-        self.pool = self.error = None
-        self.thread = threading.Thread(target=self._run, name="radlens-fork", daemon=True) if thread else None
-        if self.thread is None:
-            self._run()
-        else:
-            self.thread.start()
-
-    def _run(self):
-        from radlens.io import nrrd
-        from radlens.parallel import ForkedWorkers
-        from radlens.radiomics import pyrad
-
-        stocks, n_proc, threads = self.args
-        try:
-            with nrrd.excluded_from_fork(self.buffers):
-                self.pool = ForkedWorkers(_timed_unit, n_proc, stocks=stocks, initializer=pyrad._worker_init,
-                                          initargs=(threads,))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller by result()
-            self.error = exc
-
-    def is_alive(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-    def result(self):
-        if self.thread is not None:
-            self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.pool
 
 
 class _Merger:
