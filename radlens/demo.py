@@ -29,15 +29,16 @@ EXPECTED_CLASSES = {"task_texture": ["glcm", "glrlm", "glszm", "gldm", "ngtdm"],
                     "task_shape": ["shape2D"]}
 
 
-#: embedding layer per architecture for the lens and the pooling probe. The demo CNN's ``layer4`` has an
-#: 8x8 token grid whose every token sees the whole 64 px image: the lens explained 3% of its ROI
-#: embedding (held-out R², full demo, seed 0) and only 3/10 top intensity-task features were
-#: first-order. ``layer2`` (32x32 grid) keeps ROI tokens local: R² 0.55 and 8/10 first-order. The
-#: classifiers keep ``layer4`` for their head, predictions and CAMs.
+#: embedding layer per architecture for the lens and the pooling probe. The demo ResNet's last grid
+#: (once ``layer4``, 8x8, now the head's ``layer3``, 16x16) has tokens that see much of the 64 px image:
+#: at ``layer4`` the lens explained 3% of its ROI embedding (held-out R², full demo, seed 0) and only
+#: 3/10 top intensity-task features were first-order. ``layer2`` (32x32 grid) keeps ROI tokens local:
+#: R² 0.55 and 8/10 first-order. The classifiers keep their head layer for predictions and CAMs.
 EMBED_LAYER = {"cnn": "layer2", "densenet": "features.denseblock1.denselayer2"}
 #: layers embedded from one forward pass per architecture (layer-wise lens, ``encoders.<arch>.layers``);
-#: HF ViT layers are ``hidden_states`` indices (i = output of block i)
-EMBED_LAYERS = {"cnn": ["layer2", "layer3", "layer4"],
+#: HF ViT layers are ``hidden_states`` indices (i = output of block i). The ResNet's are the stages up
+#: to its head's ``layer3`` (its ``layer4`` is never run, see radlens.synth.models.ARCHS).
+EMBED_LAYERS = {"cnn": ["layer1", "layer2", "layer3"],
                 "densenet": ["features.denseblock1.denselayer1", "features.denseblock1.denselayer2", "features"],
                 "vit": [2, 3, 4]}
 
@@ -65,12 +66,14 @@ DEMO_LESION_FREE = 0.1
 #: mean of the target layer it is the exact per-position share of the logit, signed activations included)
 CAM_METHODS = ["gradcam", "layercam", "gradcam++"]
 #: CAM target layer per architecture where it differs from the classifier specs' ``target_layer``
-#: (study ``cam_drift.options.target_layers``). The demo ResNet's ``layer4`` is an 8x8 grid (stride 8,
-#: receptive field 49 px) whose cells sit up to 8 px from a 5-6 px wide elongated lesion: the fine-tuned
-#: shape maps peaked beside the band (Grad-CAM pointing game 0.39). ``layer3`` (16x16, stride 4,
-#: receptive field 25 px) puts the peak on it (0.83) and passes the randomisation check; the other tasks
-#: gain too (docs/cam.md "Which CNN layer").
-CAM_TARGET_LAYERS = {"cnn": "layer3"}
+#: (study ``cam_drift.options.target_layers``). None now: every demo head reads the mean of its CAM
+#: target layer, so Grad-CAM is the exact per-position share of the logit. The ResNet was explained at
+#: ``layer3`` while its head read the 8x8 ``layer4`` (too coarse for a 5-6 px wide band: shape pointing
+#: game 0.39); there Grad-CAM's mean-gradient channel weights were not the head's, and on two training
+#: seeds of four the texture maps missed the lesion (pointing game / pixel AUC 0.48 / 0.49 and
+#: 0.07 / 0.35: background lung and the image's top edge lit up). Its head now reads ``layer3``
+#: (radlens.synth.models.ARCHS; docs/cam.md "Which CNN layer").
+CAM_TARGET_LAYERS: dict = {}
 
 
 @dataclass(frozen=True)

@@ -105,13 +105,13 @@ def test_demo_stamps_hash_the_generating_code():
 
 
 def test_demo_flavours_train_with_the_recipe_defaults_unless_they_say_otherwise():
-    """FULL sets no augmentation of its own: it must get TrainConfig's (the DenseNet and the ViT fine-tune
-    with flips only; a DemoSize default of ("cnn", "densenet") once silently re-enabled quarter turns for
+    """FULL sets no augmentation of its own: it must get TrainConfig's (every architecture fine-tunes
+    with flips only since the ResNet's head moved to layer3; a DemoSize default of ("cnn", "densenet") once silently re-enabled quarter turns for
     the DenseNet in the default demo and its shape AUC fell from 0.98 to 0.77). QUICK's own choice is kept."""
     from radlens.demo import FULL, QUICK, train_config
     from radlens.synth.train import TrainConfig
 
-    assert train_config(FULL).rot90_finetune_archs == TrainConfig().rot90_finetune_archs == ("cnn",)
+    assert train_config(FULL).rot90_finetune_archs == TrainConfig().rot90_finetune_archs == ()
     assert train_config(QUICK).rot90_finetune_archs == ()
     assert train_config(QUICK, seed=3).task_epochs == {"task_shape": 24} and train_config(QUICK, seed=3).seed == 3
     assert train_config(FULL).finetune_epochs == FULL.finetune_epochs
