@@ -2,7 +2,7 @@
 
     python benchmarks/cnn_cam.py --arch densenet                              # demo cohort, seed 0
     python benchmarks/cnn_cam.py --arch cnn --seed 2 --png overlays.png --maps maps.npz
-    python benchmarks/cnn_cam.py --arch densenet --set "densenet_blocks=(6,)" --set "rot90_finetune_archs=('cnn',)"
+    python benchmarks/cnn_cam.py --arch densenet --set "densenet_blocks=(3,)" --set "flip_consistent_archs=()"
     python benchmarks/cnn_cam.py --arch densenet --target features.denseblock1
 
 Draws the demo's cohort (``radlens.demo.draw_cohort``, seed 0; ``--quick``: the quick demo's 160
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -134,7 +135,7 @@ def overlays(maps_by_task: dict, path: str, title: str, n: int = 6, misses: bool
 
 
 def main(argv=None) -> None:
-    from radlens.demo import CAM_TARGET_LAYERS, FULL, QUICK, train_config
+    from radlens.demo import CAM_TARGET_LAYERS, FULL, QUICK, _code_hash, train_config
     from radlens.synth import train as T
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -161,7 +162,11 @@ def main(argv=None) -> None:
     data = T.load_cohort_arrays(manifest, cfg.val_fraction, cfg.seed)
     tag = "_".join(f"{k}-{v}" for k, v in sorted(over.items())).replace(" ", "").replace("'", "") or "default"
     t0 = time.perf_counter()
-    mdir = work / f"{a.arch}_{'quick_' if a.quick else ''}{tag}{a.tag}_s{a.seed}"
+    # the folder names the settings and a hash of the full config and the training code, so a changed
+    # default or recipe never reuses stale checkpoints
+    key = hashlib.sha256((json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str) + _code_hash(
+        "radlens.synth.train", "radlens.synth.models", "radlens.synth.steps")).encode()).hexdigest()[:8]
+    mdir = work / f"{a.arch}_{'quick_' if a.quick else ''}{tag}{a.tag}_s{a.seed}_{key}"
     if (mdir / "trained.json").exists():  # same settings trained before: explain those checkpoints again
         am, specs, train_s = json.loads((mdir / "trained.json").read_text())
     else:

@@ -41,16 +41,16 @@ def cnn_args(width: int = 8) -> dict[str, Any]:
             "no_max_pool": True, "feed_forward": False}
 
 
-def densenet_args(width: int = 16, blocks=(3,)) -> dict[str, Any]:
+def densenet_args(width: int = 16, blocks=(4,)) -> dict[str, Any]:
     """Constructor arguments of the demo DenseNet (``monai.networks.nets.DenseNet``).
 
     A 7x7 stride-2 stem and a max-pool (64 px -> 16x16), then ``blocks`` dense blocks (default: one
-    block of three layers, growth ``width // 2``; each further block follows a pooling transition), so
+    block of four layers, growth ``width // 2``; each further block follows a pooling transition), so
     a 64x64 input gives a 16x16 ``features`` grid (the last batch norm's output, read by the head
-    through a spatial mean; stride 4, receptive field 35 px). Two blocks ``(3, 3)`` (the earlier demo)
-    give an 8x8 grid, whose cells (8 px apart) could not point at a 5-6 px wide lesion band
-    (docs/cam.md "Which CNN layer"). ``out_channels`` sizes MONAI's own classification layers, which
-    the demo never runs (the encoder stops at ``features``).
+    through a spatial mean; stride 4, receptive field 43 px; three layers: 35 px). Two blocks ``(3, 3)``
+    (the earlier demo) give an 8x8 grid, whose cells (8 px apart) could not point at a 5-6 px wide
+    lesion band (docs/cam.md "Which CNN layer"). ``out_channels`` sizes MONAI's own classification
+    layers, which the demo never runs (the encoder stops at ``features``).
     """
     return {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "init_features": int(width),
             "growth_rate": max(int(width) // 2, 2), "block_config": [int(b) for b in blocks], "bn_size": 2}

@@ -119,8 +119,9 @@ class TrainConfig:
         its shape maps peaked on ONE long edge of the 5-6 px wide elongated lesions, a pixel or three
         outside the band (the evidence for "elongated" was one edge polarity, a different one per
         training seed), so the shape pointing game was 0.70 / 0.71 / 0.50 / 0.65 over training seeds
-        0-3; with it (0.3) the maps are centred on the band (docs/cam.md "Every training seed"). Costs
-        the DenseNet's fine-tuning one more forward/backward of the mirrored batch per step.
+        0-3; with it (0.3) and a fourth dense layer (``densenet_blocks``) 0.77 / 0.70 / 0.82 / 0.76
+        (docs/cam.md "Every training seed"). Costs the DenseNet's fine-tuning one more forward/backward
+        of the mirrored batch per step.
     flip_consistency : float >= 0
         Weight of that penalty.
     centered_head_archs : tuple of str
@@ -135,10 +136,14 @@ class TrainConfig:
     densenet_width : int
         DenseNet stem width (growth rate width / 2).
     densenet_blocks : tuple of int
-        Dense layers per dense block (:func:`radlens.synth.models.densenet_args`). ``(3,)``: one block,
-        a 16x16 ``features`` grid at 64 px. With ``(3, 3)`` (8x8) the fine-tuned shape Grad-CAM's
-        maximum fell beside the 5-6 px wide elongated lesions (pointing game 0.53; ``(3,)`` with
-        flips-only fine-tuning: 0.70, default cohort, seed 0; docs/cam.md "Which CNN layer").
+        Dense layers per dense block (:func:`radlens.synth.models.densenet_args`). ``(4,)``: one block,
+        a 16x16 ``features`` grid at 64 px (receptive field 43 px). With ``(3, 3)`` (8x8) the fine-tuned
+        shape Grad-CAM's maximum fell beside the 5-6 px wide elongated lesions (pointing game 0.53;
+        ``(3,)`` with flips-only fine-tuning: 0.70, default cohort, seed 0). Four layers rather than
+        three go with ``flip_consistent_archs``: with the mirror penalty the three-layer block's shape
+        maps were flat across the band and peaked on either edge (training seed 0: 0.57); the fourth
+        layer gives them one peak on it (shape pointing game 0.70-0.82 over training seeds 0-3;
+        docs/cam.md "Every training seed").
     vit_hidden, vit_layers, vit_heads, vit_patch : int
         Tiny DINOv2 size.
     val_fraction : float
@@ -172,7 +177,7 @@ class TrainConfig:
     temperature: float = 0.2
     cnn_width: int = 8
     densenet_width: int = 16
-    densenet_blocks: tuple = (3,)
+    densenet_blocks: tuple = (4,)
     vit_hidden: int = 64
     vit_layers: int = 4
     vit_heads: int = 4
