@@ -94,6 +94,8 @@ class DemoSize:
     sanity_cases: int = 16
     task_epochs: dict = field(default_factory=dict)   # CNN fine-tuning epochs per task (TrainConfig.task_epochs)
     rot90_finetune_archs: tuple | None = None  # TrainConfig.rot90_finetune_archs (None: TrainConfig's default)
+    densenet_blocks: tuple | None = None  # TrainConfig.densenet_blocks (None: TrainConfig's default)
+    flip_consistent_archs: tuple | None = None  # TrainConfig.flip_consistent_archs (None: TrainConfig's default)
     figure_formats: tuple = ("png", "svg")   # study figure_formats
 
 
@@ -111,7 +113,8 @@ QUICK = DemoSize(n_cases=160, image_size=64, pretext_epochs=2, finetune_epochs=1
                      "lesion": {"findings": []},
                      "jitter": {"levels": [0.0, 0.5]},
                      "probe": {"n_boot": 200}}, vit_epoch_factor=1.0, sanity_cases=10, vit_pretext_epochs=32,
-                 task_epochs={"task_shape": 24}, rot90_finetune_archs=(), figure_formats=("png",))
+                 task_epochs={"task_shape": 24}, rot90_finetune_archs=(), figure_formats=("png",),
+                 densenet_blocks=(3,), flip_consistent_archs=())
 #: QUICK's CNN recipe (docs/synth.md, "The quick demo"): about 100 labelled training images. The CNNs
 #: fine-tune with flips only, like the ViT (TrainConfig.rot90_finetune_archs): with quarter turns they
 #: had to learn "elongated either way" from ~100 images and did not (shape validation AUC 0.44-0.86 over
@@ -123,6 +126,9 @@ QUICK = DemoSize(n_cases=160, image_size=64, pretext_epochs=2, finetune_epochs=1
 #: 0.93-1.00, intensity 0.93-0.97, shape 0.89-0.95 (seeds 0-2; docs/synth.md). Cost: the ViT trains
 #: 16.7 s instead of 9.6 s; it starts when the DenseNet (7.5 s) ends, so the training stage took
 #: 27.3-27.7 s instead of 20.1 s (two runs each, 2 cores; the ResNet: 14 s).
+#: QUICK's DenseNet keeps the three-layer block without the mirror-consistency penalty (the default
+#: demo's four layers with it, TrainConfig.flip_consistent_archs): with them its quick training took
+#: 26-27 s instead of 8-9 s (two runs each, shared machine) and its fine-tuned texture AUC fell to 0.83.
 
 
 def draw_cohort(out_dir: str | os.PathLike, size: DemoSize, seed: int = 0):
@@ -136,10 +142,11 @@ def draw_cohort(out_dir: str | os.PathLike, size: DemoSize, seed: int = 0):
 
 def train_config(size: DemoSize, seed: int = 0):
     """The :class:`radlens.synth.train.TrainConfig` of a demo flavour: what ``size`` sets, the rest
-    ``TrainConfig``'s defaults (``rot90_finetune_archs=None`` keeps its default)."""
+    ``TrainConfig``'s defaults (a ``None`` recipe field of ``size`` keeps TrainConfig's default)."""
     from radlens.synth.train import TrainConfig
 
-    kw = {} if size.rot90_finetune_archs is None else {"rot90_finetune_archs": tuple(size.rot90_finetune_archs)}
+    kw = {k: tuple(getattr(size, k)) for k in ("rot90_finetune_archs", "densenet_blocks", "flip_consistent_archs")
+          if getattr(size, k) is not None}
     return TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs,
                        task_epochs=dict(size.task_epochs), vit_epoch_factor=size.vit_epoch_factor,
                        vit_pretext_epochs=size.vit_pretext_epochs, seed=seed, **kw)

@@ -180,10 +180,14 @@ def test_quick_demo_maps_find_the_lesion(demo_dir):
 
 
 def test_quick_demo_explains_the_resnet_at_layer3(demo_dir):
-    """The demo's CAMs use radlens.demo.CAM_TARGET_LAYERS (ResNet layer3, 16x16) and the specs' layer otherwise."""
+    """The demo's CAMs use the classifier specs' target layers: the ResNet's is layer3 (16x16), the layer its
+    head reads since 2026-11-29 (radlens.synth.models.ARCHS); radlens.demo.CAM_TARGET_LAYERS overrides none."""
     out, _ = demo_dir
     from radlens.io.artifacts import read_npz
 
+    from radlens.demo import CAM_TARGET_LAYERS
+
+    assert CAM_TARGET_LAYERS == {}
     arrays, meta = read_npz(out / "cam" / "maps.cnn.task_texture.npz")
     assert meta["target_layer"] == "layer3"
     assert read_npz(out / "cam" / "maps.densenet.task_texture.npz")[1]["target_layer"] == "features"

@@ -172,6 +172,7 @@ class TrainConfig:
     rot90_finetune_archs: tuple = ()
     flip_consistent_archs: tuple = ("densenet",)
     flip_consistency: float = 0.3
+    densenet_epoch_factor: float = 1.0
     centered_head_archs: tuple = ("cnn", "densenet", "vit")
     standardised_head_archs: tuple = ("vit",)
     temperature: float = 0.2
@@ -459,6 +460,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     lr = cfg.vit_lr_finetune if vit else cfg.lr_finetune
     epochs = (int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit
               else int(dict(cfg.task_epochs).get(task, cfg.finetune_epochs)))
+    if model.arch == "densenet":
+        epochs = max(int(round(cfg.densenet_epoch_factor * epochs)), 1)
     fbs = cfg.vit_finetune_batch_size if vit else cfg.finetune_batch_size
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
         model.head.weight.zero_()
