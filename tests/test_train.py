@@ -252,13 +252,42 @@ def test_task_epochs_set_the_cnn_epochs_of_one_task(tmp_path):
 
     torch.set_num_threads(1)
     data = _blob_data(n=32)
-    cfg = TrainConfig(tasks=("task_bright", "task_other"), archs=("densenet", "vit"),
+    cfg = TrainConfig(tasks=("task_bright", "task_other"), archs=("densenet", "vit"), flip_consistent_archs=(),
                       **{**TINY, "finetune_epochs": 2, "task_epochs": {"task_other": 3}, "vit_epoch_factor": 1.0})
     train_demo_encoders(data, tmp_path, cfg, processes=1)
     log = pd.read_csv(tmp_path / "training_log.csv")
     n = log[log["stage"] == "finetune"].groupby(["arch", "task"]).size().to_dict()
     assert n == {("densenet", "task_bright"): 2, ("densenet", "task_other"): 3,
                  ("vit", "task_bright"): 2, ("vit", "task_other"): 2}
+
+
+def test_flip_consistent_fine_tuning_keeps_the_steps_and_the_step_size(tmp_path, monkeypatch):
+    """An arch of ``flip_consistent_archs`` fine-tunes on half batches plus their mirror images over half
+    the epochs (rounded up): 4 and 3 epochs of 8-image batches -> 2 epochs of 4 + 4 mirrored images each."""
+    import pandas as pd
+
+    from radlens.synth import train as T
+
+    sizes = []
+    orig = T._flip_consistent_loss
+
+    def spy(model, lin, xb, yb, weight):
+        sizes.append(int(xb.shape[0]))
+        return orig(model, lin, xb, yb, weight)
+
+    monkeypatch.setattr(T, "_flip_consistent_loss", spy)
+    torch.set_num_threads(1)
+    data = _blob_data(n=32)
+    cfg = TrainConfig(tasks=("task_bright", "task_other"), archs=("densenet",), flip_consistent_archs=("densenet",),
+                      **{**TINY, "finetune_epochs": 4, "task_epochs": {"task_other": 3}})
+    train_demo_encoders(data, tmp_path, cfg, processes=1)
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    n = log[log["stage"] == "finetune"].groupby(["arch", "task"]).size().to_dict()
+    assert n == {("densenet", "task_bright"): 2, ("densenet", "task_other"): 2}
+    n_train = int(np.isfinite(data.table["task_bright"].to_numpy(float)[data.train_idx]).sum())
+    steps = len(T._batches(n_train, 4, torch.Generator(), shuffle=False))
+    assert len(sizes) == 2 * 2 * steps  # two tasks, two epochs each
+    assert max(sizes) <= 4 + 3 and sorted(set(sizes))[0] >= 4  # half batches (a 1-3 image tail joins the last)
 
 
 def test_augment_without_rotation_keeps_orientation():

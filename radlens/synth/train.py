@@ -119,9 +119,9 @@ class TrainConfig:
         its shape maps peaked on ONE long edge of the 5-6 px wide elongated lesions, a pixel or three
         outside the band (the evidence for "elongated" was one edge polarity, a different one per
         training seed), so the shape pointing game was 0.70 / 0.71 / 0.50 / 0.65 over training seeds
-        0-3; with it (0.3) and a fourth dense layer (``densenet_blocks``) 0.77 / 0.70 / 0.82 / 0.76
-        (docs/cam.md "Every training seed"). Costs the DenseNet's fine-tuning one more forward/backward
-        of the mirrored batch per step.
+        0-3; with it (0.3) and a fourth dense layer (``densenet_blocks``) 0.70 / 0.68 / 0.82 / 0.83
+        (docs/cam.md "Every training seed"). Each step takes half a batch of images and their mirror
+        images, over half the epochs: about the same steps, step size and compute as without it.
     flip_consistency : float >= 0
         Weight of that penalty.
     centered_head_archs : tuple of str
@@ -142,7 +142,7 @@ class TrainConfig:
         ``(3,)`` with flips-only fine-tuning: 0.70, default cohort, seed 0). Four layers rather than
         three go with ``flip_consistent_archs``: with the mirror penalty the three-layer block's shape
         maps were flat across the band and peaked on either edge (training seed 0: 0.57); the fourth
-        layer gives them one peak on it (shape pointing game 0.70-0.82 over training seeds 0-3;
+        layer gives them one peak on it (shape pointing game 0.68-0.83 over training seeds 0-3;
         docs/cam.md "Every training seed").
     vit_hidden, vit_layers, vit_heads, vit_patch : int
         Tiny DINOv2 size.
@@ -172,7 +172,6 @@ class TrainConfig:
     rot90_finetune_archs: tuple = ()
     flip_consistent_archs: tuple = ("densenet",)
     flip_consistency: float = 0.3
-    densenet_epoch_factor: float = 1.0
     centered_head_archs: tuple = ("cnn", "densenet", "vit")
     standardised_head_archs: tuple = ("vit",)
     temperature: float = 0.2
@@ -460,9 +459,10 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     lr = cfg.vit_lr_finetune if vit else cfg.lr_finetune
     epochs = (int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit
               else int(dict(cfg.task_epochs).get(task, cfg.finetune_epochs)))
-    if model.arch == "densenet":
-        epochs = max(int(round(cfg.densenet_epoch_factor * epochs)), 1)
     fbs = cfg.vit_finetune_batch_size if vit else cfg.finetune_batch_size
+    consistent = model.arch in tuple(cfg.flip_consistent_archs)
+    if consistent:  # each step: half a batch of images and their mirror images, over half the epochs
+        fbs, epochs = max(fbs // 2, 2), max((epochs + 1) // 2, 1)  # -> about the same steps and step size
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
         model.head.weight.zero_()
         model.head.bias.zero_()
@@ -480,7 +480,6 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 3 * lr], total_steps=n_steps, pct_start=0.2)
     step = 0
     rotate = model.arch in tuple(cfg.rot90_finetune_archs)
-    consistent = model.arch in tuple(cfg.flip_consistent_archs)
     lin = model.head[-1] if centered else model.head
     for epoch in range(epochs):
         model.train()
