@@ -127,8 +127,10 @@ QUICK = DemoSize(n_cases=160, image_size=64, pretext_epochs=2, finetune_epochs=1
 #: 16.7 s instead of 9.6 s; it starts when the DenseNet (7.5 s) ends, so the training stage took
 #: 27.3-27.7 s instead of 20.1 s (two runs each, 2 cores; the ResNet: 14 s).
 #: QUICK's DenseNet keeps the three-layer block without the mirror-consistency penalty (the default
-#: demo's four layers with it, TrainConfig.flip_consistent_archs): with them its quick training took
-#: 26-27 s instead of 8-9 s (two runs each, shared machine) and its fine-tuned texture AUC fell to 0.83.
+#: demo's four layers with it, TrainConfig.flip_consistent_archs): with them (the penalty then on full
+#: batches, twice the compute) its quick training took 26-27 s instead of 8-9 s (two runs each, shared
+#: machine) and its fine-tuned texture AUC fell to 0.83; the quick demo's maps do not need them
+#: (tests/test_demo.py's thresholds).
 
 
 def draw_cohort(out_dir: str | os.PathLike, size: DemoSize, seed: int = 0):
