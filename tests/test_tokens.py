@@ -173,6 +173,11 @@ def test_intensity_mean_std_rescale_none_is_a_fixed_affine_map():
     assert Preprocessor({**base, "intensity": {"mean": [0.4], "std": [0.2]}}, roi, 1)(dim).x.max() == pytest.approx(3.0)
     assert Preprocessor({**base, "intensity": {"mean": [0.4], "std": [0.2], "rescale": "none"}}, roi,
                         1)(dim).x.max() == pytest.approx(0.5)
+    # the default rescale is not written into the normalised spec: earlier specs keep their JSON (and hash)
+    assert normalize_spec({"kind": "hf", "path": ".", "preprocess": {"intensity": {"mean": 0.4, "std": 0.2}}})[
+        "preprocess"]["intensity"] == {"mean": [0.4], "std": [0.2]}
+    assert normalize_spec({"kind": "hf", "path": ".", "preprocess": {"intensity": {
+        "mean": 0.4, "std": 0.2, "rescale": "none"}}})["preprocess"]["intensity"]["rescale"] == "none"
     spec = {"kind": "hf", "path": ".", "preprocess": {"intensity": {"mean": 0.4, "std": 0.2, "rescale": "zscore"}}}
     with pytest.raises(ConfigError, match="rescale='zscore' not allowed"):
         normalize_spec(spec)

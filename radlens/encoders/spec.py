@@ -213,7 +213,9 @@ def normalize_spec(spec_or_path: Any) -> dict:
         std = [float(v) for v in (inten["std"] if isinstance(inten["std"], (list, tuple)) else [inten["std"]])]
         if any(s <= 0 for s in std):
             raise ConfigError(f"encoder spec: preprocess.intensity.std={std} must be positive")
-        inten = {"mean": mean, "std": std, "rescale": rescale}
+        inten = {"mean": mean, "std": std}
+        if rescale != "minmax":  # the default is left out, so specs written before the key keep their hash
+            inten["rescale"] = rescale
     elif inten not in INTENSITY:
         raise ConfigError(f"encoder spec: preprocess.intensity={inten!r} not allowed; use one of {list(INTENSITY)} "
                           "or {mean: [...], std: [...]}")
