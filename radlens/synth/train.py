@@ -42,9 +42,11 @@ from radlens.synth.checkpoints import (  # noqa: F401  (re-exported)
     _encoder_spec,
     _write_checkpoint,
     _write_classifier,
+    arch_intensity,
 )
 from radlens.synth.models import ARCHS
 from radlens.synth.steps import (  # noqa: F401  (re-exported)
+    _flip_consistent_loss,
     ATTRIBUTES,
     _auc,
     _augment,
@@ -146,6 +148,9 @@ class TrainConfig:
         docs/cam.md "Every training seed").
     vit_hidden, vit_layers, vit_heads, vit_patch : int
         Tiny DINOv2 size.
+    vit_intensity : {"zscore", "window"}
+        The ViT's intensity preprocessing (:data:`radlens.synth.checkpoints.VIT_INTENSITY`): a per-image
+        z-score, or the CNNs' fixed [0, 1] window centred and scaled by fixed constants.
     val_fraction : float
         Fraction of patients held out (when the manifest has no ``split`` column) to report AUCs.
     seed : int
@@ -182,6 +187,7 @@ class TrainConfig:
     vit_layers: int = 4
     vit_heads: int = 4
     vit_patch: int = 8
+    vit_intensity: str = "zscore"
     val_fraction: float = 0.3
     seed: int = 0
     threads: int = 1
@@ -207,6 +213,9 @@ class TrainConfig:
                 raise InputError(f"TrainConfig.{name}={list(getattr(self, name))!r}: allowed values are {sorted(ARCHS)}")
         if not (isinstance(self.flip_consistency, (int, float, np.floating)) and self.flip_consistency >= 0):
             raise InputError(f"TrainConfig.flip_consistency={self.flip_consistency!r}: must be a number >= 0")
+        if self.vit_intensity not in ("zscore", "window"):
+            raise InputError(f"TrainConfig.vit_intensity={self.vit_intensity!r}: allowed values are "
+                             "['window', 'zscore']")
         if not 0.0 < self.val_fraction < 0.9:
             raise InputError(f"TrainConfig.val_fraction={self.val_fraction!r}: must be in (0, 0.9)")
 
@@ -510,27 +519,6 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
             linear.weight.copy_(w)
 
 
-def _flip_consistent_loss(model, lin, xb, yb, weight: float):
-    """Fine-tuning loss of ``flip_consistent_archs`` (:class:`TrainConfig`).
-
-    Cross-entropy on the batch ``xb`` (B, 1, H, W) and on its left-right mirror image, plus ``weight``
-    times the mean squared difference between each image's class map and its mirror image's class map
-    mirrored back -- an equivariance constraint on the CAM (in the spirit of SEAM, Wang et al. 2020).
-    The class map is the per-position logit difference ``(w_1 - w_0) . A`` on the head's grid ``A``
-    (logit units): the exact Grad-CAM of the positive class up to a constant, as the maps are drawn
-    (cell ``j`` at pixel ``s * j + (s - 1) / 2``, so cell ``j`` of the mirror image is drawn where cell
-    ``h - 1 - j`` of the image is).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    b = xb.shape[0]
-    g = model.grid(torch.cat([xb, xb.flip(3)]))            # (2B, C, h, w)
-    loss = F.cross_entropy(model.head(g.mean(dim=(2, 3))), torch.cat([yb, yb]))
-    cam = torch.einsum("bchw,c->bhw", g, lin.weight[1] - lin.weight[0])
-    return loss + weight * (cam[:b] - cam[b:].flip(2)).pow(2).mean()
-
-
 def _BatchCentre():
     """A module computing ``f - f.mean(0)`` (the centred fine-tuning head's input, see :func:`finetune`)."""
     import torch
@@ -579,7 +567,8 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
     result = TrainResult(out_dir)
     metrics: dict[str, Any] = {"config": asdict(cfg), "n_cases": int(n), "n_train": int(data.train_idx.size),
                                "n_val": int(data.val_idx.size), "image_shape": [int(h), int(w)],
-                               "preprocess": ARCH_INTENSITY, "archs": {}}
+                               "preprocess": {a: arch_intensity(a, cfg) for a in cfg.archs},
+                               "archs": {}}
     jobs = list(enumerate(cfg.archs))
     if processes is None:
         try:
@@ -640,7 +629,7 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
     vit_cfg = vit_config(image_size=h, patch_size=cfg.vit_patch, hidden_size=cfg.vit_hidden,
                          num_layers=cfg.vit_layers, num_heads=cfg.vit_heads) if arch == "vit" else None
     am: dict[str, Any] = {"tasks": {}}
-    x_all, _ = model_inputs(data.images, intensity=ARCH_INTENSITY[arch])
+    x_all, _ = model_inputs(data.images, intensity=arch_intensity(arch, cfg))
     with torch_determinism(cfg.seed + 1000 * ai, cfg.threads):
         gen = torch.Generator().manual_seed(cfg.seed + 1000 * ai)
         backbone = (build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else
