@@ -1,0 +1,148 @@
+"""In-process A/B of ``radiomics(..., jobs=1)`` against ``jobs=2`` on pyradiomics' five real 3D cases.
+
+    python benchmarks/radiomics_jobs_ab.py --rounds 10
+    python benchmarks/radiomics_jobs_ab.py --rounds 10 --variant radlens.radiomics.schedule:SOME_KNOB=0
+
+One process; after one untimed warm-up run per mode, ``--rounds`` rounds in which every mode runs
+once, the order alternated between rounds (the load of a shared machine drifts). Modes:
+
+* ``j1``: ``radiomics(manifest, baseline params, jobs=1)`` (what ``radlens radiomics --jobs 1`` runs,
+  no cache, default engine, parquet tables written);
+* ``j2``: the same with ``jobs=2``;
+* ``j2v`` (with ``--variant MODULE:ATTR=VALUE``, repeatable): ``jobs=2`` with those module attributes
+  set for that run only (a knob A/B in the same process and rounds).
+
+Printed per mode: wall ms min/median/max, CPU ms (this process + reaped children), the caller's
+minor page faults, and the wall time projected on otherwise idle cores (this process's CPU outside
+units + the busiest participant's CPU in units, as ``radiomics_bench.py``); then per round ratios
+``j1 / mode`` (wall and projection), min/median/max. On a loaded machine trust the projection and
+the same-round ratios more than absolute walls. Values of every mode must equal ``j1``'s exactly
+(the run fails otherwise). Needs ``../shared/data/pyradiomics`` (the cases); exits 2 without them.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import radiomics_bench as rb  # noqa: E402
+
+
+def _variant(specs):
+    """``[(module, attr, value)]`` from ``MODULE:ATTR=VALUE`` strings (VALUE a Python literal)."""
+    out = []
+    for s in specs:
+        target, _, val = s.partition("=")
+        mod, _, attr = target.partition(":")
+        try:
+            v = ast.literal_eval(val)
+        except (ValueError, SyntaxError):
+            v = val
+        m = importlib.import_module(mod)
+        if not hasattr(m, attr):
+            raise SystemExit(f"--variant {s!r}: {mod} has no attribute {attr!r}")
+        out.append((m, attr, v))
+    return out
+
+
+def run_mode(mode, manifest, params, tmp, variant):
+    saved = []
+    if mode == "j2v":
+        for m, attr, v in variant:
+            saved.append((m, attr, getattr(m, attr)))
+            setattr(m, attr, v)
+    try:
+        flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0, c0 = time.perf_counter(), rb._cpu()
+        vals = rb.radlens_run(manifest, params, 1 if mode == "j1" else 2, tmp / f"ab_{mode}.parquet")
+        wall, cpu = time.perf_counter() - t0, rb._cpu() - c0
+        flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0
+    finally:
+        for m, attr, v in saved:
+            setattr(m, attr, v)
+    return wall, cpu, flt, vals
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--variant", action="append", default=[], metavar="MODULE:ATTR=VALUE")
+    ap.add_argument("--json", default="", help="also write the numbers here")
+    ap.add_argument("--data", default=str(rb.SHARED), help="folder of the cases (default %(default)s)")
+    a = ap.parse_args(argv)
+    data = Path(a.data)
+    if not data.is_dir():
+        print(f"pyradiomics test cases not found at {data}", file=sys.stderr)
+        raise SystemExit(2)
+    os.environ.setdefault("RADLENS_PROGRESS", "0")
+    rb._quiet()
+    variant = _variant(a.variant)
+    modes = ["j1", "j2"] + (["j2v"] if variant else [])
+    from radlens.radiomics.extract import DEFAULT_PARAMS
+
+    params = str(DEFAULT_PARAMS.with_name("radiomics_baseline.yaml"))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        import pandas as pd
+
+        man = tmp / "real3d.csv"
+        pd.DataFrame([{"case_id": c, "image": str(data / f"{c}_image.nrrd"),
+                       "mask": str(data / f"{c}_label.nrrd")} for c in rb.REAL]).to_csv(man, index=False)
+        ref = None
+        for mode in modes:  # warm-up, paid by nobody
+            got = run_mode(mode, man, params, tmp, variant)[3]
+            ref = ref or got
+            if got != ref:
+                raise SystemExit(f"{mode}: values differ from j1's")
+        for mode in modes:
+            rb.PROJECTED.pop(f"ab_{mode}", None)
+            rb.PROJECTED.pop(f"ab_{mode}_balanced", None)
+        res = {m: {"wall": [], "cpu": [], "faults": []} for m in modes}
+        load = [os.getloadavg()[0]]
+        for r in range(a.rounds):
+            for mode in (modes if r % 2 == 0 else modes[::-1]):
+                wall, cpu, flt, got = run_mode(mode, man, params, tmp, variant)
+                if got != ref:
+                    raise SystemExit(f"{mode}: values differ from j1's (round {r})")
+                res[mode]["wall"].append(wall)
+                res[mode]["cpu"].append(cpu)
+                res[mode]["faults"].append(flt)
+        load.append(os.getloadavg()[0])
+        for mode in modes:
+            res[mode]["projected"] = rb.PROJECTED.pop(f"ab_{mode}")
+    out = {"rounds": a.rounds, "variant": a.variant, "load_avg_1min": load, "modes": {}}
+    print(f"{a.rounds} rounds, load (1 min) {load[0]:.2f} -> {load[1]:.2f}; variant: {a.variant or '-'}")
+    for mode in modes:
+        d = res[mode]
+        row = {k: rb._stats(d[k]) for k in ("wall", "cpu", "projected", "faults")}
+        if mode != "j1":
+            row["j1_over_wall"] = rb._stats([x / y for x, y in zip(res["j1"]["wall"], d["wall"])])
+            row["j1_over_wall_of_mins"] = min(res["j1"]["wall"]) / min(d["wall"])
+            row["j1_over_projected"] = rb._stats([x / y for x, y in zip(res["j1"]["projected"], d["projected"])])
+        out["modes"][mode] = row
+
+        def f(s, k=1000, p=1):
+            return " ".join(f"{s[q] * k:6.{p}f}" for q in ("min", "median", "max"))
+
+        print(f"{mode:4s} wall ms {f(row['wall'])} | cpu ms {f(row['cpu'])} | projected ms {f(row['projected'])}"
+              f" | caller faults med {np.median(d['faults']):.0f}")
+        if mode != "j1":
+            print(f"     j1/{mode}: wall {f(row['j1_over_wall'], 1, 3)} (of mins {row['j1_over_wall_of_mins']:.3f})"
+                  f" | projected {f(row['j1_over_projected'], 1, 3)}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
