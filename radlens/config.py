@@ -163,6 +163,8 @@ class StudyConfig:
     out: str = _opt("run", help="run folder (relative to this YAML); `radlens run --out` overrides")
     seed: int = _opt(0, minimum=0)
     threads: int | None = _opt(None, minimum=1, help="torch intra-op threads during the run (null: torch default)")
+    stage_jobs: int = _opt(1, minimum=1, help="stages run at once in forked processes (independent ones; "
+                           "1: one after another in this process). Not part of the stage hashes")
     radiomics: RadiomicsConfig = _opt(None)
     embed: EmbedConfig = _opt(None)
     lens: LensConfig = _opt(None)

@@ -163,6 +163,7 @@ def study_dict(models: dict[str, dict[str, Any]], out: Path, size: DemoSize, see
         "out": ".",
         "seed": seed,
         "threads": threads,
+        "stage_jobs": 2,   # independent stages at once (e.g. cam-drift beside the lens), in 2 forked processes
         "encoders": encoders,
         "radiomics": {"enabled": True, "params": None, "jobs": 1},
         "embed": {"batch_size": 64, "device": "cpu"},

@@ -254,7 +254,8 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             stages.append(Stage("tradeoff", "tradeoff", do_trade, [trade_out],
                                 {"localization": list(loc_tables.values()), "predictions": pred_out},
                                 {"score": cfg.localization.score, "n_boot": cfg.localization.n_boot, "seed": seed},
-                                ["cam-drift", "predictions"]))  # pairs whose localize failed are left out
+                                ["cam-drift", "predictions"],  # pairs whose localize failed are left out
+                                after=[f"localize/{k}" for k in loc_tables]))
 
     # ---------------------------------------------------------------- pooling probe
     if cfg.pooling_probe.enabled:
