@@ -52,6 +52,9 @@ class EmbedConfig:
     scheduler: str | None = _opt(None, help="Dask scheduler address, e.g. tcp://host:8786 (null: a local "
                                             "cluster of `jobs` workers)")
     jobs: int = _opt(2, minimum=1, help="workers of the local Dask cluster when no scheduler is given")
+    workers: int | None = _opt(None, minimum=0, help="processes loading cases ahead of the model in a local run "
+                               "(0: in the embedding process; null: radlens.encoders.embed's default). Same files "
+                               "either way; not part of the stage hashes")
 
 
 @dataclass

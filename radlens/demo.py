@@ -166,7 +166,8 @@ def study_dict(models: dict[str, dict[str, Any]], out: Path, size: DemoSize, see
         "stage_jobs": 2,   # independent stages at once (e.g. cam-drift beside the lens), in 2 forked processes
         "encoders": encoders,
         "radiomics": {"enabled": True, "params": None, "jobs": 1},
-        "embed": {"batch_size": 64, "device": "cpu"},
+        # cases load in the embedding process: the other core runs another stage (stage_jobs)
+        "embed": {"batch_size": 64, "device": "cpu", "workers": 0},
         "lens": {"enabled": True, "pooling": "auto", "top_k": 10, "n_permutations": 2000,
                  "n_null": size.n_null, "n_boot": size.n_boot, "expected_classes": EXPECTED_CLASSES,
                  "layer_figures": "main", "jobs": 2},

@@ -85,8 +85,14 @@ class Lanes:
         self._ctx = multiprocessing.get_context("fork")
         self._args = (stages, run_one, init)
         self._lanes: list[list] = []          # [process, parent end, running stage index or None]
-        for _ in range(n):
-            self._lanes.append(self._start())
+        import gc
+
+        gc.freeze()   # the lanes' collectors then never touch (and copy) this process's objects
+        try:
+            for _ in range(n):
+                self._lanes.append(self._start())
+        finally:
+            gc.unfreeze()
 
     def _start(self) -> list:
         a, b = self._ctx.Pipe()
@@ -132,7 +138,13 @@ class Lanes:
             p.join(timeout=5)   # the lane died without a record: its stage fails, a new lane replaces it
             conn.close()
             out.append((i, None, p.exitcode))
-            self._lanes[k] = self._start()
+            import gc
+
+            gc.freeze()
+            try:
+                self._lanes[k] = self._start()
+            finally:
+                gc.unfreeze()
         return out
 
     def close(self) -> None:

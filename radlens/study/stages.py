@@ -64,6 +64,8 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                     kw = {}
                     if cfg.embed.executor == "dask":  # the same file as a local run: not part of the stage hash
                         kw = {"executor": "dask", "scheduler": cfg.embed.scheduler, "jobs": cfg.embed.jobs}
+                    elif cfg.embed.workers is not None:   # likewise
+                        kw = {"workers": cfg.embed.workers}
                     embed(manifest, encoder_spec_of(spec_path, layer), out, pooling=("cls", "mean", "roi"),
                           batch_size=cfg.embed.batch_size, device=cfg.embed.device, layers=layers, **kw)
 
