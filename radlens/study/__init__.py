@@ -305,6 +305,18 @@ def execute(stages: list[Stage], run_dir: Path, *, force: bool = False, jobs: in
     return list(results.values())
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process plus those of its ended (waited-for) child processes: a stage's
+    ``cpu_seconds`` counts the worker processes it ran (lens layers, case loaders) too."""
+    try:
+        import resource
+
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    except ImportError:  # not on POSIX
+        return time.process_time()
+
+
 def _run_stage(stage: Stage, key: str, run_dir: Path) -> StageResult:
     """Run one stage's function; its record (ok, skipped for a stated reason, or failed with the
     traceback in ``logs/<name>.log``)."""
@@ -313,7 +325,7 @@ def _run_stage(stage: Stage, key: str, run_dir: Path) -> StageResult:
 
     outs = [str(p) for p in stage.outputs]
     t0 = time.perf_counter()
-    c0 = time.process_time()
+    c0 = _cpu_seconds()
     log.info("stage %s: running", stage.name)
     try:
         stage.fn()
@@ -321,7 +333,7 @@ def _run_stage(stage: Stage, key: str, run_dir: Path) -> StageResult:
         if missing:
             raise RuntimeError(f"stage finished but did not write {missing}")
         r = StageResult(stage.name, stage.kind, "ok", round(time.perf_counter() - t0, 2), key, outs,
-                        cpu_seconds=round(time.process_time() - c0, 2))
+                        cpu_seconds=round(_cpu_seconds() - c0, 2))
     except NothingToDo as exc:  # a stated, data-driven reason: nothing to compute, not an error
         r = StageResult(stage.name, stage.kind, "skipped", round(time.perf_counter() - t0, 2), "", outs,
                         f"nothing to do: {exc}")
