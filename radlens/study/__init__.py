@@ -388,6 +388,8 @@ def run(study: str | os.PathLike | StudyConfig, out: str | os.PathLike | None = 
     from radlens.viz.style import figure_formats
 
     with _torch_threads(cfg.threads), figure_formats(cfg.figure_formats):
+        if cfg.stage_jobs > 1:
+            _preimport(cfg, stages)
         results = execute(stages, run_dir, force=force, jobs=cfg.stage_jobs,
                           lane_init=functools.partial(_lane_threads, cfg.threads))
     hashes = HashCache(run_dir / ".cache" / "hashes.json")
@@ -419,6 +421,22 @@ def run(study: str | os.PathLike | StudyConfig, out: str | os.PathLike | None = 
     log.info("run %s: %d stages (%d failed) in %.1f s -> %s", cfg.name, len(results), n_fail,
              summary["seconds"], run_dir)
     return res
+
+
+def _preimport(cfg: StudyConfig, stages: list[Stage]) -> None:
+    """Before the stage lanes fork: import what their stages and the study's encoders need, once."""
+    from radlens.study.lanes import fork_available, preimport
+
+    if not fork_available():
+        return
+    kinds = set()
+    for enc in cfg.encoders.values():
+        try:
+            spec = encoder_spec_of(cfg.resolve(enc.pre), "probe")
+            kinds.add(spec.get("kind") if isinstance(spec, dict) else None)
+        except Exception:  # noqa: BLE001 - a bad spec is reported by the stages that read it
+            continue
+    log.debug("lanes: imported %s before the fork", preimport(stages, sorted(k for k in kinds if k)))
 
 
 def _lane_threads(n: int | None) -> None:

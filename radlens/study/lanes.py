@@ -25,10 +25,52 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-#: rough relative cost of one stage of each kind (quick demo, seconds of one core): orders ready
+#: rough cost of one stage of each kind (CPU seconds, quick demo, 2026-11-29): orders the ready
 #: stages only, never changes what a stage computes
-KIND_COST = {"radiomics": 1.0, "embed": 0.4, "fit-pre": 1.0, "refit-post": 4.0, "compare": 8.0, "enrichment": 0.1,
-             "predictions": 2.0, "cam-drift": 20.0, "localize": 0.7, "tradeoff": 0.2, "pooling-probe": 2.0}
+KIND_COST = {"radiomics": 0.5, "embed": 0.3, "fit-pre": 0.8, "refit-post": 3.0, "compare": 4.3, "enrichment": 0.05,
+             "predictions": 2.0, "cam-drift": 15.0, "localize": 0.4, "tradeoff": 0.15, "pooling-probe": 1.2}
+
+
+#: modules the stages of each kind import, imported once in this process before the lanes fork (each
+#: lane would otherwise import them again: MONAI's networks alone take ~4 s of CPU)
+KIND_MODULES = {
+    "radiomics": ["radlens.radiomics.extract"],
+    "embed": ["radlens.encoders.embed"],
+    "fit-pre": ["radlens.lens.layers", "radlens.lens.pipeline", "sklearn.linear_model", "scipy.stats"],
+    "refit-post": ["radlens.lens.layers", "radlens.lens.pipeline"],
+    "compare": ["radlens.lens.compare", "radlens.viz.lens", "matplotlib.pyplot"],
+    "predictions": ["radlens.cam.model"],
+    "cam-drift": ["radlens.cam.run", "radlens.viz.cam", "matplotlib.pyplot"],
+    "localize": ["radlens.localization"],
+    "pooling-probe": ["radlens.probe.run", "sklearn.linear_model"],
+}
+#: encoder spec ``kind`` -> the library its adapter imports
+ENCODER_MODULES = {"monai": ["monai.networks.nets"], "hf": ["transformers"], "timm": ["timm"]}
+
+
+def preimport(stages: list, encoder_kinds=()) -> list[str]:
+    """Import what the stages of ``stages`` (by kind, :data:`KIND_MODULES`) and encoders of
+    ``encoder_kinds`` (:data:`ENCODER_MODULES`) will import, before the lanes fork; returns the
+    modules imported. A module that does not import is left to the stage (which reports it)."""
+    import importlib
+    import sys
+
+    names = [m for s in stages for m in KIND_MODULES.get(s.kind, [])]
+    names += [m for k in encoder_kinds for m in ENCODER_MODULES.get(k, [])]
+    done = []
+    for name in dict.fromkeys(names):
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+            done.append(name)
+        except Exception as exc:  # noqa: BLE001 - the stage that needs it will fail with its own message
+            log.debug("lanes: %s not imported before the fork: %s", name, exc)
+    if "matplotlib.pyplot" in sys.modules:
+        from radlens.viz.style import use_agg
+
+        use_agg()
+    return done
 
 
 def fork_available() -> bool:
