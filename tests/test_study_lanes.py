@@ -156,3 +156,17 @@ def test_priorities_are_the_longest_chain_of_kind_costs():
     assert p["e1"] == pytest.approx(c["embed"] + c["fit-pre"] + c["compare"])          # 0.3 + 0.8 + 4.3
     assert p["cam"] == pytest.approx(c["cam-drift"] + c["localize"] + c["tradeoff"])   # 15 + 0.4 + 0.15
     assert p["cam"] > p["e1"]
+
+
+def test_preimport_imports_the_modules_of_the_stage_kinds_once(monkeypatch):
+    import sys
+
+    from radlens.study import lanes
+
+    monkeypatch.setitem(lanes.KIND_MODULES, "kind-x", ["json.tool", "no_such_module_radlens_test"])
+    monkeypatch.setitem(lanes.ENCODER_MODULES, "enc-y", ["wave"])
+    monkeypatch.delitem(sys.modules, "json.tool", raising=False)
+    monkeypatch.delitem(sys.modules, "wave", raising=False)
+    done = lanes.preimport([Stage("s", "kind-x", None, []), Stage("t", "kind-x", None, [])], ["enc-y"])
+    assert done == ["json.tool", "wave"]            # once each; the missing one is left to its stage
+    assert "json.tool" in sys.modules and "wave" in sys.modules
