@@ -14,7 +14,9 @@ fine-tuning loss per epoch. With all three tasks (the default) the numbers are t
 its numbers differ from the demo's by seed noise. The pretext checkpoint is cached per pretext
 setting, so fine-tuning variants cost ~7 s per task on one core. ``--out`` appends one JSON line.
 
-A recipe experiment harness, not a speed benchmark: see docs/synth.md for what it measured.
+A recipe experiment harness, not a speed benchmark: see docs/synth.md for what it measured. For the
+checkpoints' CAM localisation and sanity as well, use ``vit_cam.py`` (trains through the demo's own
+``_train_arch``, no pretext cache).
 """
 from __future__ import annotations
 

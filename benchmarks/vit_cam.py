@@ -1,0 +1,162 @@
+"""The demo ViT alone: training recipe -> validation AUCs, CAM localisation and sanity per task and seed.
+
+    python benchmarks/vit_cam.py                                            # demo cohort, seed 0
+    python benchmarks/vit_cam.py --seeds 0,1,2,3 --set vit_patch=4 --set vit_hidden=32
+    python benchmarks/vit_cam.py --set vit_patch=4 --png vit_p4.png --out vit_cam.jsonl
+
+The ViT counterpart of ``densenet_cam.py`` (whose CAM scoring it reuses) and the CAM extension of
+``vit_recipe.py``: draws the demo's cohort once into ``--work``, trains the ViT exactly as ``radlens
+demo`` does (``_train_arch`` with the ViT's architecture index, so the same seeds and the same
+``TrainConfig`` apart from ``--set``; the checkpoints are save_pretrained ``Dinov2Model`` folders
+loaded back by radlens' own classifier loader), then per task explains the positive class on the
+lesion cases of that class that both checkpoints (tl and ft) call positive, as ``radlens cam-drift
+--samples tp`` does, at the classifier spec's target layer (the final ``layernorm``) or ``--target``,
+and prints per task and checkpoint Grad-CAM / LayerCAM / Grad-CAM++ pointing game and pixel AUC
+(``radlens.localization.scores.score_map``) and the model-randomisation check's median Spearman
+(first 16 kept cases; passes below 0.5). It also prints the ViT's training time: wall and CPU
+seconds of ``_train_arch`` (one torch thread, so CPU seconds are the machine-load-robust measure),
+and whether the recipe meets issue 13's targets (``ok``: fine-tuned AUC >= 0.85 on every task,
+transfer lower on one, fine-tuned Grad-CAM pointing >= 0.6 and pixel AUC >= 0.75 on every task,
+every Grad-CAM sanity row < 0.5), and where the fine-tuned Grad-CAM maxima fall (inside the ROI, within
+4 px of it, farther). ``--png`` renders fine-tuned Grad-CAM overlays. ``--out`` appends
+one JSON line per seed.
+
+A recipe experiment harness, not a speed benchmark: see docs/synth.md and docs/cam.md for what it
+measured.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import time
+from pathlib import Path
+
+from _demo_cohort import cohort  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from densenet_cam import cam_scores  # noqa: E402
+
+import numpy as np
+
+VIT_INDEX = 2  # the demo's index of the ViT among its architectures (seeds: seed + 1000 * index)
+
+
+def overlays(maps_by_task: dict, path: str, title: str, n: int = 8) -> None:
+    """Fine-tuned Grad-CAM over the first ``n`` kept cases per task: ROI outline, map maximum (+)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from radlens.localization.scores import score_map
+
+    tasks = list(maps_by_task)
+    fig, ax = plt.subplots(len(tasks), n, figsize=(1.9 * n, 2.1 * len(tasks)), squeeze=False)
+    for r, t in enumerate(tasks):
+        mp = maps_by_task[t]
+        for c in range(n):
+            a = ax[r, c]
+            a.set_xticks([]), a.set_yticks([])
+            if c >= len(mp["ids"]):
+                continue
+            m, gt = mp["gradcam"][c], mp["gt"][c]
+            a.imshow(mp["x"][c], cmap="gray")
+            a.imshow(m / max(m.max(), 1e-9), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+            a.contour(gt, [0.5], colors="white", linewidths=0.8)
+            yy, xx = np.unravel_index(np.argmax(m), m.shape)
+            a.plot(xx, yy, "w+", ms=9, mew=1.8)
+            s = score_map(m, gt, binarize=("topk",))
+            a.set_title(f"{t.replace('task_', '')} {mp['ids'][c]}\npg {s['pointing_game']:.0f} AUC {s['auc']:.2f}",
+                        fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def peak_places(maps: dict, near_px: float = 4.0) -> dict:
+    """Where the fine-tuned Grad-CAM maxima lie relative to the ROI: shares ``inside`` the mask, ``near`` it
+    (within ``near_px`` px: beside a thin band) and ``far`` from it (elsewhere in the image), and the
+    median distance in px of the far ones (nan when none)."""
+    from scipy.ndimage import distance_transform_edt
+
+    d = []
+    for m, gt in zip(maps["gradcam"], maps["gt"]):
+        yy, xx = np.unravel_index(np.argmax(m), m.shape)
+        d.append(float(distance_transform_edt(~gt)[yy, xx]))
+    d = np.asarray(d)
+    far = d[d > near_px]
+    return {"inside": float(np.mean(d == 0)), "near": float(np.mean((d > 0) & (d <= near_px))),
+            "far": float(np.mean(d > near_px)), "far_median_px": float(np.median(far)) if far.size else float("nan")}
+
+
+def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: str | None, png: str | None):
+    from radlens.synth import train as T
+
+    cfg = T.TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs, seed=seed, **over)
+    data = T.load_cohort_arrays(manifest, cfg.val_fraction, cfg.seed)
+    tag = "_".join(f"{k}-{v}" for k, v in sorted(over.items())).replace(" ", "").replace("'", "") or "default"
+    mdir = work / f"vit_{tag}_s{seed}"
+    if (mdir / "trained.json").exists():  # same settings trained before: explain those checkpoints again
+        am, specs, wall, cpu = json.loads((mdir / "trained.json").read_text())
+    else:
+        t0, c0 = time.perf_counter(), time.process_time()
+        _, am, specs, _ = T._train_arch(VIT_INDEX, "vit", data, mdir, cfg)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        (mdir / "trained.json").write_text(json.dumps([am, specs, wall, cpu]))
+    res = {"set": over, "seed": seed, "target": target, "train_wall_s": round(wall, 1),
+           "train_cpu_s": round(cpu, 1), "pretext_wall_s": am.get("pretext_seconds"), "tasks": {}}
+    print(f"{tag} seed {seed}: ViT trained in {wall:.0f} s wall, {cpu:.0f} s CPU "
+          f"(pretext {am.get('pretext_seconds')} s wall)", flush=True)
+    maps_by_task = {}
+    for task in cfg.tasks:
+        auc = am["tasks"][task]["val_auc"]
+        r, maps_by_task[task] = cam_scores(manifest, specs, task, target)
+        res["tasks"][task] = {"val_auc": auc, **r, "ft_gradcam_peak": peak_places(maps_by_task[task])}
+        g, pk = r["ft/gradcam"], res["tasks"][task]["ft_gradcam_peak"]
+        cells = "  ".join(f"{k}: {v['pg']:.2f}/{v['auc']:.2f} rho {v['sanity_rho']:+.2f}"
+                          for k, v in r.items() if isinstance(v, dict))
+        print(f"  {task:15s} AUC tl {auc['tl']:.3f} ft {auc['ft']:.3f}; grid {r['grid']}, n {r['n']}; "
+              f"ft Grad-CAM {g['pg']:.2f}/{g['auc']:.2f} (peak inside / near / far {pk['inside']:.2f} / "
+              f"{pk['near']:.2f} / {pk['far']:.2f}); {cells}", flush=True)
+    t = res["tasks"]
+    res["ok"] = bool(all(v["val_auc"]["ft"] >= 0.85 for v in t.values())
+                     and any(v["val_auc"]["ft"] - v["val_auc"]["tl"] >= 0.02 for v in t.values())
+                     and all(v["ft/gradcam"]["pg"] >= 0.6 and v["ft/gradcam"]["auc"] >= 0.75 for v in t.values())
+                     and all(v[f"{k}/gradcam"]["sanity_rho"] < 0.5 for v in t.values() for k in ("tl", "ft")))
+    if png:
+        overlays(maps_by_task, png.replace(".png", f"_s{seed}.png"),
+                 f"ViT ({tag}) fine-tuned Grad-CAM (jet, max-normalised), ROI outline (white), map maximum (+)")
+    return res
+
+
+def main(argv=None) -> None:
+    from radlens.demo import FULL, QUICK
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--work", default="vit-cam-work", help="cohort and checkpoint folder")
+    p.add_argument("--quick", action="store_true", help="the quick demo's cohort and epochs")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="TrainConfig field (Python literal), e.g. vit_patch=4; repeatable")
+    p.add_argument("--target", default=None, help="CAM target layer (default: the classifier spec's)")
+    p.add_argument("--png", default=None, help="render fine-tuned Grad-CAM overlays (one PNG per seed: _s<seed>)")
+    p.add_argument("--out", default=None, help="append the results as one JSON line per seed to this file")
+    a = p.parse_args(argv)
+    size = QUICK if a.quick else FULL
+    over = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in a.set)}
+    over.setdefault("vit_epoch_factor", size.vit_epoch_factor)
+    over.setdefault("vit_pretext_epochs", size.vit_pretext_epochs)
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = cohort(work, a.quick)
+    for seed in (int(s) for s in a.seeds.split(",")):
+        res = run_seed(manifest, work, size, over, seed, a.target, a.png)
+        res["quick"] = a.quick
+        print(f"  seed {seed}: targets met: {res['ok']}", flush=True)
+        if a.out:
+            with open(a.out, "a", encoding="utf-8") as f:
+                f.write(json.dumps(res) + "\n")
+
+
+if __name__ == "__main__":
+    main()
