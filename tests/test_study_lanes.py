@@ -170,3 +170,13 @@ def test_preimport_imports_the_modules_of_the_stage_kinds_once(monkeypatch):
     done = lanes.preimport([Stage("s", "kind-x", None, []), Stage("t", "kind-x", None, [])], ["enc-y"])
     assert done == ["json.tool", "wave"]            # once each; the missing one is left to its stage
     assert "json.tool" in sys.modules and "wave" in sys.modules
+
+
+def test_before_fork_sees_the_stages_to_run_and_not_when_all_are_cached(tmp_path):
+    (tmp_path / "input.txt").write_text("x", encoding="utf-8")
+    seen = []
+    execute(_graph(tmp_path), tmp_path / "run", jobs=2, before_fork=lambda st: seen.append([s.name for s in st]))
+    assert len(seen) == 1 and set(seen[0]) <= {"a", "b", "c/x", "d", "e"} and len(seen[0]) >= 4
+    seen.clear()
+    execute(_graph(tmp_path), tmp_path / "run", jobs=2, before_fork=lambda st: seen.append(st))
+    assert seen == []   # every stage cached: no lane, nothing to import

@@ -234,11 +234,13 @@ def _error_text(exc: BaseException) -> str:
 
 
 def execute(stages: list[Stage], run_dir: Path, *, force: bool = False, jobs: int = 1,
-            lane_init: Callable[[], None] | None = None) -> list[StageResult]:
+            lane_init: Callable[[], None] | None = None,
+            before_fork: Callable[[list[Stage]], None] | None = None) -> list[StageResult]:
     """Run (or skip) every stage; record each outcome under ``run_dir/stages``.
 
     ``jobs`` 1: in list order, in this process. ``jobs > 1``: independent stages at once in ``jobs``
-    forked lane processes (:mod:`radlens.study.lanes`; ``lane_init`` runs first in each), a stage
+    forked lane processes (:mod:`radlens.study.lanes`; ``before_fork(stages still to run)`` runs here
+    once before they fork, ``lane_init`` first in each lane), a stage
     starting when its ``needs`` and ``after`` have finished; every stage computes, writes and records
     what it would in list order. Results are returned in list order either way.
     """
@@ -286,7 +288,8 @@ def execute(stages: list[Stage], run_dir: Path, *, force: bool = False, jobs: in
         jobs = 1
     if jobs > 1:
         log.info("running %d stages in %d lane processes", len(stages), jobs)
-        run_parallel(stages, jobs, prepare, lambda st, key: _run_stage(st, key, run_dir), finish, lane_init)
+        run_parallel(stages, jobs, prepare, lambda st, key: _run_stage(st, key, run_dir), finish, lane_init,
+                     before_fork)
         hashes.save()
         return [results[s.name] for s in stages]
 
@@ -388,10 +391,9 @@ def run(study: str | os.PathLike | StudyConfig, out: str | os.PathLike | None = 
     from radlens.viz.style import figure_formats
 
     with _torch_threads(cfg.threads), figure_formats(cfg.figure_formats):
-        if cfg.stage_jobs > 1:
-            _preimport(cfg, stages)
         results = execute(stages, run_dir, force=force, jobs=cfg.stage_jobs,
-                          lane_init=functools.partial(_lane_threads, cfg.threads))
+                          lane_init=functools.partial(_lane_threads, cfg.threads),
+                          before_fork=functools.partial(_preimport, cfg))
     hashes = HashCache(run_dir / ".cache" / "hashes.json")
     inputs = {"manifest": {"path": str(manifest.path), "sha256": hashes(manifest.path)}}
     for arch, enc in cfg.encoders.items():
@@ -407,16 +409,7 @@ def run(study: str | os.PathLike | StudyConfig, out: str | os.PathLike | None = 
     write_json(run_dir / "run.json", summary)
     res = RunResult(run_dir, results)
     if want_report:
-        from radlens.report import report as make_report
-
-        try:
-            with figure_formats(cfg.figure_formats):
-                res.report = make_report(run_dir)
-        except Exception as exc:  # the run's artefacts stay valid without a report
-            log.error("report failed: %s", _error_text(exc))
-            from radlens.io.artifacts import atomic_write_text
-
-            atomic_write_text(run_dir / "logs" / "report.log", traceback.format_exc())
+        res.report = write_report(run_dir, cfg.figure_formats)
     n_fail = len(res.failed)
     log.info("run %s: %d stages (%d failed) in %.1f s -> %s", cfg.name, len(results), n_fail,
              summary["seconds"], run_dir)
@@ -424,13 +417,15 @@ def run(study: str | os.PathLike | StudyConfig, out: str | os.PathLike | None = 
 
 
 def _preimport(cfg: StudyConfig, stages: list[Stage]) -> None:
-    """Before the stage lanes fork: import what their stages and the study's encoders need, once."""
+    """Before the stage lanes fork: import what the stages still to run and the study's encoders
+    need, once (not when every stage is cached: no lane starts then)."""
     from radlens.study.lanes import fork_available, preimport
 
     if not fork_available():
         return
     kinds = set()
-    for enc in cfg.encoders.values():
+    model_stages = any(s.kind in ("embed", "predictions", "cam-drift", "pooling-probe") for s in stages)
+    for enc in cfg.encoders.values() if model_stages else ():
         try:
             spec = encoder_spec_of(cfg.resolve(enc.pre), "probe")
             kinds.add(spec.get("kind") if isinstance(spec, dict) else None)
@@ -445,6 +440,23 @@ def _lane_threads(n: int | None) -> None:
 
     if n is not None and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
+
+
+def write_report(run_dir: str | os.PathLike, formats=("png", "svg")) -> Path | None:
+    """``report.html`` of a run folder (its figures in ``formats``); None when it fails (logged, the
+    traceback in ``logs/report.log``: the run's artefacts stay valid without a report)."""
+    from radlens.report import report as make_report
+    from radlens.viz.style import figure_formats
+
+    try:
+        with figure_formats(formats):
+            return make_report(Path(run_dir))
+    except Exception as exc:  # noqa: BLE001
+        log.error("report failed: %s", _error_text(exc))
+        from radlens.io.artifacts import atomic_write_text
+
+        atomic_write_text(Path(run_dir) / "logs" / "report.log", traceback.format_exc())
+        return None
 
 
 @contextlib.contextmanager

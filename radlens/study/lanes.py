@@ -207,13 +207,16 @@ class Lanes:
 
 
 def run_parallel(stages: list, jobs: int, prepare: Callable[[Any], Any], run_one: Callable[[Any], Any],
-                 finish: Callable[[Any, Any], None], init: Callable[[], None] | None = None) -> None:
+                 finish: Callable[[Any, Any], None], init: Callable[[], None] | None = None,
+                 before_fork: Callable[[list], None] | None = None) -> None:
     """Schedule ``stages`` over ``jobs`` lanes.
 
     ``prepare(stage)`` (in this process, once, when the stage's ``needs``/``after`` have finished)
     returns ``(record, None)`` for a final record (skipped or cached) or ``(None, payload)`` to run it;
-    ``run_one(stage, payload)`` runs it (in a lane) and returns its record; ``finish(stage, record)`` stores a record (``record`` None with an int: the
-    lane died with that exit code).
+    ``run_one(stage, payload)`` runs it (in a lane) and returns its record; ``finish(stage, record)``
+    stores a record (``record`` None with an int: the lane died with that exit code).
+    ``before_fork(stages)`` runs once, just before the lanes fork (only when a stage is to run), with
+    the stages not yet finished.
     """
     prio = priorities(stages)
     order = {s.name: k for k, s in enumerate(stages)}
@@ -241,6 +244,8 @@ def run_parallel(stages: list, jobs: int, prepare: Callable[[Any], Any], run_one
                             progressed = True
                             continue
                     if lanes is None:
+                        if before_fork is not None:
+                            before_fork([p for p in pending if p.name not in done])
                         lanes = Lanes(jobs, stages, run_one, init)
                     if not lanes.idle:
                         break
