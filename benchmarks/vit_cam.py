@@ -3,6 +3,7 @@
     python benchmarks/vit_cam.py                                            # demo cohort, seed 0
     python benchmarks/vit_cam.py --seeds 0,1,2,3 --set vit_patch=4 --set vit_hidden=32
     python benchmarks/vit_cam.py --set vit_patch=4 --png vit_p4.png --out vit_cam.jsonl
+    python benchmarks/vit_cam.py --set vit_intensity=window --set vit_layers=6    # fixed intensity window
 
 The ViT counterpart of ``densenet_cam.py`` (whose CAM scoring it reuses) and the CAM extension of
 ``vit_recipe.py``: draws the demo's cohort once into ``--work``, trains the ViT exactly as ``radlens
@@ -129,6 +130,14 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
     return res
 
 
+def _literal(v: str):
+    """A ``--set`` value: a Python literal, else the bare string (``vit_intensity=window``)."""
+    try:
+        return ast.literal_eval(v)
+    except (ValueError, SyntaxError):
+        return v
+
+
 def main(argv=None) -> None:
     from radlens.demo import FULL, QUICK
 
@@ -137,13 +146,13 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="the quick demo's cohort and epochs")
     p.add_argument("--seeds", default="0")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="TrainConfig field (Python literal), e.g. vit_patch=4; repeatable")
+                   help="TrainConfig field (Python literal, else a string), e.g. vit_patch=4; repeatable")
     p.add_argument("--target", default=None, help="CAM target layer (default: the classifier spec's)")
     p.add_argument("--png", default=None, help="render fine-tuned Grad-CAM overlays (one PNG per seed: _s<seed>)")
     p.add_argument("--out", default=None, help="append the results as one JSON line per seed to this file")
     a = p.parse_args(argv)
     size = QUICK if a.quick else FULL
-    over = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in a.set)}
+    over = {k: _literal(v) for k, v in (s.split("=", 1) for s in a.set)}
     over.setdefault("vit_epoch_factor", size.vit_epoch_factor)
     over.setdefault("vit_pretext_epochs", size.vit_pretext_epochs)
     work = Path(a.work)

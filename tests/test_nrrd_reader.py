@@ -260,3 +260,81 @@ def test_drop_inherited_buffers_leaves_parent_data_intact():
     assert got == b"ok"
     np.testing.assert_array_equal(b, expect)
     nrrd.release_buffers()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_buffers_excluded_from_fork_are_not_the_childs():
+    """Forked inside ``excluded_from_fork``, a child does not hold the parent's reading buffers (set
+    aside at the fork, never freed there: their pages are not mapped there), allocates and uses its
+    own, even when it leaves the block itself; the parent's buffers keep their content and are
+    inherited again by a fork made after the block."""
+    from radlens.io import nrrd
+
+    b = nrrd.buffer("test/excl", 3 << 20)
+    b[:] = np.arange(b.size, dtype=np.uint64).astype(np.uint8)
+    expect = b.copy()
+
+    def child(check):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.write(w, check())
+            finally:
+                os._exit(0)
+        os.close(w)
+        got = os.read(r, 64)
+        _, status = os.waitpid(pid, 0)
+        os.close(r)
+        return got, status
+
+    def fresh_buffers():
+        held = bool(nrrd._LOCAL.buffers)
+        bufs = [nrrd.buffer(f"test/new{k}", n) for k, n in enumerate((3 << 20, 100_000, 5 << 20))]
+        for k, nb in enumerate(bufs):  # glibc must not hand out the parent's addresses again
+            nb[:] = k + 1
+        ok = all(int(nb.min()) == int(nb.max()) == k + 1 for k, nb in enumerate(bufs))
+        return b"ok" if ok and not held else b"held" if held else b"bad"
+
+    with nrrd.excluded_from_fork():
+        got, status = child(fresh_buffers)
+        b[:] = 7  # the parent writes into its buffer after the fork
+    assert (got, status) == (b"ok", 0)
+    assert int(b.min()) == int(b.max()) == 7
+    b[:] = expect
+    with nrrd.excluded_from_fork():  # a child that leaves the block itself (as an ordinary fork user)
+        r, w = os.pipe()
+        pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, fresh_buffers())
+        finally:
+            os._exit(0)
+    os.close(w)
+    assert os.read(r, 64) == b"ok"
+    assert os.waitpid(pid, 0)[1] == 0
+    os.close(r)
+    # after the block, a fork inherits the buffers again (MADV_DOFORK): the child reads the content
+    got, status = child(lambda: b"same" if np.array_equal(nrrd.buffer("test/excl", 3 << 20), expect) else b"diff")
+    assert (got, status) == (b"same", 0)
+    np.testing.assert_array_equal(b, expect)
+    nrrd.release_buffers()
+
+
+def test_buffer_headroom_is_capped_so_buffers_stay_kept(monkeypatch):
+    """A new buffer has HEADROOM x the size asked (the next, slightly larger volume fits without a
+    new allocation), but never so much that it would no longer be kept between calls."""
+    from radlens.io import nrrd
+
+    monkeypatch.setattr(nrrd, "MAX_KEPT_BYTES", 1000)
+    try:
+        a = nrrd.buffer("test/head", 400)
+        assert a.size == 400 and nrrd._LOCAL.buffers["test/head"].size == int(400 * nrrd.HEADROOM)
+        base = nrrd._LOCAL.buffers["test/head"]
+        assert nrrd.buffer("test/head", 550).base is base  # fits in the headroom: same memory
+        nrrd.buffer("test/head", 900)  # 900 * HEADROOM > MAX_KEPT_BYTES: capped, still kept
+        assert nrrd._LOCAL.buffers["test/head"].size == 1000
+        big = nrrd.buffer("test/head", 1200)  # above MAX_KEPT_BYTES: used once, not kept
+        assert big.size == 1200 and nrrd._LOCAL.buffers["test/head"].size == 1000
+    finally:
+        nrrd.release_buffers()

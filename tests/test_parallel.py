@@ -93,3 +93,36 @@ def test_a_crashing_worker_becomes_worker_errors_not_a_crash():
     res = run_cases(dies_on_two, range(4), jobs=2)
     assert any(isinstance(r, WorkerError) and "worker process failed" in r.message for r in res)
     assert all(r == i or isinstance(r, WorkerError) for i, r in enumerate(res))
+
+
+def test_forked_workers_stocked_sent_errors_and_a_crash():
+    """ForkedWorkers: each worker starts on the items it was forked with, then takes those sent;
+    ``fn`` raising comes back as a WorkerError; a worker that dies gives a WorkerError for every
+    item it held and takes no more, while the other goes on."""
+    from radlens.parallel import ForkedWorkers
+
+    pool = ForkedWorkers(fails_on_three, 2, stocks=[[("a", 1), ("b", 2)], [("c", 3)]])
+    try:
+        pool.send(1, "d", 4)
+        got = {}
+        while len(got) < 4:
+            got.update({tag: (w, res) for w, tag, res in pool.wait(5)})
+    finally:
+        pool.close()
+    assert got["a"] == (0, 101) and got["b"] == (0, 102) and got["d"] == (1, 104)
+    assert got["c"][0] == 1 and isinstance(got["c"][1], WorkerError) and "item 3 is bad" in got["c"][1].message
+
+    pool = ForkedWorkers(dies_on_two, 2, stocks=[[("x", 2), ("y", 5)], [("z", 1)]])
+    try:
+        got = {}
+        while len(got) < 3:
+            got.update({tag: (w, res) for w, tag, res in pool.wait(5)})
+        assert not pool.alive(0) and pool.alive(1)
+        pool.send(1, "after", 7)
+        assert pool.wait(5) == [(1, "after", 7)]
+    finally:
+        pool.close()
+    for tag in ("x", "y"):  # both held by the worker that died
+        assert got[tag][0] == 0 and isinstance(got[tag][1], WorkerError)
+        assert "worker process failed: exit code 3" in got[tag][1].message
+    assert got["z"] == (1, 1)

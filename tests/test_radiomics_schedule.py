@@ -255,3 +255,55 @@ def test_rest_and_shape_split_failing_roi_like_serial(tmp_path, monkeypatch):
     assert r1.failures["case_id"].tolist() == ["big"]
     pd.testing.assert_frame_equal(r1.failures, r2.failures)
     pd.testing.assert_frame_equal(r1.features, r2.features, check_exact=True)
+
+
+def test_a_worker_that_dies_fails_its_cases_only(volumes, tmp_path, monkeypatch):
+    """jobs=2: the forked worker dies (a hard crash, as a segfault in a C library) on the case it
+    holds: that case is a failure record naming the crash, not cached (a re-run computes it); the
+    caller computes what was not handed out yet; the other cases equal the serial run's."""
+    import os
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    serial = radiomics(volumes, ORIGINAL, out=tmp_path / "s.parquet", use_cache=False, show_progress=False)
+    monkeypatch.setattr(schedule, "SPLIT_SHARE", 10.0)  # whole cases only
+    monkeypatch.setattr(schedule, "SHAPE_SPLIT_SHARE", 10.0)
+    monkeypatch.setattr(schedule, "IN_FLIGHT", 1)  # the worker holds one case at a time
+    monkeypatch.setattr(schedule, "STOCK_MARGIN", 0.0)
+    me, real = os.getpid(), schedule.run_unit
+
+    def crash_on_mid(unit):
+        if os.getpid() != me and [r["case_id"] for r in unit[1][0]] == ["mid"]:
+            os._exit(5)
+        return real(unit)
+
+    monkeypatch.setattr(schedule, "run_unit", crash_on_mid)
+    out = tmp_path / "p.parquet"
+    res = radiomics(volumes, ORIGINAL, out=out, jobs=2, batch_size=1, show_progress=False)
+    assert res.failures["case_id"].tolist() == ["mid"]
+    assert "worker process failed: exit code 5" in res.failures["error"].iloc[0]
+    keep = serial.features["case_id"] != "mid"
+    pd.testing.assert_frame_equal(res.features.reset_index(drop=True),
+                                  serial.features[keep].reset_index(drop=True), check_exact=True)
+    monkeypatch.setattr(schedule, "run_unit", real)
+    again = radiomics(volumes, ORIGINAL, out=tmp_path / "q.parquet", cache_dir=tmp_path / "p.cache", jobs=1,
+                      show_progress=False)  # the same cache, new tables
+    assert again.n_failed == 0 and again.n_computed == 1
+    pd.testing.assert_frame_equal(again.features, serial.features, check_exact=True)
+
+
+def test_without_fork_a_plain_pool_gives_the_same_tables(volumes, tmp_path, monkeypatch):
+    """Where workers are not forked (RADLENS_MP_START=spawn/forkserver, macOS), the units run in a
+    plain process pool: no two-stage split (it needs the caller between the stages), same tables."""
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    serial = radiomics(volumes, ORIGINAL, out=tmp_path / "s.parquet", use_cache=False, show_progress=False)
+    monkeypatch.setattr(schedule, "SPLIT_SHARE", 0.5)  # 'big' would be split in two stages if forked
+    monkeypatch.setattr(schedule, "_forks", lambda: False)
+    seen = []
+    monkeypatch.setattr(schedule, "_pool", lambda *a, **k: seen.append("pool") or iter(()))
+    par = radiomics(volumes, ORIGINAL, out=tmp_path / "p.parquet", jobs=2, use_cache=False, show_progress=False)
+    assert seen == []
+    pd.testing.assert_frame_equal(par.features, serial.features, check_exact=True)
+    pd.testing.assert_frame_equal(par.diagnostics, serial.diagnostics, check_exact=True)
+    rows = pd.read_csv(volumes).to_dict("records")
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], pyrad.load_params(ORIGINAL), workers=2, two_stage=False)]
+    assert "prep" not in [u[0] for u in units]

@@ -155,3 +155,29 @@ def test_split_tokens_registers_and_grid():
     assert nocls is None and torch.equal(p2, patch)
     with pytest.raises(InputError, match="tokens.patch_size"):
         split_tokens(seq, (3, 3), n_prefix=1)
+
+
+def test_intensity_mean_std_rescale_none_is_a_fixed_affine_map():
+    from radlens.encoders.spec import normalize_spec
+    from radlens.errors import ConfigError
+
+    img = np.array([[-0.5, 0.0], [0.5, 2.0]], np.float32)  # min-max would map to 0, 0.2, 0.4, 1
+    base = {"spatial_size": [2, 2], "interpolation": "auto", "clip": [0.0, 1.0]}
+    roi = {"rule": "overlap", "min_overlap": 0.5, "mode": "full", "crop_margin": 0.25}
+    fixed = Preprocessor({**base, "intensity": {"mean": [0.4], "std": [0.2], "rescale": "none"}}, roi, 1)(img).x
+    # clip to [0, 0, 0.5, 1], then (v - 0.4) / 0.2 with no per-image statistics
+    np.testing.assert_allclose(fixed[0].numpy(), [[-2.0, -2.0], [0.5, 3.0]], atol=1e-6)
+    old = Preprocessor({**base, "intensity": {"mean": [0.4], "std": [0.2]}}, roi, 1)(img).x
+    np.testing.assert_allclose(old[0].numpy(), [[-2.0, -2.0], [0.5, 3.0]], atol=1e-6)  # clipped image spans 0..1
+    dim = np.array([[0.0, 0.1], [0.2, 0.5]], np.float32)  # rescale: minmax stretches a dim image, none does not
+    assert Preprocessor({**base, "intensity": {"mean": [0.4], "std": [0.2]}}, roi, 1)(dim).x.max() == pytest.approx(3.0)
+    assert Preprocessor({**base, "intensity": {"mean": [0.4], "std": [0.2], "rescale": "none"}}, roi,
+                        1)(dim).x.max() == pytest.approx(0.5)
+    # the default rescale is not written into the normalised spec: earlier specs keep their JSON (and hash)
+    assert normalize_spec({"kind": "hf", "path": ".", "preprocess": {"intensity": {"mean": 0.4, "std": 0.2}}})[
+        "preprocess"]["intensity"] == {"mean": [0.4], "std": [0.2]}
+    assert normalize_spec({"kind": "hf", "path": ".", "preprocess": {"intensity": {
+        "mean": 0.4, "std": 0.2, "rescale": "none"}}})["preprocess"]["intensity"]["rescale"] == "none"
+    spec = {"kind": "hf", "path": ".", "preprocess": {"intensity": {"mean": 0.4, "std": 0.2, "rescale": "zscore"}}}
+    with pytest.raises(ConfigError, match="rescale='zscore' not allowed"):
+        normalize_spec(spec)

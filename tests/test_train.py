@@ -152,6 +152,8 @@ def test_bad_inputs_name_the_parameter(tmp_path):
         TrainConfig(task_epochs={"task_nope": 3})
     with pytest.raises(InputError, match=r"rot90_finetune_archs=\['resnet'\].*\['cnn', 'densenet', 'vit'\]"):
         TrainConfig(rot90_finetune_archs=("resnet",))
+    with pytest.raises(InputError, match=r"vit_intensity='minmax'.*\['window', 'zscore'\]"):
+        TrainConfig(vit_intensity="minmax")
     data = _blob_data(n=16)
     with pytest.raises(InputError, match=r"tasks \['task_missing'\]: not columns"):
         train_demo_encoders(data, tmp_path, TrainConfig(tasks=("task_missing",), **TINY))

@@ -9,7 +9,8 @@ Pipeline for one image (numpy order, ``(H, W)`` or ``(D, H, W)``):
 3. resize to ``spatial_size`` (MONAI ``Resize``; ``auto`` = area averaging when every axis shrinks,
    else bilinear / trilinear);
 4. intensity: ``zscore`` (per image), ``minmax`` (to [0, 1]), ``none``, or ``{mean, std}``
-   per channel after min-max scaling to [0, 1] (ImageNet-style);
+   per channel after min-max scaling to [0, 1] (ImageNet-style; ``rescale: none``: on the stored,
+   clipped values instead, a fixed affine map with no per-image statistics);
 5. channel replication to ``channels``.
 
 The ROI follows steps 2-3 exactly (:func:`radlens.encoders.tokens.stored_to_model_coverage`): the
@@ -194,7 +195,7 @@ class Preprocessor:
         inten = pre["intensity"]
         if inten == "zscore":
             t = NormalizeIntensity()(t)
-        elif inten == "minmax" or isinstance(inten, dict):
+        elif inten == "minmax" or (isinstance(inten, dict) and inten.get("rescale", "minmax") == "minmax"):
             t = ScaleIntensity(minv=0.0, maxv=1.0)(t)
         if self.channels > 1:
             # a plain copy per channel, in numpy (single-threaded): torch's copy kernels (MONAI's

@@ -199,15 +199,23 @@ def normalize_spec(spec_or_path: Any) -> dict:
                                                           len(size) if size else 2))
     inten = pre.get("intensity", "zscore")
     if isinstance(inten, Mapping):
-        _unknown("preprocess.intensity", inten, {"mean", "std"})
+        _unknown("preprocess.intensity", inten, {"mean", "std", "rescale"})
         if "mean" not in inten or "std" not in inten:
             raise ConfigError("encoder spec: preprocess.intensity as a mapping needs both 'mean' and 'std' "
-                              "(per channel, applied after min-max scaling to [0, 1])")
+                              "(per channel, applied after min-max scaling to [0, 1], or to the image as "
+                              "stored with rescale: none)")
+        rescale = inten.get("rescale", "minmax")
+        if rescale not in ("minmax", "none"):
+            raise ConfigError(f"encoder spec: preprocess.intensity.rescale={rescale!r} not allowed; use 'minmax' "
+                              "(per-image scaling to [0, 1] before mean/std, the default) or 'none' (a fixed "
+                              "affine map of the stored, clipped values)")
         mean = [float(v) for v in (inten["mean"] if isinstance(inten["mean"], (list, tuple)) else [inten["mean"]])]
         std = [float(v) for v in (inten["std"] if isinstance(inten["std"], (list, tuple)) else [inten["std"]])]
         if any(s <= 0 for s in std):
             raise ConfigError(f"encoder spec: preprocess.intensity.std={std} must be positive")
         inten = {"mean": mean, "std": std}
+        if rescale != "minmax":  # the default is left out, so specs written before the key keep their hash
+            inten["rescale"] = rescale
     elif inten not in INTENSITY:
         raise ConfigError(f"encoder spec: preprocess.intensity={inten!r} not allowed; use one of {list(INTENSITY)} "
                           "or {mean: [...], std: [...]}")

@@ -300,6 +300,10 @@ class _Local(threading.local):
 _LOCAL = _Local()
 #: buffers above this size are not kept between calls
 MAX_KEPT_BYTES = 1 << 30
+#: a buffer is allocated this many times larger than asked: only the pages written are ever backed
+#: by memory, and the next, somewhat larger volume fits without a new allocation (in a forked
+#: worker, whose buffers are all new: a forked worker reads pyradiomics' lung1 then lung2's mask)
+HEADROOM = 1.5
 
 
 def buffer(slot: str, nbytes: int) -> np.ndarray:
@@ -307,7 +311,8 @@ def buffer(slot: str, nbytes: int) -> np.ndarray:
     Its content is overwritten by the next user of the slot."""
     b = _LOCAL.buffers.get(slot)
     if b is None or b.size < nbytes:
-        b = np.empty(max(nbytes, int(b.size * 1.25) if b is not None else 0), np.uint8)
+        want = max(nbytes, min(int(nbytes * HEADROOM), MAX_KEPT_BYTES))  # the headroom never stops it being kept
+        b = np.empty(max(want, min(int(b.size * 1.25), MAX_KEPT_BYTES) if b is not None else 0), np.uint8)
         if b.size <= MAX_KEPT_BYTES:
             _LOCAL.buffers[slot] = b
     return b[:nbytes]
@@ -318,33 +323,90 @@ def drop_inherited_buffers() -> None:
     buffers (``madvise(MADV_DONTNEED)`` on their whole pages, then :func:`release_buffers`). The
     parent, still writing into them, then faults on each page without copying it (copy-on-write
     ends when only one process maps a page). Pages of a dropped buffer read as zeros here."""
-    import ctypes
-    import mmap
-
     libc = _libc()
-    page = mmap.PAGESIZE
     for b in list(_LOCAL.buffers.values()):
-        if libc is None or b.nbytes < 4 * page:
-            continue
-        start = b.ctypes.data
-        lo = (start + page - 1) // page * page + page  # whole pages strictly inside the buffer
-        hi = (start + b.nbytes) // page * page - page
-        if hi > lo:
+        lo, hi = _page_range(b)
+        if libc is not None and hi > lo:
             libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 4)  # MADV_DONTNEED
     release_buffers()
 
 
-def _libc():
-    import ctypes
-    import ctypes.util
+#: this thread's reading buffers while :func:`excluded_from_fork` is active (in the process that
+#: excluded them): a process forked meanwhile has no mapping of their pages
+_EXCLUDING: list = []
+#: in a process forked inside :func:`excluded_from_fork`: the parent's buffers, unmapped here, kept
+#: referenced so that they are never freed (glibc would hand their addresses out again)
+_UNMAPPED: list = []
 
-    try:
-        name = ctypes.util.find_library("c")
-        lib = ctypes.CDLL(name or "libc.so.6", use_errno=True)
-        lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        return lib
-    except (OSError, AttributeError):
-        return None
+
+def _page_range(b: np.ndarray) -> tuple[int, int]:
+    """``(lo, hi)``: the whole pages strictly inside buffer ``b`` (hi <= lo: none)."""
+    import mmap
+
+    page = mmap.PAGESIZE
+    start = b.ctypes.data
+    lo = (start + page - 1) // page * page + page
+    hi = (start + b.nbytes) // page * page - page
+    return lo, hi
+
+
+class excluded_from_fork:
+    """Context manager around a ``fork``: this thread's reading buffers are not inherited by the
+    child (``madvise(MADV_DONTFORK)`` on their whole pages, undone on exit in this process). The
+    parent then writes into them after the fork without copy-on-write faults (a CoW fault costs
+    ~3 us per 4 KiB page here, ~10x a fresh page's), and the child has nothing to give back: a
+    fork hook (``os.register_at_fork``) sets them aside there at once, never used nor freed
+    (their pages are not mapped there)."""
+
+    def __enter__(self):
+        self.pid = os.getpid()
+        self.done: list[tuple[int, int]] = []
+        libc = _libc()
+        if libc is None:
+            return self
+        for b in list(_LOCAL.buffers.values()):
+            lo, hi = _page_range(b)
+            if hi > lo and libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 10) == 0:  # MADV_DONTFORK
+                self.done.append((lo, hi))
+                _EXCLUDING.append(b)
+        return self
+
+    def __exit__(self, *exc):
+        if os.getpid() == self.pid:  # not in a child that leaves the block (its hook did the rest)
+            libc = _libc()
+            for lo, hi in self.done:
+                libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), 11)  # MADV_DOFORK
+            _EXCLUDING.clear()
+        return False
+
+
+def _after_fork_in_child() -> None:
+    if _EXCLUDING:  # forked inside excluded_from_fork: those buffers' pages are not mapped here
+        _UNMAPPED.extend(_EXCLUDING)
+        gone = {id(b) for b in _EXCLUDING}
+        for slot, b in list(_LOCAL.buffers.items()):
+            if id(b) in gone:
+                del _LOCAL.buffers[slot]
+        _EXCLUDING.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+_LIBC: list = []
+
+
+def _libc():
+    """The C library through ctypes (``madvise``), or None (not Linux/glibc)."""
+    if not _LIBC:
+        try:  # the process's own symbols (the interpreter links the C library): no ldconfig lookup
+            lib = ctypes.CDLL(None, use_errno=True)
+            lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        except (OSError, AttributeError):
+            lib = None
+        _LIBC.append(lib)
+    return _LIBC[0]
 
 
 def release_buffers() -> None:

@@ -10,11 +10,14 @@
   classes are then computed in parallel on the crop (``classes``, a few KB sent to each worker).
 
 :func:`run_scheduled` runs the units on ``jobs`` processes: the calling process and ``jobs - 1``
-forked workers. The caller computes the most expensive unit waiting itself after stocking every
-worker with two units (and at least as much estimated work), and always hands out the most
-expensive unit waiting, so the parts of a split case go ahead of the small cases still queued. Parts are merged into the record a single ``execute`` gives (same
-features in the same order, bit for bit). ``jobs=1`` runs whole cases in-process; the Dask executor
-gets batches and image-type parts (no two-stage units).
+forked workers (:class:`radlens.parallel.ForkedWorkers`, forked with their first units and without
+the caller's reading buffers). The caller computes the most expensive unit waiting itself after
+stocking every worker with two units (and at least ``STOCK_MARGIN`` times its estimated work), and
+always hands out the most expensive unit waiting, so the parts of a split case go ahead of the
+small cases still queued. Parts are merged into the record a single ``execute`` gives (same
+features in the same order, bit for bit); the two stages of a class split live in
+:mod:`radlens.radiomics.stages`. ``jobs=1`` runs whole cases in-process; the Dask executor, and a
+process pool where workers are not forked, get batches and image-type parts (no two-stage units).
 """
 from __future__ import annotations
 
@@ -22,11 +25,10 @@ import heapq
 import itertools
 import logging
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator
 
-import numpy as np
-
-from radlens.radiomics.pyrad import Params, check_features
+from radlens.radiomics.pyrad import check_features
+from radlens.radiomics.stages import extract_classes, prepare_case  # noqa: F401 - the two stages of a split case
 
 log = logging.getLogger(__name__)
 
@@ -180,97 +182,6 @@ def merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return check_features(rec)
 
 
-def prepare_case(row: Mapping[str, Any], params: Params, *, resample_mask: bool = False, finish_below: int = 0,
-                 skip_shape: bool = False, engine: str = "radlens") -> dict[str, Any]:
-    """First stage of a case split by feature class: load it, compute the (fast) diagnostics and
-    crop image and mask to the ROI's box. Only for parameters where cropping is safe.
-
-    When the ROI's box has fewer than ``finish_below`` voxels, the classes are cheap: they are
-    computed here (all enabled classes but the shape classes when ``skip_shape``) and returned
-    in ``part`` (what :func:`extract_classes` returns for them), with no crop.
-
-    Returns
-    -------
-    dict
-        A failure record (``stage='load'``), or a record without features with ``ndim`` and
-        either ``part`` (see above; ``crop`` None) or ``crop``: what :func:`extract_classes`
-        needs, ``(image array, spacing, direction, origin, ROI array)`` of the box (a few KB to
-        MB: cheap to send between processes).
-    """
-    from radlens.errors import CaseError
-    from radlens.radiomics.pyrad import _crop_to_roi, _roi_box, fast_diagnostics, load_engine_case
-
-    rec: dict[str, Any] = {"case_id": str(row.get("case_id")), "features": None, "diagnostics": {},
-                           "stage": None, "error": None, "warnings": []}
-    try:  # as extract_case loads it (numpy NRRD reader where it applies)
-        case, reader = load_engine_case(row, resample_mask=resample_mask, fast=engine == "radlens")
-    except CaseError as exc:
-        rec.update(stage="load", error=exc.message)
-        return rec
-    import SimpleITK as sitk
-
-    rec["warnings"].extend(case.warnings)  # what loading assumed, as extract_case reports it
-    box = case.box if hasattr(case, "roi_box") else _roi_box(case.roi)
-    rec["diagnostics"] = fast_diagnostics(case, box)
-    if reader is not None:
-        rec["diagnostics"]["radlens_reader"] = reader
-    image, mask = _crop_to_roi(case, box)
-    rec["crop"] = (sitk.GetArrayFromImage(image), image.GetSpacing(), image.GetDirection(), image.GetOrigin(),
-                   sitk.GetArrayViewFromImage(mask).astype(bool))
-    rec["ndim"] = rec["crop"][0].ndim
-    rec["part"] = None
-    if rec["crop"][4].size < finish_below:
-        from radlens.radiomics.pyrad import _extractors
-
-        ex2, ex3, _ = _extractors(params, "fast")
-        classes = tuple(c for c in (ex2 if rec["ndim"] == 2 else ex3).enabledFeatures
-                        if not (skip_shape and c.startswith("shape")))
-        rec["part"] = extract_classes(rec["case_id"], rec["crop"], params, classes, engine=engine)
-        rec["crop"] = None
-    return rec
-
-
-def extract_classes(case_id: str, crop: tuple, params: Params, classes: tuple[str, ...], *,
-                    engine: str = "radlens") -> dict[str, Any]:
-    """Second stage of a split case: the features of ``classes`` on a :func:`prepare_case` crop
-    (``diagnostics='fast'``). Never raises for a case problem."""
-    import SimpleITK as sitk
-
-    arr, spacing, direction, origin, roi = crop
-    image = sitk.GetImageFromArray(arr)
-    image.SetSpacing(spacing)
-    image.SetDirection(direction)
-    image.SetOrigin(origin)
-    mask = sitk.GetImageFromArray(roi.astype(np.uint8))
-    mask.CopyInformation(image)
-    from radlens.radiomics.pyrad import _COLLECTOR, _PARTS, _extractors, run_features
-
-    ex2, ex3, _ = _extractors(params, "fast")
-    base = ex2 if arr.ndim == 2 else ex3
-    key = (id(base), "classes", classes)
-    ex = _PARTS.get(key)
-    if ex is None:
-        import copy
-
-        ex = copy.deepcopy(base)
-        ex.enabledFeatures = {c: v for c, v in base.enabledFeatures.items() if c in classes}
-        _PARTS[key] = ex
-    rec: dict[str, Any] = {"case_id": case_id, "features": None, "diagnostics": {}, "stage": None, "error": None,
-                           "warnings": []}
-    lg = logging.getLogger("radiomics")
-    if _COLLECTOR not in lg.handlers:
-        lg.addHandler(_COLLECTOR)
-    _COLLECTOR.local.buf = rec["warnings"]
-    try:
-        rec["features"] = run_features(ex, image, mask, rec, engine=engine)
-    except Exception as exc:
-        msg = str(exc).strip().splitlines()
-        rec.update(stage="extract", error=f"pyradiomics: {type(exc).__name__}: {msg[-1] if msg else ''}".strip())
-    finally:
-        _COLLECTOR.local.buf = None
-    return rec
-
-
 #: CPU seconds spent in units per process id in the last pooled run, the calling process included
 #: (a parallel run's critical path on otherwise idle cores is about the largest of them)
 WORKER_CPU: dict[int, float] = {}
@@ -327,15 +238,18 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
     from radlens.radiomics import pyrad
 
     workers = 1 if (executor == "process" and jobs == 1) else jobs
+    # the caller-as-worker pool forks (Linux; RADLENS_MP_START unset or 'fork'); elsewhere a plain
+    # process pool runs the units (no two-stage splits: they need the caller between the stages)
+    forked = executor == "process" and workers > 1 and _forks()
     units = plan(rows, todo, prm, workers=workers, diagnostics=diagnostics, batch_size=batch_size,
-                 two_stage=executor == "process", mask_shape=engine == "radlens" and not resample_mask)
+                 two_stage=forked, mask_shape=engine == "radlens" and not resample_mask)
     n_split = sum(1 for _, u in units if u[0] == "prep") + len({u[1] for _, u in units if u[0] == "types"})
     if n_split:
         log.info("radiomics: %d large case(s) split across %d workers", n_split, workers)
     state = _Merger(rows, prm, diagnostics, resample_mask, workers, engine)
     state.has_shape = {u[1] for _, u in units if u[0] == "shape"}
     state.rest = {u[1] for _, u in units if u[0] == "rest"}
-    if executor != "process" or workers == 1:
+    if not forked:
         from radlens.parallel import iter_cases
 
         payloads = [state.payload(u) for _, u in units]
@@ -347,6 +261,13 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
         return
     WORKER_CPU.clear()
     yield from _pool(units, state, workers)
+
+
+def _forks() -> bool:
+    """Whether worker processes are forked here (see :func:`radlens.parallel._mp_context`)."""
+    from radlens.parallel import _mp_context
+
+    return hasattr(os, "fork") and _mp_context().get_start_method() == "fork"
 
 
 #: units submitted per worker: one running, one waiting, so a worker never idles while the parent
@@ -362,16 +283,18 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     """``workers`` processes: this one and ``workers - 1`` forked workers, most expensive unit first.
 
     The parent is one of the workers: it takes the most expensive unit waiting for itself, after
-    stocking every forked worker with at least ``IN_FLIGHT`` units and at least as much estimated
-    work as that unit (so none idles while the parent computes), then collects what finished. One
-    fork fewer, and the parent's own results are neither pickled nor sent; the parent was mostly
-    idle anyway, waiting for results.
+    stocking every forked worker with at least ``IN_FLIGHT`` units and at least ``STOCK_MARGIN``
+    times that unit's estimated work (so none idles while the parent computes), then collects what
+    finished. The workers are forked with their first stock (:class:`radlens.parallel.ForkedWorkers`:
+    they start on it at once, nothing pickled or sent; no helper threads here), and without the
+    parent's reading buffers (:func:`radlens.io.nrrd.excluded_from_fork`: the parent writes into
+    them next, without copy-on-write). The parent's own results are neither pickled nor sent.
     """
     import gc
     import time
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from radlens.parallel import WorkerError, _mp_context
+    from radlens.io import nrrd
+    from radlens.parallel import ForkedWorkers, WorkerError, _call
     from radlens.radiomics import pyrad
 
     seq = itertools.count()
@@ -386,53 +309,73 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
 
     import radlens.io.arraycase  # noqa: F401
     import radlens.io.images  # noqa: F401
+    held: dict[int, tuple[float, tuple, int]] = {}  # tag -> (cost, unit, worker)
+    load = [0.0] * n_proc  # estimated work each worker holds
+
+    def stock(need: float, pool=None) -> list[list]:
+        """Hand out units, most expensive first, to the least-loaded live worker until each holds
+        ``IN_FLIGHT`` units and ``need`` estimated work; before the fork (``pool`` None) the
+        units are returned per worker instead of sent."""
+        out: list[list] = [[] for _ in range(n_proc)]
+        live = [w for w in range(n_proc) if pool is None or pool.alive(w)]
+        count = [sum(1 for h in held.values() if h[2] == w) for w in range(n_proc)]
+        while heap and live:
+            w = min(live, key=lambda k: (load[k], k))
+            if count[w] >= IN_FLIGHT and load[w] >= need:
+                break
+            c, tag, u = heapq.heappop(heap)
+            held[tag] = (-c, u, w)
+            load[w] -= c
+            count[w] += 1
+            if pool is None:
+                out[w].append((tag, state.payload(u)))
+            else:
+                pool.send(w, tag, state.payload(u))
+        return out
+
+    def collect(results):
+        for w, tag, got in results:
+            cost, u, _ = held.pop(tag)
+            load[w] = max(load[w] - cost, 0.0)
+            if isinstance(got, WorkerError):  # the worker died
+                res = got
+            else:
+                pid, cpu, res = got
+                WORKER_CPU[pid] = WORKER_CPU.get(pid, 0.0) + cpu
+            yield from state.done(u, res)
+            for c2, u2 in state.follow_ups(u, cost):
+                heapq.heappush(heap, (-c2, next(seq), u2))
+
     gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
-    pool = ProcessPoolExecutor(max_workers=n_proc, mp_context=_mp_context(), initializer=pyrad._worker_init,
-                               initargs=(threads,))
+    pool = None
     try:
-        inflight: dict = {}
-
-        def collect(finished):
-            for fut in finished:
-                cost, u = inflight.pop(fut)
-                try:
-                    pid, cpu, res = fut.result()
-                    WORKER_CPU[pid] = WORKER_CPU.get(pid, 0.0) + cpu
-                except Exception as exc:  # a worker died: the pool is broken
-                    res = WorkerError(type(exc).__name__, f"worker process failed: {exc}", "")
-                yield from state.done(u, res)
-                for c2, u2 in state.follow_ups(u, cost):
+        own = heapq.heappop(heap) if heap else None
+        first = stock(STOCK_MARGIN * (-own[0] if own else 0.0))
+        with nrrd.excluded_from_fork():
+            pool = ForkedWorkers(_timed_unit, n_proc, stocks=first, initializer=pyrad._worker_init,
+                                 initargs=(threads,))
+        while True:
+            if own is not None:  # the parent's own unit, as jobs=1 runs it
+                c0 = time.process_time()
+                res = _call(run_unit, state.payload(own[2]))
+                WORKER_CPU[me] = WORKER_CPU.get(me, 0.0) + time.process_time() - c0
+                yield from state.done(own[2], res)
+                for c2, u2 in state.follow_ups(own[2], -own[0]):
                     heapq.heappush(heap, (-c2, next(seq), u2))
-
-        try:
-            while heap or inflight:
-                own = heapq.heappop(heap) if heap and workers > 1 else None
-                need = n_proc * STOCK_MARGIN * (-own[0] if own else 0.0)
-                queued = sum(c for c, _ in inflight.values())
-                while heap and (len(inflight) < n_proc * IN_FLIGHT or queued < need):
-                    c, _, u = heapq.heappop(heap)
-                    inflight[pool.submit(_timed_unit, state.payload(u))] = (-c, u)
-                    queued -= c
-                if own is not None:  # the parent's own unit, as jobs=1 runs it
-                    from radlens.parallel import _call
-
-                    c0 = time.process_time()
-                    res = _call(run_unit, state.payload(own[2]))
-                    WORKER_CPU[me] = WORKER_CPU.get(me, 0.0) + time.process_time() - c0
-                    yield from state.done(own[2], res)
-                    for c2, u2 in state.follow_ups(own[2], -own[0]):
-                        heapq.heappush(heap, (-c2, next(seq), u2))
-                if inflight:  # collect what finished; wait only when the parent has nothing left to do
-                    finished, _ = wait(inflight, timeout=0 if heap else None, return_when=FIRST_COMPLETED)
-                    yield from collect(finished)
-        except BaseException:
-            for fut in inflight:
-                fut.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        # every result is in: the workers exit while the caller writes the tables (joining them
+            # collect what finished; wait only when the parent has nothing left to do
+            yield from collect(pool.wait(0 if heap else None))
+            if not heap and not held:
+                break
+            own = heapq.heappop(heap) if heap else None
+            if own is not None:
+                stock(STOCK_MARGIN * -own[0], pool)
+        # every result is in: the workers exit while the caller writes the tables (waiting for them
         # here would put their tear-down on the run's critical path)
-        pool.shutdown(wait=False)
+        pool.close()
+    except BaseException:
+        if pool is not None:
+            pool.close(kill=True)
+        raise
     finally:
         gc.unfreeze()
 

@@ -50,8 +50,8 @@ def mask_shape(row: Mapping[str, Any], params: Params) -> dict[str, Any]:
 
 def _mask_roi_nrrd(row: Mapping[str, Any]):
     """``(ROI cropped to its box, spacing)`` of a case's mask read by the numpy NRRD reader (into
-    this thread's reused ``shape-mask`` buffers; no SimpleITK image, no full-size boolean mask),
-    or None when that reader does not take the file or the label is not plain (the caller then
+    this thread's reused ``mask`` buffers, as whole-case loading reads it; no SimpleITK image, no
+    full-size boolean mask), or None when that reader does not take the file or the label is not plain (the caller then
     reads it with SimpleITK; the ``prep`` unit reports load problems)."""
     from radlens.io.arraycase import _get, _label_values, roi_in_box
     from radlens.io.masks import infer_label
@@ -60,7 +60,7 @@ def _mask_roi_nrrd(row: Mapping[str, Any]):
     path = row.get("mask")
     if not (isinstance(path, (str, os.PathLike)) and is_nrrd(path)):
         return None
-    vol = read_nrrd(path, reuse="shape-mask")
+    vol = read_nrrd(path, reuse="mask")  # the slot whole-case loading uses: no second mask buffer
     if vol is None or vol.array.dtype.kind not in "iu":
         return None
     m = vol.array

@@ -20,6 +20,19 @@ DEMO_INTENSITY = {"clip": [0.0, 1.0], "intensity": "none"}
 #: un-centred [0, 1] scale (validation AUC 0.27-0.65), so it gets a per-image z-score -- a far weaker
 #: global coupling than min-max (a 5-12 % lesion moves an image's mean and SD by a few percent)
 ARCH_INTENSITY = {"cnn": DEMO_INTENSITY, "densenet": DEMO_INTENSITY, "vit": {"clip": None, "intensity": "zscore"}}
+#: the ViT's alternatives (``TrainConfig.vit_intensity``): ``zscore`` (above) or ``window``, the CNNs'
+#: fixed [0, 1] window, centred and scaled by fixed constants (the demo cohort's pixel mean 0.42 and SD 0.20,
+#: rounded; no per-image statistics: a bright lesion
+#: cannot change how the rest of the image is encoded)
+VIT_INTENSITY = {"zscore": ARCH_INTENSITY["vit"],
+                 "window": {"clip": [0.0, 1.0], "intensity": {"mean": [0.4], "std": [0.2], "rescale": "none"}}}
+
+
+def arch_intensity(arch: str, cfg: TrainConfig | None = None) -> dict:
+    """``clip`` and ``intensity`` preprocessing entries of ``arch`` under ``cfg`` (the ViT: ``cfg.vit_intensity``)."""
+    if arch == "vit" and cfg is not None:
+        return VIT_INTENSITY[cfg.vit_intensity]
+    return ARCH_INTENSITY[arch]
 
 
 def _write_yaml(path: Path, obj: dict) -> Path:
@@ -45,7 +58,7 @@ def _encoder_spec(arch: str, name: str, cfg: TrainConfig, image_shape, norm: tup
     """Encoder spec dict (paths relative to the folder the YAMLs are written in)."""
     from radlens.synth.models import cnn_args, densenet_args
 
-    pre = {"spatial_size": [int(s) for s in image_shape], **ARCH_INTENSITY[arch], "channels": 1}
+    pre = {"spatial_size": [int(s) for s in image_shape], **arch_intensity(arch, cfg), "channels": 1}
     roi = {"rule": "overlap", "min_overlap": 0.5, "mode": "full", "crop_margin": 0.25}
     if arch == "cnn":
         return {"kind": "monai", "name": "ResNet", "args": cnn_args(cfg.cnn_width),

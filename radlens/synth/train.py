@@ -42,6 +42,7 @@ from radlens.synth.checkpoints import (  # noqa: F401  (re-exported)
     _encoder_spec,
     _write_checkpoint,
     _write_classifier,
+    arch_intensity,
 )
 from radlens.synth.models import ARCHS
 from radlens.synth.steps import (  # noqa: F401  (re-exported)
@@ -126,6 +127,9 @@ class TrainConfig:
         flips-only fine-tuning: 0.70, default cohort, seed 0; docs/cam.md "Which CNN layer").
     vit_hidden, vit_layers, vit_heads, vit_patch : int
         Tiny DINOv2 size.
+    vit_intensity : {"zscore", "window"}
+        The ViT's intensity preprocessing (:data:`radlens.synth.checkpoints.VIT_INTENSITY`): a per-image
+        z-score, or the CNNs' fixed [0, 1] window centred and scaled by fixed constants.
     val_fraction : float
         Fraction of patients held out (when the manifest has no ``split`` column) to report AUCs.
     seed : int
@@ -160,6 +164,7 @@ class TrainConfig:
     vit_layers: int = 4
     vit_heads: int = 4
     vit_patch: int = 8
+    vit_intensity: str = "zscore"
     val_fraction: float = 0.3
     seed: int = 0
     threads: int = 1
@@ -183,6 +188,9 @@ class TrainConfig:
             bad = [a for a in getattr(self, name) if a not in ARCHS]
             if bad:
                 raise InputError(f"TrainConfig.{name}={list(getattr(self, name))!r}: allowed values are {sorted(ARCHS)}")
+        if self.vit_intensity not in ("zscore", "window"):
+            raise InputError(f"TrainConfig.vit_intensity={self.vit_intensity!r}: allowed values are "
+                             "['window', 'zscore']")
         if not 0.0 < self.val_fraction < 0.9:
             raise InputError(f"TrainConfig.val_fraction={self.val_fraction!r}: must be in (0, 0.9)")
 
@@ -526,7 +534,8 @@ def train_demo_encoders(data: CohortArrays, out_dir: str | Path, cfg: TrainConfi
     result = TrainResult(out_dir)
     metrics: dict[str, Any] = {"config": asdict(cfg), "n_cases": int(n), "n_train": int(data.train_idx.size),
                                "n_val": int(data.val_idx.size), "image_shape": [int(h), int(w)],
-                               "preprocess": ARCH_INTENSITY, "archs": {}}
+                               "preprocess": {a: arch_intensity(a, cfg) for a in cfg.archs},
+                               "archs": {}}
     jobs = list(enumerate(cfg.archs))
     if processes is None:
         try:
@@ -606,7 +615,7 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
     vit_cfg = vit_config(image_size=h, patch_size=cfg.vit_patch, hidden_size=cfg.vit_hidden,
                          num_layers=cfg.vit_layers, num_heads=cfg.vit_heads) if arch == "vit" else None
     am: dict[str, Any] = {"tasks": {}}
-    x_all, _ = model_inputs(data.images, intensity=ARCH_INTENSITY[arch])
+    x_all, _ = model_inputs(data.images, intensity=arch_intensity(arch, cfg))
     with torch_determinism(cfg.seed + 1000 * ai, cfg.threads):
         gen = torch.Generator().manual_seed(cfg.seed + 1000 * ai)
         backbone = (build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else
