@@ -1,4 +1,4 @@
-"""The demo's phantom cohort for the recipe harnesses (``vit_recipe.py``, ``densenet_cam.py``), drawn once
+"""The demo's phantom cohort for the recipe harnesses (``vit_recipe.py``, ``cnn_cam.py``), drawn once
 per work folder and flavour."""
 from __future__ import annotations
 

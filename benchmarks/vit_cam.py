@@ -5,7 +5,7 @@
     python benchmarks/vit_cam.py --set vit_patch=4 --png vit_p4.png --out vit_cam.jsonl
     python benchmarks/vit_cam.py --set vit_intensity=window --set vit_layers=6    # fixed intensity window
 
-The ViT counterpart of ``densenet_cam.py`` (whose CAM scoring it reuses) and the CAM extension of
+The ViT counterpart of ``cnn_cam.py`` (whose CAM scoring it reuses) and the CAM extension of
 ``vit_recipe.py``: draws the demo's cohort once into ``--work``, trains the ViT exactly as ``radlens
 demo`` does (``_train_arch`` with the ViT's architecture index, so the same seeds and the same
 ``TrainConfig`` apart from ``--set``; the checkpoints are save_pretrained ``Dinov2Model`` folders
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from _demo_cohort import cohort  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from densenet_cam import cam_scores  # noqa: E402
+from cnn_cam import cam_scores  # noqa: E402
 
 import numpy as np
 

@@ -29,15 +29,16 @@ EXPECTED_CLASSES = {"task_texture": ["glcm", "glrlm", "glszm", "gldm", "ngtdm"],
                     "task_shape": ["shape2D"]}
 
 
-#: embedding layer per architecture for the lens and the pooling probe. The demo CNN's ``layer4`` has an
-#: 8x8 token grid whose every token sees the whole 64 px image: the lens explained 3% of its ROI
-#: embedding (held-out R², full demo, seed 0) and only 3/10 top intensity-task features were
-#: first-order. ``layer2`` (32x32 grid) keeps ROI tokens local: R² 0.55 and 8/10 first-order. The
-#: classifiers keep ``layer4`` for their head, predictions and CAMs.
+#: embedding layer per architecture for the lens and the pooling probe. The demo ResNet's last grid
+#: (once ``layer4``, 8x8, now the head's ``layer3``, 16x16) has tokens that see much of the 64 px image:
+#: at ``layer4`` the lens explained 3% of its ROI embedding (held-out R², full demo, seed 0) and only
+#: 3/10 top intensity-task features were first-order. ``layer2`` (32x32 grid) keeps ROI tokens local:
+#: R² 0.55 and 8/10 first-order. The classifiers keep their head layer for predictions and CAMs.
 EMBED_LAYER = {"cnn": "layer2", "densenet": "features.denseblock1.denselayer2"}
 #: layers embedded from one forward pass per architecture (layer-wise lens, ``encoders.<arch>.layers``);
-#: HF ViT layers are ``hidden_states`` indices (i = output of block i)
-EMBED_LAYERS = {"cnn": ["layer2", "layer3", "layer4"],
+#: HF ViT layers are ``hidden_states`` indices (i = output of block i). The ResNet's are the stages up
+#: to its head's ``layer3`` (its ``layer4`` is never run, see radlens.synth.models.ARCHS).
+EMBED_LAYERS = {"cnn": ["layer1", "layer2", "layer3"],
                 "densenet": ["features.denseblock1.denselayer1", "features.denseblock1.denselayer2", "features"],
                 "vit": [2, 3, 4]}
 
@@ -65,12 +66,14 @@ DEMO_LESION_FREE = 0.1
 #: mean of the target layer it is the exact per-position share of the logit, signed activations included)
 CAM_METHODS = ["gradcam", "layercam", "gradcam++"]
 #: CAM target layer per architecture where it differs from the classifier specs' ``target_layer``
-#: (study ``cam_drift.options.target_layers``). The demo ResNet's ``layer4`` is an 8x8 grid (stride 8,
-#: receptive field 49 px) whose cells sit up to 8 px from a 5-6 px wide elongated lesion: the fine-tuned
-#: shape maps peaked beside the band (Grad-CAM pointing game 0.39). ``layer3`` (16x16, stride 4,
-#: receptive field 25 px) puts the peak on it (0.83) and passes the randomisation check; the other tasks
-#: gain too (docs/cam.md "Which CNN layer").
-CAM_TARGET_LAYERS = {"cnn": "layer3"}
+#: (study ``cam_drift.options.target_layers``). None now: every demo head reads the mean of its CAM
+#: target layer, so Grad-CAM is the exact per-position share of the logit. The ResNet was explained at
+#: ``layer3`` while its head read the 8x8 ``layer4`` (too coarse for a 5-6 px wide band: shape pointing
+#: game 0.39); there Grad-CAM's mean-gradient channel weights were not the head's, and on two training
+#: seeds of four the texture maps missed the lesion (pointing game / pixel AUC 0.48 / 0.49 and
+#: 0.07 / 0.35: background lung and the image's top edge lit up). Its head now reads ``layer3``
+#: (radlens.synth.models.ARCHS; docs/cam.md "Which CNN layer").
+CAM_TARGET_LAYERS: dict = {}
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ class DemoSize:
     sanity_cases: int = 16
     task_epochs: dict = field(default_factory=dict)   # CNN fine-tuning epochs per task (TrainConfig.task_epochs)
     rot90_finetune_archs: tuple | None = None  # TrainConfig.rot90_finetune_archs (None: TrainConfig's default)
+    densenet_blocks: tuple | None = None  # TrainConfig.densenet_blocks (None: TrainConfig's default)
+    flip_consistent_archs: tuple | None = None  # TrainConfig.flip_consistent_archs (None: TrainConfig's default)
     figure_formats: tuple = ("png", "svg")   # study figure_formats
 
 
@@ -108,7 +113,8 @@ QUICK = DemoSize(n_cases=160, image_size=64, pretext_epochs=2, finetune_epochs=1
                      "lesion": {"findings": []},
                      "jitter": {"levels": [0.0, 0.5]},
                      "probe": {"n_boot": 200}}, vit_epoch_factor=1.0, sanity_cases=10, vit_pretext_epochs=32,
-                 task_epochs={"task_shape": 24}, rot90_finetune_archs=(), figure_formats=("png",))
+                 task_epochs={"task_shape": 24}, rot90_finetune_archs=(), figure_formats=("png",),
+                 densenet_blocks=(3,), flip_consistent_archs=())
 #: QUICK's CNN recipe (docs/synth.md, "The quick demo"): about 100 labelled training images. The CNNs
 #: fine-tune with flips only, like the ViT (TrainConfig.rot90_finetune_archs): with quarter turns they
 #: had to learn "elongated either way" from ~100 images and did not (shape validation AUC 0.44-0.86 over
@@ -120,6 +126,11 @@ QUICK = DemoSize(n_cases=160, image_size=64, pretext_epochs=2, finetune_epochs=1
 #: 0.93-1.00, intensity 0.93-0.97, shape 0.89-0.95 (seeds 0-2; docs/synth.md). Cost: the ViT trains
 #: 16.7 s instead of 9.6 s; it starts when the DenseNet (7.5 s) ends, so the training stage took
 #: 27.3-27.7 s instead of 20.1 s (two runs each, 2 cores; the ResNet: 14 s).
+#: QUICK's DenseNet keeps the three-layer block without the mirror-consistency penalty (the default
+#: demo's four layers with it, TrainConfig.flip_consistent_archs): with them (the penalty then on full
+#: batches, twice the compute) its quick training took 26-27 s instead of 8-9 s (two runs each, shared
+#: machine) and its fine-tuned texture AUC fell to 0.83; the quick demo's maps do not need them
+#: (tests/test_demo.py's thresholds).
 
 
 def draw_cohort(out_dir: str | os.PathLike, size: DemoSize, seed: int = 0):
@@ -133,10 +144,11 @@ def draw_cohort(out_dir: str | os.PathLike, size: DemoSize, seed: int = 0):
 
 def train_config(size: DemoSize, seed: int = 0):
     """The :class:`radlens.synth.train.TrainConfig` of a demo flavour: what ``size`` sets, the rest
-    ``TrainConfig``'s defaults (``rot90_finetune_archs=None`` keeps its default)."""
+    ``TrainConfig``'s defaults (a ``None`` recipe field of ``size`` keeps TrainConfig's default)."""
     from radlens.synth.train import TrainConfig
 
-    kw = {} if size.rot90_finetune_archs is None else {"rot90_finetune_archs": tuple(size.rot90_finetune_archs)}
+    kw = {k: tuple(getattr(size, k)) for k in ("rot90_finetune_archs", "densenet_blocks", "flip_consistent_archs")
+          if getattr(size, k) is not None}
     return TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs,
                        task_epochs=dict(size.task_epochs), vit_epoch_factor=size.vit_epoch_factor,
                        vit_pretext_epochs=size.vit_pretext_epochs, seed=seed, **kw)

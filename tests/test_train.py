@@ -44,7 +44,7 @@ def test_specs_follow_the_contracts(trained):
     data, out, res = trained
     assert set(res.specs) == {"cnn", "densenet", "vit"}
     enc = yaml.safe_load((out / "cnn" / "encoder_pre.yaml").read_text(encoding="utf-8"))
-    assert enc["kind"] == "monai" and enc["name"] == "ResNet" and enc["layer"] == "layer4"
+    assert enc["kind"] == "monai" and enc["name"] == "ResNet" and enc["layer"] == "layer3"
     assert enc["checkpoint"] == "pre.safetensors" and (out / "cnn" / "pre.safetensors").exists()
     assert enc["preprocess"]["spatial_size"] == [32, 32] and enc["preprocess"]["channels"] == 1
     # a fixed [0, 1] window, never a per-image rescale (a per-image min-max let the intensity task be
@@ -55,7 +55,7 @@ def test_specs_follow_the_contracts(trained):
     venc = yaml.safe_load((out / "vit" / "encoder_pre.yaml").read_text(encoding="utf-8"))
     assert venc["kind"] == "hf" and (out / "vit" / "pre" / "config.json").exists()
     assert venc["preprocess"]["intensity"] == "zscore"
-    for arch, pooling, target in (("cnn", "global", "layer4"), ("densenet", "global", "features"),
+    for arch, pooling, target in (("cnn", "global", "layer3"), ("densenet", "global", "features"),
                                   ("vit", "mean", "layernorm")):
         for kind in ("tl", "ft"):
             clf = yaml.safe_load((out / arch / f"classifier_{kind}_task_bright.yaml").read_text(encoding="utf-8"))
@@ -102,7 +102,8 @@ def test_loaded_classifier_reproduces_training_logits(trained):
     net.eval()
     head = load_file(str(out / "cnn" / "head_ft_task_bright.safetensors"))
     with torch.no_grad():
-        feats = net.layer4(net.layer3(net.layer2(net.layer1(net.act(net.bn1(net.conv1(x))))))).mean((2, 3))
+        # the head reads layer3's mean (the demo ResNet's layer4 is never run)
+        feats = net.layer3(net.layer2(net.layer1(net.act(net.bn1(net.conv1(x)))))).mean((2, 3))
         ref = feats @ head["weight"].T + head["bias"]
         got = clf.module(x)
     assert torch.allclose(got, ref, atol=1e-4)
@@ -253,13 +254,42 @@ def test_task_epochs_set_the_cnn_epochs_of_one_task(tmp_path):
 
     torch.set_num_threads(1)
     data = _blob_data(n=32)
-    cfg = TrainConfig(tasks=("task_bright", "task_other"), archs=("densenet", "vit"),
+    cfg = TrainConfig(tasks=("task_bright", "task_other"), archs=("densenet", "vit"), flip_consistent_archs=(),
                       **{**TINY, "finetune_epochs": 2, "task_epochs": {"task_other": 3}, "vit_epoch_factor": 1.0})
     train_demo_encoders(data, tmp_path, cfg, processes=1)
     log = pd.read_csv(tmp_path / "training_log.csv")
     n = log[log["stage"] == "finetune"].groupby(["arch", "task"]).size().to_dict()
     assert n == {("densenet", "task_bright"): 2, ("densenet", "task_other"): 3,
                  ("vit", "task_bright"): 2, ("vit", "task_other"): 2}
+
+
+def test_flip_consistent_fine_tuning_keeps_the_steps_and_the_step_size(tmp_path, monkeypatch):
+    """An arch of ``flip_consistent_archs`` fine-tunes on half batches plus their mirror images over half
+    the epochs (rounded up): 4 and 3 epochs of 8-image batches -> 2 epochs of 4 + 4 mirrored images each."""
+    import pandas as pd
+
+    from radlens.synth import train as T
+
+    sizes = []
+    orig = T._flip_consistent_loss
+
+    def spy(model, lin, xb, yb, weight):
+        sizes.append(int(xb.shape[0]))
+        return orig(model, lin, xb, yb, weight)
+
+    monkeypatch.setattr(T, "_flip_consistent_loss", spy)
+    torch.set_num_threads(1)
+    data = _blob_data(n=32)
+    cfg = TrainConfig(tasks=("task_bright", "task_other"), archs=("densenet",), flip_consistent_archs=("densenet",),
+                      **{**TINY, "finetune_epochs": 4, "task_epochs": {"task_other": 3}})
+    train_demo_encoders(data, tmp_path, cfg, processes=1)
+    log = pd.read_csv(tmp_path / "training_log.csv")
+    n = log[log["stage"] == "finetune"].groupby(["arch", "task"]).size().to_dict()
+    assert n == {("densenet", "task_bright"): 2, ("densenet", "task_other"): 2}
+    n_train = int(np.isfinite(data.table["task_bright"].to_numpy(float)[data.train_idx]).sum())
+    steps = len(T._batches(n_train, 4, torch.Generator(), shuffle=False))
+    assert len(sizes) == 2 * 2 * steps  # two tasks, two epochs each
+    assert max(sizes) <= 4 + 3 and sorted(set(sizes))[0] >= 4  # half batches (a 1-3 image tail joins the last)
 
 
 def test_augment_without_rotation_keeps_orientation():
@@ -292,3 +322,35 @@ def test_training_cost_puts_the_longest_architecture_first():
     default = TrainConfig(pretext_epochs=4, finetune_epochs=20)
     order = sorted(default.archs, key=lambda a: -training_cost(a, default, 400, 280))
     assert order == ["cnn", "vit", "densenet"]
+
+
+def test_flip_consistent_loss_penalises_maps_that_do_not_mirror():
+    """_flip_consistent_loss = CE(image) and CE(mirror) averaged + weight * mean (map - mirrored map of the
+    mirror)^2. A grid that is the image itself mirrors exactly (penalty 0); a grid that is the image
+    shifted one column right gives, mirrored back, the image shifted one column LEFT: the penalty is
+    the mean of (x[j-1] - x[j+1])^2, computed here by hand for a single bright column."""
+    import torch.nn.functional as F
+
+    from radlens.synth.train import _flip_consistent_loss
+
+    class Net(torch.nn.Module):
+        def __init__(self, shift):
+            super().__init__()
+            self.shift = shift
+            self.head = torch.nn.Linear(1, 2)
+            with torch.no_grad():
+                self.head.weight.copy_(torch.tensor([[0.0], [2.0]]))  # w1 - w0 = 2
+                self.head.bias.zero_()
+
+        def grid(self, x):
+            return torch.roll(x, self.shift, dims=3) if self.shift else x
+
+    x = torch.zeros(1, 1, 4, 6)
+    x[0, 0, :, 2] = 1.0  # one bright column
+    y = torch.tensor([1])
+    logits = torch.tensor([[0.0, 2.0 * 4 / 24]])  # pooled mean 1/6 of the image, times w1 = 2
+    ce = float(F.cross_entropy(logits, y))  # the image and its mirror have the same pooled mean
+    for shift, penalty in ((0, 0.0), (1, 4.0 * (4 + 4) / 24)):  # columns 1 and 3 differ by 2 -> 4 each
+        net = Net(shift)
+        got = _flip_consistent_loss(net, net.head, x, y, weight=0.5).item()
+        assert got == pytest.approx(ce + 0.5 * penalty, rel=1e-6), shift

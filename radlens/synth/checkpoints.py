@@ -62,7 +62,7 @@ def _encoder_spec(arch: str, name: str, cfg: TrainConfig, image_shape, norm: tup
     roi = {"rule": "overlap", "min_overlap": 0.5, "mode": "full", "crop_margin": 0.25}
     if arch == "cnn":
         return {"kind": "monai", "name": "ResNet", "args": cnn_args(cfg.cnn_width),
-                "checkpoint": f"{name}.safetensors", "layer": "layer4", "preprocess": pre, "roi": roi}
+                "checkpoint": f"{name}.safetensors", "layer": ARCHS["cnn"]["layer"], "preprocess": pre, "roi": roi}
     if arch == "densenet":
         return {"kind": "monai", "name": "DenseNet", "args": densenet_args(cfg.densenet_width, cfg.densenet_blocks),
                 "checkpoint": f"{name}.safetensors", "layer": "features", "preprocess": pre, "roi": roi}

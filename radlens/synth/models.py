@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 #: of the CAM target layer's output, so ``logit = bias + sum over positions of (head weight . activation) / N``
 #: exactly: Grad-CAM on that layer is the per-position share of the logit (Zhou et al.'s CAM), signed
 #: activations included (the ViT's final layer norm and the DenseNet's last batch norm emit signed values).
-ARCHS = {"cnn": {"kind": "monai", "pooling": "global", "layer": "layer4", "target_layer": "layer4"},
+#: The ResNet is read at ``layer3`` (16x16 at 64 px, stride 4, receptive field 25 px): MONAI's ResNet always
+#: builds four stages, and its ``layer4`` (8x8) is too coarse for the demo's 5-6 px wide elongated lesions;
+#: the encoder spec's ``layer: layer3`` stops every forward pass there, so ``layer4`` is never run or trained
+#: (docs/cam.md "Which CNN layer").
+ARCHS = {"cnn": {"kind": "monai", "pooling": "global", "layer": "layer3", "target_layer": "layer3"},
          "densenet": {"kind": "monai", "pooling": "global", "layer": "features", "target_layer": "features"},
          "vit": {"kind": "hf", "pooling": "mean", "layer": None, "target_layer": "layernorm"}}
 
@@ -28,7 +32,8 @@ def cnn_args(width: int = 8) -> dict[str, Any]:
     """Constructor arguments of the demo CNN (``monai.networks.nets.ResNet``).
 
     A four-stage basic-block ResNet (one block per stage) with ``width * (1, 2, 4, 8)`` channels,
-    a 3x3 stride-1 stem and no max-pool, so a 64x64 input gives an 8x8 ``layer4`` grid. No fully
+    a 3x3 stride-1 stem and no max-pool, so a 64x64 input gives a 16x16 ``layer3`` grid (the demo's
+    head and CAM layer, see :data:`ARCHS`; ``layer4``, 8x8, is built by MONAI but never run). No fully
     connected layer (``feed_forward: false``): the linear head lives in the classifier spec.
     """
     return {"block": "basic", "layers": [1, 1, 1, 1], "block_inplanes": [width, 2 * width, 4 * width, 8 * width],
@@ -36,16 +41,16 @@ def cnn_args(width: int = 8) -> dict[str, Any]:
             "no_max_pool": True, "feed_forward": False}
 
 
-def densenet_args(width: int = 16, blocks=(3,)) -> dict[str, Any]:
+def densenet_args(width: int = 16, blocks=(4,)) -> dict[str, Any]:
     """Constructor arguments of the demo DenseNet (``monai.networks.nets.DenseNet``).
 
     A 7x7 stride-2 stem and a max-pool (64 px -> 16x16), then ``blocks`` dense blocks (default: one
-    block of three layers, growth ``width // 2``; each further block follows a pooling transition), so
+    block of four layers, growth ``width // 2``; each further block follows a pooling transition), so
     a 64x64 input gives a 16x16 ``features`` grid (the last batch norm's output, read by the head
-    through a spatial mean; stride 4, receptive field 35 px). Two blocks ``(3, 3)`` (the earlier demo)
-    give an 8x8 grid, whose cells (8 px apart) could not point at a 5-6 px wide lesion band
-    (docs/cam.md "Which CNN layer"). ``out_channels`` sizes MONAI's own classification layers, which
-    the demo never runs (the encoder stops at ``features``).
+    through a spatial mean; stride 4, receptive field 43 px; three layers: 35 px). Two blocks ``(3, 3)``
+    (the earlier demo) give an 8x8 grid, whose cells (8 px apart) could not point at a 5-6 px wide
+    lesion band (docs/cam.md "Which CNN layer"). ``out_channels`` sizes MONAI's own classification
+    layers, which the demo never runs (the encoder stops at ``features``).
     """
     return {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "init_features": int(width),
             "growth_rate": max(int(width) // 2, 2), "block_config": [int(b) for b in blocks], "bn_size": 2}
@@ -113,7 +118,7 @@ def pooled_features(backbone, x, arch: str):
     x : Tensor, shape (B, 1, H, W)
         Preprocessed images.
     arch : {"cnn", "densenet", "vit"}
-        ``cnn``: global average of the ``layer4`` feature map (pooling ``global``);
+        ``cnn``: global average of the ``layer3`` feature map (pooling ``global``);
         ``densenet``: global average of the ``features`` output (last batch norm; pooling ``global``);
         ``vit``: mean of the patch tokens of ``last_hidden_state`` (after the final layer norm; pooling
         ``mean``).
@@ -123,7 +128,7 @@ def pooled_features(backbone, x, arch: str):
     Tensor, shape (B, D)
     """
     if arch == "cnn":
-        return backbone(x)  # MONAI ResNet without fc: flattened adaptive average pool of layer4
+        return grid_features(backbone, x, arch).mean(dim=(2, 3))  # the demo ResNet is read at layer3 (16x16)
     if arch == "densenet":
         return backbone.features(x).mean(dim=(2, 3))
     if arch == "vit":
@@ -138,7 +143,7 @@ def grid_features(backbone, x, arch: str):
     """
     if arch == "cnn":
         f = backbone.act(backbone.bn1(backbone.conv1(x)))  # demo ResNet: no max-pool (cnn_args)
-        for name in ("layer1", "layer2", "layer3", "layer4"):
+        for name in ("layer1", "layer2", "layer3"):  # the head reads layer3; layer4 is never run (ARCHS)
             f = getattr(backbone, name)(f)
         return f
     if arch == "densenet":
@@ -154,8 +159,7 @@ def grid_features(backbone, x, arch: str):
 def feature_dim(backbone, arch: str) -> int:
     """Width ``D`` of :func:`pooled_features` for a backbone."""
     if arch == "cnn":
-        return int(backbone.layer4[-1].conv2.out_channels) if hasattr(backbone.layer4[-1], "conv2") else \
-            int(backbone.in_planes)
+        return int(backbone.layer3[-1].conv2.out_channels)
     if arch == "densenet":
         return int(backbone.features.norm5.num_features)
     return int(backbone.config.hidden_size)

@@ -49,6 +49,27 @@ def _batches(n: int, batch_size: int, gen, shuffle: bool = True) -> list:
     return out
 
 
+def _flip_consistent_loss(model, lin, xb, yb, weight: float):
+    """Fine-tuning loss of ``flip_consistent_archs`` (:class:`radlens.synth.train.TrainConfig`).
+
+    Cross-entropy on the batch ``xb`` (B, 1, H, W) and on its left-right mirror image, plus ``weight``
+    times the mean squared difference between each image's class map and its mirror image's class map
+    mirrored back -- an equivariance constraint on the CAM (in the spirit of SEAM, Wang et al. 2020).
+    The class map is the per-position logit difference ``(w_1 - w_0) . A`` on the head's grid ``A``
+    (logit units): the exact Grad-CAM of the positive class up to a constant, as the maps are drawn
+    (cell ``j`` at pixel ``s * j + (s - 1) / 2``, so cell ``j`` of the mirror image is drawn where cell
+    ``h - 1 - j`` of the image is).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    b = xb.shape[0]
+    g = model.grid(torch.cat([xb, xb.flip(3)]))            # (2B, C, h, w)
+    loss = F.cross_entropy(model.head(g.mean(dim=(2, 3))), torch.cat([yb, yb]))
+    cam = torch.einsum("bchw,c->bhw", g, lin.weight[1] - lin.weight[0])
+    return loss + weight * (cam[:b] - cam[b:].flip(2)).pow(2).mean()
+
+
 def _features(model, x, batch_size: int = 128) -> np.ndarray:
     """Pooled features (n, D) in eval mode."""
     import torch

@@ -46,6 +46,7 @@ from radlens.synth.checkpoints import (  # noqa: F401  (re-exported)
 )
 from radlens.synth.models import ARCHS
 from radlens.synth.steps import (  # noqa: F401  (re-exported)
+    _flip_consistent_loss,
     ATTRIBUTES,
     _auc,
     _augment,
@@ -108,7 +109,23 @@ class TrainConfig:
         reaches 0.93 (docs/synth.md). Flips keep a near-vertical ellipse near vertical, and every label.
         Not the DenseNet either: with quarter turns its one-block (16x16) version fine-tuned to shape
         validation AUC 0.77 and Grad-CAM pointing game 0.47, flips only 0.98 and 0.70 (seed 0); the
-        earlier two-block one 0.88 -> 0.97 (docs/cam.md "Which CNN layer").
+        earlier two-block one 0.88 -> 0.97 (docs/cam.md "Which CNN layer"). Nor, since its head reads the
+        16x16 ``layer3``, the ResNet: with quarter turns that ResNet fine-tuned to shape validation AUC
+        0.77 on training seed 1 (below its transfer checkpoint's 0.86), flips only 0.99; over seeds 0-3
+        flips only give 0.99-1.00 (demo cohort, ``benchmarks/cnn_cam.py``). Default: none.
+    flip_consistent_archs : tuple of str
+        Architectures fine-tuned on each batch and its left-right mirror image with a penalty
+        ``flip_consistency`` x the mean squared difference (logit units) between each image's class
+        map (the head's per-position logit difference: its exact Grad-CAM up to a constant) and the
+        mirrored map of its mirror image (:func:`_flip_consistent_loss`). The DenseNet: without it,
+        its shape maps peaked on ONE long edge of the 5-6 px wide elongated lesions, a pixel or three
+        outside the band (the evidence for "elongated" was one edge polarity, a different one per
+        training seed), so the shape pointing game was 0.70 / 0.71 / 0.50 / 0.65 over training seeds
+        0-3; with it (0.3) and a fourth dense layer (``densenet_blocks``) 0.70 / 0.68 / 0.82 / 0.83
+        (docs/cam.md "Every training seed"). Each step takes half a batch of images and their mirror
+        images, over half the epochs: about the same steps, step size and compute as without it.
+    flip_consistency : float >= 0
+        Weight of that penalty.
     centered_head_archs : tuple of str
         Architectures whose fine-tuning head reads batch-centred pooled features while training
         (folded back into a plain linear head afterwards, see :func:`finetune`).
@@ -121,10 +138,14 @@ class TrainConfig:
     densenet_width : int
         DenseNet stem width (growth rate width / 2).
     densenet_blocks : tuple of int
-        Dense layers per dense block (:func:`radlens.synth.models.densenet_args`). ``(3,)``: one block,
-        a 16x16 ``features`` grid at 64 px. With ``(3, 3)`` (8x8) the fine-tuned shape Grad-CAM's
-        maximum fell beside the 5-6 px wide elongated lesions (pointing game 0.53; ``(3,)`` with
-        flips-only fine-tuning: 0.70, default cohort, seed 0; docs/cam.md "Which CNN layer").
+        Dense layers per dense block (:func:`radlens.synth.models.densenet_args`). ``(4,)``: one block,
+        a 16x16 ``features`` grid at 64 px (receptive field 43 px). With ``(3, 3)`` (8x8) the fine-tuned
+        shape Grad-CAM's maximum fell beside the 5-6 px wide elongated lesions (pointing game 0.53;
+        ``(3,)`` with flips-only fine-tuning: 0.70, default cohort, seed 0). Four layers rather than
+        three go with ``flip_consistent_archs``: with the mirror penalty the three-layer block's shape
+        maps were flat across the band and peaked on either edge (training seed 0: 0.57); the fourth
+        layer gives them one peak on it (shape pointing game 0.68-0.83 over training seeds 0-3;
+        docs/cam.md "Every training seed").
     vit_hidden, vit_layers, vit_heads, vit_patch : int
         Tiny DINOv2 size.
     vit_intensity : {"zscore", "window"}
@@ -153,13 +174,15 @@ class TrainConfig:
     vit_finetune_batch_size: int = 16
     vit_lr_pretext: float = 2e-3
     weight_decay: float = 0.05
-    rot90_finetune_archs: tuple = ("cnn",)
+    rot90_finetune_archs: tuple = ()
+    flip_consistent_archs: tuple = ("densenet",)
+    flip_consistency: float = 0.3
     centered_head_archs: tuple = ("cnn", "densenet", "vit")
     standardised_head_archs: tuple = ("vit",)
     temperature: float = 0.2
     cnn_width: int = 8
     densenet_width: int = 16
-    densenet_blocks: tuple = (3,)
+    densenet_blocks: tuple = (4,)
     vit_hidden: int = 64
     vit_layers: int = 4
     vit_heads: int = 4
@@ -184,10 +207,12 @@ class TrainConfig:
         if bad:
             raise InputError(f"TrainConfig.task_epochs={dict(self.task_epochs)!r}: keys must be among tasks "
                              f"{list(self.tasks)} and values epochs >= 0; bad: {bad}")
-        for name in ("rot90_finetune_archs", "centered_head_archs", "standardised_head_archs"):
+        for name in ("rot90_finetune_archs", "flip_consistent_archs", "centered_head_archs", "standardised_head_archs"):
             bad = [a for a in getattr(self, name) if a not in ARCHS]
             if bad:
                 raise InputError(f"TrainConfig.{name}={list(getattr(self, name))!r}: allowed values are {sorted(ARCHS)}")
+        if not (isinstance(self.flip_consistency, (int, float, np.floating)) and self.flip_consistency >= 0):
+            raise InputError(f"TrainConfig.flip_consistency={self.flip_consistency!r}: must be a number >= 0")
         if self.vit_intensity not in ("zscore", "window"):
             raise InputError(f"TrainConfig.vit_intensity={self.vit_intensity!r}: allowed values are "
                              "['window', 'zscore']")
@@ -444,6 +469,9 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     epochs = (int(round(cfg.vit_epoch_factor * cfg.finetune_epochs)) if vit
               else int(dict(cfg.task_epochs).get(task, cfg.finetune_epochs)))
     fbs = cfg.vit_finetune_batch_size if vit else cfg.finetune_batch_size
+    consistent = model.arch in tuple(cfg.flip_consistent_archs)
+    if consistent:  # each step: half a batch of images and their mirror images, over half the epochs
+        fbs, epochs = max(fbs // 2, 2), max((epochs + 1) // 2, 1)  # -> about the same steps and step size
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
         model.head.weight.zero_()
         model.head.bias.zero_()
@@ -461,11 +489,16 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 3 * lr], total_steps=n_steps, pct_start=0.2)
     step = 0
     rotate = model.arch in tuple(cfg.rot90_finetune_archs)
+    lin = model.head[-1] if centered else model.head
     for epoch in range(epochs):
         model.train()
         losses = []
         for idx in _batches(len(xt), fbs, gen):
-            loss = F.cross_entropy(model(_augment(xt[idx], gen, strong=False, rotate=rotate)), yt[idx])
+            xb = _augment(xt[idx], gen, strong=False, rotate=rotate)
+            if consistent:
+                loss = _flip_consistent_loss(model, lin, xb, yt[idx], cfg.flip_consistency)
+            else:
+                loss = F.cross_entropy(model(xb), yt[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -1,19 +1,22 @@
-"""The demo DenseNet alone: training recipe -> validation AUCs and CAM localisation per task.
+"""One demo CNN alone (ResNet or DenseNet): training recipe -> validation AUCs and CAM localisation per task.
 
-    python benchmarks/densenet_cam.py                                        # demo cohort, seed 0
-    python benchmarks/densenet_cam.py --set "densenet_blocks=(6,)" --set "rot90_finetune_archs=('cnn',)"
-    python benchmarks/densenet_cam.py --target features.denseblock1 --png overlays.png
+    python benchmarks/cnn_cam.py --arch densenet                              # demo cohort, seed 0
+    python benchmarks/cnn_cam.py --arch cnn --seed 2 --png overlays.png --maps maps.npz
+    python benchmarks/cnn_cam.py --arch densenet --set "densenet_blocks=(3,)" --set "flip_consistent_archs=()"
+    python benchmarks/cnn_cam.py --arch densenet --target features.denseblock1
 
-Draws the demo's cohort (``radlens.demo`` ranges, placement and lesion-free share; ``--quick``: the
-quick demo's 160 images and 12 fine-tuning epochs) once into ``--work``, trains the DenseNet exactly as
-``radlens demo`` does (``_train_arch`` with the DenseNet's architecture index, so the same seeds; same
-``TrainConfig`` apart from ``--set``), then for each task explains the positive class on the lesion
-cases of that class that both checkpoints (tl and ft) call positive, as ``radlens cam-drift
---samples tp`` does, at the classifier spec's target layer or ``--target``, and prints per task and
-checkpoint the mean pointing game and pixel AUC (``radlens.localization.scores.score_map``) of
-Grad-CAM, LayerCAM and Grad-CAM++, and the model-randomisation check's median Spearman (first 16
-kept cases; passes below 0.5). ``--png`` renders fine-tuned Grad-CAM overlays (ROI outline, map
-maximum). ``--out`` appends one JSON line.
+Draws the demo's cohort (``radlens.demo.draw_cohort``, seed 0; ``--quick``: the quick demo's 160
+images) once into ``--work``, trains ``--arch`` exactly as ``radlens demo`` does (``_train_arch`` with
+the architecture's index in the demo, so the same seeds; ``radlens.demo.train_config(size, --seed)``
+apart from ``--set``), then for each task explains the positive class on the lesion cases of that
+class that both checkpoints (tl and ft) call positive, as ``radlens cam-drift --samples tp`` does, at
+the demo's CAM target layer (``radlens.demo.CAM_TARGET_LAYERS``, else the classifier spec's) or
+``--target``, and prints per task and checkpoint the mean pointing game and pixel AUC
+(``radlens.localization.scores.score_map``) of Grad-CAM, LayerCAM and Grad-CAM++, and the
+model-randomisation check's median Spearman (``radlens.cam.drift.drift_metrics``; the first
+``sanity_cases`` kept cases, 16 in the default demo; passes below 0.5). ``--png`` renders fine-tuned
+Grad-CAM overlays (ROI outline, map maximum); ``--maps`` saves the fine-tuned Grad-CAM maps, images and
+masks of every task (npz) for offline inspection. ``--out`` appends one JSON line.
 
 A recipe experiment harness, not a speed benchmark: see docs/cam.md ("Which CNN layer") for what it
 measured.
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -30,7 +35,7 @@ from _demo_cohort import cohort  # noqa: E402  (benchmarks/ is on sys.path when 
 
 import numpy as np
 
-DENSENET_INDEX = 1  # the demo's index of the DenseNet among its architectures (seeds: seed + 1000 * index)
+ARCH_INDEX = {"cnn": 0, "densenet": 1}  # the demo's index of each CNN among its architectures (seeds: seed + 1000 * index)
 METHODS = ("gradcam", "layercam", "gradcam++")
 
 
@@ -53,6 +58,8 @@ def _cases(manifest: Path, task: str, clf):
 
 
 def cam_scores(manifest: Path, specs: dict, task: str, target: str | None, sanity_cases: int = 16):
+    """Per checkpoint (tl, ft) and method: mean pointing game, pixel AUC, mass inside and the
+    randomisation check's median Spearman, plus the fine-tuned Grad-CAM maps and per-case scores."""
     import torch
 
     from radlens.cam.drift import drift_metrics
@@ -84,12 +91,15 @@ def cam_scores(manifest: Path, specs: dict, task: str, target: str | None, sanit
                                "mass": float(np.nanmean([v["mass_inside"] for v in s])),
                                "sanity_rho": float(np.nanmedian(d["spearman"].to_numpy(float)))}
         if k == "ft":
+            s = [score_map(r["gradcam"].upsampled[j], gts[i], binarize=("topk",)) for j, i in enumerate(keep)]
             maps = {"x": x[keep].numpy()[:, 0], "gt": [gts[i] for i in keep], "ids": ids[keep],
-                    "gradcam": r["gradcam"].upsampled}
+                    "gradcam": np.asarray(r["gradcam"].upsampled), "pg": np.array([v["pointing_game"] for v in s]),
+                    "auc": np.array([v["auc"] for v in s])}
     return res, maps
 
 
-def overlays(maps_by_task: dict, path: str, n: int = 6) -> None:
+def overlays(maps_by_task: dict, path: str, title: str, n: int = 6, misses: bool = False) -> None:
+    """Fine-tuned Grad-CAM overlays, ``n`` cases per task (``misses``: the pointing-game misses first)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,21 +111,23 @@ def overlays(maps_by_task: dict, path: str, n: int = 6) -> None:
     fig, ax = plt.subplots(len(tasks), n, figsize=(1.9 * n, 2.1 * len(tasks)), squeeze=False)
     for r, t in enumerate(tasks):
         mp = maps_by_task[t]
+        order = np.argsort(mp["pg"], kind="stable") if misses else np.arange(len(mp["ids"]))
         for c in range(n):
             a = ax[r, c]
             a.set_xticks([]), a.set_yticks([])
             if c >= len(mp["ids"]):
                 continue
-            m, gt = mp["gradcam"][c], mp["gt"][c]
-            a.imshow(mp["x"][c], cmap="gray")
+            i = order[c]
+            m, gt = mp["gradcam"][i], mp["gt"][i]
+            a.imshow(mp["x"][i], cmap="gray")
             a.imshow(m / max(m.max(), 1e-9), cmap="jet", alpha=0.45, vmin=0, vmax=1)
             a.contour(gt, [0.5], colors="white", linewidths=0.8)
             yy, xx = np.unravel_index(np.argmax(m), m.shape)
             a.plot(xx, yy, "w+", ms=9, mew=1.8)
             s = score_map(m, gt, binarize=("topk",))
-            a.set_title(f"{t.replace('task_', '')} {mp['ids'][c]}\npg {s['pointing_game']:.0f} AUC {s['auc']:.2f}",
+            a.set_title(f"{t.replace('task_', '')} {mp['ids'][i]}\npg {s['pointing_game']:.0f} AUC {s['auc']:.2f}",
                         fontsize=7)
-    fig.suptitle("DenseNet fine-tuned Grad-CAM (jet, max-normalised), ROI outline (white), map maximum (+)",
+    fig.suptitle(f"{title}: fine-tuned Grad-CAM (jet, max-normalised), ROI outline (white), map maximum (+)",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -123,50 +135,61 @@ def overlays(maps_by_task: dict, path: str, n: int = 6) -> None:
 
 
 def main(argv=None) -> None:
-    from radlens.demo import FULL, QUICK
+    from radlens.demo import CAM_TARGET_LAYERS, FULL, QUICK, _code_hash, train_config
     from radlens.synth import train as T
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--work", default="densenet-cam-work", help="cohort and checkpoint folder")
-    p.add_argument("--quick", action="store_true", help="the quick demo's cohort and epochs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", choices=sorted(ARCH_INDEX), default="densenet")
+    p.add_argument("--work", default="cnn-cam-work", help="cohort and checkpoint folder")
+    p.add_argument("--quick", action="store_true", help="the quick demo's cohort and recipe")
+    p.add_argument("--seed", type=int, default=0, help="training seed (the cohort is always seed 0's)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="TrainConfig field (Python literal), e.g. \"densenet_blocks=(6,)\"; repeatable")
-    p.add_argument("--target", default=None, help="CAM target layer (default: the classifier spec's)")
+    p.add_argument("--tag", default="", help="checkpoint folder suffix (a code change that --set cannot name)")
+    p.add_argument("--target", default=None, help="CAM target layer (default: the demo's for --arch)")
     p.add_argument("--png", default=None, help="render fine-tuned Grad-CAM overlays to this PNG")
+    p.add_argument("--misses", action="store_true", help="--png shows each task's pointing-game misses first")
+    p.add_argument("--maps", default=None, help="save fine-tuned Grad-CAM maps, images, masks, scores (npz)")
     p.add_argument("--out", default=None, help="append the results as one JSON line to this file")
     a = p.parse_args(argv)
     size = QUICK if a.quick else FULL
     over = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in a.set)}
+    target = a.target or CAM_TARGET_LAYERS.get(a.arch)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     manifest = cohort(work, a.quick)
-    cfg = T.TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs, seed=a.seed,
-                        **over)
+    cfg = dataclasses.replace(train_config(size, a.seed), archs=(a.arch,), **over)
     data = T.load_cohort_arrays(manifest, cfg.val_fraction, cfg.seed)
     tag = "_".join(f"{k}-{v}" for k, v in sorted(over.items())).replace(" ", "").replace("'", "") or "default"
     t0 = time.perf_counter()
-    mdir = work / f"models_{tag}_s{a.seed}"
+    # the folder names the settings and a hash of the full config and the training code, so a changed
+    # default or recipe never reuses stale checkpoints
+    key = hashlib.sha256((json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str) + _code_hash(
+        "radlens.synth.train", "radlens.synth.models", "radlens.synth.steps")).encode()).hexdigest()[:8]
+    mdir = work / f"{a.arch}_{'quick_' if a.quick else ''}{tag}{a.tag}_s{a.seed}_{key}"
     if (mdir / "trained.json").exists():  # same settings trained before: explain those checkpoints again
         am, specs, train_s = json.loads((mdir / "trained.json").read_text())
     else:
-        _, am, specs, _ = T._train_arch(DENSENET_INDEX, "densenet", data, mdir, cfg)
+        _, am, specs, _ = T._train_arch(ARCH_INDEX[a.arch], a.arch, data, mdir, cfg)
         train_s = time.perf_counter() - t0
         (mdir / "trained.json").write_text(json.dumps([am, specs, train_s]))
-    result = {"set": over, "seed": a.seed, "quick": a.quick, "target": a.target, "train_seconds": round(train_s, 1),
-              "tasks": {}}
-    print(f"{tag} seed {a.seed}: DenseNet trained in {train_s:.0f} s; target {a.target or 'spec default'}", flush=True)
+    result = {"arch": a.arch, "set": over, "seed": a.seed, "quick": a.quick, "target": target,
+              "train_seconds": round(train_s, 1), "tasks": {}}
+    print(f"{a.arch} {tag} seed {a.seed}: trained in {train_s:.0f} s; target {target or 'spec default'}", flush=True)
     maps_by_task = {}
     for task in cfg.tasks:
         auc = am["tasks"][task]["val_auc"]
-        res, maps_by_task[task] = cam_scores(manifest, specs, task, a.target)
+        res, maps_by_task[task] = cam_scores(manifest, specs, task, target, size.sanity_cases)
         result["tasks"][task] = {"val_auc": auc, **res}
         cells = "  ".join(f"{k}: {v['pg']:.2f}/{v['auc']:.2f} rho {v['sanity_rho']:+.2f}"
                           for k, v in res.items() if isinstance(v, dict))
         print(f"  {task:15s} val AUC tl {auc['tl']:.3f} ft {auc['ft']:.3f}; grid {res['grid']}, n {res['n']}; "
               f"pointing/pixel AUC  {cells}", flush=True)
     if a.png:
-        overlays(maps_by_task, a.png)
+        overlays(maps_by_task, a.png, f"{a.arch} seed {a.seed} {tag}", misses=a.misses)
+    if a.maps:
+        np.savez_compressed(a.maps, **{f"{t}/{k}": np.asarray(v) for t, mp in maps_by_task.items()
+                                       for k, v in mp.items()})
     if a.out:
         with open(a.out, "a", encoding="utf-8") as f:
             f.write(json.dumps(result) + "\n")
