@@ -52,6 +52,9 @@ class EmbedConfig:
     scheduler: str | None = _opt(None, help="Dask scheduler address, e.g. tcp://host:8786 (null: a local "
                                             "cluster of `jobs` workers)")
     jobs: int = _opt(2, minimum=1, help="workers of the local Dask cluster when no scheduler is given")
+    workers: int | None = _opt(None, minimum=0, help="processes loading cases ahead of the model in a local run "
+                               "(0: in the embedding process; null: radlens.encoders.embed's default). Same files "
+                               "either way; not part of the stage hashes")
 
 
 @dataclass
@@ -163,6 +166,8 @@ class StudyConfig:
     out: str = _opt("run", help="run folder (relative to this YAML); `radlens run --out` overrides")
     seed: int = _opt(0, minimum=0)
     threads: int | None = _opt(None, minimum=1, help="torch intra-op threads during the run (null: torch default)")
+    stage_jobs: int = _opt(1, minimum=1, help="stages run at once in forked processes (independent ones; "
+                           "1: one after another in this process). Not part of the stage hashes")
     radiomics: RadiomicsConfig = _opt(None)
     embed: EmbedConfig = _opt(None)
     lens: LensConfig = _opt(None)

@@ -57,11 +57,11 @@ def _localization(out: Path) -> list[dict[str, Any]]:
     from radlens.io.artifacts import read_npz
     from radlens.io.images import load_case
     from radlens.io.manifest import read_manifest
-    from radlens.localization.scores import score_map
+    from radlens.localization.scores import ground_truth, score_map
 
-    man = read_manifest(out / "cohort" / "manifest.csv")
+    man = read_manifest(out / "cohort" / "manifest.csv", check_images=False)   # the study checked them
     rows = man.df.set_index("case_id", drop=False)
-    masks: dict[str, np.ndarray] = {}
+    masks: dict[str, Any] = {}   # case -> GroundTruth: its components and boxes found once, not per map
     res = []
     for f in sorted((out / "cam").glob("maps*.npz")):
         arrays, meta = read_npz(f)
@@ -74,21 +74,22 @@ def _localization(out: Path) -> list[dict[str, Any]]:
                 case = load_case(rows.loc[c].to_dict())
                 from radlens.io.images import _sitk
 
-                masks[c] = _sitk().GetArrayFromImage(case.mask) > 0
+                mask = _sitk().GetArrayFromImage(case.mask) > 0
+                masks[c] = ground_truth(mask.shape, masks=[mask])
         for key in [k for k in arrays if k.endswith(("__a", "__b"))]:
             method, which = key.rsplit("__", 1)
             maps = arrays[key]
             scores = []
             for i in keep:
                 gt = masks[ids[i]]
-                if gt.shape != maps[i].shape:  # resized geometry: scores need the mask on the map grid
+                if gt.shape != tuple(maps[i].shape):  # resized geometry: scores need the mask on the map grid
                     continue
                 scores.append(score_map(maps[i], gt, binarize=("topk",)))
             if not scores:
                 continue
             pg = float(np.nanmean([s["pointing_game"] for s in scores]))
             auc = float(np.nanmean([s["auc"] for s in scores]))
-            chance = float(np.mean([masks[ids[i]].mean() for i in keep]))
+            chance = float(np.mean([masks[ids[i]].mask.mean() for i in keep]))
             res.append({"architecture": meta.get("architecture"), "task": meta.get("task"), "method": method,
                         "checkpoint": {"a": "tl", "b": "ft"}[which], "n": len(scores),
                         "pointing_game": round(pg, 4), "pixel_auc": round(auc, 4),

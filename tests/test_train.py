@@ -309,6 +309,21 @@ def test_augment_without_rotation_keeps_orientation():
     assert 0 < sum(horizontal) < len(rot)
 
 
+def test_training_cost_puts_the_longest_architecture_first():
+    """The pool gets the longest job first (quick demo: the ViT's 32 pretext epochs; default: the ResNet)."""
+    from radlens.synth.train import training_cost
+
+    cfg = TrainConfig(pretext_epochs=2, finetune_epochs=12, task_epochs={"task_shape": 24}, vit_epoch_factor=1.0,
+                      vit_pretext_epochs=32)
+    # pretext epochs x 160 images x ms + fine-tuning epochs (all tasks) x 112 images x ms
+    assert training_cost("vit", cfg, 160, 112) == pytest.approx(32 * 160 * 3.0 + 36 * 112 * 1.5)
+    assert training_cost("cnn", cfg, 160, 112) == pytest.approx(2 * 160 * 4.0 + 48 * 112 * 3.0)
+    assert training_cost("densenet", cfg, 160, 112) == pytest.approx(2 * 160 * 1.7 + 48 * 112 * 0.6)
+    default = TrainConfig(pretext_epochs=4, finetune_epochs=20)
+    order = sorted(default.archs, key=lambda a: -training_cost(a, default, 400, 280))
+    assert order == ["cnn", "vit", "densenet"]
+
+
 def test_flip_consistent_loss_penalises_maps_that_do_not_mirror():
     """_flip_consistent_loss = CE(image) and CE(mirror) averaged + weight * mean (map - mirrored map of the
     mirror)^2. A grid that is the image itself mirrors exactly (penalty 0); a grid that is the image

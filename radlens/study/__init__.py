@@ -24,6 +24,7 @@ runs; dependants are marked ``skipped``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -42,7 +43,11 @@ STATUSES = ("ok", "cached", "failed", "skipped")
 
 @dataclass
 class Stage:
-    """One unit of work: ``fn()`` writes ``outputs``; ``inputs`` (paths) and ``config`` form its key."""
+    """One unit of work: ``fn()`` writes ``outputs``; ``inputs`` (paths) and ``config`` form its key.
+
+    ``needs``: stages that must have finished ok (or cached), else this one is skipped; ``after``:
+    stages that must have finished, whatever their outcome, before this one starts (``stage_jobs > 1``;
+    in list order they come first anyway)."""
 
     name: str
     kind: str
@@ -51,6 +56,7 @@ class Stage:
     inputs: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     needs: list[str] = field(default_factory=list)
+    after: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -227,58 +233,120 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".strip()
 
 
-def execute(stages: list[Stage], run_dir: Path, *, force: bool = False) -> list[StageResult]:
-    """Run (or skip) every stage in order; record each outcome under ``run_dir/stages``."""
-    from radlens.errors import NothingToDo
-    from radlens.io.artifacts import atomic_write_text, read_json, write_json
-    from radlens.progress import progress
+def execute(stages: list[Stage], run_dir: Path, *, force: bool = False, jobs: int = 1,
+            lane_init: Callable[[], None] | None = None,
+            before_fork: Callable[[list[Stage]], None] | None = None) -> list[StageResult]:
+    """Run (or skip) every stage; record each outcome under ``run_dir/stages``.
+
+    ``jobs`` 1: in list order, in this process. ``jobs > 1``: independent stages at once in ``jobs``
+    forked lane processes (:mod:`radlens.study.lanes`; ``before_fork(stages still to run)`` runs here
+    once before they fork, ``lane_init`` first in each lane), a stage
+    starting when its ``needs`` and ``after`` have finished; every stage computes, writes and records
+    what it would in list order. Results are returned in list order either way.
+    """
+    from radlens.io.artifacts import read_json, write_json
 
     hashes = HashCache(run_dir / ".cache" / "hashes.json")
     results: dict[str, StageResult] = {}
-    bar = progress(stages, total=len(stages), desc="stages", unit="stage")
-    for stage in bar:
-        bar.set_postfix_str(stage.name, refresh=True)
-        rec_path = run_dir / "stages" / f"{stage.name.replace('/', '__')}.json"
+
+    def rec_path(stage):
+        return run_dir / "stages" / f"{stage.name.replace('/', '__')}.json"
+
+    def prepare(stage):
+        """``(final record, None)`` (skipped upstream / cached) or ``(None, key)`` to run the stage."""
         bad = [n for n in stage.needs if results.get(n) is None or results[n].status not in ("ok", "cached")]
         if bad:
             why = "; ".join(f"{n} {results[n].status if n in results else 'missing'}" for n in bad)
-            results[stage.name] = r = StageResult(stage.name, stage.kind, "skipped", error=f"not run: upstream {why}")
-            write_json(rec_path, vars(r))
             log.warning("stage %s skipped: upstream %s", stage.name, why)
-            continue
+            return StageResult(stage.name, stage.kind, "skipped", error=f"not run: upstream {why}"), None
         key = _stage_key(stage, hashes)
-        prev = read_json(rec_path) if rec_path.exists() else None
-        outs = [str(p) for p in stage.outputs]
+        prev = read_json(rec_path(stage)) if rec_path(stage).exists() else None
         if (not force and prev and prev.get("key") == key and prev.get("status") in ("ok", "cached")
                 and _outputs_exist(stage.outputs)):
-            results[stage.name] = r = StageResult(stage.name, stage.kind, "cached", prev.get("seconds", 0.0), key, outs)
             log.info("stage %s: inputs unchanged, skipped (cached)", stage.name)
-            write_json(rec_path, vars(r))
-            continue
-        t0 = time.perf_counter()
-        c0 = time.process_time()
-        log.info("stage %s: running", stage.name)
-        try:
-            stage.fn()
-            missing = [o for o in outs if not Path(o).exists()]
-            if missing:
-                raise RuntimeError(f"stage finished but did not write {missing}")
-            r = StageResult(stage.name, stage.kind, "ok", round(time.perf_counter() - t0, 2), key, outs,
-                            cpu_seconds=round(time.process_time() - c0, 2))
-        except NothingToDo as exc:  # a stated, data-driven reason: nothing to compute, not an error
-            r = StageResult(stage.name, stage.kind, "skipped", round(time.perf_counter() - t0, 2), "", outs,
-                            f"nothing to do: {exc}")
-            log.warning("stage %s skipped: %s", stage.name, exc)
-        except Exception as exc:  # one stage's failure must not stop the others
-            r = StageResult(stage.name, stage.kind, "failed", round(time.perf_counter() - t0, 2), "", outs,
-                            _error_text(exc))
-            atomic_write_text(run_dir / "logs" / f"{stage.name.replace('/', '__')}.log", traceback.format_exc())
-            log.error("stage %s failed: %s (traceback in logs/)", stage.name, r.error)
+            return StageResult(stage.name, stage.kind, "cached", prev.get("seconds", 0.0), key,
+                               [str(p) for p in stage.outputs]), None
+        return None, key
+
+    def finish(stage, r):
+        if not isinstance(r, StageResult):   # a lane died while running the stage
+            r = StageResult(stage.name, stage.kind, "failed", 0.0, "", [str(p) for p in stage.outputs],
+                            f"the stage's worker process ended without a result (exit code {r}; killed, out "
+                            "of memory or a crash in native code); run it alone with `radlens run STUDY.yaml "
+                            f"--only {stage.name}`")
+            log.error("stage %s failed: %s", stage.name, r.error)
         results[stage.name] = r
-        write_json(rec_path, vars(r))
+        write_json(rec_path(stage), vars(r))
         hashes.save()
+
+    from radlens.study.lanes import fork_available, lane_count, run_parallel
+
+    jobs = lane_count(jobs, stages)
+    if jobs > 1 and not fork_available():
+        log.info("stage_jobs=%d: processes are not forked here (RADLENS_MP_START / platform); stages run one "
+                 "after another", jobs)
+        jobs = 1
+    if jobs > 1:
+        log.info("running %d stages in %d lane processes", len(stages), jobs)
+        run_parallel(stages, jobs, prepare, lambda st, key: _run_stage(st, key, run_dir), finish, lane_init,
+                     before_fork)
+        hashes.save()
+        return [results[s.name] for s in stages]
+
+    from radlens.progress import progress
+
+    bar = progress(stages, total=len(stages), desc="stages", unit="stage")
+    for stage in bar:
+        bar.set_postfix_str(stage.name, refresh=True)
+        r, key = prepare(stage)
+        if r is not None:
+            results[stage.name] = r
+            write_json(rec_path(stage), vars(r))
+            continue
+        finish(stage, _run_stage(stage, key, run_dir))
     hashes.save()
     return list(results.values())
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process plus those of its ended (waited-for) child processes: a stage's
+    ``cpu_seconds`` counts the worker processes it ran (lens layers, case loaders) too."""
+    try:
+        import resource
+
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    except ImportError:  # not on POSIX
+        return time.process_time()
+
+
+def _run_stage(stage: Stage, key: str, run_dir: Path) -> StageResult:
+    """Run one stage's function; its record (ok, skipped for a stated reason, or failed with the
+    traceback in ``logs/<name>.log``)."""
+    from radlens.errors import NothingToDo
+    from radlens.io.artifacts import atomic_write_text
+
+    outs = [str(p) for p in stage.outputs]
+    t0 = time.perf_counter()
+    c0 = _cpu_seconds()
+    log.info("stage %s: running", stage.name)
+    try:
+        stage.fn()
+        missing = [o for o in outs if not Path(o).exists()]
+        if missing:
+            raise RuntimeError(f"stage finished but did not write {missing}")
+        r = StageResult(stage.name, stage.kind, "ok", round(time.perf_counter() - t0, 2), key, outs,
+                        cpu_seconds=round(_cpu_seconds() - c0, 2))
+    except NothingToDo as exc:  # a stated, data-driven reason: nothing to compute, not an error
+        r = StageResult(stage.name, stage.kind, "skipped", round(time.perf_counter() - t0, 2), "", outs,
+                        f"nothing to do: {exc}")
+        log.warning("stage %s skipped: %s", stage.name, exc)
+    except Exception as exc:  # one stage's failure must not stop the others
+        r = StageResult(stage.name, stage.kind, "failed", round(time.perf_counter() - t0, 2), "", outs,
+                        _error_text(exc))
+        atomic_write_text(run_dir / "logs" / f"{stage.name.replace('/', '__')}.log", traceback.format_exc())
+        log.error("stage %s failed: %s (traceback in logs/)", stage.name, r.error)
+    return r
 
 
 # --------------------------------------------------------------------------- entry point
@@ -323,7 +391,9 @@ def run(study: str | os.PathLike | StudyConfig, out: str | os.PathLike | None = 
     from radlens.viz.style import figure_formats
 
     with _torch_threads(cfg.threads), figure_formats(cfg.figure_formats):
-        results = execute(stages, run_dir, force=force)
+        results = execute(stages, run_dir, force=force, jobs=cfg.stage_jobs,
+                          lane_init=functools.partial(_lane_threads, cfg.threads),
+                          before_fork=functools.partial(_preimport, cfg))
     hashes = HashCache(run_dir / ".cache" / "hashes.json")
     inputs = {"manifest": {"path": str(manifest.path), "sha256": hashes(manifest.path)}}
     for arch, enc in cfg.encoders.items():
@@ -339,20 +409,54 @@ def run(study: str | os.PathLike | StudyConfig, out: str | os.PathLike | None = 
     write_json(run_dir / "run.json", summary)
     res = RunResult(run_dir, results)
     if want_report:
-        from radlens.report import report as make_report
-
-        try:
-            with figure_formats(cfg.figure_formats):
-                res.report = make_report(run_dir)
-        except Exception as exc:  # the run's artefacts stay valid without a report
-            log.error("report failed: %s", _error_text(exc))
-            from radlens.io.artifacts import atomic_write_text
-
-            atomic_write_text(run_dir / "logs" / "report.log", traceback.format_exc())
+        res.report = write_report(run_dir, cfg.figure_formats)
     n_fail = len(res.failed)
     log.info("run %s: %d stages (%d failed) in %.1f s -> %s", cfg.name, len(results), n_fail,
              summary["seconds"], run_dir)
     return res
+
+
+def _preimport(cfg: StudyConfig, stages: list[Stage]) -> None:
+    """Before the stage lanes fork: import what the stages still to run and the study's encoders
+    need, once (not when every stage is cached: no lane starts then)."""
+    from radlens.study.lanes import fork_available, preimport
+
+    if not fork_available():
+        return
+    kinds = set()
+    model_stages = any(s.kind in ("embed", "predictions", "cam-drift", "pooling-probe") for s in stages)
+    for enc in cfg.encoders.values() if model_stages else ():
+        try:
+            spec = encoder_spec_of(cfg.resolve(enc.pre), "probe")
+            kinds.add(spec.get("kind") if isinstance(spec, dict) else None)
+        except Exception:  # noqa: BLE001 - a bad spec is reported by the stages that read it
+            continue
+    log.debug("lanes: imported %s before the fork", preimport(stages, sorted(k for k in kinds if k)))
+
+
+def _lane_threads(n: int | None) -> None:
+    """Start of a stage lane (forked): the run's torch thread count, set again in the new process."""
+    import sys
+
+    if n is not None and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def write_report(run_dir: str | os.PathLike, formats=("png", "svg")) -> Path | None:
+    """``report.html`` of a run folder (its figures in ``formats``); None when it fails (logged, the
+    traceback in ``logs/report.log``: the run's artefacts stay valid without a report)."""
+    from radlens.report import report as make_report
+    from radlens.viz.style import figure_formats
+
+    try:
+        with figure_formats(formats):
+            return make_report(Path(run_dir))
+    except Exception as exc:  # noqa: BLE001
+        log.error("report failed: %s", _error_text(exc))
+        from radlens.io.artifacts import atomic_write_text
+
+        atomic_write_text(Path(run_dir) / "logs" / "report.log", traceback.format_exc())
+        return None
 
 
 @contextlib.contextmanager

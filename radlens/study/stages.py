@@ -64,6 +64,8 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
                     kw = {}
                     if cfg.embed.executor == "dask":  # the same file as a local run: not part of the stage hash
                         kw = {"executor": "dask", "scheduler": cfg.embed.scheduler, "jobs": cfg.embed.jobs}
+                    elif cfg.embed.workers is not None:   # likewise
+                        kw = {"workers": cfg.embed.workers}
                     embed(manifest, encoder_spec_of(spec_path, layer), out, pooling=("cls", "mean", "roi"),
                           batch_size=cfg.embed.batch_size, device=cfg.embed.device, layers=layers, **kw)
 
@@ -254,7 +256,8 @@ def build(cfg: StudyConfig, run_dir: Path, manifest) -> list:
             stages.append(Stage("tradeoff", "tradeoff", do_trade, [trade_out],
                                 {"localization": list(loc_tables.values()), "predictions": pred_out},
                                 {"score": cfg.localization.score, "n_boot": cfg.localization.n_boot, "seed": seed},
-                                ["cam-drift", "predictions"]))  # pairs whose localize failed are left out
+                                ["cam-drift", "predictions"],  # pairs whose localize failed are left out
+                                after=[f"localize/{k}" for k in loc_tables]))
 
     # ---------------------------------------------------------------- pooling probe
     if cfg.pooling_probe.enabled:
