@@ -2,7 +2,8 @@
 
 Schema (``schema: 1``; described for readers in ``docs/synth.md``)::
 
-    quick, seed, seconds{cohort, training, study, total}, cpu_seconds_main_process, cpus, peak_rss_mb
+    quick, seed, seconds{cohort, training, study, total}, cpu_seconds_main_process, cpu_seconds_all_processes,
+    cpus, peak_rss_mb (largest single process), peak_memory_mb (summed PSS of all the demo's processes, sampled)
     thresholds{ft_auc, tl_gap, pointing_game, pixel_auc, sanity_max_spearman}
     cohort{n_cases, n_lesion, image_size, ranges, lesion_free_fraction}
     training{n_cases, n_train, n_val, image_shape, archs}   (what scripts/readme.py reads)
@@ -110,7 +111,8 @@ def _table(path: Path, cols: list[str]) -> list[dict[str, Any]]:
 
 
 def demo_summary(out, *, quick: bool, seed: int, seconds: dict, cpu_seconds: float,
-                 cohort: dict | None = None) -> dict[str, Any]:
+                 cohort: dict | None = None, cpu_seconds_all: float | None = None,
+                 peak_tree_mb: float | None = None) -> dict[str, Any]:
     """The ``demo.json`` dictionary of a demo folder (see the module docstring for the schema)."""
     out = Path(out)
     info, training = _training(out)
@@ -154,7 +156,9 @@ def demo_summary(out, *, quick: bool, seed: int, seconds: dict, cpu_seconds: flo
         cpus = os.cpu_count()
     rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return {"schema": SCHEMA, "quick": bool(quick), "seed": int(seed), "seconds": seconds,
-            "cpu_seconds_main_process": cpu_seconds, "cpus": cpus, "peak_rss_mb": round(rss / 1024.0, 1),
+            "cpu_seconds_main_process": cpu_seconds, "cpu_seconds_all_processes": cpu_seconds_all,
+            "cpus": cpus, "peak_rss_mb": round(rss / 1024.0, 1),
+            "peak_memory_mb": None if peak_tree_mb is None else round(float(peak_tree_mb), 1),
             "thresholds": THRESHOLDS, "cohort": cohort or {},
             "training": info, "auc": training, "localization": loc, "sanity": sanity, "ranking_exclusions": excl,
             "planted_truth": planted, "checks": checks, "warnings": warnings}

@@ -14,6 +14,7 @@ comments ``<!-- BEGIN GENERATED: demo -->`` / ``<!-- END GENERATED: demo -->`` a
 
 Keys read from ``figures/demo.json`` (everything else is ignored):
 ``quick``, ``seed``, ``seconds.{total,cohort,training,study}``, optional ``cpu_seconds_main_process``,
+``cpu_seconds_all_processes``, ``peak_memory_mb``,
 ``cpus``, ``peak_rss_mb``;
 ``findings.verdicts[].{analysis,status,text}``, ``findings.warnings[].{analysis,severity,message}``;
 ``training.{n_cases,n_train,n_val,image_shape}`` and ``training.archs`` (names only);
@@ -166,8 +167,15 @@ def demo_section(d: dict) -> str:
                  "`python scripts/readme.py DEMO_DIR`.")
     if sec:
         hw = f" on {d['cpus']} CPU cores" if d.get("cpus") else ""
-        mem = f"; peak memory {d['peak_rss_mb'] / 1024:.1f} GB" if d.get("peak_rss_mb") else ""
-        if d.get("cpu_seconds_main_process"):
+        if d.get("peak_memory_mb"):
+            mem = (f"; peak memory {d['peak_memory_mb'] / 1024:.1f} GB (summed over the demo's processes, "
+                   "proportional set size)")
+        else:
+            mem = f"; peak memory {d['peak_rss_mb'] / 1024:.1f} GB" if d.get("peak_rss_mb") else ""
+        if d.get("cpu_seconds_all_processes"):
+            mem += (f"; CPU time of all its processes {_dur(d['cpu_seconds_all_processes'])} (wall time grows "
+                    "when other jobs share the cores)")
+        elif d.get("cpu_seconds_main_process"):
             mem += (f"; CPU time of the main process {_dur(d['cpu_seconds_main_process'])} (wall time grows when "
                     "other jobs share the cores)")
         lines.append("")
