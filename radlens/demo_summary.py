@@ -138,6 +138,19 @@ def demo_summary(out, *, quick: bool, seed: int, seconds: dict, cpu_seconds: flo
         for task, t in tasks.items():
             if not t["learned"]:
                 warnings.append(f"{arch}/{task}: fine-tuned validation AUC {t['ft']:.3f} < {THRESHOLDS['ft_auc']}")
+    for arch, tasks in training.items():
+        if tasks and not any(t["tl_lower"] for t in tasks.values()):
+            warnings.append(f"{arch}: the transfer checkpoint is not measurably lower than the fine-tuned one on any "
+                            f"task (gap < {THRESHOLDS['tl_gap']}): fine-tuning had little to change")
+    for r in loc:
+        if r["checkpoint"] == "ft" and r["method"] == "gradcam" and not r["passed"]:
+            warnings.append(f"{r['architecture']}/{r['task']}: the fine-tuned Grad-CAM does not meet the localisation "
+                            f"targets: pointing game {r['pointing_game']:.2f} (target >= {THRESHOLDS['pointing_game']}), "
+                            f"pixel AUC {r['pixel_auc']:.2f} (target >= {THRESHOLDS['pixel_auc']}), n = {r['n']}")
+    for r in (planted.get("recovery_by_task") or []) if isinstance(planted, dict) else []:
+        if not r.get("recovered"):
+            warnings.append(f"{r['architecture']}/{r['task']}: planted radiomic signature not recovered at any layer "
+                            f"(best alignment {r.get('alignment', float('nan')):.2f}, p = {r.get('alignment_p', float('nan'))})")
     for r in excl:
         warnings.append(f"{r['architecture']}/{r['task']} {r['method']}: excluded from the CAM rankings ({r['reason']})")
     ft_loc = [r for r in loc if r["checkpoint"] == "ft" and r["method"] == "gradcam"]

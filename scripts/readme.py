@@ -191,6 +191,21 @@ def demo_section(d: dict) -> str:
     for w in ws:
         sev = "**error** " if w.get("severity") == "error" else ""
         lines.append(f"- {sev}[{w.get('analysis', '')}] {w.get('message', '')}")
+    checks = d.get("checks", {})
+    if checks:
+        names = {"every_ft_learned": "every fine-tuned checkpoint learned its task (validation AUC >= "
+                                     f"{d.get('thresholds', {}).get('ft_auc', '?')})",
+                 "tl_lower_somewhere": "each architecture's transfer checkpoint is lower on at least one task",
+                 "gradcam_ft_localizes": "every fine-tuned Grad-CAM finds the lesion (pointing game >= "
+                                         f"{d.get('thresholds', {}).get('pointing_game', '?')}, pixel AUC >= "
+                                         f"{d.get('thresholds', {}).get('pixel_auc', '?')})",
+                 "ranked_maps_pass_sanity": "every map in a ranking passes the randomisation check"}
+        dw = d.get("warnings", [])
+        lines += ["", "The demo's own checks against its targets (`demo.json` `checks`; its warnings follow):", ""]
+        for k, ok in checks.items():
+            lines.append(f"- {'met' if ok else '**NOT MET**'}: {names.get(k, k)}")
+        for w in dw:
+            lines.append(f"- warning: {w}")
     figs = d.get("figures", [])
     if figs:
         lines += [""]

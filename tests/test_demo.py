@@ -177,6 +177,21 @@ def test_quick_demo_maps_find_the_lesion(demo_dir):
         assert r["pointing_game"] > 5 * r["chance_pointing_game"], r
 
 
+def test_quick_demo_names_every_failed_check_in_its_warnings(demo_dir):
+    """A failed check is never hidden: every fine-tuned Grad-CAM below the localisation targets and every
+    planted signature not recovered gets its own demo.json warning naming the cell."""
+    d = _summary(demo_dir[0])
+    warn = d["warnings"]
+    failed = [r for r in d["localization"] if r["checkpoint"] == "ft" and r["method"] == "gradcam" and not r["passed"]]
+    for r in failed:
+        assert any(w.startswith(f"{r['architecture']}/{r['task']}: the fine-tuned Grad-CAM does not meet") for w in warn)
+    assert d["checks"]["gradcam_ft_localizes"] == (not failed)
+    for r in d["planted_truth"].get("recovery_by_task", []):
+        hit = any(w.startswith(f"{r['architecture']}/{r['task']}: planted radiomic signature not recovered")
+                  for w in warn)
+        assert hit == (not r["recovered"]), r
+
+
 def test_quick_demo_explains_the_resnet_at_layer3(demo_dir):
     """The demo's CAMs use the classifier specs' target layers: the ResNet's is layer3 (16x16), the layer its
     head reads since 2026-11-29 (radlens.synth.models.ARCHS); radlens.demo.CAM_TARGET_LAYERS overrides none."""

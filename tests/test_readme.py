@@ -105,3 +105,17 @@ def test_radiomics_per_cohort_schema(tmp_path):
     assert out.startswith("2d phantoms (200 cases): plain loop / radlens --jobs 1 1.93×, radlens --jobs 1 / "
                           "radlens --jobs 2 0.90×; values equal to 5e-14 relative")
     assert "(2026-11-29, 2 CPUs, medians of 3 repeats)" in out
+
+
+def test_render_lists_the_demos_failed_checks_and_whole_tree_memory(tmp_path):
+    mod = _readme_mod()
+    d = dict(DEMO, checks={"every_ft_learned": True, "gradcam_ft_localizes": False},
+             thresholds={"ft_auc": 0.85, "pointing_game": 0.6, "pixel_auc": 0.75},
+             warnings=["vit/task_shape: the fine-tuned Grad-CAM does not meet the localisation targets"],
+             peak_rss_mb=800.0, peak_memory_mb=1536.0, cpu_seconds_all_processes=250.0)
+    out = mod.render(_template(), d, tmp_path / "no-results")
+    assert "- met: every fine-tuned checkpoint learned its task (validation AUC >= 0.85)" in out
+    assert "- **NOT MET**: every fine-tuned Grad-CAM finds the lesion (pointing game >= 0.6, pixel AUC >= 0.75)" in out
+    assert "- warning: vit/task_shape: the fine-tuned Grad-CAM does not meet" in out
+    assert "peak memory 1.5 GB (summed over the demo's processes" in out  # not the single process's 0.8 GB
+    assert "CPU time of all its processes 4 min 10 s" in out
