@@ -354,3 +354,38 @@ def test_flip_consistent_loss_penalises_maps_that_do_not_mirror():
         net = Net(shift)
         got = _flip_consistent_loss(net, net.head, x, y, weight=0.5).item()
         assert got == pytest.approx(ce + 0.5 * penalty, rel=1e-6), shift
+
+
+def test_flip_consistent_loss_of_a_standardised_head_divides_the_map_by_the_batch_sd():
+    """A standardised head (the ViT's: BatchNorm1d without affine, then the linear layer) reads pooled
+    / batch SD, so its map in logit units is (w1 - w0) / SD . A: the penalty is divided by SD^2 (the
+    SD over the images and their mirrors, biased, + the BatchNorm eps), computed here by hand for two
+    images whose one bright column is 1 and 2 (pooled means 1/6 and 1/3, SD 1/12)."""
+    import torch.nn.functional as F
+
+    from radlens.synth.train import _flip_consistent_loss
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            lin = torch.nn.Linear(1, 2)
+            with torch.no_grad():
+                lin.weight.copy_(torch.tensor([[0.0], [2.0]]))  # w1 - w0 = 2
+                lin.bias.zero_()
+            self.head = torch.nn.Sequential(torch.nn.BatchNorm1d(1, affine=False, track_running_stats=False), lin)
+
+        def grid(self, x):
+            return torch.roll(x, 1, dims=3)  # shifted one column right: does not mirror
+
+    x = torch.zeros(2, 1, 4, 6)
+    x[0, 0, :, 2], x[1, 0, :, 2] = 1.0, 2.0
+    y = torch.tensor([1, 0])
+    sd = (1 / 144 + 1e-5) ** 0.5
+    z = torch.tensor([-1 / 12, 1 / 12]) / sd  # standardised pooled means of the two images (mirrors: the same)
+    logits = torch.stack([torch.zeros(2), 2 * z], dim=1)
+    ce = float(F.cross_entropy(logits, y))
+    # 8 of each image's 24 cells differ by the column's value times 2 / sd: (4 + 16) * 8 / 48 / sd^2
+    penalty = (4 + 16) * 8 / 48 / sd ** 2
+    net = Net()
+    got = _flip_consistent_loss(net, net.head[1], x, y, weight=0.5).item()
+    assert got == pytest.approx(ce + 0.5 * penalty, rel=1e-5)

@@ -58,15 +58,24 @@ def _flip_consistent_loss(model, lin, xb, yb, weight: float):
     The class map is the per-position logit difference ``(w_1 - w_0) . A`` on the head's grid ``A``
     (logit units): the exact Grad-CAM of the positive class up to a constant, as the maps are drawn
     (cell ``j`` at pixel ``s * j + (s - 1) / 2``, so cell ``j`` of the mirror image is drawn where cell
-    ``h - 1 - j`` of the image is).
+    ``h - 1 - j`` of the image is). A standardised head (``standardised_head_archs``: a ``BatchNorm1d``
+    before ``lin``, the ViT's) reads the pooled features divided by their batch SD, so the map's
+    weights are divided by it too (detached), keeping the penalty in logit units -- with the raw weights
+    the ViT's penalty was (SD 0.03-0.07)^2 smaller than meant. ViT: ``model.grid`` is the patch tokens
+    on the patch grid.
     """
     import torch
     import torch.nn.functional as F
 
     b = xb.shape[0]
     g = model.grid(torch.cat([xb, xb.flip(3)]))            # (2B, C, h, w)
-    loss = F.cross_entropy(model.head(g.mean(dim=(2, 3))), torch.cat([yb, yb]))
-    cam = torch.einsum("bchw,c->bhw", g, lin.weight[1] - lin.weight[0])
+    pooled = g.mean(dim=(2, 3))
+    loss = F.cross_entropy(model.head(pooled), torch.cat([yb, yb]))
+    w = lin.weight[1] - lin.weight[0]
+    norm = model.head[0] if isinstance(model.head, torch.nn.Sequential) else None
+    if isinstance(norm, torch.nn.BatchNorm1d):  # a standardised head reads pooled / batch SD: the map too
+        w = w / (pooled.detach().var(0, unbiased=False) + norm.eps).sqrt()
+    cam = torch.einsum("bchw,c->bhw", g, w)
     return loss + weight * (cam[:b] - cam[b:].flip(2)).pow(2).mean()
 
 
