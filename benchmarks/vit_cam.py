@@ -27,51 +27,16 @@ measured.
 """
 from __future__ import annotations
 
-import argparse
-import ast
 import json
 import time
 from pathlib import Path
 
-from _demo_cohort import cohort  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from cnn_cam import cam_scores  # noqa: E402
+from _demo_cohort import recipe_parser, vit_setup  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from cnn_cam import cam_scores, overlays  # noqa: E402
 
 import numpy as np
 
 VIT_INDEX = 2  # the demo's index of the ViT among its architectures (seeds: seed + 1000 * index)
-
-
-def overlays(maps_by_task: dict, path: str, title: str, n: int = 8) -> None:
-    """Fine-tuned Grad-CAM over the first ``n`` kept cases per task: ROI outline, map maximum (+)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from radlens.localization.scores import score_map
-
-    tasks = list(maps_by_task)
-    fig, ax = plt.subplots(len(tasks), n, figsize=(1.9 * n, 2.1 * len(tasks)), squeeze=False)
-    for r, t in enumerate(tasks):
-        mp = maps_by_task[t]
-        for c in range(n):
-            a = ax[r, c]
-            a.set_xticks([]), a.set_yticks([])
-            if c >= len(mp["ids"]):
-                continue
-            m, gt = mp["gradcam"][c], mp["gt"][c]
-            a.imshow(mp["x"][c], cmap="gray")
-            a.imshow(m / max(m.max(), 1e-9), cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            a.contour(gt, [0.5], colors="white", linewidths=0.8)
-            yy, xx = np.unravel_index(np.argmax(m), m.shape)
-            a.plot(xx, yy, "w+", ms=9, mew=1.8)
-            s = score_map(m, gt, binarize=("topk",))
-            a.set_title(f"{t.replace('task_', '')} {mp['ids'][c]}\npg {s['pointing_game']:.0f} AUC {s['auc']:.2f}",
-                        fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def peak_places(maps: dict, near_px: float = 4.0) -> dict:
@@ -126,38 +91,17 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
                      and all(v[f"{k}/gradcam"]["sanity_rho"] < 0.5 for v in t.values() for k in ("tl", "ft")))
     if png:
         overlays(maps_by_task, png.replace(".png", f"_s{seed}.png"),
-                 f"ViT ({tag}) fine-tuned Grad-CAM (jet, max-normalised), ROI outline (white), map maximum (+)")
+                 f"ViT ({tag})", n=8)
     return res
 
 
-def _literal(v: str):
-    """A ``--set`` value: a Python literal, else the bare string (``vit_intensity=window``)."""
-    try:
-        return ast.literal_eval(v)
-    except (ValueError, SyntaxError):
-        return v
-
-
 def main(argv=None) -> None:
-    from radlens.demo import FULL, QUICK
-
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--work", default="vit-cam-work", help="cohort and checkpoint folder")
-    p.add_argument("--quick", action="store_true", help="the quick demo's cohort and epochs")
-    p.add_argument("--seeds", default="0")
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="TrainConfig field (Python literal, else a string), e.g. vit_patch=4; repeatable")
+    p = recipe_parser(__doc__.split("\n")[0], "vit-cam-work")
     p.add_argument("--target", default=None, help="CAM target layer (default: the classifier spec's)")
     p.add_argument("--png", default=None, help="render fine-tuned Grad-CAM overlays (one PNG per seed: _s<seed>)")
     p.add_argument("--out", default=None, help="append the results as one JSON line per seed to this file")
     a = p.parse_args(argv)
-    size = QUICK if a.quick else FULL
-    over = {k: _literal(v) for k, v in (s.split("=", 1) for s in a.set)}
-    over.setdefault("vit_epoch_factor", size.vit_epoch_factor)
-    over.setdefault("vit_pretext_epochs", size.vit_pretext_epochs)
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    manifest = cohort(work, a.quick)
+    size, over, work, manifest = vit_setup(a)
     for seed in (int(s) for s in a.seeds.split(",")):
         res = run_seed(manifest, work, size, over, seed, a.target, a.png)
         res["quick"] = a.quick

@@ -20,15 +20,13 @@ checkpoints' CAM localisation and sanity as well, use ``vit_cam.py`` (trains thr
 """
 from __future__ import annotations
 
-import argparse
-import ast
 import copy
 import hashlib
 import json
 import time
 from pathlib import Path
 
-from _demo_cohort import cohort  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from _demo_cohort import recipe_parser, vit_setup  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 import numpy as np
 
@@ -85,28 +83,13 @@ def run_seed(manifest: Path, work: Path, cfg, tasks: list[str]) -> dict:
 
 
 def main(argv=None) -> None:
-    from radlens.demo import FULL, QUICK
     from radlens.synth.train import TASKS, TrainConfig
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--work", default="vit-recipe-work", help="cohort and pretext cache folder")
-    p.add_argument("--quick", action="store_true", help="the quick demo's cohort and epochs")
-    p.add_argument("--seeds", default="0")
+    p = recipe_parser(__doc__.split("\n")[0], "vit-recipe-work")
     p.add_argument("--tasks", default=",".join(TASKS))
-    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="TrainConfig field (Python literal), e.g. vit_lr_finetune=2e-4; repeatable")
     p.add_argument("--out", default=None, help="append the results as one JSON line to this file")
     a = p.parse_args(argv)
-    size = QUICK if a.quick else FULL
-    over = {}
-    for s in a.set:
-        k, v = s.split("=", 1)
-        over[k] = ast.literal_eval(v)
-    over.setdefault("vit_epoch_factor", size.vit_epoch_factor)
-    over.setdefault("vit_pretext_epochs", size.vit_pretext_epochs)
-    work = Path(a.work)
-    work.mkdir(parents=True, exist_ok=True)
-    manifest = cohort(work, a.quick)
+    size, over, work, manifest = vit_setup(a)
     tasks = a.tasks.split(",")
     results = []
     for seed in (int(s) for s in a.seeds.split(",")):
