@@ -165,7 +165,8 @@ def main(argv=None) -> None:
     # the folder names the settings and a hash of the full config and the training code, so a changed
     # default or recipe never reuses stale checkpoints
     key = hashlib.sha256((json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str) + _code_hash(
-        "radlens.synth.train", "radlens.synth.models", "radlens.synth.steps")).encode()).hexdigest()[:8]
+        "radlens.synth.train", "radlens.synth.train_config", "radlens.synth.models",
+        "radlens.synth.steps")).encode()).hexdigest()[:8]
     mdir = work / f"{a.arch}_{'quick_' if a.quick else ''}{tag}{a.tag}_s{a.seed}_{key}"
     if (mdir / "trained.json").exists():  # same settings trained before: explain those checkpoints again
         am, specs, train_s = json.loads((mdir / "trained.json").read_text())

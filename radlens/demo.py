@@ -252,8 +252,8 @@ def _demo(out: Path, *, quick: bool, seed: int, force: bool, mem):
     t_cohort = time.perf_counter() - t0
     tcfg = train_config(size, seed)
     train_stamp = {"cohort": stamp, "train": vars(tcfg),
-                   "code": _code_hash("radlens.synth.train", "radlens.synth.models", "radlens.synth.steps",
-                                      "radlens.synth.checkpoints")}
+                   "code": _code_hash("radlens.synth.train", "radlens.synth.train_config", "radlens.synth.models",
+                                      "radlens.synth.steps", "radlens.synth.checkpoints")}
     train_json = out / "models" / "training.json"
     specs_path = out / "models" / "specs.json"
     if (force or not specs_path.exists() or not train_json.exists()
