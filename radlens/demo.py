@@ -285,7 +285,7 @@ def _demo(out: Path, *, quick: bool, seed: int, force: bool, mem):
               "median_lesion_area_frac": round(float(man.loc[man["has_lesion"] == 1, "lesion_area_frac"].median()), 4)}
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped children: training workers, stage lanes
     kids_cpu = kids.ru_utime + kids.ru_stime - k0.ru_utime - k0.ru_stime
-    mem._sample()
+    mem.sample()
     summary = demo_summary(out, quick=quick, seed=seed, seconds=seconds,
                            cpu_seconds=round(time.process_time() - c0, 2), cohort=cohort,
                            cpu_seconds_all=round(time.process_time() - c0 + kids_cpu, 2),

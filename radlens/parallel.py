@@ -209,10 +209,11 @@ def run_cases(fn: Callable[[Any], Any], items: Sequence[Any] | Iterable[Any], *,
 _UNREAPED: list[int] = []
 
 
-def _reap(block: bool = False) -> None:
+def _reap() -> None:
+    """Reap the finished ones of :data:`_UNREAPED` (never waits)."""
     for pid in list(_UNREAPED):
         try:
-            done, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+            done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             done = pid
         if done:

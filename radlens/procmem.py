@@ -86,17 +86,18 @@ class TreeMemory:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
+        """Take one sample now (also taken on entering and leaving the ``with`` block)."""
         v = tree_pss_mb()
         if v is not None and (self.peak_mb is None or v > self.peak_mb):
             self.peak_mb = v
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            self._sample()
+            self.sample()
 
     def __enter__(self) -> "TreeMemory":
-        self._sample()
+        self.sample()
         if self.peak_mb is not None:  # nothing to sample where /proc has no smaps_rollup
             self._thread = threading.Thread(target=self._loop, name="radlens-tree-memory", daemon=True)
             self._thread.start()
@@ -107,4 +108,4 @@ class TreeMemory:
         if self._thread is not None:
             self._thread.join()
         if self.peak_mb is not None:
-            self._sample()
+            self.sample()

@@ -299,11 +299,7 @@ def execute(stages: list[Stage], run_dir: Path, *, force: bool = False, jobs: in
     for stage in bar:
         bar.set_postfix_str(stage.name, refresh=True)
         r, key = prepare(stage)
-        if r is not None:
-            results[stage.name] = r
-            write_json(rec_path(stage), vars(r))
-            continue
-        finish(stage, _run_stage(stage, key, run_dir))
+        finish(stage, r if r is not None else _run_stage(stage, key, run_dir))
     hashes.save()
     return list(results.values())
 

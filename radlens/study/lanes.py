@@ -126,20 +126,18 @@ class Lanes:
 
         self._ctx = multiprocessing.get_context("fork")
         self._args = (stages, run_one, init)
-        self._lanes: list[list] = []          # [process, parent end, running stage index or None]
-        import gc
-
-        gc.freeze()   # the lanes' collectors then never touch (and copy) this process's objects
-        try:
-            for _ in range(n):
-                self._lanes.append(self._start())
-        finally:
-            gc.unfreeze()
+        self._lanes: list[list] = [self._start() for _ in range(n)]  # [process, parent end, stage index or None]
 
     def _start(self) -> list:
+        import gc
+
         a, b = self._ctx.Pipe()
         p = self._ctx.Process(target=_lane, args=(b,) + self._args, daemon=False, name="radlens-stage-lane")
-        p.start()
+        gc.freeze()   # the lane's collector then never touches (and copies) this process's objects
+        try:
+            p.start()
+        finally:
+            gc.unfreeze()
         b.close()
         return [p, a, None]
 
@@ -180,13 +178,7 @@ class Lanes:
             p.join(timeout=5)   # the lane died without a record: its stage fails, a new lane replaces it
             conn.close()
             out.append((i, None, p.exitcode))
-            import gc
-
-            gc.freeze()
-            try:
-                self._lanes[k] = self._start()
-            finally:
-                gc.unfreeze()
+            self._lanes[k] = self._start()
         return out
 
     def close(self) -> None:
@@ -223,7 +215,6 @@ def run_parallel(stages: list, jobs: int, prepare: Callable[[Any], Any], run_one
     pending = sorted(stages, key=lambda s: (-prio[s.name], order[s.name]))
     done: set[str] = set()
     names = set(order)
-    index = order
     lanes = None
     payloads: dict[str, Any] = {}
     try:
@@ -250,7 +241,7 @@ def run_parallel(stages: list, jobs: int, prepare: Callable[[Any], Any], run_one
                     if not lanes.idle:
                         break
                     pending.remove(s)
-                    lanes.submit(index[s.name], payloads[s.name])
+                    lanes.submit(order[s.name], payloads[s.name])
                     progressed = True
             if lanes is None or not lanes.busy:
                 if pending:   # nothing runs and nothing can start: a need that is not a stage of this list
