@@ -21,13 +21,20 @@ the same-round ratios more than absolute walls. Values of every mode must equal 
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__" and "--no-zygote" not in sys.argv:
+    # as `radlens radiomics --jobs N` does: the zygote is forked first thing, before the imports
+    from radlens.parallel import start_zygote
+
+    start_zygote("radlens.radiomics.schedule:preload")
+
 import argparse
 import ast
 import importlib
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +64,11 @@ def _variant(specs):
 
 def run_mode(mode, manifest, params, tmp, variant):
     saved = []
+    if mode == "j2c":  # forked from this process: a library call in a process without a zygote
+        from radlens import parallel
+
+        saved.append((parallel, "_ZYGOTE", parallel._ZYGOTE))
+        parallel._ZYGOTE = []
     if mode == "j2v":
         for m, attr, v in variant:
             saved.append((m, attr, getattr(m, attr)))
@@ -77,6 +89,10 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--variant", action="append", default=[], metavar="MODULE:ATTR=VALUE")
+    ap.add_argument("--no-zygote", action="store_true",
+                    help="no zygote: jobs=2 forks its worker from this process (a library call elsewhere)")
+    ap.add_argument("--caller-fork", action="store_true",
+                    help="also a mode j2c: jobs=2 forking from this process, the zygote set aside for that run")
     ap.add_argument("--json", default="", help="also write the numbers here")
     ap.add_argument("--data", default=str(rb.SHARED), help="folder of the cases (default %(default)s)")
     a = ap.parse_args(argv)
@@ -87,7 +103,11 @@ def main(argv=None) -> dict:
     os.environ.setdefault("RADLENS_PROGRESS", "0")
     rb._quiet()
     variant = _variant(a.variant)
-    modes = ["j1", "j2"] + (["j2v"] if variant else [])
+    from radlens.parallel import zygote
+
+    if zygote(ready_only=False) is not None:
+        zygote(ready_only=False).wait_ready(60)  # its preload done before the warm-up
+    modes = ["j1", "j2"] + (["j2c"] if a.caller_fork and zygote() is not None else []) + (["j2v"] if variant else [])
     from radlens.radiomics.extract import DEFAULT_PARAMS
 
     params = str(DEFAULT_PARAMS.with_name("radiomics_baseline.yaml"))
@@ -120,8 +140,9 @@ def main(argv=None) -> dict:
         load.append(os.getloadavg()[0])
         for mode in modes:
             res[mode]["projected"] = rb.PROJECTED.pop(f"ab_{mode}")
-    out = {"rounds": a.rounds, "variant": a.variant, "load_avg_1min": load, "modes": {}}
-    print(f"{a.rounds} rounds, load (1 min) {load[0]:.2f} -> {load[1]:.2f}; variant: {a.variant or '-'}")
+    out = {"rounds": a.rounds, "variant": a.variant, "zygote": not a.no_zygote, "load_avg_1min": load, "modes": {}}
+    print(f"{a.rounds} rounds, load (1 min) {load[0]:.2f} -> {load[1]:.2f}; variant: {a.variant or '-'}; "
+          f"zygote: {'no' if a.no_zygote else 'yes'}")
     for mode in modes:
         d = res[mode]
         row = {k: rb._stats(d[k]) for k in ("wall", "cpu", "projected", "faults")}

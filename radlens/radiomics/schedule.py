@@ -58,6 +58,11 @@ SPLIT_SHARE = 1.15
 #: of 183 ms) is split so: its shape (~15 ms warm, ~28 ms in a fresh worker with the mask read) goes to
 #: the worker that also takes lung1 and the small cases.
 SHAPE_SPLIT_SHARE = 0.8
+#: the same when the workers are forked by a zygote (:func:`radlens.parallel.start_zygote`, what
+#: ``radlens radiomics --jobs N`` starts): the caller then pays no fork and no copy-on-write (~9 ms
+#: on those cases), the worker a cold start (new pages, ~10 % of its work), so the caller takes a
+#: case whole up to this many shares (lung2 whole: ~101 ms CPU, no mask read twice)
+ZYGOTE_SHAPE_SPLIT_SHARE = 1.1
 #: estimated share of a 3D case's cost in its shape classes (lung2: ~15 of ~97 ms CPU)
 SHAPE_FRACTION = 0.2
 
@@ -105,7 +110,7 @@ def group_classes(classes, ndim: int, n_groups: int) -> list[tuple[str, ...]]:
 
 
 def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size: int | None = None,
-         two_stage: bool = True, mask_shape: bool = False) -> list[tuple[float, tuple]]:
+         two_stage: bool = True, mask_shape: bool = False, zygote: bool = False) -> list[tuple[float, tuple]]:
     """Work units ``(cost, (kind, ...))``, most expensive first.
 
     A case is split when there are several workers, diagnostics are radlens' (``fast``) and the
@@ -113,7 +118,9 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
     ``prep`` when cropping is safe (and ``two_stage``), otherwise by image type when there are
     several. With ``mask_shape`` (radlens' engine computes the shape classes) a split case's
     shape classes are a ``shape`` unit of their own that reads only the mask, so it starts at once
-    instead of after the image is read. Other cases go in ``batch`` units of ``batch_size`` (default: about 24 units per
+    instead of after the image is read (and a case just above a share is split in ``rest`` +
+    ``shape`` from ``SHAPE_SPLIT_SHARE`` shares, ``ZYGOTE_SHAPE_SPLIT_SHARE`` when the workers
+    are forked by a ``zygote``). Other cases go in ``batch`` units of ``batch_size`` (default: about 24 units per
     worker, at most 16 cases each), largest cases first.
     """
     from radlens.radiomics.pyrad import _crop_safe
@@ -136,10 +143,11 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
     # a mask-only shape unit reads the mask a second time: worth it only for the few largest cases,
     # whose image read it overlaps (file sizes say little about the ROI: lung1's is tiny)
     largest = set(sorted(todo, key=lambda i: -cost[i])[:max(workers - 1, 0)])
+    shape_share = ZYGOTE_SHAPE_SPLIT_SHARE if zygote else SHAPE_SPLIT_SHARE
     for i in todo:
         big = workers > 1 and diagnostics == "fast" and cost[i] > SPLIT_SHARE * share
         if (mask_shape and not big and workers > 1 and diagnostics == "fast" and crop_safe and i in largest
-                and cost[i] > SHAPE_SPLIT_SHARE * share and isinstance(rows[i].get("mask"), str)
+                and cost[i] > shape_share * share and isinstance(rows[i].get("mask"), str)
                 and rows[i]["mask"].strip()):
             # just above a share: only the shape classes go to another worker (read from the mask)
             units.append((cost[i] * (1 - SHAPE_FRACTION), ("rest", i)))
@@ -241,8 +249,11 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
     # the caller-as-worker pool forks (Linux; RADLENS_MP_START unset or 'fork'); elsewhere a plain
     # process pool runs the units (no two-stage splits: they need the caller between the stages)
     forked = executor == "process" and workers > 1 and _forks()
+    from radlens.parallel import zygote
+
     units = plan(rows, todo, prm, workers=workers, diagnostics=diagnostics, batch_size=batch_size,
-                 two_stage=forked, mask_shape=engine == "radlens" and not resample_mask)
+                 two_stage=forked, mask_shape=engine == "radlens" and not resample_mask,
+                 zygote=forked and zygote() is not None)
     n_split = sum(1 for _, u in units if u[0] == "prep") + len({u[1] for _, u in units if u[0] == "types"})
     if n_split:
         log.info("radiomics: %d large case(s) split across %d workers", n_split, workers)
@@ -261,6 +272,29 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
         return
     WORKER_CPU.clear()
     yield from _pool(units, state, workers)
+
+
+def preload() -> None:
+    """Import what extracting a case imports (pyradiomics, the readers, the engine; numpy.ma through
+    numpy.unique: ~20 ms): in the caller before it forks workers (they inherit it instead of
+    importing it each), and in a zygote (:func:`radlens.parallel.start_zygote`) right away."""
+    from radlens.radiomics.params_memo import lazy_pykwalify
+
+    lazy_pykwalify()  # as radiomics() does before pyradiomics is imported
+    import numpy.ma  # noqa: F401
+    import radiomics  # noqa: F401
+
+    import radlens.io.arraycase  # noqa: F401
+    import radlens.io.images  # noqa: F401
+    import radlens.radiomics.engine  # noqa: F401
+    import radlens.radiomics.extract  # noqa: F401
+    import radlens.radiomics.kernels.components  # noqa: F401
+    import radlens.radiomics.shape_unit  # noqa: F401
+    from radlens.io import nrrd
+
+    lib = nrrd._libdeflate()  # the deflate package and its C library (~9 ms on a first case)
+    if lib is not None:
+        nrrd._decompressor(lib)
 
 
 def _forks() -> bool:
@@ -294,7 +328,7 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     import time
 
     from radlens.io import nrrd
-    from radlens.parallel import ForkedWorkers, WorkerError, _call
+    from radlens.parallel import ForkedWorkers, WorkerError, _call, zygote
     from radlens.radiomics import pyrad
 
     seq = itertools.count()
@@ -303,12 +337,7 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     n_proc = max(workers - 1, 1)
     threads = max(1, (os.cpu_count() or 1) // workers)
     me = os.getpid()
-    # what the first case imports (readers, numpy.ma through numpy.unique: ~20 ms), imported before
-    # the fork: the caller imports it anyway, the workers then inherit it instead of importing it too
-    import numpy.ma  # noqa: F401
-
-    import radlens.io.arraycase  # noqa: F401
-    import radlens.io.images  # noqa: F401
+    preload()  # what the first case imports, before the fork: the workers inherit it
     held: dict[int, tuple[float, tuple, int]] = {}  # tag -> (cost, unit, worker)
     load = [0.0] * n_proc  # estimated work each worker holds
 
@@ -346,14 +375,24 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
             for c2, u2 in state.follow_ups(u, cost):
                 heapq.heappush(heap, (-c2, next(seq), u2))
 
-    gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
-    pool = None
+    zyg = zygote()  # started at the command's start: it forks the workers, this process never forks
+    pool, frozen = None, False
     try:
         own = heapq.heappop(heap) if heap else None
         first = stock(STOCK_MARGIN * (-own[0] if own else 0.0))
-        with nrrd.excluded_from_fork():
-            pool = ForkedWorkers(_timed_unit, n_proc, stocks=first, initializer=pyrad._worker_init,
-                                 initargs=(threads,))
+        if zyg is not None:
+            try:
+                pool = ForkedWorkers(_timed_unit, n_proc, stocks=first, initializer=pyrad._worker_init,
+                                     initargs=(threads,), zygote=zyg,
+                                     prepare=(pyrad.warm_engine, (state.prm, state.diagnostics, state.engine)))
+            except OSError:  # the zygote is gone: fork here
+                zyg = None
+        if zyg is None:
+            gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
+            frozen = True
+            with nrrd.excluded_from_fork():
+                pool = ForkedWorkers(_timed_unit, n_proc, stocks=first, initializer=pyrad._worker_init,
+                                     initargs=(threads,))
         while True:
             if own is not None:  # the parent's own unit, as jobs=1 runs it
                 c0 = time.process_time()
@@ -377,7 +416,8 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
             pool.close(kill=True)
         raise
     finally:
-        gc.unfreeze()
+        if frozen:
+            gc.unfreeze()
 
 
 class _Merger:
