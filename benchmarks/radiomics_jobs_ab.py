@@ -8,11 +8,17 @@ once, the order alternated between rounds (the load of a shared machine drifts).
 
 * ``j1``: ``radiomics(manifest, baseline params, jobs=1)`` (what ``radlens radiomics --jobs 1`` runs,
   no cache, default engine, parquet tables written);
-* ``j2``: the same with ``jobs=2``;
-* ``j2v`` (with ``--variant MODULE:ATTR=VALUE``, repeatable): ``jobs=2`` with those module attributes
-  set for that run only (a knob A/B in the same process and rounds).
+* ``j2``: the same with ``jobs=2`` as ``radlens radiomics --jobs 2`` runs it on a machine with an
+  idle core: the worker forked by the zygote (:func:`radlens.parallel.start_zygote`) that this
+  script forks first thing, before its imports, as the command does (``--no-zygote``: none);
+* ``j2c``: ``jobs=2`` without the zygote: the worker forked from this process in the call (a
+  library call in a process that started none; the command when no CPU is idle);
+* ``j2v`` (with ``--variant MODULE:ATTR=VALUE``, repeatable): ``j2`` (or the ``--variant-of``
+  mode) with those module attributes set for that run only (a knob A/B in the same process and
+  rounds).
 
-Printed per mode: wall ms min/median/max, CPU ms (this process + reaped children), the caller's
+Printed per mode: wall ms min/median/max, CPU ms (this process + reaped children + the units' CPU
+in the zygote's workers, which are not this process's children: ``radiomics_bench._cpu``), the caller's
 minor page faults, and the wall time projected on otherwise idle cores (this process's CPU outside
 units + the busiest participant's CPU in units, as ``radiomics_bench.py``); then per round ratios
 ``j1 / mode`` (wall and projection), min/median/max. On a loaded machine trust the projection and
@@ -62,17 +68,18 @@ def _variant(specs):
     return out
 
 
-def run_mode(mode, manifest, params, tmp, variant):
-    saved = []
-    if mode == "j2c":  # forked from this process: a library call in a process without a zygote
-        from radlens import parallel
+def run_mode(mode, manifest, params, tmp, variant, variant_of="j2"):
+    from radlens import parallel
 
-        saved.append((parallel, "_ZYGOTE", parallel._ZYGOTE))
-        parallel._ZYGOTE = []
+    saved = []
     if mode == "j2v":
         for m, attr, v in variant:
             saved.append((m, attr, getattr(m, attr)))
             setattr(m, attr, v)
+    base = variant_of if mode == "j2v" else mode
+    zyg = parallel._ZYGOTE[:]
+    if base == "j2c":  # the zygote set aside for this run
+        parallel._ZYGOTE[:] = []
     try:
         flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0, c0 = time.perf_counter(), rb._cpu()
@@ -82,6 +89,7 @@ def run_mode(mode, manifest, params, tmp, variant):
     finally:
         for m, attr, v in saved:
             setattr(m, attr, v)
+        parallel._ZYGOTE[:] = zyg
     return wall, cpu, flt, vals
 
 
@@ -90,9 +98,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--variant", action="append", default=[], metavar="MODULE:ATTR=VALUE")
     ap.add_argument("--no-zygote", action="store_true",
-                    help="no zygote: jobs=2 forks its worker from this process (a library call elsewhere)")
-    ap.add_argument("--caller-fork", action="store_true",
-                    help="also a mode j2c: jobs=2 forking from this process, the zygote set aside for that run")
+                    help="no zygote: j2 forks its worker from this process (as j2c)")
+    ap.add_argument("--variant-of", default="j2", choices=["j2", "j2c"],
+                    help="the mode j2v varies (default %(default)s)")
+    ap.add_argument("--modes", default="j1,j2,j2c", help="modes, j1 first (default %(default)s)")
     ap.add_argument("--json", default="", help="also write the numbers here")
     ap.add_argument("--data", default=str(rb.SHARED), help="folder of the cases (default %(default)s)")
     a = ap.parse_args(argv)
@@ -103,11 +112,13 @@ def main(argv=None) -> dict:
     os.environ.setdefault("RADLENS_PROGRESS", "0")
     rb._quiet()
     variant = _variant(a.variant)
+    modes = [m for m in a.modes.split(",") if m] + (["j2v"] if variant else [])
+    if modes[0] != "j1" or not set(modes) <= {"j1", "j2", "j2c", "j2v"}:
+        raise SystemExit(f"--modes {a.modes!r}: j1 first, then any of j2, j2c")
     from radlens.parallel import zygote
 
     if zygote(ready_only=False) is not None:
-        zygote(ready_only=False).wait_ready(60)  # its preload done before the warm-up
-    modes = ["j1", "j2"] + (["j2c"] if a.caller_fork and zygote() is not None else []) + (["j2v"] if variant else [])
+        zygote(ready_only=False).wait_ready(60)  # its imports done before the warm-up
     from radlens.radiomics.extract import DEFAULT_PARAMS
 
     params = str(DEFAULT_PARAMS.with_name("radiomics_baseline.yaml"))
@@ -120,7 +131,7 @@ def main(argv=None) -> dict:
                        "mask": str(data / f"{c}_label.nrrd")} for c in rb.REAL]).to_csv(man, index=False)
         ref = None
         for mode in modes:  # warm-up, paid by nobody
-            got = run_mode(mode, man, params, tmp, variant)[3]
+            got = run_mode(mode, man, params, tmp, variant, a.variant_of)[3]
             ref = ref or got
             if got != ref:
                 raise SystemExit(f"{mode}: values differ from j1's")
@@ -131,7 +142,7 @@ def main(argv=None) -> dict:
         load = [os.getloadavg()[0]]
         for r in range(a.rounds):
             for mode in (modes if r % 2 == 0 else modes[::-1]):
-                wall, cpu, flt, got = run_mode(mode, man, params, tmp, variant)
+                wall, cpu, flt, got = run_mode(mode, man, params, tmp, variant, a.variant_of)
                 if got != ref:
                     raise SystemExit(f"{mode}: values differ from j1's (round {r})")
                 res[mode]["wall"].append(wall)
@@ -140,9 +151,10 @@ def main(argv=None) -> dict:
         load.append(os.getloadavg()[0])
         for mode in modes:
             res[mode]["projected"] = rb.PROJECTED.pop(f"ab_{mode}")
-    out = {"rounds": a.rounds, "variant": a.variant, "zygote": not a.no_zygote, "load_avg_1min": load, "modes": {}}
+    out = {"rounds": a.rounds, "variant": a.variant, "zygote": zygote() is not None, "load_avg_1min": load,
+           "modes": {}}
     print(f"{a.rounds} rounds, load (1 min) {load[0]:.2f} -> {load[1]:.2f}; variant: {a.variant or '-'}; "
-          f"zygote: {'no' if a.no_zygote else 'yes'}")
+          f"zygote: {'yes' if out['zygote'] else 'no'}")
     for mode in modes:
         d = res[mode]
         row = {k: rb._stats(d[k]) for k in ("wall", "cpu", "projected", "faults")}

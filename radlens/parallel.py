@@ -394,18 +394,27 @@ def _status_text(status: int) -> str:
 _ZYGOTE: list = []
 
 
-def start_zygote(preload: str | None = None) -> "Zygote | None":
+def start_zygote(preload: str | None = None, *, idle_core: bool = False) -> "Zygote | None":
     """Fork this process's :class:`Zygote` now (once; None where workers are not forked).
 
     Call it first thing, before the heavy imports and allocations (``radlens radiomics --jobs N``
     does): the zygote is then a small process that imports what its workers need (``preload``,
     ``"module:function"``, called in the zygote right after the fork) on another core while this
     process imports the same, and forks the workers of every later :class:`ForkedWorkers` given
-    it (:func:`zygote`), so this process never forks while it holds large data."""
-    if _ZYGOTE and _ZYGOTE[0].alive():
+    it (:func:`zygote`), so this process never forks while it holds large data. Its imports cost
+    CPU time once (~0.25 s for radiomics); with ``idle_core`` it is started only when the 1-minute
+    load average leaves a CPU idle for them (else None: the workers are forked from this process).
+    A zygote forked late shares this process's memory as it is then and keeps its pages (a copy of
+    each page this process writes afterwards while the zygote lives): start it before loading data."""
+    if _ZYGOTE and _ZYGOTE[0].alive() and _ZYGOTE[0].owner == os.getpid():
         return _ZYGOTE[0]
     if not (hasattr(os, "fork") and _mp_context().get_start_method() == "fork"):
         return None
+    if idle_core:
+        cpus = os.cpu_count() or 1
+        if cpus < 2 or os.getloadavg()[0] > cpus - 1:
+            log.debug("zygote not started: no idle CPU (load %.2f, %d CPUs)", os.getloadavg()[0], cpus)
+            return None
     _ZYGOTE[:] = [Zygote(preload)]
     return _ZYGOTE[0]
 
@@ -442,13 +451,17 @@ class Zygote:
     """
 
     def __init__(self, preload: str | None = None):
+        import contextlib
         from multiprocessing import Pipe
 
         mine, theirs = Pipe(duplex=True)
-        pid = os.fork()
-        if pid == 0:  # the zygote: never returns
-            mine.close()
-            _zygote_main(theirs, preload)
+        nrrd = sys.modules.get("radlens.io.nrrd")  # its reading buffers, if any, stay ours alone
+        trim_heap()
+        with nrrd.excluded_from_fork() if nrrd is not None else contextlib.nullcontext():
+            pid = os.fork()
+            if pid == 0:  # the zygote: never returns
+                mine.close()
+                _zygote_main(theirs, preload)
         theirs.close()
         self.conn, self.pid, self.owner = mine, pid, os.getpid()
         self.exits: dict[int, int] = {}  # token -> waitpid status, as the zygote reported them
@@ -459,10 +472,10 @@ class Zygote:
         return self.conn is not None
 
     def ready(self) -> bool:
-        """Whether the zygote has finished its preload (never waits)."""
-        if not self._ready and self.conn is not None:
-            self._pump(0)
-        return self._ready
+        """Whether the zygote is alive and has finished its preload (never waits)."""
+        if self.conn is not None:
+            self._pump(0)  # its reports, or EOF: gone
+        return self._ready and self.conn is not None
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Wait up to ``timeout`` seconds for the zygote's preload to finish; whether it has."""
