@@ -117,8 +117,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"--modes {a.modes!r}: j1 first, then any of j2, j2c")
     from radlens.parallel import zygote
 
-    if zygote(ready_only=False) is not None:
-        zygote(ready_only=False).wait_ready(60)  # its imports done before the warm-up
+    if zygote() is not None:
+        zygote().wait_ready(60)  # its imports done before the warm-up
     from radlens.radiomics.extract import DEFAULT_PARAMS
 
     params = str(DEFAULT_PARAMS.with_name("radiomics_baseline.yaml"))

@@ -419,13 +419,15 @@ def start_zygote(preload: str | None = None, *, idle_core: bool = False) -> "Zyg
     return _ZYGOTE[0]
 
 
-def zygote(ready_only: bool = True) -> "Zygote | None":
-    """This process's zygote when one was started, is alive and (``ready_only``) has finished its
-    preload, else None (the caller then forks its workers itself)."""
-    if not _ZYGOTE or os.getpid() != _ZYGOTE[0].owner or not _ZYGOTE[0].alive():
+def zygote() -> "Zygote | None":
+    """This process's zygote when one was started and is alive, else None (the caller then forks
+    its workers itself). Workers asked of a zygote still importing (its preload) are forked as
+    soon as it is done; the caller meanwhile computes a unit of its own."""
+    if not _ZYGOTE or os.getpid() != _ZYGOTE[0].owner:
         return None
     z = _ZYGOTE[0]
-    return z if (z.ready() or not ready_only) else None
+    z.ready()  # its reports, or EOF: gone
+    return z if z.alive() else None
 
 
 def stop_zygote() -> None:
