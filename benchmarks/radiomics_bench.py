@@ -77,7 +77,7 @@ import sys
 if __name__ == "__main__" and "--no-zygote" not in sys.argv:
     # as `radlens radiomics --jobs N` does on a machine with an idle core: the zygote is forked
     # first thing, before the imports (it imports the engine itself) and forks radlens' workers
-    from radlens.parallel import start_zygote
+    from radlens.zygote import start_zygote
 
     start_zygote("radlens.radiomics.schedule:preload")
 
@@ -165,7 +165,7 @@ def radlens_run(manifest, params, jobs, out):
     from radlens.radiomics import schedule
     from radlens.radiomics.extract import radiomics
 
-    from radlens.parallel import zygote
+    from radlens.zygote import zygote
 
     c0 = time.process_time()
     schedule.WORKER_CPU.clear()

@@ -9,7 +9,7 @@ once, the order alternated between rounds (the load of a shared machine drifts).
 * ``j1``: ``radiomics(manifest, baseline params, jobs=1)`` (what ``radlens radiomics --jobs 1`` runs,
   no cache, default engine, parquet tables written);
 * ``j2``: the same with ``jobs=2`` as ``radlens radiomics --jobs 2`` runs it on a machine with an
-  idle core: the worker forked by the zygote (:func:`radlens.parallel.start_zygote`) that this
+  idle core: the worker forked by the zygote (:func:`radlens.zygote.start_zygote`) that this
   script forks first thing, before its imports, as the command does (``--no-zygote``: none);
 * ``j2c``: ``jobs=2`` without the zygote: the worker forked from this process in the call (a
   library call in a process that started none; the command when no CPU is idle);
@@ -31,7 +31,7 @@ import sys
 
 if __name__ == "__main__" and "--no-zygote" not in sys.argv:
     # as `radlens radiomics --jobs N` does: the zygote is forked first thing, before the imports
-    from radlens.parallel import start_zygote
+    from radlens.zygote import start_zygote
 
     start_zygote("radlens.radiomics.schedule:preload")
 
@@ -69,7 +69,7 @@ def _variant(specs):
 
 
 def run_mode(mode, manifest, params, tmp, variant, variant_of="j2"):
-    from radlens import parallel
+    from radlens import zygote as zyg_mod
 
     saved = []
     if mode == "j2v":
@@ -77,9 +77,9 @@ def run_mode(mode, manifest, params, tmp, variant, variant_of="j2"):
             saved.append((m, attr, getattr(m, attr)))
             setattr(m, attr, v)
     base = variant_of if mode == "j2v" else mode
-    zyg = parallel._ZYGOTE[:]
+    zyg = zyg_mod._ZYGOTE[:]
     if base == "j2c":  # the zygote set aside for this run
-        parallel._ZYGOTE[:] = []
+        zyg_mod._ZYGOTE[:] = []
     try:
         flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0, c0 = time.perf_counter(), rb._cpu()
@@ -89,7 +89,7 @@ def run_mode(mode, manifest, params, tmp, variant, variant_of="j2"):
     finally:
         for m, attr, v in saved:
             setattr(m, attr, v)
-        parallel._ZYGOTE[:] = zyg
+        zyg_mod._ZYGOTE[:] = zyg
     return wall, cpu, flt, vals
 
 
@@ -115,7 +115,7 @@ def main(argv=None) -> dict:
     modes = [m for m in a.modes.split(",") if m] + (["j2v"] if variant else [])
     if modes[0] != "j1" or not set(modes) <= {"j1", "j2", "j2c", "j2v"}:
         raise SystemExit(f"--modes {a.modes!r}: j1 first, then any of j2, j2c")
-    from radlens.parallel import zygote
+    from radlens.zygote import zygote
 
     if zygote() is not None:
         zygote().wait_ready(60)  # its imports done before the warm-up

@@ -16,12 +16,12 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def _no_zygote_left():
-    """A zygote (``radlens radiomics --jobs N`` starts one; radlens.parallel.start_zygote) holds this
+    """A zygote (``radlens radiomics --jobs N`` starts one; radlens.zygote.start_zygote) holds this
     process's state as of its start: a later test's monkeypatches would not reach its workers. None
     outlives the test that started it."""
     yield
     import sys
 
-    parallel = sys.modules.get("radlens.parallel")
-    if parallel is not None:
-        parallel.stop_zygote()
+    zyg = sys.modules.get("radlens.zygote")
+    if zyg is not None:
+        zyg.stop_zygote()

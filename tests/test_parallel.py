@@ -131,7 +131,7 @@ def test_forked_workers_stocked_sent_errors_and_a_crash():
 # ------------------------------------------------------------------ the zygote: workers forked elsewhere
 @pytest.fixture
 def zyg():
-    from radlens.parallel import start_zygote, stop_zygote
+    from radlens.zygote import start_zygote, stop_zygote
 
     z = start_zygote()
     assert z is not None and z.wait_ready(30)
@@ -211,7 +211,8 @@ def test_zygote_gone_means_none_and_stop_ends_it():
     forking through it raises OSError; stop_zygote ends a live one (reaped: no zombie)."""
     import signal
 
-    from radlens.parallel import ForkedWorkers, start_zygote, stop_zygote, zygote
+    from radlens.parallel import ForkedWorkers
+    from radlens.zygote import start_zygote, stop_zygote, zygote
 
     z = start_zygote()
     assert z.wait_ready(30) and zygote() is z and start_zygote() is z  # one per process

@@ -58,7 +58,7 @@ def test_cli_jobs_2_starts_a_zygote_when_a_cpu_is_idle(cohort, tmp_path, monkeyp
     """--jobs 2 forks a zygote first thing when the load leaves a CPU idle (its workers then
     compute the cases: not children of this process); on a busy machine none (the workers are
     forked here). The tables are those of --jobs 1 either way."""
-    from radlens import parallel
+    from radlens import zygote as parallel
     from radlens.radiomics import schedule
 
     manifest, params = cohort

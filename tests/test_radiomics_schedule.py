@@ -41,7 +41,7 @@ def forker(request):
     """How ``jobs=2`` gets its worker: forked by the calling process, or by a zygote (what
     ``radlens radiomics --jobs N`` starts). Call the returned function after any monkeypatch: a
     zygote's workers inherit the zygote's state as of its start."""
-    from radlens.parallel import start_zygote, stop_zygote
+    from radlens.zygote import start_zygote, stop_zygote
 
     def start():
         if request.param == "zygote":

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.executor == "process" and args.jobs not in (1, "auto"):
         # first thing, before the heavy imports: the zygote imports the engine on an idle core while
         # this process does, then forks the workers: this process never forks while holding data
-        from radlens.parallel import start_zygote
+        from radlens.zygote import start_zygote
 
         start_zygote("radlens.radiomics.schedule:preload", idle_core=True)
     from radlens.radiomics.extract import radiomics

@@ -25,6 +25,7 @@ import heapq
 import itertools
 import logging
 import os
+import sys
 from typing import Any, Iterator
 
 from radlens.radiomics.pyrad import check_features
@@ -58,7 +59,7 @@ SPLIT_SHARE = 1.15
 #: of 183 ms) is split so: its shape (~15 ms warm, ~28 ms in a fresh worker with the mask read) goes to
 #: the worker that also takes lung1 and the small cases.
 SHAPE_SPLIT_SHARE = 0.8
-#: the same when the workers are forked by a zygote (:func:`radlens.parallel.start_zygote`, what
+#: the same when the workers are forked by a zygote (:func:`radlens.zygote.start_zygote`, what
 #: ``radlens radiomics --jobs N`` starts): the caller then pays no fork and no copy-on-write (~9 ms
 #: on those cases), the worker a cold start (new pages, ~10 % of its work), so the caller takes a
 #: case whole up to this many shares (lung2 whole: ~101 ms CPU, no mask read twice)
@@ -249,7 +250,7 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
     # the caller-as-worker pool forks (Linux; RADLENS_MP_START unset or 'fork'); elsewhere a plain
     # process pool runs the units (no two-stage splits: they need the caller between the stages)
     forked = executor == "process" and workers > 1 and _forks()
-    from radlens.parallel import zygote
+    from radlens.zygote import zygote
 
     units = plan(rows, todo, prm, workers=workers, diagnostics=diagnostics, batch_size=batch_size,
                  two_stage=forked, mask_shape=engine == "radlens" and not resample_mask,
@@ -277,7 +278,7 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
 def preload() -> None:
     """Import what extracting a case imports (pyradiomics, the readers, the engine; numpy.ma through
     numpy.unique: ~20 ms): in the caller before it forks workers (they inherit it instead of
-    importing it each), and in a zygote (:func:`radlens.parallel.start_zygote`) right away."""
+    importing it each), and in a zygote (:func:`radlens.zygote.start_zygote`) right away."""
     from radlens.radiomics.params_memo import lazy_pykwalify
 
     lazy_pykwalify()  # as radiomics() does before pyradiomics is imported
@@ -295,6 +296,16 @@ def preload() -> None:
     lib = nrrd._libdeflate()  # the deflate package and its C library (~9 ms on a first case)
     if lib is not None:
         nrrd._decompressor(lib)
+
+
+def prepare_zygote(prm, diagnostics: str, engine: str, ndimage: bool) -> None:
+    """In the zygote, before it forks a run's workers: what the caller set up before the run (its
+    extractors and engine tables; scipy.ndimage for a large run's diagnostics), inherited by them."""
+    from radlens.radiomics.pyrad import warm_engine
+
+    warm_engine(prm, diagnostics, engine)
+    if ndimage:
+        import scipy.ndimage  # noqa: F401
 
 
 def _forks() -> bool:
@@ -328,7 +339,8 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     import time
 
     from radlens.io import nrrd
-    from radlens.parallel import ForkedWorkers, WorkerError, _call, zygote
+    from radlens.parallel import ForkedWorkers, WorkerError, _call
+    from radlens.zygote import zygote
     from radlens.radiomics import pyrad
 
     seq = itertools.count()
@@ -384,7 +396,8 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
             try:
                 pool = ForkedWorkers(_timed_unit, n_proc, stocks=first, initializer=pyrad._worker_init,
                                      initargs=(threads,), zygote=zyg,
-                                     prepare=(pyrad.warm_engine, (state.prm, state.diagnostics, state.engine)))
+                                     prepare=(prepare_zygote, (state.prm, state.diagnostics, state.engine,
+                                                               "scipy.ndimage" in sys.modules)))
             except OSError:  # the zygote is gone: fork here
                 zyg = None
         if zyg is None:
