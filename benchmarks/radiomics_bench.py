@@ -63,12 +63,16 @@ jobs=1)`` vs ``jobs=2`` alone (no other contender in between), alternated, ``--j
 rounds, on both cohorts; per round the wall ratio jobs1/jobs2, then min/median/max, with the
 1-minute load average before and after (on a shared 2-core machine the wall ratio mostly
 measures the other users). The projected time on otherwise idle cores (this process's CPU + the
-busiest worker's CPU) is reported next to it. Both are in-process runs of the library call: the
-calling process is warm (its NRRD reading buffers written by the previous round), the forked
-worker is not (it writes ~75 MB of new pages for lung1: ~9 ms of the ~14 ms that the units cost
-more in ``--jobs 2`` than in ``--jobs 1``; the rest is lung2's mask read a second time by the
-mask-only shape unit). The fork itself (~4 ms) delays the caller's first unit and is on the
-critical path. What was measured, tried and dropped: docs/radiomics.md, "What limits --jobs 2".
+busiest worker's CPU) is reported next to it. Both are in-process runs of the library call, with
+``jobs=2`` as ``radlens radiomics --jobs 2`` runs it on a machine with an idle CPU: this script
+forks the zygote first thing, before its imports (:mod:`radlens.zygote`), and the zygote forks
+radlens' workers (``--no-zygote``: the worker forked from this process in the call, as a library
+call in a process without a zygote). The calling process is warm (its NRRD reading buffers
+written by the previous round), the worker is not (it writes ~75 MB of new pages for lung1: ~9
+ms more than in ``--jobs 1``). The zygote's imports are not timed (in the command they run on the
+idle CPU while the command imports the same); the workers it forks are not this process's
+children: their units' CPU is added to this process's as they report it. What was measured,
+tried and dropped: docs/radiomics.md, "What limits --jobs 2".
 """
 from __future__ import annotations
 
