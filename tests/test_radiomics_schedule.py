@@ -314,6 +314,7 @@ def test_a_worker_that_dies_fails_its_cases_only(volumes, tmp_path, monkeypatch,
     monkeypatch.setattr(schedule, "ZYGOTE_SHAPE_SPLIT_SHARE", 10.0)
     monkeypatch.setattr(schedule, "IN_FLIGHT", 1)  # the worker holds one case at a time
     monkeypatch.setattr(schedule, "STOCK_MARGIN", 0.0)
+    monkeypatch.setattr(schedule, "ZYGOTE_STOCK_MARGIN", 0.0)
     me, real = os.getpid(), schedule.run_unit
 
     def crash_on_mid(unit):
