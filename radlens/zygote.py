@@ -35,7 +35,7 @@ def start_zygote(preload: str | None = None, *, idle_core: bool = False) -> "Zyg
     ``"module:function"``, called in the zygote right after the fork) on another core while this
     process imports the same, and forks the workers of every later :class:`ForkedWorkers` given
     it (:func:`zygote`), so this process never forks while it holds large data. Its imports cost
-    CPU time once (~0.25 s for radiomics); with ``idle_core`` it is started only when the 1-minute
+    CPU time once (~0.18 s for radiomics); with ``idle_core`` it is started only when the 1-minute
     load average leaves a CPU idle for them (else None: the workers are forked from this process).
     A zygote forked late shares this process's memory as it is then and keeps its pages (a copy of
     each page this process writes afterwards while the zygote lives): start it before loading data."""
