@@ -201,6 +201,16 @@ class Zygote:
             self._pump(max(end - time.monotonic(), 0))
         return _status_text(self.exits.pop(token)) if token in self.exits else "exited"
 
+    def prepare(self, fn, args=()) -> None:
+        """Have the zygote call ``fn(*args)`` (module-level, pickled) when it reads this, before any
+        later fork: set-up its workers then inherit, done while this process does other things."""
+        with self._lock:
+            try:
+                if self.conn is not None:
+                    self.conn.send(("prepare", fn, tuple(args)))
+            except OSError:
+                self._gone()
+
     def kill(self, tokens: list[int]) -> None:
         """SIGKILL these workers (through the zygote, their parent)."""
         with self._lock:
@@ -269,6 +279,12 @@ def _zygote_loop(conn, rfd, wfd, children) -> None:
             msg = conn.recv()
         except EOFError:
             break
+        if msg[0] == "prepare":
+            try:
+                msg[1](*msg[2])
+            except Exception as exc:  # noqa: BLE001 - the workers meet it again and report it per item
+                log.debug("zygote: prepare failed: %s", exc)
+            continue
         if msg[0] == "kill":
             for pid, token in list(children.items()):
                 if token in msg[1]:
