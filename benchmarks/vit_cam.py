@@ -66,8 +66,10 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
         am, specs, wall, cpu = json.loads((mdir / "trained.json").read_text())
     else:
         t0, c0 = time.perf_counter(), time.process_time()
-        _, am, specs, _ = T._train_arch(VIT_INDEX, "vit", data, mdir, cfg)
+        _, am, specs, rows = T._train_arch(VIT_INDEX, "vit", data, mdir, cfg)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        for task in cfg.tasks:  # the last fine-tuning epoch's training loss
+            am["tasks"][task]["ft_loss"] = [r["loss"] for r in rows if r["stage"] == "finetune" and r["task"] == task][-1]
         (mdir / "trained.json").write_text(json.dumps([am, specs, wall, cpu]))
     res = {"set": over, "seed": seed, "target": target, "train_wall_s": round(wall, 1),
            "train_cpu_s": round(cpu, 1), "pretext_wall_s": am.get("pretext_seconds"), "tasks": {}}
@@ -77,11 +79,12 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
     for task in cfg.tasks:
         auc = am["tasks"][task]["val_auc"]
         r, maps_by_task[task] = cam_scores(manifest, specs, task, target)
-        res["tasks"][task] = {"val_auc": auc, **r, "ft_gradcam_peak": peak_places(maps_by_task[task])}
+        res["tasks"][task] = {"val_auc": auc, "ft_loss": am["tasks"][task].get("ft_loss"), **r,
+                              "ft_gradcam_peak": peak_places(maps_by_task[task])}
         g, pk = r["ft/gradcam"], res["tasks"][task]["ft_gradcam_peak"]
         cells = "  ".join(f"{k}: {v['pg']:.2f}/{v['auc']:.2f} rho {v['sanity_rho']:+.2f}"
                           for k, v in r.items() if isinstance(v, dict))
-        print(f"  {task:15s} AUC tl {auc['tl']:.3f} ft {auc['ft']:.3f}; grid {r['grid']}, n {r['n']}; "
+        print(f"  {task:15s} AUC tl {auc['tl']:.3f} ft {auc['ft']:.3f} (ft loss {res['tasks'][task]['ft_loss']}); grid {r['grid']}, n {r['n']}; "
               f"ft Grad-CAM {g['pg']:.2f}/{g['auc']:.2f} (peak inside / near / far {pk['inside']:.2f} / "
               f"{pk['near']:.2f} / {pk['far']:.2f}); {cells}", flush=True)
     t = res["tasks"]

@@ -165,26 +165,47 @@ def feature_dim(backbone, arch: str) -> int:
     return int(backbone.config.hidden_size)
 
 
-def make_classifier(backbone, arch: str, n_classes: int = 2):
-    """A :class:`DemoClassifier` around ``backbone`` (built lazily so torch stays optional at import)."""
+def make_classifier(backbone, arch: str, n_classes: int = 2, pooling: str | None = None, sharpness: float = 1.0):
+    """A :class:`DemoClassifier` around ``backbone`` (built lazily so torch stays optional at import).
+
+    ``pooling``: the classifier spec's ``head.pooling`` (default :data:`ARCHS`'s); ``lse`` (with
+    ``sharpness``) applies the linear head to every position of :func:`grid_features` and pools the
+    per-position class scores by :func:`radlens.cam.model.lse_pool`, as radlens' classifier loader does.
+    """
     import torch
 
+    pooling = pooling or ARCHS[arch]["pooling"]
+    if pooling not in (ARCHS[arch]["pooling"], "lse"):
+        raise ValueError(f"pooling {pooling!r} not supported for {arch!r}; use {ARCHS[arch]['pooling']!r} or 'lse'")
+
     class DemoClassifier(torch.nn.Module):
-        """Backbone + linear head on the pooled features: ``logits = head(pool(backbone(x)))``."""
+        """Backbone + linear head: ``logits = head(pool(backbone(x)))``, or for ``pooling="lse"``
+        ``lse_pool(head(positions))``."""
 
         def __init__(self):
             super().__init__()
             self.backbone = backbone
             self.arch = arch
+            self.pooling = pooling
+            self.sharpness = float(sharpness)
             self.head = torch.nn.Linear(feature_dim(backbone, arch), n_classes)
 
         def features(self, x):
+            """Mean over positions (every pooling's linear read-out of the pooled features; decodability)."""
             return pooled_features(self.backbone, x, self.arch)
 
         def grid(self, x):
             return grid_features(self.backbone, x, self.arch)
 
+        def tokens(self, x):
+            """Positions of :meth:`grid` as tokens, ``(B, N, D)`` (row-major)."""
+            return self.grid(x).flatten(2).transpose(1, 2)
+
         def forward(self, x):
+            if self.pooling == "lse":
+                from radlens.cam.model import lse_pool
+
+                return lse_pool(self.head(self.tokens(x)), self.sharpness)
             return self.head(self.features(x))
 
     return DemoClassifier()

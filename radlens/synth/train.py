@@ -239,10 +239,75 @@ def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> None:
                          "loss": float(np.mean(losses))})
 
 
+def _fold_token_head(model, w, b, mu, sd) -> None:
+    """Write a one-output head fitted on standardised tokens ``(t - mu) / sd`` into ``model.head`` as the
+    raw-unit two-class head ``[0, w / sd]``, ``[0, b - (w / sd) . mu]`` (class-0 logit 0, as the logistic head)."""
+    import torch
+
+    with torch.no_grad():
+        wr = w.reshape(-1) / sd
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.weight[1].copy_(wr)
+        model.head.bias[1] = float(b) - float(wr @ mu)
+
+
+def _token_stats(model, x, batch_size: int = 128):
+    """Per-channel mean and SD over every position of every image (eval mode): ``(mu, sd)``, each (D,)."""
+    import torch
+
+    model.eval()
+    s1 = s2 = None
+    n = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            t = model.tokens(x[i:i + batch_size]).double().flatten(0, 1)
+            s1 = t.sum(0) if s1 is None else s1 + t.sum(0)
+            s2 = (t ** 2).sum(0) if s2 is None else s2 + (t ** 2).sum(0)
+            n += t.shape[0]
+    mu = s1 / n
+    return mu.float(), ((s2 / n - mu ** 2).clamp_min(0) + 1e-5).sqrt().float()
+
+
+def fit_token_head(model, x, y: np.ndarray, train_idx: np.ndarray, C: float = 1.0) -> None:
+    """Transfer learning for ``pooling="lse"`` heads: an L2 logistic model whose logit is the log-mean-exp
+    (:func:`radlens.cam.model.lse_pool`) of a linear score of every standardised position of the frozen
+    backbone, fitted by L-BFGS (penalty ``||w||^2 / (2 C n)``, the ``LogisticRegression(C)`` objective over
+    ``n`` cases), written into ``model.head`` in raw units (:func:`_fold_token_head`)."""
+    import torch
+    import torch.nn.functional as F
+
+    from radlens.cam.model import lse_pool
+
+    mu, sd = _token_stats(model, x[train_idx])
+    with torch.no_grad():
+        z = torch.cat([(model.tokens(x[train_idx][i:i + 128]) - mu) / sd for i in range(0, len(train_idx), 128)])
+    yt = torch.as_tensor(y[train_idx], dtype=torch.float32)
+    w = torch.zeros(z.shape[2], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+    lam = 1.0 / (C * len(train_idx))
+
+    def closure():
+        opt.zero_grad()
+        logit = lse_pool((z @ w + b)[..., None], model.sharpness)[:, 0]
+        loss = F.binary_cross_entropy_with_logits(logit, yt) + 0.5 * lam * (w ** 2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    _fold_token_head(model, w.detach(), b.detach(), mu, sd)
+
+
 def fit_linear_head(model, x, y: np.ndarray, train_idx: np.ndarray, seed: int) -> None:
-    """Transfer learning: L2 logistic regression on frozen pooled features, copied into ``model.head``."""
+    """Transfer learning: L2 logistic regression on frozen pooled features, copied into ``model.head``
+    (``pooling="lse"`` heads: :func:`fit_token_head`)."""
     import torch
     from sklearn.linear_model import LogisticRegression
+
+    if getattr(model, "pooling", "") == "lse":
+        return fit_token_head(model, x, y, train_idx)
 
     feats = _features(model, x[train_idx]).astype(np.float64)
     mu, sd = feats.mean(0), feats.std(0)
@@ -315,9 +380,16 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     consistent = model.arch in tuple(cfg.flip_consistent_archs)
     if consistent:  # each step: half a batch of images and their mirror images, over half the epochs
         fbs, epochs = max(fbs // 2, 2), max((epochs + 1) // 2, 1)  # -> about the same steps and step size
+    init = None
+    if getattr(model, "pooling", "") == "lse" and cfg.vit_head_init == "tl":
+        mu, sd = _token_stats(model, x[train_idx])
+        init = (model.head.weight[1].detach() * sd, float(model.head.bias[1] - model.head.bias[0])
+                + float(model.head.weight[1].detach() @ mu))
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
         model.head.weight.zero_()
         model.head.bias.zero_()
+    if getattr(model, "pooling", "") == "lse":
+        return _finetune_token_head(model, x, y, train_idx, cfg, gen, task, log_rows, lr, epochs, fbs, init)
     centered = model.arch in tuple(cfg.centered_head_archs)
     scaled = centered and model.arch in tuple(cfg.standardised_head_archs)
     if centered:  # centre (standardise) the pooled features per batch while training (folded back below)
@@ -360,6 +432,56 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
             w = linear.weight / sd
             linear.bias.sub_(w @ mu)
             linear.weight.copy_(w)
+
+
+def _finetune_token_head(model, x, y, train_idx, cfg: TrainConfig, gen, task: str, log_rows: list,
+                        lr: float, epochs: int, fbs: int, init=None) -> None:
+    """:func:`finetune` of a ``pooling="lse"`` classifier: a one-output linear score of every position,
+    standardised per channel over the batch's positions while training (the mean-pooled head's
+    standardisation, per token), pooled by :func:`radlens.cam.model.lse_pool`; binary cross-entropy;
+    folded into the raw-unit two-class head afterwards (:func:`_fold_token_head`, eval-mode statistics
+    of the training images' positions)."""
+    import torch
+    import torch.nn.functional as F
+
+    from radlens.cam.model import lse_pool
+
+    d = model.head.in_features
+    norm = torch.nn.BatchNorm1d(d, affine=False, track_running_stats=False)
+    lin = torch.nn.Linear(d, 1)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.zero_()
+        if init is not None:  # the transfer head in standardised units (LP-FT)
+            lin.weight.copy_(init[0].reshape(1, -1))
+            lin.bias.fill_(float(init[1]))
+    hf = float(cfg.vit_head_lr_factor)
+    opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": lr},
+                             {"params": lin.parameters(), "lr": hf * lr}], weight_decay=cfg.weight_decay)
+    xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.float32)
+    n_steps = max(epochs * len(_batches(len(xt), fbs, gen, shuffle=False)), 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, hf * lr], total_steps=n_steps, pct_start=0.2)
+    step = 0
+    rotate = model.arch in tuple(cfg.rot90_finetune_archs)
+    for epoch in range(epochs):
+        model.train()
+        losses = []
+        for idx in _batches(len(xt), fbs, gen):
+            xb = _augment(xt[idx], gen, strong=False, rotate=rotate)
+            t = model.tokens(xb)
+            z = norm(t.flatten(0, 1)).reshape(t.shape)
+            loss = F.binary_cross_entropy_with_logits(lse_pool(lin(z), model.sharpness)[:, 0], yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step < n_steps:
+                sched.step()
+            losses.append(float(loss.detach()))
+        log_rows.append({"arch": model.arch, "stage": "finetune", "task": task, "epoch": epoch + 1,
+                         "loss": float(np.mean(losses))})
+    mu, sd = _token_stats(model, xt)
+    _fold_token_head(model, lin.weight.detach(), lin.bias.detach(), mu, sd)
 
 
 def _BatchCentre():
@@ -496,7 +618,8 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
         gen = torch.Generator().manual_seed(cfg.seed + 1000 * ai)
         backbone = (build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else
                     build_densenet(densenet_args(cfg.densenet_width, cfg.densenet_blocks)) if arch == "densenet" else build_vit(vit_cfg))
-        pre_model = make_classifier(backbone, arch)
+        pre_model = (make_classifier(backbone, arch, pooling=cfg.vit_pooling, sharpness=cfg.vit_sharpness)
+                     if arch == "vit" else make_classifier(backbone, arch))
         pretrain(pre_model, x_all, cfg, gen, log_rows)
         pre_model.eval()
         pre_spec = _encoder_spec(arch, "pre", cfg, (h, w), norm, vit_cfg)

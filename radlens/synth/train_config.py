@@ -98,6 +98,18 @@ class TrainConfig:
     vit_intensity : {"zscore", "window"}
         The ViT's intensity preprocessing (:data:`radlens.synth.checkpoints.VIT_INTENSITY`): a per-image
         z-score, or the CNNs' fixed [0, 1] window centred and scaled by fixed constants.
+    vit_pooling : {"mean", "lse"}
+        The ViT classifier's ``head.pooling`` (docs/contracts.md): ``mean``, a linear head on the patch-token
+        mean; ``lse``, a linear score of every patch token pooled by a log-mean-exp of sharpness
+        ``vit_sharpness`` (:func:`radlens.cam.model.lse_pool`; multiple-instance pooling: a few tokens
+        can carry the logit, and Grad-CAM at ``layernorm`` is the per-token score map).
+    vit_sharpness : float > 0
+        ``r`` of the ``lse`` pooling (logit units).
+    vit_head_lr_factor : float
+        The ViT's fine-tuning head learning rate, as a multiple of ``vit_lr_finetune`` (``lse`` heads).
+    vit_head_init : {"zero", "tl"}
+        ``lse`` heads: fine-tuning starts from a zero head or from the transfer head (in standardised
+        token units; linear probing then fine-tuning).
     val_fraction : float
         Fraction of patients held out (when the manifest has no ``split`` column) to report AUCs.
     seed : int
@@ -135,6 +147,10 @@ class TrainConfig:
     vit_heads: int = 4
     vit_patch: int = 8
     vit_intensity: str = "zscore"
+    vit_pooling: str = "mean"
+    vit_sharpness: float = 1.0
+    vit_head_lr_factor: float = 3.0
+    vit_head_init: str = "zero"
     val_fraction: float = 0.3
     seed: int = 0
     threads: int = 1
@@ -163,5 +179,14 @@ class TrainConfig:
         if self.vit_intensity not in ("zscore", "window"):
             raise InputError(f"TrainConfig.vit_intensity={self.vit_intensity!r}: allowed values are "
                              "['window', 'zscore']")
+        if self.vit_pooling not in ("mean", "lse"):
+            raise InputError(f"TrainConfig.vit_pooling={self.vit_pooling!r}: allowed values are ['lse', 'mean']")
+        if (isinstance(self.vit_sharpness, bool) or not isinstance(self.vit_sharpness, (int, float, np.floating))
+                or not 0 < self.vit_sharpness < 1e4):
+            raise InputError(f"TrainConfig.vit_sharpness={self.vit_sharpness!r}: must be a number in (0, 1e4)")
+        if self.vit_head_init not in ("zero", "tl"):
+            raise InputError(f"TrainConfig.vit_head_init={self.vit_head_init!r}: allowed values are ['tl', 'zero']")
+        if not (isinstance(self.vit_head_lr_factor, (int, float)) and self.vit_head_lr_factor > 0):
+            raise InputError(f"TrainConfig.vit_head_lr_factor={self.vit_head_lr_factor!r}: must be a number > 0")
         if not 0.0 < self.val_fraction < 0.9:
             raise InputError(f"TrainConfig.val_fraction={self.val_fraction!r}: must be in (0, 0.9)")
