@@ -383,8 +383,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     init = None
     if getattr(model, "pooling", "") == "lse" and cfg.vit_head_init == "tl":
         mu, sd = _token_stats(model, x[train_idx])
-        init = (model.head.weight[1].detach() * sd, float(model.head.bias[1] - model.head.bias[0])
-                + float(model.head.weight[1].detach() @ mu))
+        w1, b1 = model.head.weight[1].detach(), model.head.bias.detach()
+        init = (w1 * sd, float(b1[1] - b1[0]) + float(w1 @ mu))
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
         model.head.weight.zero_()
         model.head.bias.zero_()
@@ -618,8 +618,8 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
         gen = torch.Generator().manual_seed(cfg.seed + 1000 * ai)
         backbone = (build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else
                     build_densenet(densenet_args(cfg.densenet_width, cfg.densenet_blocks)) if arch == "densenet" else build_vit(vit_cfg))
-        pre_model = (make_classifier(backbone, arch, pooling=cfg.vit_pooling, sharpness=cfg.vit_sharpness)
-                     if arch == "vit" else make_classifier(backbone, arch))
+        pre_model = (make_classifier(backbone, arch, sharpness=cfg.vit_sharpness) if arch == "vit"
+                     else make_classifier(backbone, arch))
         pretrain(pre_model, x_all, cfg, gen, log_rows)
         pre_model.eval()
         pre_spec = _encoder_spec(arch, "pre", cfg, (h, w), norm, vit_cfg)
@@ -635,6 +635,8 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
             tr = data.train_idx[labelled[data.train_idx]]
             va = data.val_idx[labelled[data.val_idx]]
             tl = copy.deepcopy(pre_model)
+            if arch == "vit":
+                tl.pooling = cfg.vit_task_pooling(task)
             fit_linear_head(tl, x_all, y, tr, cfg.seed)
             place_operating_point(tl, x_all, y, tr)
             tl_path = _write_classifier(tl, arch, "tl", task, arch_dir, pre_spec, vit_cfg)

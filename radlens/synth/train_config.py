@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -98,11 +99,12 @@ class TrainConfig:
     vit_intensity : {"zscore", "window"}
         The ViT's intensity preprocessing (:data:`radlens.synth.checkpoints.VIT_INTENSITY`): a per-image
         z-score, or the CNNs' fixed [0, 1] window centred and scaled by fixed constants.
-    vit_pooling : {"mean", "lse"}
-        The ViT classifier's ``head.pooling`` (docs/contracts.md): ``mean``, a linear head on the patch-token
-        mean; ``lse``, a linear score of every patch token pooled by a log-mean-exp of sharpness
-        ``vit_sharpness`` (:func:`radlens.cam.model.lse_pool`; multiple-instance pooling: a few tokens
-        can carry the logit, and Grad-CAM at ``layernorm`` is the per-token score map).
+    vit_pooling : {"mean", "lse"} or dict task -> {"mean", "lse"}
+        The ViT classifiers' ``head.pooling`` (docs/contracts.md), for every task or per task (tasks not
+        in the dict: ``mean``): ``mean``, a linear head on the patch-token mean; ``lse``, a linear score
+        of every patch token pooled by a log-mean-exp of sharpness ``vit_sharpness``
+        (:func:`radlens.cam.model.lse_pool`; multiple-instance pooling: a few tokens can carry the
+        logit, and Grad-CAM at ``layernorm`` is the per-token score map).
     vit_sharpness : float > 0
         ``r`` of the ``lse`` pooling (logit units).
     vit_head_lr_factor : float
@@ -147,7 +149,7 @@ class TrainConfig:
     vit_heads: int = 4
     vit_patch: int = 8
     vit_intensity: str = "zscore"
-    vit_pooling: str = "mean"
+    vit_pooling: Any = "mean"
     vit_sharpness: float = 1.0
     vit_head_lr_factor: float = 3.0
     vit_head_init: str = "zero"
@@ -179,8 +181,11 @@ class TrainConfig:
         if self.vit_intensity not in ("zscore", "window"):
             raise InputError(f"TrainConfig.vit_intensity={self.vit_intensity!r}: allowed values are "
                              "['window', 'zscore']")
-        if self.vit_pooling not in ("mean", "lse"):
-            raise InputError(f"TrainConfig.vit_pooling={self.vit_pooling!r}: allowed values are ['lse', 'mean']")
+        vp = self.vit_pooling
+        if not (vp in ("mean", "lse") or (isinstance(vp, dict) and set(vp) <= set(self.tasks)
+                                          and set(vp.values()) <= {"mean", "lse"})):
+            raise InputError(f"TrainConfig.vit_pooling={vp!r}: allowed values are 'lse', 'mean' or a dict "
+                             f"task -> 'lse' / 'mean' with tasks among {list(self.tasks)}")
         if (isinstance(self.vit_sharpness, bool) or not isinstance(self.vit_sharpness, (int, float, np.floating))
                 or not 0 < self.vit_sharpness < 1e4):
             raise InputError(f"TrainConfig.vit_sharpness={self.vit_sharpness!r}: must be a number in (0, 1e4)")
@@ -190,3 +195,8 @@ class TrainConfig:
             raise InputError(f"TrainConfig.vit_head_lr_factor={self.vit_head_lr_factor!r}: must be a number > 0")
         if not 0.0 < self.val_fraction < 0.9:
             raise InputError(f"TrainConfig.val_fraction={self.val_fraction!r}: must be in (0, 0.9)")
+
+    def vit_task_pooling(self, task: str) -> str:
+        """The ViT classifiers' ``head.pooling`` for ``task`` (``vit_pooling``)."""
+        vp = self.vit_pooling
+        return vp.get(task, "mean") if isinstance(vp, dict) else vp
