@@ -149,10 +149,10 @@ class TrainConfig:
     vit_heads: int = 4
     vit_patch: int = 8
     vit_intensity: str = "zscore"
-    vit_pooling: Any = "mean"
+    vit_pooling: Any = field(default_factory=lambda: {"task_shape": "lse"})
     vit_sharpness: float = 1.0
     vit_head_lr_factor: float = 3.0
-    vit_head_init: str = "zero"
+    vit_head_init: str = "tl"
     val_fraction: float = 0.3
     seed: int = 0
     threads: int = 1
@@ -182,10 +182,11 @@ class TrainConfig:
             raise InputError(f"TrainConfig.vit_intensity={self.vit_intensity!r}: allowed values are "
                              "['window', 'zscore']")
         vp = self.vit_pooling
-        if not (vp in ("mean", "lse") or (isinstance(vp, dict) and set(vp) <= set(self.tasks)
+        known = sorted(set(TASKS) | set(self.tasks))
+        if not (vp in ("mean", "lse") or (isinstance(vp, dict) and set(vp) <= set(known)
                                           and set(vp.values()) <= {"mean", "lse"})):
             raise InputError(f"TrainConfig.vit_pooling={vp!r}: allowed values are 'lse', 'mean' or a dict "
-                             f"task -> 'lse' / 'mean' with tasks among {list(self.tasks)}")
+                             f"task -> 'lse' / 'mean' with tasks among {known} (the demo's tasks and tasks)")
         if (isinstance(self.vit_sharpness, bool) or not isinstance(self.vit_sharpness, (int, float, np.floating))
                 or not 0 < self.vit_sharpness < 1e4):
             raise InputError(f"TrainConfig.vit_sharpness={self.vit_sharpness!r}: must be a number in (0, 1e4)")
