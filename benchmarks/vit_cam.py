@@ -4,6 +4,8 @@
     python benchmarks/vit_cam.py --seeds 0,1,2,3 --set vit_patch=4 --set vit_hidden=32
     python benchmarks/vit_cam.py --set vit_patch=4 --png vit_p4.png --out vit_cam.jsonl
     python benchmarks/vit_cam.py --set vit_intensity=window --set vit_layers=6    # fixed intensity window
+    python benchmarks/vit_cam.py --set vit_pooling=mean      # the mean head on every task (before 2026-11-30)
+    python benchmarks/vit_cam.py --set "tasks=('task_shape',)" --set vit_head_init=zero   # one task (screen)
 
 The ViT counterpart of ``cnn_cam.py`` (whose CAM scoring it reuses) and the CAM extension of
 ``vit_recipe.py``: draws the demo's cohort once into ``--work``, trains the ViT exactly as ``radlens
@@ -18,8 +20,8 @@ and prints per task and checkpoint Grad-CAM / LayerCAM / Grad-CAM++ pointing gam
 seconds of ``_train_arch`` (one torch thread, so CPU seconds are the machine-load-robust measure),
 and whether the recipe meets issue 13's targets (``ok``: fine-tuned AUC >= 0.85 on every task,
 transfer lower on one, fine-tuned Grad-CAM pointing >= 0.6 and pixel AUC >= 0.75 on every task,
-every Grad-CAM sanity row < 0.5), and where the fine-tuned Grad-CAM maxima fall (inside the ROI, within
-4 px of it, farther). ``--png`` renders fine-tuned Grad-CAM overlays. ``--out`` appends
+every Grad-CAM sanity row < 0.5), where the fine-tuned Grad-CAM maxima fall (inside the ROI, within
+4 px of it, farther) and each task's last fine-tuning epoch's training loss. ``--png`` renders fine-tuned Grad-CAM overlays. ``--out`` appends
 one JSON line per seed.
 
 A recipe experiment harness, not a speed benchmark: see docs/synth.md and docs/cam.md for what it

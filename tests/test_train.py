@@ -458,4 +458,4 @@ def test_fold_token_head_by_hand():
     np.testing.assert_allclose(m.head.weight.detach().numpy(), [[0.0, 0.0], [0.5, -2.0]])
     np.testing.assert_allclose(m.head.bias.detach().numpy(), [0.0, 6.0])
     t = torch.tensor([[3.0, 2.0]])
-    assert float(m.head(t)[0, 1]) == pytest.approx(2.0 * (3 - 1) / 4 - 1.0 * (2 - 3) / 0.5 + 0.5)
+    assert float(m.head(t)[0, 1].detach()) == pytest.approx(2.0 * (3 - 1) / 4 - 1.0 * (2 - 3) / 0.5 + 0.5)

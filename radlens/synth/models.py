@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 #: of the CAM target layer's output, so ``logit = bias + sum over positions of (head weight . activation) / N``
 #: exactly: Grad-CAM on that layer is the per-position share of the logit (Zhou et al.'s CAM), signed
 #: activations included (the ViT's final layer norm and the DenseNet's last batch norm emit signed values).
+#: ``pooling`` is the default; the ViT's shape classifiers use ``lse`` (``TrainConfig.vit_pooling``: the head
+#: scores every token, Grad-CAM at ``layernorm`` is each token's own score, docs/cam.md "The ViT's shape head").
 #: The ResNet is read at ``layer3`` (16x16 at 64 px, stride 4, receptive field 25 px): MONAI's ResNet always
 #: builds four stages, and its ``layer4`` (8x8) is too coarse for the demo's 5-6 px wide elongated lesions;
 #: the encoder spec's ``layer: layer3`` stops every forward pass there, so ``layer4`` is never run or trained
@@ -104,7 +106,8 @@ def build_vit(config=None):
 
 
 def vit_target_layer(config=None) -> str:
-    """Dotted name of the ViT CAM layer: the final layer norm, whose patch tokens the mean-pooled head reads."""
+    """Dotted name of the ViT CAM layer: the final layer norm, whose patch tokens the head reads (their mean,
+    or each token for ``pooling="lse"``)."""
     return "layernorm"
 
 
