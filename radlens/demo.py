@@ -254,7 +254,7 @@ def _demo(out: Path, *, quick: bool, seed: int, force: bool, mem):
     tcfg = train_config(size, seed)
     train_stamp = {"cohort": stamp, "train": vars(tcfg),
                    "code": _code_hash("radlens.synth.train", "radlens.synth.train_config", "radlens.synth.models",
-                                      "radlens.synth.steps", "radlens.synth.checkpoints")}
+                                      "radlens.synth.steps", "radlens.synth.checkpoints", "radlens.synth.token_head")}
     train_json = out / "models" / "training.json"
     specs_path = out / "models" / "specs.json"
     if (force or not specs_path.exists() or not train_json.exists()

@@ -161,6 +161,9 @@ def test_bad_inputs_name_the_parameter(tmp_path):
         TrainConfig(vit_pooling="max")
     with pytest.raises(InputError, match=r"vit_sharpness=0"):
         TrainConfig(vit_sharpness=0)
+    with pytest.raises(InputError, match=r"mirror-consistency penalty is not implemented for the ViT's lse heads"):
+        TrainConfig(flip_consistent_archs=("densenet", "vit"))
+    TrainConfig(flip_consistent_archs=("densenet", "vit"), vit_pooling="mean")  # the mean head: allowed
     with pytest.raises(InputError, match=r"vit_head_init='warm'.*\['tl', 'zero'\]"):
         TrainConfig(vit_head_init="warm")
     data = _blob_data(n=16)

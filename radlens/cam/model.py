@@ -27,6 +27,7 @@ from radlens.errors import ConfigError, InputError
 log = logging.getLogger(__name__)
 
 POOLINGS = ("global", "cls", "mean", "lse")
+_KEYS = {"encoder", "head", "target_layer", "target_input", "classes", "description", "name"}
 #: head keys besides checkpoint and pooling (``sharpness``: ``lse`` only)
 _HEAD_KEYS = {"checkpoint", "pooling", "sharpness"}
 
@@ -59,7 +60,7 @@ def lse_pool(scores, sharpness: float):
 
     r = float(sharpness)
     return (torch.logsumexp(r * scores, dim=1) - math.log(scores.shape[1])) / r
-_KEYS = {"encoder", "head", "target_layer", "target_input", "classes", "description", "name"}
+
 
 
 def _classifier_module(encoder, head, pooling: str, sharpness: float = 1.0):

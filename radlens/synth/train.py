@@ -14,7 +14,8 @@ For each architecture (a small MONAI ResNet, a small MONAI DenseNet and a tiny H
      ``lse`` heads, ``TrainConfig.vit_pooling``: a log-mean-exp of per-token scores, :func:`fit_token_head`);
    * **ft** — full fine-tuning of the pre backbone with a fresh (zero) head: AdamW with a one-cycle
      learning-rate schedule (warm-up, cosine decay) on every parameter, flip augmentation (+ 90-degree
-     rotations for the ResNet, ``TrainConfig.rot90_finetune_archs``).
+     rotations for the ResNet, ``TrainConfig.rot90_finetune_archs``). The ViT's ``lse`` heads start from
+     their transfer head instead (``TrainConfig.vit_head_init``, in standardised token units).
      Starting from the tl head instead was a bug: the logistic head is fitted on standardised
      features, so in raw-feature units its weights are large (1 / feature std); the first steps then
      blew the backbone up (final training loss 3.8, validation AUC at chance on every task).

@@ -196,6 +196,10 @@ class TrainConfig:
         if (isinstance(self.vit_sharpness, bool) or not isinstance(self.vit_sharpness, (int, float, np.floating))
                 or not 0 < self.vit_sharpness < 1e4):
             raise InputError(f"TrainConfig.vit_sharpness={self.vit_sharpness!r}: must be a number in (0, 1e4)")
+        if "vit" in tuple(self.flip_consistent_archs) and any(self.vit_task_pooling(t) == "lse" for t in self.tasks):
+            raise InputError(f"TrainConfig.flip_consistent_archs={list(self.flip_consistent_archs)!r} with "
+                             f"vit_pooling={self.vit_pooling!r}: the mirror-consistency penalty is not implemented "
+                             "for the ViT's lse heads; drop 'vit' from flip_consistent_archs or use vit_pooling='mean'")
         if self.vit_head_init not in ("zero", "tl"):
             raise InputError(f"TrainConfig.vit_head_init={self.vit_head_init!r}: allowed values are ['tl', 'zero']")
         if not (isinstance(self.vit_head_lr_factor, (int, float)) and self.vit_head_lr_factor > 0):
