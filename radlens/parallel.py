@@ -202,15 +202,33 @@ def run_cases(fn: Callable[[Any], Any], items: Sequence[Any] | Iterable[Any], *,
 
 
 # --------------------------------------------------------------------------- one forked child
-#: :class:`ForkedChild` processes not yet reaped, by pid (reaped without waiting by the next
-#: :class:`ForkedWorkers`, their exit status kept in their object; at this process's exit, by the system)
-_UNREAPED: dict[int, "ForkedChild"] = {}
+#: :class:`ForkedChild` processes not yet reaped: pid -> ``[waitpid status]`` (None until reaped; the
+#: same list as the child object's, which need not be alive). Reaped without waiting by the next
+#: :class:`ForkedWorkers`, or by a child's :meth:`ForkedChild.join`; at this process's exit, by the system.
+_UNREAPED: dict[int, list] = {}
+
+
+def _waitpid(pid: int, exit: list, flags: int) -> bool:
+    """Reap child ``pid`` (``flags``: ``os.WNOHANG`` or 0), its status into ``exit[0]``; whether it
+    is reaped (or not ours: reaped elsewhere, its status unknown)."""
+    if exit[0] is not None:
+        return True
+    try:
+        done, status = os.waitpid(pid, flags)
+    except ChildProcessError:
+        _UNREAPED.pop(pid, None)
+        return True
+    if not done:
+        return False
+    exit[0] = status
+    _UNREAPED.pop(pid, None)
+    return True
 
 
 def _reap() -> None:
     """Reap the finished ones of :data:`_UNREAPED` (never waits; each keeps its exit status)."""
-    for child in list(_UNREAPED.values()):
-        child.poll()
+    for pid, exit in list(_UNREAPED.items()):
+        _waitpid(pid, exit, os.WNOHANG)
 
 
 def trim_heap() -> None:
@@ -264,15 +282,19 @@ class ForkedChild:
     Its end: :meth:`poll` (never waits), :meth:`join` (waits), then :attr:`exitcode` (as
     ``multiprocessing``'s: ``-N`` when killed by signal N) and :meth:`exit_text` (in words, as
     worker failures name it). A child never joined is reaped by the next :class:`ForkedWorkers`
-    (:func:`_reap`) or at this process's exit.
+    (:func:`_reap`) or at this process's exit. :meth:`respawn` forks a new child running the same
+    target and arguments (not kept with ``respawnable=False``: they may hold data for the child only).
     """
 
     def __init__(self, target: Callable, args: tuple = (), *, close: Iterable = (), name: str = "radlens-child",
-                 quiet: bool = False):
+                 quiet: bool = False, respawnable: bool = True):
         from multiprocessing import Pipe
 
-        self.target, self.args, self.name, self.quiet = target, tuple(args), name, quiet
-        self.status: int | None = None  # the waitpid status, once reaped
+        args = tuple(args)
+        # what :meth:`respawn` needs (not kept otherwise: ``args`` may hold data only the child needs)
+        self._spec = (target, args) if respawnable else None
+        self.name, self.quiet = name, quiet
+        self._exit: list = [None]  # the waitpid status, once reaped (shared with _UNREAPED)
         if not quiet:
             _flush_std_streams()
         mine, theirs = Pipe(duplex=True)
@@ -283,29 +305,24 @@ class ForkedChild:
             for c in close:
                 if c is not None:
                     c.close()
-            _child_main(target, theirs, self.args, name, quiet)
+            _child_main(target, theirs, args, name, quiet)
         theirs.close()
         self.conn, self.pid = mine, pid
-        _UNREAPED[pid] = self
+        _UNREAPED[pid] = self._exit
+
+    @property
+    def status(self) -> int | None:
+        """The ``waitpid`` status once reaped, else None."""
+        return self._exit[0]
 
     def respawn(self, close: Iterable = ()) -> "ForkedChild":
         """A new child running the same target and arguments (this one's end is not touched)."""
-        return ForkedChild(self.target, self.args, close=close, name=self.name, quiet=self.quiet)
+        if self._spec is None:
+            raise RuntimeError(f"{self.name} (pid {self.pid}) was forked with respawnable=False")
+        return ForkedChild(*self._spec, close=close, name=self.name, quiet=self.quiet)
 
     def _waitpid(self, flags: int) -> bool:
-        """Reap the child (``flags``: ``os.WNOHANG`` or 0); whether it is reaped (or not ours)."""
-        if self.status is not None:
-            return True
-        try:
-            pid, status = os.waitpid(self.pid, flags)
-        except ChildProcessError:  # reaped elsewhere, or not our child: its status is unknown
-            _UNREAPED.pop(self.pid, None)
-            return True
-        if not pid:
-            return False
-        self.status = status
-        _UNREAPED.pop(self.pid, None)
-        return True
+        return _waitpid(self.pid, self._exit, flags)
 
     def poll(self) -> int | None:
         """:attr:`exitcode` if the child has ended (reaped now), else None; never waits."""
@@ -430,7 +447,7 @@ class ForkedWorkers:
         trim_heap()
         for w in range(n):  # each closes the others' ends: the parent's exit must read as EOF there
             self.children.append(ForkedChild(_worker_loop, (fn, stocks[w], initializer, initargs), close=self.conns,
-                                             name="radlens-worker", quiet=True))
+                                             name="radlens-worker", quiet=True, respawnable=False))
             self.conns.append(self.children[w].conn)
         self.pids = [c.pid for c in self.children]
 

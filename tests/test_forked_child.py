@@ -111,3 +111,9 @@ def test_respawn_runs_the_same_target_in_a_new_process_and_closing_reads_as_eof(
     assert second.join(10) == 0
     new.close()
     assert new.join(10) == 0
+
+    once = ForkedChild(echo_until_eof, ("c:",), respawnable=False)  # ForkedWorkers' (its stock stays the child's)
+    once.close()
+    with pytest.raises(RuntimeError, match="respawnable=False"):
+        once.respawn()
+    assert once.join(10) == 0

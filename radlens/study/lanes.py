@@ -14,9 +14,11 @@ beside the chains of short ones. A stage starts only when every stage of its ``n
 or cached (otherwise it is marked skipped, as in a serial run) and every stage of its ``after``
 finished whatever its status.
 
-A lane that dies (killed, out of memory, a crash in native code) fails its stage with the exit code;
-a new lane takes its place. Without ``fork`` (``RADLENS_MP_START`` set to another start method, not
-Linux) the stages run one after another in this process.
+Each lane is a :class:`radlens.parallel.ForkedChild` (the forked process under radiomics'
+:class:`radlens.parallel.ForkedWorkers` too). A lane that dies (killed, out of memory, a crash in
+native code) fails its stage with the exit code (``-N``: killed by signal N); a new lane takes its
+place. Without ``fork`` (``RADLENS_MP_START`` set to another start method, not Linux) the stages run
+one after another in this process.
 """
 from __future__ import annotations
 
