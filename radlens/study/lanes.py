@@ -126,20 +126,21 @@ class Lanes:
     stage index to an idle one, :meth:`wait` for records. A lane that dies is replaced by a new one."""
 
     def __init__(self, n: int, stages: list, run_one: Callable, init: Callable[[], None] | None = None):
-        from radlens.parallel import frozen_gc
-
         self._args = (stages, run_one, init)
         self._lanes: list = []      # ForkedChild per lane
         self._stage: list[int | None] = [None] * n   # per lane: the stage index it runs, or None (idle)
-        with frozen_gc():   # the lanes' collectors then never touch (and copy) this process's objects
-            for _ in range(n):
-                self._lanes.append(self._fork())
+        for _ in range(n):
+            self._lanes.append(self._fork())
 
-    def _fork(self):
-        from radlens.parallel import ForkedChild
+    def _fork(self, dead=None):
+        """A new lane (in place of ``dead``, a lane that died)."""
+        from radlens.parallel import ForkedChild, frozen_gc
 
-        # each lane closes the others' ends: closing one here reads as EOF in its lane only
-        return ForkedChild(_lane, self._args, close=[lane.conn for lane in self._lanes], name="radlens-stage-lane")
+        others = [lane.conn for lane in self._lanes if lane is not dead]  # each lane closes the others' ends
+        with frozen_gc():   # the lane's collector then never touches (and copies) this process's objects
+            if dead is not None:
+                return dead.respawn(close=others)
+            return ForkedChild(_lane, self._args, close=others, name="radlens-stage-lane")
 
     @property
     def idle(self) -> int:
@@ -157,8 +158,6 @@ class Lanes:
     def wait(self) -> list[tuple[int, Any, int | None]]:
         """Block until a running stage ends; ``[(index, record or None, exit code of a dead lane)]``."""
         from multiprocessing.connection import wait
-
-        from radlens.parallel import frozen_gc
 
         ready = wait([lane.conn for lane, i in zip(self._lanes, self._stage) if i is not None])
         out = []
@@ -179,8 +178,7 @@ class Lanes:
             code = lane.join(timeout=5)   # the lane died without a record: its stage fails, a new lane replaces it
             lane.close()
             out.append((i, None, code))
-            with frozen_gc():
-                self._lanes[k] = lane.respawn(close=[other.conn for other in self._lanes if other is not lane])
+            self._lanes[k] = self._fork(dead=lane)
         return out
 
     def close(self) -> None:
