@@ -332,15 +332,28 @@ class ForkedChild:
     def join(self, timeout: float | None = None) -> int | None:
         """Wait up to ``timeout`` seconds (None: as long as it takes) for the child to end;
         its :attr:`exitcode`, None if it has not ended."""
+        import select
         import time
 
-        if timeout is None:
-            self._waitpid(0)
+        if self._waitpid(0 if timeout is None else os.WNOHANG):
             return self.exitcode
-        end, pause = time.monotonic() + timeout, 0.0005
-        while not self._waitpid(os.WNOHANG) and time.monotonic() < end:
-            time.sleep(min(pause, max(end - time.monotonic(), 0)))
-            pause = min(pause * 2, 0.05)
+        end = time.monotonic() + timeout
+        try:
+            fd = os.pidfd_open(self.pid)  # readable when the child ends (Linux >= 5.3)
+        except (AttributeError, OSError):
+            fd = None
+        try:
+            while not self._waitpid(os.WNOHANG):
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                if fd is not None:
+                    select.select([fd], [], [], left)
+                else:
+                    time.sleep(min(0.002, left))
+        finally:
+            if fd is not None:
+                os.close(fd)
         return self.exitcode
 
     @property
