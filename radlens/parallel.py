@@ -208,10 +208,10 @@ def run_cases(fn: Callable[[Any], Any], items: Sequence[Any] | Iterable[Any], *,
 _UNREAPED: dict[int, list] = {}
 
 
-def _waitpid(pid: int, exit: list, flags: int) -> bool:
-    """Reap child ``pid`` (``flags``: ``os.WNOHANG`` or 0), its status into ``exit[0]``; whether it
+def _waitpid(pid: int, box: list, flags: int) -> bool:
+    """Reap child ``pid`` (``flags``: ``os.WNOHANG`` or 0), its status into ``box[0]``; whether it
     is reaped (or not ours: reaped elsewhere, its status unknown)."""
-    if exit[0] is not None:
+    if box[0] is not None:
         return True
     try:
         done, status = os.waitpid(pid, flags)
@@ -220,15 +220,15 @@ def _waitpid(pid: int, exit: list, flags: int) -> bool:
         return True
     if not done:
         return False
-    exit[0] = status
+    box[0] = status
     _UNREAPED.pop(pid, None)
     return True
 
 
 def _reap() -> None:
     """Reap the finished ones of :data:`_UNREAPED` (never waits; each keeps its exit status)."""
-    for pid, exit in list(_UNREAPED.items()):
-        _waitpid(pid, exit, os.WNOHANG)
+    for pid, box in list(_UNREAPED.items()):
+        _waitpid(pid, box, os.WNOHANG)
 
 
 def trim_heap() -> None:
