@@ -27,6 +27,7 @@ measured.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -55,7 +56,50 @@ def peak_places(maps: dict, near_px: float = 4.0) -> dict:
             "far": float(np.mean(d > near_px)), "far_median_px": float(np.median(far)) if far.size else float("nan")}
 
 
-def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: str | None, png: str | None):
+#: TrainConfig fields the ViT's pretext training depends on (besides the seed and the images)
+PRETEXT_FIELDS = ("vit_hidden", "vit_layers", "vit_heads", "vit_patch", "vit_intensity", "vit_pretext_epochs",
+                  "vit_batch_size", "vit_lr_pretext")
+
+
+@contextlib.contextmanager
+def cached_pretext(cache: Path, cfg, n_images: int):
+    """Within the block, ``radlens.synth.train.pretrain`` of the ViT is memoised on disk under ``cache``, keyed
+    by the seed, the number of images and :data:`PRETEXT_FIELDS`: a hit loads the pretrained backbone, the
+    read-out and the torch / generator random states the real call leaves behind, so the fine-tuning that
+    follows is the same as after a real pretext run (recipes that change only fine-tuning share it)."""
+    import torch
+
+    from radlens.synth import train as T
+
+    real = T.pretrain
+    key = "_".join([f"s{cfg.seed}", f"n{n_images}"] + [f"{k}-{getattr(cfg, k)}" for k in PRETEXT_FIELDS])
+    path = cache / f"{key}.pt"
+
+    def pretrain(model, x, cfg_, gen, log_rows):
+        if path.exists():
+            c = torch.load(path, weights_only=False)
+            model.backbone.load_state_dict(c["backbone"])
+            torch.set_rng_state(c["rng"])
+            gen.set_state(c["gen"])
+            log_rows.extend(c["log_rows"])
+            return c["pretext"]
+        rows: list = []
+        out = real(model, x, cfg_, gen, rows)
+        log_rows.extend(rows)
+        cache.mkdir(parents=True, exist_ok=True)
+        torch.save({"backbone": model.backbone.state_dict(), "rng": torch.get_rng_state(), "gen": gen.get_state(),
+                    "log_rows": rows, "pretext": out}, path)
+        return out
+
+    T.pretrain = pretrain
+    try:
+        yield
+    finally:
+        T.pretrain = real
+
+
+def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: str | None, png: str | None,
+             cache: bool = True):
     from radlens.synth import train as T
 
     cfg = T.TrainConfig(pretext_epochs=size.pretext_epochs, finetune_epochs=size.finetune_epochs, seed=seed, **over)
@@ -66,10 +110,11 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
         am, specs, wall, cpu = json.loads((mdir / "trained.json").read_text())
     else:
         t0, c0 = time.perf_counter(), time.process_time()
-        _, am, specs, _ = T._train_arch(VIT_INDEX, "vit", data, mdir, cfg)
+        with cached_pretext(work / "pretext_cache", cfg, len(data.images)) if cache else contextlib.nullcontext():
+            _, am, specs, _ = T._train_arch(VIT_INDEX, "vit", data, mdir, cfg)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         (mdir / "trained.json").write_text(json.dumps([am, specs, wall, cpu]))
-    res = {"set": over, "seed": seed, "target": target, "train_wall_s": round(wall, 1),
+    res = {"set": over, "seed": seed, "target": target, "pretext_cached": cache, "train_wall_s": round(wall, 1),
            "train_cpu_s": round(cpu, 1), "pretext_wall_s": am.get("pretext_seconds"), "tasks": {}}
     print(f"{tag} seed {seed}: ViT trained in {wall:.0f} s wall, {cpu:.0f} s CPU "
           f"(pretext {am.get('pretext_seconds')} s wall)", flush=True)
@@ -100,10 +145,13 @@ def main(argv=None) -> None:
     p.add_argument("--target", default=None, help="CAM target layer (default: the classifier spec's)")
     p.add_argument("--png", default=None, help="render fine-tuned Grad-CAM overlays (one PNG per seed: _s<seed>)")
     p.add_argument("--out", default=None, help="append the results as one JSON line per seed to this file")
+    p.add_argument("--no-pretext-cache", action="store_true",
+                   help="always run the pretext training (default: reuse one cached in --work/pretext_cache; "
+                        "the training CPU seconds then exclude it)")
     a = p.parse_args(argv)
     size, over, work, manifest = vit_setup(a)
     for seed in (int(s) for s in a.seeds.split(",")):
-        res = run_seed(manifest, work, size, over, seed, a.target, a.png)
+        res = run_seed(manifest, work, size, over, seed, a.target, a.png, not a.no_pretext_cache)
         res["quick"] = a.quick
         print(f"  seed {seed}: targets met: {res['ok']}", flush=True)
         if a.out:

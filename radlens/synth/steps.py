@@ -24,12 +24,7 @@ def _augment(x, gen, strong: bool, rotate: bool = True):
         k = torch.randint(0, 4, (b,), generator=gen)
         x = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
     if strong:
-        h, w = x.shape[2:]
-        pad = max(1, h // 16)
-        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        x = torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+        x = _random_shift(x, gen, max(1, x.shape[2] // 16))
         # brightness / contrast jitter and noise in units of the batch's intensity SD (the inputs are
         # no longer standardised: on the [0, 1] scale a fixed 0.1 noise drowned the lesion texture)
         sd = x.std().clamp_min(1e-6)
@@ -37,6 +32,69 @@ def _augment(x, gen, strong: bool, rotate: bool = True):
         shift = 0.4 * sd * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
         x = x * scale + shift + 0.1 * sd * torch.randn(x.shape, generator=gen)
     return x
+
+
+def _random_shift(x, gen, pad: int):
+    """Each image shifted by its own random offset of up to ``pad`` px per axis (reflect padding).
+
+    x : Tensor (B, 1, H, W) -> same shape; draws ``dy`` then ``dx`` (B each) from ``gen``.
+    """
+    import torch
+
+    b, h, w = x.shape[0], x.shape[2], x.shape[3]
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    return torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+
+
+#: parts of a HF DINOv2 backbone that ``TrainConfig.vit_frozen`` can freeze, by parameter-name test
+VIT_PARTS = {"embeddings": lambda n: n.startswith("embeddings."),
+             "attention": lambda n: ".attention." in n,
+             "mlp": lambda n: ".mlp." in n,
+             "norms": lambda n: ".norm1." in n or ".norm2." in n or n.startswith("layernorm."),
+             "layer_scale": lambda n: ".layer_scale" in n}
+
+
+def vit_layer_id(name: str, n_layers: int) -> int:
+    """Depth of a DINOv2 backbone parameter for layer-wise learning-rate decay (BEiT, Bao et al. 2022):
+    0 for the embeddings (patch projection, position embeddings, CLS token), ``i + 1`` for
+    ``encoder.layer.i``, ``n_layers + 1`` for the final layer norm (read by the head)."""
+    if name.startswith("embeddings."):
+        return 0
+    if name.startswith("encoder.layer."):
+        return int(name.split(".")[2]) + 1
+    return n_layers + 1
+
+
+def vit_param_groups(backbone, lr: float, layer_decay: float = 1.0, frozen=()) -> list[dict]:
+    """AdamW parameter groups of a DINOv2 backbone's fine-tuning.
+
+    Parameters
+    ----------
+    backbone : transformers.Dinov2Model
+    lr : float
+        Peak learning rate of the top (the final layer norm).
+    layer_decay : float in (0, 1]
+        Parameter at depth ``d`` (:func:`vit_layer_id`) gets ``lr * layer_decay ** (n_layers + 1 - d)``.
+    frozen : iterable of str
+        Keys of :data:`VIT_PARTS`: those parameters get ``requires_grad = False`` and no group.
+
+    Returns
+    -------
+    list of dict
+        One group per depth that has trainable parameters: ``{"params", "lr", "layer_id"}``, shallow first.
+    """
+    n_layers = int(backbone.config.num_hidden_layers)
+    tests = [VIT_PARTS[k] for k in frozen]
+    groups: dict[int, list] = {}
+    for name, p in backbone.named_parameters():
+        if any(t(name) for t in tests):
+            p.requires_grad_(False)
+            continue
+        groups.setdefault(vit_layer_id(name, n_layers), []).append(p)
+    return [{"params": ps, "lr": lr * layer_decay ** (n_layers + 1 - d), "layer_id": d}
+            for d, ps in sorted(groups.items())]
 
 
 def _batches(n: int, batch_size: int, gen, shuffle: bool = True) -> list:

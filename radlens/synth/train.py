@@ -47,6 +47,8 @@ from radlens.synth.checkpoints import (  # noqa: F401  (re-exported)
 from radlens.synth.models import ARCHS  # noqa: F401  (re-exported)
 from radlens.synth.steps import (  # noqa: F401  (re-exported)
     _flip_consistent_loss,
+    _random_shift,
+    vit_param_groups,
     ATTRIBUTES,
     _auc,
     _augment,
@@ -194,14 +196,17 @@ def local_statistics(x, grid: tuple[int, int]):
     return torch.cat([mean, sd, pool(dx), pool(dy), pool(lap), sd_smooth, bright], dim=1)
 
 
-def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> None:
+def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> tuple:
     """Self-supervised pretext pre-training of ``model.backbone``: from each cell of its feature grid,
     a linear read-out predicts the hand-crafted statistics of that image cell
     (:func:`local_statistics`, standardised over the cohort), on strongly augmented images
     (a MaskFeat-style feature-prediction pretext without the masking). It never sees a task label
     or a planted attribute; it teaches every architecture -- the ViT in particular, which learns
     little from a couple of hundred labelled images alone -- to encode local intensity and
-    structure, as a generic pre-trained encoder would."""
+    structure, as a generic pre-trained encoder would.
+
+    Returns ``(readout, mu, sd, grid)``: the trained 1x1-conv read-out, the statistics' cohort mean and
+    SD and the feature grid, for :func:`finetune`'s ``vit_pretext_aux``."""
     import torch
     import torch.nn.functional as F
 
@@ -237,6 +242,7 @@ def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> None:
             losses.append(float(loss.detach()))
         log_rows.append({"arch": model.arch, "stage": "pretext", "task": "", "epoch": epoch + 1,
                          "loss": float(np.mean(losses))})
+    return readout, mu, sd, grid
 
 
 def fit_linear_head(model, x, y: np.ndarray, train_idx: np.ndarray, seed: int) -> None:
@@ -287,7 +293,7 @@ def model_inputs(images: np.ndarray, train_idx: np.ndarray | None = None, intens
 
 
 def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, gen, task: str,
-             log_rows: list) -> None:
+             log_rows: list, pretext: tuple | None = None) -> None:
     """Full fine-tuning of backbone + a fresh zero head: cross-entropy, flip augmentation (+ 90-degree
     rotations for ``cfg.rot90_finetune_archs``),
     AdamW with a one-cycle schedule (20 % warm-up, cosine decay; the head at 3x the backbone's rate).
@@ -303,7 +309,11 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     ``layer4`` features sit on a large common offset (mean 0.48, case-to-case SD 0.05), and each batch's
     label imbalance times that offset swamped the class signal in the head's gradient: on the shape
     task the loss stayed at ln 2 for 6 of 20 epochs (final training loss 0.31, validation AUC 0.89;
-    default cohort, seed 0); centred, it falls from epoch 3 (0.12, 0.93)."""
+    default cohort, seed 0); centred, it falls from epoch 3 (0.12, 0.93).
+
+    The ViT's recipe knobs (``vit_layer_decay``, ``vit_frozen``, ``vit_finetune_shift`` and
+    ``vit_pretext_aux``, which needs ``pretext``: :func:`pretrain`'s return value) are in
+    :class:`TrainConfig`."""
     import torch
     import torch.nn.functional as F
 
@@ -325,11 +335,21 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
         model.head = torch.nn.Sequential(torch.nn.BatchNorm1d(linear.in_features, affine=False,
                                                               track_running_stats=False) if scaled
                                          else _BatchCentre(), linear)
-    opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": lr},
-                             {"params": model.head.parameters(), "lr": 3 * lr}], weight_decay=cfg.weight_decay)
+    groups = (vit_param_groups(model.backbone, lr, cfg.vit_layer_decay, cfg.vit_frozen) if vit
+              else [{"params": list(model.backbone.parameters()), "lr": lr}])
+    opt = torch.optim.AdamW(groups + [{"params": model.head.parameters(), "lr": 3 * lr}],
+                            weight_decay=cfg.weight_decay)
+    aux = float(cfg.vit_pretext_aux) if vit else 0.0
+    if aux and pretext is None:
+        raise InputError("TrainConfig.vit_pretext_aux > 0 needs pretrain()'s read-out: pass finetune(pretext=...)")
+    if aux:
+        readout, mu_s, sd_s, grid = pretext
+        readout.requires_grad_(False)
+    shift = int(cfg.vit_finetune_shift) if vit else 0
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
     n_steps = max(epochs * len(_batches(len(xt), fbs, gen, shuffle=False)), 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 3 * lr], total_steps=n_steps, pct_start=0.2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                total_steps=n_steps, pct_start=0.2)
     step = 0
     rotate = model.arch in tuple(cfg.rot90_finetune_archs)
     lin = model.head[-1] if centered else model.head
@@ -338,8 +358,14 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
         losses = []
         for idx in _batches(len(xt), fbs, gen):
             xb = _augment(xt[idx], gen, strong=False, rotate=rotate)
+            if shift:
+                xb = _random_shift(xb, gen, shift)
             if consistent:
                 loss = _flip_consistent_loss(model, lin, xb, yt[idx], cfg.flip_consistency)
+            elif aux:  # the pretext read-out keeps predicting each token's own local statistics
+                g = model.grid(xb)
+                loss = (F.cross_entropy(model.head(g.mean(dim=(2, 3))), yt[idx])
+                        + aux * F.mse_loss(readout(g), (local_statistics(xb, grid) - mu_s) / sd_s))
             else:
                 loss = F.cross_entropy(model(xb), yt[idx])
             opt.zero_grad()
@@ -351,6 +377,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
             losses.append(float(loss.detach()))
         log_rows.append({"arch": model.arch, "stage": "finetune", "task": task, "epoch": epoch + 1,
                          "loss": float(np.mean(losses))})
+    for p in model.backbone.parameters():  # vit_frozen parts: trainable again for whoever uses the model next
+        p.requires_grad_(True)
     if centered:  # fold the centring / standardisation (eval-mode feature statistics) into the linear head
         model.head = linear
         f = torch.as_tensor(_features(model, xt), dtype=torch.float32)
@@ -497,7 +525,7 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
         backbone = (build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else
                     build_densenet(densenet_args(cfg.densenet_width, cfg.densenet_blocks)) if arch == "densenet" else build_vit(vit_cfg))
         pre_model = make_classifier(backbone, arch)
-        pretrain(pre_model, x_all, cfg, gen, log_rows)
+        pretext = pretrain(pre_model, x_all, cfg, gen, log_rows)
         pre_model.eval()
         pre_spec = _encoder_spec(arch, "pre", cfg, (h, w), norm, vit_cfg)
         _write_checkpoint(pre_model, arch, "pre", arch_dir, pre_spec)
@@ -516,7 +544,7 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
             place_operating_point(tl, x_all, y, tr)
             tl_path = _write_classifier(tl, arch, "tl", task, arch_dir, pre_spec, vit_cfg)
             ft = copy.deepcopy(tl)
-            finetune(ft, x_all, y, tr, cfg, gen, task, log_rows)
+            finetune(ft, x_all, y, tr, cfg, gen, task, log_rows, pretext=pretext)
             place_operating_point(ft, x_all, y, tr)
             ft.eval()
             ft_name = f"ft_{task}"

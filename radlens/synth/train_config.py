@@ -95,6 +95,19 @@ class TrainConfig:
         docs/cam.md "Every training seed").
     vit_hidden, vit_layers, vit_heads, vit_patch : int
         Tiny DINOv2 size.
+    vit_layer_decay : float in (0, 1]
+        Layer-wise learning-rate decay of the ViT's fine-tuning (BEiT / MAE): block ``i`` of ``L`` gets
+        ``vit_lr_finetune * vit_layer_decay ** (L - i)``, the embeddings ``** (L + 1)``, the final layer
+        norm the full rate (:func:`radlens.synth.steps.vit_param_groups`). 1: one rate for all.
+    vit_frozen : tuple of str
+        Parts of the ViT backbone kept frozen while fine-tuning (keys of
+        :data:`radlens.synth.steps.VIT_PARTS`: ``embeddings``, ``attention``, ``mlp``, ``norms``,
+        ``layer_scale``). Default: none.
+    vit_pretext_aux : float >= 0
+        Weight of the pretext loss (the pretext read-out, frozen, predicting each token's local
+        statistics, :func:`radlens.synth.train.pretrain`) added to the ViT's fine-tuning loss. 0: none.
+    vit_finetune_shift : int >= 0
+        Random translation (px, reflect padding) of the ViT's fine-tuning images on top of the flips. 0: none.
     vit_intensity : {"zscore", "window"}
         The ViT's intensity preprocessing (:data:`radlens.synth.checkpoints.VIT_INTENSITY`): a per-image
         z-score, or the CNNs' fixed [0, 1] window centred and scaled by fixed constants.
@@ -135,6 +148,10 @@ class TrainConfig:
     vit_heads: int = 4
     vit_patch: int = 8
     vit_intensity: str = "zscore"
+    vit_layer_decay: float = 1.0
+    vit_frozen: tuple = ()
+    vit_pretext_aux: float = 0.0
+    vit_finetune_shift: int = 0
     val_fraction: float = 0.3
     seed: int = 0
     threads: int = 1
@@ -163,5 +180,16 @@ class TrainConfig:
         if self.vit_intensity not in ("zscore", "window"):
             raise InputError(f"TrainConfig.vit_intensity={self.vit_intensity!r}: allowed values are "
                              "['window', 'zscore']")
+        if not (isinstance(self.vit_layer_decay, (int, float, np.floating)) and 0 < self.vit_layer_decay <= 1):
+            raise InputError(f"TrainConfig.vit_layer_decay={self.vit_layer_decay!r}: must be a number in (0, 1]")
+        from radlens.synth.steps import VIT_PARTS
+
+        bad = [k for k in self.vit_frozen if k not in VIT_PARTS]
+        if bad or isinstance(self.vit_frozen, str):
+            raise InputError(f"TrainConfig.vit_frozen={self.vit_frozen!r}: a tuple of {sorted(VIT_PARTS)}")
+        if not (isinstance(self.vit_pretext_aux, (int, float, np.floating)) and self.vit_pretext_aux >= 0):
+            raise InputError(f"TrainConfig.vit_pretext_aux={self.vit_pretext_aux!r}: must be a number >= 0")
+        if not (isinstance(self.vit_finetune_shift, (int, np.integer)) and self.vit_finetune_shift >= 0):
+            raise InputError(f"TrainConfig.vit_finetune_shift={self.vit_finetune_shift!r}: must be an integer >= 0")
         if not 0.0 < self.val_fraction < 0.9:
             raise InputError(f"TrainConfig.val_fraction={self.val_fraction!r}: must be in (0, 0.9)")
