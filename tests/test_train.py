@@ -448,7 +448,7 @@ def test_vit_pretext_aux_adds_the_readout_mse_to_the_loss():
     """Learning rate ~0 and a zero head: cross-entropy ln 2, plus w x the mean squared error of a constant
     read-out (bias b, zero weights) against each token's local statistics (flips only permute the tokens, so
     the flipped batches' error equals the unflipped images' one, computed here by hand)."""
-    from radlens.synth.train import local_statistics
+    from radlens.synth.steps import local_statistics
 
     readout = torch.nn.Conv2d(8, 7, 1)
     with torch.no_grad():
@@ -483,5 +483,39 @@ def test_bad_vit_recipe_fields_name_the_parameter():
         TrainConfig(vit_frozen=("qkv",))
     with pytest.raises(InputError, match="vit_pretext_aux=-1"):
         TrainConfig(vit_pretext_aux=-1)
+    with pytest.raises(InputError, match="vit_map_l1=-0.1"):
+        TrainConfig(vit_map_l1=-0.1)
     with pytest.raises(InputError, match="vit_finetune_shift=2.5"):
         TrainConfig(vit_finetune_shift=2.5)
+
+
+def test_vit_map_l1_is_the_mean_absolute_token_share_of_the_positive_logit():
+    """``_vit_finetune_loss`` with ``l1``: cross-entropy + l1 x mean over images and tokens of |w_1 . t_i|, the
+    tokens ``t_i`` read from the HF model's ``last_hidden_state`` (CLS dropped); with a standardised head
+    (BatchNorm1d, no affine) the weights are divided by the pooled features' batch SD (biased)."""
+    import torch.nn.functional as F
+
+    from radlens.synth.steps import _vit_finetune_loss
+
+    model = _tiny_vit()
+    model.eval()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.linspace(-1, 1, 16).reshape(2, 8))
+        model.head.bias.zero_()
+    x = torch.as_tensor(np.random.default_rng(1).normal(size=(6, 1, 16, 16)), dtype=torch.float32)
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    with torch.no_grad():
+        tok = model.backbone(pixel_values=x).last_hidden_state[:, 1:]       # (6, 4, 8)
+        pooled = tok.mean(1)
+        w1 = model.head.weight[1]
+        want = F.cross_entropy(pooled @ model.head.weight.T, y) + 0.2 * (tok @ w1).abs().mean()
+        got = _vit_finetune_loss(model, model.head, x, y, 0.0, None, 0.2)
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+        lin = model.head
+        model.head = torch.nn.Sequential(torch.nn.BatchNorm1d(8, affine=False, track_running_stats=False), lin)
+        model.head.train()
+        sd = (pooled.var(0, unbiased=False) + 1e-5).sqrt()
+        z = (pooled - pooled.mean(0)) / sd
+        want = F.cross_entropy(z @ lin.weight.T, y) + 0.2 * (tok @ (w1 / sd)).abs().mean()
+        got = _vit_finetune_loss(model, lin, x, y, 0.0, None, 0.2)
+        assert float(got) == pytest.approx(float(want), rel=1e-5)

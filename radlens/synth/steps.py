@@ -137,6 +137,69 @@ def _flip_consistent_loss(model, lin, xb, yb, weight: float):
     return loss + weight * (cam[:b] - cam[b:].flip(2)).pow(2).mean()
 
 
+def local_statistics(x, grid: tuple[int, int]):
+    """Hand-crafted per-cell image statistics, the regression targets of the pretext task.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, 1, H, W)
+    grid : (h, w)
+        Cells per axis (the feature grid of the model; ``H % h == W % w == 0``).
+
+    Returns
+    -------
+    Tensor, shape (B, 7, h, w)
+        Per cell: mean, standard deviation, mean |d/dx|, mean |d/dy|, mean |Laplacian| (fine
+        structure), the standard deviation of a 2-px box-smoothed copy (coarse structure) and the
+        cell's share of the image above its 75th percentile (bright mass).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, w = grid
+    ky, kx = x.shape[2] // h, x.shape[3] // w
+    pool = lambda t: F.avg_pool2d(t, (ky, kx))  # noqa: E731
+    xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    dx = (xp[:, :, 1:-1, 2:] - xp[:, :, 1:-1, :-2]).abs()
+    dy = (xp[:, :, 2:, 1:-1] - xp[:, :, :-2, 1:-1]).abs()
+    lap = (xp[:, :, 1:-1, 2:] + xp[:, :, 1:-1, :-2] + xp[:, :, 2:, 1:-1] + xp[:, :, :-2, 1:-1] - 4 * x).abs()
+    smooth = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    mean = pool(x)
+    sd = (pool(x ** 2) - mean ** 2).clamp_min(0).sqrt()
+    msm = pool(smooth)
+    sd_smooth = (pool(smooth ** 2) - msm ** 2).clamp_min(0).sqrt()
+    q = torch.quantile(x.flatten(1), 0.75, dim=1)[:, None, None, None]
+    bright = pool((x > q).float())
+    return torch.cat([mean, sd, pool(dx), pool(dy), pool(lap), sd_smooth, bright], dim=1)
+
+
+def _vit_finetune_loss(model, lin, xb, yb, aux: float, pretext, l1: float):
+    """Fine-tuning loss of the ViT with ``vit_pretext_aux`` and / or ``vit_map_l1``
+    (:class:`radlens.synth.train.TrainConfig`): cross-entropy
+    + ``aux`` x the pretext loss (``pretext = (readout, mu, sd, grid)`` of :func:`radlens.synth.train.pretrain`:
+    the frozen read-out predicting each token's standardised :func:`local_statistics`)
+    + ``l1`` x the mean absolute per-token positive-class share ``lin.weight[1] . t_i`` (logit units; a
+    standardised head's weights divided by the pooled features' batch SD, detached, as the head is folded
+    after training): the exported Grad-CAM map before its ReLU, times the number of tokens.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    g = model.grid(xb)                                        # (B, C, h, w) patch tokens on their grid
+    pooled = g.mean(dim=(2, 3))
+    loss = F.cross_entropy(model.head(pooled), yb)
+    if aux:
+        readout, mu, sd, grid = pretext
+        loss = loss + aux * F.mse_loss(readout(g), (local_statistics(xb, grid) - mu) / sd)
+    if l1:
+        w = lin.weight[1]
+        norm = model.head[0] if isinstance(model.head, torch.nn.Sequential) else None
+        if isinstance(norm, torch.nn.BatchNorm1d):
+            w = w / (pooled.detach().var(0, unbiased=False) + norm.eps).sqrt()
+        loss = loss + l1 * torch.einsum("bchw,c->bhw", g, w).abs().mean()
+    return loss
+
+
 def _features(model, x, batch_size: int = 128) -> np.ndarray:
     """Pooled features (n, D) in eval mode."""
     import torch

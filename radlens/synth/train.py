@@ -48,6 +48,8 @@ from radlens.synth.models import ARCHS  # noqa: F401  (re-exported)
 from radlens.synth.steps import (  # noqa: F401  (re-exported)
     _flip_consistent_loss,
     _random_shift,
+    _vit_finetune_loss,
+    local_statistics,
     vit_param_groups,
     ATTRIBUTES,
     _auc,
@@ -160,42 +162,6 @@ def split_indices(df, val_fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 # --------------------------------------------------------------------------- training stages
-def local_statistics(x, grid: tuple[int, int]):
-    """Hand-crafted per-cell image statistics, the regression targets of the pretext task.
-
-    Parameters
-    ----------
-    x : Tensor, shape (B, 1, H, W)
-    grid : (h, w)
-        Cells per axis (the feature grid of the model; ``H % h == W % w == 0``).
-
-    Returns
-    -------
-    Tensor, shape (B, 7, h, w)
-        Per cell: mean, standard deviation, mean |d/dx|, mean |d/dy|, mean |Laplacian| (fine
-        structure), the standard deviation of a 2-px box-smoothed copy (coarse structure) and the
-        cell's share of the image above its 75th percentile (bright mass).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    h, w = grid
-    ky, kx = x.shape[2] // h, x.shape[3] // w
-    pool = lambda t: F.avg_pool2d(t, (ky, kx))  # noqa: E731
-    xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    dx = (xp[:, :, 1:-1, 2:] - xp[:, :, 1:-1, :-2]).abs()
-    dy = (xp[:, :, 2:, 1:-1] - xp[:, :, :-2, 1:-1]).abs()
-    lap = (xp[:, :, 1:-1, 2:] + xp[:, :, 1:-1, :-2] + xp[:, :, 2:, 1:-1] + xp[:, :, :-2, 1:-1] - 4 * x).abs()
-    smooth = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    mean = pool(x)
-    sd = (pool(x ** 2) - mean ** 2).clamp_min(0).sqrt()
-    msm = pool(smooth)
-    sd_smooth = (pool(smooth ** 2) - msm ** 2).clamp_min(0).sqrt()
-    q = torch.quantile(x.flatten(1), 0.75, dim=1)[:, None, None, None]
-    bright = pool((x > q).float())
-    return torch.cat([mean, sd, pool(dx), pool(dy), pool(lap), sd_smooth, bright], dim=1)
-
-
 def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> tuple:
     """Self-supervised pretext pre-training of ``model.backbone``: from each cell of its feature grid,
     a linear read-out predicts the hand-crafted statistics of that image cell
@@ -311,8 +277,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     task the loss stayed at ln 2 for 6 of 20 epochs (final training loss 0.31, validation AUC 0.89;
     default cohort, seed 0); centred, it falls from epoch 3 (0.12, 0.93).
 
-    The ViT's recipe knobs (``vit_layer_decay``, ``vit_frozen``, ``vit_finetune_shift`` and
-    ``vit_pretext_aux``, which needs ``pretext``: :func:`pretrain`'s return value) are in
+    The ViT's recipe knobs (``vit_layer_decay``, ``vit_frozen``, ``vit_finetune_shift``, ``vit_map_l1``
+    and ``vit_pretext_aux``, which needs ``pretext``: :func:`pretrain`'s return value) are in
     :class:`TrainConfig`."""
     import torch
     import torch.nn.functional as F
@@ -343,8 +309,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     if aux and pretext is None:
         raise InputError("TrainConfig.vit_pretext_aux > 0 needs pretrain()'s read-out: pass finetune(pretext=...)")
     if aux:
-        readout, mu_s, sd_s, grid = pretext
-        readout.requires_grad_(False)
+        pretext[0].requires_grad_(False)
+    l1 = float(cfg.vit_map_l1) if vit else 0.0
     shift = int(cfg.vit_finetune_shift) if vit else 0
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
     n_steps = max(epochs * len(_batches(len(xt), fbs, gen, shuffle=False)), 1)
@@ -362,10 +328,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
                 xb = _random_shift(xb, gen, shift)
             if consistent:
                 loss = _flip_consistent_loss(model, lin, xb, yt[idx], cfg.flip_consistency)
-            elif aux:  # the pretext read-out keeps predicting each token's own local statistics
-                g = model.grid(xb)
-                loss = (F.cross_entropy(model.head(g.mean(dim=(2, 3))), yt[idx])
-                        + aux * F.mse_loss(readout(g), (local_statistics(xb, grid) - mu_s) / sd_s))
+            elif aux or l1:
+                loss = _vit_finetune_loss(model, lin, xb, yt[idx], aux, pretext, l1)
             else:
                 loss = F.cross_entropy(model(xb), yt[idx])
             opt.zero_grad()
