@@ -519,3 +519,6 @@ def test_vit_map_l1_is_the_mean_absolute_token_share_of_the_positive_logit():
         want = F.cross_entropy(z @ lin.weight.T, y) + 0.2 * (tok @ (w1 / sd)).abs().mean()
         got = _vit_finetune_loss(model, lin, x, y, 0.0, None, 0.2)
         assert float(got) == pytest.approx(float(want), rel=1e-5)
+        want = F.cross_entropy(z @ lin.weight.T, y) + 0.3 * (tok @ (w1 / sd)).pow(2).mean()
+        got = _vit_finetune_loss(model, lin, x, y, 0.0, None, 0.0, 0.3)
+        assert float(got) == pytest.approx(float(want), rel=1e-5)

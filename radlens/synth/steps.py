@@ -173,14 +173,15 @@ def local_statistics(x, grid: tuple[int, int]):
     return torch.cat([mean, sd, pool(dx), pool(dy), pool(lap), sd_smooth, bright], dim=1)
 
 
-def _vit_finetune_loss(model, lin, xb, yb, aux: float, pretext, l1: float):
+def _vit_finetune_loss(model, lin, xb, yb, aux: float, pretext, l1: float, l2: float = 0.0):
     """Fine-tuning loss of the ViT with ``vit_pretext_aux`` and / or ``vit_map_l1``
     (:class:`radlens.synth.train.TrainConfig`): cross-entropy
     + ``aux`` x the pretext loss (``pretext = (readout, mu, sd, grid)`` of :func:`radlens.synth.train.pretrain`:
     the frozen read-out predicting each token's standardised :func:`local_statistics`)
     + ``l1`` x the mean absolute per-token positive-class share ``lin.weight[1] . t_i`` (logit units; a
     standardised head's weights divided by the pooled features' batch SD, detached, as the head is folded
-    after training): the exported Grad-CAM map before its ReLU, times the number of tokens.
+    after training): the exported Grad-CAM map before its ReLU, times the number of tokens
+    + ``l2`` x the mean squared share.
     """
     import torch
     import torch.nn.functional as F
@@ -191,12 +192,13 @@ def _vit_finetune_loss(model, lin, xb, yb, aux: float, pretext, l1: float):
     if aux:
         readout, mu, sd, grid = pretext
         loss = loss + aux * F.mse_loss(readout(g), (local_statistics(xb, grid) - mu) / sd)
-    if l1:
+    if l1 or l2:
         w = lin.weight[1]
         norm = model.head[0] if isinstance(model.head, torch.nn.Sequential) else None
         if isinstance(norm, torch.nn.BatchNorm1d):
             w = w / (pooled.detach().var(0, unbiased=False) + norm.eps).sqrt()
-        loss = loss + l1 * torch.einsum("bchw,c->bhw", g, w).abs().mean()
+        share = torch.einsum("bchw,c->bhw", g, w)
+        loss = loss + l1 * share.abs().mean() + l2 * share.pow(2).mean()
     return loss
 
 

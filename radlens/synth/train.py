@@ -277,7 +277,7 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     task the loss stayed at ln 2 for 6 of 20 epochs (final training loss 0.31, validation AUC 0.89;
     default cohort, seed 0); centred, it falls from epoch 3 (0.12, 0.93).
 
-    The ViT's recipe knobs (``vit_layer_decay``, ``vit_frozen``, ``vit_finetune_shift``, ``vit_map_l1``
+    The ViT's recipe knobs (``vit_layer_decay``, ``vit_frozen``, ``vit_finetune_shift``, ``vit_map_l1`` / ``_l2``
     and ``vit_pretext_aux``, which needs ``pretext``: :func:`pretrain`'s return value) are in
     :class:`TrainConfig`."""
     import torch
@@ -310,7 +310,7 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
         raise InputError("TrainConfig.vit_pretext_aux > 0 needs pretrain()'s read-out: pass finetune(pretext=...)")
     if aux:
         pretext[0].requires_grad_(False)
-    l1 = float(cfg.vit_map_l1) if vit else 0.0
+    l1, l2 = (float(cfg.vit_map_l1), float(cfg.vit_map_l2)) if vit else (0.0, 0.0)
     shift = int(cfg.vit_finetune_shift) if vit else 0
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
     n_steps = max(epochs * len(_batches(len(xt), fbs, gen, shuffle=False)), 1)
@@ -328,8 +328,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
                 xb = _random_shift(xb, gen, shift)
             if consistent:
                 loss = _flip_consistent_loss(model, lin, xb, yt[idx], cfg.flip_consistency)
-            elif aux or l1:
-                loss = _vit_finetune_loss(model, lin, xb, yt[idx], aux, pretext, l1)
+            elif aux or l1 or l2:
+                loss = _vit_finetune_loss(model, lin, xb, yt[idx], aux, pretext, l1, l2)
             else:
                 loss = F.cross_entropy(model(xb), yt[idx])
             opt.zero_grad()

@@ -112,6 +112,8 @@ class TrainConfig:
         Weight of an L1 penalty on the ViT's per-token positive-class logit shares while fine-tuning (its
         exact Grad-CAM map before the ReLU, :func:`radlens.synth.steps._vit_finetune_loss`): evidence on few
         tokens. 0: none.
+    vit_map_l2 : float >= 0
+        Weight of the same shares' mean square (large shares cost most). 0: none.
     vit_intensity : {"zscore", "window"}
         The ViT's intensity preprocessing (:data:`radlens.synth.checkpoints.VIT_INTENSITY`): a per-image
         z-score, or the CNNs' fixed [0, 1] window centred and scaled by fixed constants.
@@ -157,6 +159,7 @@ class TrainConfig:
     vit_pretext_aux: float = 0.0
     vit_finetune_shift: int = 0
     vit_map_l1: float = 0.0
+    vit_map_l2: float = 0.0
     val_fraction: float = 0.3
     seed: int = 0
     threads: int = 1
@@ -194,8 +197,10 @@ class TrainConfig:
             raise InputError(f"TrainConfig.vit_frozen={self.vit_frozen!r}: a tuple of {sorted(VIT_PARTS)}")
         if not (isinstance(self.vit_pretext_aux, (int, float, np.floating)) and self.vit_pretext_aux >= 0):
             raise InputError(f"TrainConfig.vit_pretext_aux={self.vit_pretext_aux!r}: must be a number >= 0")
-        if not (isinstance(self.vit_map_l1, (int, float, np.floating)) and self.vit_map_l1 >= 0):
-            raise InputError(f"TrainConfig.vit_map_l1={self.vit_map_l1!r}: must be a number >= 0")
+        for name in ("vit_map_l1", "vit_map_l2"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float, np.floating)) and v >= 0):
+                raise InputError(f"TrainConfig.{name}={v!r}: must be a number >= 0")
         if not (isinstance(self.vit_finetune_shift, (int, np.integer)) and self.vit_finetune_shift >= 0):
             raise InputError(f"TrainConfig.vit_finetune_shift={self.vit_finetune_shift!r}: must be an integer >= 0")
         if not 0.0 < self.val_fraction < 0.9:
