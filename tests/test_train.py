@@ -455,7 +455,7 @@ def test_vit_pretext_aux_adds_the_readout_mse_to_the_loss():
         readout.weight.zero_()
         readout.bias.copy_(torch.linspace(-1, 1, 7))
     pretext = (readout, torch.zeros(1, 7, 1, 1), torch.ones(1, 7, 1, 1), (2, 2))
-    kw = {"vit_lr_finetune": 1e-12, "vit_epoch_factor": 1.0}
+    kw = {"vit_lr_finetune": 1e-12, "vit_epoch_factor": 1.0, "vit_map_l2": 0.0}
     _, _, rows0, _ = _finetune_tiny(kw, pretext)
     _, _, rows, x = _finetune_tiny({**kw, "vit_pretext_aux": 0.5}, pretext)
     mse = float(((local_statistics(x, (2, 2)) - torch.linspace(-1, 1, 7)[None, :, None, None]) ** 2).mean())
