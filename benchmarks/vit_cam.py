@@ -20,7 +20,11 @@ and whether the recipe meets issue 13's targets (``ok``: fine-tuned AUC >= 0.85 
 transfer lower on one, fine-tuned Grad-CAM pointing >= 0.6 and pixel AUC >= 0.75 on every task,
 every Grad-CAM sanity row < 0.5), and where the fine-tuned Grad-CAM maxima fall (inside the ROI, within
 4 px of it, farther). ``--png`` renders fine-tuned Grad-CAM overlays. ``--out`` appends
-one JSON line per seed.
+one JSON line per seed. The pretext training is cached per seed and pretext setting in
+``--work/pretext_cache`` (random states included, so the checkpoints are the same as without the cache;
+the training CPU seconds then leave the pretext out); ``--no-pretext-cache`` always runs it.
+
+    python benchmarks/vit_cam.py --seeds 0,1 --set vit_map_l2=0 --set vit_layer_decay=0.65   # fine-tuning recipes
 
 A recipe experiment harness, not a speed benchmark: see docs/synth.md and docs/cam.md for what it
 measured.
