@@ -4,6 +4,8 @@
     python benchmarks/vit_cam.py --seeds 0,1,2,3 --set vit_patch=4 --set vit_hidden=32
     python benchmarks/vit_cam.py --set vit_patch=4 --png vit_p4.png --out vit_cam.jsonl
     python benchmarks/vit_cam.py --set vit_intensity=window --set vit_layers=6    # fixed intensity window
+    python benchmarks/vit_cam.py --set vit_pooling=mean      # the mean head on every task (before 2026-11-30)
+    python benchmarks/vit_cam.py --set "tasks=('task_shape',)" --set vit_head_init=zero   # one task (screen)
 
 The ViT counterpart of ``cnn_cam.py`` (whose CAM scoring it reuses) and the CAM extension of
 ``vit_recipe.py``: draws the demo's cohort once into ``--work``, trains the ViT exactly as ``radlens
@@ -18,13 +20,13 @@ and prints per task and checkpoint Grad-CAM / LayerCAM / Grad-CAM++ pointing gam
 seconds of ``_train_arch`` (one torch thread, so CPU seconds are the machine-load-robust measure),
 and whether the recipe meets issue 13's targets (``ok``: fine-tuned AUC >= 0.85 on every task,
 transfer lower on one, fine-tuned Grad-CAM pointing >= 0.6 and pixel AUC >= 0.75 on every task,
-every Grad-CAM sanity row < 0.5), and where the fine-tuned Grad-CAM maxima fall (inside the ROI, within
-4 px of it, farther). ``--png`` renders fine-tuned Grad-CAM overlays. ``--out`` appends
+every Grad-CAM sanity row < 0.5), where the fine-tuned Grad-CAM maxima fall (inside the ROI, within
+4 px of it, farther) and each task's last fine-tuning epoch's training loss. ``--png`` renders fine-tuned Grad-CAM overlays. ``--out`` appends
 one JSON line per seed. The pretext training is cached per seed and pretext setting in
 ``--work/pretext_cache`` (random states included, so the checkpoints are the same as without the cache;
 the training CPU seconds then leave the pretext out); ``--no-pretext-cache`` always runs it.
 
-    python benchmarks/vit_cam.py --seeds 0,1 --set vit_map_l2=0 --set vit_layer_decay=0.65   # fine-tuning recipes
+    python benchmarks/vit_cam.py --seeds 0,1 --set vit_layer_decay=0.65 --set "vit_pooling='mean'"   # fine-tuning recipes
 
 A recipe experiment harness, not a speed benchmark: see docs/synth.md and docs/cam.md for what it
 measured.
@@ -115,8 +117,10 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
     else:
         t0, c0 = time.perf_counter(), time.process_time()
         with cached_pretext(work / "pretext_cache", cfg, len(data.images)) if cache else contextlib.nullcontext():
-            _, am, specs, _ = T._train_arch(VIT_INDEX, "vit", data, mdir, cfg)
+            _, am, specs, rows = T._train_arch(VIT_INDEX, "vit", data, mdir, cfg)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        for task in cfg.tasks:  # the last fine-tuning epoch's training loss
+            am["tasks"][task]["ft_loss"] = [r["loss"] for r in rows if r["stage"] == "finetune" and r["task"] == task][-1]
         (mdir / "trained.json").write_text(json.dumps([am, specs, wall, cpu]))
     res = {"set": over, "seed": seed, "target": target, "pretext_cached": cache, "train_wall_s": round(wall, 1),
            "train_cpu_s": round(cpu, 1), "pretext_wall_s": am.get("pretext_seconds"), "tasks": {}}
@@ -126,11 +130,12 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
     for task in cfg.tasks:
         auc = am["tasks"][task]["val_auc"]
         r, maps_by_task[task] = cam_scores(manifest, specs, task, target)
-        res["tasks"][task] = {"val_auc": auc, **r, "ft_gradcam_peak": peak_places(maps_by_task[task])}
+        res["tasks"][task] = {"val_auc": auc, "ft_loss": am["tasks"][task].get("ft_loss"), **r,
+                              "ft_gradcam_peak": peak_places(maps_by_task[task])}
         g, pk = r["ft/gradcam"], res["tasks"][task]["ft_gradcam_peak"]
         cells = "  ".join(f"{k}: {v['pg']:.2f}/{v['auc']:.2f} rho {v['sanity_rho']:+.2f}"
                           for k, v in r.items() if isinstance(v, dict))
-        print(f"  {task:15s} AUC tl {auc['tl']:.3f} ft {auc['ft']:.3f}; grid {r['grid']}, n {r['n']}; "
+        print(f"  {task:15s} AUC tl {auc['tl']:.3f} ft {auc['ft']:.3f} (ft loss {res['tasks'][task]['ft_loss']}); grid {r['grid']}, n {r['n']}; "
               f"ft Grad-CAM {g['pg']:.2f}/{g['auc']:.2f} (peak inside / near / far {pk['inside']:.2f} / "
               f"{pk['near']:.2f} / {pk['far']:.2f}); {cells}", flush=True)
     t = res["tasks"]

@@ -51,7 +51,7 @@ def run_seed(manifest: Path, work: Path, cfg, tasks: list[str]) -> dict:
         gen = torch.Generator().manual_seed(cfg.seed + 1000 * VIT_INDEX)
         vcfg = vit_config(image_size=data.images.shape[1], patch_size=cfg.vit_patch, hidden_size=cfg.vit_hidden,
                           num_layers=cfg.vit_layers, num_heads=cfg.vit_heads)
-        pre = make_classifier(build_vit(vcfg), "vit")
+        pre = make_classifier(build_vit(vcfg), "vit", sharpness=cfg.vit_sharpness)
         t0 = time.perf_counter()
         if cache.exists():  # the pretext's weights and the generator state it leaves behind
             state = torch.load(cache)
@@ -70,6 +70,7 @@ def run_seed(manifest: Path, work: Path, cfg, tasks: list[str]) -> dict:
             y = np.where(lab, yf, 0).astype(int)
             tr, va = data.train_idx[lab[data.train_idx]], data.val_idx[lab[data.val_idx]]
             tl = copy.deepcopy(pre)
+            tl.pooling = cfg.vit_task_pooling(task)  # the demo's head per task (TrainConfig.vit_pooling)
             T.fit_linear_head(tl, x, y, tr, cfg.seed)
             ft = copy.deepcopy(tl)
             rows = []

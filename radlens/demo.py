@@ -67,7 +67,8 @@ DEMO_LESION_FREE = 0.1
 CAM_METHODS = ["gradcam", "layercam", "gradcam++"]
 #: CAM target layer per architecture where it differs from the classifier specs' ``target_layer``
 #: (study ``cam_drift.options.target_layers``). None now: every demo head reads the mean of its CAM
-#: target layer, so Grad-CAM is the exact per-position share of the logit. The ResNet was explained at
+#: target layer, so Grad-CAM is the exact per-position share of the logit (the ViT's shape heads score
+#: every token of it, ``head.pooling: lse``: Grad-CAM is then each token's own score). The ResNet was explained at
 #: ``layer3`` while its head read the 8x8 ``layer4`` (too coarse for a 5-6 px wide band: shape pointing
 #: game 0.39); there Grad-CAM's mean-gradient channel weights were not the head's, and on two training
 #: seeds of four the texture maps missed the lesion (pointing game / pixel AUC 0.48 / 0.49 and
@@ -253,7 +254,7 @@ def _demo(out: Path, *, quick: bool, seed: int, force: bool, mem):
     tcfg = train_config(size, seed)
     train_stamp = {"cohort": stamp, "train": vars(tcfg),
                    "code": _code_hash("radlens.synth.train", "radlens.synth.train_config", "radlens.synth.models",
-                                      "radlens.synth.steps", "radlens.synth.checkpoints")}
+                                      "radlens.synth.steps", "radlens.synth.checkpoints", "radlens.synth.token_head")}
     train_json = out / "models" / "training.json"
     specs_path = out / "models" / "specs.json"
     if (force or not specs_path.exists() or not train_json.exists()

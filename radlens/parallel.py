@@ -18,7 +18,9 @@ Executors
 seconds a fresh interpreter needs to import SimpleITK/pyradiomics). Set ``RADLENS_MP_START`` to
 ``spawn`` or ``forkserver`` to override.
 :class:`ForkedWorkers` is the lean form used by radiomics scheduling (``radlens.radiomics.schedule``):
-workers forked with their first items, then fed one item at a time by the caller, no helper threads.
+workers forked with their first items, then fed one item at a time by the caller, no helper threads;
+forked here, or by a zygote forked early (:mod:`radlens.zygote`) so that this process never forks
+while it holds data.
 ``"dask"`` submits to a ``distributed`` scheduler: ``scheduler`` is an address
 (``"tcp://host:8786"``), a :class:`distributed.Client`, or None for a temporary
 :class:`distributed.LocalCluster` with ``jobs`` single-threaded worker processes. The workers need
@@ -255,18 +257,32 @@ class ForkedWorkers:
         Per worker, the items it starts with (``tag``: any hashable the caller uses to match results).
     initializer, initargs
         Called once in each worker before its first item.
+    zygote : radlens.zygote.Zygote, optional
+        Fork the workers there (:mod:`radlens.zygote`) instead of here: they then share nothing
+        with this process, and ``fn``, the stocks and the initializer are pickled to it (module-level
+        functions). Raises ``OSError`` when the zygote is gone (nothing handed out).
+    prepare : (callable, args), optional
+        With ``zygote``: called in the zygote before it forks them (set-up the workers inherit).
     """
 
     def __init__(self, fn: Callable[[Any], Any], n: int, *, stocks: Sequence[Sequence[tuple]] | None = None,
-                 initializer: Callable | None = None, initargs: tuple = ()):
+                 initializer: Callable | None = None, initargs: tuple = (), zygote: Any = None,
+                 prepare: tuple | None = None):
         from multiprocessing import Pipe
 
-        _reap()
-        trim_heap()
         stocks = list(stocks or []) + [[] for _ in range(n - len(stocks or []))]
         self.conns: list = []
-        self.pids: list[int] = []
+        self.pids: list[int | None] = []
         self.held: list[list] = []  # per worker: tags sent and not yet returned, in order
+        self.zygote = zygote
+        self.tokens: list[int] = []
+        if zygote is not None:  # forked there: nothing of this process is shared with them
+            self.conns, self.tokens = zygote.fork(fn, stocks, initializer, initargs, prepare)
+            self.pids = [None] * n
+            self.held = [[tag for tag, _ in stock] for stock in stocks]
+            return
+        _reap()
+        trim_heap()
         for w in range(n):
             mine, theirs = Pipe(duplex=True)
             pid = os.fork()
@@ -316,6 +332,8 @@ class ForkedWorkers:
         return out
 
     def _died(self, w: int) -> str:
+        if self.zygote is not None:
+            return self.zygote.exit_status(self.tokens[w])
         pid = self.pids[w]
         try:
             done, status = os.waitpid(pid, 0)
@@ -323,19 +341,19 @@ class ForkedWorkers:
             return "exited"
         if pid in _UNREAPED:
             _UNREAPED.remove(pid)
-        if os.WIFSIGNALED(status):
-            return f"killed by signal {os.WTERMSIG(status)}"
-        return f"exit code {os.WEXITSTATUS(status)}"
+        return _status_text(status)
 
     def close(self, kill: bool = False) -> None:
         """Tell the workers to exit (``kill``: SIGKILL them) without waiting for them; they are
         reaped later (next pool, or this process's exit)."""
         import signal
 
+        if kill and self.zygote is not None:
+            self.zygote.kill([t for t, c in zip(self.tokens, self.conns) if c is not None])
         for w, conn in enumerate(self.conns):
             if conn is None:
                 continue
-            if kill:
+            if kill and self.zygote is None:
                 try:
                     os.kill(self.pids[w], signal.SIGKILL)
                 except ProcessLookupError:
@@ -370,3 +388,10 @@ def _worker_main(fn, conn, stock, initializer, initargs) -> None:
         code = 1
     finally:
         os._exit(code)
+
+
+def _status_text(status: int) -> str:
+    """A ``waitpid`` status in words (as the worker failures name it)."""
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.WEXITSTATUS(status)}"

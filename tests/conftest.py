@@ -12,3 +12,16 @@ def one_thread():
     torch.set_num_threads(1)
     with threadpool_limits(1):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _no_zygote_left():
+    """A zygote (``radlens radiomics --jobs N`` starts one; radlens.zygote.start_zygote) holds this
+    process's state as of its start: a later test's monkeypatches would not reach its workers. None
+    outlives the test that started it."""
+    yield
+    import sys
+
+    zyg = sys.modules.get("radlens.zygote")
+    if zyg is not None:
+        zyg.stop_zygote()

@@ -126,3 +126,107 @@ def test_forked_workers_stocked_sent_errors_and_a_crash():
         assert got[tag][0] == 0 and isinstance(got[tag][1], WorkerError)
         assert "worker process failed: exit code 3" in got[tag][1].message
     assert got["z"] == (1, 1)
+
+
+# ------------------------------------------------------------------ the zygote: workers forked elsewhere
+@pytest.fixture
+def zyg():
+    from radlens.zygote import start_zygote, stop_zygote
+
+    z = start_zygote()
+    assert z is not None and z.wait_ready(30)
+    yield z
+    stop_zygote()
+
+
+def parent_and_marker(_):
+    return os.getppid(), _INIT.get("marker")
+
+
+def sleeps(_):
+    time.sleep(60)
+
+
+def test_zygote_workers_stocked_sent_errors_and_a_crash(zyg):
+    """ForkedWorkers forked by the zygote behave as those forked here: stocked items, sent items,
+    ``fn`` raising as a WorkerError, a worker that dies fails what it held (its exit code reported
+    by the zygote, their parent) while the other goes on."""
+    from radlens.parallel import ForkedWorkers
+
+    pool = ForkedWorkers(fails_on_three, 2, stocks=[[("a", 1), ("b", 2)], [("c", 3)]], zygote=zyg)
+    try:
+        pool.send(1, "d", 4)
+        got = {}
+        while len(got) < 4:
+            got.update({tag: (w, res) for w, tag, res in pool.wait(10)})
+    finally:
+        pool.close()
+    assert got["a"] == (0, 101) and got["b"] == (0, 102) and got["d"] == (1, 104)
+    assert got["c"][0] == 1 and isinstance(got["c"][1], WorkerError) and "item 3 is bad" in got["c"][1].message
+
+    pool = ForkedWorkers(dies_on_two, 2, stocks=[[("x", 2), ("y", 5)], [("z", 1)]], zygote=zyg)
+    try:
+        got = {}
+        while len(got) < 3:
+            got.update({tag: (w, res) for w, tag, res in pool.wait(10)})
+        assert not pool.alive(0) and pool.alive(1)
+        pool.send(1, "after", 7)
+        assert pool.wait(10) == [(1, "after", 7)]
+    finally:
+        pool.close()
+    for tag in ("x", "y"):
+        assert got[tag][0] == 0 and isinstance(got[tag][1], WorkerError)
+        assert "worker process failed: exit code 3" in got[tag][1].message
+    assert got["z"] == (1, 1)
+
+
+def test_zygote_workers_are_its_children_and_see_its_state_not_ours(zyg):
+    """The workers are the zygote's children (this process never forks them) and inherit the
+    zygote's memory, as of its start: what this process changes later is not theirs."""
+    from radlens.parallel import ForkedWorkers
+
+    _INIT["marker"] = "set after the zygote started"
+    try:
+        pool = ForkedWorkers(parent_and_marker, 1, stocks=[[("p", 0)]], zygote=zyg)
+        got = pool.wait(10)
+        pool.close()
+    finally:
+        _INIT.pop("marker")
+    assert got == [(0, "p", (zyg.pid, None))]
+
+
+def test_zygote_kills_its_workers_and_reports_the_signal(zyg):
+    import signal
+
+    from radlens.parallel import ForkedWorkers
+
+    pool = ForkedWorkers(sleeps, 1, stocks=[[("s", 0)]], zygote=zyg)
+    token = pool.tokens[0]
+    pool.close(kill=True)
+    assert zyg.exit_status(token) == f"killed by signal {int(signal.SIGKILL)}"
+
+
+def test_zygote_gone_means_none_and_stop_ends_it():
+    """A dead zygote is never used (``zygote()`` is None: the caller forks its workers itself) and
+    forking through it raises OSError; stop_zygote ends a live one (reaped: no zombie)."""
+    import signal
+
+    from radlens.parallel import ForkedWorkers
+    from radlens.zygote import start_zygote, stop_zygote, zygote
+
+    z = start_zygote()
+    assert z.wait_ready(30) and zygote() is z and start_zygote() is z  # one per process
+    os.kill(z.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while zygote() is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert zygote() is None
+    with pytest.raises(OSError):
+        ForkedWorkers(square, 1, stocks=[[("q", 2)]], zygote=z)
+    z2 = start_zygote()  # a new one replaces the dead one
+    assert z2 is not z and z2.wait_ready(30)
+    pid = z2.pid
+    stop_zygote()
+    assert zygote() is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

@@ -53,6 +53,36 @@ def test_cli_writes_tables_and_reports(cohort, tmp_path, capsys):
     assert "(0 extracted, 24 from cache)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("load", [0.0, 8.0], ids=["idle-cpu", "busy"])
+def test_cli_jobs_2_starts_a_zygote_when_a_cpu_is_idle(cohort, tmp_path, monkeypatch, load):
+    """--jobs 2 forks a zygote first thing when the load leaves a CPU idle (its workers then
+    compute the cases: not children of this process); on a busy machine none (the workers are
+    forked here). The tables are those of --jobs 1 either way."""
+    from radlens import zygote as parallel
+    from radlens.radiomics import schedule
+
+    manifest, params = cohort
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+    started = []
+    real = parallel.start_zygote
+    monkeypatch.setattr(parallel, "start_zygote", lambda *a, **k: started.append(real(*a, **k)) or started[-1])
+    ref = tmp_path / "j1.parquet"
+    assert main(["radiomics", str(manifest), "--params", str(params), "--out", str(ref), "--no-progress",
+                 "--no-cache"]) == 0
+    assert started == []  # --jobs 1: none
+    out = tmp_path / "j2.parquet"
+    assert main(["radiomics", str(manifest), "--params", str(params), "--out", str(out), "--no-progress",
+                 "--no-cache", "--jobs", "2"]) == 0
+    assert len(started) == 1 and (started[0] is not None) == (load == 0.0)
+    workers = set(schedule.WORKER_CPU) - {os.getpid()}
+    assert len(workers) == 1
+    if started[0] is not None:  # its workers computed cases
+        with pytest.raises(ChildProcessError):
+            os.waitpid(next(iter(workers)), os.WNOHANG)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(ref), check_exact=True)
+
+
 def test_cli_jobs_auto_and_bad_jobs(cohort, tmp_path, capsys, caplog):
     manifest, params = cohort
     out = tmp_path / "auto.parquet"

@@ -36,6 +36,35 @@ def volumes(tmp_path_factory):
     return root / "m.csv"
 
 
+@pytest.fixture(params=["caller", "zygote"])
+def forker(request):
+    """How ``jobs=2`` gets its worker: forked by the calling process, or by a zygote (what
+    ``radlens radiomics --jobs N`` starts). Call the returned function after any monkeypatch: a
+    zygote's workers inherit the zygote's state as of its start."""
+    from radlens.zygote import start_zygote, stop_zygote
+
+    def start():
+        if request.param == "zygote":
+            z = start_zygote("radlens.radiomics.schedule:preload")
+            assert z is not None and z.wait_ready(60)
+        return request.param
+
+    yield start
+    stop_zygote()
+
+
+def _not_our_children(pids) -> bool:
+    import os
+
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+            return False
+        except ChildProcessError:
+            pass
+    return True
+
+
 def _write_case(root, cid, vol, mask, spacing=None) -> dict:
     """Write ``cid``'s image and mask (same geometry) as NRRD; the manifest row."""
     img = sitk.GetImageFromArray(vol)
@@ -82,10 +111,15 @@ def test_group_classes_balances_and_keeps_params_order():
 
 
 @pytest.mark.parametrize("params", [ORIGINAL, FILTERED], ids=["by-class", "by-image-type"])
-def test_split_cases_identical_to_serial(volumes, tmp_path, params):
+def test_split_cases_identical_to_serial(volumes, tmp_path, params, forker):
+    import os
+
     logging.getLogger("radiomics").setLevel(logging.ERROR)
     serial = radiomics(volumes, params, out=tmp_path / "s.parquet", use_cache=False, show_progress=False)
+    how = forker()
     split = radiomics(volumes, params, out=tmp_path / "p.parquet", jobs=2, use_cache=False, show_progress=False)
+    workers = set(schedule.WORKER_CPU) - {os.getpid()}
+    assert len(workers) == 1 and _not_our_children(workers) == (how == "zygote")
     assert len(serial.features) == 3 and serial.n_failed == 0
     assert list(split.features.columns) == list(serial.features.columns)  # pyradiomics' order
     pd.testing.assert_frame_equal(split.features, serial.features, check_exact=True)
@@ -223,6 +257,16 @@ def test_plan_rest_and_shape_just_above_a_share(volumes, monkeypatch):
     units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=2, batch_size=1, mask_shape=True)]
     assert units[0] == ("rest", 1) and ("shape", 1) in units  # only the largest case (jobs - 1 of them)
     assert ("batch", (2,)) in units and ("batch", (0,)) in units
+    # workers forked by a zygote: the caller pays no fork, it takes a case whole up to
+    # ZYGOTE_SHAPE_SPLIT_SHARE shares
+    monkeypatch.setattr(schedule, "ZYGOTE_SHAPE_SPLIT_SHARE", 10.0)
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=2, batch_size=1, mask_shape=True,
+                                         zygote=True)]
+    assert all(u[0] == "batch" for u in units)
+    monkeypatch.setattr(schedule, "ZYGOTE_SHAPE_SPLIT_SHARE", 0.0)
+    units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=2, batch_size=1, mask_shape=True,
+                                         zygote=True)]
+    assert units[0] == ("rest", 1)
     # without radlens' shape (mask_shape False) nothing is split below SPLIT_SHARE
     units = [u for _, u in schedule.plan(rows, [0, 1, 2], prm, workers=2, batch_size=1)]
     assert all(u[0] == "batch" for u in units)
@@ -257,7 +301,7 @@ def test_rest_and_shape_split_failing_roi_like_serial(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(r1.features, r2.features, check_exact=True)
 
 
-def test_a_worker_that_dies_fails_its_cases_only(volumes, tmp_path, monkeypatch):
+def test_a_worker_that_dies_fails_its_cases_only(volumes, tmp_path, monkeypatch, forker):
     """jobs=2: the forked worker dies (a hard crash, as a segfault in a C library) on the case it
     holds: that case is a failure record naming the crash, not cached (a re-run computes it); the
     caller computes what was not handed out yet; the other cases equal the serial run's."""
@@ -267,8 +311,10 @@ def test_a_worker_that_dies_fails_its_cases_only(volumes, tmp_path, monkeypatch)
     serial = radiomics(volumes, ORIGINAL, out=tmp_path / "s.parquet", use_cache=False, show_progress=False)
     monkeypatch.setattr(schedule, "SPLIT_SHARE", 10.0)  # whole cases only
     monkeypatch.setattr(schedule, "SHAPE_SPLIT_SHARE", 10.0)
+    monkeypatch.setattr(schedule, "ZYGOTE_SHAPE_SPLIT_SHARE", 10.0)
     monkeypatch.setattr(schedule, "IN_FLIGHT", 1)  # the worker holds one case at a time
     monkeypatch.setattr(schedule, "STOCK_MARGIN", 0.0)
+    monkeypatch.setattr(schedule, "ZYGOTE_STOCK_MARGIN", 0.0)
     me, real = os.getpid(), schedule.run_unit
 
     def crash_on_mid(unit):
@@ -277,6 +323,7 @@ def test_a_worker_that_dies_fails_its_cases_only(volumes, tmp_path, monkeypatch)
         return real(unit)
 
     monkeypatch.setattr(schedule, "run_unit", crash_on_mid)
+    forker()
     out = tmp_path / "p.parquet"
     res = radiomics(volumes, ORIGINAL, out=out, jobs=2, batch_size=1, show_progress=False)
     assert res.failures["case_id"].tolist() == ["mid"]

@@ -155,6 +155,17 @@ def test_bad_inputs_name_the_parameter(tmp_path):
         TrainConfig(rot90_finetune_archs=("resnet",))
     with pytest.raises(InputError, match=r"vit_intensity='minmax'.*\['window', 'zscore'\]"):
         TrainConfig(vit_intensity="minmax")
+    with pytest.raises(InputError, match=r"vit_pooling=\{'task_nope': 'lse'\}.*'lse', 'mean' or a dict"):
+        TrainConfig(vit_pooling={"task_nope": "lse"})
+    with pytest.raises(InputError, match=r"vit_pooling='max'"):
+        TrainConfig(vit_pooling="max")
+    with pytest.raises(InputError, match=r"vit_sharpness=0"):
+        TrainConfig(vit_sharpness=0)
+    with pytest.raises(InputError, match=r"mirror-consistency penalty is not implemented for the ViT's lse heads"):
+        TrainConfig(flip_consistent_archs=("densenet", "vit"))
+    TrainConfig(flip_consistent_archs=("densenet", "vit"), vit_pooling="mean")  # the mean head: allowed
+    with pytest.raises(InputError, match=r"vit_head_init='warm'.*\['tl', 'zero'\]"):
+        TrainConfig(vit_head_init="warm")
     data = _blob_data(n=16)
     with pytest.raises(InputError, match=r"tasks \['task_missing'\]: not columns"):
         train_demo_encoders(data, tmp_path, TrainConfig(tasks=("task_missing",), **TINY))
@@ -522,3 +533,63 @@ def test_vit_map_l1_is_the_mean_absolute_token_share_of_the_positive_logit():
         want = F.cross_entropy(z @ lin.weight.T, y) + 0.3 * (tok @ (w1 / sd)).pow(2).mean()
         got = _vit_finetune_loss(model, lin, x, y, 0.0, None, 0.0, 0.3)
         assert float(got) == pytest.approx(float(want), rel=1e-5)
+def test_lse_pooled_vit_written_checkpoint_matches_the_per_token_reference(tmp_path):
+    """A ViT task with ``vit_pooling`` lse (transfer head fitted by L-BFGS on standardised tokens, fine-tuning
+    started from it, both folded back into raw units): the classifier spec says ``pooling: lse`` with its
+    sharpness, the head's class-0 row is zero, and radlens' loaded classifier gives the logit
+    ``(1/r) log mean_i exp(r (w . t_i + b))`` of the HF model's own patch tokens, with Grad-CAM equal to the
+    per-token score ReLU(w . t_i) / N; the other task keeps the mean-pooled head."""
+    import math
+
+    from safetensors.torch import load_file
+    from transformers import Dinov2Model
+
+    from radlens.cam.methods import attribute_methods
+    from radlens.cam.model import load_classifier
+
+    torch.set_num_threads(1)
+    data = _blob_data()
+    cfg = TrainConfig(tasks=("task_bright", "task_other"), archs=("vit",),
+                      **{**TINY, "vit_pooling": {"task_bright": "lse"}, "vit_head_init": "tl", "vit_sharpness": 2.0})
+    train_demo_encoders(data, tmp_path, cfg)
+    assert yaml.safe_load((tmp_path / "vit" / "classifier_ft_task_other.yaml").read_text())["head"] == {
+        "checkpoint": "head_ft_task_other.safetensors", "pooling": "mean"}
+    x = torch.from_numpy(data.images[:6])[:, None].float()
+    x = (x - x.mean((1, 2, 3), keepdim=True)) / x.std((1, 2, 3), keepdim=True)  # the spec's per-image z-score
+    for kind in ("tl", "ft"):
+        spec = yaml.safe_load((tmp_path / "vit" / f"classifier_{kind}_task_bright.yaml").read_text())
+        assert spec["head"]["pooling"] == "lse" and spec["head"]["sharpness"] == 2.0
+        clf = load_classifier(tmp_path / "vit" / f"classifier_{kind}_task_bright.yaml")
+        res = attribute_methods(["gradcam"], clf.module, clf.target_layer, x, [1] * 6, token_layout=clf.token_layout)
+        enc = "pre" if kind == "tl" else "ft_task_bright"
+        net = Dinov2Model.from_pretrained(str(tmp_path / "vit" / enc)).eval()
+        head = load_file(str(tmp_path / "vit" / f"head_{kind}_task_bright.safetensors"))
+        assert float(head["weight"][0].abs().max()) == 0.0 and float(head["bias"][0]) == 0.0
+        w, b = head["weight"][1].double().numpy(), float(head["bias"][1])
+        assert np.abs(w).max() > 0  # a fitted head
+        with torch.no_grad():
+            tok = net(pixel_values=x).last_hidden_state[:, 1:].double().numpy()
+        for i in range(6):
+            s = tok[i] @ w
+            z = 2.0 * (s + b)
+            ref = (z.max() + math.log(np.exp(z - z.max()).sum()) - math.log(s.size)) / 2.0
+            assert float(res["gradcam"].logits[i, 1]) == pytest.approx(ref, abs=1e-4)
+            side = int(round(s.size ** 0.5))
+            np.testing.assert_allclose(res["gradcam"].raw[i], np.maximum(s, 0).reshape(side, side) / s.size,
+                                       rtol=1e-4, atol=1e-6)
+
+
+def test_fold_token_head_by_hand():
+    """A score fitted on standardised tokens, (w . (t - mu) / sd) + b, folded into the raw-unit head row 1
+    (row 0 zero): hand-worked two-channel case."""
+    from radlens.synth.models import build_vit, make_classifier, vit_config
+    from radlens.synth.train import _fold_token_head
+
+    m = make_classifier(build_vit(vit_config(image_size=16, patch_size=8, hidden_size=2, num_layers=1,
+                                             num_heads=1)), "vit", pooling="lse")
+    _fold_token_head(m, torch.tensor([2.0, -1.0]), torch.tensor(0.5), torch.tensor([1.0, 3.0]), torch.tensor([4.0, 0.5]))
+    # w / sd = (0.5, -2); b - (w / sd) . mu = 0.5 - (0.5 * 1 - 2 * 3) = 6.0
+    np.testing.assert_allclose(m.head.weight.detach().numpy(), [[0.0, 0.0], [0.5, -2.0]])
+    np.testing.assert_allclose(m.head.bias.detach().numpy(), [0.0, 6.0])
+    t = torch.tensor([[3.0, 2.0]])
+    assert float(m.head(t)[0, 1].detach()) == pytest.approx(2.0 * (3 - 1) / 4 - 1.0 * (2 - 3) / 0.5 + 0.5)

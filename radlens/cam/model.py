@@ -6,7 +6,8 @@ Classifier spec (``docs/contracts.md``)::
     encoder: {...encoder spec...}      # or a path to an encoder YAML
     head:
       checkpoint: head_tl.safetensors  # tensors "weight" (K, D) and "bias" (K,)
-      pooling: global                  # global | cls | mean
+      pooling: global                  # global | cls | mean | lse
+      sharpness: 1.0                   # lse only: r in (1/r) log mean_i exp(r * head(token_i))
     target_layer: layer4               # dotted module name inside the encoder module
     target_input: false                # optional; true: explain the tokens entering target_layer
     classes: [negative, positive]      # optional (default "0".."K-1")
@@ -25,11 +26,44 @@ from radlens.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("global", "cls", "mean")
+POOLINGS = ("global", "cls", "mean", "lse")
 _KEYS = {"encoder", "head", "target_layer", "target_input", "classes", "description", "name"}
+#: head keys besides checkpoint and pooling (``sharpness``: ``lse`` only)
+_HEAD_KEYS = {"checkpoint", "pooling", "sharpness"}
 
 
-def _classifier_module(encoder, head, pooling: str):
+def lse_pool(scores, sharpness: float):
+    """Log-mean-exp of per-token class scores: ``(1/r) log( (1/N) sum_i exp(r s_i) )`` over tokens.
+
+    Parameters
+    ----------
+    scores : Tensor, shape (B, N, K)
+        The linear head applied to every patch token (bias included).
+    sharpness : float > 0
+        ``r``: towards 0 the mean of the scores (the ``mean`` pooling's logits exactly in the limit),
+        large: their maximum.
+
+    Returns
+    -------
+    Tensor, shape (B, K)
+
+    Notes
+    -----
+    The pooling commutes with adding a constant (``g(s + c) = g(s) + c``), so its gradients over the
+    tokens sum to one: Grad-CAM's channel weights (the token mean of the gradient) are ``w_c / N``
+    whatever the scores, and its raw map is ``ReLU(w_c . t_i) / N`` -- each token's own class score
+    (bias excluded), the instance scores of multiple-instance learning.
+    """
+    import math
+
+    import torch
+
+    r = float(sharpness)
+    return (torch.logsumexp(r * scores, dim=1) - math.log(scores.shape[1])) / r
+
+
+
+def _classifier_module(encoder, head, pooling: str, sharpness: float = 1.0):
     import torch
 
     class ClassifierModule(torch.nn.Module):
@@ -55,6 +89,8 @@ def _classifier_module(encoder, head, pooling: str):
             return out.patch.mean(dim=1)
 
         def forward(self, x):
+            if pooling == "lse":  # the head scores every patch token; the scores are pooled per class
+                return lse_pool(self.head(self._enc.forward_features(x).patch), sharpness)
             return self.head(self.features(x))
 
     return ClassifierModule()
@@ -202,6 +238,15 @@ def load_classifier(spec_or_path, device: str = "cpu", target_layer: str | None 
     pooling = head_spec.get("pooling", "global")
     if pooling not in POOLINGS:
         raise ConfigError(f"classifier spec {source}: head.pooling={pooling!r} not allowed; use one of {list(POOLINGS)}")
+    bad = sorted(set(head_spec) - _HEAD_KEYS)
+    if bad:
+        raise ConfigError(f"classifier spec {source}: unknown head key(s) {bad}; allowed: {sorted(_HEAD_KEYS)}")
+    sharpness = head_spec.get("sharpness", 1.0)
+    if "sharpness" in head_spec and pooling != "lse":
+        raise ConfigError(f"classifier spec {source}: head.sharpness is only used with pooling: lse "
+                          f"(pooling is {pooling!r}); remove it or set pooling: lse")
+    if isinstance(sharpness, bool) or not isinstance(sharpness, (int, float)) or not 0 < float(sharpness) < 1e4:
+        raise ConfigError(f"classifier spec {source}: head.sharpness={sharpness!r} must be a number in (0, 1e4)")
     hp = Path(os.path.expanduser(str(head_spec["checkpoint"])))
     hp = hp if hp.is_absolute() else base / hp
     if not hp.exists():
@@ -218,7 +263,7 @@ def load_classifier(spec_or_path, device: str = "cpu", target_layer: str | None 
         head.weight.copy_(w)
         head.bias.copy_(b)
     dev = getattr(encoder, "device", device)  # resolved by the encoder loader ("auto" -> cuda/cpu)
-    module = _classifier_module(encoder, head, pooling).to(dev).eval()
+    module = _classifier_module(encoder, head, pooling, float(sharpness)).to(dev).eval()
     target = _find_layer(encoder.module, str(spec["target_layer"]), source)
     classes = [str(c) for c in spec.get("classes") or range(w.shape[0])]
     if len(classes) != w.shape[0]:

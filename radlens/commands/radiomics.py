@@ -68,6 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.executor == "process" and args.jobs not in (1, "auto"):
+        # first thing, before the heavy imports: the zygote imports the engine on an idle core while
+        # this process does, then forks the workers: this process never forks while holding data
+        from radlens.zygote import start_zygote
+
+        start_zygote("radlens.radiomics.schedule:preload", idle_core=True)
     from radlens.radiomics.extract import radiomics
 
     res = radiomics(args.manifest, params=args.params, out=args.out, jobs=args.jobs, executor=args.executor,

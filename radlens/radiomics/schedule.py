@@ -10,9 +10,11 @@
   classes are then computed in parallel on the crop (``classes``, a few KB sent to each worker).
 
 :func:`run_scheduled` runs the units on ``jobs`` processes: the calling process and ``jobs - 1``
-forked workers (:class:`radlens.parallel.ForkedWorkers`, forked with their first units and without
-the caller's reading buffers). The caller computes the most expensive unit waiting itself after
-stocking every worker with two units (and at least ``STOCK_MARGIN`` times its estimated work), and
+forked workers (:class:`radlens.parallel.ForkedWorkers`, forked with their first units: by the
+process's zygote when one was started, :mod:`radlens.zygote`, else here without the caller's
+reading buffers). The caller computes the most expensive unit waiting itself after stocking every
+worker with two units (and at least ``STOCK_MARGIN`` / ``ZYGOTE_STOCK_MARGIN`` times its
+estimated work), and
 always hands out the most expensive unit waiting, so the parts of a split case go ahead of the
 small cases still queued. Parts are merged into the record a single ``execute`` gives (same
 features in the same order, bit for bit); the two stages of a class split live in
@@ -25,6 +27,7 @@ import heapq
 import itertools
 import logging
 import os
+import sys
 from typing import Any, Iterator
 
 from radlens.radiomics.pyrad import check_features
@@ -58,6 +61,11 @@ SPLIT_SHARE = 1.15
 #: of 183 ms) is split so: its shape (~15 ms warm, ~28 ms in a fresh worker with the mask read) goes to
 #: the worker that also takes lung1 and the small cases.
 SHAPE_SPLIT_SHARE = 0.8
+#: the same when the workers are forked by a zygote (:func:`radlens.zygote.start_zygote`, what
+#: ``radlens radiomics --jobs N`` starts): the caller then pays no fork and no copy-on-write (~9 ms
+#: on those cases), the worker a cold start (new pages, ~10 % of its work), so the caller takes a
+#: case whole up to this many shares (lung2 whole: ~101 ms CPU, no mask read twice)
+ZYGOTE_SHAPE_SPLIT_SHARE = 1.1
 #: estimated share of a 3D case's cost in its shape classes (lung2: ~15 of ~97 ms CPU)
 SHAPE_FRACTION = 0.2
 
@@ -105,7 +113,7 @@ def group_classes(classes, ndim: int, n_groups: int) -> list[tuple[str, ...]]:
 
 
 def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size: int | None = None,
-         two_stage: bool = True, mask_shape: bool = False) -> list[tuple[float, tuple]]:
+         two_stage: bool = True, mask_shape: bool = False, zygote: bool = False) -> list[tuple[float, tuple]]:
     """Work units ``(cost, (kind, ...))``, most expensive first.
 
     A case is split when there are several workers, diagnostics are radlens' (``fast``) and the
@@ -113,7 +121,9 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
     ``prep`` when cropping is safe (and ``two_stage``), otherwise by image type when there are
     several. With ``mask_shape`` (radlens' engine computes the shape classes) a split case's
     shape classes are a ``shape`` unit of their own that reads only the mask, so it starts at once
-    instead of after the image is read. Other cases go in ``batch`` units of ``batch_size`` (default: about 24 units per
+    instead of after the image is read (and a case just above a share is split in ``rest`` +
+    ``shape`` from ``SHAPE_SPLIT_SHARE`` shares, ``ZYGOTE_SHAPE_SPLIT_SHARE`` when the workers
+    are forked by a ``zygote``). Other cases go in ``batch`` units of ``batch_size`` (default: about 24 units per
     worker, at most 16 cases each), largest cases first.
     """
     from radlens.radiomics.pyrad import _crop_safe
@@ -136,10 +146,11 @@ def plan(rows, todo, prm, *, workers: int, diagnostics: str = "fast", batch_size
     # a mask-only shape unit reads the mask a second time: worth it only for the few largest cases,
     # whose image read it overlaps (file sizes say little about the ROI: lung1's is tiny)
     largest = set(sorted(todo, key=lambda i: -cost[i])[:max(workers - 1, 0)])
+    shape_share = ZYGOTE_SHAPE_SPLIT_SHARE if zygote else SHAPE_SPLIT_SHARE
     for i in todo:
         big = workers > 1 and diagnostics == "fast" and cost[i] > SPLIT_SHARE * share
         if (mask_shape and not big and workers > 1 and diagnostics == "fast" and crop_safe and i in largest
-                and cost[i] > SHAPE_SPLIT_SHARE * share and isinstance(rows[i].get("mask"), str)
+                and cost[i] > shape_share * share and isinstance(rows[i].get("mask"), str)
                 and rows[i]["mask"].strip()):
             # just above a share: only the shape classes go to another worker (read from the mask)
             units.append((cost[i] * (1 - SHAPE_FRACTION), ("rest", i)))
@@ -241,8 +252,11 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
     # the caller-as-worker pool forks (Linux; RADLENS_MP_START unset or 'fork'); elsewhere a plain
     # process pool runs the units (no two-stage splits: they need the caller between the stages)
     forked = executor == "process" and workers > 1 and _forks()
+    from radlens.zygote import zygote
+
     units = plan(rows, todo, prm, workers=workers, diagnostics=diagnostics, batch_size=batch_size,
-                 two_stage=forked, mask_shape=engine == "radlens" and not resample_mask)
+                 two_stage=forked, mask_shape=engine == "radlens" and not resample_mask,
+                 zygote=forked and zygote() is not None)
     n_split = sum(1 for _, u in units if u[0] == "prep") + len({u[1] for _, u in units if u[0] == "types"})
     if n_split:
         log.info("radiomics: %d large case(s) split across %d workers", n_split, workers)
@@ -263,6 +277,39 @@ def run_scheduled(rows, todo, prm, *, jobs: int, executor: str = "process", sche
     yield from _pool(units, state, workers)
 
 
+def preload() -> None:
+    """Import what extracting a case imports (pyradiomics, the readers, the engine; numpy.ma through
+    numpy.unique: ~20 ms): in the caller before it forks workers (they inherit it instead of
+    importing it each), and in a zygote (:func:`radlens.zygote.start_zygote`) right away."""
+    from radlens.radiomics.params_memo import lazy_pykwalify
+
+    lazy_pykwalify()  # as radiomics() does before pyradiomics is imported
+    import numpy.ma  # noqa: F401
+    import radiomics  # noqa: F401
+
+    import radlens.io.arraycase  # noqa: F401
+    import radlens.io.images  # noqa: F401
+    import radlens.radiomics.engine  # noqa: F401
+    import radlens.radiomics.extract  # noqa: F401
+    import radlens.radiomics.kernels.components  # noqa: F401
+    import radlens.radiomics.shape_unit  # noqa: F401
+    from radlens.io import nrrd
+
+    lib = nrrd._libdeflate()  # the deflate package and its C library (~9 ms on a first case)
+    if lib is not None:
+        nrrd._decompressor(lib)
+
+
+def prepare_zygote(prm, diagnostics: str, engine: str, ndimage: bool) -> None:
+    """In the zygote, before it forks a run's workers: what the caller set up before the run (its
+    extractors and engine tables; scipy.ndimage for a large run's diagnostics), inherited by them."""
+    from radlens.radiomics.pyrad import warm_engine
+
+    warm_engine(prm, diagnostics, engine)
+    if ndimage:
+        import scipy.ndimage  # noqa: F401
+
+
 def _forks() -> bool:
     """Whether worker processes are forked here (see :func:`radlens.parallel._mp_context`)."""
     from radlens.parallel import _mp_context
@@ -277,6 +324,11 @@ IN_FLIGHT = 2
 #: unit's estimated cost (file sizes under-rate a large ROI's features: pyradiomics' lung2 costs
 #: ~1.5x lung1 per byte; the caller hands out nothing while it computes)
 STOCK_MARGIN = 1.25
+#: the same when the workers are forked by a zygote: they start cold (new pages: lung1 ~59 ms CPU
+#: against ~49 in the caller) while the caller, warm and sharing nothing, is the faster one, so it
+#: keeps more (on the five real 3D cases, breast1 stays for whoever is free first: --jobs 2 wall
+#: 112.1 against 114.4 ms median with 1.25, same 15 rounds)
+ZYGOTE_STOCK_MARGIN = 0.9
 
 
 def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
@@ -295,6 +347,7 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
 
     from radlens.io import nrrd
     from radlens.parallel import ForkedWorkers, WorkerError, _call
+    from radlens.zygote import zygote
     from radlens.radiomics import pyrad
 
     seq = itertools.count()
@@ -303,12 +356,7 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
     n_proc = max(workers - 1, 1)
     threads = max(1, (os.cpu_count() or 1) // workers)
     me = os.getpid()
-    # what the first case imports (readers, numpy.ma through numpy.unique: ~20 ms), imported before
-    # the fork: the caller imports it anyway, the workers then inherit it instead of importing it too
-    import numpy.ma  # noqa: F401
-
-    import radlens.io.arraycase  # noqa: F401
-    import radlens.io.images  # noqa: F401
+    preload()  # what the first case imports, before the fork: the workers inherit it
     held: dict[int, tuple[float, tuple, int]] = {}  # tag -> (cost, unit, worker)
     load = [0.0] * n_proc  # estimated work each worker holds
 
@@ -346,14 +394,26 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
             for c2, u2 in state.follow_ups(u, cost):
                 heapq.heappush(heap, (-c2, next(seq), u2))
 
-    gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
-    pool = None
+    zyg = zygote()  # started at the command's start: it forks the workers, this process never forks
+    margin = ZYGOTE_STOCK_MARGIN if zyg is not None else STOCK_MARGIN
+    pool, frozen = None, False
     try:
         own = heapq.heappop(heap) if heap else None
-        first = stock(STOCK_MARGIN * (-own[0] if own else 0.0))
-        with nrrd.excluded_from_fork():
-            pool = ForkedWorkers(_timed_unit, n_proc, stocks=first, initializer=pyrad._worker_init,
-                                 initargs=(threads,))
+        first = stock(margin * (-own[0] if own else 0.0))
+        if zyg is not None:
+            try:
+                pool = ForkedWorkers(_timed_unit, n_proc, stocks=first, initializer=pyrad._worker_init,
+                                     initargs=(threads,), zygote=zyg,
+                                     prepare=(prepare_zygote, (state.prm, state.diagnostics, state.engine,
+                                                               "scipy.ndimage" in sys.modules)))
+            except OSError:  # the zygote is gone: fork here
+                zyg = None
+        if zyg is None:
+            gc.freeze()  # forked workers: the collector never touches (and copies) the parent's objects
+            frozen = True
+            with nrrd.excluded_from_fork():
+                pool = ForkedWorkers(_timed_unit, n_proc, stocks=first, initializer=pyrad._worker_init,
+                                     initargs=(threads,))
         while True:
             if own is not None:  # the parent's own unit, as jobs=1 runs it
                 c0 = time.process_time()
@@ -368,7 +428,7 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
                 break
             own = heapq.heappop(heap) if heap else None
             if own is not None:
-                stock(STOCK_MARGIN * -own[0], pool)
+                stock(margin * -own[0], pool)
         # every result is in: the workers exit while the caller writes the tables (waiting for them
         # here would put their tear-down on the run's critical path)
         pool.close()
@@ -377,7 +437,8 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
             pool.close(kill=True)
         raise
     finally:
-        gc.unfreeze()
+        if frozen:
+            gc.unfreeze()
 
 
 class _Merger:

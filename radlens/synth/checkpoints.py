@@ -85,7 +85,8 @@ def _write_classifier(model, arch: str, kind: str, task: str, arch_dir: Path, en
                "bias": model.head.bias.detach().contiguous().clone()}, str(head_path))
     # every head reads the mean over positions of the target layer's output (see radlens.synth.models.ARCHS)
     spec = {"encoder": copy.deepcopy(enc_spec),
-            "head": {"checkpoint": head_path.name, "pooling": ARCHS[arch]["pooling"]},
+            "head": {"checkpoint": head_path.name, "pooling": getattr(model, "pooling", ARCHS[arch]["pooling"]),
+                     **({"sharpness": float(model.sharpness)} if getattr(model, "pooling", "") == "lse" else {})},
             "target_layer": ARCHS[arch]["target_layer"],
             "classes": ["negative", "positive"]}
     return _write_yaml(arch_dir / f"classifier_{kind}_{task}.yaml", spec)

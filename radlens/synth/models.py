@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 #: of the CAM target layer's output, so ``logit = bias + sum over positions of (head weight . activation) / N``
 #: exactly: Grad-CAM on that layer is the per-position share of the logit (Zhou et al.'s CAM), signed
 #: activations included (the ViT's final layer norm and the DenseNet's last batch norm emit signed values).
+#: ``pooling`` is the default; the ViT's shape classifiers use ``lse`` (``TrainConfig.vit_pooling``: the head
+#: scores every token, Grad-CAM at ``layernorm`` is each token's own score, docs/cam.md "The ViT's shape head").
 #: The ResNet is read at ``layer3`` (16x16 at 64 px, stride 4, receptive field 25 px): MONAI's ResNet always
 #: builds four stages, and its ``layer4`` (8x8) is too coarse for the demo's 5-6 px wide elongated lesions;
 #: the encoder spec's ``layer: layer3`` stops every forward pass there, so ``layer4`` is never run or trained
@@ -104,7 +106,8 @@ def build_vit(config=None):
 
 
 def vit_target_layer(config=None) -> str:
-    """Dotted name of the ViT CAM layer: the final layer norm, whose patch tokens the mean-pooled head reads."""
+    """Dotted name of the ViT CAM layer: the final layer norm, whose patch tokens the head reads (their mean,
+    or each token for ``pooling="lse"``)."""
     return "layernorm"
 
 
@@ -165,26 +168,47 @@ def feature_dim(backbone, arch: str) -> int:
     return int(backbone.config.hidden_size)
 
 
-def make_classifier(backbone, arch: str, n_classes: int = 2):
-    """A :class:`DemoClassifier` around ``backbone`` (built lazily so torch stays optional at import)."""
+def make_classifier(backbone, arch: str, n_classes: int = 2, pooling: str | None = None, sharpness: float = 1.0):
+    """A :class:`DemoClassifier` around ``backbone`` (built lazily so torch stays optional at import).
+
+    ``pooling``: the classifier spec's ``head.pooling`` (default :data:`ARCHS`'s); ``lse`` (with
+    ``sharpness``) applies the linear head to every position of :func:`grid_features` and pools the
+    per-position class scores by :func:`radlens.cam.model.lse_pool`, as radlens' classifier loader does.
+    """
     import torch
 
+    pooling = pooling or ARCHS[arch]["pooling"]
+    if pooling not in (ARCHS[arch]["pooling"], "lse"):
+        raise ValueError(f"pooling {pooling!r} not supported for {arch!r}; use {ARCHS[arch]['pooling']!r} or 'lse'")
+
     class DemoClassifier(torch.nn.Module):
-        """Backbone + linear head on the pooled features: ``logits = head(pool(backbone(x)))``."""
+        """Backbone + linear head: ``logits = head(pool(backbone(x)))``, or for ``pooling="lse"``
+        ``lse_pool(head(positions))``."""
 
         def __init__(self):
             super().__init__()
             self.backbone = backbone
             self.arch = arch
+            self.pooling = pooling
+            self.sharpness = float(sharpness)
             self.head = torch.nn.Linear(feature_dim(backbone, arch), n_classes)
 
         def features(self, x):
+            """Mean over positions (every pooling's linear read-out of the pooled features; decodability)."""
             return pooled_features(self.backbone, x, self.arch)
 
         def grid(self, x):
             return grid_features(self.backbone, x, self.arch)
 
+        def tokens(self, x):
+            """Positions of :meth:`grid` as tokens, ``(B, N, D)`` (row-major)."""
+            return self.grid(x).flatten(2).transpose(1, 2)
+
         def forward(self, x):
+            if self.pooling == "lse":
+                from radlens.cam.model import lse_pool
+
+                return lse_pool(self.head(self.tokens(x)), self.sharpness)
             return self.head(self.features(x))
 
     return DemoClassifier()

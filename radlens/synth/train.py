@@ -10,10 +10,12 @@ For each architecture (a small MONAI ResNet, a small MONAI DenseNet and a tiny H
 2. per downstream task (``task_texture``, ``task_intensity``, ``task_shape``):
 
    * **tl** — transfer learning: the pre backbone frozen, an L2 logistic-regression linear head fitted
-     on its pooled features (global average for the CNNs, patch-token mean for the ViT);
+     on its pooled features (global average for the CNNs, patch-token mean for the ViT; the ViT's
+     ``lse`` heads, ``TrainConfig.vit_pooling``: a log-mean-exp of per-token scores, :func:`fit_token_head`);
    * **ft** — full fine-tuning of the pre backbone with a fresh (zero) head: AdamW with a one-cycle
      learning-rate schedule (warm-up, cosine decay) on every parameter, flip augmentation (+ 90-degree
-     rotations for the ResNet, ``TrainConfig.rot90_finetune_archs``).
+     rotations for the ResNet, ``TrainConfig.rot90_finetune_archs``). The ViT's ``lse`` heads start from
+     their transfer head instead (``TrainConfig.vit_head_init``, in standardised token units).
      Starting from the tl head instead was a bug: the logistic head is fitted on standardised
      features, so in raw-feature units its weights are large (1 / feature std); the first steps then
      blew the backbone up (final training loss 3.8, validation AUC at chance on every task).
@@ -61,6 +63,12 @@ from radlens.synth.steps import (  # noqa: F401  (re-exported)
     backbone_change,
     place_operating_point,
     youden_threshold,
+)
+from radlens.synth.token_head import (  # noqa: F401  (re-exported)
+    _finetune_token_head,
+    _fold_token_head,
+    _token_stats,
+    fit_token_head,
 )
 from radlens.synth.train_config import TASKS, TrainConfig  # noqa: F401  (TASKS re-exported)
 
@@ -212,9 +220,13 @@ def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> tuple:
 
 
 def fit_linear_head(model, x, y: np.ndarray, train_idx: np.ndarray, seed: int) -> None:
-    """Transfer learning: L2 logistic regression on frozen pooled features, copied into ``model.head``."""
+    """Transfer learning: L2 logistic regression on frozen pooled features, copied into ``model.head``
+    (``pooling="lse"`` heads: :func:`fit_token_head`)."""
     import torch
     from sklearn.linear_model import LogisticRegression
+
+    if getattr(model, "pooling", "") == "lse":
+        return fit_token_head(model, x, y, train_idx)
 
     feats = _features(model, x[train_idx]).astype(np.float64)
     mu, sd = feats.mean(0), feats.std(0)
@@ -291,9 +303,16 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     consistent = model.arch in tuple(cfg.flip_consistent_archs)
     if consistent:  # each step: half a batch of images and their mirror images, over half the epochs
         fbs, epochs = max(fbs // 2, 2), max((epochs + 1) // 2, 1)  # -> about the same steps and step size
+    init = None
+    if getattr(model, "pooling", "") == "lse" and cfg.vit_head_init == "tl":
+        mu, sd = _token_stats(model, x[train_idx])
+        w1, b1 = model.head.weight[1].detach(), model.head.bias.detach()
+        init = (w1 * sd, float(b1[1] - b1[0]) + float(w1 @ mu))
     with torch.no_grad():  # a fresh head: the tl head's raw-unit weights destabilise the backbone
         model.head.weight.zero_()
         model.head.bias.zero_()
+    if getattr(model, "pooling", "") == "lse":
+        return _finetune_token_head(model, x, y, train_idx, cfg, gen, task, log_rows, lr, epochs, fbs, init)
     centered = model.arch in tuple(cfg.centered_head_archs)
     scaled = centered and model.arch in tuple(cfg.standardised_head_archs)
     if centered:  # centre (standardise) the pooled features per batch while training (folded back below)
@@ -488,7 +507,8 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
         gen = torch.Generator().manual_seed(cfg.seed + 1000 * ai)
         backbone = (build_cnn(cnn_args(cfg.cnn_width)) if arch == "cnn" else
                     build_densenet(densenet_args(cfg.densenet_width, cfg.densenet_blocks)) if arch == "densenet" else build_vit(vit_cfg))
-        pre_model = make_classifier(backbone, arch)
+        pre_model = (make_classifier(backbone, arch, sharpness=cfg.vit_sharpness) if arch == "vit"
+                     else make_classifier(backbone, arch))
         pretext = pretrain(pre_model, x_all, cfg, gen, log_rows)
         pre_model.eval()
         pre_spec = _encoder_spec(arch, "pre", cfg, (h, w), norm, vit_cfg)
@@ -504,6 +524,8 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
             tr = data.train_idx[labelled[data.train_idx]]
             va = data.val_idx[labelled[data.val_idx]]
             tl = copy.deepcopy(pre_model)
+            if arch == "vit":
+                tl.pooling = cfg.vit_task_pooling(task)
             fit_linear_head(tl, x_all, y, tr, cfg.seed)
             place_operating_point(tl, x_all, y, tr)
             tl_path = _write_classifier(tl, arch, "tl", task, arch_dir, pre_spec, vit_cfg)
