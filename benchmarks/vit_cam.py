@@ -21,7 +21,8 @@ seconds of ``_train_arch`` (one torch thread, so CPU seconds are the machine-loa
 and whether the recipe meets issue 13's targets (``ok``: fine-tuned AUC >= 0.85 on every task,
 transfer lower on one, fine-tuned Grad-CAM pointing >= 0.6 and pixel AUC >= 0.75 on every task,
 every Grad-CAM sanity row < 0.5), where the fine-tuned Grad-CAM maxima fall (inside the ROI, within
-4 px of it, farther) and each task's last fine-tuning epoch's training loss. ``--png`` renders fine-tuned Grad-CAM overlays. ``--out`` appends
+4 px of it, farther), each task's last fine-tuning epoch's training loss and how much the fine-tuned
+token scores off the lesion follow vertical edges (``background_edge_rho``). ``--png`` renders fine-tuned Grad-CAM overlays. ``--out`` appends
 one JSON line per seed. The pretext training is cached per seed and pretext setting in
 ``--work/pretext_cache`` (random states included, so the checkpoints are the same as without the cache;
 the training CPU seconds then leave the pretext out); ``--no-pretext-cache`` always runs it.
@@ -39,11 +40,38 @@ import time
 from pathlib import Path
 
 from _demo_cohort import recipe_parser, vit_setup  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from cnn_cam import cam_scores, overlays  # noqa: E402
+from cnn_cam import _cases, cam_scores, overlays  # noqa: E402
 
 import numpy as np
 
 VIT_INDEX = 2  # the demo's index of the ViT among its architectures (seeds: seed + 1000 * index)
+
+
+def background_edge_rho(manifest: Path, arch_dir: Path, task: str) -> float:
+    """Spearman correlation, over the patch tokens with no lesion pixel (lesion cases of the positive class),
+    between the fine-tuned checkpoint's positive-class token score ``w_1 . t_i`` (the written head's raw-unit
+    class-1 row on the final layer norm's tokens: Grad-CAM's map before its ReLU, times N) and the token's
+    edge orientation, its mean |d/dx| minus its mean |d/dy| (:func:`radlens.synth.steps.local_statistics`).
+    Near +1: the model reads vertical edges anywhere (the body's outline included) as positive evidence."""
+    import torch
+    from safetensors.torch import load_file
+    from scipy.stats import spearmanr
+    from transformers import Dinov2Model
+
+    from radlens.cam.model import load_classifier
+    from radlens.synth.steps import local_statistics
+
+    _, x, gts = _cases(manifest, task, load_classifier(arch_dir / f"classifier_ft_{task}.yaml"))
+    bb = Dinov2Model.from_pretrained(str(arch_dir / f"ft_{task}")).eval()
+    w1 = load_file(str(arch_dir / f"head_ft_{task}.safetensors"))["weight"][1]
+    with torch.no_grad():
+        tok = bb(pixel_values=x).last_hidden_state[:, 1:]
+    side = int(round(tok.shape[1] ** 0.5))
+    score = (tok @ w1).reshape(len(x), side, side).numpy()
+    st = local_statistics(x, (side, side)).numpy()
+    k = x.shape[2] // side
+    lesion = np.stack([g.reshape(side, k, side, k).any(axis=(1, 3)) for g in gts])
+    return float(spearmanr(score[~lesion], (st[:, 2] - st[:, 3])[~lesion])[0])
 
 
 def peak_places(maps: dict, near_px: float = 4.0) -> dict:
@@ -131,13 +159,15 @@ def run_seed(manifest: Path, work: Path, size, over: dict, seed: int, target: st
         auc = am["tasks"][task]["val_auc"]
         r, maps_by_task[task] = cam_scores(manifest, specs, task, target)
         res["tasks"][task] = {"val_auc": auc, "ft_loss": am["tasks"][task].get("ft_loss"), **r,
-                              "ft_gradcam_peak": peak_places(maps_by_task[task])}
+                              "ft_gradcam_peak": peak_places(maps_by_task[task]),
+                              "ft_background_edge_rho": background_edge_rho(manifest, mdir / "vit", task)}
         g, pk = r["ft/gradcam"], res["tasks"][task]["ft_gradcam_peak"]
         cells = "  ".join(f"{k}: {v['pg']:.2f}/{v['auc']:.2f} rho {v['sanity_rho']:+.2f}"
                           for k, v in r.items() if isinstance(v, dict))
         print(f"  {task:15s} AUC tl {auc['tl']:.3f} ft {auc['ft']:.3f} (ft loss {res['tasks'][task]['ft_loss']}); grid {r['grid']}, n {r['n']}; "
               f"ft Grad-CAM {g['pg']:.2f}/{g['auc']:.2f} (peak inside / near / far {pk['inside']:.2f} / "
-              f"{pk['near']:.2f} / {pk['far']:.2f}); {cells}", flush=True)
+              f"{pk['near']:.2f} / {pk['far']:.2f}; background score ~ edge orientation rho "
+              f"{res['tasks'][task]['ft_background_edge_rho']:+.2f}); {cells}", flush=True)
     t = res["tasks"]
     res["ok"] = bool(all(v["val_auc"]["ft"] >= 0.85 for v in t.values())
                      and any(v["val_auc"]["ft"] - v["val_auc"]["tl"] >= 0.02 for v in t.values())
