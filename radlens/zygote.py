@@ -35,7 +35,7 @@ def start_zygote(preload: str | None = None, *, idle_core: bool = False) -> "Zyg
     ``"module:function"``, called in the zygote right after the fork) on another core while this
     process imports the same, and forks the workers of every later :class:`ForkedWorkers` given
     it (:func:`zygote`), so this process never forks while it holds large data. Its imports cost
-    CPU time once (~0.25 s for radiomics); with ``idle_core`` it is started only when the 1-minute
+    CPU time once (~0.18 s for radiomics); with ``idle_core`` it is started only when the 1-minute
     load average leaves a CPU idle for them (else None: the workers are forked from this process).
     A zygote forked late shares this process's memory as it is then and keeps its pages (a copy of
     each page this process writes afterwards while the zygote lives): start it before loading data."""
@@ -102,6 +102,9 @@ class Zygote:
         self.exits: dict[int, int] = {}  # token -> waitpid status, as the zygote reported them
         self._ready = False
         self._tokens = 0
+        import threading
+
+        self._lock = threading.RLock()  # one request or report at a time on the socket (threads)
 
     def alive(self) -> bool:
         return self.conn is not None
@@ -125,24 +128,37 @@ class Zygote:
 
     def _pump(self, timeout: float | None) -> None:
         """Read the zygote's reports (waiting up to ``timeout`` for the first)."""
-        try:
-            while self.conn is not None and self.conn.poll(timeout):
-                msg = self.conn.recv()
-                timeout = 0
-                if msg[0] == "ready":
-                    self._ready = True
-                elif msg[0] == "exit":
-                    self.exits[msg[1]] = msg[2]
-        except (EOFError, OSError):
-            self._gone()
+        with self._lock:
+            try:
+                while self.conn is not None and self.conn.poll(timeout):
+                    msg = self.conn.recv()
+                    timeout = 0
+                    if msg[0] == "ready":
+                        self._ready = True
+                    elif msg[0] == "exit":
+                        self.exits[msg[1]] = msg[2]
+            except (EOFError, OSError):
+                self._gone()
 
     def _gone(self) -> None:
-        if self.conn is not None:
+        """Close our end (the zygote reads EOF and exits) and reap it (SIGKILL after 2 s)."""
+        import signal
+        import time
+
+        with self._lock:
+            if self.conn is None:
+                return
             self.conn.close()
             self.conn = None
+            end = time.monotonic() + 2.0
             try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
+                while not os.waitpid(self.pid, os.WNOHANG)[0]:
+                    if time.monotonic() > end:
+                        os.kill(self.pid, signal.SIGKILL)
+                        os.waitpid(self.pid, 0)
+                        break
+                    time.sleep(0.002)
+            except (ChildProcessError, ProcessLookupError):
                 pass
 
     def fork(self, fn, stocks, initializer=None, initargs=(), prepare=None) -> tuple[list, list[int]]:
@@ -156,20 +172,22 @@ class Zygote:
 
         self._pump(0)  # reports of earlier workers
         pairs = [Pipe(duplex=True) for _ in stocks]
-        tokens = list(range(self._tokens, self._tokens + len(stocks)))
-        self._tokens += len(stocks)
-        try:
-            if self.conn is None:
-                raise OSError("the zygote is gone")
-            self.conn.send(("fork", tokens, fn, [list(s) for s in stocks], initializer, initargs, prepare))
-            with socket.fromfd(self.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                socket.send_fds(s, [b"f"], [theirs.fileno() for _, theirs in pairs])
-        except OSError:  # the zygote is gone (nothing handed out): the caller forks its workers itself
-            self._gone()
-            for mine, theirs in pairs:
-                mine.close()
-                theirs.close()
-            raise
+        with self._lock:
+            tokens = list(range(self._tokens, self._tokens + len(stocks)))
+            self._tokens += len(stocks)
+            try:
+                if self.conn is None:
+                    raise OSError("the zygote is gone")
+                self.conn.send(("fork", tokens, fn, [list(s) for s in stocks], initializer, initargs, prepare))
+                with socket.fromfd(self.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    socket.send_fds(s, [b"f"], [theirs.fileno() for _, theirs in pairs])
+            except BaseException as exc:  # nothing handed out: the caller forks its workers itself
+                if isinstance(exc, OSError):  # the zygote is gone
+                    self._gone()
+                for mine, theirs in pairs:
+                    mine.close()
+                    theirs.close()
+                raise
         for _, theirs in pairs:
             theirs.close()
         return [mine for mine, _ in pairs], tokens
@@ -183,13 +201,24 @@ class Zygote:
             self._pump(max(end - time.monotonic(), 0))
         return _status_text(self.exits.pop(token)) if token in self.exits else "exited"
 
+    def prepare(self, fn, args=()) -> None:
+        """Have the zygote call ``fn(*args)`` (module-level, pickled) when it reads this, before any
+        later fork: set-up its workers then inherit, done while this process does other things."""
+        with self._lock:
+            try:
+                if self.conn is not None:
+                    self.conn.send(("prepare", fn, tuple(args)))
+            except OSError:
+                self._gone()
+
     def kill(self, tokens: list[int]) -> None:
         """SIGKILL these workers (through the zygote, their parent)."""
-        try:
-            if self.conn is not None and tokens:
-                self.conn.send(("kill", list(tokens)))
-        except OSError:
-            self._gone()
+        with self._lock:
+            try:
+                if self.conn is not None and tokens:
+                    self.conn.send(("kill", list(tokens)))
+            except OSError:
+                self._gone()
 
     def close(self) -> None:
         """End the zygote (its workers end when their connections close)."""
@@ -250,6 +279,12 @@ def _zygote_loop(conn, rfd, wfd, children) -> None:
             msg = conn.recv()
         except EOFError:
             break
+        if msg[0] == "prepare":
+            try:
+                msg[1](*msg[2])
+            except Exception as exc:  # noqa: BLE001 - the workers meet it again and report it per item
+                log.debug("zygote: prepare failed: %s", exc)
+            continue
         if msg[0] == "kill":
             for pid, token in list(children.items()):
                 if token in msg[1]:

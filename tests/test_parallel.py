@@ -230,3 +230,20 @@ def test_zygote_gone_means_none_and_stop_ends_it():
     assert zygote() is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def _set_marker(value):
+    _INIT["marker"] = value
+
+
+def test_zygote_prepare_reaches_later_workers(zyg):
+    """``Zygote.prepare``: set-up done in the zygote when it reads it (while this process goes on),
+    inherited by every worker it forks afterwards; this process's own state is untouched."""
+    from radlens.parallel import ForkedWorkers
+
+    zyg.prepare(_set_marker, ("prepared in the zygote",))
+    pool = ForkedWorkers(parent_and_marker, 1, stocks=[[("p", 0)]], zygote=zyg)
+    got = pool.wait(10)
+    pool.close()
+    assert got == [(0, "p", (zyg.pid, "prepared in the zygote"))]
+    assert "marker" not in _INIT

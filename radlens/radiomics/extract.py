@@ -260,6 +260,10 @@ def radiomics(manifest, params=None, out: str | os.PathLike = "radiomics.parquet
             man = validate_images(man, todo, jobs=local_jobs if len(todo) >= 4 * local_jobs else 1,
                                   resample_mask=resample_mask)
             rows = list(man.rows())
+        if executor == "process" and jobs > 1:  # a zygote sets up the same meanwhile, for its workers
+            from radlens.radiomics.schedule import warm_zygote
+
+            warm_zygote(prm, diagnostics, engine, diagnostics == "fast" and len(todo) >= _NDIMAGE_FROM)
         warm_engine(prm, diagnostics, engine)  # extractors, engine set-up: forked workers inherit them
         if diagnostics == "fast" and len(todo) >= _NDIMAGE_FROM:
             import scipy.ndimage  # noqa: F401  (connected components: ~0.1 s once, then ~40x faster per case)

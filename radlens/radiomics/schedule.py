@@ -64,7 +64,7 @@ SHAPE_SPLIT_SHARE = 0.8
 #: the same when the workers are forked by a zygote (:func:`radlens.zygote.start_zygote`, what
 #: ``radlens radiomics --jobs N`` starts): the caller then pays no fork and no copy-on-write (~9 ms
 #: on those cases), the worker a cold start (new pages, ~10 % of its work), so the caller takes a
-#: case whole up to this many shares (lung2 whole: ~101 ms CPU, no mask read twice)
+#: case whole up to this many shares (lung2 whole: ~94 ms CPU in the caller, its mask read once)
 ZYGOTE_SHAPE_SPLIT_SHARE = 1.1
 #: estimated share of a 3D case's cost in its shape classes (lung2: ~15 of ~97 ms CPU)
 SHAPE_FRACTION = 0.2
@@ -310,6 +310,17 @@ def prepare_zygote(prm, diagnostics: str, engine: str, ndimage: bool) -> None:
         import scipy.ndimage  # noqa: F401
 
 
+def warm_zygote(prm, diagnostics: str, engine: str, ndimage: bool) -> None:
+    """Have this process's zygote, if any, run :func:`prepare_zygote` now, while the caller sets up
+    the same (~7 ms for a new params file: the extractors): the run's workers are then forked
+    without waiting for it."""
+    from radlens.zygote import zygote
+
+    z = zygote()
+    if z is not None:
+        z.prepare(prepare_zygote, (prm, diagnostics, engine, ndimage))
+
+
 def _forks() -> bool:
     """Whether worker processes are forked here (see :func:`radlens.parallel._mp_context`)."""
     from radlens.parallel import _mp_context
@@ -347,8 +358,8 @@ def _pool(units, state, workers) -> Iterator[tuple[int, dict, bool]]:
 
     from radlens.io import nrrd
     from radlens.parallel import ForkedWorkers, WorkerError, _call
-    from radlens.zygote import zygote
     from radlens.radiomics import pyrad
+    from radlens.zygote import zygote
 
     seq = itertools.count()
     heap = [(-c, next(seq), u) for c, u in units]
