@@ -264,3 +264,36 @@ def test_target_layer_override(study, tmp_path):
         cam_drift(study["manifest"], a, b, label_col="task_shape", target_layer=["layer3", "layer2"])
     with pytest.raises(ConfigError, match="target_layer 'layer9'"):
         load_classifier(b, target_layer="layer9")
+
+
+def test_overlay_notes_come_from_the_maps_task(tmp_path, monkeypatch):
+    """A case id recurs across tasks in one drift table: each B panel's note (displacement, IoU) is the
+    row of the maps' own architecture and task (it once took the first task's row for every task)."""
+    import matplotlib.axes
+
+    from radlens.io.artifacts import write_npz
+    from radlens.viz.cam import plot_overlay_grid
+
+    rng = np.random.default_rng(0)
+    ids = np.array(["c1", "c2"])
+    arrays = {"case_id": ids, "input_image": rng.random((2, 8, 8)), "gradcam__a": rng.random((2, 8, 8)),
+              "gradcam__b": rng.random((2, 8, 8))}
+    write_npz(tmp_path / "m.npz", arrays, {"architecture": "vit", "task": "task_shape", "methods": ["gradcam"]})
+    rows = []
+    for task, disp, iou in [("task_intensity", np.nan, np.nan), ("task_shape", 0.25, 0.5), ("task_texture", 0.75, 0.125)]:
+        for cid in ids:
+            rows.append({"architecture": "vit", "task": task, "method": "gradcam", "case_id": cid,
+                         "centroid_disp": disp, "iou_top10": iou})
+    rows.append({"architecture": "cnn", "task": "task_shape", "method": "gradcam", "case_id": "c1",
+                 "centroid_disp": 0.9, "iou_top10": 0.9})
+    drift = pd.DataFrame(rows[::-1][1:] + rows[-1:])  # other tasks' rows both before and after the shape rows
+    notes = []
+    orig = matplotlib.axes.Axes.text
+
+    def spy(self, x, y, s, *a, **k):
+        notes.append(s)
+        return orig(self, x, y, s, *a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", spy)
+    plot_overlay_grid(tmp_path / "m.npz", tmp_path / "ov", drift=drift)
+    assert [s for s in notes if s.startswith("disp")] == ["disp 0.25\nIoU 0.50"] * 2

@@ -402,6 +402,137 @@ def test_flip_consistent_loss_of_a_standardised_head_divides_the_map_by_the_batc
     assert got == pytest.approx(ce + 0.5 * penalty, rel=1e-5)
 
 
+def _tiny_vit(layers=2):
+    from radlens.synth.models import build_vit, make_classifier, vit_config
+
+    torch.manual_seed(0)
+    return make_classifier(build_vit(vit_config(image_size=16, patch_size=8, hidden_size=8, num_layers=layers,
+                                                num_heads=2)), "vit")
+
+
+def test_vit_param_groups_layer_decay_and_frozen_parts_by_hand():
+    """Layer-wise decay 0.5 on a 2-block DINOv2 at lr 1e-3: embeddings 0.5^3, block 0 0.5^2, block 1 0.5,
+    final layer norm 1 (x 1e-3); every parameter in exactly one group; frozen parts in none, not trainable."""
+    from radlens.synth.steps import vit_param_groups
+
+    bb = _tiny_vit().backbone
+    groups = vit_param_groups(bb, 1e-3, 0.5)
+    assert [g["layer_id"] for g in groups] == [0, 1, 2, 3]
+    assert [g["lr"] for g in groups] == pytest.approx([1.25e-4, 2.5e-4, 5e-4, 1e-3])
+    names = {id(p): n for n, p in bb.named_parameters()}
+    got = [[names[id(p)] for p in g["params"]] for g in groups]
+    assert sum(map(len, got)) == len(names) == len({n for g in got for n in g})
+    assert "embeddings.patch_embeddings.projection.weight" in got[0] and "embeddings.cls_token" in got[0]
+    assert all(n.startswith("encoder.layer.1.") for n in got[2]) and got[3] == ["layernorm.weight", "layernorm.bias"]
+    groups = vit_param_groups(bb, 1e-3, 1.0, frozen=("attention", "embeddings"))
+    kept = {names[id(p)] for g in groups for p in g["params"]}
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3] * 3)  # no decay; no embeddings group left
+    assert not any(".attention." in n or n.startswith("embeddings.") for n in kept)
+    assert {n for n, p in bb.named_parameters() if not p.requires_grad} == set(names.values()) - kept
+    assert "encoder.layer.0.mlp.fc1.weight" in kept and "encoder.layer.0.norm1.weight" in kept
+
+
+def _finetune_tiny(cfg_kw, pretext=None, n=16):
+    from radlens.synth.train import finetune
+
+    model = _tiny_vit()
+    rng = np.random.default_rng(0)
+    x = torch.as_tensor(rng.normal(size=(n, 1, 16, 16)), dtype=torch.float32)
+    y = np.arange(n) % 2
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    rows: list = []
+    cfg = TrainConfig(**{**TINY, "vit_hidden": 8, "vit_layers": 2, "vit_finetune_batch_size": 8, **cfg_kw})
+    finetune(model, x, y, np.arange(n), cfg, torch.Generator().manual_seed(0), "t", rows, pretext=pretext)
+    return model, before, rows, x
+
+
+def test_vit_frozen_parts_do_not_move_and_the_rest_does():
+    model, before, _, _ = _finetune_tiny({"vit_frozen": ("attention", "embeddings"), "finetune_epochs": 2})
+    after = model.backbone.state_dict()
+    moved = {k for k in before if not torch.equal(before[k], after[k])}
+    assert moved and not any(".attention." in k or k.startswith("embeddings.") for k in moved)
+    assert "encoder.layer.0.mlp.fc1.weight" in moved
+    assert all(p.requires_grad for p in model.backbone.parameters())  # trainable again afterwards
+
+
+def test_vit_pretext_aux_adds_the_readout_mse_to_the_loss():
+    """Learning rate ~0 and a zero head: cross-entropy ln 2, plus w x the mean squared error of a constant
+    read-out (bias b, zero weights) against each token's local statistics (flips only permute the tokens, so
+    the flipped batches' error equals the unflipped images' one, computed here by hand)."""
+    from radlens.synth.steps import local_statistics
+
+    readout = torch.nn.Conv2d(8, 7, 1)
+    with torch.no_grad():
+        readout.weight.zero_()
+        readout.bias.copy_(torch.linspace(-1, 1, 7))
+    pretext = (readout, torch.zeros(1, 7, 1, 1), torch.ones(1, 7, 1, 1), (2, 2))
+    kw = {"vit_lr_finetune": 1e-12, "vit_epoch_factor": 1.0, "vit_map_l2": 0.0}
+    _, _, rows0, _ = _finetune_tiny(kw, pretext)
+    _, _, rows, x = _finetune_tiny({**kw, "vit_pretext_aux": 0.5}, pretext)
+    mse = float(((local_statistics(x, (2, 2)) - torch.linspace(-1, 1, 7)[None, :, None, None]) ** 2).mean())
+    assert rows0[0]["loss"] == pytest.approx(np.log(2), abs=1e-6)
+    assert rows[0]["loss"] == pytest.approx(np.log(2) + 0.5 * mse, rel=1e-5)
+    with pytest.raises(InputError, match="vit_pretext_aux > 0 needs pretrain"):
+        _finetune_tiny({"vit_pretext_aux": 0.5})
+
+
+def test_random_shift_moves_each_image_by_at_most_pad():
+    from radlens.synth.steps import _random_shift
+
+    x = torch.zeros(32, 1, 12, 12)
+    x[:, 0, 6, 6] = 1.0
+    out = _random_shift(x, torch.Generator().manual_seed(0), 2)
+    pos = [divmod(int(o.argmax()), 12) for o in out]
+    assert all(o.sum() == 1 for o in out)  # the dot is moved, not duplicated or lost
+    assert all(abs(r - 6) <= 2 and abs(c - 6) <= 2 for r, c in pos) and len(set(pos)) > 5
+
+
+def test_bad_vit_recipe_fields_name_the_parameter():
+    with pytest.raises(InputError, match=r"vit_layer_decay=1.5: must be a number in \(0, 1\]"):
+        TrainConfig(vit_layer_decay=1.5)
+    with pytest.raises(InputError, match=r"vit_frozen=\('qkv',\).*'attention'"):
+        TrainConfig(vit_frozen=("qkv",))
+    with pytest.raises(InputError, match="vit_pretext_aux=-1"):
+        TrainConfig(vit_pretext_aux=-1)
+    with pytest.raises(InputError, match="vit_map_l1=-0.1"):
+        TrainConfig(vit_map_l1=-0.1)
+    with pytest.raises(InputError, match="vit_finetune_shift=2.5"):
+        TrainConfig(vit_finetune_shift=2.5)
+
+
+def test_vit_map_l1_is_the_mean_absolute_token_share_of_the_positive_logit():
+    """``_vit_finetune_loss`` with ``l1``: cross-entropy + l1 x mean over images and tokens of |w_1 . t_i|, the
+    tokens ``t_i`` read from the HF model's ``last_hidden_state`` (CLS dropped); with a standardised head
+    (BatchNorm1d, no affine) the weights are divided by the pooled features' batch SD (biased)."""
+    import torch.nn.functional as F
+
+    from radlens.synth.steps import _vit_finetune_loss
+
+    model = _tiny_vit()
+    model.eval()
+    with torch.no_grad():
+        model.head.weight.copy_(torch.linspace(-1, 1, 16).reshape(2, 8))
+        model.head.bias.zero_()
+    x = torch.as_tensor(np.random.default_rng(1).normal(size=(6, 1, 16, 16)), dtype=torch.float32)
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    with torch.no_grad():
+        tok = model.backbone(pixel_values=x).last_hidden_state[:, 1:]       # (6, 4, 8)
+        pooled = tok.mean(1)
+        w1 = model.head.weight[1]
+        want = F.cross_entropy(pooled @ model.head.weight.T, y) + 0.2 * (tok @ w1).abs().mean()
+        got = _vit_finetune_loss(model, model.head, x, y, 0.0, None, 0.2)
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+        lin = model.head
+        model.head = torch.nn.Sequential(torch.nn.BatchNorm1d(8, affine=False, track_running_stats=False), lin)
+        model.head.train()
+        sd = (pooled.var(0, unbiased=False) + 1e-5).sqrt()
+        z = (pooled - pooled.mean(0)) / sd
+        want = F.cross_entropy(z @ lin.weight.T, y) + 0.2 * (tok @ (w1 / sd)).abs().mean()
+        got = _vit_finetune_loss(model, lin, x, y, 0.0, None, 0.2)
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
+        want = F.cross_entropy(z @ lin.weight.T, y) + 0.3 * (tok @ (w1 / sd)).pow(2).mean()
+        got = _vit_finetune_loss(model, lin, x, y, 0.0, None, 0.0, 0.3)
+        assert float(got) == pytest.approx(float(want), rel=1e-5)
 def test_lse_pooled_vit_written_checkpoint_matches_the_per_token_reference(tmp_path):
     """A ViT task with ``vit_pooling`` lse (transfer head fitted by L-BFGS on standardised tokens, fine-tuning
     started from it, both folded back into raw units): the classifier spec says ``pooling: lse`` with its

@@ -24,12 +24,7 @@ def _augment(x, gen, strong: bool, rotate: bool = True):
         k = torch.randint(0, 4, (b,), generator=gen)
         x = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)])
     if strong:
-        h, w = x.shape[2:]
-        pad = max(1, h // 16)
-        xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
-        dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        x = torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+        x = _random_shift(x, gen, max(1, x.shape[2] // 16))
         # brightness / contrast jitter and noise in units of the batch's intensity SD (the inputs are
         # no longer standardised: on the [0, 1] scale a fixed 0.1 noise drowned the lesion texture)
         sd = x.std().clamp_min(1e-6)
@@ -37,6 +32,69 @@ def _augment(x, gen, strong: bool, rotate: bool = True):
         shift = 0.4 * sd * (torch.rand(b, 1, 1, 1, generator=gen) - 0.5)
         x = x * scale + shift + 0.1 * sd * torch.randn(x.shape, generator=gen)
     return x
+
+
+def _random_shift(x, gen, pad: int):
+    """Each image shifted by its own random offset of up to ``pad`` px per axis (reflect padding).
+
+    x : Tensor (B, 1, H, W) -> same shape; draws ``dy`` then ``dx`` (B each) from ``gen``.
+    """
+    import torch
+
+    b, h, w = x.shape[0], x.shape[2], x.shape[3]
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    return torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+
+
+#: parts of a HF DINOv2 backbone that ``TrainConfig.vit_frozen`` can freeze, by parameter-name test
+VIT_PARTS = {"embeddings": lambda n: n.startswith("embeddings."),
+             "attention": lambda n: ".attention." in n,
+             "mlp": lambda n: ".mlp." in n,
+             "norms": lambda n: ".norm1." in n or ".norm2." in n or n.startswith("layernorm."),
+             "layer_scale": lambda n: ".layer_scale" in n}
+
+
+def vit_layer_id(name: str, n_layers: int) -> int:
+    """Depth of a DINOv2 backbone parameter for layer-wise learning-rate decay (BEiT, Bao et al. 2022):
+    0 for the embeddings (patch projection, position embeddings, CLS token), ``i + 1`` for
+    ``encoder.layer.i``, ``n_layers + 1`` for the final layer norm (read by the head)."""
+    if name.startswith("embeddings."):
+        return 0
+    if name.startswith("encoder.layer."):
+        return int(name.split(".")[2]) + 1
+    return n_layers + 1
+
+
+def vit_param_groups(backbone, lr: float, layer_decay: float = 1.0, frozen=()) -> list[dict]:
+    """AdamW parameter groups of a DINOv2 backbone's fine-tuning.
+
+    Parameters
+    ----------
+    backbone : transformers.Dinov2Model
+    lr : float
+        Peak learning rate of the top (the final layer norm).
+    layer_decay : float in (0, 1]
+        Parameter at depth ``d`` (:func:`vit_layer_id`) gets ``lr * layer_decay ** (n_layers + 1 - d)``.
+    frozen : iterable of str
+        Keys of :data:`VIT_PARTS`: those parameters get ``requires_grad = False`` and no group.
+
+    Returns
+    -------
+    list of dict
+        One group per depth that has trainable parameters: ``{"params", "lr", "layer_id"}``, shallow first.
+    """
+    n_layers = int(backbone.config.num_hidden_layers)
+    tests = [VIT_PARTS[k] for k in frozen]
+    groups: dict[int, list] = {}
+    for name, p in backbone.named_parameters():
+        if any(t(name) for t in tests):
+            p.requires_grad_(False)
+            continue
+        groups.setdefault(vit_layer_id(name, n_layers), []).append(p)
+    return [{"params": ps, "lr": lr * layer_decay ** (n_layers + 1 - d), "layer_id": d}
+            for d, ps in sorted(groups.items())]
 
 
 def _batches(n: int, batch_size: int, gen, shuffle: bool = True) -> list:
@@ -77,6 +135,71 @@ def _flip_consistent_loss(model, lin, xb, yb, weight: float):
         w = w / (pooled.detach().var(0, unbiased=False) + norm.eps).sqrt()
     cam = torch.einsum("bchw,c->bhw", g, w)
     return loss + weight * (cam[:b] - cam[b:].flip(2)).pow(2).mean()
+
+
+def local_statistics(x, grid: tuple[int, int]):
+    """Hand-crafted per-cell image statistics, the regression targets of the pretext task.
+
+    Parameters
+    ----------
+    x : Tensor, shape (B, 1, H, W)
+    grid : (h, w)
+        Cells per axis (the feature grid of the model; ``H % h == W % w == 0``).
+
+    Returns
+    -------
+    Tensor, shape (B, 7, h, w)
+        Per cell: mean, standard deviation, mean |d/dx|, mean |d/dy|, mean |Laplacian| (fine
+        structure), the standard deviation of a 2-px box-smoothed copy (coarse structure) and the
+        cell's share of the image above its 75th percentile (bright mass).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    h, w = grid
+    ky, kx = x.shape[2] // h, x.shape[3] // w
+    pool = lambda t: F.avg_pool2d(t, (ky, kx))  # noqa: E731
+    xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    dx = (xp[:, :, 1:-1, 2:] - xp[:, :, 1:-1, :-2]).abs()
+    dy = (xp[:, :, 2:, 1:-1] - xp[:, :, :-2, 1:-1]).abs()
+    lap = (xp[:, :, 1:-1, 2:] + xp[:, :, 1:-1, :-2] + xp[:, :, 2:, 1:-1] + xp[:, :, :-2, 1:-1] - 4 * x).abs()
+    smooth = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    mean = pool(x)
+    sd = (pool(x ** 2) - mean ** 2).clamp_min(0).sqrt()
+    msm = pool(smooth)
+    sd_smooth = (pool(smooth ** 2) - msm ** 2).clamp_min(0).sqrt()
+    q = torch.quantile(x.flatten(1), 0.75, dim=1)[:, None, None, None]
+    bright = pool((x > q).float())
+    return torch.cat([mean, sd, pool(dx), pool(dy), pool(lap), sd_smooth, bright], dim=1)
+
+
+def _vit_finetune_loss(model, lin, xb, yb, aux: float, pretext, l1: float, l2: float = 0.0):
+    """Fine-tuning loss of the ViT with ``vit_pretext_aux`` and / or ``vit_map_l1``
+    (:class:`radlens.synth.train.TrainConfig`): cross-entropy
+    + ``aux`` x the pretext loss (``pretext = (readout, mu, sd, grid)`` of :func:`radlens.synth.train.pretrain`:
+    the frozen read-out predicting each token's standardised :func:`local_statistics`)
+    + ``l1`` x the mean absolute per-token positive-class share ``lin.weight[1] . t_i`` (logit units; a
+    standardised head's weights divided by the pooled features' batch SD, detached, as the head is folded
+    after training): the exported Grad-CAM map before its ReLU, times the number of tokens
+    + ``l2`` x the mean squared share.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    g = model.grid(xb)                                        # (B, C, h, w) patch tokens on their grid
+    pooled = g.mean(dim=(2, 3))
+    loss = F.cross_entropy(model.head(pooled), yb)
+    if aux:
+        readout, mu, sd, grid = pretext
+        loss = loss + aux * F.mse_loss(readout(g), (local_statistics(xb, grid) - mu) / sd)
+    if l1 or l2:
+        w = lin.weight[1]
+        norm = model.head[0] if isinstance(model.head, torch.nn.Sequential) else None
+        if isinstance(norm, torch.nn.BatchNorm1d):
+            w = w / (pooled.detach().var(0, unbiased=False) + norm.eps).sqrt()
+        share = torch.einsum("bchw,c->bhw", g, w)
+        loss = loss + l1 * share.abs().mean() + l2 * share.pow(2).mean()
+    return loss
 
 
 def _features(model, x, batch_size: int = 128) -> np.ndarray:

@@ -49,6 +49,10 @@ from radlens.synth.checkpoints import (  # noqa: F401  (re-exported)
 from radlens.synth.models import ARCHS  # noqa: F401  (re-exported)
 from radlens.synth.steps import (  # noqa: F401  (re-exported)
     _flip_consistent_loss,
+    _random_shift,
+    _vit_finetune_loss,
+    local_statistics,
+    vit_param_groups,
     ATTRIBUTES,
     _auc,
     _augment,
@@ -166,50 +170,17 @@ def split_indices(df, val_fraction: float, seed: int) -> tuple[np.ndarray, np.nd
 
 
 # --------------------------------------------------------------------------- training stages
-def local_statistics(x, grid: tuple[int, int]):
-    """Hand-crafted per-cell image statistics, the regression targets of the pretext task.
-
-    Parameters
-    ----------
-    x : Tensor, shape (B, 1, H, W)
-    grid : (h, w)
-        Cells per axis (the feature grid of the model; ``H % h == W % w == 0``).
-
-    Returns
-    -------
-    Tensor, shape (B, 7, h, w)
-        Per cell: mean, standard deviation, mean |d/dx|, mean |d/dy|, mean |Laplacian| (fine
-        structure), the standard deviation of a 2-px box-smoothed copy (coarse structure) and the
-        cell's share of the image above its 75th percentile (bright mass).
-    """
-    import torch
-    import torch.nn.functional as F
-
-    h, w = grid
-    ky, kx = x.shape[2] // h, x.shape[3] // w
-    pool = lambda t: F.avg_pool2d(t, (ky, kx))  # noqa: E731
-    xp = F.pad(x, (1, 1, 1, 1), mode="replicate")
-    dx = (xp[:, :, 1:-1, 2:] - xp[:, :, 1:-1, :-2]).abs()
-    dy = (xp[:, :, 2:, 1:-1] - xp[:, :, :-2, 1:-1]).abs()
-    lap = (xp[:, :, 1:-1, 2:] + xp[:, :, 1:-1, :-2] + xp[:, :, 2:, 1:-1] + xp[:, :, :-2, 1:-1] - 4 * x).abs()
-    smooth = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-    mean = pool(x)
-    sd = (pool(x ** 2) - mean ** 2).clamp_min(0).sqrt()
-    msm = pool(smooth)
-    sd_smooth = (pool(smooth ** 2) - msm ** 2).clamp_min(0).sqrt()
-    q = torch.quantile(x.flatten(1), 0.75, dim=1)[:, None, None, None]
-    bright = pool((x > q).float())
-    return torch.cat([mean, sd, pool(dx), pool(dy), pool(lap), sd_smooth, bright], dim=1)
-
-
-def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> None:
+def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> tuple:
     """Self-supervised pretext pre-training of ``model.backbone``: from each cell of its feature grid,
     a linear read-out predicts the hand-crafted statistics of that image cell
     (:func:`local_statistics`, standardised over the cohort), on strongly augmented images
     (a MaskFeat-style feature-prediction pretext without the masking). It never sees a task label
     or a planted attribute; it teaches every architecture -- the ViT in particular, which learns
     little from a couple of hundred labelled images alone -- to encode local intensity and
-    structure, as a generic pre-trained encoder would."""
+    structure, as a generic pre-trained encoder would.
+
+    Returns ``(readout, mu, sd, grid)``: the trained 1x1-conv read-out, the statistics' cohort mean and
+    SD and the feature grid, for :func:`finetune`'s ``vit_pretext_aux``."""
     import torch
     import torch.nn.functional as F
 
@@ -245,6 +216,7 @@ def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> None:
             losses.append(float(loss.detach()))
         log_rows.append({"arch": model.arch, "stage": "pretext", "task": "", "epoch": epoch + 1,
                          "loss": float(np.mean(losses))})
+    return readout, mu, sd, grid
 
 
 def fit_linear_head(model, x, y: np.ndarray, train_idx: np.ndarray, seed: int) -> None:
@@ -299,7 +271,7 @@ def model_inputs(images: np.ndarray, train_idx: np.ndarray | None = None, intens
 
 
 def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, gen, task: str,
-             log_rows: list) -> None:
+             log_rows: list, pretext: tuple | None = None) -> None:
     """Full fine-tuning of backbone + a fresh zero head: cross-entropy, flip augmentation (+ 90-degree
     rotations for ``cfg.rot90_finetune_archs``),
     AdamW with a one-cycle schedule (20 % warm-up, cosine decay; the head at 3x the backbone's rate).
@@ -315,7 +287,11 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     ``layer4`` features sit on a large common offset (mean 0.48, case-to-case SD 0.05), and each batch's
     label imbalance times that offset swamped the class signal in the head's gradient: on the shape
     task the loss stayed at ln 2 for 6 of 20 epochs (final training loss 0.31, validation AUC 0.89;
-    default cohort, seed 0); centred, it falls from epoch 3 (0.12, 0.93)."""
+    default cohort, seed 0); centred, it falls from epoch 3 (0.12, 0.93).
+
+    The ViT's recipe knobs (``vit_layer_decay``, ``vit_frozen``, ``vit_finetune_shift``, ``vit_map_l1`` / ``_l2``
+    and ``vit_pretext_aux``, which needs ``pretext``: :func:`pretrain`'s return value) are in
+    :class:`TrainConfig`."""
     import torch
     import torch.nn.functional as F
 
@@ -344,11 +320,21 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
         model.head = torch.nn.Sequential(torch.nn.BatchNorm1d(linear.in_features, affine=False,
                                                               track_running_stats=False) if scaled
                                          else _BatchCentre(), linear)
-    opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": lr},
-                             {"params": model.head.parameters(), "lr": 3 * lr}], weight_decay=cfg.weight_decay)
+    groups = (vit_param_groups(model.backbone, lr, cfg.vit_layer_decay, cfg.vit_frozen) if vit
+              else [{"params": list(model.backbone.parameters()), "lr": lr}])
+    opt = torch.optim.AdamW(groups + [{"params": model.head.parameters(), "lr": 3 * lr}],
+                            weight_decay=cfg.weight_decay)
+    aux = float(cfg.vit_pretext_aux) if vit else 0.0
+    if aux and pretext is None:
+        raise InputError("TrainConfig.vit_pretext_aux > 0 needs pretrain()'s read-out: pass finetune(pretext=...)")
+    if aux:
+        pretext[0].requires_grad_(False)
+    l1, l2 = (float(cfg.vit_map_l1), float(cfg.vit_map_l2)) if vit else (0.0, 0.0)
+    shift = int(cfg.vit_finetune_shift) if vit else 0
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
     n_steps = max(epochs * len(_batches(len(xt), fbs, gen, shuffle=False)), 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, 3 * lr], total_steps=n_steps, pct_start=0.2)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                total_steps=n_steps, pct_start=0.2)
     step = 0
     rotate = model.arch in tuple(cfg.rot90_finetune_archs)
     lin = model.head[-1] if centered else model.head
@@ -357,8 +343,12 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
         losses = []
         for idx in _batches(len(xt), fbs, gen):
             xb = _augment(xt[idx], gen, strong=False, rotate=rotate)
+            if shift:
+                xb = _random_shift(xb, gen, shift)
             if consistent:
                 loss = _flip_consistent_loss(model, lin, xb, yt[idx], cfg.flip_consistency)
+            elif aux or l1 or l2:
+                loss = _vit_finetune_loss(model, lin, xb, yt[idx], aux, pretext, l1, l2)
             else:
                 loss = F.cross_entropy(model(xb), yt[idx])
             opt.zero_grad()
@@ -370,6 +360,8 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
             losses.append(float(loss.detach()))
         log_rows.append({"arch": model.arch, "stage": "finetune", "task": task, "epoch": epoch + 1,
                          "loss": float(np.mean(losses))})
+    for p in model.backbone.parameters():  # vit_frozen parts: trainable again for whoever uses the model next
+        p.requires_grad_(True)
     if centered:  # fold the centring / standardisation (eval-mode feature statistics) into the linear head
         model.head = linear
         f = torch.as_tensor(_features(model, xt), dtype=torch.float32)
@@ -517,7 +509,7 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
                     build_densenet(densenet_args(cfg.densenet_width, cfg.densenet_blocks)) if arch == "densenet" else build_vit(vit_cfg))
         pre_model = (make_classifier(backbone, arch, sharpness=cfg.vit_sharpness) if arch == "vit"
                      else make_classifier(backbone, arch))
-        pretrain(pre_model, x_all, cfg, gen, log_rows)
+        pretext = pretrain(pre_model, x_all, cfg, gen, log_rows)
         pre_model.eval()
         pre_spec = _encoder_spec(arch, "pre", cfg, (h, w), norm, vit_cfg)
         _write_checkpoint(pre_model, arch, "pre", arch_dir, pre_spec)
@@ -538,7 +530,7 @@ def _train_arch(ai: int, arch: str, data: CohortArrays, out_dir: Path, cfg: Trai
             place_operating_point(tl, x_all, y, tr)
             tl_path = _write_classifier(tl, arch, "tl", task, arch_dir, pre_spec, vit_cfg)
             ft = copy.deepcopy(tl)
-            finetune(ft, x_all, y, tr, cfg, gen, task, log_rows)
+            finetune(ft, x_all, y, tr, cfg, gen, task, log_rows, pretext=pretext)
             place_operating_point(ft, x_all, y, tr)
             ft.eval()
             ft_name = f"ft_{task}"

@@ -86,6 +86,18 @@ def _rois(manifest, ids, shape, geometry):
     return out
 
 
+def drift_annotation(drift, method: str, case_id: str) -> str:
+    """The B panel's note for ``case_id`` and ``method``: its centroid displacement and top-k IoU
+    from ``drift`` (the per-sample table, already restricted to the maps' architecture and task:
+    a case id recurs across tasks), or "" when the table has no such row."""
+    dm = drift[(drift["method"] == method) & (drift["case_id"] == case_id)]
+    if not len(dm):
+        return ""
+    row = dm.iloc[0]
+    iou = next((row[c] for c in dm.columns if c.startswith("iou_top")), np.nan)
+    return f"disp {row['centroid_disp']:.2f}\nIoU {iou:.2f}"
+
+
 def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=None, alpha: float = 0.5,
                       manifest=None):
     """Image, map A and map B of each method for ``n`` cases (rows), from a saved-maps ``.npz``.
@@ -166,14 +178,9 @@ def plot_overlay_grid(maps_npz, out_stem, *, methods=None, n: int = 6, drift=Non
                 if roi2 is not None and roi2.any():
                     ax.contour(roi2, levels=[0.5], colors="cyan", linewidths=0.8)
                 if side == "b" and d is not None and ids[i] in d.index:
-                    dm = drift[(drift["method"] == meth) & (drift["case_id"] == ids[i])]
-                    if "architecture" in meta and "architecture" in dm.columns:
-                        dm = dm[dm["architecture"] == meta["architecture"]]
-                    if len(dm):
-                        row = dm.iloc[0]
-                        iou = next((row[c] for c in dm.columns if c.startswith("iou_top")), np.nan)
-                        ax.text(0.02, 0.02, f"disp {row['centroid_disp']:.2f}\nIoU {iou:.2f}", color="w", fontsize=6,
-                                transform=ax.transAxes, va="bottom")
+                    note = drift_annotation(sel, meth, ids[i])
+                    if note:
+                        ax.text(0.02, 0.02, note, color="w", fontsize=6, transform=ax.transAxes, va="bottom")
                 if r == 0:
                     ax.set_title(f"{METHOD_NAMES.get(meth, meth)}\n{'A (transfer)' if side == 'a' else 'B (fine-tuned)'}",
                                  fontsize=8)
