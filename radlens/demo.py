@@ -305,15 +305,18 @@ def _start_report(out: Path, formats):
 
     if not fork_available():
         return None
-    import multiprocessing
-
-    from radlens.study import write_report
+    from radlens.parallel import ForkedChild
 
     (out / "report.html").unlink(missing_ok=True)   # a report of an earlier run must not pass for this one's
-    proc = multiprocessing.get_context("fork").Process(target=write_report, args=(out, tuple(formats)),
-                                                       name="radlens-demo-report")
-    proc.start()
-    return proc
+    return ForkedChild(_report_child, (out, tuple(formats)), name="radlens-demo-report", respawnable=False)
+
+
+def _report_child(conn, out: Path, formats: tuple) -> None:
+    """:func:`_start_report`'s process."""
+    from radlens.study import write_report
+
+    conn.close()
+    write_report(out, formats)
 
 
 def _finish_report(proc, out: Path, formats) -> Path | None:
@@ -324,6 +327,7 @@ def _finish_report(proc, out: Path, formats) -> Path | None:
     if proc is None:
         return write_report(out, tuple(formats))
     proc.join()
+    proc.close()
     path = out / "report.html"
     if proc.exitcode != 0 or not path.exists():
         log.error("report failed (report process exit code %s; see %s)", proc.exitcode, out / "logs" / "report.log")

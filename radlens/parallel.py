@@ -28,6 +28,7 @@ radlens installed and the input files reachable under the same paths.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -124,13 +125,8 @@ def iter_cases(fn: Callable[[Any], Any], items: Sequence[Any] | Iterable[Any], *
             yield i, _call(fn, item)
         return
     n_workers = min(jobs, len(items))
-    import gc
-
-    gc.freeze()  # forked workers: the collector then never touches (and copies) the parent's objects
-    try:
+    with frozen_gc():  # forked workers: the collector then never touches (and copies) the parent's objects
         yield from _iter_pool(fn, items, n_workers, initializer, initargs)
-    finally:
-        gc.unfreeze()
 
 
 def _iter_pool(fn, items, n_workers, initializer, initargs):
@@ -205,21 +201,34 @@ def run_cases(fn: Callable[[Any], Any], items: Sequence[Any] | Iterable[Any], *,
     return out
 
 
-# --------------------------------------------------------------------------- forked workers, lean
-#: children of :class:`ForkedWorkers` not yet reaped (reaped without waiting by the next ones; at this
-#: process's exit, by the system)
-_UNREAPED: list[int] = []
+# --------------------------------------------------------------------------- one forked child
+#: :class:`ForkedChild` processes not yet reaped: pid -> ``[waitpid status]`` (None until reaped; the
+#: same list as the child object's, which need not be alive). Reaped without waiting by the next
+#: :class:`ForkedWorkers`, or by a child's :meth:`ForkedChild.join`; at this process's exit, by the system.
+_UNREAPED: dict[int, list] = {}
+
+
+def _waitpid(pid: int, box: list, flags: int) -> bool:
+    """Reap child ``pid`` (``flags``: ``os.WNOHANG`` or 0), its status into ``box[0]``; whether it
+    is reaped (or not ours: reaped elsewhere, its status unknown)."""
+    if box[0] is not None:
+        return True
+    try:
+        done, status = os.waitpid(pid, flags)
+    except ChildProcessError:
+        _UNREAPED.pop(pid, None)
+        return True
+    if not done:
+        return False
+    box[0] = status
+    _UNREAPED.pop(pid, None)
+    return True
 
 
 def _reap() -> None:
-    """Reap the finished ones of :data:`_UNREAPED` (never waits)."""
-    for pid in list(_UNREAPED):
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        if done:
-            _UNREAPED.remove(pid)
+    """Reap the finished ones of :data:`_UNREAPED` (never waits; each keeps its exit status)."""
+    for pid, box in list(_UNREAPED.items()):
+        _waitpid(pid, box, os.WNOHANG)
 
 
 def trim_heap() -> None:
@@ -236,10 +245,179 @@ def trim_heap() -> None:
             pass
 
 
+@contextlib.contextmanager
+def frozen_gc():
+    """``gc.freeze()`` for the ``with`` block: children forked in it never have their collector
+    touch (and so copy) the objects this process held then."""
+    import gc
+
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _flush_std_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+class ForkedChild:
+    """One process forked from this one (``os.fork``) running ``target(conn, *args)``, with a
+    socket pair to it: this side's end is :attr:`conn`. The base of :class:`ForkedWorkers`' workers
+    and of the study's stage lanes (:mod:`radlens.study.lanes`).
+
+    In the child, the connections in ``close`` (this process's ends to its other children) are
+    closed first, so that closing them here reads as EOF there. ``target`` returning ends the child
+    with exit code 0, ``SystemExit`` with its code, any other exception with 1: silently with
+    ``quiet``, else its traceback on stderr after ``Process <name>:`` and stdout/stderr flushed (as
+    :mod:`multiprocessing` does; they are flushed here before the fork then, so nothing buffered is
+    written twice). A quiet child exits 1 on ``SystemExit`` too, without flushing.
+
+    Its end: :meth:`poll` (never waits), :meth:`join` (waits), then :attr:`exitcode` (as
+    ``multiprocessing``'s: ``-N`` when killed by signal N) and :meth:`exit_text` (in words, as
+    worker failures name it). A child never joined is reaped by the next :class:`ForkedWorkers`
+    (:func:`_reap`) or at this process's exit. :meth:`respawn` forks a new child running the same
+    target and arguments (not kept with ``respawnable=False``: they may hold data for the child only).
+    """
+
+    def __init__(self, target: Callable, args: tuple = (), *, close: Iterable = (), name: str = "radlens-child",
+                 quiet: bool = False, respawnable: bool = True):
+        from multiprocessing import Pipe
+
+        args = tuple(args)
+        # what :meth:`respawn` needs (not kept otherwise: ``args`` may hold data only the child needs)
+        self._spec = (target, args) if respawnable else None
+        self.name, self.quiet = name, quiet
+        self._exit: list = [None]  # the waitpid status, once reaped (shared with _UNREAPED)
+        if not quiet:
+            _flush_std_streams()
+        mine, theirs = Pipe(duplex=True)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            _UNREAPED.clear()  # the parent's children, not ours
+            mine.close()
+            for c in close:
+                if c is not None:
+                    c.close()
+            _child_main(target, theirs, args, name, quiet)
+        theirs.close()
+        self.conn, self.pid = mine, pid
+        _UNREAPED[pid] = self._exit
+
+    @property
+    def status(self) -> int | None:
+        """The ``waitpid`` status once reaped, else None."""
+        return self._exit[0]
+
+    def respawn(self, close: Iterable = ()) -> "ForkedChild":
+        """A new child running the same target and arguments (this one's end is not touched)."""
+        if self._spec is None:
+            raise RuntimeError(f"{self.name} (pid {self.pid}) was forked with respawnable=False")
+        return ForkedChild(*self._spec, close=close, name=self.name, quiet=self.quiet)
+
+    def _waitpid(self, flags: int) -> bool:
+        return _waitpid(self.pid, self._exit, flags)
+
+    def poll(self) -> int | None:
+        """:attr:`exitcode` if the child has ended (reaped now), else None; never waits."""
+        self._waitpid(os.WNOHANG)
+        return self.exitcode
+
+    def join(self, timeout: float | None = None) -> int | None:
+        """Wait up to ``timeout`` seconds (None: as long as it takes) for the child to end;
+        its :attr:`exitcode`, None if it has not ended."""
+        import select
+        import time
+
+        if self._waitpid(0 if timeout is None else os.WNOHANG):
+            return self.exitcode
+        end = time.monotonic() + timeout
+        try:
+            fd = os.pidfd_open(self.pid)  # readable when the child ends (Linux >= 5.3)
+        except (AttributeError, OSError):
+            fd = None
+        try:
+            while not self._waitpid(os.WNOHANG):
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                if fd is not None:
+                    select.select([fd], [], [], left)
+                else:
+                    time.sleep(min(0.002, left))
+        finally:
+            if fd is not None:
+                os.close(fd)
+        return self.exitcode
+
+    @property
+    def exitcode(self) -> int | None:
+        """Exit code once reaped (``-N``: killed by signal N), else None."""
+        return None if self.status is None else os.waitstatus_to_exitcode(self.status)
+
+    def exit_text(self) -> str:
+        """How the child ended, in words: ``exit code N``, ``killed by signal N``, or ``exited``
+        (status unknown: reaped elsewhere) -- waits for it."""
+        self.join()
+        return "exited" if self.status is None else _status_text(self.status)
+
+    def kill(self, sig: int | None = None) -> None:
+        """Send ``sig`` (default SIGKILL) to the child, if it has not been reaped."""
+        import signal
+
+        if self.status is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL if sig is None else sig)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        """Close this side's end (the child reads EOF); does not wait for it."""
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def _child_main(target: Callable, conn, args: tuple, name: str, quiet: bool) -> None:
+    """A :class:`ForkedChild`'s life: ``target(conn, *args)``, then ``os._exit`` (never returns)."""
+    code = 1
+    try:
+        target(conn, *args)
+        code = 0
+    except SystemExit as exc:
+        if not quiet:  # as multiprocessing
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:
+                sys.stderr.write(f"{exc.code}\n")
+    except BaseException:  # noqa: BLE001 - quiet: the parent gone, Ctrl-C: exit quietly
+        if not quiet:
+            sys.stderr.write(f"Process {name}:\n")
+            traceback.print_exc()
+    finally:
+        if not quiet:
+            _flush_std_streams()
+        os._exit(code)
+
+
+def _status_text(status: int) -> str:
+    """A ``waitpid`` status in words (as the worker failures name it)."""
+    if os.WIFSIGNALED(status):
+        return f"killed by signal {os.WTERMSIG(status)}"
+    return f"exit code {os.WEXITSTATUS(status)}"
+
+
+# --------------------------------------------------------------------------- forked workers, lean
 class ForkedWorkers:
     """``n`` worker processes forked from this one, each applying ``fn`` to the items it is sent,
     one at a time; no helper threads in this process (unlike ``ProcessPoolExecutor``'s manager
-    and feeder threads) and a socket pair per worker.
+    and feeder threads) and a socket pair per worker (each a quiet :class:`ForkedChild`).
 
     Each worker's first items (``stocks[w]``) are handed over through the fork itself: it starts
     on them at once, with nothing pickled or sent. Later items go through :meth:`send`, results
@@ -268,34 +446,23 @@ class ForkedWorkers:
     def __init__(self, fn: Callable[[Any], Any], n: int, *, stocks: Sequence[Sequence[tuple]] | None = None,
                  initializer: Callable | None = None, initargs: tuple = (), zygote: Any = None,
                  prepare: tuple | None = None):
-        from multiprocessing import Pipe
-
         stocks = list(stocks or []) + [[] for _ in range(n - len(stocks or []))]
         self.conns: list = []
-        self.pids: list[int | None] = []
-        self.held: list[list] = []  # per worker: tags sent and not yet returned, in order
+        self.children: list[ForkedChild] = []  # forked here (none with a zygote)
+        self.held: list[list] = [[tag for tag, _ in stock] for stock in stocks]  # per worker: tags not yet returned
         self.zygote = zygote
         self.tokens: list[int] = []
         if zygote is not None:  # forked there: nothing of this process is shared with them
             self.conns, self.tokens = zygote.fork(fn, stocks, initializer, initargs, prepare)
-            self.pids = [None] * n
-            self.held = [[tag for tag, _ in stock] for stock in stocks]
+            self.pids: list[int | None] = [None] * n
             return
         _reap()
         trim_heap()
-        for w in range(n):
-            mine, theirs = Pipe(duplex=True)
-            pid = os.fork()
-            if pid == 0:  # the worker: never returns
-                mine.close()
-                for c in self.conns:  # other workers' ends: the parent's exit must read as EOF there
-                    c.close()
-                _worker_main(fn, theirs, stocks[w], initializer, initargs)
-            theirs.close()
-            self.conns.append(mine)
-            self.pids.append(pid)
-            _UNREAPED.append(pid)
-            self.held.append([tag for tag, _ in stocks[w]])
+        for w in range(n):  # each closes the others' ends: the parent's exit must read as EOF there
+            self.children.append(ForkedChild(_worker_loop, (fn, stocks[w], initializer, initargs), close=self.conns,
+                                             name="radlens-worker", quiet=True, respawnable=False))
+            self.conns.append(self.children[w].conn)
+        self.pids = [c.pid for c in self.children]
 
     def alive(self, w: int) -> bool:
         return self.conns[w] is not None
@@ -334,64 +501,45 @@ class ForkedWorkers:
     def _died(self, w: int) -> str:
         if self.zygote is not None:
             return self.zygote.exit_status(self.tokens[w])
-        pid = self.pids[w]
-        try:
-            done, status = os.waitpid(pid, 0)
-        except ChildProcessError:
-            return "exited"
-        if pid in _UNREAPED:
-            _UNREAPED.remove(pid)
-        return _status_text(status)
+        return self.children[w].exit_text()
 
     def close(self, kill: bool = False) -> None:
         """Tell the workers to exit (``kill``: SIGKILL them) without waiting for them; they are
         reaped later (next pool, or this process's exit)."""
-        import signal
-
         if kill and self.zygote is not None:
             self.zygote.kill([t for t, c in zip(self.tokens, self.conns) if c is not None])
         for w, conn in enumerate(self.conns):
             if conn is None:
                 continue
             if kill and self.zygote is None:
-                try:
-                    os.kill(self.pids[w], signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                self.children[w].kill()
             conn.close()  # the worker reads EOF and exits
             self.conns[w] = None
 
 
-def _worker_main(fn, conn, stock, initializer, initargs) -> None:
+def _worker_loop(conn, fn, stock, initializer, initargs) -> None:
     """A :class:`ForkedWorkers` worker: its stocked items, then those sent, until EOF."""
     import pickle
 
-    code = 0
-    try:
-        if initializer is not None:
-            initializer(*initargs)
-        pending = list(stock)
-        while True:
-            if pending:
-                tag, item = pending.pop(0)
-            else:
-                try:
-                    tag, item = conn.recv()
-                except EOFError:
-                    break
-            res = _call(fn, item)
+    if initializer is not None:
+        initializer(*initargs)
+    pending = list(stock)
+    while True:
+        if pending:
+            tag, item = pending.pop(0)
+        else:
             try:
-                conn.send((tag, res))
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                conn.send((tag, WorkerError(type(exc).__name__, f"result not picklable: {exc}", "")))
-    except BaseException:  # noqa: BLE001 - the parent gone, Ctrl-C: exit quietly
-        code = 1
-    finally:
-        os._exit(code)
+                tag, item = conn.recv()
+            except EOFError:
+                return
+        res = _call(fn, item)
+        try:
+            conn.send((tag, res))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            conn.send((tag, WorkerError(type(exc).__name__, f"result not picklable: {exc}", "")))
 
 
-def _status_text(status: int) -> str:
-    """A ``waitpid`` status in words (as the worker failures name it)."""
-    if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
-    return f"exit code {os.WEXITSTATUS(status)}"
+def _worker_main(fn, conn, stock, initializer, initargs) -> None:
+    """A worker's life in a process forked elsewhere (the zygote's): :func:`_worker_loop`, then
+    ``os._exit`` (0 at EOF, 1 on anything raised, quietly); never returns."""
+    _child_main(_worker_loop, conn, (fn, stock, initializer, initargs), "radlens-worker", True)

@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 
-from radlens.parallel import _mp_context, _status_text, _worker_main, trim_heap
+from radlens.parallel import ForkedChild, _mp_context, _status_text, _worker_main, trim_heap
 
 log = logging.getLogger(__name__)
 
@@ -87,18 +87,12 @@ class Zygote:
 
     def __init__(self, preload: str | None = None):
         import contextlib
-        from multiprocessing import Pipe
 
-        mine, theirs = Pipe(duplex=True)
         nrrd = sys.modules.get("radlens.io.nrrd")  # its reading buffers, if any, stay ours alone
         trim_heap()
         with nrrd.excluded_from_fork() if nrrd is not None else contextlib.nullcontext():
-            pid = os.fork()
-            if pid == 0:  # the zygote: never returns
-                mine.close()
-                _zygote_main(theirs, preload)
-        theirs.close()
-        self.conn, self.pid, self.owner = mine, pid, os.getpid()
+            self._child = ForkedChild(_zygote_main, (preload,), name="radlens-zygote", quiet=True, respawnable=False)
+        self.conn, self.pid, self.owner = self._child.conn, self._child.pid, os.getpid()
         self.exits: dict[int, int] = {}  # token -> waitpid status, as the zygote reported them
         self._ready = False
         self._tokens = 0
@@ -142,24 +136,14 @@ class Zygote:
 
     def _gone(self) -> None:
         """Close our end (the zygote reads EOF and exits) and reap it (SIGKILL after 2 s)."""
-        import signal
-        import time
-
         with self._lock:
             if self.conn is None:
                 return
-            self.conn.close()
+            self._child.close()
             self.conn = None
-            end = time.monotonic() + 2.0
-            try:
-                while not os.waitpid(self.pid, os.WNOHANG)[0]:
-                    if time.monotonic() > end:
-                        os.kill(self.pid, signal.SIGKILL)
-                        os.waitpid(self.pid, 0)
-                        break
-                    time.sleep(0.002)
-            except (ChildProcessError, ProcessLookupError):
-                pass
+            if self._child.join(2.0) is None:
+                self._child.kill()
+                self._child.join()
 
     def fork(self, fn, stocks, initializer=None, initargs=(), prepare=None) -> tuple[list, list[int]]:
         """Have the zygote fork one worker per stock (``_worker_main(fn, ...)``, as

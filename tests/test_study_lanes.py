@@ -180,3 +180,30 @@ def test_before_fork_sees_the_stages_to_run_and_not_when_all_are_cached(tmp_path
     seen.clear()
     execute(_graph(tmp_path), tmp_path / "run", jobs=2, before_fork=lambda st: seen.append(st))
     assert seen == []   # every stage cached: no lane, nothing to import
+
+
+def test_a_lane_killed_by_a_signal_is_replaced_and_its_stage_gets_the_signal_code(tmp_path):
+    """Lanes directly: a lane killed by SIGKILL gives ``(index, None, -9)`` (multiprocessing's exit
+    code convention, as the stage's failure names it); a new lane takes its place and runs the next."""
+    import signal
+
+    from radlens.study.lanes import Lanes
+
+    def run_one(stage, payload):
+        if payload == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return ("ran", stage, payload, os.getpid())
+
+    lanes = Lanes(1, ["s0", "s1"], run_one)
+    try:
+        first = lanes._lanes[0].pid
+        lanes.submit(0, "die")
+        assert lanes.busy == 1 and lanes.idle == 0
+        assert lanes.wait() == [(0, None, -int(signal.SIGKILL))]
+        assert lanes.idle == 1 and lanes._lanes[0].pid != first
+        lanes.submit(1, "ok")
+        (i, rec, code), = lanes.wait()
+        assert (i, code) == (1, None) and rec[:3] == ("ran", "s1", "ok") and rec[3] == lanes._lanes[0].pid
+    finally:
+        lanes.close()
+    assert lanes._lanes[0].exitcode == 0   # closed idle: told to stop, ended on its own, reaped

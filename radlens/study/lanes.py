@@ -14,13 +14,16 @@ beside the chains of short ones. A stage starts only when every stage of its ``n
 or cached (otherwise it is marked skipped, as in a serial run) and every stage of its ``after``
 finished whatever its status.
 
-A lane that dies (killed, out of memory, a crash in native code) fails its stage with the exit code;
-a new lane takes its place. Without ``fork`` (``RADLENS_MP_START`` set to another start method, not
-Linux) the stages run one after another in this process.
+Each lane is a :class:`radlens.parallel.ForkedChild` (the forked process under radiomics'
+:class:`radlens.parallel.ForkedWorkers` too). A lane that dies (killed, out of memory, a crash in
+native code) fails its stage with the exit code (``-N``: killed by signal N); a new lane takes its
+place. Without ``fork`` (``RADLENS_MP_START`` set to another start method, not Linux) the stages run
+one after another in this process.
 """
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
@@ -119,83 +122,79 @@ def _lane(conn, stages: list, run_one: Callable[[Any], Any], init: Callable[[], 
 
 
 class Lanes:
-    """``n`` forked lane processes; :meth:`submit` a stage index to an idle one, :meth:`wait` for records."""
+    """``n`` forked lane processes (each a :class:`radlens.parallel.ForkedChild`); :meth:`submit` a
+    stage index to an idle one, :meth:`wait` for records. A lane that dies is replaced by a new one."""
 
     def __init__(self, n: int, stages: list, run_one: Callable, init: Callable[[], None] | None = None):
-        import multiprocessing
-
-        self._ctx = multiprocessing.get_context("fork")
         self._args = (stages, run_one, init)
-        self._lanes: list[list] = [self._start() for _ in range(n)]  # [process, parent end, stage index or None]
+        self._lanes: list = []      # ForkedChild per lane
+        self._stage: list[int | None] = [None] * n   # per lane: the stage index it runs, or None (idle)
+        for _ in range(n):
+            self._lanes.append(self._fork())
 
-    def _start(self) -> list:
-        import gc
+    def _fork(self, dead=None):
+        """A new lane (in place of ``dead``, a lane that died)."""
+        from radlens.parallel import ForkedChild, frozen_gc
 
-        a, b = self._ctx.Pipe()
-        p = self._ctx.Process(target=_lane, args=(b,) + self._args, daemon=False, name="radlens-stage-lane")
-        gc.freeze()   # the lane's collector then never touches (and copies) this process's objects
-        try:
-            p.start()
-        finally:
-            gc.unfreeze()
-        b.close()
-        return [p, a, None]
+        others = [lane.conn for lane in self._lanes if lane is not dead]  # each lane closes the others' ends
+        with frozen_gc():   # the lane's collector then never touches (and copies) this process's objects
+            if dead is not None:
+                return dead.respawn(close=others)
+            return ForkedChild(_lane, self._args, close=others, name="radlens-stage-lane")
 
     @property
     def idle(self) -> int:
-        return sum(1 for lane in self._lanes if lane[2] is None)
+        return sum(1 for i in self._stage if i is None)
 
     @property
     def busy(self) -> int:
         return len(self._lanes) - self.idle
 
     def submit(self, i: int, payload: Any = None) -> None:
-        lane = next(lane for lane in self._lanes if lane[2] is None)
-        lane[1].send((i, payload))
-        lane[2] = i
+        k = self._stage.index(None)
+        self._lanes[k].conn.send((i, payload))
+        self._stage[k] = i
 
     def wait(self) -> list[tuple[int, Any, int | None]]:
         """Block until a running stage ends; ``[(index, record or None, exit code of a dead lane)]``."""
         from multiprocessing.connection import wait
 
-        running = [lane for lane in self._lanes if lane[2] is not None]
-        ready = wait([lane[1] for lane in running] + [lane[0].sentinel for lane in running])
+        ready = wait([lane.conn for lane, i in zip(self._lanes, self._stage) if i is not None])
         out = []
         for k, lane in enumerate(self._lanes):
-            p, conn, i = lane
-            if i is None or (conn not in ready and p.sentinel not in ready):
+            i = self._stage[k]
+            if i is None or lane.conn not in ready:
                 continue
             rec = None
             try:
-                if conn.poll():
-                    rec = conn.recv()
+                if lane.conn.poll():
+                    rec = lane.conn.recv()
             except (EOFError, OSError):
                 rec = None
+            self._stage[k] = None
             if rec is not None:
-                lane[2] = None
                 out.append((i, rec, None))
                 continue
-            p.join(timeout=5)   # the lane died without a record: its stage fails, a new lane replaces it
-            conn.close()
-            out.append((i, None, p.exitcode))
-            self._lanes[k] = self._start()
+            code = lane.join(timeout=5)   # the lane died without a record: its stage fails, a new lane replaces it
+            lane.close()
+            out.append((i, None, code))
+            self._lanes[k] = self._fork(dead=lane)
         return out
 
     def close(self) -> None:
-        for p, conn, i in self._lanes:
+        for lane, i in zip(self._lanes, self._stage):
             try:
                 if i is None:
-                    conn.send(None)
+                    lane.conn.send(None)
                 else:
-                    p.terminate()
+                    lane.kill(signal.SIGTERM)
             except OSError:
                 pass
-        for p, conn, _ in self._lanes:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-            conn.close()
+        for lane in self._lanes:
+            if lane.join(timeout=10) is None:
+                lane.kill()
+                lane.join()
+            lane.close()
 
 
 def run_parallel(stages: list, jobs: int, prepare: Callable[[Any], Any], run_one: Callable[[Any], Any],
