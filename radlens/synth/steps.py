@@ -107,6 +107,38 @@ def _batches(n: int, batch_size: int, gen, shuffle: bool = True) -> list:
     return out
 
 
+def one_cycle_epochs(model, opt, n: int, batch_size: int, epochs: int, gen, batch_loss, log_rows: list,
+                     stage: str, task: str = "") -> None:
+    """The demo's training loop: ``epochs`` passes over ``n`` images in shuffled batches
+    (:func:`_batches`), one AdamW step per batch under a one-cycle schedule (20 % warm-up, cosine
+    decay; the peak rate of each parameter group is its ``lr``), one row per epoch appended to
+    ``log_rows`` (``arch, stage, task, epoch, loss``: the epoch's mean batch loss).
+
+    ``batch_loss(idx)`` returns the loss of the batch of image indices ``idx`` (it draws its
+    augmentations from ``gen`` itself). Pretext, fine-tuning and the token head's fine-tuning all run
+    here, so their schedules and random streams are the same by construction."""
+    import torch
+
+    n_steps = max(epochs * len(_batches(n, batch_size, gen, shuffle=False)), 1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
+                                                total_steps=n_steps, pct_start=0.2)
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        losses = []
+        for idx in _batches(n, batch_size, gen):
+            loss = batch_loss(idx)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step < n_steps:
+                sched.step()
+            losses.append(float(loss.detach()))
+        log_rows.append({"arch": model.arch, "stage": stage, "task": task, "epoch": epoch + 1,
+                         "loss": float(np.mean(losses))})
+
+
 def _flip_consistent_loss(model, lin, xb, yb, weight: float):
     """Fine-tuning loss of ``flip_consistent_archs`` (:class:`radlens.synth.train.TrainConfig`).
 

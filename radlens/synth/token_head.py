@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from radlens.synth.steps import _augment, _batches
+from radlens.synth.steps import _augment, one_cycle_epochs
 
 if TYPE_CHECKING:
     from radlens.synth.train_config import TrainConfig
@@ -100,26 +100,14 @@ def _finetune_token_head(model, x, y, train_idx, cfg: TrainConfig, gen, task: st
     opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": lr},
                              {"params": lin.parameters(), "lr": hf * lr}], weight_decay=cfg.weight_decay)
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.float32)
-    n_steps = max(epochs * len(_batches(len(xt), fbs, gen, shuffle=False)), 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, hf * lr], total_steps=n_steps, pct_start=0.2)
-    step = 0
     rotate = model.arch in tuple(cfg.rot90_finetune_archs)
-    for epoch in range(epochs):
-        model.train()
-        losses = []
-        for idx in _batches(len(xt), fbs, gen):
-            xb = _augment(xt[idx], gen, strong=False, rotate=rotate)
-            t = model.tokens(xb)
-            z = norm(t.flatten(0, 1)).reshape(t.shape)
-            loss = F.binary_cross_entropy_with_logits(lse_pool(lin(z), model.sharpness)[:, 0], yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            if step < n_steps:
-                sched.step()
-            losses.append(float(loss.detach()))
-        log_rows.append({"arch": model.arch, "stage": "finetune", "task": task, "epoch": epoch + 1,
-                         "loss": float(np.mean(losses))})
+
+    def batch_loss(idx):
+        xb = _augment(xt[idx], gen, strong=False, rotate=rotate)
+        t = model.tokens(xb)
+        z = norm(t.flatten(0, 1)).reshape(t.shape)
+        return F.binary_cross_entropy_with_logits(lse_pool(lin(z), model.sharpness)[:, 0], yt[idx])
+
+    one_cycle_epochs(model, opt, len(xt), fbs, epochs, gen, batch_loss, log_rows, "finetune", task)
     mu, sd = _token_stats(model, xt)
     _fold_token_head(model, lin.weight.detach(), lin.bias.detach(), mu, sd)

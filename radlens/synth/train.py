@@ -52,6 +52,7 @@ from radlens.synth.steps import (  # noqa: F401  (re-exported)
     _random_shift,
     _vit_finetune_loss,
     local_statistics,
+    one_cycle_epochs,
     vit_param_groups,
     ATTRIBUTES,
     _auc,
@@ -197,25 +198,12 @@ def pretrain(model, x, cfg: TrainConfig, gen, log_rows: list) -> tuple:
     readout = torch.nn.Conv2d(d, stats.shape[1], 1)
     params = list(model.backbone.parameters()) + list(readout.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    n_steps = max(epochs * len(_batches(len(x), bs, gen, shuffle=False)), 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=n_steps, pct_start=0.2)
-    step = 0
-    for epoch in range(epochs):
-        model.train()
-        losses = []
-        for idx in _batches(len(x), bs, gen):
-            xb = _augment(x[idx], gen, strong=True)
-            target = (local_statistics(xb, grid) - mu) / sd
-            loss = F.mse_loss(readout(model.grid(xb)), target)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            if step < n_steps:
-                sched.step()
-            losses.append(float(loss.detach()))
-        log_rows.append({"arch": model.arch, "stage": "pretext", "task": "", "epoch": epoch + 1,
-                         "loss": float(np.mean(losses))})
+    def batch_loss(idx):
+        xb = _augment(x[idx], gen, strong=True)
+        target = (local_statistics(xb, grid) - mu) / sd
+        return F.mse_loss(readout(model.grid(xb)), target)
+
+    one_cycle_epochs(model, opt, len(x), bs, epochs, gen, batch_loss, log_rows, "pretext")
     return readout, mu, sd, grid
 
 
@@ -332,34 +320,20 @@ def finetune(model, x, y: np.ndarray, train_idx: np.ndarray, cfg: TrainConfig, g
     l1, l2 = (float(cfg.vit_map_l1), float(cfg.vit_map_l2)) if vit else (0.0, 0.0)
     shift = int(cfg.vit_finetune_shift) if vit else 0
     xt, yt = x[train_idx], torch.as_tensor(y[train_idx], dtype=torch.long)
-    n_steps = max(epochs * len(_batches(len(xt), fbs, gen, shuffle=False)), 1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups],
-                                                total_steps=n_steps, pct_start=0.2)
-    step = 0
     rotate = model.arch in tuple(cfg.rot90_finetune_archs)
     lin = model.head[-1] if centered else model.head
-    for epoch in range(epochs):
-        model.train()
-        losses = []
-        for idx in _batches(len(xt), fbs, gen):
-            xb = _augment(xt[idx], gen, strong=False, rotate=rotate)
-            if shift:
-                xb = _random_shift(xb, gen, shift)
-            if consistent:
-                loss = _flip_consistent_loss(model, lin, xb, yt[idx], cfg.flip_consistency)
-            elif aux or l1 or l2:
-                loss = _vit_finetune_loss(model, lin, xb, yt[idx], aux, pretext, l1, l2)
-            else:
-                loss = F.cross_entropy(model(xb), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            step += 1
-            if step < n_steps:
-                sched.step()
-            losses.append(float(loss.detach()))
-        log_rows.append({"arch": model.arch, "stage": "finetune", "task": task, "epoch": epoch + 1,
-                         "loss": float(np.mean(losses))})
+
+    def batch_loss(idx):
+        xb = _augment(xt[idx], gen, strong=False, rotate=rotate)
+        if shift:
+            xb = _random_shift(xb, gen, shift)
+        if consistent:
+            return _flip_consistent_loss(model, lin, xb, yt[idx], cfg.flip_consistency)
+        if aux or l1 or l2:
+            return _vit_finetune_loss(model, lin, xb, yt[idx], aux, pretext, l1, l2)
+        return F.cross_entropy(model(xb), yt[idx])
+
+    one_cycle_epochs(model, opt, len(xt), fbs, epochs, gen, batch_loss, log_rows, "finetune", task)
     for p in model.backbone.parameters():  # vit_frozen parts: trainable again for whoever uses the model next
         p.requires_grad_(True)
     if centered:  # fold the centring / standardisation (eval-mode feature statistics) into the linear head
