@@ -4,8 +4,9 @@ For each task, its **radiomic signature** is measured on the cohort's own radiom
 whose values best separate the task's labels among the lesion cases (univariate ROC AUC, ranked by
 ``|AUC - 0.5|``). Whether fine-tuning moved each encoder toward that signature is then read from the
 study's lens v2 ``compare`` outputs (per layer for a layer-wise lens): the task **alignment** (does
-the task-specific change point at the features that separate the task's labels; permutation p over
-patients) and the task-specific **contrast** (how many of its top-10 features are of the planted
+the task-specific change point at the features that separate the task's labels: Pearson r over
+features between |association| and the signed specific change, permutation p over patients;
+docs/lens.md §9c) and the task-specific **contrast** (how many of its top-10 features are of the planted
 class / in the signature). ``recovered`` = either check passes at ``p < 0.05 / (2 x number of
 layers)`` (Bonferroni over the two checks and the layers): alignment > 0 with its permutation p, or
 the top-10 holding more of the task's signature than chance (hypergeometric p).

@@ -23,9 +23,9 @@ OUT/contrast.csv (task, feature, feature_class, contrast, contrast_ci_low, contr
 contrast_z, contrast_p, contrast_q, contrast_rank), common_heatmap.png, contrast_heatmap.png. With two
 tasks the two contrasts are mirror images (identical scores). With --labels (the manifest, or any
 table with case_id, optional patient_id and a label column TASK or task_TASK per task) it tests task
-alignment: the Spearman correlation between each feature's association with the task's labels and
-the task's specific change of emphasis, with a patient-grouped permutation p (OUT/alignment.csv: task,
-alignment, alignment_p, n_features; association.csv; alignment.png).
+alignment: the Pearson correlation over features between each feature's |association| with the task's
+labels and the task's specific change of emphasis, with a patient-grouped permutation p
+(OUT/alignment.csv: task, alignment, alignment_p, n_features; association.csv; alignment.png).
 
 Layer-wise tables (refit-post with a layer-wise lens): each layer is compared in OUT/<layer>/ as above
 (with --lens LENS_DIR of fit-pre --layers and multi-layer --embeddings files: each layer's lens and

@@ -16,9 +16,9 @@ With two tasks the two specific changes are mirror images (``E_spec,1 = −E_spe
 are identical, and they say where the tasks differ, not which task moved. With one task the
 specific change is the task's own change.
 
-Task alignment: per task, the rank correlation between each feature's association with the task's
-label (:mod:`radlens.stats.association`) and the task's specific change, with a patient-grouped
-label-permutation p-value.
+Task alignment: per task, the correlation over features (Pearson by default, Spearman as an option)
+between each feature's |association| with the task's label (:mod:`radlens.stats.association`) and
+the task's specific change, with a patient-grouped label-permutation p-value.
 
 Every function takes arrays (and a fitted :class:`~radlens.lens.estimator.RadiomicLens`), never
 paths; :func:`compare_tasks` is the file-level wrapper behind ``radlens compare --lens``.
@@ -243,7 +243,7 @@ def cross_task(lens, Z_posts: dict, *, n_null: int = 200, n_boot: int = 200, see
 
 
 def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None, n_perm: int = 999,
-                   seed: int = 0):
+                   seed: int = 0, statistic: str = "pearson"):
     """Did fine-tuning for each task move the encoder toward the task's radiomic signature?
 
     Parameters
@@ -259,20 +259,26 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
     feature_names : sequence of str, optional   names of ``X``'s columns when ``X`` is an array.
     groups : array-like, shape (n,), optional   patient of each case (whole patients are permuted).
     n_perm : int, default 999;  seed : int
+    statistic : {"pearson", "spearman"}, default "pearson"
+        Correlation over features (:func:`radlens.stats.association.alignment_test`): Pearson weighs
+        each feature by its |association|, Spearman weighs every feature's rank alike (weaker for a
+        sparse signature: docs/lens.md §9c).
 
     Returns
     -------
     alignment : DataFrame ``task, alignment, alignment_p, n_features`` (+ ``n_cases``, ``label_kind``,
-        ``null_mean``, ``null_sd``): Spearman ρ between |association| and the specific change, one-sided
-        permutation p.
+        ``null_mean``, ``null_sd``, ``statistic``): correlation between |association| and the
+        specific change, one-sided permutation p.
     association : DataFrame ``task, feature, association, specific_change`` (association: AUC − 0.5
         for a binary label, Spearman ρ for a numeric one, mean |AUC_ovr − 0.5| for a categorical one;
         specific_change: the profile correlated, signed when available).
     """
     import pandas as pd
 
-    from radlens.stats.association import alignment_test
+    from radlens.stats.association import ALIGNMENT_STATISTICS, alignment_test
 
+    if statistic not in ALIGNMENT_STATISTICS:
+        raise InputError(f"task_alignment: statistic={statistic!r} not allowed; use one of {ALIGNMENT_STATISTICS}")
     if isinstance(X, pd.DataFrame):
         feats = [c for c in X.columns if c != "case_id"]
         Xa = X[feats].to_numpy(float)
@@ -296,16 +302,16 @@ def task_alignment(X, contrast, labels: dict, *, feature_names=None, groups=None
         if y.shape[0] != Xa.shape[0]:
             raise InputError(f"task_alignment: labels of task {t!r} have {y.shape[0]} rows, X has {Xa.shape[0]}")
         try:
-            r = alignment_test(prof, Xa, y, groups, n_perm=n_perm, seed=seed)
+            r = alignment_test(prof, Xa, y, groups, n_perm=n_perm, seed=seed, statistic=statistic)
         except ValueError as exc:   # e.g. a single label value among the labelled cases
             log.warning("task %s: no alignment (%s)", t, exc)
             rows.append({"task": t, "alignment": np.nan, "alignment_p": np.nan, "n_features": len(feats),
                          "n_cases": int(pd.notna(pd.Series(y)).sum()), "label_kind": f"unusable: {exc}",
-                         "null_mean": np.nan, "null_sd": np.nan})
+                         "null_mean": np.nan, "null_sd": np.nan, "statistic": statistic})
             continue
         rows.append({"task": t, "alignment": r["alignment"], "alignment_p": r["alignment_p"],
                      "n_features": r["n_features"], "n_cases": r["n_cases"], "label_kind": r["label_kind"],
-                     "null_mean": r["null_mean"], "null_sd": r["null_sd"]})
+                     "null_mean": r["null_mean"], "null_sd": r["null_sd"], "statistic": statistic})
         assoc_rows.append(pd.DataFrame({"task": t, "feature": feats, "association": r["association"],
                                         "specific_change": prof}))
     assoc = (pd.concat(assoc_rows, ignore_index=True) if assoc_rows
@@ -323,7 +329,8 @@ def _label_column(df, task: str, label_columns: dict | None):
 
 def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns: dict | None = None,
                   pooling: str | None = None, n_null: int = 200, n_boot: int = 200, n_perm: int = 999,
-                  seed: int = 0, aligned="scale", layer: str | None = None, figures: bool = True) -> dict:
+                  seed: int = 0, aligned="scale", layer: str | None = None, figures: bool = True,
+                  alignment_statistic: str = "pearson") -> dict:
     """File-level cross-task decomposition and task alignment (``radlens compare --lens``).
 
     Parameters
@@ -339,6 +346,7 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
     n_null, n_boot, seed, aligned : see :func:`cross_task`;  n_perm : alignment permutations.
     layer : str, optional   layer of multi-layer embeddings files (:mod:`radlens.lens.layers`).
     figures : bool   False: tables only (no PNG/SVG).
+    alignment_statistic : {"pearson", "spearman"}   see :func:`task_alignment` (``statistic``).
 
     Returns
     -------
@@ -364,7 +372,7 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prov = provenance("compare", {"pooling": pool, "n_null": n_null, "n_boot": n_boot, "n_perm": n_perm, "seed": seed,
-                                  "aligned": str(aligned)},
+                                  "aligned": str(aligned), "alignment_statistic": alignment_statistic},
                       {"lens": lens_dir, **{f"embeddings:{t}": p for t, p in embeddings.items()}, "labels": labels})
     written = {"common": [write_table(common[list(COMMON_COLUMNS)], out / "common.csv", prov)],
                "contrast": [write_table(contrast[list(CONTRAST_COLUMNS)], out / "contrast.csv", prov)]}
@@ -398,11 +406,12 @@ def compare_tasks(lens_dir, embeddings: dict, out, *, labels=None, label_columns
             log.warning("labels table %s has no label column for task(s) %s (looked for TASK or task_TASK); "
                         "their alignment is not computed", labels, missing)
         al, assoc = task_alignment(lens.X_, contrast, ylab, feature_names=list(lens.feature_names_in_), groups=groups,
-                                   n_perm=n_perm, seed=seed)
+                                   n_perm=n_perm, seed=seed, statistic=alignment_statistic)
         for t in missing:
             al = pd.concat([al, pd.DataFrame([{"task": t, "alignment": np.nan, "alignment_p": np.nan,
                                                "n_features": len(lens.feature_names_in_), "n_cases": 0,
-                                               "label_kind": "no label column"}])], ignore_index=True)
+                                               "label_kind": "no label column",
+                                               "statistic": alignment_statistic}])], ignore_index=True)
         written["alignment"] = [write_table(al[list(ALIGNMENT_COLUMNS)], out / "alignment.csv", prov)]
         if len(assoc):
             fcls = dict(zip(lens.feature_names_in_, _feature_classes(lens)))

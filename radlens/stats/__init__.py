@@ -16,10 +16,11 @@ from radlens.stats.paired import paired_summary
 from radlens.stats.delong import delong_auc_test, delong_covariance, delong_test
 from radlens.stats.permutation import (cluster_permutations, empirical_tail, gamma_tail, signed_null_summary,
                                       squared_norm_null_summary)
-from radlens.stats.association import alignment_test, feature_association, spearman_rows
+from radlens.stats.association import (ALIGNMENT_STATISTICS, alignment_test, feature_association, pearson_rows,
+                                      spearman_rows)
 
 __all__ = ["bh_qvalues", "bootstrap_ci", "bootstrap_indices", "kendall_w", "linear_cka",
            "rank_agreement", "paired_summary", "delong_auc_test", "delong_covariance", "delong_test",
            "cluster_permutations", "empirical_tail", "gamma_tail", "squared_norm_null_summary", "signed_null_summary",
-           "alignment_test",
-           "feature_association", "spearman_rows"]
+           "ALIGNMENT_STATISTICS", "alignment_test",
+           "feature_association", "pearson_rows", "spearman_rows"]

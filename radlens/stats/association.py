@@ -1,5 +1,5 @@
-"""Feature–label association profiles and the rank correlation of a profile with another one,
-with a (patient-grouped) label-permutation p-value.
+"""Feature–label association profiles and the correlation of a profile with another one (Pearson
+by default, Spearman as an option), with a (patient-grouped) label-permutation p-value.
 
 Association of each feature with a label, rank-based (invariant to monotone transforms of the
 features):
@@ -91,6 +91,20 @@ def feature_association(X, y, perms=None, kind: str | None = None) -> np.ndarray
     return out[0] if perms is None else out
 
 
+#: statistics of :func:`alignment_test` (the first is the default)
+ALIGNMENT_STATISTICS = ("pearson", "spearman")
+
+
+def pearson_rows(a, B) -> np.ndarray:
+    """Pearson r between vector ``a`` (p,) and every row of ``B`` (b, p) (NaN for a constant row)."""
+    a = np.asarray(a, float) - np.mean(a)
+    B = np.atleast_2d(np.asarray(B, float))
+    B = B - B.mean(1, keepdims=True)
+    den = np.linalg.norm(a) * np.linalg.norm(B, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (B @ a) / den
+
+
 def spearman_rows(a, B) -> np.ndarray:
     """Spearman ρ between vector ``a`` (p,) and every row of ``B`` (b, p) (average ranks for ties)."""
     from scipy import stats as st
@@ -105,14 +119,19 @@ def spearman_rows(a, B) -> np.ndarray:
 
 
 def alignment_test(profile, X, y, groups=None, *, n_perm: int = 999, seed: int = 0,
-                   absolute: bool = True) -> dict:
-    """Does a per-feature ``profile`` (e.g. how much each feature's sensitivity changed) rank the
-    features like their association with the label ``y``?
+                   absolute: bool = True, statistic: str = "pearson") -> dict:
+    """Does a per-feature ``profile`` (e.g. how much each feature's sensitivity changed) go with the
+    features' association with the label ``y``?
 
-    Statistic: Spearman ρ between ``profile`` and the association profile (its absolute value when
-    ``absolute``, since a change of sensitivity has no sign). Null: the labels permuted over whole
-    patients (:func:`radlens.stats.permutation.cluster_permutations`), which keeps the correlation
-    between features; one-sided p ``(1 + #{ρ_b ≥ ρ}) / (B + 1)``.
+    Statistic (``statistic``): the correlation over features between ``profile`` and the association
+    profile (its absolute value when ``absolute``, since a change of sensitivity has no sign):
+    ``"pearson"`` (default) correlates the values, so each feature weighs by how strongly it separates
+    the labels (``r ∝ Σ_r (|a_r| − mean|a|) · profile_r``: the |association|-weighted mean of the
+    profile); ``"spearman"`` correlates the ranks, so the many features unrelated to the label (their
+    |association| is noise) weigh as much as the signature's, which dilutes a sparse signature
+    (docs/lens.md §9c, §11). Null: the labels permuted over whole patients
+    (:func:`radlens.stats.permutation.cluster_permutations`), which keeps the correlation between
+    features; one-sided p ``(1 + #{s_b ≥ s}) / (B + 1)``.
 
     Parameters
     ----------
@@ -120,16 +139,20 @@ def alignment_test(profile, X, y, groups=None, *, n_perm: int = 999, seed: int =
     X : ndarray, shape (n, p);  y : array-like, shape (n,) (missing labels: rows dropped)
     groups : array-like, shape (n,), optional   patient of each row (default: each row its own).
     n_perm : int;  seed : int;  absolute : bool
+    statistic : {"pearson", "spearman"}, default "pearson"
 
     Returns
     -------
-    dict: ``alignment`` (ρ), ``alignment_p``, ``null_mean``, ``null_sd``, ``n_features``, ``n_cases``,
-    ``label_kind``, ``association`` (p,) (signed).
+    dict: ``alignment`` (the correlation), ``alignment_p``, ``null_mean``, ``null_sd``, ``n_features``,
+    ``n_cases``, ``label_kind``, ``statistic``, ``association`` (p,) (signed).
     """
     import pandas as pd
 
     from radlens.stats.permutation import cluster_permutations
 
+    if statistic not in ALIGNMENT_STATISTICS:
+        raise ValueError(f"statistic={statistic!r} not allowed; use one of {ALIGNMENT_STATISTICS}")
+    corr = pearson_rows if statistic == "pearson" else spearman_rows
     X = np.asarray(X, float)
     profile = np.asarray(profile, float)
     y = np.asarray(y, dtype=object)
@@ -140,11 +163,11 @@ def alignment_test(profile, X, y, groups=None, *, n_perm: int = 999, seed: int =
     assoc = feature_association(X, y, kind=kind)
     ok = np.isfinite(profile) & np.isfinite(assoc)
     f = np.abs if absolute else (lambda v: v)
-    rho = float(spearman_rows(profile[ok], f(assoc[ok])[None])[0])
+    rho = float(corr(profile[ok], f(assoc[ok])[None])[0])
     perms = cluster_permutations(g, n_perm, seed)
-    null = spearman_rows(profile[ok], f(feature_association(X[:, ok], y, perms, kind=kind)))
+    null = corr(profile[ok], f(feature_association(X[:, ok], y, perms, kind=kind)))
     null = null[np.isfinite(null)]
     p = float((1 + (null >= rho - 1e-12).sum()) / (null.size + 1)) if np.isfinite(rho) else np.nan
     return {"alignment": rho, "alignment_p": p, "null_mean": float(null.mean()) if null.size else np.nan,
             "null_sd": float(null.std(ddof=1)) if null.size > 1 else np.nan, "n_features": int(ok.sum()),
-            "n_cases": int(len(y)), "label_kind": kind, "association": assoc}
+            "n_cases": int(len(y)), "label_kind": kind, "statistic": statistic, "association": assoc}

@@ -221,10 +221,15 @@ def class_totals_bars(ct, out_stem) -> list[Path]:
     return save_figure(fig, out_stem)
 
 
+def _alignment_legend(al) -> str:
+    stats = set(al["statistic"].dropna().astype(str)) if "statistic" in al.columns else {"pearson"}
+    return "; ".join("ρ: Spearman" if s == "spearman" else "r: Pearson" for s in sorted(stats)) or "r: Pearson"
+
+
 def alignment_scatter(assoc, alignment, out_stem) -> list[Path]:
     """Per task: each radiomic feature's |association| with the task's label (x) against the task's
-    specific change (y), coloured by class; the title gives the alignment (Spearman ρ) and its
-    permutation p."""
+    specific change (y), coloured by class; the title gives the alignment (Pearson r, or Spearman ρ
+    when ``alignment['statistic']`` says so) and its permutation p."""
     plt = use_agg()
     from matplotlib.patches import Patch
 
@@ -242,7 +247,8 @@ def alignment_scatter(assoc, alignment, out_stem) -> list[Path]:
                    edgecolors="none")
         r = al.loc[task] if task in al.index else None
         kind = str(r["label_kind"]) if r is not None and "label_kind" in al.columns else ""
-        t = f"{task}: ρ = {r['alignment']:.2f}, p = {r['alignment_p']:.3g}" if r is not None else task
+        sym = "ρ" if r is not None and str(r.get("statistic", "pearson")) == "spearman" else "r"
+        t = f"{task}: {sym} = {r['alignment']:.2f}, p = {r['alignment_p']:.3g}" if r is not None else task
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("|association with label| (" + ("|Spearman ρ|" if kind == "numeric" else "|AUC − 0.5|") + ")",
                       fontsize=8)
@@ -253,6 +259,6 @@ def alignment_scatter(assoc, alignment, out_stem) -> list[Path]:
     fig.legend(handles=[Patch(color=v, label=c) for c, v in pal.items()], loc="lower center",
                ncol=min(8, len(pal)), fontsize=7, frameon=False)
     fig.suptitle("Task alignment: did fine-tuning move the encoder toward the task's radiomic signature?\n"
-                 "(ρ: Spearman over features; p: labels permuted over whole patients)", fontsize=9)
+                 f"({_alignment_legend(al)} over features; p: labels permuted over whole patients)", fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 0.93))
     return save_figure(fig, out_stem)
