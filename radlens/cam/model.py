@@ -62,7 +62,6 @@ def lse_pool(scores, sharpness: float):
     return (torch.logsumexp(r * scores, dim=1) - math.log(scores.shape[1])) / r
 
 
-
 def _classifier_module(encoder, head, pooling: str, sharpness: float = 1.0):
     import torch
 
