@@ -184,6 +184,14 @@ def test_alignment_statistic_hand_computed():
     assert np.isnan(pearson_rows(np.array([1.0, 2.0, 3.0]), np.array([[1.0, 1.0, 1.0]]))[0])
     with pytest.raises(ValueError, match="statistic='kendall' not allowed"):
         alignment_test(prof, X, y, statistic="kendall")
+    # the lens-level entry refuses it before any permutation (not a per-task warning and a NaN row)
+    import pandas as pd
+
+    from radlens.errors import InputError
+
+    with pytest.raises(InputError, match=r"task_alignment: statistic='kendall' not allowed.*pearson.*spearman"):
+        task_alignment(X, pd.DataFrame({"task": ["a"] * 3, "feature": ["f0", "f1", "f2"], "specific_emphasis": prof}),
+                       {"a": y}, feature_names=["f0", "f1", "f2"], statistic="kendall")
 
 
 def test_task_changes_scale_alignment_removes_rescale(lenses):
